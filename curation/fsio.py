@@ -1,0 +1,138 @@
+"""Paths are fsspec URLs: the same calls read and write local folders, s3:// and http://.
+
+Outputs are committed atomically. On a local disk that means: write a temporary sibling, then
+`os.replace` it over the final name. On object stores an object only becomes visible once its
+single PUT (or multipart upload) completes, so writing the final key directly is already atomic.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_MARK = ".tmp-"
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem serving `url` and the path on it."""
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    return isinstance(filesystem(url)[0], LocalFileSystem)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL parts with '/', keeping the scheme of `base`."""
+    return posixpath.join(base.rstrip("/") if base not in ("/", "") else base, *parts)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def makedirs(url: str) -> None:
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(path, exist_ok=True)
+
+
+def expand(patterns: str | list[str]) -> list[str]:
+    """Expand globs (and brace ranges like {00000..00009}) into a sorted list of URLs."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    urls: list[str] = []
+    for pattern in patterns:
+        for braced in expand_braces(pattern):
+            if any(ch in braced for ch in "*?["):
+                fs, path = filesystem(braced)
+                protocol = _protocol_prefix(braced)
+                urls.extend(protocol + p if protocol else p for p in sorted(fs.glob(path)))
+            else:
+                urls.append(braced)
+    return urls
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand `{a..b}` numeric ranges (zero padding kept) and `{x,y}` alternatives."""
+    import braceexpand
+
+    return list(braceexpand.braceexpand(pattern))
+
+
+def _protocol_prefix(url: str) -> str:
+    if "://" in url:
+        return url.split("://", 1)[0] + "://"
+    return ""
+
+
+@contextlib.contextmanager
+def open_atomic(url: str, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Open `url` for writing; the content appears under its name only if the block succeeds."""
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        directory = os.path.dirname(path)
+        os.makedirs(directory or ".", exist_ok=True)
+        tmp = os.path.join(directory, f"{os.path.basename(path)}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        # A remote object is visible only once the upload completes; an exception inside the
+        # block must abort the upload rather than commit a partial object.
+        handle = fs.open(path, mode)
+        try:
+            yield handle
+        except BaseException:
+            discard = getattr(handle, "discard", None)
+            if discard is not None:
+                discard()
+            raise
+        handle.close()
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    with open_atomic(url, "wb") as handle:
+        handle.write(data)
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    return fs.cat_file(path)
+
+
+def write_json(url: str, record: Any) -> None:
+    write_bytes(url, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
+
+
+def read_json(url: str) -> Any:
+    return json.loads(read_bytes(url))
+
+
+def remove_stale_temporaries(url: str) -> int:
+    """Delete temporary files a killed run left under a local folder; returns how many."""
+    fs, path = filesystem(url)
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(path):
+        return 0
+    removed = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            if TMP_MARK in name:
+                os.remove(os.path.join(root, name))
+                removed += 1
+    return removed
