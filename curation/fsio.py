@@ -102,6 +102,7 @@ def open_atomic(url: str, mode: str = "wb") -> Iterator[BinaryIO]:
             discard = getattr(handle, "discard", None)
             if discard is not None:
                 discard()
+                handle.closed = True  # discarded: nothing left to flush when it is collected
             raise
         handle.close()
 

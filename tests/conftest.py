@@ -1,24 +1,78 @@
 import os
+import socket
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+S3_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def s3_endpoint():
+    """A real S3-compatible server (moto's standalone server) on 127.0.0.1 for the whole session.
+
+    The AWS_* variables point s3fs, pyarrow and Ray workers at it.
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start on 127.0.0.1")
+            time.sleep(0.2)
+    os.environ.update({
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    })
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket per test, as an s3:// URL."""
+    import s3fs
+
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint):
     """One local Ray session shared by every test that needs Ray (ray.init costs seconds)."""
     import ray
 
     if not ray.is_initialized():
         # Stage functions defined in test modules are pickled by reference: workers need the
-        # test folders that pytest put on sys.path while collecting.
-        worker_path = os.pathsep.join(p for p in sys.path if p)
+        # test folders that pytest put on sys.path while collecting, and the S3 endpoint.
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.update({key: os.environ[key] for key in S3_ENV_KEYS})
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
                  address=os.environ.get("RAY_ADDRESS") or "local",
-                 runtime_env={"env_vars": {"PYTHONPATH": worker_path}})
+                 runtime_env={"env_vars": env})
     yield ray
