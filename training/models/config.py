@@ -1,0 +1,176 @@
+"""Model configuration: nested dataclasses, named presets, JSON round trip.
+
+A preset names a full architecture; `model_config(preset, **overrides)` changes any field with
+dotted keys ("vision.depth") or per-tower dicts ("vision={'depth': 2}"), so a CPU test and a
+multi-node run share one code path and differ only in numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class VisionConfig:
+    image_size: int = 256
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_dim: int = 3072
+    # The learned position grid is stored at this many patches per side and resized per image.
+    pos_grid_size: int = 16
+    channels: int = 3
+    layer_norm_eps: float = 1e-6
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.channels
+
+
+@dataclass
+class TextConfig:
+    # The default Tokenizer's size: 49408 CLIP BPE ids + 1000 box bins + 3 LocCa task tokens.
+    vocab_size: int = 50411
+    context_length: int = 64
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_dim: int = 3072
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class DecoderConfig:
+    """LocCa decoder; `vocab_size` 0 means "the text tower's vocabulary"."""
+
+    width: int = 768
+    depth: int = 6
+    heads: int = 12
+    mlp_dim: int = 3072
+    max_len: int = 64
+    vocab_size: int = 0
+    # Vocabulary block size for the chunked cross-entropy (bounds logits memory).
+    ce_chunk_size: int = 8192
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # Joint embedding width; the vision tower has no projection, so it must equal vision.width.
+    embed_dim: int = 768
+    init_logit_scale: float = 2.302585092994046  # log 10
+    init_logit_bias: float = -10.0
+
+    def __post_init__(self) -> None:
+        if self.embed_dim != self.vision.width:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must equal vision.width ({self.vision.width}): "
+                "SigLIP 2 has no image projection"
+            )
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError(
+                f"image_size {self.vision.image_size} is not a multiple of patch_size "
+                f"{self.vision.patch_size}"
+            )
+
+    @property
+    def decoder_vocab_size(self) -> int:
+        return self.decoder.vocab_size or self.text.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        kwargs = dict(data)
+        for name, sub_cls in (
+            ("vision", VisionConfig),
+            ("text", TextConfig),
+            ("decoder", DecoderConfig),
+        ):
+            if name in kwargs and isinstance(kwargs[name], dict):
+                kwargs[name] = _sub_from_dict(sub_cls, kwargs[name], name)
+        return cls(**kwargs)
+
+
+def _sub_from_dict(sub_cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in dataclasses.fields(sub_cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {where} config keys: {sorted(unknown)}")
+    return sub_cls(**data)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # CPU tests and demos: trains a few hundred steps in minutes on 2 cores.
+    "tiny": ModelConfig(
+        vision=VisionConfig(
+            image_size=64, patch_size=8, width=64, depth=2, heads=4, mlp_dim=256, pos_grid_size=8
+        ),
+        text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
+        decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=4096),
+        embed_dim=64,
+    ),
+    "b16": ModelConfig(
+        vision=VisionConfig(
+            image_size=256,
+            patch_size=16,
+            width=768,
+            depth=12,
+            heads=12,
+            mlp_dim=3072,
+            pos_grid_size=16,
+        ),
+        text=TextConfig(width=768, depth=12, heads=12, mlp_dim=3072),
+        decoder=DecoderConfig(width=768, depth=6, heads=12, mlp_dim=3072),
+        embed_dim=768,
+    ),
+    "so400m": ModelConfig(
+        vision=VisionConfig(
+            image_size=256,
+            patch_size=16,
+            width=1152,
+            depth=27,
+            heads=16,
+            mlp_dim=4304,
+            pos_grid_size=16,
+        ),
+        text=TextConfig(width=1152, depth=27, heads=16, mlp_dim=4304),
+        decoder=DecoderConfig(width=1152, depth=6, heads=16, mlp_dim=4304),
+        embed_dim=1152,
+    ),
+}
+
+
+def model_config(preset: str, **overrides: Any) -> ModelConfig:
+    """A copy of PRESETS[preset] with overrides: `vision={"depth": 2}`, `embed_dim=64`, or a flat
+    dict of dotted keys passed as `**{"vision.depth": 2}`."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose from {sorted(PRESETS)}")
+    data = copy.deepcopy(PRESETS[preset].to_dict())
+    for key, value in overrides.items():
+        parts = key.split(".")
+        target = data
+        for part in parts[:-1]:
+            if part not in target or not isinstance(target[part], dict):
+                raise ValueError(f"override {key!r}: {part!r} is not a config section")
+            target = target[part]
+        leaf = parts[-1]
+        if leaf not in target:
+            raise ValueError(f"override {key!r}: unknown field {leaf!r}")
+        if isinstance(target[leaf], dict) and isinstance(value, dict):
+            target[leaf].update(value)
+        else:
+            target[leaf] = value
+    return ModelConfig.from_dict(data)

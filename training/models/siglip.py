@@ -1,0 +1,91 @@
+"""SigLIP 2: the two towers, the learnable temperature t and bias b, and the LocCa decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from training.models.config import ModelConfig
+from training.models.locca import LocCaDecoder
+from training.models.text import TextTower
+from training.models.vision import VisionTower, patchify
+
+
+class SigLIP2(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionTower(cfg.vision)
+        self.text = TextTower(cfg.text, cfg.embed_dim)
+        # Stored as log t: t = exp(logit_scale), initialised to t = 10.
+        self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
+        self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias))
+        self.decoder = LocCaDecoder(
+            cfg.decoder, vocab_size=cfg.decoder_vocab_size, memory_dim=cfg.vision.width
+        )
+
+    def encode_image(
+        self,
+        image: Tensor | None = None,
+        *,
+        patches: Tensor | None = None,
+        patch_coords: Tensor | None = None,
+        patch_mask: Tensor | None = None,
+        token_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Either `image [B, C, H, W]` or NaFlex `patches [B, N, p*p*C]` + `patch_coords [B, N, 2]`
+        (+ `patch_mask [B, N]`, True for real patches). Returns (pooled [B, D], patch tokens
+        [B, N, D]); both unnormalised."""
+        if image is not None:
+            if patches is not None:
+                raise ValueError("give either image or patches, not both")
+            patches, patch_coords = patchify(image, self.cfg.vision.patch_size)
+        elif patches is None or patch_coords is None:
+            raise ValueError("encode_image needs image, or patches together with patch_coords")
+        return self.vision(patches, patch_coords, patch_mask, token_mask)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        return self.text(tokens)
+
+    def forward(
+        self,
+        *,
+        image: Tensor | None = None,
+        patches: Tensor | None = None,
+        patch_coords: Tensor | None = None,
+        patch_mask: Tensor | None = None,
+        token_mask: Tensor | None = None,
+        text: Tensor | None = None,
+        locca: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Everything a training step needs in one call, so DDP/FSDP hooks see every parameter
+        used: "image_embeds", "patch_tokens", "logit_scale", "logit_bias", and when asked
+        "text_embeds" and "locca_token_losses" (see LocCaDecoder.token_losses; `locca` holds
+        tokens/prefix_mask/target_mask/parallel for R·B rows, R task copies of each image)."""
+        pooled, tokens = self.encode_image(
+            image,
+            patches=patches,
+            patch_coords=patch_coords,
+            patch_mask=patch_mask,
+            token_mask=token_mask,
+        )
+        out = {
+            "image_embeds": pooled,
+            "patch_tokens": tokens,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+        }
+        if text is not None:
+            out["text_embeds"] = self.encode_text(text)
+        if locca is not None:
+            copies = locca["tokens"].shape[0] // tokens.shape[0]
+            memory_mask = patch_mask.repeat(copies, 1) if patch_mask is not None else None
+            out["locca_token_losses"] = self.decoder.token_losses(
+                tokens.repeat(copies, 1, 1),
+                locca["tokens"],
+                locca["prefix_mask"],
+                locca["target_mask"],
+                locca["parallel"],
+                memory_mask,
+            )
+        return out
