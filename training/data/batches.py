@@ -1,0 +1,130 @@
+"""Mixed batches: a fixed number of image-text samples plus a fixed number of grounding samples.
+
+Every batch a consumer builds takes exactly `batch_size - grounding_per_batch` samples from the
+image-text stream and `grounding_per_batch` from the grounding stream, so the grounding share is
+the same on every rank and every step. Grounding rows come last and are marked
+`contrastive=False`; the loss masks them, so shapes stay static.
+
+A `ConsumerState` (the position of each stream plus bad-sample counters) travels with every batch,
+which is what makes the loader resumable exactly.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from training.data.samples import BadSample, Sample
+from training.data.shards import ConsumerPlan
+from training.data.stream import StreamItem, StreamPosition, iter_stream
+from training.locca_targets import collate_locca, make_locca_example
+
+log = logging.getLogger(__name__)
+
+TEXT_STREAM, GROUNDING_STREAM = "text", "grounding"
+STREAM_IDS = {TEXT_STREAM: 0, GROUNDING_STREAM: 1}
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    batch_size: int  # per rank
+    grounding_per_batch: int
+    image_size: int
+    context_length: int
+    locca_max_len: int
+
+    @property
+    def text_per_batch(self) -> int:
+        return self.batch_size - self.grounding_per_batch
+
+
+@dataclass
+class ConsumerState:
+    """Where one consumer's streams continue, and what it has skipped so far."""
+
+    slot: int
+    positions: dict[str, StreamPosition]
+    bad_samples: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {
+            "slot": self.slot,
+            "positions": {name: pos.to_dict() for name, pos in self.positions.items()},
+            "bad_samples": dict(self.bad_samples),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "ConsumerState":
+        positions = {name: StreamPosition.from_dict(p) for name, p in state["positions"].items()}
+        return cls(state["slot"], positions, Counter(state.get("bad_samples", {})))
+
+
+class SampleReader:
+    """Pulls parsed samples from one stream, skipping (and counting) bad records."""
+
+    def __init__(
+        self,
+        name: str,
+        plan: ConsumerPlan,
+        parse: Callable[..., Sample],
+        state: ConsumerState,
+        image_size: int,
+        max_consecutive_bad: int,
+    ) -> None:
+        self.name, self.parse, self.state = name, parse, state
+        self.image_size, self.max_consecutive_bad = image_size, max_consecutive_bad
+        self.items: Iterator[StreamItem] = iter_stream(plan, state.positions[name])
+
+    def take(self, count: int) -> list[tuple[Sample, StreamPosition]]:
+        taken: list[tuple[Sample, StreamPosition]] = []
+        consecutive_bad = 0
+        while len(taken) < count:
+            item = next(self.items)
+            self.state.positions[self.name] = item.next_position
+            try:
+                taken.append((self.parse(item.sample, self.image_size), item.position))
+                consecutive_bad = 0
+            except BadSample as bad:
+                self.state.bad_samples[f"{self.name}/{bad.reason}"] += 1
+                log.warning("skipping %s sample %s in %s: %s", self.name, item.sample.key,
+                            item.shard_url, bad)
+                consecutive_bad += 1
+                if consecutive_bad >= self.max_consecutive_bad:
+                    raise RuntimeError(
+                        f"{consecutive_bad} bad {self.name} samples in a row (last: "
+                        f"{item.shard_url} {item.sample.key}: {bad}); is this the right data?"
+                    ) from bad
+        return taken
+
+
+def locca_rng(seed: int, stream: str, position: StreamPosition) -> random.Random:
+    """Target sampling depends only on the sample's identity, so it survives resumes and workers."""
+    return random.Random(f"{seed}/{stream}/{position.epoch}/{position.shard}/{position.sample}")
+
+
+def assemble_batch(
+    samples: list[tuple[str, Sample, StreamPosition]],
+    tokenizer,
+    shape: BatchShape,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """Stack images, tokenize captions, and build the LocCa targets of one batch."""
+    images = torch.stack([sample.image for _, sample, _ in samples])
+    # Grounding rows have no caption; their text slot is padding the contrastive mask ignores.
+    captions = [sample.caption or "" for _, sample, _ in samples]
+    examples = [
+        make_locca_example(tokenizer, sample.caption, sample.refs, locca_rng(seed, stream, pos),
+                           max_len=shape.locca_max_len)
+        for stream, sample, pos in samples
+    ]
+    batch = {
+        "image": images,
+        "text": tokenizer.encode(captions, context_length=shape.context_length),
+        "contrastive": torch.tensor([sample.contrastive for _, sample, _ in samples]),
+    }
+    batch.update(collate_locca(examples, shape.locca_max_len))
+    return batch

@@ -1,0 +1,150 @@
+"""The phase-1 data loader: mixed batches from worker processes, resumable to the exact sample.
+
+Consumers are (rank, loader slot) pairs. Each torch DataLoader worker is one consumer that builds
+whole batches from its own share of the shards. With `in_order` batching the DataLoader hands
+batches out round-robin over workers, so after the main process has taken batch k it knows that
+batch k+1 comes from slot (k+1) mod W. The loader state is each slot's stream positions plus the
+slot that is due next; a resumed loader rotates worker ids so that slot comes first. Batches the
+workers had prefetched but the trainer never took are simply built again after a resume.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from training.data.batches import (
+    GROUNDING_STREAM,
+    STREAM_IDS,
+    TEXT_STREAM,
+    BatchShape,
+    ConsumerState,
+    SampleReader,
+    assemble_batch,
+)
+from training.data.samples import grounding_sample, image_text_sample
+from training.data.shards import ConsumerPlan, expand_shard_urls
+from training.data.stream import StreamPosition
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    text_shards: str | list[str]
+    grounding_shards: str | list[str] | None
+    shape: BatchShape
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    max_consecutive_bad: int = 1000
+
+
+class MixedBatchDataset(IterableDataset):
+    """Yields (batch, ConsumerState) forever; one instance per worker process after fork."""
+
+    def __init__(self, spec: LoaderSpec, tokenizer, states: list[ConsumerState], rotation: int):
+        super().__init__()
+        self.spec, self.tokenizer, self.states, self.rotation = spec, tokenizer, states, rotation
+        self.urls = {TEXT_STREAM: expand_shard_urls(spec.text_shards)}
+        if spec.shape.grounding_per_batch:
+            if spec.grounding_shards is None:
+                raise ValueError("grounding_fraction > 0 needs grounding shards (data.grounding_shards)")
+            self.urls[GROUNDING_STREAM] = expand_shard_urls(spec.grounding_shards)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], ConsumerState]]:
+        info = get_worker_info()
+        workers = max(self.spec.num_workers, 1)
+        slot = ((info.id if info else 0) + self.rotation) % workers
+        consumer = self.spec.rank * workers + slot
+        state = ConsumerState.from_dict(self.states[slot].to_dict())  # private copy per worker
+        parsers = {TEXT_STREAM: image_text_sample, GROUNDING_STREAM: grounding_sample}
+        counts = {TEXT_STREAM: self.spec.shape.text_per_batch,
+                  GROUNDING_STREAM: self.spec.shape.grounding_per_batch}
+        readers = {
+            name: SampleReader(
+                name,
+                ConsumerPlan(tuple(urls), consumer, self.spec.world_size * workers,
+                             self.spec.seed, STREAM_IDS[name]),
+                parsers[name],
+                state,
+                self.spec.shape.image_size,
+                self.spec.max_consecutive_bad,
+            )
+            for name, urls in self.urls.items()
+        }
+        while True:
+            samples = [
+                (name, sample, position)
+                for name, reader in readers.items()
+                for sample, position in reader.take(counts[name])
+            ]
+            batch = assemble_batch(samples, self.tokenizer, self.spec.shape, self.spec.seed)
+            yield batch, ConsumerState.from_dict(state.to_dict())
+
+
+class ResumableLoader:
+    """Iterate batches; `state_dict()` after any batch names exactly where the next one starts."""
+
+    def __init__(self, spec: LoaderSpec, tokenizer, pin_memory: bool = False) -> None:
+        self.spec, self.tokenizer, self.pin_memory = spec, tokenizer, pin_memory
+        self.workers = max(spec.num_workers, 1)
+        self.states = [self._fresh_state(slot) for slot in range(self.workers)]
+        self.next_slot = 0
+        self._batches: Iterator | None = None
+
+    @staticmethod
+    def _fresh_state(slot: int) -> ConsumerState:
+        return ConsumerState(slot, {TEXT_STREAM: StreamPosition(), GROUNDING_STREAM: StreamPosition()})
+
+    def state_dict(self) -> dict:
+        return {
+            "num_workers": self.spec.num_workers,
+            "next_slot": self.next_slot,
+            "consumers": [state.to_dict() for state in self.states],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._batches is not None:
+            raise RuntimeError("load the loader state before iterating")
+        if state["num_workers"] != self.spec.num_workers:
+            raise ValueError(
+                f"the checkpoint's data position was saved with data.num_workers="
+                f"{state['num_workers']}; resume with the same value (now {self.spec.num_workers})"
+            )
+        self.states = [ConsumerState.from_dict(s) for s in state["consumers"]]
+        self.next_slot = state["next_slot"]
+
+    @property
+    def bad_samples(self) -> Counter:
+        return sum((state.bad_samples for state in self.states), Counter())
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self._batches is None:
+            self._batches = iter(self._make_dataloader())
+        batch, consumer_state = next(self._batches)
+        if consumer_state.slot != self.next_slot:
+            raise RuntimeError(f"loader order broken: got slot {consumer_state.slot}, "
+                               f"expected {self.next_slot}")
+        self.states[consumer_state.slot] = consumer_state
+        self.next_slot = (consumer_state.slot + 1) % self.workers
+        return batch
+
+    def _make_dataloader(self) -> DataLoader:
+        dataset = MixedBatchDataset(self.spec, self.tokenizer, self.states, self.next_slot)
+        return DataLoader(
+            dataset,
+            batch_size=None,  # workers build whole batches
+            num_workers=self.spec.num_workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=2 if self.spec.num_workers else None,
+            # A private generator keeps worker seeding from drawing on the global torch RNG,
+            # whose state the checkpoint restores for the model.
+            generator=torch.Generator().manual_seed(self.spec.seed),
+            in_order=True,
+        )
