@@ -1,0 +1,175 @@
+"""Image URLs as pages write them → absolute, normalised http(s) URLs.
+
+Pages write image URLs relative to `<base href>` or the page URL, protocol-relative (`//cdn/x.jpg`),
+with whitespace around them, with fragments, upper-case or Unicode host names, and default ports.
+Two spellings of one resource must become one string, or dedup counts them twice; so every URL
+leaving this module is: resolved, http(s) only, fragment dropped, scheme and host lower-case, host in
+IDNA (punycode) form, default port dropped, empty path as "/", dot segments removed, and characters a
+browser would percent-encode (spaces, non-ASCII) encoded as UTF-8.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+ALLOWED_SCHEMES = frozenset({"http", "https"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters left alone when percent-encoding a path or query: reserved and unreserved ASCII plus
+# "%" so existing escapes survive (WHATWG's path/query percent-encode sets, approximately).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+# HTML strips ASCII tab/newline anywhere in a URL attribute, and ASCII whitespace at both ends.
+_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
+
+
+class UrlRejected(ValueError):
+    """A URL that cannot be an image to download; `reason` is the drop reason recorded in stats."""
+
+    def __init__(self, reason: str, url: str):
+        super().__init__(f"{reason}: {url[:200]!r}")
+        self.reason = reason
+
+
+def clean_attribute(value: str) -> str:
+    """An attribute value as a browser reads it as a URL (stripped, tabs/newlines removed)."""
+    return _TAB_NEWLINE.sub("", value.strip(" \t\n\r\f"))
+
+
+def resolve(reference: str, base: str) -> str:
+    """Resolve `reference` (as written in the page) against `base` and normalise it.
+
+    Raises UrlRejected with reason "url_empty", "url_scheme" (data:, javascript:, mailto:, ...)
+    or "url_invalid".
+    """
+    reference = clean_attribute(reference)
+    if not reference:
+        raise UrlRejected("url_empty", reference)
+    scheme = _scheme_of(reference)
+    if scheme is not None and scheme not in ALLOWED_SCHEMES:
+        raise UrlRejected("url_scheme", reference)
+    try:
+        absolute = urljoin(base, reference) if scheme is None else reference
+    except ValueError as exc:  # e.g. an invalid IPv6 literal in the base or the reference
+        raise UrlRejected("url_invalid", reference) from exc
+    return normalize(absolute)
+
+
+def normalize(url: str) -> str:
+    """The canonical spelling of an absolute http(s) URL (see the module docstring)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlRejected("url_invalid", url) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise UrlRejected("url_scheme", url)
+    host = _normalize_host(parts.hostname or "", url)
+    netloc = host if port is None or port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    path = remove_dot_segments(parts.path or "/")
+    if _NEEDS_QUOTING.search(path):
+        path = quote(path, safe=_PATH_SAFE)
+    query = parts.query
+    if query and _NEEDS_QUOTING.search(query):
+        query = quote(query, safe=_QUERY_SAFE)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def _scheme_of(reference: str) -> str | None:
+    """The lower-case scheme of a URL reference, or None if it is relative."""
+    colon = reference.find(":")
+    if colon <= 0:
+        return None
+    candidate = reference[:colon]
+    if not candidate[0].isascii() or not candidate[0].isalpha():
+        return None
+    if all(ch.isascii() and (ch.isalnum() or ch in "+-.") for ch in candidate):
+        return candidate.lower()
+    return None
+
+
+def _normalize_host(host: str, url: str) -> str:
+    host = host.rstrip(".")
+    if not host:
+        raise UrlRejected("url_invalid", url)
+    if host.startswith("[") or ":" in host:  # IPv6 literal: urlsplit already lower-cased it
+        return f"[{host.strip('[]')}]"
+    if host.isascii():
+        if any(ch in host for ch in " <>\\^`{|}%\"") :
+            raise UrlRejected("url_invalid", url)
+        return host.lower()
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise UrlRejected("url_invalid", url) from exc
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4: collapse "." and ".." segments of an absolute path."""
+    if "." not in path:
+        return path
+    segments = path.split("/")
+    output: list[str] = []
+    for segment in segments[1:]:
+        if segment == ".":
+            continue
+        if segment == "..":
+            if output:
+                output.pop()
+            continue
+        output.append(segment)
+    if segments[-1] in (".", ".."):
+        output.append("")
+    return "/" + "/".join(output)
+
+
+def largest_srcset_candidate(srcset: str) -> str | None:
+    """The URL of the largest candidate in a `srcset` attribute (by width, else density).
+
+    Candidates are "URL [descriptor]" separated by commas; URLs may themselves contain commas
+    (e.g. CDN transforms), so a comma only ends a candidate when it follows the URL's whitespace
+    or descriptor, as in the HTML spec's parsing algorithm.
+    """
+    best_url, best_score = None, -1.0
+    for url, descriptor in _srcset_candidates(srcset):
+        score = _descriptor_size(descriptor)
+        if score > best_score:
+            best_url, best_score = url, score
+    return best_url
+
+
+def _srcset_candidates(srcset: str) -> list[tuple[str, str]]:
+    candidates: list[tuple[str, str]] = []
+    position, length = 0, len(srcset)
+    while position < length:
+        while position < length and (srcset[position].isspace() or srcset[position] == ","):
+            position += 1
+        start = position
+        while position < length and not srcset[position].isspace():
+            position += 1
+        url = srcset[start:position]
+        descriptor = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            end = srcset.find(",", position)
+            end = length if end < 0 else end
+            descriptor = srcset[position:end].strip()
+            position = end + 1
+        if url:
+            candidates.append((url, descriptor))
+    return candidates
+
+
+def _descriptor_size(descriptor: str) -> float:
+    """Width descriptors ("640w") rank by pixels; density ("2x") as that many 1000-px units."""
+    for token in descriptor.split():
+        try:
+            if token.endswith("w"):
+                return float(token[:-1])
+            if token.endswith("x"):
+                return float(token[:-1]) * 1000.0
+        except ValueError:
+            continue
+    return 1000.0  # no descriptor means 1x
