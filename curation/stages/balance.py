@@ -1,0 +1,408 @@
+"""`python -m curation balance`: MetaCLIP matching and balancing over a Parquet dataset or a pool.
+
+Pass 1 (`balance_match`, one task per input file): match each row's text against the metadata,
+store the matches in OUT/_matches/SHARD.parquet (so pass 2 never matches again) and the shard's
+sparse entry counts in OUT/_counts/SHARD.parquet. The counts are summed by a tree of
+`balance_reduce` tasks (fan-in files per task) until few enough remain for the driver. Pass 2
+(`balance`, one task per input file): keep each row with P = 1 - prod(1 - min(1, t/count(e))),
+the draw seeded by (seed, uid), so the result does not depend on the sharding.
+
+Output per input file, OUT/SHARD.parquet: the input rows plus `metaclip_entries` (list<int32>,
+sorted entry ids) and `keep` (bool). When the input is a download pool, the output follows the
+curation-column contract instead: POOL/curation/balance/SHARD.parquet with `uid`,
+`metaclip_entries`, `keep_balance` (the pool's own rows are not copied; failed downloads are
+never kept). Both write OUT/entry_counts.parquet (entry, entry_text, count, p, kept [, lang]) and
+OUT/balance_summary.json (head/tail, kept fraction, top entries before/after).
+
+Text-only mode before download: run the same command on candidates (or deduped candidates) with
+a larger t, then again on the pool with the target t. Download keeps a fraction s of the URLs
+(0.5-0.9 on real lists), so a head entry kept near t_pre before download ends near s * t_pre;
+use t_pre = 2 * t (enough for s >= 0.5) so the rebalance after download still has t to choose
+from, while most of what the final balance would drop is never fetched.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation import fsio
+from curation.metaclip import balancing, layout
+from curation.metaclip.matching import EntryMatcher
+from curation.metaclip.metadata import load_metadata
+from curation.metaclip.summary import entry_table, format_summary, summarize_balance
+from curation.runner import ShardContext, ShardTask, StageReport, run_stage
+
+MATCH_STAGE, REDUCE_STAGE, SAMPLE_STAGE = "balance_match", "balance_reduce", "balance"
+MATCH_BATCH_ROWS = 20_000
+DEFAULT_FAN_IN = 256
+_matcher_cache: dict[str, tuple[list[str], EntryMatcher]] = {}
+
+
+def metadata_fingerprint(entries: list[str]) -> str:
+    return hashlib.blake2b("\n".join(entries).encode("utf-8", "surrogatepass"),
+                           digest_size=16).hexdigest()
+
+
+def cached_matcher(spec: str, fingerprint: str) -> tuple[list[str], EntryMatcher]:
+    """The metadata and its automaton, built once per worker process (it takes seconds)."""
+    if fingerprint not in _matcher_cache:
+        entries = load_metadata(spec)
+        if metadata_fingerprint(entries) != fingerprint:
+            raise RuntimeError(f"metadata {spec} changed while the balance run was going on")
+        _matcher_cache.clear()
+        _matcher_cache[fingerprint] = (entries, EntryMatcher(entries))
+    return _matcher_cache[fingerprint]
+
+
+def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = fsio.filesystem(url)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+@dataclass(frozen=True)
+class TextColumns:
+    """Which input columns hold the text(s), the language, and the download status."""
+
+    text: str = "text"
+    texts: str | None = None  # a list<string> column: one text chosen per uid
+    lang: str | None = None  # only read with per-language t
+
+    def needed(self, schema: pa.Schema, url: str) -> list[str]:
+        wanted = ["uid", self.texts or self.text] + ([self.lang] if self.lang else [])
+        missing = [name for name in wanted if name not in schema.names]
+        if missing:
+            raise ValueError(f"{url}: no column {', '.join(missing)} (has {', '.join(schema.names)})")
+        optional = [name for name in (self.text, "status") if name in schema.names]
+        return list(dict.fromkeys(wanted + optional))
+
+
+@dataclass(frozen=True)
+class MatchShard:
+    """Pass 1: match one input file, write its matches and its sparse entry counts."""
+
+    metadata_spec: str
+    fingerprint: str
+    columns: TextColumns
+    seed: int
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        url = task.inputs[0]
+        fs, path = fsio.filesystem(url)
+        schema = pq.read_schema(path, filesystem=fs)
+        table = read_parquet(url, self.columns.needed(schema, url))
+        ctx.stats.rows_in = ctx.stats.rows_out = table.num_rows
+        ctx.stats.bytes_in = fs.size(path)
+        uids = table.column("uid").to_pylist()
+        for row, uid in enumerate(uids):
+            if uid is None:
+                ctx.stats.error("missing_uid", f"{url} row {row}", "uid is null: never kept")
+        downloaded = np.ones(table.num_rows, dtype=bool)
+        if "status" in table.column_names:
+            downloaded = np.asarray(table.column("status").to_pylist(), dtype=object) == "success"
+        eligible = downloaded & np.array([uid is not None for uid in uids], dtype=bool)
+        texts = self._texts(table, uids)
+        _entries, matcher = cached_matcher(self.metadata_spec, self.fingerprint)
+        with ctx.stats.timer("match"):
+            matched = pa.concat_arrays([
+                matcher.match_batch(texts[start:start + MATCH_BATCH_ROWS])
+                for start in range(0, max(len(texts), 1), MATCH_BATCH_ROWS)])[:table.num_rows]
+        groups = self._groups(table)
+        result = {"uid": table.column("uid"), "metaclip_entries": matched,
+                  "group": pa.array(groups, pa.string()), "downloaded": pa.array(downloaded),
+                  "has_text": pa.array([bool(text) for text in texts])}
+        if self.columns.texts:
+            result["metaclip_text"] = pa.array(texts, pa.string())
+        ctx.write_parquet(f"_matches/{task.shard_id}.parquet", pa.table(result))
+        ctx.write_parquet(f"_counts/{task.shard_id}.parquet",
+                          balancing.count_entries(matched, groups, eligible))
+        lengths = np.asarray(pc.list_value_length(matched).to_numpy(zero_copy_only=False))
+        match_seconds = ctx.stats.timings["match"]
+        ctx.stats.extra.update({
+            "eligible": int(eligible.sum()),
+            "matched": int(((lengths > 0) & eligible).sum()),
+            "matches": int(lengths[eligible].sum()),
+            "texts_per_second": len(texts) / match_seconds if match_seconds else None,
+        })
+
+    def _texts(self, table: pa.Table, uids: list[object]) -> list[str | None]:
+        if not self.columns.texts:
+            return table.column(self.columns.text).to_pylist()
+        chosen = balancing.choose_texts(table.column(self.columns.texts).combine_chunks(), uids,
+                                        self.seed)
+        if self.columns.text in table.column_names:  # an empty list falls back to the text
+            fallback = table.column(self.columns.text).to_pylist()
+            chosen = [text if text is not None else alt for text, alt in zip(chosen, fallback)]
+        return chosen
+
+    def _groups(self, table: pa.Table) -> np.ndarray:
+        if not self.columns.lang:
+            return np.full(table.num_rows, balancing.NO_GROUP, dtype=object)
+        langs = table.column(self.columns.lang).to_pylist()
+        return np.array([lang or balancing.NO_GROUP for lang in langs], dtype=object)
+
+
+@dataclass(frozen=True)
+class ReduceCounts:
+    """Sum a group of sparse count files into one (a level of the tree reduce)."""
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        tables = [read_parquet(url) for url in task.inputs]
+        ctx.stats.rows_in = sum(t.num_rows for t in tables)
+        summed = balancing.sum_counts(tables)
+        ctx.stats.rows_out = summed.num_rows
+        ctx.write_parquet(f"{task.shard_id}.parquet", summed)
+
+
+@dataclass(frozen=True)
+class SampleShard:
+    """Pass 2: decide keep per row from the stored matches and the global probabilities."""
+
+    probabilities: Mapping[str, np.ndarray] = field(hash=False)
+    seed: int
+    pool: bool
+    matches_dir: str
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        matches = read_parquet(fsio.join(self.matches_dir, f"{task.shard_id}.parquet"))
+        entries = matches.column("metaclip_entries").combine_chunks()
+        groups = np.asarray(matches.column("group").to_pylist(), dtype=object)
+        downloaded = matches.column("downloaded").to_numpy(zero_copy_only=False)
+        has_uid = matches.column("uid").is_valid().to_numpy(zero_copy_only=False)
+        eligible = downloaded & has_uid
+        has_text = matches.column("has_text").to_numpy(zero_copy_only=False)
+        uids = matches.column("uid").to_pylist()
+        keep_p = balancing.keep_probabilities(entries, groups, self.probabilities)
+        draws = balancing.uid_uniforms(uids, self.seed, "keep")
+        keep = eligible & (draws < keep_p)
+        self._count(ctx, downloaded, has_uid, has_text, keep_p, keep)
+        ctx.write_parquet(f"_kept/{task.shard_id}.parquet",
+                          balancing.count_entries(entries, groups, keep))
+        if self.pool:
+            columns = {"uid": matches.column("uid"), "metaclip_entries": entries,
+                       "keep_balance": pa.array(keep)}
+            if "metaclip_text" in matches.column_names:
+                columns["metaclip_text"] = matches.column("metaclip_text")
+            ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(columns))
+            return
+        rows = read_parquet(task.inputs[0])
+        if rows.num_rows != matches.num_rows:
+            raise RuntimeError(f"{task.inputs[0]} has {rows.num_rows} rows but its matches "
+                               f"{matches.num_rows}: the input changed since pass 1")
+        rows = rows.append_column("metaclip_entries", entries)
+        if "metaclip_text" in matches.column_names:
+            rows = rows.append_column("metaclip_text", matches.column("metaclip_text"))
+        ctx.write_parquet(f"{task.shard_id}.parquet", rows.append_column("keep", pa.array(keep)))
+
+    @staticmethod
+    def _count(ctx: ShardContext, downloaded: np.ndarray, has_uid: np.ndarray,
+               has_text: np.ndarray, keep_p: np.ndarray, keep: np.ndarray) -> None:
+        n = len(downloaded)
+        ctx.stats.rows_in, ctx.stats.rows_out = n, int(keep.sum())
+        eligible = downloaded & has_uid
+        matched = eligible & (keep_p > 0)
+        for reason, count in (("not_downloaded", int((~downloaded).sum())),
+                              ("missing_uid", int((downloaded & ~has_uid).sum())),
+                              ("no_text", int((eligible & ~has_text & ~matched).sum())),
+                              ("no_entry", int((eligible & has_text & ~matched).sum())),
+                              ("balanced_out", int((matched & ~keep).sum()))):
+            if count:
+                ctx.stats.drop(reason, count)
+        ctx.stats.extra.update({
+            "eligible": int(eligible.sum()), "matched": int(matched.sum()),
+            "kept": int(keep.sum()),
+            "kept_fraction": float(keep.sum() / eligible.sum()) if eligible.any() else 0.0,
+            "expected_kept": float(keep_p[eligible].sum()),
+        })
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    input: str | list[str]
+    metadata: str
+    t: float
+    out: str | None = None
+    seed: int = 0
+    columns: TextColumns = TextColumns()
+    t_per_lang: Mapping[str, float] | None = None
+    fan_in: int = DEFAULT_FAN_IN
+    num_cpus: float = 1
+    use_ray: bool = True
+    progress: bool = True
+
+
+@dataclass
+class BalanceResult:
+    out_dir: str
+    reports: list[StageReport]
+    summary: dict
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.reports)
+
+
+def reduce_counts(urls: list[str], work_dir: str, config: BalanceConfig, label: str
+                  ) -> tuple[pa.Table, list[StageReport]]:
+    """Sum sparse count files: Ray tasks of `fan_in` files per level until the driver can finish."""
+    if config.fan_in < 2:
+        raise ValueError(f"fan-in must be at least 2, got {config.fan_in}")
+    reports: list[StageReport] = []
+    level = 0
+    while len(urls) > config.fan_in:
+        level_dir = fsio.join(work_dir, f"{label}_level{level}")
+        tasks = [ShardTask(f"{i:05d}", tuple(urls[start:start + config.fan_in]))
+                 for i, start in enumerate(range(0, len(urls), config.fan_in))]
+        report = run_stage(REDUCE_STAGE, ReduceCounts(), tasks, level_dir, seed=config.seed,
+                           num_cpus=config.num_cpus, use_ray=config.use_ray,
+                           progress=config.progress)
+        reports.append(report)
+        if not report.ok:
+            return balancing.sum_counts([]), reports
+        urls = [fsio.join(level_dir, f"{task.shard_id}.parquet") for task in tasks]
+        level += 1
+    return balancing.sum_counts([read_parquet(url) for url in urls]), reports
+
+
+def run_balance(config: BalanceConfig) -> BalanceResult:
+    """Both passes and the reduce between them; resumable, deterministic for a given seed."""
+    inputs = layout.resolve_inputs(config.input)
+    out_dir = config.out or layout.default_out_dir(inputs)
+    fsio.makedirs(out_dir)
+    entries = load_metadata(config.metadata)
+    fingerprint = metadata_fingerprint(entries)
+    columns = config.columns
+    if config.t_per_lang and not columns.lang:
+        columns = TextColumns(columns.text, columns.texts, "lang")
+    if not config.t_per_lang:
+        columns = TextColumns(columns.text, columns.texts, None)
+    layout.check_input_list(out_dir, inputs)
+    layout.invalidate_stale_passes(
+        out_dir,
+        match_config={"metadata": fingerprint, "columns": columns.__dict__,
+                      "seed": config.seed if columns.texts else None},
+        sample_config={"t": config.t, "t_per_lang": config.t_per_lang, "seed": config.seed},
+        passes={"match": [MATCH_STAGE], "sample": [SAMPLE_STAGE]})
+    tasks = list(inputs.tasks)
+    run = dict(seed=config.seed, num_cpus=config.num_cpus, use_ray=config.use_ray,
+               progress=config.progress)
+    match = run_stage(MATCH_STAGE, MatchShard(config.metadata, fingerprint, columns, config.seed),
+                      tasks, out_dir, **run)
+    reports = [match]
+    if not match.ok:
+        return BalanceResult(out_dir, reports, {})
+    work_dir = fsio.join(out_dir, "_reduce")
+    if match.completed:  # new matches: the reduce levels and the sampling are stale
+        _clear_folder(work_dir)
+        layout.clear_markers(out_dir, SAMPLE_STAGE)
+    counts, reduce_reports = reduce_counts(
+        [fsio.join(out_dir, "_counts", f"{t.shard_id}.parquet") for t in tasks], work_dir, config,
+        "counts")
+    reports += reduce_reports
+    if not all(r.ok for r in reduce_reports):
+        return BalanceResult(out_dir, reports, {})
+    probabilities = balancing.entry_probabilities(counts, len(entries), config.t, config.t_per_lang)
+    sample = run_stage(SAMPLE_STAGE,
+                       SampleShard(probabilities, config.seed, inputs.is_pool,
+                                   fsio.join(out_dir, "_matches")),
+                       tasks, out_dir, **run)
+    reports.append(sample)
+    if not sample.ok:
+        return BalanceResult(out_dir, reports, {})
+    kept_work_dir = fsio.join(out_dir, "_reduce_kept")
+    if sample.completed:
+        _clear_folder(kept_work_dir)
+    kept, kept_reports = reduce_counts(
+        [fsio.join(out_dir, "_kept", f"{t.shard_id}.parquet") for t in tasks], kept_work_dir,
+        config, "kept")
+    reports += kept_reports
+    table = entry_table(counts, kept, probabilities, entries, with_lang=bool(config.t_per_lang))
+    fsio.makedirs(out_dir)
+    with fsio.open_atomic(fsio.join(out_dir, layout.ENTRY_COUNTS)) as handle:
+        pq.write_table(table, handle, compression="zstd")
+    summary = summarize_balance(table, config.t, config.t_per_lang, **_row_totals(out_dir))
+    fsio.write_json(fsio.join(out_dir, layout.SUMMARY), summary)
+    return BalanceResult(out_dir, reports, summary)
+
+
+def _row_totals(out_dir: str) -> dict[str, int]:
+    from curation.stats import read_stage_records
+
+    records = [r for r in read_stage_records(out_dir, SAMPLE_STAGE) if r.get("stage") == SAMPLE_STAGE]
+    total = {"eligible_rows": 0, "matched_rows": 0, "kept_rows": 0}
+    for record in records:
+        extra = record.get("extra", {})
+        total["eligible_rows"] += extra.get("eligible", 0)
+        total["matched_rows"] += extra.get("matched", 0)
+        total["kept_rows"] += extra.get("kept", 0)
+    return total
+
+
+def _clear_folder(url: str) -> None:
+    fs, path = fsio.filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def _t_per_lang(value: str | None) -> dict[str, float] | None:
+    """`--t-per-lang` is inline JSON or the URL of a JSON file: {"en": 20000, "ja": 4000, ...}."""
+    if not value:
+        return None
+    text = value if value.lstrip().startswith("{") else fsio.read_bytes(value).decode()
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--t-per-lang {value}: not JSON ({exc})") from exc
+    if not isinstance(mapping, dict) or not all(
+            isinstance(v, (int, float)) and v > 0 for v in mapping.values()):
+        raise SystemExit(f"--t-per-lang {value}: expected an object of language -> positive t")
+    return {str(k): float(v) for k, v in mapping.items()}
+
+
+def main(args: argparse.Namespace) -> int:
+    config = BalanceConfig(
+        input=args.input, metadata=args.metadata, t=args.t, out=args.out, seed=args.seed,
+        columns=TextColumns(args.text_column, args.texts_column, args.lang_column),
+        t_per_lang=_t_per_lang(args.t_per_lang), fan_in=args.fan_in,
+        use_ray=not args.no_ray)
+    result = run_balance(config)
+    for report in result.reports:
+        print(report.describe())
+    if result.summary:
+        print(format_summary(result.summary))
+        print(f"wrote {result.out_dir}")
+    return 0 if result.ok else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "balance", help="MetaCLIP matching + balancing (adds metaclip_entries and keep)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, nargs="+",
+                        help="Parquet folder(s), glob(s) or file(s); a download pool folder "
+                             "gets the POOL/curation/balance layout")
+    parser.add_argument("--metadata", required=True,
+                        help="metadata.json (JSON list), a .txt (one entry per line), a world.json "
+                             "or mini Common Crawl folder (its concepts), or wordfreq[:LANGS]")
+    parser.add_argument("--t", required=True, type=float,
+                        help="balancing threshold: 20000 for 400M from 1.6B, 170000 for 2.5B; "
+                             "about 2x the post-download t when run on candidates")
+    parser.add_argument("--out", help="output folder (default for a pool: POOL/curation/balance)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--texts-column", default=None,
+                        help="a list<string> column: pick one text per image, seeded by uid")
+    parser.add_argument("--t-per-lang", default=None,
+                        help='MetaCLIP 2 per-language t: JSON {"en": 20000, ...} or a JSON file')
+    parser.add_argument("--lang-column", default="lang", help="read only with --t-per-lang")
+    parser.add_argument("--fan-in", type=int, default=DEFAULT_FAN_IN,
+                        help="count files summed per reduce task")
+    parser.add_argument("--no-ray", action="store_true", help="run in this process (debugging)")
+    parser.set_defaults(func=main)
