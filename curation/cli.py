@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "curation.stats_cli",
+    "curation.jobs",
     "curation.stages.balance",
 ]
 

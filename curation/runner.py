@@ -152,6 +152,11 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise RuntimeError(
+            f"RAY_ADDRESS={address} is a Ray Jobs API address: submit the command with "
+            "`python -m curation submit -- COMMAND ...` (make crawl/curate do this), or point "
+            "RAY_ADDRESS at the cluster's GCS address (HOST:6379) to drive it from here")
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
