@@ -11,8 +11,14 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "curation.stats_cli",
-    "curation.jobs",
     "curation.stages.balance",
+    "curation.stages.extract",
+    "curation.stages.dedup",
+    "curation.stages.download",
+    "curation.stages.score",
+    "curation.stages.neardup",
+    "curation.stages.shards",
+    "curation.jobs",
 ]
 
 
