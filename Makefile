@@ -15,6 +15,7 @@ setup:  ## create .venv and install the project with its test tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(MAKE) browser
 
 test:  ## the whole test suite, end-to-end runs included
 	$(PY) -m pytest -q
@@ -27,6 +28,17 @@ demo:  ## the whole chain on the built-in mini Common Crawl
 
 bench:  ## every benchmark; each prints a ratio against its reference
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+.PHONY: dashboard browser
+dashboard:  ## serve the curation dashboard for RUN (a local folder or s3://) on 127.0.0.1
+	$(PY) -m curation dashboard --run $(RUN)
+
+browser:  ## the headless Chromium the dashboard's browser tests drive (Debian package)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) || \
+	  echo "could not install chromium with apt-get: the dashboard's browser tests will be skipped"; \
+	fi
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "curation.stats_cli",
+    "curation.dashboard.cli",
     "curation.stages.balance",
     "curation.stages.extract",
     "curation.stages.dedup",

@@ -1,0 +1,64 @@
+"""The dashboard's data side: one object per run answering each page's JSON request."""
+from __future__ import annotations
+
+from typing import Any
+
+from curation.dashboard import crawl, decisions, metaclip, neardup, score
+from curation.dashboard.images import TarImages
+from curation.dashboard.layout import RunLayout, missing
+from curation.dashboard.pool import PoolTable
+from curation.dashboard.stage_stats import StageStats, funnel
+from curation.dashboard.training import TrainingLog
+
+EXPECTED_STAGES = ("extract", "dedup", "download", "balance", "score", "neardup", "shards")
+
+
+class Dashboard:
+    def __init__(self, run: str, threads: int | None = None):
+        self.layout = RunLayout(run.rstrip("/"))
+        self.pool = PoolTable(self.layout, threads)
+        self.stats = StageStats(self.layout.root)
+        self.training = TrainingLog(self.layout)
+        self.images = TarImages(self.pool.tar_url)
+
+    def overview(self) -> dict[str, Any]:
+        stages = self.stats.stages
+        absent = [name for name in EXPECTED_STAGES
+                  if not any(s == name or s.startswith(name + "_") for s in stages)]
+        return {
+            "run": self.layout.root,
+            "stages": list(stages.values()),
+            "funnel": funnel(stages),
+            "absent_stages": absent,
+            "missing": [] if stages else [missing("stats")],
+        }
+
+    def crawl(self) -> dict[str, Any]:
+        page = self.pool.memo.get("crawl", lambda: crawl.crawl_page(self.pool, self.stats))
+        return page if self.pool.shards else {**page, "missing": [missing("pool")]}
+
+    def metaclip(self) -> dict[str, Any]:
+        return metaclip.metaclip_page(self.pool, self.stats)
+
+    def metaclip_search(self, query: str) -> dict[str, Any]:
+        return metaclip.search_entry(self.pool, query)
+
+    def score(self) -> dict[str, Any]:
+        return score.score_page(self.pool, self.stats)
+
+    def neardup(self) -> dict[str, Any]:
+        return neardup.neardup_page(self.pool, self.stats)
+
+    def training_page(self) -> dict[str, Any]:
+        return self.training.page()
+
+    def decision_index(self) -> decisions.DecisionIndex:
+        return self.pool.memo.get("decisions", lambda: decisions.build_index(self.pool))
+
+    def samples(self, decision: str = "all", page: int = 0, size: int = 24) -> dict[str, Any]:
+        if not self.pool.shards:
+            return {"missing": [missing("pool")], "samples": [], "total": 0, "counts": {}}
+        return decisions.sample_page(self.pool, self.decision_index(), decision, page, size)
+
+    def image(self, shard: str, key: str) -> tuple[bytes, str]:
+        return self.images.image(shard, key)

@@ -1,0 +1,66 @@
+"""Images straight out of the pool's WebDataset tars, by (shard, key).
+
+The first request for a shard walks its tar headers once (tarfile seeks over the member data, so
+on s3:// this reads headers, not images) and keeps {member name: (data offset, size)}; later
+requests read just that byte range. Indexes of the most recently used shards stay in memory.
+"""
+from __future__ import annotations
+
+import tarfile
+import threading
+from collections import OrderedDict
+
+from curation import fsio
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+CACHED_SHARDS = 64
+
+
+class TarImages:
+    def __init__(self, tar_url_for_shard, cached_shards: int = CACHED_SHARDS):
+        self._tar_url = tar_url_for_shard
+        self._indexes: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        self._capacity = cached_shards
+        self._lock = threading.Lock()
+
+    def index(self, shard: str) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            if shard in self._indexes:
+                self._indexes.move_to_end(shard)
+                return self._indexes[shard]
+        built = build_tar_index(self._tar_url(shard))
+        with self._lock:
+            self._indexes[shard] = built
+            while len(self._indexes) > self._capacity:
+                self._indexes.popitem(last=False)
+        return built
+
+    def image(self, shard: str, key: str) -> tuple[bytes, str]:
+        """The image bytes of sample `key` in pool shard `shard`, and its content type."""
+        if not shard.isdigit():
+            raise KeyError(f"bad shard id {shard!r}")
+        url = self._tar_url(shard)
+        if not fsio.exists(url):
+            raise KeyError(f"no tar for shard {shard} at {url}")
+        members = self.index(shard)
+        for extension in IMAGE_EXTENSIONS:
+            member = members.get(f"{key}.{extension}")
+            if member is not None:
+                offset, size = member
+                fs, path = fsio.filesystem(url)
+                with fs.open(path, "rb") as handle:
+                    handle.seek(offset)
+                    return handle.read(size), CONTENT_TYPES[extension]
+        raise KeyError(f"no image for key {key!r} in {url}")
+
+
+def build_tar_index(url: str) -> dict[str, tuple[int, int]]:
+    """{member name: (offset of its data, size)} for every regular file in the tar at `url`."""
+    fs, path = fsio.filesystem(url)
+    index: dict[str, tuple[int, int]] = {}
+    with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
+        for member in tar:
+            if member.isfile():
+                index[member.name] = (member.offset_data, member.size)
+    return index

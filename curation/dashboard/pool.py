@@ -1,0 +1,161 @@
+"""Column-projected access to the pool's sidecars and the curation columns keyed by uid.
+
+The pool is `POOL/{shard}.parquet` (one row per input URL) plus `POOL/curation/STAGE/{shard}.parquet`
+(one row per uid, same shard ids). Every aggregate the dashboard shows is a map over shards that
+reads only the columns it needs, run on a few threads (pyarrow releases the GIL while decoding).
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation import fsio
+from curation.dashboard.layout import RunLayout
+
+T = TypeVar("T")
+CURATION_STAGES = ("balance", "score", "neardup")
+
+
+class Memo:
+    """Compute each keyed value once, even when several requests ask for it at the same time."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        if key in self._values:
+            return self._values[key]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = compute()
+        return self._values[key]
+
+
+class PoolTable:
+    """The pool of one run: its shard ids and projected reads of sidecar and curation files."""
+
+    def __init__(self, layout: RunLayout, threads: int | None = None):
+        self.layout = layout
+        self.threads = threads or min(8, (os.cpu_count() or 2) + 2)
+        self.memo = Memo()
+
+    @cached_property
+    def shards(self) -> list[str]:
+        return self._shards_in(self.layout.pool)
+
+    def stage_shards(self, stage: str) -> list[str]:
+        return self.memo.get(("stage_shards", stage),
+                             lambda: self._shards_in(self.layout.curation(stage)))
+
+    def has_stage(self, stage: str) -> bool:
+        return bool(self.stage_shards(stage))
+
+    @staticmethod
+    def _shards_in(folder: str) -> list[str]:
+        fs, path = fsio.filesystem(folder)
+        if not fs.exists(path):
+            return []
+        names = (posixpath.basename(p) for p in fs.ls(path, detail=False))
+        # entry_counts.parquet and other summaries sit beside the shards; shard ids are digits.
+        return sorted(n[: -len(".parquet")] for n in names
+                      if n.endswith(".parquet") and n[: -len(".parquet")].isdigit())
+
+    def sidecar_url(self, shard: str) -> str:
+        return fsio.join(self.layout.pool, f"{shard}.parquet")
+
+    def tar_url(self, shard: str) -> str:
+        return fsio.join(self.layout.pool, f"{shard}.tar")
+
+    def curation_url(self, stage: str, shard: str) -> str:
+        return fsio.join(self.layout.curation(stage), f"{shard}.parquet")
+
+    def schema(self, url: str) -> pa.Schema:
+        fs, path = fsio.filesystem(url)
+        with fs.open(path, "rb") as handle:
+            return pq.read_schema(handle)
+
+    def read(self, url: str, columns: Sequence[str]) -> pa.Table:
+        """Read only `columns` of one Parquet file; columns the file lacks come back as nulls."""
+        fs, path = fsio.filesystem(url)
+        with fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            table = parquet.read(columns=present)
+        for name in columns:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows))
+        return table.select(list(columns))
+
+    def read_rows(self, shard: str, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """Rows `rows` (ascending positions) of a sidecar, decoding only the row groups holding them."""
+        fs, path = fsio.filesystem(self.sidecar_url(shard))
+        with fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            bounds = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows
+                                      for i in range(parquet.num_row_groups)])
+            groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
+            table = parquet.read_row_groups(groups, columns=present)
+        offsets = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups])
+        table = table.take(pa.array(np.searchsorted(offsets, rows)))
+        for name in columns:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows))
+        return table.select(list(columns))
+
+    def aligned(self, stage: str, shard: str, pool_uids: pa.Array, columns: Sequence[str]) -> pa.Table:
+        """A curation stage's `columns` for the pool rows with `pool_uids` (nulls where absent)."""
+        table = self.read(self.curation_url(stage, shard), ["uid", *columns])
+        stage_uids = table.column("uid").combine_chunks()
+        if stage_uids.equals(pool_uids):
+            return table.select(list(columns))
+        positions = pc.index_in(pool_uids, value_set=stage_uids)
+        return table.select(list(columns)).take(positions)
+
+    def lookup(self, stage: str | None, shard: str, uids: Sequence[str],
+               columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`columns` of the rows with these uids, from the sidecar (stage None) or a stage file."""
+        url = self.sidecar_url(shard) if stage is None else self.curation_url(stage, shard)
+        if not fsio.exists(url) or not uids:
+            return {}
+        table = self.read(url, ["uid", *columns])
+        table = table.filter(pc.is_in(table.column("uid"), value_set=pa.array(list(uids), pa.string())))
+        return {row["uid"]: row for row in table.to_pylist()}
+
+    def map_shards(self, fn: Callable[[str], T], shards: Sequence[str] | None = None) -> list[T]:
+        """`fn(shard)` for every shard (default: the pool's), in shard order, on a thread pool."""
+        shards = self.shards if shards is None else shards
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(fn, shards))
+
+    def sample_cards(self, refs: Sequence[tuple[str, str]], extra: dict[tuple[str, str], dict]
+                     | None = None) -> list[dict[str, Any]]:
+        """Display records for (shard, uid) pairs: key, text, url and whether an image exists."""
+        by_shard: dict[str, list[str]] = {}
+        for shard, uid in refs:
+            by_shard.setdefault(shard, []).append(uid)
+        found = {shard: self.lookup(None, shard, uids, ["key", "text", "url", "status"])
+                 for shard, uids in by_shard.items()}
+        cards = []
+        for shard, uid in refs:
+            row = found[shard].get(uid, {})
+            cards.append({
+                "shard": shard, "uid": uid, "key": row.get("key"), "text": row.get("text"),
+                "url": row.get("url"), "has_image": row.get("status") == "success",
+                **(extra or {}).get((shard, uid), {}),
+            })
+        return cards

@@ -1,0 +1,101 @@
+"""The CLIP score page: the score histogram with the threshold, and samples either side of it."""
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from curation.dashboard.layout import missing
+from curation.dashboard.pool import PoolTable
+from curation.dashboard.stage_stats import StageStats
+
+BINS = 50
+GRID = 12
+
+
+def score_column(pool: PoolTable) -> str | None:
+    shards = pool.stage_shards("score")
+    if not shards:
+        return None
+    names = pool.schema(pool.curation_url("score", shards[0])).names
+    return next((n for n in names if n.startswith("clip_score_")), None)
+
+
+def score_threshold(stats: StageStats) -> float | None:
+    stage = stats.stage("score")
+    for key in ("threshold", "min_score", "clip_threshold"):
+        value = (stage or {}).get("extra", {}).get(key, {}).get("value")
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def score_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
+    column = score_column(pool)
+    if column is None:
+        return {"missing": [missing("score")]}
+    return pool.memo.get(("score_page", column), lambda: _build(pool, stats, column))
+
+
+def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
+    shards = pool.stage_shards("score")
+
+    def read(shard: str) -> tuple[np.ndarray, np.ndarray]:
+        table = pool.read(pool.curation_url("score", shard), [column, "keep_score"])
+        scores = table.column(column).to_numpy(zero_copy_only=False).astype(np.float32)
+        keep = pc.fill_null(table.column("keep_score"), False).to_numpy(zero_copy_only=False)
+        return scores, keep
+
+    parts = pool.map_shards(read, shards)
+    valid = [s[np.isfinite(s)] for s, _ in parts]
+    every = np.concatenate(valid) if valid else np.zeros(0, np.float32)
+    if not len(every):
+        return {"column": column, "rows": 0, "missing": [missing("score")]}
+    threshold = score_threshold(stats)
+    threshold_source = "score stats (extra)"
+    if threshold is None:
+        kept = [s[k & np.isfinite(s)] for s, k in parts]
+        kept_scores = np.concatenate(kept) if kept else np.zeros(0)
+        threshold = float(kept_scores.min()) if len(kept_scores) else None
+        threshold_source = "lowest kept score (the stats name no threshold)"
+    lo, hi = float(every.min()), float(every.max())
+    counts, edges = np.histogram(every, bins=BINS, range=(lo, hi if hi > lo else lo + 1e-6))
+    page: dict[str, Any] = {
+        "column": column, "rows": int(len(every)), "threshold": threshold,
+        "threshold_source": threshold_source,
+        "kept": int(sum(k.sum() for _, k in parts)),
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+        "mean": float(every.mean()), "score_stats": stats.stage("score"),
+    }
+    if threshold is not None:
+        page["above"] = int((every >= threshold).sum())
+        page["below"] = int((every < threshold).sum())
+        page["just_above"], page["just_below"] = _nearest(pool, shards, parts, threshold, column)
+    return page
+
+
+def _nearest(pool: PoolTable, shards: list[str], parts: list, threshold: float,
+             column: str) -> tuple[list[dict], list[dict]]:
+    """The GRID samples closest to the threshold on each side (at or above; below)."""
+    above: list[tuple[float, str, int]] = []
+    below: list[tuple[float, str, int]] = []
+    for shard, (scores, _) in zip(shards, parts):
+        for side, mask, sign in ((above, scores >= threshold, 1), (below, scores < threshold, -1)):
+            rows = np.flatnonzero(mask)
+            distance = sign * (scores[rows] - threshold)
+            nearest = rows[np.argsort(distance, kind="stable")[:GRID]]
+            side.extend((float(sign * (scores[r] - threshold)), shard, int(r)) for r in nearest)
+    picked = [heapq.nsmallest(GRID, side) for side in (above, below)]
+    uid_columns = {shard: pool.read(pool.curation_url("score", shard), ["uid"]).column("uid")
+                   for shard in {shard for side in picked for _, shard, _ in side}}
+    chosen = []
+    for picks in picked:
+        refs, extra = [], {}
+        for _, shard, row in picks:
+            uid = uid_columns[shard][row].as_py()
+            refs.append((shard, uid))
+            extra[(shard, uid)] = {"score": float(parts[shards.index(shard)][0][row])}
+        chosen.append(pool.sample_cards(refs, extra))
+    return chosen[0], chosen[1]

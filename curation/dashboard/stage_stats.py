@@ -1,0 +1,106 @@
+"""Every stage's per-shard statistics records, merged per stage for the Overview page."""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+from curation.stats import read_stage_records, summarize
+
+# Pipeline order; a stage name not listed here sorts after these, by when it started.
+PIPELINE_ORDER = ("extract", "dedup", "download", "balance", "score", "neardup", "shards")
+MAX_ERROR_EXAMPLES = 10
+
+
+class StageStats:
+    """Stats records under a run folder, read once; `reload()` re-reads them."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._lock = threading.Lock()
+        self._stages: dict[str, dict[str, Any]] | None = None
+
+    def reload(self) -> None:
+        with self._lock:
+            self._stages = None
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            if self._stages is None:
+                self._stages = merge_records(read_stage_records(self.root))
+            return self._stages
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        return self.stages.get(name)
+
+
+def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per stage, in pipeline order: the summary row plus summed extras and error examples."""
+    if not records:
+        return {}
+    by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_stage[record["stage"]].append(record)
+    merged = {}
+    for row in summarize(records).to_pylist():
+        shard_records = by_stage[row["stage"]]
+        rows_in, seconds = row["rows_in"], row["wall_seconds"]
+        merged[row["stage"]] = {
+            **row,
+            "drops": {d["key"]: d["count"] for d in row["drops"]},
+            "errors": {e["key"]: e["count"] for e in row["errors"]},
+            "dropped": sum(d["count"] for d in row["drops"]),
+            "rows_per_second": rows_in / seconds if seconds else None,
+            "started_at": min((r.get("started_at") or 0) for r in shard_records),
+            "extra": merge_extras([r.get("extra") or {} for r in shard_records]),
+            "timings": merge_extras([r.get("timings") or {} for r in shard_records]),
+            "error_examples": [e for r in shard_records for e in r.get("error_examples", [])
+                               ][:MAX_ERROR_EXAMPLES],
+        }
+    return dict(sorted(merged.items(), key=lambda item: _order(item[0], item[1]["started_at"])))
+
+
+def _order(stage: str, started_at: float) -> tuple[int, float]:
+    for position, known in enumerate(PIPELINE_ORDER):
+        if stage == known or stage.startswith(known + "_"):
+            return position, started_at
+    return len(PIPELINE_ORDER), started_at
+
+
+def merge_extras(extras: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Flatten each shard's extra dict (dotted keys); per key, the sum over shards of numeric
+    values and whether every shard reported the same value (a setting such as a threshold)."""
+    values: dict[str, list[Any]] = defaultdict(list)
+    for extra in extras:
+        for key, value in _flatten(extra):
+            values[key].append(value)
+    merged = {}
+    for key, seen in sorted(values.items()):
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen)
+        same = all(v == seen[0] for v in seen)
+        merged[key] = {
+            "sum": sum(seen) if numeric else None,
+            "value": seen[0] if same else None,
+            "shards": len(seen),
+        }
+    return merged
+
+
+def _flatten(record: dict[str, Any], prefix: str = ""):
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + ".")
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            yield name, value
+
+
+def funnel(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """From the first stage's input to the last stage's output: one step per stage."""
+    steps = []
+    for name, stage in stages.items():
+        if not steps:
+            steps.append({"label": f"{name} in", "rows": stage["rows_in"]})
+        steps.append({"label": f"{name} out", "rows": stage["rows_out"]})
+    return steps
