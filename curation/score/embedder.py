@@ -1,0 +1,115 @@
+"""The scoring model behind one interface, in-process or as a Ray actor (one GPU per actor).
+
+`ClipEmbedder` loads the scorer once and turns preprocessed pixel batches plus captions into
+L2-normalised image and text embeddings; the cosine score is their row-wise dot product. As a Ray
+actor (`start_embedder_actors`) the model stays loaded across every shard it serves, and the
+shard tasks that decode JPEGs on other CPUs keep it fed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curation.score.model import ScorerSpec, load_scorer
+
+
+class ClipEmbedder:
+    def __init__(self, spec: ScorerSpec, threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.scorer = load_scorer(spec, device=self.device)
+        self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+
+    def describe(self) -> dict[str, Any]:
+        """What shard tasks need to preprocess for this model, and what it is."""
+        return {"preprocess_cfg": self.preprocess_cfg(), "random_init": self.scorer.random_init,
+                "device": self.device, "image_size": self.scorer.image_size,
+                "embed_dim": int(self.scorer.config["model_cfg"]["embed_dim"])}
+
+    def preprocess_cfg(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+        merged = merge_preprocess_dict(asdict(PreprocessCfg()), self.scorer.config.get("preprocess_cfg", {}))
+        merged["size"] = self.scorer.image_size
+        return merged
+
+    def embed(self, pixels: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(image embeddings, text embeddings), float32, unit norm, [n, d] each."""
+        import torch
+
+        with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
+            images = torch.from_numpy(pixels).to(self.device)
+            tokens = self.scorer.tokenizer(texts).to(self.device)
+            image_features = self.scorer.model.encode_image(images, normalize=True)
+            text_features = self.scorer.model.encode_text(tokens, normalize=True)
+        return (image_features.float().cpu().numpy(), text_features.float().cpu().numpy())
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
+            features = self.scorer.model.encode_image(torch.from_numpy(pixels).to(self.device),
+                                                      normalize=True)
+        return features.float().cpu().numpy()
+
+
+def build_transform(preprocess_cfg: dict[str, Any]) -> Any:
+    """The model's eval transform (PIL image -> float tensor) from its preprocess config."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    actors: int
+    cpus_per_actor: int
+    gpus_per_actor: int
+    decode_cpus: int  # CPUs left for the shard tasks that read and decode
+
+    def describe(self) -> str:
+        device = f"{self.gpus_per_actor} GPU + {self.cpus_per_actor} CPU" if self.gpus_per_actor \
+            else f"{self.cpus_per_actor} CPU"
+        return f"{self.actors} scoring actor(s) × {device}, {self.decode_cpus} CPU(s) decoding"
+
+
+def plan_actor_pool(cluster_cpus: float, cluster_gpus: float, requested: int | None = None) -> ActorPlan:
+    """One actor per GPU when there are GPUs; on CPUs, half the CPUs score and half decode.
+
+    Actors hold their CPUs for the whole run, so the pool is always sized to leave at least one
+    CPU for decoding: a pool that takes every CPU starves the tasks that feed it (a deadlock on a
+    2-core machine).
+    """
+    cpus, gpus = int(cluster_cpus), int(cluster_gpus)
+    if cpus < 2:
+        raise ValueError(f"scoring needs at least 2 CPUs (one to decode, one to score); the cluster has {cpus}")
+    if gpus:
+        actors = min(requested or gpus, gpus)
+        return ActorPlan(actors, 1, 1, max(1, cpus - actors))
+    cpus_per_actor = 1 if cpus <= 4 else min(4, cpus // 4)
+    default = max(1, (cpus // 2) // cpus_per_actor)
+    actors = requested or default
+    if actors * cpus_per_actor > cpus - 1:
+        actors = max(1, (cpus - 1) // cpus_per_actor)
+    return ActorPlan(actors, cpus_per_actor, 0, cpus - actors * cpus_per_actor)
+
+
+def start_embedder_actors(spec: ScorerSpec, plan: ActorPlan) -> list[Any]:
+    import ray
+
+    actor_class = ray.remote(ClipEmbedder).options(
+        num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, max_restarts=2,
+        max_task_retries=2)
+    return [actor_class.remote(spec, threads=plan.cpus_per_actor) for _ in range(plan.actors)]
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of unit vectors (a plain dot product)."""
+    return np.einsum("ij,ij->i", a, b).astype(np.float32)

@@ -1,0 +1,189 @@
+"""Load an open_clip model from a local weights file; never from a hub.
+
+Accepted weights:
+- `.safetensors` written by `save_random_weights` or by this project's exporter: the state dict,
+  with metadata naming the open_clip architecture and (optionally) embedding its config JSON;
+- an open_clip training checkpoint or state dict (`.pt`, `.pth`, `.bin`): `{"state_dict": ...}`
+  (DDP's `module.` prefixes are stripped) or the bare state dict.
+The architecture comes from, in order: an explicit model-config JSON (either a bare open_clip
+model config or the exporter's `{"model_cfg": ..., "preprocess_cfg": ...}`), an
+`open_clip_config.json` next to the weights, the config embedded in the weights' metadata, or
+open_clip's built-in config of that name. The model is always created with `pretrained=None`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RANDOM_INIT_KEY = "openvision_random_init"
+MODEL_NAME_KEY = "open_clip_model"
+MODEL_CONFIG_KEY = "open_clip_config"
+SIDECAR_CONFIG_NAME = "open_clip_config.json"
+
+
+class ScorerConfigError(ValueError):
+    """The model name, config or weights cannot be turned into a scorer."""
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """Everything needed to rebuild the same scorer in another process."""
+
+    model_name: str
+    weights: str
+    model_config: str | None = None  # path of a JSON config; None = sidecar / embedded / built-in
+
+    def to_record(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "weights": self.weights,
+                "model_config": self.model_config}
+
+
+@dataclass
+class LoadedScorer:
+    model: torch.nn.Module
+    preprocess: Any  # torchvision transform: PIL image -> float tensor [3, H, W]
+    tokenizer: Any  # list[str] -> int tensor [n, context_length]
+    image_size: int
+    random_init: bool
+    config: dict[str, Any]  # {"model_cfg": ..., "preprocess_cfg": ...}
+
+
+def _read_json(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ScorerConfigError(f"{what} {path}: cannot read JSON ({exc})") from exc
+
+
+def _as_full_config(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Normalise a bare model config or an exporter config to {"model_cfg", "preprocess_cfg"}."""
+    if "model_cfg" in raw:
+        full = {"model_cfg": raw["model_cfg"], "preprocess_cfg": raw.get("preprocess_cfg", {})}
+    else:
+        full = {"model_cfg": raw, "preprocess_cfg": {}}
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in full["model_cfg"]]
+    if missing:
+        raise ScorerConfigError(f"model config from {source} lacks {', '.join(missing)}")
+    text_cfg = full["model_cfg"]["text_cfg"]
+    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
+        raise ScorerConfigError(
+            f"model config from {source} needs a Hugging Face text model/tokenizer, which would be "
+            "fetched from the hub; only configs with open_clip's built-in text tower work offline")
+    return full
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) from a safetensors file or a torch checkpoint."""
+    if not path.is_file():
+        raise ScorerConfigError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
+        return state, metadata
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ScorerConfigError(f"weights file {path}: not a torch checkpoint ({exc})") from exc
+    if not isinstance(checkpoint, dict):
+        raise ScorerConfigError(f"weights file {path}: expected a dict, got {type(checkpoint).__name__}")
+    state = checkpoint.get("state_dict", checkpoint)
+    metadata = {k: v for k, v in checkpoint.items() if k in (MODEL_NAME_KEY, MODEL_CONFIG_KEY, RANDOM_INIT_KEY)}
+    state = {(k.removeprefix("module.")): v
+             for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return state, metadata
+
+
+def resolve_config(model_name: str, model_config: str | None, weights: str | None = None,
+                   metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The architecture: explicit JSON, sidecar JSON, embedded metadata, or open_clip built-in."""
+    if model_config:
+        return _as_full_config(_read_json(model_config, "model config"), model_config)
+    sidecar = Path(weights).parent / SIDECAR_CONFIG_NAME if weights else None
+    if sidecar is not None and sidecar.is_file():
+        return _as_full_config(_read_json(sidecar, "model config"), str(sidecar))
+    if metadata and metadata.get(MODEL_CONFIG_KEY):
+        embedded = metadata[MODEL_CONFIG_KEY]
+        raw = json.loads(embedded) if isinstance(embedded, str) else embedded
+        return _as_full_config(raw, f"{weights} metadata")
+    import open_clip
+
+    builtin = open_clip.get_model_config(model_name)
+    if builtin is None:
+        raise ScorerConfigError(
+            f"model {model_name!r} is not an open_clip architecture and no config was given "
+            f"(--model-config, {SIDECAR_CONFIG_NAME} beside the weights, or embedded metadata)")
+    return _as_full_config(builtin, f"open_clip built-in {model_name}")
+
+
+def _create_from_config(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, Any]:
+    """Model, eval transform and tokenizer from a config dict, through open_clip's local-dir path."""
+    import open_clip
+
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    # open_clip warns on the root logger that the folder has no weights: that is the intent here.
+    root_logger.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="open_clip_cfg-") as folder:
+        (Path(folder) / SIDECAR_CONFIG_NAME).write_text(json.dumps(config))
+        name = f"local-dir:{folder}"
+        # The folder holds no weights, so open_clip initialises randomly and fetches nothing.
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained_text=False, pretrained_image=False)
+        tokenizer = open_clip.get_tokenizer(name)
+    root_logger.setLevel(level)
+    return model, preprocess, tokenizer
+
+
+def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
+    state, metadata = _read_weights(Path(spec.weights))
+    named = metadata.get(MODEL_NAME_KEY)
+    if named and named != spec.model_name:
+        raise ScorerConfigError(
+            f"weights {spec.weights} were saved for model {named!r}, not {spec.model_name!r}")
+    config = resolve_config(spec.model_name, spec.model_config, spec.weights, metadata)
+    model, preprocess, tokenizer = _create_from_config(config)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ScorerConfigError(
+            f"weights {spec.weights} do not fit model {spec.model_name!r}: missing "
+            f"{len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}")
+    model.eval().to(device)
+    image_size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
+    image_size = image_size if isinstance(image_size, int) else max(image_size)
+    random_init = _flags_random(metadata)
+    return LoadedScorer(model, preprocess, tokenizer, image_size, random_init, config)
+
+
+def save_random_weights(model_name: str, path: str, model_config: str | None = None,
+                        seed: int = 0) -> dict[str, Any]:
+    """Initialise `model_name` randomly (seeded) and save it, flagged as random, to `path`."""
+    from safetensors.torch import save_file
+
+    spec = ScorerSpec(model_name, path, model_config)
+    config = resolve_config(model_name, model_config)
+    torch.manual_seed(seed)
+    model, _, _ = _create_from_config(config)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    metadata = {MODEL_NAME_KEY: model_name, MODEL_CONFIG_KEY: json.dumps(config),
+                RANDOM_INIT_KEY: "true", "seed": str(seed)}
+    save_file(state, path, metadata=metadata)
+    return {**spec.to_record(), "parameters": sum(v.numel() for v in state.values())}
+
+
+def weights_are_random(weights: str) -> bool:
+    """Whether the weights file says it is an untrained, randomly initialised model."""
+    return _flags_random(_read_weights(Path(weights))[1])
+
+
+def _flags_random(metadata: dict[str, Any]) -> bool:
+    return str(metadata.get(RANDOM_INIT_KEY, "")).lower() in ("true", "1")

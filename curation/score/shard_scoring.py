@@ -1,0 +1,185 @@
+"""The two per-shard passes of the score stage.
+
+Pass 1 (`ScoreShard`, stage "score"): read a pool shard, decode and preprocess its JPEGs in the
+shard task (CPU), send batches to the scoring actors (keeping `in_flight` batches queued so the
+model never waits for decoding), and write the raw scores, a pixel hash and the image embeddings.
+Pass 2 (`ApplyScoreDecision`, stage "score_filter"): after the driver fixed the global threshold,
+write the contract file {shard}.parquet with keep_score.
+Rows follow the sidecar's order of successful samples, so outputs do not depend on tar order.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation import fsio
+from curation.filters import BasicRules, basic_rule_failures
+from curation.runner import ShardContext, ShardTask
+from curation.score.embedder import build_transform, cosine_rows
+from curation.score.images import ImageDecodeError, decode_rgb, difference_hash
+from curation.score.pool import iter_samples, read_sidecar
+from curation.score.reapply import DIGEST_KEY
+
+RAW_DIR = "raw"
+
+
+def raw_scores_name(shard_id: str) -> str:
+    return f"{RAW_DIR}/{shard_id}.parquet"
+
+
+def embeddings_name(shard_id: str) -> str:
+    return f"{shard_id}.emb.npy"
+
+
+def _submit(embedder: Any, pixels: np.ndarray, texts: list[str]) -> Any:
+    """Queue a batch on a Ray actor (returns a reference) or run it in-process (returns results)."""
+    method = embedder.embed
+    return method.remote(pixels, texts) if hasattr(method, "remote") else method(pixels, texts)
+
+
+def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(pending, tuple):
+        return pending
+    import ray
+
+    return ray.get(pending)
+
+
+@dataclass(frozen=True)
+class ScoreShard:
+    embedders: tuple[Any, ...]  # Ray actor handles of ClipEmbedder, or ClipEmbedder objects
+    preprocess_cfg: dict[str, Any] = field(hash=False)
+    embed_dim: int
+    batch_size: int = 64
+    in_flight: int = 2
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        tar_url, sidecar_url = task.inputs
+        rows = read_sidecar(sidecar_url, ["uid", "key", "text"])
+        keys = rows["key"].to_pylist()
+        texts = [t or "" for t in rows["text"].to_pylist()]
+        position = {key: i for i, key in enumerate(keys)}
+        n = len(keys)
+        scores = np.full(n, np.nan, dtype=np.float32)
+        hashes: list[int | None] = [None] * n
+        embeddings = np.zeros((n, self.embed_dim), dtype=np.float16)
+        seen = np.zeros(n, dtype=bool)
+        transform = build_transform(self.preprocess_cfg)
+        min_side = int(self.preprocess_cfg["size"])
+        ctx.stats.rows_in = n
+
+        batch_rows: list[int] = []
+        batch_pixels: list[np.ndarray] = []
+        queue: deque[tuple[list[int], Any]] = deque()
+        turn = 0
+
+        def collect_oldest() -> None:
+            rows_of_batch, pending = queue.popleft()
+            with ctx.stats.timer("wait_for_model"):
+                image_features, text_features = _result(pending)
+            scores[rows_of_batch] = cosine_rows(image_features, text_features)
+            embeddings[rows_of_batch] = image_features.astype(np.float16)
+
+        def flush() -> None:
+            nonlocal turn, batch_rows, batch_pixels
+            if not batch_rows:
+                return
+            while len(queue) >= self.in_flight:
+                collect_oldest()
+            embedder = self.embedders[turn % len(self.embedders)]
+            turn += 1
+            queue.append((batch_rows, _submit(embedder, np.stack(batch_pixels),
+                                              [texts[i] for i in batch_rows])))
+            batch_rows, batch_pixels = [], []
+
+        for key, members in iter_samples(tar_url):
+            row = position.get(key)
+            where = f"{tar_url}:{key}"
+            if row is None:
+                ctx.stats.error("key_not_in_sidecar", where, "tar sample has no success row in the sidecar")
+                continue
+            seen[row] = True
+            if "jpg" not in members:
+                ctx.stats.error("missing_jpg", where, "sample has no .jpg member")
+                continue
+            ctx.stats.bytes_in += len(members["jpg"])
+            with ctx.stats.timer("decode"):
+                try:
+                    image = decode_rgb(members["jpg"], min_side=min_side)
+                except ImageDecodeError as exc:
+                    ctx.stats.error("undecodable_image", where, str(exc))
+                    continue
+                hashes[row] = difference_hash(image)
+                batch_pixels.append(transform(image).numpy())
+            batch_rows.append(row)
+            if len(batch_rows) >= self.batch_size:
+                flush()
+        flush()
+        while queue:
+            collect_oldest()
+        for row in np.flatnonzero(~seen):
+            ctx.stats.error("missing_in_tar", f"{tar_url}:{keys[row]}", "sidecar success row has no tar sample")
+
+        unscored = int(np.count_nonzero(np.isnan(scores)))
+        ctx.stats.drop("unscored", unscored)
+        ctx.stats.rows_out = n - unscored
+        finite = scores[np.isfinite(scores)]
+        ctx.stats.extra.update({"scored": int(finite.size),
+                                "score_mean": float(finite.mean()) if finite.size else None})
+        table = pa.table({"uid": rows["uid"], "key": rows["key"],
+                          "clip_score": pa.array(scores, pa.float32()),
+                          "dhash": pa.array(hashes, pa.int64())})
+        ctx.write_parquet(raw_scores_name(task.shard_id), table)
+        with ctx.open_output(embeddings_name(task.shard_id)) as handle:
+            np.save(handle, embeddings)
+
+
+@dataclass(frozen=True)
+class ScoreDecision:
+    """The global keep rule every shard applies: threshold (None = no score cut) + basic rules."""
+
+    tag: str
+    threshold: float | None
+    basic: BasicRules | None
+    digest: str
+
+
+@dataclass(frozen=True)
+class ApplyScoreDecision:
+    decision: ScoreDecision
+    score_dir: str
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        _tar_url, sidecar_url = task.inputs
+        raw_url = fsio.join(self.score_dir, raw_scores_name(task.shard_id))
+        fs, path = fsio.filesystem(raw_url)
+        with fs.open(path, "rb") as handle:
+            raw = pq.read_table(handle)
+        scores = raw["clip_score"].to_numpy(zero_copy_only=False)
+        ctx.stats.rows_in = raw.num_rows
+        failures: dict[str, np.ndarray] = {"unscored": np.isnan(scores)}
+        if self.decision.threshold is not None:
+            with np.errstate(invalid="ignore"):
+                failures["below_score_threshold"] = ~(scores >= self.decision.threshold)
+        if self.decision.basic is not None:
+            sidecar = read_sidecar(sidecar_url, ["uid", "text", "width", "height",
+                                                 "original_width", "original_height"])
+            if sidecar["uid"].to_pylist() != raw["uid"].to_pylist():
+                raise ValueError(f"{raw_url}: rows no longer match {sidecar_url}; re-run the score stage")
+            failures.update(basic_rule_failures(sidecar, self.decision.basic))
+        keep = np.ones(raw.num_rows, dtype=bool)
+        for reason, failed in failures.items():
+            # Each dropped row is counted once, under the first rule it fails.
+            ctx.stats.drop(reason, int(np.count_nonzero(failed & keep)))
+            keep &= ~failed
+        ctx.stats.rows_out = int(keep.sum())
+        ctx.stats.extra[DIGEST_KEY] = self.decision.digest
+        table = pa.table({"uid": raw["uid"],
+                          f"clip_score_{self.decision.tag}": raw["clip_score"],
+                          "keep_score": pa.array(keep), "dhash": raw["dhash"]})
+        ctx.write_parquet(f"{task.shard_id}.parquet", table)
