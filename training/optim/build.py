@@ -1,0 +1,85 @@
+"""Split a model's parameters between Muon and AdamW and build the optimizer.
+
+Muon takes the 2-D weight matrices of the transformer blocks (attention and MLP, in every tower
+and the decoder). AdamW takes the rest: patch and token embeddings, position grids, norms,
+biases, t and b, the MAP and text heads, the decoder's vocabulary projection, mask/BOS tokens.
+Weight decay applies to matrices only, never to norms, biases, scalars or position grids.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.optim.config import OptimConfig
+from training.optim.muon import Muon
+
+_NO_DECAY_NAMES = ("position_embedding", "probe", "mask_token", "mask_embedding", "bos_embedding")
+
+
+def is_hidden_matrix(name: str, param: torch.Tensor) -> bool:
+    """A 2-D weight inside a transformer block: what Muon is for."""
+    return param.ndim == 2 and ".layers." in f".{name}" and name.endswith(".weight")
+
+
+def uses_weight_decay(name: str, param: torch.Tensor) -> bool:
+    return param.ndim >= 2 and not any(part in name for part in _NO_DECAY_NAMES)
+
+
+def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """{"muon": ..., "adamw_decay": ..., "adamw_no_decay": ...} of (name, parameter), trainable only."""
+    groups: dict[str, list[tuple[str, torch.Tensor]]] = {
+        "muon": [],
+        "adamw_decay": [],
+        "adamw_no_decay": [],
+    }
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if is_hidden_matrix(name, param):
+            groups["muon"].append((name, param))
+        elif uses_weight_decay(name, param):
+            groups["adamw_decay"].append((name, param))
+        else:
+            groups["adamw_no_decay"].append((name, param))
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """One optimizer for the whole model: Muon (with AdamW groups) or plain AdamW. Every group
+    carries a "name" key so logs and tests can find it."""
+    split = split_parameters(model)
+    adamw_groups = [
+        {
+            "name": "adamw_decay",
+            "params": [p for _, p in split["adamw_decay"]],
+            "weight_decay": cfg.weight_decay,
+        },
+        {
+            "name": "adamw_no_decay",
+            "params": [p for _, p in split["adamw_no_decay"]],
+            "weight_decay": 0.0,
+        },
+    ]
+    if cfg.name == "adamw":
+        adamw_groups[0]["params"] += [p for _, p in split["muon"]]
+        return torch.optim.AdamW(
+            [g for g in adamw_groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+        )
+    for group in adamw_groups:
+        group["use_muon"] = False
+    muon_group = {
+        "name": "muon",
+        "params": [p for _, p in split["muon"]],
+        "weight_decay": cfg.weight_decay,
+    }
+    return Muon(
+        [g for g in [muon_group, *adamw_groups] if g["params"]],
+        lr=cfg.lr,
+        momentum=cfg.muon_momentum,
+        ns_steps=cfg.ns_steps,
+        ns_dtype=cfg.ns_dtype,
+        adjust_lr=cfg.adjust_lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+    )

@@ -1,0 +1,161 @@
+"""Muon (momentum + Newton–Schulz orthogonalisation) for 2-D hidden matrices, with an AdamW
+update for the groups that opt out (`use_muon=False`): one optimizer object, one state_dict,
+one set of param_groups, so a single LR scheduler drives both.
+
+Why our own: torch 2.14's `torch.optim.Muon` runs Newton–Schulz in bfloat16 unconditionally,
+about 10× slower on CPUs without bf16 units; here the dtype is a parameter (fp32 on CPU, bf16 on
+GPU by default). The update rule otherwise follows torch's: EMA momentum buffer, Nesterov
+interpolation, decoupled weight decay, and the learning-rate adjustment by matrix shape
+("match_rms_adamw" is Moonshot's 0.2·sqrt(max(fan_out, fan_in)), which lets AdamW learning
+rates and weight decay carry over).
+
+FSDP2: a parameter that is a DTensor shard is orthogonalised on its gathered full matrix; each
+rank computes the same full update and keeps its own shard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+# Quintic Newton–Schulz coefficients from Keller Jordan's Muon write-up (also torch's defaults).
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+ADJUST_LR_RULES = ("match_rms_adamw", "original", "none")
+
+
+def orthogonalise(matrix: Tensor, steps: int, dtype: torch.dtype, eps: float = 1e-7) -> Tensor:
+    """Approximate U·Vᵀ of matrix = U·S·Vᵀ by `steps` quintic Newton–Schulz iterations in `dtype`;
+    returns the result in the input dtype."""
+    a, b, c = NS_COEFFICIENTS
+    x = matrix.to(dtype)
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:  # iterate on the wide orientation so the Gram matrix is the small one
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    if transposed:
+        x = x.T
+    return x.to(matrix.dtype)
+
+
+def adjusted_lr(lr: float, shape: torch.Size, rule: str) -> float:
+    fan_out, fan_in = shape[0], shape[1]
+    if rule == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(fan_out, fan_in))
+    if rule == "original":
+        return lr * math.sqrt(max(1.0, fan_out / fan_in))
+    return lr
+
+
+def default_ns_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype | str | None = None,
+        weight_decay: float = 0.0,
+        adjust_lr: str = "match_rms_adamw",
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+    ) -> None:
+        """`ns_dtype` None picks bf16 for CUDA parameters and fp32 otherwise. Groups with
+        `use_muon=False` get AdamW with `betas`/`eps`; Muon groups must hold only 2-D tensors."""
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(
+                f"lr, momentum and weight_decay must be >= 0 (got {lr}, {momentum}, {weight_decay})"
+            )
+        if adjust_lr not in ADJUST_LR_RULES:
+            raise ValueError(f"adjust_lr must be one of {ADJUST_LR_RULES}, got {adjust_lr!r}")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "ns_steps": ns_steps,
+            # Kept as a name so state_dicts hold plain data.
+            "ns_dtype": str(ns_dtype).removeprefix("torch.") if ns_dtype is not None else None,
+            "weight_decay": weight_decay,
+            "adjust_lr": adjust_lr,
+            "betas": betas,
+            "eps": eps,
+            "use_muon": True,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            if group["use_muon"]:
+                for param in group["params"]:
+                    if param.ndim != 2:
+                        raise ValueError(
+                            f"Muon needs 2-D parameters; got shape {tuple(param.shape)}"
+                        )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if group["use_muon"]:
+                    self._muon_update(param, group)
+                else:
+                    self._adamw_update(param, group)
+        return loss
+
+    def _muon_update(self, param: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(param.grad)
+        buffer = state["momentum_buffer"]
+        momentum = group["momentum"]
+        buffer.lerp_(param.grad, 1 - momentum)
+        update = param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+        dtype = (
+            getattr(torch, group["ns_dtype"])
+            if group["ns_dtype"]
+            else default_ns_dtype(param.device)
+        )
+        update = _orthogonalise_maybe_sharded(update, group["ns_steps"], dtype)
+        param.mul_(1 - group["lr"] * group["weight_decay"])
+        param.add_(update, alpha=-adjusted_lr(group["lr"], param.shape, group["adjust_lr"]))
+
+    def _adamw_update(self, param: Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        state["step"] += 1
+        step = state["step"].item()
+        beta1, beta2 = group["betas"]
+        state["exp_avg"].lerp_(param.grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        denom = (state["exp_avg_sq"] / bias_correction2).sqrt_().add_(group["eps"])
+        param.mul_(1 - group["lr"] * group["weight_decay"])
+        param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / bias_correction1)
+
+
+def _orthogonalise_maybe_sharded(update: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(update, DTensor):
+        full = orthogonalise(update.full_tensor(), steps, dtype)
+        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+    return orthogonalise(update, steps, dtype)
