@@ -234,6 +234,7 @@ async function route() {
     main.replaceChildren(h("h1", {}, PAGES[page][0]), h("div", {class: "missing"}, "Could not load this page: " + err.message));
     console.error(err);
   }
+  document.body.dataset.route = location.hash;  // which view the page shows once ready (for tests)
   document.body.dataset.ready = page;
 }
 

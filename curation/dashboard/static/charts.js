@@ -68,10 +68,13 @@ function columnChart(bins, opts = {}) {
 
 function niceTicks(lo, hi, log) {
   if (log) {
-    const ticks = [];
+    // Decades; with fewer than three decades in view, also 2× and 5× so the axis has labels.
+    const few = Math.log10(hi / lo) < 2, ticks = [];
     for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
-      const v = Math.pow(10, e);
-      if (v >= lo * 0.999 && v <= hi * 1.001) ticks.push(v);
+      for (const m of few ? [1, 2, 5] : [1]) {
+        const v = m * Math.pow(10, e);
+        if (v >= lo * 0.999 && v <= hi * 1.001) ticks.push(v);
+      }
     }
     return ticks.length ? ticks : [lo, hi];
   }

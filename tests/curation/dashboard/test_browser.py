@@ -1,0 +1,209 @@
+"""Every dashboard page in a real headless Chromium: it loads without console errors, shows the
+numbers the fixture's stats and sidecars hold, and its images load. Saves a screenshot per page
+to docs/screenshots/ (the README shows them)."""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image
+
+from curation.dashboard.app import Dashboard
+from curation.dashboard.server import make_server
+
+CHROMIUM = "/usr/bin/chromium"
+# Keep Chromium from calling any host of its own (updates, sync, safe browsing, QUIC probes).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+VIEWPORT = {"width": 1000, "height": 700}
+
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, needs apt-get as root)")
+
+
+@pytest.fixture(scope="module")
+def base_url(synthetic_run):
+    server = make_server(Dashboard(str(synthetic_run)), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class PageVisit:
+    """A browser tab that records console errors and refuses every request off 127.0.0.1."""
+
+    def __init__(self, browser, base_url: str):
+        self.base_url = base_url
+        self.context = browser.new_context(viewport=VIEWPORT)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.refused: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.context.route("**/*", self._only_loopback)
+
+    def _only_loopback(self, route) -> None:
+        url = route.request.url
+        if url.startswith("data:") or urlsplit(url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            self.refused.append(url)
+            route.abort()
+
+    def open(self, route: str) -> None:
+        self.page.goto(f"{self.base_url}/#/{route}")
+        self.wait_ready(route.split("?")[0])
+
+    def wait_ready(self, name: str) -> None:
+        self.page.wait_for_selector(f"body[data-ready='{name}']", timeout=15000)
+
+    def stat(self, name: str) -> str:
+        return self.page.inner_text(f"[data-stat='{name}']")
+
+    def text(self) -> str:
+        return self.page.inner_text("main")
+
+    def images_loaded(self, root: str = "main") -> int:
+        """How many <img> there are under `root`, after checking every one decoded (naturalWidth > 0)."""
+        widths = self.page.eval_on_selector_all(f"{root} img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert all(w > 0 for w in widths), f"images that did not load: {widths}"
+        return len(widths)
+
+    def finish(self, screenshot: str) -> None:
+        assert self.errors == [], f"console errors: {self.errors}"
+        assert self.refused == [], f"requests off 127.0.0.1: {self.refused}"
+        self.page.evaluate("window.scrollTo(0, 0)")
+        save_screenshot(self.page.screenshot(), SCREENSHOTS / f"{screenshot}.png")
+        self.context.close()
+
+
+def save_screenshot(png: bytes, path: Path) -> None:
+    """A small PNG: the viewport quantised to a 64-colour palette."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(64, method=Image.Quantize.MEDIANCUT)
+    image.save(path, optimize=True)
+
+
+@pytest.fixture()
+def visit(browser, base_url):
+    return PageVisit(browser, base_url)
+
+
+def stage_row(visit: PageVisit, stage: str) -> list[str]:
+    return visit.page.eval_on_selector(
+        "#stage-table", f"t => [...t.rows].find(r => r.cells[0].innerText === '{stage}')"
+                        f"  ? [...[...t.rows].find(r => r.cells[0].innerText === '{stage}').cells].map(c => c.innerText) : null")
+
+
+def test_overview_shows_each_stage_counts_summed_over_shards(visit):
+    visit.open("overview")
+    # stage, shards, in, out, dropped, drops by reason, errors: summed over the fixture's records
+    assert stage_row(visit, "extract")[:7] == ["extract", "2", "40", "25", "15", "bad_url: 5, no_alt: 10",
+                                               "truncated_record: 1"]
+    assert stage_row(visit, "download")[:6] == ["download", "2", "10", "7", "3",
+                                                "http_404: 1, robots_disallowed: 1, timeout: 1"]
+    assert stage_row(visit, "shards")[:5] == ["shards", "1", "7", "2", "5"]
+    funnel = visit.page.inner_text("section:has(h2:text('Funnel'))")
+    assert "extract in" in funnel and "shards out" in funnel
+    assert "Not run yet" not in visit.text()
+    visit.finish("overview")
+
+
+def test_crawl_shows_success_rate_failure_reasons_and_hosts(visit):
+    visit.open("crawl")
+    assert (visit.stat("rows"), visit.stat("success"), visit.stat("success_rate"), visit.stat("hosts")) == \
+        ("10", "7", "70.0%", "3")
+    text = visit.text()
+    for reason in ("http_404", "timeout", "robots_disallowed"):
+        assert reason in text
+    assert "c.example" in text
+    visit.finish("crawl")
+
+
+def test_metaclip_shows_head_tail_shares_and_entry_search_grid(visit):
+    visit.open("metaclip")
+    assert visit.stat("t") == "2"
+    assert (visit.stat("matches_before"), visit.stat("matches_after")) == ("10", "7")
+    assert visit.stat("head_share") == "80.0% → 71.4%"
+    assert visit.stat("tail_share") == "20.0% → 28.6%"
+    assert visit.page.locator("path.line").count() == 2
+    visit.page.fill("#entry-search", "dog")
+    visit.page.click("form button")
+    visit.page.wait_for_selector("#search-results .grid")
+    visit.page.wait_for_function("[...document.querySelectorAll('#search-results img')].every(i => i.complete)")
+    assert "“dog” (id 1): 3 matches" in visit.page.inner_text("#search-results")
+    assert visit.images_loaded("#search-results") == 3  # B, D and F mention a dog
+    visit.finish("metaclip")
+
+
+def test_score_shows_threshold_counts_and_grids_either_side(visit):
+    visit.open("score")
+    assert (visit.stat("rows"), visit.stat("threshold"), visit.stat("above"), visit.stat("below")) == \
+        ("7", "0.25", "4", "3")
+    above = visit.page.inner_text("section:has(h2:text('Just above'))")
+    below = visit.page.inner_text("section:has(h2:text('Just below'))")
+    assert "sample D" in above and "sample B" not in above
+    assert "sample G" in below and "sample D" not in below
+    assert visit.images_loaded() == 7
+    visit.finish("score")
+
+
+def test_neardup_shows_clusters_with_members(visit):
+    visit.open("neardup")
+    assert (visit.stat("clusters"), visit.stat("in_clusters"), visit.stat("dropped"),
+            visit.stat("contaminated")) == ("2", "4", "2", "1")
+    clusters = visit.page.locator(".cluster")
+    assert clusters.count() == 2
+    largest = {c.inner_text() for c in clusters.all()}
+    assert any("cluster 7" in c and "sample A" in c and "sample C" in c for c in largest)
+    assert any("cluster 9" in c and "sample D" in c and "sample F" in c for c in largest)
+    assert "near eval/000012" in visit.text()
+    assert visit.images_loaded() == 5
+    visit.finish("neardup")
+
+
+def test_training_shows_curves_phases_and_eval_results(visit):
+    visit.open("training")
+    assert (visit.stat("steps"), visit.stat("last_step"), visit.stat("last_loss"), visit.stat("phases")) == \
+        ("6", "5", "1.25", "1 → 2")
+    text = visit.text()
+    for title in ("Loss terms", "Learning rate", "Temperature t and bias b", "Evaluation"):
+        assert title in text
+    assert "loss_sigmoid" in text and "loss_locca" in text
+    assert "imagenet_like.top1" in text and "0.125" in text
+    visit.finish("training")
+
+
+def test_sample_browser_filters_by_decision_and_shows_images(visit):
+    visit.open("samples")
+    options = visit.page.eval_on_selector_all("#decision option", "os => os.map(o => o.innerText)")
+    assert {"all (10)", "kept (2)", "dropped (8)", "balance: not sampled (3)", "score: below threshold (2)",
+            "download: http_404 (1)"} <= set(options)
+    assert visit.images_loaded() == 7
+    visit.page.select_option("#decision", "kept")
+    visit.page.wait_for_function("document.body.dataset.route === '#/samples?decision=kept&page=0'")
+    assert visit.page.inner_text("#page-info") == "page 1 of 1 · 2 samples"
+    texts = visit.page.eval_on_selector_all(".sample .text", "els => els.map(e => e.innerText)")
+    assert texts == ["a photo of sample A", "a photo of sample D"]
+    assert visit.images_loaded() == 2
+    visit.open("samples?decision=score&page=0")
+    assert "score: below threshold" in visit.text() and "sample E" in visit.text()
+    visit.open("samples")
+    visit.finish("samples")
