@@ -116,3 +116,43 @@ class LocCaDecoder(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         """Full-vocabulary logits, for decoding and evaluation (not for the training loss)."""
         return self.output(hidden)
+
+    @torch.no_grad()
+    def greedy_decode(
+        self,
+        memory: Tensor,
+        prefixes: list[list[int]],
+        steps: int,
+        allowed: range | None = None,
+        memory_mask: Tensor | None = None,
+    ) -> list[list[int]]:
+        """Causal greedy decoding of `steps` tokens after each row's prefix (e.g. the 4 box tokens
+        of ARef), optionally restricted to token ids in `allowed`. One full decoder pass per step:
+        targets are short, so a KV cache would not pay for its code."""
+        batch = len(prefixes)
+        lengths = torch.tensor([len(p) for p in prefixes], device=memory.device)
+        total = int(lengths.max()) + steps
+        tokens = torch.zeros(batch, total, dtype=torch.long, device=memory.device)
+        prefix_mask = torch.zeros(batch, total, dtype=torch.bool, device=memory.device)
+        for row, prefix in enumerate(prefixes):
+            tokens[row, : len(prefix)] = torch.tensor(prefix, device=memory.device)
+            prefix_mask[row, : len(prefix)] = True
+        rows = torch.arange(batch, device=memory.device)
+        causal = torch.zeros(batch, dtype=torch.bool, device=memory.device)
+        generated = torch.zeros_like(prefix_mask)
+        for step in range(steps):
+            position = lengths + step
+            # The position being predicted counts as a (target) key so its query row is valid; its
+            # own content never reaches it, since position i reads token i-1.
+            generated[rows, position] = True
+            hidden = self(memory, tokens, prefix_mask, generated, causal, memory_mask)
+            logits = self.logits(hidden[rows, position]).float()
+            if allowed is not None:
+                blocked = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                blocked[allowed.start : allowed.stop] = False
+                logits = logits.masked_fill(blocked, float("-inf"))
+            tokens[rows, position] = logits.argmax(dim=-1)
+        return [
+            tokens[row, len(prefixes[row]) : len(prefixes[row]) + steps].tolist()
+            for row in range(batch)
+        ]

@@ -110,3 +110,21 @@ def test_padded_memory_tokens_are_ignored(decoder):
     plain = decoder(memory, tokens, prefix_mask, target_mask, parallel)
     padded = decoder(padded_memory, tokens, prefix_mask, target_mask, parallel, memory_mask)
     torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_greedy_decode_is_consistent_with_teacher_forcing_on_its_own_output(decoder):
+    memory = torch.randn(2, 5, 24, generator=torch.Generator().manual_seed(4))
+    prefixes = [[3, 9, 11], [7]]
+    allowed = range(20, 40)
+    decoded = decoder.greedy_decode(memory, prefixes, steps=4, allowed=allowed)
+    assert all(len(row) == 4 and all(t in allowed for t in row) for row in decoded)
+    for row, prefix in enumerate(prefixes):
+        sequence = torch.tensor([prefix + decoded[row]])
+        prefix_mask = torch.zeros_like(sequence, dtype=torch.bool)
+        prefix_mask[:, : len(prefix)] = True
+        hidden = decoder(
+            memory[row : row + 1], sequence, prefix_mask, ~prefix_mask, torch.tensor([False])
+        )
+        logits = decoder.logits(hidden[0, len(prefix) :])
+        restricted = logits[:, allowed.start : allowed.stop].argmax(-1) + allowed.start
+        assert restricted.tolist() == decoded[row]
