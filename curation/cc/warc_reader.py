@@ -78,24 +78,27 @@ def iter_records(url: str, record_types: int, stats: ShardStats, *,
     """
     magic = GZIP_MEMBER_MAGIC if url.endswith(".gz") else WARC_RECORD_MAGIC
     with open_archive(url) as handle:
-        start = 0
+        start: int | None = 0
+        in_damage = False  # one damaged stretch can take several resync attempts: count it once
         while start is not None:
             handle.seek(start)
             last_offset = None
             try:
                 for record in ArchiveIterator(handle, record_types=record_types, parse_http=False):
-                    last_offset = record.stream_pos
+                    last_offset, in_damage = record.stream_pos, False
                     parsed = _read_record(url, record, stats, parse_http)
                     if parsed is not None:
                         yield parsed
                 return
             except OSError as exc:  # FastWARC: undecompressable member or unparseable header
-                where = f"{url}@{last_offset if last_offset is not None else start}"
-                stats.error("corrupt_member", where, f"{type(exc).__name__}: {exc}")
-                # Resume at the next member header after the last good record (or after the point
-                # we last resumed from, if not even one record came out since), so we always move on.
-                search_from = (last_offset if last_offset is not None else start) + 1
-                start = find_next_member(handle, search_from, magic)
+                resumed_at = last_offset if last_offset is not None else start
+                if not in_damage:
+                    stats.error("corrupt_member", f"{url}@{resumed_at}",
+                                f"damaged data after this offset: {type(exc).__name__}: {exc}")
+                in_damage = True
+                # Resume at the next member header after the last good record (or after where we
+                # last resumed, if not one record came out since), so every attempt moves forward.
+                start = find_next_member(handle, resumed_at + 1, magic)
 
 
 def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRecord | None:
