@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "curation.stats_cli",
+    "curation.minicc.cli",
     "curation.dashboard.cli",
     "curation.stages.balance",
     "curation.stages.extract",

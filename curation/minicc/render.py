@@ -1,0 +1,105 @@
+"""Scene description -> pixels: the RGB image, a per-pixel shape-index mask, and each shape's box."""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from curation.minicc.shapes import shape_outline
+from curation.minicc.vocab import COLOURS, POSITIONS, SIZES
+from curation.minicc.world import Scene
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class RenderedScene:
+    image: Image.Image  # RGB
+    shape_index: Image.Image  # "L": 0 = background, i + 1 = scene.shapes[i] (later shapes occlude)
+    boxes: list[Box]  # normalised xyxy of each shape's full outline
+
+
+def _background(scene: Scene) -> Image.Image:
+    """The backdrop, built at low resolution or as a repeating pattern and scaled up by Pillow
+    (full-resolution numpy arithmetic was most of the build time)."""
+    w, h = scene.width, scene.height
+    rng = np.random.default_rng(scene.texture_seed)
+    first, second = scene.tones
+    if scene.background == "solid":
+        return Image.new("RGB", (w, h), first)
+    if scene.background == "gradient":
+        angle = rng.uniform(0, np.pi)
+        ys, xs = np.mgrid[0:32, 0:32].astype(np.float32) / 31
+        t = xs * np.cos(angle) + ys * np.sin(angle)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+        mask = Image.fromarray((t * 255).astype(np.uint8), "L").resize((w, h), Image.BILINEAR)
+        return Image.composite(Image.new("RGB", (w, h), second), Image.new("RGB", (w, h), first),
+                               mask)
+    if scene.background in ("stripes", "checker"):
+        period = max(4, int(min(w, h) * rng.uniform(0.04, 0.12)))
+        cells_x, cells_y = -(-w // period), -(-h // period)
+        if scene.background == "stripes":
+            vertical = rng.random() < 0.5
+            pattern = (np.arange(cells_x if vertical else cells_y) % 2).reshape(
+                (1, -1) if vertical else (-1, 1))
+        else:
+            pattern = np.add.outer(np.arange(cells_y), np.arange(cells_x)) % 2
+        tones = np.array([first, second], dtype=np.uint8)
+        cells = Image.fromarray(tones[pattern], "RGB")
+        upscaled = cells.resize((cells.width * period if cells.width > 1 else w,
+                                 cells.height * period if cells.height > 1 else h), Image.NEAREST)
+        return upscaled.crop((0, 0, w, h))
+    if scene.background == "noise":
+        # Blocky noise, coarse enough that JPEG files stay web-sized.
+        small = (max(1, h // 8), max(1, w // 8), 3)
+        cells = np.array(first, dtype=np.float32) + rng.normal(0, 28, size=small)
+        return Image.fromarray(np.clip(cells, 0, 255).astype(np.uint8), "RGB").resize(
+            (w, h), Image.BILINEAR)
+    raise ValueError(f"scene {scene.scene_id}: unknown background {scene.background!r}")
+
+
+def render_scene(scene: Scene) -> RenderedScene:
+    """Draw a scene deterministically (the same scene always gives the same pixels)."""
+    w, h = scene.width, scene.height
+    image = _background(scene)
+    shape_index = Image.new("L", (w, h), 0)
+    boxes: list[Box] = []
+    for index, shape in enumerate(scene.shapes, start=1):
+        fx, fy = POSITIONS[shape.position]
+        cx = (fx + shape.offset[0]) * w
+        cy = (fy + shape.offset[1]) * h
+        radius = SIZES[shape.size] * min(w, h) / 2
+        outline = shape_outline(shape.kind, cx, cy, radius, shape.rotation)
+        # Draw the mask only over the shape's own extent, then paste it there.
+        xs = [x for polygon, _ in outline for x, _ in polygon]
+        ys = [y for polygon, _ in outline for _, y in polygon]
+        left, top = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
+        right, bottom = min(w, math.ceil(max(xs)) + 1), min(h, math.ceil(max(ys)) + 1)
+        if right <= left or bottom <= top:
+            boxes.append((0.0, 0.0, 0.0, 0.0))
+            continue
+        mask = Image.new("L", (right - left, bottom - top), 0)
+        draw = ImageDraw.Draw(mask)
+        for polygon, filled in outline:
+            draw.polygon([(x - left, y - top) for x, y in polygon], fill=255 if filled else 0)
+        bbox = mask.getbbox() or (0, 0, 0, 0)
+        boxes.append(((bbox[0] + left) / w, (bbox[1] + top) / h,
+                      (bbox[2] + left) / w, (bbox[3] + top) / h))
+        image.paste(COLOURS[shape.colour], (left, top, right, bottom), mask=mask)
+        shape_index.paste(index, (left, top, right, bottom), mask=mask)
+    return RenderedScene(image=image, shape_index=shape_index, boxes=boxes)
+
+
+def encode(image: Image.Image, fmt: str, quality: int = 88) -> bytes:
+    """Encode deterministically (no timestamps or random metadata in JPEG/PNG output)."""
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=False)
+    elif fmt == "png":
+        image.save(buffer, "PNG", optimize=False, compress_level=1)
+    else:
+        raise ValueError(f"unsupported image format {fmt!r}")
+    return buffer.getvalue()

@@ -1,0 +1,215 @@
+"""Serve the mini web: one threaded stdlib HTTP server per simulated host, all on one port.
+
+Each host answers from its slice of www/routes.json (see faults.py for the route keys) and has its
+own robots.txt. The forbidden address gets a listener too, which answers anything and records it,
+so a test can prove a downloader never went there. Every request is appended to a JSONL log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from curation.minicc.build import load_world
+from curation.minicc.www import ROUTES_FILE
+
+MAX_DELAY_S = 10.0
+REQUEST_LOG = "requests.jsonl"
+SERVER_STATE = "server.json"
+
+
+class _RequestLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+
+    def write(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._stream.write(line)
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+
+class _HostState:
+    """What one host serves, plus its per-route request counters (for fail-first routes)."""
+
+    def __init__(self, address: str, www_root: Path, table: dict[str, Any] | None,
+                 log: _RequestLog) -> None:
+        self.address, self.www_root, self.log = address, www_root, log
+        self.forbidden = table is None
+        self.routes: dict[str, dict[str, Any]] = (table or {}).get("routes", {})
+        self.robots_txt: str | None = (table or {}).get("robots_txt")
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            self._counts[path] = self._counts.get(path, 0) + 1
+            return self._counts[path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "minicc/1.0"
+    state: _HostState  # set on the per-host subclass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # our own JSONL log replaces stderr chatter
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(send_body=False)
+
+    def _record(self, status: int) -> None:
+        self.state.log.write({
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "host": self.state.address, "port": self.server.server_address[1],
+            "method": self.command, "path": self.path,
+            "user_agent": self.headers.get("User-Agent", ""), "status": status,
+        })
+
+    def _send(self, status: int, body: bytes = b"", content_type: str = "text/plain",
+              headers: dict[str, str] | None = None, send_body: bool = True,
+              declared_length: int | None = None) -> None:
+        self._record(status)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body) if declared_length is None
+                                               else declared_length))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if send_body and body:
+            self.wfile.write(body)
+
+    def _answer(self, send_body: bool) -> None:
+        state = self.state
+        path = urlsplit(self.path).path or "/"
+        if state.forbidden:
+            self._send(200, b"internal service\n", send_body=send_body)
+            return
+        if path == "/robots.txt":
+            if state.robots_txt is None:
+                self._send(404, b"not found\n", send_body=send_body)
+            else:
+                self._send(200, state.robots_txt.encode(), send_body=send_body)
+            return
+        route = state.routes.get(path)
+        if route is None:
+            self._send(404, b"not found\n", send_body=send_body)
+            return
+        fail_first = route.get("fail_first")
+        if fail_first and state.count(path) <= fail_first["count"]:
+            self._send(fail_first["status"], b"try again later\n",
+                       headers={"Retry-After": str(fail_first["retry_after"])},
+                       send_body=send_body)
+            return
+        if route.get("delay_s"):
+            time.sleep(min(float(route["delay_s"]), MAX_DELAY_S))
+        if "redirect" in route:
+            self._send(route["redirect"]["status"], b"",
+                       headers={"Location": route["redirect"]["location"]}, send_body=send_body)
+            return
+        if "file" not in route:
+            self._send(int(route.get("status", 500)), b"error\n", send_body=send_body)
+            return
+        body = (state.www_root / route["file"]).read_bytes()
+        if "truncate_fraction" in route:
+            # Promise the whole file, send part of it, then close the connection.
+            sent = body[: int(len(body) * route["truncate_fraction"])]
+            self._send(200, sent, route["content_type"], route.get("headers"), send_body,
+                       declared_length=len(body))
+            self.close_connection = True
+            return
+        self._send(int(route.get("status", 200)), body, route["content_type"],
+                   route.get("headers"), send_body)
+
+
+class WorldServer:
+    """All the mini web's listeners. Use as a context manager, or call start() / stop()."""
+
+    def __init__(self, root: Path, port: int | None = None, log_path: Path | None = None) -> None:
+        self.root = Path(root)
+        world = load_world(self.root)
+        self.port = int(port if port is not None else world["port"])
+        if self.port != world["port"]:
+            raise ValueError(f"{self.root} was built for port {world['port']} (its pages and "
+                             f"redirects name it); serve on that port or rebuild with --port "
+                             f"{self.port}")
+        routes_path = self.root / "www" / ROUTES_FILE
+        if not routes_path.exists():
+            raise FileNotFoundError(f"{routes_path} is missing; rebuild the world")
+        self.table = json.loads(routes_path.read_text())
+        self.log_path = Path(log_path) if log_path else self.root / REQUEST_LOG
+        self.hosts: list[str] = list(self.table["hosts"])
+        self.forbidden_addresses: list[str] = list(self.table["forbidden_addresses"])
+        self.base_urls = [f"http://{h}:{self.port}" for h in self.hosts]
+        self.forbidden_urls = [f"http://{h}:{self.port}" for h in self.forbidden_addresses]
+        self._servers: list[ThreadingHTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        self._log: _RequestLog | None = None
+
+    def start(self) -> WorldServer:
+        self._log = _RequestLog(self.log_path)
+        www_root = self.root / "www"
+        listeners = [(h, self.table["hosts"][h]) for h in self.hosts]
+        listeners += [(h, None) for h in self.forbidden_addresses]
+        try:
+            for address, table in listeners:
+                handler = type("HostHandler", (_Handler,),
+                               {"state": _HostState(address, www_root, table, self._log)})
+                try:
+                    server = ThreadingHTTPServer((address, self.port), handler)
+                except OSError as error:
+                    raise RuntimeError(
+                        f"cannot listen on {address}:{self.port} ({error}). The mini web needs "
+                        f"every address of 127.0.0.0/8 on the loopback interface (Linux default) "
+                        f"and the port free on each of them") from error
+                self._servers.append(server)
+                thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                          name=f"minicc-{address}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
+        self._threads.clear()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def state(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "port": self.port, "base_urls": self.base_urls,
+                "forbidden_urls": self.forbidden_urls, "log": str(self.log_path)}
+
+    def __enter__(self) -> WorldServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve_world(root: Path, port: int | None = None, log_path: Path | None = None) -> WorldServer:
+    """A not-yet-started server for `root`: `with serve_world(root) as web: web.base_urls ...`."""
+    return WorldServer(root, port=port, log_path=log_path)

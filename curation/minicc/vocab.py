@@ -1,0 +1,187 @@
+"""The closed vocabulary of the procedural world, and its small translation tables.
+
+Everything a caption can say (shape kind, colour, size, position, background) is listed here once,
+with its English phrase and its Russian, Japanese, Chinese and Korean words. The non-English words
+are chosen so that each language's text encodes in the legacy charsets its pages declare
+(cp1251/koi8-r, Shift_JIS, GBK, EUC-KR); `tests/curation/minicc` checks that.
+"""
+from __future__ import annotations
+
+KINDS: tuple[str, ...] = (
+    "circle", "square", "triangle", "star", "hexagon", "ellipse",
+    "cross", "heart", "diamond", "ring", "pentagon", "arrow",
+)
+
+# name -> RGB used when rendering; names are what captions say.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 35),
+    "orange": (245, 130, 20),
+    "yellow": (250, 215, 30),
+    "green": (40, 160, 60),
+    "blue": (35, 80, 215),
+    "purple": (130, 50, 170),
+    "pink": (245, 120, 180),
+    "brown": (125, 75, 35),
+    "black": (20, 20, 20),
+    "white": (250, 250, 250),
+    "gray": (128, 128, 128),
+    "cyan": (30, 200, 215),
+}
+
+# Fraction of the image's short side that a shape's bounding square spans.
+SIZES: dict[str, float] = {"small": 0.17, "medium": 0.28, "large": 0.40}
+
+# Position name -> centre of the shape as a fraction of (width, height).
+POSITIONS: dict[str, tuple[float, float]] = {
+    "top left": (0.2, 0.22), "top": (0.5, 0.2), "top right": (0.8, 0.22),
+    "left": (0.18, 0.5), "center": (0.5, 0.5), "right": (0.82, 0.5),
+    "bottom left": (0.2, 0.78), "bottom": (0.5, 0.8), "bottom right": (0.8, 0.78),
+}
+
+# How an English caption places a shape: "at the top left", "in the center", "on the left".
+POSITION_PHRASES: dict[str, str] = {
+    "top left": "at the top left", "top": "at the top", "top right": "at the top right",
+    "left": "on the left", "center": "in the center", "right": "on the right",
+    "bottom left": "at the bottom left", "bottom": "at the bottom",
+    "bottom right": "at the bottom right",
+}
+
+BACKGROUNDS: dict[str, str] = {
+    "solid": "plain", "gradient": "gradient", "stripes": "striped",
+    "noise": "noisy", "checker": "checkered",
+}
+
+LANGUAGES: tuple[str, ...] = ("en", "ru", "ja", "zh", "ko")
+
+# Per language: kind, colour, size, position and background words.
+TRANSLATIONS: dict[str, dict[str, dict[str, str]]] = {
+    "ru": {
+        "kind": {
+            "circle": "круг", "square": "квадрат", "triangle": "треугольник", "star": "звезда",
+            "hexagon": "шестиугольник", "ellipse": "эллипс", "cross": "крест", "heart": "сердце",
+            "diamond": "ромб", "ring": "кольцо", "pentagon": "пятиугольник", "arrow": "стрелка",
+        },
+        "colour": {
+            "red": "красный", "orange": "оранжевый", "yellow": "жёлтый", "green": "зелёный",
+            "blue": "синий", "purple": "фиолетовый", "pink": "розовый", "brown": "коричневый",
+            "black": "чёрный", "white": "белый", "gray": "серый", "cyan": "голубой",
+        },
+        "size": {"small": "маленький", "medium": "средний", "large": "большой"},
+        "position": {
+            "top left": "слева вверху", "top": "вверху", "top right": "справа вверху",
+            "left": "слева", "center": "в центре", "right": "справа",
+            "bottom left": "слева внизу", "bottom": "внизу", "bottom right": "справа внизу",
+        },
+        "background": {
+            "solid": "однотонный", "gradient": "градиент", "stripes": "полосы",
+            "noise": "шум", "checker": "клетка",
+        },
+    },
+    "ja": {
+        "kind": {
+            "circle": "円", "square": "正方形", "triangle": "三角形", "star": "星",
+            "hexagon": "六角形", "ellipse": "楕円", "cross": "十字", "heart": "ハート",
+            "diamond": "ひし形", "ring": "輪", "pentagon": "五角形", "arrow": "矢印",
+        },
+        "colour": {
+            "red": "赤", "orange": "オレンジ", "yellow": "黄色", "green": "緑",
+            "blue": "青", "purple": "紫", "pink": "ピンク", "brown": "茶色",
+            "black": "黒", "white": "白", "gray": "灰色", "cyan": "水色",
+        },
+        "size": {"small": "小さい", "medium": "中くらいの", "large": "大きい"},
+        "position": {
+            "top left": "左上", "top": "上", "top right": "右上",
+            "left": "左", "center": "中央", "right": "右",
+            "bottom left": "左下", "bottom": "下", "bottom right": "右下",
+        },
+        "background": {
+            "solid": "無地", "gradient": "グラデーション", "stripes": "縞模様",
+            "noise": "ノイズ", "checker": "市松模様",
+        },
+    },
+    "zh": {
+        "kind": {
+            "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形",
+            "hexagon": "六边形", "ellipse": "椭圆", "cross": "十字", "heart": "心形",
+            "diamond": "菱形", "ring": "圆环", "pentagon": "五边形", "arrow": "箭头",
+        },
+        "colour": {
+            "red": "红色", "orange": "橙色", "yellow": "黄色", "green": "绿色",
+            "blue": "蓝色", "purple": "紫色", "pink": "粉色", "brown": "棕色",
+            "black": "黑色", "white": "白色", "gray": "灰色", "cyan": "青色",
+        },
+        "size": {"small": "小", "medium": "中等", "large": "大"},
+        "position": {
+            "top left": "左上角", "top": "上方", "top right": "右上角",
+            "left": "左侧", "center": "中间", "right": "右侧",
+            "bottom left": "左下角", "bottom": "下方", "bottom right": "右下角",
+        },
+        "background": {
+            "solid": "纯色", "gradient": "渐变", "stripes": "条纹",
+            "noise": "噪点", "checker": "棋盘格",
+        },
+    },
+    "ko": {
+        "kind": {
+            "circle": "원", "square": "정사각형", "triangle": "삼각형", "star": "별",
+            "hexagon": "육각형", "ellipse": "타원", "cross": "십자", "heart": "하트",
+            "diamond": "마름모", "ring": "고리", "pentagon": "오각형", "arrow": "화살표",
+        },
+        "colour": {
+            "red": "빨간색", "orange": "주황색", "yellow": "노란색", "green": "초록색",
+            "blue": "파란색", "purple": "보라색", "pink": "분홍색", "brown": "갈색",
+            "black": "검은색", "white": "흰색", "gray": "회색", "cyan": "하늘색",
+        },
+        "size": {"small": "작은", "medium": "중간", "large": "큰"},
+        "position": {
+            "top left": "왼쪽 위", "top": "위쪽", "top right": "오른쪽 위",
+            "left": "왼쪽", "center": "가운데", "right": "오른쪽",
+            "bottom left": "왼쪽 아래", "bottom": "아래쪽", "bottom right": "오른쪽 아래",
+        },
+        "background": {
+            "solid": "단색", "gradient": "그라데이션", "stripes": "줄무늬",
+            "noise": "잡음", "checker": "체크무늬",
+        },
+    },
+}
+
+# Body text for pages, so that charset detection on undeclared pages has something to chew on.
+FILLER_SENTENCES: dict[str, tuple[str, ...]] = {
+    "en": (
+        "Here are a few pictures from our collection.",
+        "We update this gallery every week with new shapes.",
+        "Leave a comment below if you like these drawings.",
+        "All images on this page were made by our readers.",
+    ),
+    "ru": (
+        "Здесь собраны несколько картинок из нашей коллекции.",
+        "Мы обновляем эту галерею каждую неделю.",
+        "Оставьте комментарий, если вам понравились рисунки.",
+        "Все изображения на этой странице сделали наши читатели.",
+    ),
+    "ja": (
+        "これは私たちのコレクションからの写真です。",
+        "このギャラリーは毎週新しい図形で更新されます。",
+        "気に入ったら下にコメントを残してください。",
+        "このページの画像はすべて読者が作りました。",
+    ),
+    "zh": (
+        "这里是我们收藏的一些图片。",
+        "我们每周都会用新的图形更新这个画廊。",
+        "如果你喜欢这些图画，请在下面留言。",
+        "本页所有图片都是读者制作的。",
+    ),
+    "ko": (
+        "여기에 우리 모음집의 그림 몇 장이 있습니다.",
+        "이 갤러리는 매주 새로운 도형으로 업데이트됩니다.",
+        "마음에 들면 아래에 댓글을 남겨 주세요.",
+        "이 페이지의 모든 이미지는 독자들이 만들었습니다.",
+    ),
+}
+
+# Alt texts that say nothing about the picture (the noise a CLIP filter should drop).
+NOISY_ALT_PATTERNS: tuple[str, ...] = (
+    "IMG_{n4}.jpg", "DSC{n5}", "DSC_{n4}.JPG", "image", "click here", "thumbnail", "photo",
+    "banner", "logo", "untitled", "{n3}.png", "Screenshot {n4}", "picture", "img", "pic{n2}",
+    "placeholder", "spacer", "loading...", "read more",
+)
