@@ -21,7 +21,7 @@ KEPT = "kept"
 # (stage, column, value that means dropped, reason), in the order the pipeline applies them.
 CHECKS: tuple[tuple[str, str, bool, str], ...] = (
     ("balance", "keep_balance", False, "balance: not sampled"),
-    ("score", "keep_score", False, "score: below threshold"),
+    ("score", "keep_score", False, "score: not kept"),
     ("neardup", "contaminated", True, "neardup: near an eval image"),
     ("neardup", "keep_dedup", False, "neardup: duplicate"),
 )

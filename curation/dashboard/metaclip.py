@@ -1,12 +1,11 @@
 """The MetaCLIP page: how concentrated the pool's concepts are before and after balancing.
 
-Reads `POOL/curation/balance/entry_counts.parquet` (entry, count, p: matches per metadata entry in
-the whole pool), the balance stage's `t` from its stats records, and the per-shard
-`metaclip_entries` / `keep_balance` columns for the counts after balancing and entry search.
+Reads what the balance stage writes beside its shards: `entry_counts.parquet` (entry id,
+entry_text, count = matches in the pool, p, kept = matches among the samples it kept [, lang]) and
+`balance_summary.json` (t); the per-shard `metaclip_entries` lists serve the entry search.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -21,64 +20,43 @@ from curation.dashboard.stage_stats import StageStats
 CURVE_POINTS = 400
 TOP_ENTRIES = 15
 SEARCH_SAMPLES = 24
-# Columns entry_counts.parquet may use for the entry's text (the balance stage chooses).
-NAME_COLUMNS = ("text", "name", "entry_text", "term")
+ENTRY_COUNTS = "entry_counts.parquet"
+SUMMARY = "balance_summary.json"
 
 
 def entry_table(pool: PoolTable) -> pa.Table | None:
-    """entry (id), count, and name (the entry's text when the file holds it), by count descending."""
+    """entry, name, count (before), kept (after), sorted by count descending; None if not balanced."""
     def load() -> pa.Table | None:
-        url = fsio.join(pool.layout.curation("balance"), "entry_counts.parquet")
+        url = fsio.join(pool.layout.curation("balance"), ENTRY_COUNTS)
         if not fsio.exists(url):
             return None
-        names = pool.schema(url).names
-        name_column = next((c for c in NAME_COLUMNS if c in names), None)
-        table = pool.read(url, ["entry", "count"] + ([name_column] if name_column else []))
-        name = table.column(name_column) if name_column else pc.cast(table.column("entry"), pa.string())
-        table = pa.table({"entry": table.column("entry"), "count": pc.cast(table.column("count"), pa.int64()),
-                          "name": pc.cast(name, pa.string())})
+        table = pool.read(url, ["entry", "entry_text", "count", "kept", "lang"])
+        name = pc.fill_null(table.column("entry_text"), pc.cast(table.column("entry"), pa.string()))
+        if table.column("lang").null_count < table.num_rows:  # per-language t: one row per (lang, entry)
+            name = pc.binary_join_element_wise(name, " [", pc.fill_null(table.column("lang"), "?"), "]", "")
+        table = pa.table({"entry": table.column("entry"), "name": name,
+                          "lang": pc.cast(table.column("lang"), pa.string()),
+                          "count": pc.cast(table.column("count"), pa.int64()),
+                          "kept": pc.cast(pc.fill_null(table.column("kept"), 0), pa.int64())})
         return table.sort_by([("count", "descending"), ("entry", "ascending")])
     return pool.memo.get("metaclip_entries", load)
 
 
-def balance_threshold(stats: StageStats) -> float | None:
-    """The balance stage's t: an `extra` value every shard reported the same."""
-    stage = stats.stage("balance")
-    if not stage:
-        return None
-    for key in ("t", "threshold", "entry_threshold"):
-        value = stage["extra"].get(key, {}).get("value")
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
-def counts_after(pool: PoolTable) -> Counter:
-    """Matches per entry among samples balancing kept."""
-    def shard_counts(shard: str) -> Counter:
-        table = pool.read(pool.curation_url("balance", shard), ["metaclip_entries", "keep_balance"])
-        kept = table.filter(pc.fill_null(table.column("keep_balance"), False))
-        counts = pc.value_counts(pc.list_flatten(kept.column("metaclip_entries")))
-        return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
-
-    def load() -> Counter:
-        total = Counter()
-        for part in pool.map_shards(shard_counts, pool.stage_shards("balance")):
-            total.update(part)
-        return total
-    return pool.memo.get("metaclip_after", load)
+def balance_summary(pool: PoolTable) -> dict[str, Any]:
+    url = fsio.join(pool.layout.curation("balance"), SUMMARY)
+    return pool.memo.get("balance_summary", lambda: fsio.read_json(url) if fsio.exists(url) else {})
 
 
 def metaclip_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
     entries = entry_table(pool)
     if entries is None or not pool.has_stage("balance"):
         return {"missing": [missing("balance")]}
-    t = balance_threshold(stats)
-    after = counts_after(pool)
+    summary = balance_summary(pool)
+    t = summary.get("t")
     counts = entries.column("count").to_numpy()
     ids = entries.column("entry").to_pylist()
     names = entries.column("name").to_pylist()
-    after_counts = np.array([after.get(i, 0) for i in ids], dtype=np.int64)
+    after_counts = entries.column("kept").to_numpy()
     ranks = np.unique(np.geomspace(1, max(len(counts), 1), CURVE_POINTS).astype(np.int64))
     page: dict[str, Any] = {
         "t": t,
@@ -90,16 +68,26 @@ def metaclip_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
         "curve_after": _rank_curve(after_counts, ranks),
         "top_before": _top(ids, names, counts, after_counts, counts),
         "top_after": _top(ids, names, counts, after_counts, after_counts),
+        "t_per_lang": summary.get("t_per_lang") or {},
+        "kept_rows": summary.get("kept_rows"),
+        "eligible_rows": summary.get("eligible_rows"),
         "balance_stats": stats.stage("balance"),
     }
     if t is not None:
-        head = counts > t
+        head = counts > _thresholds(entries, t, summary.get("t_per_lang"))
         page["head_entries"] = int(head.sum())
         page["head_share_before"] = _share(counts, head)
         page["head_share_after"] = _share(after_counts, head)
         page["tail_share_before"] = 1 - page["head_share_before"] if counts.sum() else 0.0
         page["tail_share_after"] = 1 - page["head_share_after"] if after_counts.sum() else 0.0
     return page
+
+
+def _thresholds(entries: pa.Table, t: float, t_per_lang: dict[str, float] | None) -> np.ndarray:
+    """Each row's t: its language's when the run balanced per language, else the global t."""
+    if not t_per_lang:
+        return np.full(entries.num_rows, float(t))
+    return np.array([float(t_per_lang.get(lang, t)) for lang in entries.column("lang").to_pylist()])
 
 
 def _rank_curve(counts: np.ndarray, ranks: np.ndarray) -> list[list[int]]:

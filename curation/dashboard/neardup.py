@@ -8,10 +8,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation import fsio
 from curation.dashboard.layout import missing
 from curation.dashboard.pool import PoolTable
 from curation.dashboard.stage_stats import StageStats
 
+SUMMARY = "summary.json"  # written by curation/stages/neardup.py
 TOP_CLUSTERS = 12
 MEMBERS_SHOWN = 8
 CONTAMINATED_SHOWN = 12
@@ -22,7 +24,9 @@ def neardup_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
     if not pool.has_stage("neardup"):
         return {"missing": [missing("neardup")]}
     page = pool.memo.get("neardup_page", lambda: _build(pool))
-    return {**page, "neardup_stats": stats.stage("neardup")}
+    summary_url = fsio.join(pool.layout.curation("neardup"), SUMMARY)
+    summary = fsio.read_json(summary_url) if fsio.exists(summary_url) else {}
+    return {**page, "summary": summary, "neardup_stats": stats.stage("neardup")}
 
 
 def _build(pool: PoolTable) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from curation import fsio
 from curation.dashboard.layout import missing
 from curation.dashboard.pool import PoolTable
 from curation.dashboard.stage_stats import StageStats
 
 BINS = 50
 GRID = 12
+THRESHOLDS_RECORD = "thresholds.json"  # written by curation/stages/score.py
 
 
 def score_column(pool: PoolTable) -> str | None:
@@ -23,13 +25,10 @@ def score_column(pool: PoolTable) -> str | None:
     return next((n for n in names if n.startswith("clip_score_")), None)
 
 
-def score_threshold(stats: StageStats) -> float | None:
-    stage = stats.stage("score")
-    for key in ("threshold", "min_score", "clip_threshold"):
-        value = (stage or {}).get("extra", {}).get(key, {}).get("value")
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+def score_rule(pool: PoolTable) -> dict[str, Any]:
+    """The score stage's global keep rule (threshold, top_fraction, basic rules), if recorded."""
+    url = fsio.join(pool.layout.curation("score"), THRESHOLDS_RECORD)
+    return fsio.read_json(url) if fsio.exists(url) else {}
 
 
 def score_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
@@ -53,8 +52,10 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
     every = np.concatenate(valid) if valid else np.zeros(0, np.float32)
     if not len(every):
         return {"column": column, "rows": 0, "missing": [missing("score")]}
-    threshold = score_threshold(stats)
-    threshold_source = "score stats (extra)"
+    rule = score_rule(pool)
+    threshold = rule.get("threshold")
+    threshold_source = f"{THRESHOLDS_RECORD}" + (f" (top {rule['top_fraction']:.1%} of the pool)"
+                                                 if rule.get("top_fraction") else "")
     if threshold is None:
         kept = [s[k & np.isfinite(s)] for s, k in parts]
         kept_scores = np.concatenate(kept) if kept else np.zeros(0)
@@ -67,7 +68,8 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
         "threshold_source": threshold_source,
         "kept": int(sum(k.sum() for _, k in parts)),
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
-        "mean": float(every.mean()), "score_stats": stats.stage("score"),
+        "mean": float(every.mean()), "basic_rules": rule.get("basic"),
+        "score_stats": stats.stage("score_filter") or stats.stage("score"),
     }
     if threshold is not None:
         page["above"] = int((every >= threshold).sum())

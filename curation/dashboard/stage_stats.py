@@ -63,7 +63,7 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _order(stage: str, started_at: float) -> tuple[int, float]:
     for position, known in enumerate(PIPELINE_ORDER):
-        if stage == known or stage.startswith(known + "_"):
+        if stage == known or stage.startswith((known + "_", known + "-")):
             return position, started_at
     return len(PIPELINE_ORDER), started_at
 
@@ -96,11 +96,31 @@ def _flatten(record: dict[str, Any], prefix: str = ""):
             yield name, value
 
 
+# The funnel's steps: (stages that may hold the number, which number, label). The curation stages
+# each judge the whole pool, so their steps say what that stage alone kept.
+FUNNEL_STEPS = (
+    (("extract",), "records", "WARC records read"),
+    (("extract",), "rows_in", "images seen"),
+    (("extract",), "rows_out", "candidate pairs"),
+    (("dedup",), "rows_out", "unique image URLs"),
+    (("download",), "rows_out", "downloaded"),
+    (("balance",), "rows_out", "kept by MetaCLIP balancing"),
+    (("score_filter", "score"), "rows_out", "kept by CLIP score"),
+    (("neardup",), "rows_out", "kept by near-dup + decontamination"),
+    (("shards",), "rows_out", "training samples"),
+)
+
+
 def funnel(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """From the first stage's input to the last stage's output: one step per stage."""
+    """From WARC records to training samples, one bar per step whose stage has run."""
     steps = []
-    for name, stage in stages.items():
-        if not steps:
-            steps.append({"label": f"{name} in", "rows": stage["rows_in"]})
-        steps.append({"label": f"{name} out", "rows": stage["rows_out"]})
+    for candidates, number, label in FUNNEL_STEPS:
+        stage = next((stages[name] for name in candidates if name in stages), None)
+        if stage is None:
+            continue
+        value = stage.get(number)
+        if value is None:
+            value = stage["extra"].get(number, {}).get("sum")
+        if value is not None:
+            steps.append({"label": label, "stage": stage["stage"], "rows": value})
     return steps

@@ -66,7 +66,9 @@ function drops(counts) {
 function renderOverview(d) {
   const out = [h("p", {class: "run"}, "Run: ", h("code", {}, d.run)), ...missingNotes(d.missing)];
   if (!d.stages.length) return out;
-  out.push(section("Funnel", barChart(d.funnel.map(s => ({label: s.label, value: s.rows})), {width: 900, labelWidth: 180})));
+  out.push(section("Funnel", barChart(d.funnel.map(s => ({label: s.label, value: s.rows})), {width: 900, labelWidth: 230}),
+    h("p", {class: "note"}, "Balancing, scoring and near-dup removal each judge the whole pool; " +
+      "the sample browser shows each sample's combined decision.")));
   out.push(section("Stages", table(
     ["stage", "shards", "rows in", "rows out", "dropped", "drops by reason", "errors", "wall s", "rows/s"],
     d.stages.map(s => [s.stage, fmt(s.shards), fmt(s.rows_in), fmt(s.rows_out), fmt(s.dropped), drops(s.drops),
@@ -144,7 +146,8 @@ function renderScore(d) {
                                                   color: d.threshold !== null && e[i] + bw <= d.threshold ? "#bbb" : "#3b6ea8"}));
   out.push(section(`Score histogram (${d.column})`, columnChart(bins, {width: 900, xLabel: "CLIP score",
     marker: d.threshold === null ? null : {index: (d.threshold - e[0]) / bw, label: `threshold ${fmt(d.threshold)}`}})));
-  out.push(h("p", {class: "note"}, "threshold from: " + d.threshold_source));
+  out.push(h("p", {class: "note"}, "threshold from: " + d.threshold_source +
+    (d.basic_rules ? " · basic rules: " + drops(d.basic_rules) : "")));
   const describe = s => `score ${fmt(s.score)} · ${s.key}`;
   out.push(section("Just above the threshold", sampleGrid(d.just_above, describe)));
   out.push(section("Just below the threshold", sampleGrid(d.just_below, describe)));
@@ -157,6 +160,11 @@ function renderNeardup(d) {
   out.push(cards([["samples", fmt(d.rows), "rows"], ["clusters", fmt(d.clusters), "clusters"],
     ["in clusters", fmt(d.in_clusters), "in_clusters"], ["dropped as duplicates", fmt(d.dropped), "dropped"],
     ["near an eval image", fmt(d.contaminated), "contaminated"]]));
+  const summary = d.summary || {};
+  if (summary.pairs) {
+    out.push(h("p", {class: "note", id: "neardup-summary"}, "pairs found by signal: " + drops(summary.pairs) +
+      ` · eval images compared: ${fmt(summary.eval_images)}`));
+  }
   out.push(section("Cluster sizes", barChart(d.size_histogram.map(x => ({label: `${x.size} members`, value: x.clusters})))));
   out.push(section("Largest clusters", ...d.top_clusters.map(c => h("div", {class: "cluster"},
     h("h3", {}, `cluster ${c.cluster} · ${fmt(c.size)} members`),

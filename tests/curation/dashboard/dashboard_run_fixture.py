@@ -13,7 +13,7 @@ downloaded, one robots_disallowed). The seven downloaded samples A..G carry thes
     G       (none)         no            0.24        no          -1           yes         no
 
 so (first failing check wins) A and D are kept, B and E fail the score, C, F and G the balancing.
-Entry counts before: cat 5, dog 3, red car 1, tree 1 (10 matches); after (kept by balancing
+Entry counts before: cat 5, dog 3, red car 1, tree 1 (10 matches); after (kept by balancing:
 A, B, D, E): cat 3, dog 2, red car 1, tree 1 (7). With t = 2 the head is {cat, dog}: 80% of
 matches before, 5/7 = 71.4% after.
 """
@@ -59,23 +59,29 @@ CURATION = [
 COLOURS = [(200, 40, 40), (40, 160, 60), (40, 60, 200), (220, 200, 40), (160, 40, 160), (40, 180, 180),
            (120, 120, 120)]
 
-# The per-shard stats records: (stage, out folder, shard, rows_in, rows_out, drops, errors, seconds, extra)
+# The per-shard stats records, named as the stages name them:
+# (stage, out folder, shard, rows_in, rows_out, drops, errors, seconds, extra)
 STATS = [
-    ("extract", "candidates", "00000", 25, 15, {"no_alt": 6, "bad_url": 4}, {"truncated_record": 1}, 2.0, {}),
-    ("extract", "candidates", "00001", 15, 10, {"no_alt": 4, "bad_url": 1}, {}, 1.0, {}),
+    ("extract", "candidates", "00000", 25, 15, {"no_alt": 6, "bad_url": 4}, {"truncated_record": 1}, 2.0,
+     {"records": 60, "html_pages": 20}),
+    ("extract", "candidates", "00001", 15, 10, {"no_alt": 4, "bad_url": 1}, {}, 1.0,
+     {"records": 40, "html_pages": 12}),
+    ("dedup_partition", "dedup", "00000", 25, 25, {}, {}, 0.25, {}),
     ("dedup", "dedup", "00000", 25, 10, {"duplicate_url": 15}, {}, 0.5, {}),
     ("download", "pool", "00000", 6, 4, {"http_404": 1, "timeout": 1}, {}, 3.0, {"bytes": 4000}),
     ("download", "pool", "00001", 4, 3, {"robots_disallowed": 1}, {}, 2.0, {"bytes": 3000}),
-    ("balance", "pool/curation/balance", "00000", 4, 3, {"not_sampled": 1}, {}, 0.2, {"t": BALANCE_T}),
-    ("balance", "pool/curation/balance", "00001", 3, 1, {"not_sampled": 1, "no_match": 1}, {}, 0.2,
-     {"t": BALANCE_T}),
-    ("score", "pool/curation/score", "00000", 4, 3, {"below_threshold": 1}, {}, 1.5,
-     {"threshold": SCORE_THRESHOLD}),
-    ("score", "pool/curation/score", "00001", 3, 1, {"below_threshold": 2}, {}, 1.5,
-     {"threshold": SCORE_THRESHOLD}),
-    ("neardup", "pool/curation/neardup", "00000", 4, 3, {"duplicate": 1}, {}, 0.3, {}),
-    ("neardup", "pool/curation/neardup", "00001", 3, 1, {"duplicate": 1, "contaminated": 1}, {}, 0.3, {}),
-    ("shards", "train_shards", "00000", 7, 2, {"not_kept": 5}, {}, 0.4, {}),
+    ("balance", "pool/curation/balance", "00000", 6, 3, {"not_downloaded": 2, "balanced_out": 1}, {}, 0.2,
+     {"kept": 3}),
+    ("balance", "pool/curation/balance", "00001", 4, 1,
+     {"not_downloaded": 1, "balanced_out": 1, "no_entry": 1}, {}, 0.2, {"kept": 1}),
+    ("score", "pool/curation/score", "00000", 4, 4, {}, {}, 1.0, {"scored": 4}),
+    ("score", "pool/curation/score", "00001", 3, 3, {}, {}, 1.0, {"scored": 3}),
+    ("score_filter", "pool/curation/score", "00000", 4, 3, {"below_score_threshold": 1}, {}, 0.1, {}),
+    ("score_filter", "pool/curation/score", "00001", 3, 1, {"below_score_threshold": 2}, {}, 0.1, {}),
+    ("neardup", "pool/curation/neardup", "00000", 4, 3, {"near_duplicate": 1}, {}, 0.3, {}),
+    ("neardup", "pool/curation/neardup", "00001", 3, 1, {"near_duplicate": 1, "eval_contaminant": 1}, {},
+     0.3, {}),
+    ("shards", "train_shards", "00000", 2, 2, {}, {}, 0.4, {}),
 ]
 
 # Training log: phase 1 for steps 0-2, phase 2 for steps 3-5; evals at steps 2 and 5.
@@ -142,6 +148,13 @@ def build_run(root: Path) -> Path:
         }), pool / f"{shard}.parquet")
         _write_curation(pool / "curation", shard, curation)
     _write_entry_counts(pool / "curation" / "balance")
+    (pool / "curation" / "balance" / "balance_summary.json").write_text(json.dumps(
+        {"t": BALANCE_T, "t_per_lang": {}, "eligible_rows": 7, "matched_rows": 6, "kept_rows": 4}))
+    (pool / "curation" / "score" / "thresholds.json").write_text(json.dumps(
+        {"tag": "test", "threshold": SCORE_THRESHOLD, "top_fraction": None, "basic": None}))
+    (pool / "curation" / "neardup" / "summary.json").write_text(json.dumps(
+        {"samples": 7, "clusters": 2, "duplicates_removed": 2, "pairs": {"sha256": 1, "embedding": 2, "dhash": 0},
+         "contaminated_direct": 1, "contaminated_via_cluster": 0, "eval_images": 20}))
     for stage, folder, shard, rows_in, rows_out, drops, errors, seconds, extra in STATS:
         record = {"stage": stage, "shard": shard, "rows_in": rows_in, "rows_out": rows_out, "bytes_in": 0,
                   "drops": drops, "errors": errors, "wall_seconds": seconds, "started_at": 1000.0,
@@ -190,10 +203,11 @@ def _write_curation(folder: Path, shard: str, rows: list[tuple]) -> None:
 
 
 def _write_entry_counts(folder: Path) -> None:
-    counts = [5, 3, 1, 1]
+    counts, kept = [5, 3, 1, 1], [3, 2, 1, 1]
     pq.write_table(pa.table({
         "entry": pa.array(range(len(ENTRIES)), pa.int32()),
-        "text": ENTRIES,
+        "entry_text": ENTRIES,
         "count": pa.array(counts, pa.int64()),
         "p": [min(1.0, BALANCE_T / c) for c in counts],
+        "kept": pa.array(kept, pa.int64()),
     }), folder / "entry_counts.parquet")

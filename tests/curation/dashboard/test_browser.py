@@ -119,9 +119,13 @@ def test_overview_shows_each_stage_counts_summed_over_shards(visit):
                                                "truncated_record: 1"]
     assert stage_row(visit, "download")[:6] == ["download", "2", "10", "7", "3",
                                                 "http_404: 1, robots_disallowed: 1, timeout: 1"]
-    assert stage_row(visit, "shards")[:5] == ["shards", "1", "7", "2", "5"]
-    funnel = visit.page.inner_text("section:has(h2:text('Funnel'))")
-    assert "extract in" in funnel and "shards out" in funnel
+    assert stage_row(visit, "score_filter")[:6] == ["score_filter", "2", "7", "4", "3", "below_score_threshold: 3"]
+    assert stage_row(visit, "shards")[:5] == ["shards", "1", "2", "2", "0"]
+    funnel = visit.page.eval_on_selector_all("section:has(h2:text('Funnel')) text", "ts => ts.map(t => t.textContent)")
+    # label, value pairs from WARC records (60 + 40 in the extract records' extra) to training samples
+    assert funnel == ["WARC records read", "100", "images seen", "40", "candidate pairs", "25",
+                      "unique image URLs", "10", "downloaded", "7", "kept by MetaCLIP balancing", "4",
+                      "kept by CLIP score", "4", "kept by near-dup + decontamination", "4", "training samples", "2"]
     assert "Not run yet" not in visit.text()
     visit.finish("overview")
 
@@ -175,6 +179,8 @@ def test_neardup_shows_clusters_with_members(visit):
     assert any("cluster 7" in c and "sample A" in c and "sample C" in c for c in largest)
     assert any("cluster 9" in c and "sample D" in c and "sample F" in c for c in largest)
     assert "near eval/000012" in visit.text()
+    assert visit.page.inner_text("#neardup-summary") == \
+        "pairs found by signal: sha256: 1, embedding: 2, dhash: 0 · eval images compared: 20"
     assert visit.images_loaded() == 5
     visit.finish("neardup")
 
@@ -194,7 +200,7 @@ def test_training_shows_curves_phases_and_eval_results(visit):
 def test_sample_browser_filters_by_decision_and_shows_images(visit):
     visit.open("samples")
     options = visit.page.eval_on_selector_all("#decision option", "os => os.map(o => o.innerText)")
-    assert {"all (10)", "kept (2)", "dropped (8)", "balance: not sampled (3)", "score: below threshold (2)",
+    assert {"all (10)", "kept (2)", "dropped (8)", "balance: not sampled (3)", "score: not kept (2)",
             "download: http_404 (1)"} <= set(options)
     assert visit.images_loaded() == 7
     visit.page.select_option("#decision", "kept")
@@ -204,6 +210,6 @@ def test_sample_browser_filters_by_decision_and_shows_images(visit):
     assert texts == ["a photo of sample A", "a photo of sample D"]
     assert visit.images_loaded() == 2
     visit.open("samples?decision=score&page=0")
-    assert "score: below threshold" in visit.text() and "sample E" in visit.text()
+    assert "score: not kept" in visit.text() and "sample E" in visit.text()
     visit.open("samples")
     visit.finish("samples")
