@@ -135,6 +135,9 @@ class Response:
                 if not head_checked and self.bytes_read >= SNIFF_BYTES:
                     head_checked = True
                     inspect_head(b"".join(parts))  # type: ignore[misc]
+            if declared is not None and self.bytes_read < declared:
+                # http.client's read(n) returns b"" at a premature EOF instead of raising.
+                raise DownloadFailure(TRUNCATED, f"got {self.bytes_read} of {declared} bytes")
             if not head_checked:
                 inspect_head(b"".join(parts))  # type: ignore[misc]
         except http.client.IncompleteRead as exc:
