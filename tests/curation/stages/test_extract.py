@@ -1,0 +1,116 @@
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.cc.text_filters import TextFilters
+from curation.cc.warc_writer import response_member, wat_member, write_archive
+from curation.runner import ShardContext, ShardTask, run_stage
+from curation.stages import extract
+from curation.stages.extract import ExtractStage, plan_tasks
+
+
+def make_crawl(root: Path, files: int = 4, pages: int = 6) -> list[str]:
+    """A small snapshot under root/crawl-data/CC-MAIN-TEST (WARC and WAT listings)."""
+    warc_paths, wat_paths = [], []
+    for f in range(files):
+        members, wat = [], []
+        for p in range(pages):
+            page = f"http://site{f}.example/page{p}.html"
+            images = [(f"img/{p}-{i}.jpg", f"photo {i} of page {p} in file {f}") for i in range(3)]
+            html = "".join(f'<img src="{src}" alt="{alt}">' for src, alt in images)
+            members.append(response_member(page, f"<html><body>{html}</body></html>".encode()))
+            wat.append(wat_member(page, [{"url": src, "alt": alt} for src, alt in images]))
+        for kind, content, listing in (("warc", members, warc_paths), ("wat", wat, wat_paths)):
+            relative = f"crawl-data/CC-MAIN-TEST/segments/1/{kind}/file-{f:02d}.{kind}.gz"
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            write_archive(str(root / relative), content)
+            listing.append(relative)
+    import gzip
+    for name, listing in (("warc.paths.gz", warc_paths), ("wat.paths.gz", wat_paths)):
+        (root / "crawl-data/CC-MAIN-TEST" / name).write_bytes(gzip.compress("\n".join(listing).encode()))
+    return [str(root / p) for p in warc_paths]
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
+
+
+class CrashOnce:
+    """ExtractStage that kills its worker mid-write of one shard, the first time only."""
+
+    def __init__(self, flag: str, shard: str):
+        self.inner = ExtractStage()
+        self.flag, self.shard = flag, shard
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        if task.shard_id == self.shard and not os.path.exists(self.flag):
+            Path(self.flag).touch()
+            with ctx.open_output(f"{task.shard_id}.parquet") as handle:
+                handle.write(b"PAR1 partial")
+                os._exit(1)
+        self.inner(task, ctx)
+
+
+def test_killed_extract_rerun_gives_identical_output(tmp_path, ray_session):
+    files = make_crawl(tmp_path / "cc")
+    reference = tmp_path / "reference"
+    assert extract.run(files, str(reference), progress=False).ok
+
+    out = tmp_path / "killed"
+    tasks = plan_tasks(files, str(out))
+    crashing = CrashOnce(str(tmp_path / "crashed"), "00002")
+    first = run_stage("extract", crashing, tasks, str(out), max_retries=0, progress=False)
+    assert [f["shard"] for f in first.failed] == ["00002"]
+    second = extract.run(files, str(out), progress=False)
+    assert second.ok and [r["shard"] for r in second.completed] == ["00002"]
+    assert outputs(out) == outputs(reference)
+    assert len(outputs(out)) == 4
+
+
+def test_snapshot_listing_run_writes_one_candidate_file_per_input(tmp_path, ray_session):
+    make_crawl(tmp_path / "cc", files=2)
+    out = tmp_path / "candidates"
+    args = ["extract", "--snapshot", "CC-MAIN-TEST", "--cc-root", str(tmp_path / "cc"),
+            "--out", str(out), "--format", "wat", "--max-files", "2"]
+    assert run_cli(args) == 0
+    table = pq.read_table(out / "00001.parquet")
+    assert table.num_rows == 6 * 3
+    assert table.column("warc_path").to_pylist()[0].endswith("file-01.wat.gz")
+    record = json.loads((out / "_stats" / "extract" / "00000.json").read_text())
+    assert record["extra"]["pairs"] == 18 and record["extra"]["format"] == "wat"
+    manifest = json.loads((out / "_inputs" / "extract.json").read_text())
+    assert [Path(p).name for p in manifest["inputs"]] == ["file-00.wat.gz", "file-01.wat.gz"]
+
+
+def run_cli(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    extract.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_rerun_with_another_input_list_is_refused(tmp_path):
+    files = make_crawl(tmp_path / "cc", files=3, pages=1)
+    out = str(tmp_path / "out")
+    plan_tasks(files[:2], out)
+    assert [t.shard_id for t in plan_tasks(files, out)] == ["00000", "00001", "00002"]
+    assert [t.inputs[0] for t in plan_tasks(files[:1], out)] == files[:1]
+    with pytest.raises(ValueError, match="different input list"):
+        plan_tasks(files[1:], out)
+
+
+def test_no_text_filters_flag_reaches_the_stage(tmp_path):
+    path = tmp_path / "one.warc.gz"
+    write_archive(str(path), [response_member("http://a.example/", b'<img src="x.jpg" alt="logo">')])
+    out = tmp_path / "out"
+    assert run_cli(["extract", "--input", str(path), "--out", str(out), "--no-text-filters",
+                    "--no-ray"]) == 0
+    assert pq.read_table(out / "00000.parquet").column("text").to_pylist() == ["logo"]
+    filtered = extract.run([str(path)], str(tmp_path / "filtered"), filters=TextFilters(),
+                           use_ray=False, progress=False)
+    assert filtered.completed[0]["drops"] == {"text_too_short": 1}
