@@ -1,6 +1,7 @@
 """The Crawl page: download success, failures by reason and by host, image sizes and shapes."""
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -85,5 +86,6 @@ def _value_counts(array: pa.ChunkedArray | pa.Array) -> Counter:
 
 def _bins(edges: list[float], counts: np.ndarray) -> list[dict[str, Any]]:
     """Histogram bins [lo, hi) with their counts; the open ends are labelled < and ≥."""
-    labels = [f"< {edges[0]:g}"] + [f"{lo:g}–{hi:g}" for lo, hi in zip(edges, edges[1:])] + [f"≥ {edges[-1]:g}"]
+    inner = [f"{lo:g}–{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    labels = [f"< {edges[0]:g}", *inner, f"≥ {edges[-1]:g}"]
     return [{"label": label, "count": int(n)} for label, n in zip(labels, counts)]

@@ -64,7 +64,7 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
     lo, hi = float(every.min()), float(every.max())
     counts, edges = np.histogram(every, bins=BINS, range=(lo, hi if hi > lo else lo + 1e-6))
     page: dict[str, Any] = {
-        "column": column, "rows": int(len(every)), "threshold": threshold,
+        "column": column, "rows": len(every), "threshold": threshold,
         "threshold_source": threshold_source,
         "kept": int(sum(k.sum() for _, k in parts)),
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},

@@ -85,7 +85,7 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "curation-dashboard"
 
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
@@ -102,7 +102,7 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.NOT_FOUND, str(exc))
             except ValueError as exc:
                 self._error(HTTPStatus.BAD_REQUEST, str(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad request must not stop the server
+            except Exception as exc:  # one bad request must not stop the server
                 log.exception("dashboard request %s failed", self.path)
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
@@ -117,7 +117,7 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         def _error(self, status: HTTPStatus, message: str) -> None:
             self._send(status, to_json({"error": message}), "application/json")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base signature
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
 
     return Handler

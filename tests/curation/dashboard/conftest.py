@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from dashboard_run_fixture import build_run
 
 

@@ -1,0 +1,153 @@
+"""The dashboard's data side on the hand-built run (numbers in dashboard_run_fixture's docstring)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from curation.dashboard.app import Dashboard
+from curation.dashboard.layout import RunLayout
+from curation.dashboard.server import check_loopback, make_server, to_json
+from curation.dashboard.training import TrainingLog
+
+
+@pytest.fixture(scope="module")
+def dashboard(synthetic_run) -> Dashboard:
+    return Dashboard(str(synthetic_run))
+
+
+def test_each_sample_is_counted_under_the_first_check_it_fails(dashboard):
+    assert dashboard.decision_index().totals() == {
+        "kept": 2, "balance: not sampled": 3, "score: not kept": 2,
+        "download: http_404": 1, "download: timeout": 1, "download: robots_disallowed": 1}
+
+
+def test_pages_run_across_shard_boundaries_in_pool_order(dashboard):
+    keys = [[s["key"] for s in dashboard.samples("all", page, 4)["samples"]] for page in range(3)]
+    assert keys == [["000000000", "000000001", "000000002", "000000003"],
+                    ["000000004", "000000005", "000010000", "000010001"],
+                    ["000010002", "000010003"]]
+    assert dashboard.samples("all", 3, 4)["samples"] == []
+
+
+def test_a_stage_name_filters_every_reason_of_that_stage(dashboard):
+    page = dashboard.samples("download", 0, 10)
+    assert page["total"] == 3
+    assert {s["error_message"] for s in page["samples"]} == {"http_404", "timeout", "robots_disallowed"}
+    assert not any(s["has_image"] for s in page["samples"])
+    kept = dashboard.samples("kept", 0, 10)["samples"]
+    assert [(s["text"], s["clip_score_test"] > 0.25, s["dup_cluster"]) for s in kept] == \
+        [("a photo of sample A", True, 7), ("a photo of sample D", True, 9)]
+
+
+def test_an_unknown_decision_filter_is_refused(dashboard):
+    with pytest.raises(ValueError, match="unknown decision filter"):
+        dashboard.samples("bogus")
+
+
+def test_crawl_bins_sizes_and_aspect_ratios_of_downloaded_images(dashboard):
+    page = dashboard.crawl()
+    sides = {b["label"]: b["count"] for b in page["side_histogram"] if b["count"]}
+    assert sides == {"256–512": 2, "512–1024": 3, "1024–2048": 1, "2048–4096": 1}
+    aspects = {b["label"]: b["count"] for b in page["aspect_histogram"] if b["count"]}
+    # 300x900 = 0.33; 256x192, 640x640, 500x500, 800x600 in [1, 1.41); 1200x400 = 3, 2048x1024 = 2
+    assert aspects == {"0.25–0.354": 1, "1–1.414": 4, "2–2.828": 1, "2.828–4": 1}
+    assert page["top_failing_hosts"][0]["failed"] == 1
+
+
+def test_entry_search_matches_a_substring_and_returns_its_samples(dashboard):
+    result = dashboard.metaclip_search("car")
+    assert result["entry"]["name"] == "red car"
+    assert [(s["text"], s["kept"]) for s in result["samples"]] == [("a photo of sample D", True)]
+    assert dashboard.metaclip_search("zebra")["entry"] is None
+
+
+def test_score_grids_hold_the_samples_nearest_the_threshold(dashboard):
+    page = dashboard.score()
+    assert [s["text"][-1] for s in page["just_above"]] == ["D", "C", "A", "F"]
+    assert [s["text"][-1] for s in page["just_below"]] == ["G", "B", "E"]
+    assert sum(page["histogram"]["counts"]) == 7
+
+
+def test_training_log_skips_a_cut_line_and_follows_a_growing_file(tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    log = train / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0, "phase": 1}\n{"step": 2, "lo')
+    reader = TrainingLog(RunLayout(str(tmp_path)))
+    page = reader.page()
+    assert (page["steps"], page["bad_lines"]) == (1, 1)
+    log.write_text('{"step": 1, "loss": 2.0, "phase": 1}\n{"step": 2, "loss": 1.5, "phase": 2}\n')
+    page = reader.page()
+    assert page["steps"] == 2 and page["phases"][1] == {"phase": 2, "first_step": 2, "last_step": 2}
+    assert page["charts"][0]["series"]["loss"] == [[1, 2.0], [2, 1.5]]
+    assert [m["part"] for m in page["missing"]] == ["eval"]
+
+
+def test_images_come_byte_exact_from_the_pool_tar(dashboard, synthetic_run):
+    with tarfile.open(synthetic_run / "pool" / "00001.tar") as tar:
+        stored = tar.extractfile("000010002.jpg").read()
+    assert dashboard.image("00001", "000010002") == (stored, "image/jpeg")
+    with pytest.raises(KeyError):
+        dashboard.image("00000", "000000004")  # a failed download has no image
+    with pytest.raises(KeyError):
+        dashboard.image("../00000", "000000000")
+
+
+def test_a_run_without_outputs_names_what_is_missing_and_its_command(tmp_path):
+    empty = Dashboard(str(tmp_path))
+    assert [m["part"] for m in empty.overview()["missing"]] == ["stats"]
+    assert [m["part"] for m in empty.crawl()["missing"]] == ["pool"]
+    for page, part in ((empty.metaclip(), "balance"), (empty.score(), "score"), (empty.neardup(), "neardup"),
+                       (empty.training_page(), "train")):
+        assert page["missing"][0]["part"] == part and page["missing"][0]["command"]
+
+
+def test_only_loopback_hosts_are_accepted():
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_loopback(host)
+    for host in ("0.0.0.0", "::", "192.0.2.1", "example.org"):
+        with pytest.raises(ValueError, match="loopback"):
+            check_loopback(host)
+
+
+def test_json_has_no_nan():
+    assert json.loads(to_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
+
+
+def test_http_api_answers_pages_images_and_errors(dashboard):
+    server = make_server(dashboard, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/samples?decision=kept&size=1&page=1") as response:
+            assert json.load(response)["samples"][0]["text"] == "a photo of sample D"
+        with urllib.request.urlopen(f"{base}/api/image?shard=00000&key=000000000") as response:
+            assert response.headers["Content-Type"] == "image/jpeg" and response.read(2) == b"\xff\xd8"
+        with urllib.request.urlopen(f"{base}/") as response:
+            assert b"/static/app.js" in response.read()
+        for path, status in (("/api/samples?decision=bogus", 400), ("/api/image?shard=00000&key=x", 404),
+                             ("/etc/passwd", 404), ("/static/../server.py", 404)):
+            with pytest.raises(urllib.error.HTTPError) as raised:
+                urllib.request.urlopen(base + path)
+            assert raised.value.code == status, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_reads_a_run_on_s3(synthetic_run, s3_bucket):
+    import s3fs
+
+    s3fs.S3FileSystem().put(str(synthetic_run), f"{s3_bucket[5:]}/run", recursive=True)
+    remote = Dashboard(f"{s3_bucket}/run")
+    assert {s["stage"]: s["rows_out"] for s in remote.overview()["stages"]}["download"] == 7
+    assert remote.crawl()["success"] == 7
+    assert remote.decision_index().totals()["kept"] == 2
+    data, _ = remote.image("00001", "000010000")
+    assert io.BytesIO(data).read(2) == b"\xff\xd8"
