@@ -1,0 +1,124 @@
+"""The procedural world, captions, URL forms and fault payloads, without building a whole web."""
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation.minicc import urlforms
+from curation.minicc.captions import good_caption
+from curation.minicc.faults import decompression_bomb_png
+from curation.minicc.render import render_scene
+from curation.minicc.vocab import FILLER_SENTENCES, KINDS, TRANSLATIONS
+from curation.minicc.world import ConceptSampler, Scene, Shape, sample_scene
+
+LEGACY_CHARSETS = {"ru": ("cp1251", "koi8_r"), "ja": ("shift_jis",), "zh": ("gbk",),
+                   "ko": ("euc_kr",)}
+
+
+def _single_shape_scene(kind: str, position: str = "center", size: str = "large") -> Scene:
+    return Scene(scene_id="t", width=300, height=200, background="solid",
+                 tones=((230, 230, 230), (40, 40, 40)), texture_seed=1,
+                 shapes=(Shape(kind, "red", size, position, 0.0, (0.0, 0.0)),))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_renders_inside_its_box_and_mask(kind):
+    rendered = render_scene(_single_shape_scene(kind))
+    mask = np.asarray(rendered.shape_index)
+    ys, xs = np.nonzero(mask == 1)
+    assert len(xs) > 500, f"{kind} drew almost nothing"
+    x0, y0, x1, y1 = rendered.boxes[0]
+    assert (x0 * 300, y0 * 200) == pytest.approx((xs.min(), ys.min()))
+    assert (x1 * 300, y1 * 200) == pytest.approx((xs.max() + 1, ys.max() + 1))
+    pixels = np.asarray(rendered.image)
+    assert (pixels[mask == 1] == (220, 30, 35)).all()  # the shape's colour, exactly where masked
+
+
+def test_ring_has_a_hole_that_shows_the_background():
+    rendered = render_scene(_single_shape_scene("ring"))
+    assert np.asarray(rendered.shape_index)[100, 150] == 0  # the centre is background
+
+
+def test_positions_put_shapes_where_their_names_say():
+    left = render_scene(_single_shape_scene("circle", "top left", "small")).boxes[0]
+    right = render_scene(_single_shape_scene("circle", "bottom right", "small")).boxes[0]
+    assert left[2] < 0.5 and left[3] < 0.5
+    assert right[0] > 0.5 and right[1] > 0.5
+
+
+def test_concepts_are_zipf_distributed_with_a_head_and_a_tail():
+    concepts = ConceptSampler(seed=5)
+    kinds = Counter()
+    for i in range(1500):
+        scene = sample_scene(np.random.default_rng([5, i]), f"s{i}", concepts)
+        kinds.update(s.kind for s in scene.shapes)
+    head, tail = concepts.kind_ranking[0], concepts.kind_ranking[-1]
+    assert kinds[head] > 8 * max(kinds[tail], 1)
+    assert len(kinds) == len(KINDS)  # the tail still appears
+
+
+def test_scene_sampling_is_a_pure_function_of_its_generator():
+    concepts = ConceptSampler(seed=1)
+    first = sample_scene(np.random.default_rng([1, 7]), "a", concepts)
+    second = sample_scene(np.random.default_rng([1, 7]), "a", concepts)
+    assert first == second
+    assert np.array_equal(np.asarray(render_scene(first).image),
+                          np.asarray(render_scene(second).image))
+
+
+@pytest.mark.parametrize("lang", sorted(LEGACY_CHARSETS))
+def test_every_translated_caption_encodes_in_its_legacy_charsets(lang):
+    concepts = ConceptSampler(seed=2)
+    texts = list(FILLER_SENTENCES[lang])
+    texts += [word for table in TRANSLATIONS[lang].values() for word in table.values()]
+    for i in range(50):
+        texts.append(good_caption(sample_scene(np.random.default_rng([2, i]), "s", concepts), lang))
+    for charset in LEGACY_CHARSETS[lang]:
+        for text in texts:
+            assert text.encode(charset).decode(charset) == text
+
+
+def test_good_english_caption_names_every_shape():
+    scene = Scene("s", 400, 300, "stripes", ((0, 0, 0), (9, 9, 9)), 0, (
+        Shape("star", "red", "large", "top left", 0, (0, 0)),
+        Shape("circle", "blue", "small", "bottom right", 0, (0, 0)),
+    ))
+    assert good_caption(scene) == ("a large red star at the top left and a small blue circle "
+                                   "at the bottom right on a striped background")
+
+
+BASES = [
+    "http://127.0.0.3:8719/blog/post-17.html",
+    "http://127.0.0.3:8719/forum/thread-4.html?page=2",
+    "http://127.0.0.3:8719/photos/album-9/",
+    "http://127.0.0.3:8719/static/gallery/",
+]
+
+
+@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("form", urlforms.SAME_HOST_FORMS)
+def test_every_same_host_url_form_resolves_back_to_the_target(base, form):
+    target = "http://127.0.0.3:8719/img/2019/05/red-star-12.jpg"
+    written = urlforms.write_reference(form, base, target)
+    assert urlforms.normalise(base, written) == target
+    if form.startswith("relative"):
+        assert not written.startswith(("/", "http"))
+
+
+def test_relative_form_refuses_another_host():
+    with pytest.raises(ValueError, match="different hosts"):
+        urlforms.write_reference("relative", BASES[0], "http://127.0.0.4:8719/x.jpg")
+
+
+def test_decompression_bomb_is_small_on_disk_but_over_100_megapixels():
+    data = decompression_bomb_png()
+    assert len(data) < 100_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.width * image.height > 100_000_000
