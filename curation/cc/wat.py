@@ -3,8 +3,10 @@
 A WAT file holds one JSON metadata record per WARC record. For an HTML response the JSON has
 `Envelope.Payload-Metadata.HTTP-Response-Metadata.HTML-Metadata` with `Head.Base` and a `Links`
 list whose `IMG@/src` entries carry the raw `src` and the `alt`/`title` texts, already decoded to
-Unicode by the crawler. WAT keeps only `src`, so srcset and lazy-loading URLs are not available
-here (the WARC path sees them); the URL is resolved and normalised exactly like the WARC path.
+Unicode by the crawler. Common Crawl's own WAT files list only `IMG@/src`; WAT writers that also
+list an <img>'s other URL attributes (`IMG@/srcset`, `IMG@/data-src`, ...) write them as adjacent
+entries with the same texts, which we fold back into one image and then pick the URL exactly as
+the HTML path does (largest srcset, then lazy attributes, then src).
 """
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from collections import Counter
 from typing import Any
 
 from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace
+from curation.cc.html_images import (
+    LAZY_SRC_ATTRIBUTES,
+    SRCSET_ATTRIBUTES,
+    image_url_candidates,
+    resolve_first,
+)
 from curation.cc.urls import UrlRejected, resolve
 
-IMAGE_LINK_PATH = "IMG@/src"
+IMAGE_LINK_PREFIX = "IMG@/"
+# The order a tag's attribute entries are listed in; a repeat or step back starts the next image.
+_ATTRIBUTE_RANK = {name: rank for rank, name in
+                   enumerate(("src", *SRCSET_ATTRIBUTES, *LAZY_SRC_ATTRIBUTES))}
 
 
 class WatRecordError(ValueError):
@@ -57,14 +68,36 @@ def page_images_from_wat(body: bytes, drops: Counter) -> PageImages | None:
             pass  # a broken <base> is ignored, as browsers do
     refs: list[ImageRef] = []
     links = html.get("Links")
-    for link in links if isinstance(links, list) else ():
-        if not isinstance(link, dict) or link.get("path") != IMAGE_LINK_PATH:
+    for attributes in _images_of(links if isinstance(links, list) else []):
+        url, reason = resolve_first(image_url_candidates(attributes), base_url)
+        if url is None:
+            drops[reason] += 1
             continue
-        try:
-            url = resolve(str(link.get("url") or ""), base_url)
-        except UrlRejected as rejected:
-            drops[rejected.reason] += 1
-            continue
-        refs.append(ImageRef(url=url, alt=collapse_whitespace(str(link.get("alt") or "")),
-                             title=collapse_whitespace(str(link.get("title") or ""))))
+        refs.append(ImageRef(url=url, alt=collapse_whitespace(attributes.get("alt") or ""),
+                             title=collapse_whitespace(attributes.get("title") or "")))
     return PageImages(page_url=page_url, lang=None, refs=refs)
+
+
+def _images_of(links: list) -> list[dict[str, str]]:
+    """The IMG@ entries of a Links list folded into one attribute dict per <img>."""
+    images: list[dict[str, str]] = []
+    last_rank = None
+    for link in links:
+        path = link.get("path") if isinstance(link, dict) else None
+        if not isinstance(path, str) or not path.startswith(IMAGE_LINK_PREFIX):
+            last_rank = None
+            continue
+        attribute = path[len(IMAGE_LINK_PREFIX):]
+        rank = _ATTRIBUTE_RANK.get(attribute)
+        if rank is None:
+            continue
+        texts = {key: str(link[key]) for key in ("alt", "title") if link.get(key) is not None}
+        current = images[-1] if images else None
+        same_image = (current is not None and last_rank is not None and rank > last_rank
+                      and all(current.get(k) == texts.get(k) for k in ("alt", "title")))
+        if not same_image:
+            current = dict(texts)
+            images.append(current)
+        current[attribute] = str(link.get("url") or "")
+        last_rank = rank
+    return images
