@@ -1,4 +1,4 @@
-"""MetaCLIP substring matching: which metadata entries does a text mention?
+r"""MetaCLIP substring matching: which metadata entries does a text mention?
 
 The semantics are MetaCLIP's (Xu et al., "Demystifying CLIP Data"), kept exactly so that counts
 and curated sets are comparable with theirs: the text is padded with one space on each side, the
@@ -18,6 +18,7 @@ so the per-text Python work is a handful of C-level string operations.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ class EntryMatcher:
         self.entries = list(entries)
         if len(self.entries) >= 2**31:
             raise ValueError(f"{len(self.entries)} metadata entries do not fit int32 ids")
-        automaton = ahocorasick.Automaton()
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)  # no Python object per entry
         first_id: dict[str, int] = {}
         duplicates: dict[int, list[int]] = {}
         for entry_id, entry in enumerate(self.entries):
@@ -93,15 +94,15 @@ class EntryMatcher:
         if n == 0 or not self._searchable:
             return _list_array(np.zeros(n + 1, dtype=np.int32), np.zeros(0, dtype=np.int32))
         joined = _spaced_batch([text or "" for text in texts])
-        matches = np.fromiter(
-            (value for pair in self._automaton.iter(joined) for value in pair), dtype=np.int64
-        ).reshape(-1, 2)
+        matches = np.fromiter(itertools.chain.from_iterable(self._automaton.iter(joined)),
+                              dtype=np.int64).reshape(-1, 2)
         ends, entry_ids = matches[:, 0], matches[:, 1]
         separators = _separator_positions(joined)
         text_index = np.searchsorted(separators, ends)
         if self._duplicate_ids:
             text_index, entry_ids = self._add_duplicates(text_index, entry_ids)
-        pairs = np.unique(text_index * len(self.entries) + entry_ids)  # sorts and deduplicates
+        pairs = np.sort(text_index * len(self.entries) + entry_ids)
+        pairs = pairs[np.diff(pairs, prepend=-1) != 0]  # an entry mentioned twice counts once
         text_index, entry_ids = np.divmod(pairs, len(self.entries))
         null = np.fromiter((text is None for text in texts), dtype=bool, count=n)
         if null.any():

@@ -59,7 +59,7 @@ def summarize_balance(table: pa.Table, t: float, t_per_lang: Mapping[str, float]
         "kept_rows": kept_rows,
         "matched_fraction": matched_rows / eligible_rows if eligible_rows else 0.0,
         "kept_fraction": kept_rows / eligible_rows if eligible_rows else 0.0,
-        "entries_matched": int(len(counts)),
+        "entries_matched": len(counts),
         "entries_above_t": int(head.sum()),
         "matches": total_matches,
         "head_match_share": float(counts[head].sum() / total_matches) if total_matches else 0.0,
@@ -85,12 +85,12 @@ def _log_histogram(counts: np.ndarray) -> list[dict[str, int]]:
 
 def format_summary(summary: Mapping[str, Any], limit: int = 10) -> str:
     lines = [
-        f"balance: t={summary['t']:g}  eligible={summary['eligible_rows']}  "
-        f"matched={summary['matched_rows']} ({summary['matched_fraction']:.1%})  "
-        f"kept={summary['kept_rows']} ({summary['kept_fraction']:.1%})",
-        f"  entries matched={summary['entries_matched']}  above t={summary['entries_above_t']}  "
-        f"head share of matches {summary['head_match_share']:.1%} -> of kept "
-        f"{summary['head_kept_share']:.1%}  tail kept {summary['tail_kept_fraction']:.1%}",
+        (f"balance: t={summary['t']:g}  eligible={summary['eligible_rows']}  "
+         f"matched={summary['matched_rows']} ({summary['matched_fraction']:.1%})  "
+         f"kept={summary['kept_rows']} ({summary['kept_fraction']:.1%})"),
+        (f"  entries matched={summary['entries_matched']}  above t={summary['entries_above_t']}  "
+         f"head share of matches {summary['head_match_share']:.1%} -> of kept "
+         f"{summary['head_kept_share']:.1%}  tail kept {summary['tail_kept_fraction']:.1%}"),
         f"  {'entry':<24}{'before':>10}{'after':>10}",
     ]
     for row in summary["top_before"][:limit]:
