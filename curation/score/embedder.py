@@ -45,7 +45,7 @@ class ClipEmbedder:
         import torch
 
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            images = torch.from_numpy(pixels).to(self.device)
+            images = _as_tensor(pixels).to(self.device)
             tokens = self.scorer.tokenizer(texts).to(self.device)
             image_features = self.scorer.model.encode_image(images, normalize=True)
             text_features = self.scorer.model.encode_text(tokens, normalize=True)
@@ -55,9 +55,15 @@ class ClipEmbedder:
         import torch
 
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            features = self.scorer.model.encode_image(torch.from_numpy(pixels).to(self.device),
-                                                      normalize=True)
+            features = self.scorer.model.encode_image(_as_tensor(pixels).to(self.device), normalize=True)
         return features.float().cpu().numpy()
+
+
+def _as_tensor(pixels: np.ndarray):
+    import torch
+
+    # Arrays arriving through Ray's object store are read-only; torch wants writable memory.
+    return torch.from_numpy(np.require(pixels, requirements="W"))
 
 
 def build_transform(preprocess_cfg: dict[str, Any]) -> Any:

@@ -17,9 +17,10 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 RANDOM_INIT_KEY = "openvision_random_init"
 MODEL_NAME_KEY = "open_clip_model"
@@ -80,6 +81,8 @@ def _as_full_config(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) from a safetensors file or a torch checkpoint."""
+    import torch
+
     if not path.is_file():
         raise ScorerConfigError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
@@ -166,6 +169,7 @@ def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
 def save_random_weights(model_name: str, path: str, model_config: str | None = None,
                         seed: int = 0) -> dict[str, Any]:
     """Initialise `model_name` randomly (seeded) and save it, flagged as random, to `path`."""
+    import torch
     from safetensors.torch import save_file
 
     spec = ScorerSpec(model_name, path, model_config)

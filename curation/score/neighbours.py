@@ -88,7 +88,7 @@ def hash_pairs(hash_bytes: np.ndarray, max_distance: int) -> np.ndarray:
     index.add(hash_bytes)
     # range_search keeps distances strictly below the radius.
     limits, _distances, ids = index.range_search(hash_bytes, max_distance + 1)
-    rows = np.repeat(np.arange(len(hash_bytes)), np.diff(limits))
+    rows = np.repeat(np.arange(len(hash_bytes)), np.diff(limits).astype(np.int64))
     return _canonical_pairs(np.stack([rows, ids.astype(np.int64)], axis=1))
 
 

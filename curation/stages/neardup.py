@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ class NeardupConfig:
     hash_distance: int = 4  # dHash bits; -1 disables the pixel-hash signal
     index: str = "auto"
     neighbours: int = 16
+    use_embeddings: bool | None = None  # None: on unless the scorer is untrained; off for an untrained scorer: its embeddings all look alike
 
 
 @dataclass
@@ -141,7 +142,9 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
     hash_bytes = hashes_to_bytes(np.concatenate(loaded.dhash).astype(np.int64))
 
     exact = equal_value_pairs(loaded.sha256)
-    embedding = scored[similar_pairs(vectors[scored], config.threshold, config.index, config.neighbours)]
+    embedding = np.empty((0, 2), dtype=np.int64)
+    if config.use_embeddings:
+        embedding = scored[similar_pairs(vectors[scored], config.threshold, config.index, config.neighbours)]
     pixel = hashed[hash_pairs(hash_bytes[hashed], config.hash_distance)]
     roots = union_find_roots(n, np.concatenate([exact, embedding.reshape(-1, 2), pixel.reshape(-1, 2)]))
 
@@ -161,6 +164,8 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
     if reference is not None and len(reference.names):
         by_sha = {sha: name for sha, name in zip(reference.sha256, reference.names)}
         sims, ids = nearest(vectors[scored], reference.vectors)
+        if not config.use_embeddings:
+            sims = np.full(len(scored), -np.inf, dtype=np.float32)
         distances, hash_ids = hash_matches(hash_bytes[hashed], reference.hash_bytes, config.hash_distance)
         for row, sim, ref in zip(scored, sims, ids):
             if sim >= config.eval_threshold:
@@ -219,13 +224,15 @@ class WriteNeardupShard:
 def run_neardup(pool: str, out: str, score_dir: str, config: NeardupConfig,
                 eval_folders: list[str], seed: int = 0) -> tuple[StageReport, dict[str, Any]]:
     scorer = fsio.read_json(fsio.join(score_dir, SCORER_RECORD))
+    if config.use_embeddings is None:
+        config = replace(config, use_embeddings=not scorer.get("random_init"))
     loaded, tasks = load_pool_embeddings(pool, score_dir, scorer["tag"])
     reference = None
     if eval_folders:
         spec = ScorerSpec(scorer["model_name"], scorer["weights"], scorer.get("model_config"))
         reference = embed_eval_sets(eval_folders, spec)
     table, summary = decide_duplicates(loaded, config, reference)
-    summary.update({"config": config.__dict__, "eval_sets": eval_folders,
+    summary.update({"config": asdict(config), "eval_sets": eval_folders,
                     "scorer_random_init": scorer.get("random_init")})
     decisions_url = fsio.join(out, DECISIONS)
     with fsio.open_atomic(decisions_url) as handle:
@@ -251,6 +258,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dHash bits within which images match (-1: off)")
     parser.add_argument("--index", choices=("auto", "flat", "ivf", "hnsw"), default=defaults.index)
     parser.add_argument("--neighbours", type=int, default=defaults.neighbours)
+    parser.add_argument("--embeddings", choices=("auto", "on", "off"), default="auto",
+                        help="use CLIP embeddings as a signal (auto: not with a random-init scorer, "
+                             "whose embeddings put unrelated images above 0.99 cosine)")
     parser.add_argument("--eval-sets", nargs="*", default=[], help="folders of eval images / tars")
     parser.add_argument("--world", default=None, help="mini Common Crawl folder: use WORLD/eval")
     parser.add_argument("--seed", type=int, default=0)
@@ -264,14 +274,14 @@ def _main(args: argparse.Namespace) -> int:
     if args.world:
         eval_folders.append(fsio.join(args.world, "eval"))
     config = NeardupConfig(args.threshold, args.eval_threshold, args.hash_distance, args.index,
-                           args.neighbours)
+                           args.neighbours, {"auto": None, "on": True, "off": False}[args.embeddings])
     report, summary = run_neardup(args.pool, out, score_dir, config, eval_folders, args.seed)
     print(report.describe())
     print(f"neardup: {summary['samples']:,} samples, {summary['clusters']:,} clusters, "
           f"{summary['duplicates_removed']:,} duplicates removed, "
           f"{summary['contaminated_direct'] + summary['contaminated_via_cluster']:,} contaminated "
           f"(of {summary['eval_images']:,} eval images)")
-    if summary["scorer_random_init"]:
-        print("neardup: the scorer has RANDOM weights; embedding matches are weak, the sha256 and "
-              "dHash signals carry the decision")
+    if not summary["config"]["use_embeddings"]:
+        print("neardup: CLIP embeddings NOT used (the scorer has random weights or --embeddings off); "
+              "sha256 and dHash decide alone")
     return 0 if report.ok else 1
