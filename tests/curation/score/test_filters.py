@@ -2,8 +2,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.filters import (BasicRules, ScoreHistogram, basic_rule_failures, exact_top_fraction,
-                              top_fraction_threshold)
+from curation.filters import (
+    BasicRules,
+    ScoreHistogram,
+    basic_rule_failures,
+    exact_top_fraction,
+    top_fraction_threshold,
+)
 
 
 def test_exact_top_fraction_keeps_the_k_largest_scores_across_chunks():

@@ -3,11 +3,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from planted_pool import tiny_model_config
 
 from curation.score.embedder import ClipEmbedder, plan_actor_pool
-from curation.score.model import (ScorerConfigError, ScorerSpec, load_scorer, save_random_weights,
-                                  weights_are_random)
-from planted_pool import tiny_model_config
+from curation.score.model import (
+    ScorerConfigError,
+    ScorerSpec,
+    load_scorer,
+    save_random_weights,
+    weights_are_random,
+)
 
 TINY = "tiny-clip"
 

@@ -3,11 +3,17 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from planted_pool import draw_picture, jpeg, near_copy
 
 from curation.score.images import decode_rgb, difference_hash, hashes_to_bytes
-from curation.score.neighbours import (equal_value_pairs, hash_matches, hash_pairs, nearest,
-                                       similar_pairs, union_find_roots)
-from planted_pool import draw_picture, jpeg, near_copy
+from curation.score.neighbours import (
+    equal_value_pairs,
+    hash_matches,
+    hash_pairs,
+    nearest,
+    similar_pairs,
+    union_find_roots,
+)
 
 
 def clustered_vectors(clusters: int = 20, members: int = 3, dim: int = 32, noise: float = 0.01,
@@ -40,7 +46,7 @@ def test_equal_value_pairs_chain_identical_values_and_skip_nulls():
 
 
 def test_nearest_reference_by_cosine():
-    vectors, labels = clustered_vectors(clusters=5, members=2)
+    vectors, _labels = clustered_vectors(clusters=5, members=2)
     sims, ids = nearest(vectors[1::2], vectors[0::2])
     assert ids.tolist() == [0, 1, 2, 3, 4]
     assert np.all(sims > 0.99)
