@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.metaclip.matching import EntryMatcher, naive_match  # noqa: E402
-from curation.metaclip.metadata import wordfreq_entries  # noqa: E402
+from curation.metaclip.matching import EntryMatcher, naive_match
+from curation.metaclip.metadata import wordfreq_entries
 
 NOISE = ("click here", "IMG_{n}.jpg", "DSC{n}", "image {n}", "thumbnail", "logo", "banner-{n}.png")
 PUNCTUATION = (",", ".", "!", "?", ":", ";", " -", "`")
@@ -79,6 +79,7 @@ def rss_mib() -> float:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped to a file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=500_000)
     parser.add_argument("--texts", type=int, default=200_000)

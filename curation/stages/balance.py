@@ -206,7 +206,49 @@ def main(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def build_metadata_docstring() -> str:
+    from curation.metaclip import builder
+
+    return builder.__doc__ or ""
+
+
+def build_metadata_main(args: argparse.Namespace) -> int:
+    from curation.metaclip.builder import build_metadata
+
+    try:
+        entries, report = build_metadata(
+            wordnet_dir=args.wordnet, unigrams=args.unigrams, bigrams=args.bigrams,
+            pageviews=fsio.expand(args.pageviews) if args.pageviews else (),
+            min_unigram_count=args.min_unigram_count, min_pmi=args.min_pmi,
+            min_bigram_count=args.min_bigram_count, min_title_views=args.min_title_views,
+            pageview_domain=args.pageview_domain)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"balance-metadata: {exc}")
+        return 2
+    fsio.write_bytes(args.out, json.dumps(entries, ensure_ascii=False).encode())
+    per_source = ", ".join(f"{k}={v}" for k, v in report.entries_per_source.items())
+    bad = ", ".join(f"{k}={v}" for k, v in report.bad_lines.items()) or "none"
+    print(f"wrote {len(entries)} entries to {args.out} ({per_source}); bad lines: {bad}")
+    for example in report.bad_line_examples[:5]:
+        print(f"  bad line {example}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    meta = subparsers.add_parser(
+        "balance-metadata", help="build MetaCLIP metadata.json from WordNet/Wikipedia dumps",
+        description=build_metadata_docstring(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    meta.add_argument("--out", required=True, help="metadata.json to write (fsspec URL)")
+    meta.add_argument("--wordnet", help="WordNet 3.x dict/ folder with data.noun, data.verb, ...")
+    meta.add_argument("--unigrams", help="TSV word<TAB>count from Wikipedia text")
+    meta.add_argument("--bigrams", help="TSV 'word1 word2'<TAB>count from the same text")
+    meta.add_argument("--pageviews", nargs="+", help="Wikimedia pageview dump files (globs ok)")
+    meta.add_argument("--min-unigram-count", type=int, default=100)
+    meta.add_argument("--min-pmi", type=float, default=30.0)
+    meta.add_argument("--min-bigram-count", type=int, default=1)
+    meta.add_argument("--min-title-views", type=int, default=70)
+    meta.add_argument("--pageview-domain", default="en")
+    meta.set_defaults(func=build_metadata_main)
     parser = subparsers.add_parser(
         "balance", help="MetaCLIP matching + balancing (adds metaclip_entries and keep)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

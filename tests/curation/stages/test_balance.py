@@ -1,4 +1,5 @@
 import argparse
+import itertools
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ def write_shards(folder, rows: dict[str, list], n_shards: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     n = len(rows["uid"])
     bounds = np.linspace(0, n, n_shards + 1).astype(int)
-    for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for shard, (start, stop) in enumerate(itertools.pairwise(bounds)):
         pq.write_table(pa.table({k: v[start:stop] for k, v in rows.items()}),
                        folder / f"part-{shard}.parquet")
 
@@ -95,9 +96,8 @@ def test_decisions_do_not_depend_on_sharding_or_reduce_fan_in(tmp_path, metadata
     assert keep_by_uid(read_outputs(tmp_path / "a")) == keep_by_uid(read_outputs(tmp_path / "b"))
     assert pq.read_table(tmp_path / "a" / "entry_counts.parquet").equals(
         pq.read_table(tmp_path / "b" / "entry_counts.parquet"))
-    other_seed = run_balance(BalanceConfig(str(tmp_path / "two"), metadata, T,
-                                           str(tmp_path / "c"), seed=6, use_ray=False,
-                                           progress=False))
+    run_balance(BalanceConfig(str(tmp_path / "two"), metadata, T, str(tmp_path / "c"), seed=6,
+                              use_ray=False, progress=False))
     assert keep_by_uid(read_outputs(tmp_path / "c")) != keep_by_uid(read_outputs(tmp_path / "a"))
 
 
@@ -192,3 +192,19 @@ def test_cli_reports_a_bad_shard_and_finishes_the_others(tmp_path, metadata, ray
     (tmp_path / "in" / "part-9.parquet").unlink()
     assert args.func(args) == 0
     assert "concept0" in capsys.readouterr().out
+
+
+def test_metadata_builder_command_writes_a_loadable_metadata_json(tmp_path, capsys):
+    from curation.metaclip.metadata import load_metadata
+
+    (tmp_path / "unigrams.tsv").write_text("cat\t500\ndog\t120\nrare\t3\n")
+    (tmp_path / "pageviews").write_text("en Red_star 90 0\nen Obscure 2 0\n")
+    parser = argparse.ArgumentParser()
+    balance.register(parser.add_subparsers())
+    out = tmp_path / "metadata.json"
+    args = parser.parse_args(["balance-metadata", "--out", str(out), "--unigrams",
+                              str(tmp_path / "unigrams.tsv"), "--pageviews",
+                              str(tmp_path / "page*")])
+    assert args.func(args) == 0
+    assert load_metadata(str(out)) == ["cat", "dog", "Red star"]
+    assert "unigrams=2, titles=1" in capsys.readouterr().out
