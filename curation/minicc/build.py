@@ -116,7 +116,7 @@ def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = 
     lap("warc_wat")
     occurrences, images = write_truth(out, pages, catalog, rendered)
     lap("truth")
-    eval_counts = evalsets.write_eval_sets(out, eval_plans)
+    eval_counts = evalsets.write_eval_sets(out, eval_plans, processes)
     grounding = write_grounding_shards(out, catalog, rendered, scale.grounding_shard_size)
     lap("eval_grounding")
     world = {

@@ -25,6 +25,8 @@ def _build(args: argparse.Namespace) -> int:
           f"{world['build_seconds']['total']:.1f} s: {counts['pages']} pages, "
           f"{counts['img_tags']} <img> tags, {counts['pairs']} image-text pairs, "
           f"{counts['pictures']} pictures, {sum(counts['fault_urls'].values())} fault URLs")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in world["build_seconds"].items())
+    print(f"minicc: build time by phase: {phases}")
     print(f"minicc: allow-list {world['allowed_cidr']}; serve with "
           f"`python -m curation minicc serve --root {args.out}`")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.minicc.captions import good_caption
+from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.tars import Sample, write_tar
 from curation.minicc.vocab import COLOURS, KINDS, POSITION_PHRASES
@@ -79,7 +80,8 @@ def _round_box(box) -> list[float]:
     return [round(float(v), 5) for v in box]
 
 
-def _sample(name: str, item: EvalItem) -> Sample:
+def _sample(task: tuple[str, EvalItem]) -> Sample:
+    name, item = task
     rendered = render_scene(item.scene)
     members = {"jpg": encode(rendered.image, "jpeg", EVAL_QUALITY)}
     if item.label is not None:
@@ -99,12 +101,15 @@ def _sample(name: str, item: EvalItem) -> Sample:
     return item.key, members
 
 
-def write_eval_sets(root: Path, plans: dict[str, list[EvalItem]]) -> dict[str, int]:
+def write_eval_sets(root: Path, plans: dict[str, list[EvalItem]],
+                    processes: int = 1) -> dict[str, int]:
     """Write every set under root/eval; returns the number of samples per set."""
     counts = {}
     for name, items in plans.items():
         folder = root / "eval" / name
-        write_tar(folder / "test" / "0.tar", [_sample(name, item) for item in items])
+        samples = list(ordered_map(_sample, [(name, item) for item in items], processes,
+                                   f"eval set {name}"))
+        write_tar(folder / "test" / "0.tar", samples)
         (folder / "test" / "nshards.txt").write_text("1\n")
         if name in ("zeroshot", "extreme_aspect"):
             (folder / "classnames.txt").write_text("\n".join(KINDS) + "\n")

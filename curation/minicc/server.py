@@ -10,10 +10,10 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from curation.minicc.build import load_world
@@ -64,18 +64,18 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "minicc/1.0"
     state: _HostState  # set on the per-host subclass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # our own JSONL log replaces stderr chatter
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._answer(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
     def _record(self, status: int) -> None:
         self.state.log.write({
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "host": self.state.address, "port": self.server.server_address[1],
             "method": self.command, "path": self.path,
             "user_agent": self.headers.get("User-Agent", ""), "status": status,
@@ -203,7 +203,7 @@ class WorldServer:
         return {"pid": os.getpid(), "port": self.port, "base_urls": self.base_urls,
                 "forbidden_urls": self.forbidden_urls, "log": str(self.log_path)}
 
-    def __enter__(self) -> WorldServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

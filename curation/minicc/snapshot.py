@@ -12,12 +12,14 @@ partial member; its metadata record is lost).
 from __future__ import annotations
 
 import gzip
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
+
+from tqdm import tqdm
 
 from curation.minicc import wat
 from curation.minicc.html import render_page
@@ -63,17 +65,13 @@ def _dates(page: Page) -> tuple[str, str]:
 class _FilePairWriter:
     """Writes one WARC file and its WAT twin."""
 
-    def __init__(self, root: Path, seed: int, warc_rel: str, wat_rel: str) -> None:
-        self.root, self.seed = root, seed
+    def __init__(self, seed: int, warc_rel: str, wat_rel: str, warc_stream: BinaryIO,
+                 wat_stream: BinaryIO) -> None:
+        self.seed = seed
         self.warc_rel, self.wat_rel = warc_rel, wat_rel
         self.warc_name = warc_rel.rsplit("/", 1)[1]
-        (root / warc_rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / wat_rel).parent.mkdir(parents=True, exist_ok=True)
-        self._files = ExitStack()
-        self.warc_stream = self._files.enter_context(open(root / warc_rel, "wb"))
-        self.wat_stream = self._files.enter_context(open(root / wat_rel, "wb"))
-        self.warc = WarcWriter(self.warc_stream)
-        self.wat = WarcWriter(self.wat_stream)
+        self.warc = WarcWriter(warc_stream)
+        self.wat = WarcWriter(wat_stream)
         self.truncate_at: int | None = None
 
     def _wat_record(self, target_uri: str, written, payload, date: str) -> None:
@@ -149,33 +147,31 @@ class _FilePairWriter:
         self._wat_record(page.url, written, wat.fields_metadata(written, "WARC-Metadata-Metadata"),
                          date)
 
-    def close(self) -> None:
-        self._files.close()
-        if self.truncate_at is not None:
-            with open(self.root / self.warc_rel, "r+b") as stream:
-                stream.truncate(self.truncate_at)
-
 
 def write_snapshot(root: Path, seed: int, pages: list[Page], pages_per_file: int) -> SnapshotFiles:
     """Write every page into WARC/WAT files under `root`; sets each page's `warc_path`."""
     snapshot = snapshot_name(seed)
     base = f"crawl-data/{snapshot}"
     files = SnapshotFiles(warc_paths=[], wat_paths=[])
-    for file_number, start in enumerate(range(0, len(pages), pages_per_file)):
+    starts = range(0, len(pages), pages_per_file)
+    for file_number, start in enumerate(tqdm(starts, desc="write WARC/WAT", unit="file",
+                                             leave=False)):
         segment_number = file_number // FILES_PER_SEGMENT
         segment = f"{1709251200000 + seed * 1000 + segment_number}.{segment_number}"
         name = f"CC-MAIN-20240301000000-20240301120000-{file_number:05d}"
         warc_rel = f"{base}/segments/{segment}/warc/{name}.warc.gz"
         wat_rel = f"{base}/segments/{segment}/wat/{name}.warc.wat.gz"
         chunk = pages[start:start + pages_per_file]
-        writer = _FilePairWriter(root, seed, warc_rel, wat_rel)
-        try:
+        (root / warc_rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / wat_rel).parent.mkdir(parents=True, exist_ok=True)
+        with open(root / warc_rel, "wb") as warc_stream, open(root / wat_rel, "wb") as wat_stream:
+            writer = _FilePairWriter(seed, warc_rel, wat_rel, warc_stream, wat_stream)
             writer.write_warcinfo(snapshot, chunk[0])
             for page in chunk:
                 page.warc_path = warc_rel
                 writer.write_page(page)
-        finally:
-            writer.close()
+            if writer.truncate_at is not None:
+                warc_stream.truncate(writer.truncate_at)
         files.warc_paths.append(warc_rel)
         files.wat_paths.append(wat_rel)
     for list_name, paths in (("warc.paths.gz", files.warc_paths), ("wat.paths.gz", files.wat_paths)):

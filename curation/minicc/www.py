@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
-
-from tqdm import tqdm
 
 from curation.minicc.catalog import Box, Catalog, RenderJob
 from curation.minicc.faults import robots_txt
+from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.scales import FORBIDDEN_ADDRESSES, HOSTS
 
@@ -54,21 +52,11 @@ def _render_job_star(args: tuple[RenderJob, str]) -> RenderedInfo:
 
 
 def render_catalog(catalog: Catalog, www_root: Path, processes: int) -> RenderedInfo:
-    """Render every job; results are merged in job order, so output never depends on scheduling."""
-    work = [(job, str(www_root)) for job in catalog.jobs]
+    """Render every job, then write the static (non-rendered) files."""
     info: RenderedInfo = {}
-    progress = tqdm(total=len(work), desc="render images", unit="scene", leave=False)
-    if processes > 1 and len(work) > 50:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(processes) as pool:
-            for result in pool.imap(_render_job_star, work, chunksize=8):
-                info.update(result)
-                progress.update()
-    else:
-        for item in work:
-            info.update(_render_job_star(item))
-            progress.update()
-    progress.close()
+    work = [(job, str(www_root)) for job in catalog.jobs]
+    for result in ordered_map(_render_job_star, work, processes, "render web images"):
+        info.update(result)
     for relative, data in catalog.static_files.items():
         target = www_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)

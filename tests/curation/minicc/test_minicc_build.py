@@ -185,7 +185,7 @@ def test_grounding_shards_hold_boxes_for_every_shape(tiny_world, truth):
 
 
 def test_world_json_allow_list_covers_hosts_but_not_forbidden_addresses(tiny_world):
-    root, world = tiny_world
+    root, _world = tiny_world
     saved = json.loads((root / "world.json").read_text())
     allowed = ipaddress.ip_network(saved["allowed_cidr"])
     assert all(ipaddress.ip_address(h) in allowed for h in saved["hosts"])

@@ -95,7 +95,7 @@ def test_a_healthy_image_is_served_with_its_recorded_size(web, tiny_world):
 
 
 def test_robots_txt_per_host(web):
-    server, world, _ = web
+    server, _world, _ = web
     first, *others = server.base_urls
     assert fetch(first + "/robots.txt")[0] == 404  # a host without robots.txt
     for base in others:
@@ -155,7 +155,7 @@ def test_decompression_bomb_declares_over_100_megapixels(web, fault_urls):
 
 
 def test_redirect_chain_ends_at_the_final_image(web, fault_urls):
-    server, world, _ = web
+    _server, world, _ = web
     for row in fault_urls["redirect_chain"]:
         visited, status, body = follow(row["url"], world["allowed_cidr"])
         assert 3 <= len(visited) <= 4  # 2-3 hops
@@ -164,13 +164,13 @@ def test_redirect_chain_ends_at_the_final_image(web, fault_urls):
 
 
 def test_redirect_loop_comes_back(web, fault_urls):
-    server, world, _ = web
+    _server, world, _ = web
     visited, status, _ = follow(fault_urls["redirect_loop"][0]["url"], world["allowed_cidr"])
     assert status in (301, 302) and visited[-1] in visited[:-1]
 
 
 def test_forbidden_targets_are_outside_the_allow_list(web, fault_urls):
-    server, world, _ = web
+    _server, world, _ = web
     allowed = ipaddress.ip_network(world["allowed_cidr"])
     for host in world["hosts"]:
         assert ipaddress.ip_address(host) in allowed
