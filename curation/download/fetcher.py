@@ -62,6 +62,7 @@ class FetchResult:
     image_format: str | None
     attempts: int
     redirects: int
+    retried_reasons: list[str] = field(default_factory=list)  # transient failures overcome
 
 
 class HostSlots:
@@ -131,19 +132,20 @@ class Fetcher:
 
     def fetch(self, url: str) -> FetchResult:
         """The image bytes behind `url`; raises DownloadFailure with the reason otherwise."""
-        attempt = 0
+        retried: list[str] = []
         while True:
-            attempt += 1
             try:
                 result = self._fetch_following_redirects(url, for_image=True)
-                result.attempts = attempt
+                result.attempts, result.retried_reasons = len(retried) + 1, retried
                 return result
             except DownloadFailure as failure:
-                if attempt > self.config.retries or not is_transient(failure.reason):
-                    raise
-                wait = self._backoff_s(attempt, failure.retry_after)
+                wait = None
+                if len(retried) < self.config.retries and is_transient(failure.reason):
+                    wait = self._backoff_s(len(retried) + 1, failure.retry_after)
                 if wait is None:
+                    failure.retried_reasons = retried
                     raise
+                retried.append(failure.reason)
                 time.sleep(wait)
 
     def _backoff_s(self, attempt: int, retry_after: float | None) -> float | None:

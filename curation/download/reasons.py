@@ -76,3 +76,4 @@ class DownloadFailure(Exception):
         self.reason = reason
         self.detail = detail
         self.retry_after = retry_after
+        self.retried_reasons: list[str] = []  # transient failures seen before this final one

@@ -39,6 +39,8 @@ class UrlOutcome:
     original_height: int | None = None
     sha256: str | None = None
     spool_location: tuple[int, int] | None = None
+    retried_reasons: list[str] = field(default_factory=list)
+    redirects: int = 0
 
 
 @dataclass
@@ -78,7 +80,8 @@ class ShardDownloader:
             fetched = self.fetcher.fetch(url)
         except DownloadFailure as failure:
             self.times.add(time.perf_counter() - started, 0.0)
-            return UrlOutcome(status_of(failure.reason), failure.reason, failure.detail, host)
+            return UrlOutcome(status_of(failure.reason), failure.reason, failure.detail, host,
+                              retried_reasons=failure.retried_reasons)
         except Exception as exc:  # noqa: BLE001 - one odd URL must not end the shard
             return UrlOutcome(FAILED_TO_DOWNLOAD, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", host)
         fetched_at = time.perf_counter()
@@ -87,14 +90,15 @@ class ShardDownloader:
         except DownloadFailure as failure:
             self.times.add(fetched_at - started, time.perf_counter() - fetched_at)
             return UrlOutcome(status_of(failure.reason, decoding=True), failure.reason, failure.detail,
-                              host, len(fetched.body))
+                              host, len(fetched.body), retried_reasons=fetched.retried_reasons,
+                              redirects=fetched.redirects)
         except Exception as exc:  # noqa: BLE001
             return UrlOutcome(FAILED_TO_RESIZE, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", host,
                               len(fetched.body))
         self.times.add(fetched_at - started, time.perf_counter() - fetched_at)
         return UrlOutcome(SUCCESS, None, "", host, len(fetched.body), image.width, image.height,
                           image.original_width, image.original_height, image.sha256,
-                          self.spool.add(image.jpeg))
+                          self.spool.add(image.jpeg), fetched.retried_reasons, fetched.redirects)
 
     def download_all(self, urls: Iterable[str]) -> dict[str, UrlOutcome]:
         unique = list(dict.fromkeys(urls))
@@ -111,6 +115,20 @@ def apply_outcome(row: dict[str, Any], outcome: UrlOutcome) -> dict[str, Any]:
         "original_height": outcome.original_height, "sha256": outcome.sha256,
         "download_bytes": outcome.download_bytes,
     }
+
+
+def retry_summary(outcomes: Iterable[UrlOutcome]) -> dict[str, Any]:
+    """Transient failures met on the way (and whether they were overcome), and redirects followed."""
+    retried: Counter = Counter()
+    recovered: Counter = Counter()
+    redirected = 0
+    for outcome in outcomes:
+        retried.update(outcome.retried_reasons)
+        if outcome.status == SUCCESS:
+            recovered.update(set(outcome.retried_reasons))
+            redirected += outcome.redirects > 0
+    return {"retried": dict(sorted(retried.items())), "recovered_after_retry": dict(sorted(recovered.items())),
+            "redirected_successes": redirected}
 
 
 def shard_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from curation.download.plan import (
 )
 from curation.download.reasons import SUCCESS, is_retryable_later
 from curation.download.shard_download import (
-    UNEXPECTED_ERROR, ShardDownloader, UrlOutcome, apply_outcome, shard_summary,
+    UNEXPECTED_ERROR, ShardDownloader, UrlOutcome, apply_outcome, retry_summary, shard_summary,
 )
 from curation.download.shard_writer import JpegSpool, read_sidecar, spool_existing_images, write_pool_shard
 from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
@@ -76,8 +76,8 @@ def download_rows(config: DownloadConfig, rows: list[dict[str, Any]], spool: Jpe
     return [apply_outcome(row, outcomes[row["url"]]) for row in rows], outcomes, downloader
 
 
-def record_stats(ctx: ShardContext, rows: list[dict[str, Any]], downloader: ShardDownloader,
-                 elapsed_s: float) -> None:
+def record_stats(ctx: ShardContext, rows: list[dict[str, Any]], outcomes: dict[str, UrlOutcome],
+                 downloader: ShardDownloader, elapsed_s: float) -> None:
     summary = shard_summary(rows)
     ctx.stats.rows_in = summary["count"]
     ctx.stats.rows_out = summary["successes"]
@@ -86,6 +86,7 @@ def record_stats(ctx: ShardContext, rows: list[dict[str, Any]], downloader: Shar
         if reason != SUCCESS:
             ctx.stats.drop(reason, count)
     ctx.stats.extra.update(summary)
+    ctx.stats.extra.update(retry_summary(outcomes.values()))
     ctx.stats.extra.update({
         "threads": downloader.threads, "duration": elapsed_s,
         "fetch_thread_seconds": downloader.times.fetch_s, "image_thread_seconds": downloader.times.image_s,
@@ -108,7 +109,7 @@ class DownloadShard:
             final, outcomes, downloader = download_rows(self.config, rows, spool, ctx)
             write_pool_shard(ctx.open_output, task.shard_id, final,
                              lambda row: spool.read(outcomes[row["url"]].spool_location))
-        record_stats(ctx, final, downloader, time.monotonic() - started)
+        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
 
 
 def needs_retry(row: dict[str, Any]) -> bool:
@@ -147,7 +148,7 @@ class RetryFailedShard:
                 return spool.read(outcomes[row["url"]].spool_location)
 
             write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of)
-        record_stats(ctx, final, downloader, time.monotonic() - started)
+        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
         ctx.stats.extra["retried_rows"] = len(retry)
         ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)
         marker = marker_url(pool, STAGE, task.shard_id)

@@ -34,6 +34,7 @@ def test_transient_503_is_retried_with_backoff_then_succeeds(web, small_jpeg):
     url = web.plant("/flaky.jpg", Route(small_jpeg, fail_first=2, fail_status=503))
     result = make_fetcher(retries=2).fetch(url)
     assert result.body == small_jpeg and result.attempts == 3
+    assert result.retried_reasons == ["http_503", "http_503"]
     assert web.hits("/flaky.jpg") == 3
 
 

@@ -199,3 +199,72 @@ def test_killed_download_rerun_gives_an_identical_pool(tmp_path):
     rows, members = read_pool(pool)
     assert len({row["uid"] for row in rows}) == len(urls) == len(rows)
     assert len(members) == 3 * 20
+
+
+# What a careful downloader concludes for each fault the mini Common Crawl plants (None = clean).
+MINICC_EXPECTED_REASON = {
+    None: "success", "retry_503": "success", "retry_429": "success", "redirect_chain": "success",
+    "not_found": "http_404", "server_error": "http_500", "slow": "timeout", "truncated": "truncated",
+    "not_image": "not_an_image", "corrupt_image": "corrupt_image",
+    "decompression_bomb": "decompression_bomb", "redirect_loop": "redirect_loop",
+    "redirect_to_forbidden": "forbidden_address", "forbidden_address": "forbidden_address",
+    "x_robots_noai": "x_robots_tag", "x_robots_noimageai": "x_robots_tag",
+    "robots_disallowed": "robots_disallowed", "robots_disallowed_agent": "robots_disallowed",
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp_path, ray_session):
+    from curation.cc.text_filters import TextFilters
+    from curation.minicc.build import build_world
+    from curation.minicc.faults import FAULT_KINDS
+    from curation.minicc.server import serve_world
+    from curation.stages import dedup, extract
+
+    world_dir = tmp_path / "world"
+    world = build_world(world_dir, seed=0, scale_name="tiny", port=free_port(), processes=2)
+    warcs = sorted(str(p) for p in world_dir.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
+    # Caption filters off: some fault URLs carry only junk alt text, and the point is to fetch them all.
+    assert extract.run(warcs, str(tmp_path / "candidates"), filters=TextFilters.disabled(), use_ray=False,
+                       progress=False).ok
+    assert all(r.ok for r in dedup.run(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2,
+                                       use_ray=False, progress=False) if r is not None)
+    config = DownloadConfig(
+        FetchConfig(user_agent_token=world["robots"]["agent_token"], allow_networks=(world["allowed_cidr"],),
+                    timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0), retries=2),
+        ImageOptions(128, "keep_ratio_largest"), threads=16)
+    pool = tmp_path / "pool"
+    with serve_world(world_dir) as web:
+        reports = download_pool([str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200,
+                                progress=False)
+        assert all(report.ok for report in reports)
+        log_path = web.log_path
+    requests = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert requests, "the server logged nothing: the download did not reach it"
+    assert not [r for r in requests if r["host"] in world["forbidden_addresses"]]
+    disallowed = (world["robots"]["disallowed_for_all"], world["robots"]["disallowed_for_agent"])
+    assert not [r for r in requests if r["path"].startswith(disallowed)]
+
+    fault_of = dict(zip(*pq.read_table(world_dir / "truth_images.parquet", columns=["url", "fault"])
+                        .to_pydict().values()))
+    rows, _ = read_pool(pool)
+    seen_faults = set()
+    for row in rows:
+        if row["url"] in fault_of:
+            fault = fault_of[row["url"]]
+            seen_faults.add(fault)
+            assert (row["error_message"] or "success") == MINICC_EXPECTED_REASON[fault], (fault, row["url"])
+    assert set(FAULT_KINDS) <= seen_faults  # every planted kind reached the downloader
+    records = [fsio.read_json(str(p)) for p in (pool / "_stats" / "download").glob("*.json")]
+    recovered = {reason for r in records for reason in r["extra"]["recovered_after_retry"]}
+    assert {"http_503", "http_429"} <= recovered
+    assert sum(r["extra"]["redirected_successes"] for r in records) >= 1
+    assert all(set(r["extra"]["status_dict"]) <= set(MINICC_EXPECTED_REASON.values()) for r in records)
