@@ -45,14 +45,11 @@ class LoaderSpec:
 class MixedBatchDataset(IterableDataset):
     """Yields (batch, ConsumerState) forever; one instance per worker process after fork."""
 
-    def __init__(self, spec: LoaderSpec, tokenizer, states: list[ConsumerState], rotation: int):
+    def __init__(self, spec: LoaderSpec, urls: dict[str, list[str]], tokenizer,
+                 states: list[ConsumerState], rotation: int):
         super().__init__()
-        self.spec, self.tokenizer, self.states, self.rotation = spec, tokenizer, states, rotation
-        self.urls = {TEXT_STREAM: expand_shard_urls(spec.text_shards)}
-        if spec.shape.grounding_per_batch:
-            if spec.grounding_shards is None:
-                raise ValueError("grounding_fraction > 0 needs grounding shards (data.grounding_shards)")
-            self.urls[GROUNDING_STREAM] = expand_shard_urls(spec.grounding_shards)
+        self.spec, self.urls, self.tokenizer = spec, urls, tokenizer
+        self.states, self.rotation = states, rotation
 
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], ConsumerState]]:
         info = get_worker_info()
@@ -90,6 +87,12 @@ class ResumableLoader:
 
     def __init__(self, spec: LoaderSpec, tokenizer, pin_memory: bool = False) -> None:
         self.spec, self.tokenizer, self.pin_memory = spec, tokenizer, pin_memory
+        # Expanded now, so a wrong pattern fails at startup rather than at the first batch.
+        self.urls = {TEXT_STREAM: expand_shard_urls(spec.text_shards)}
+        if spec.shape.grounding_per_batch:
+            if spec.grounding_shards is None:
+                raise ValueError("grounding_per_batch > 0 needs grounding shards (data.grounding_shards)")
+            self.urls[GROUNDING_STREAM] = expand_shard_urls(spec.grounding_shards)
         self.workers = max(spec.num_workers, 1)
         self.states = [self._fresh_state(slot) for slot in range(self.workers)]
         self.next_slot = 0
@@ -136,7 +139,7 @@ class ResumableLoader:
         return batch
 
     def _make_dataloader(self) -> DataLoader:
-        dataset = MixedBatchDataset(self.spec, self.tokenizer, self.states, self.next_slot)
+        dataset = MixedBatchDataset(self.spec, self.urls, self.tokenizer, self.states, self.next_slot)
         return DataLoader(
             dataset,
             batch_size=None,  # workers build whole batches

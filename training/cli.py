@@ -1,0 +1,52 @@
+"""Command line: `python -m training train --preset tiny --data 'DIR/{00000..00009}.tar' ...`.
+
+The same command runs under `torchrun --nproc_per_node N -m training train ...`. Flags cover
+the usual knobs; anything else in the config is a `key.sub=value` override at the end, e.g.
+`optim.lr=1e-3 data.batch_size=64 model.overrides.vision.depth=4`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from training.config import ConfigError, load_args
+from training.trainer import train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train phase 1 (sigmoid + LocCa) from WebDataset shards")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="tiny", help="config preset in training/configs/ (tiny, b16, so400m)")
+    source.add_argument("--config", help="a YAML config file instead of a preset")
+    train.add_argument("--data", help="image-text shards: brace pattern or glob of fsspec URLs")
+    train.add_argument("--grounding", help="grounding shards (phrases with boxes)")
+    train.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/")
+    train.add_argument("--steps", type=int, help="total optimizer steps")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args = load_args(options.config or options.preset, options.overrides)
+        # Flags are set after YAML parsing: shard patterns must stay verbatim strings.
+        if options.data:
+            args.data.text_shards = options.data
+        if options.grounding:
+            args.data.grounding_shards = options.grounding
+        if options.out:
+            args.out = options.out
+        if options.steps:
+            args.schedule.steps = options.steps
+        args.resolve()
+    except (ConfigError, ValueError) as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    folder = train(args)
+    print(f"trained to {folder}")
+    return 0

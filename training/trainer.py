@@ -1,0 +1,218 @@
+"""Phase-1 training: build, resume, loop, log, checkpoint. Read it top to bottom.
+
+`Trainer` owns the model, optimizer and schedule and knows one thing: how to take a step on a
+batch. `train(args)` wires it to the data loader, checkpoints and logs, and is what
+`python -m training train` (alone or under torchrun) runs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import TrainArgs, to_dict
+from training.data.batches import BatchShape
+from training.data.loader import LoaderSpec, ResumableLoader
+from training.distributed import (
+    DistEnv,
+    init_distributed,
+    mean_across_ranks,
+    parallelize,
+    shutdown_distributed,
+    unwrap,
+)
+from training.metrics_log import MetricsLogger, peak_flops, train_flops_per_sample
+from training.models.config import ModelConfig, model_config
+from training.models.siglip import SigLIP2
+from training.objectives import phase1_loss
+from training.optim import build_optimizer, build_scheduler
+from training.tokenizer import TASKS, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(*seed: int) -> None:
+    value = int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+    import random
+
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+class Trainer:
+    def __init__(self, args: TrainArgs, env: DistEnv) -> None:
+        self.args, self.env = args, env
+        self.model_cfg: ModelConfig = model_config(args.model.preset, **args.model.overrides)
+        # Same init on every rank (FSDP shards each rank's own copy, so they must agree).
+        seed_everything(args.seed)
+        self.dtype = compute_dtype(args.distributed.precision, env.device)
+        bare = SigLIP2(self.model_cfg).to(env.device)
+        self.model = parallelize(bare, env, args.distributed.parallelism,
+                                 param_dtype=self.dtype if self.dtype != torch.float32 else None)
+        self.optim_cfg = replace(args.optim, total_steps=args.schedule.steps)
+        self.optimizer = build_optimizer(unwrap(self.model), self.optim_cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.optim_cfg)
+        self.step = 0
+        # From here on, randomness (parallel-prediction draws) differs per rank.
+        seed_everything(args.seed, env.rank + 1)
+
+    @property
+    def bare_model(self) -> SigLIP2:
+        return unwrap(self.model)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.env.device.type, dtype=self.dtype)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on one batch; returns this rank's loss terms, lr and grad norm."""
+        self.model.train()
+        batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        with self._autocast():
+            loss, terms = phase1_loss(self.model, batch, self.args.loss)
+        loss.backward()
+        clip = self.args.grad_clip_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), clip if clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+            grad_norm = grad_norm.full_tensor()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Trainer counters and schedule; weights and optimizer state go through checkpoint.py."""
+        return {"step": self.step, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
+                tokenizer: Tokenizer) -> ResumableLoader:
+    shape = BatchShape(
+        batch_size=args.data.batch_size,
+        grounding_per_batch=args.data.grounding_per_batch,
+        image_size=model_cfg.vision.image_size,
+        context_length=model_cfg.text.context_length,
+        locca_max_len=model_cfg.decoder.max_len,
+    )
+    spec = LoaderSpec(args.data.text_shards, args.data.grounding_shards, shape, args.seed,
+                      env.rank, env.world_size, args.data.num_workers,
+                      args.data.max_consecutive_bad)
+    return ResumableLoader(spec, tokenizer, pin_memory=env.device.type == "cuda")
+
+
+class Throughput:
+    """Samples/s over the last logging window, and MFU when the accelerator's peak is known."""
+
+    def __init__(self, model: SigLIP2, env: DistEnv, global_batch: int) -> None:
+        cfg = model.cfg
+        self.global_batch = global_batch
+        self.flops_per_sample = train_flops_per_sample(
+            model,
+            image_tokens=(cfg.vision.image_size // cfg.vision.patch_size) ** 2,
+            text_tokens=cfg.text.context_length,
+            decoder_rows=len(TASKS),
+            decoder_tokens=cfg.decoder.max_len,
+        )
+        self.peak = (peak_flops(torch.cuda.get_device_name(env.device)) * env.world_size
+                     if env.device.type == "cuda" and peak_flops(torch.cuda.get_device_name(env.device))
+                     else None)
+        self.mark(0)
+
+    def mark(self, step: int) -> None:
+        self.since_step, self.since_time = step, time.perf_counter()
+
+    def measure(self, step: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.since_time, 1e-9)
+        samples_per_s = (step - self.since_step) * self.global_batch / elapsed
+        self.mark(step)
+        values = {"samples_per_s": samples_per_s}
+        if self.peak:
+            values["mfu"] = samples_per_s * self.flops_per_sample / self.peak
+        return values
+
+
+def window_means(window: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the logging window, ignoring NaN (a task absent from a batch)."""
+    means = {}
+    for key in window[-1]:
+        finite = [w[key] for w in window if not np.isnan(w[key])]
+        means[key] = float(np.mean(finite)) if finite else float("nan")
+    return means
+
+
+def train(args: TrainArgs) -> Path:
+    """Run (or resume) training to args.schedule.steps; returns the last checkpoint folder."""
+    args.resolve()
+    env = init_distributed(args.distributed.timeout_s)
+    try:
+        return _train(args, env)
+    finally:
+        shutdown_distributed()
+
+
+def _train(args: TrainArgs, env: DistEnv) -> Path:
+    out = Path(args.out)
+    checkpoints = out / "checkpoints"
+    trainer = Trainer(args, env)
+    tokenizer = Tokenizer()
+    loader = make_loader(args, trainer.model_cfg, env, tokenizer)
+    folder = latest_checkpoint(checkpoints) if args.checkpoint.resume else None
+    if folder is not None:
+        restored = load_checkpoint(folder, trainer.model, trainer.optimizer)
+        trainer.load_state_dict(restored.trainer_state)
+        loader.load_state_dict(restored.data_state)
+        if env.is_main:
+            log.info("resumed from %s at step %d", folder, trainer.step)
+    config = {"model": trainer.model_cfg.to_dict(), "train": to_dict(args)}
+    metrics = MetricsLogger(out, enabled=env.is_main, tensorboard=args.logging.tensorboard)
+    throughput = Throughput(trainer.bare_model, env, args.data.batch_size * env.world_size)
+    throughput.mark(trainer.step)
+    total = args.schedule.steps
+    progress = tqdm(total=total, initial=trainer.step, dynamic_ncols=True,
+                    disable=not (env.is_main and args.logging.progress_bar))
+    window: list[dict[str, float]] = []
+    while trainer.step < total:
+        window.append(trainer.train_step(next(loader)))
+        progress.update(1)
+        step = trainer.step
+        if step % args.logging.every == 0 or step == total:
+            values = mean_across_ranks(window_means(window), env)
+            # Skipped records, all ranks together (reasons are in the warnings on stderr).
+            values["bad_samples"] = env.world_size * mean_across_ranks(
+                {"n": float(sum(loader.bad_samples.values()))}, env)["n"]
+            values.update(throughput.measure(step))
+            metrics.log(step, values)
+            progress.set_postfix(loss=f"{values['loss']:.3f}",
+                                 sps=f"{values['samples_per_s']:.0f}")
+            window = []
+        if step % args.checkpoint.every == 0 or step == total:
+            folder = save_checkpoint(checkpoints, step, trainer.model, trainer.optimizer,
+                                     trainer.state_dict(), loader.state_dict(), config,
+                                     args.checkpoint.keep)
+            throughput.mark(step)  # saving is not training time
+    progress.close()
+    metrics.close()
+    return folder
