@@ -54,24 +54,24 @@ def crawl_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
 
 
 def _shard_crawl(pool: PoolTable, shard: str) -> dict[str, Any]:
-    table = pool.read(pool.sidecar_url(shard), ["status", "error_message", "host",
-                                                "original_width", "original_height"])
-    status = pc.fill_null(table.column("status"), "unknown")
-    failed = pc.not_equal(status, "success")
-    reasons = pc.fill_null(pc.coalesce(table.column("error_message"), status), "unknown")
-    hosts = pa.table({"host": pc.fill_null(table.column("host"), "(none)"),
-                      "ok": pc.cast(pc.invert(failed), pa.int64())})
-    by_host = hosts.group_by("host").aggregate([("ok", "count"), ("ok", "sum")])
-    succeeded = table.filter(pc.invert(failed))
-    width = succeeded.column("original_width").to_numpy(zero_copy_only=False).astype(np.float64)
-    height = succeeded.column("original_height").to_numpy(zero_copy_only=False).astype(np.float64)
+    table = pool.read(pool.sidecar_url(shard), ["status", "error_message", "host", "original_width",
+                                                "original_height"], dictionary=("status", "error_message", "host"))
+    status_names, status = _codes(table.column("status"))
+    reason_names, reason = _codes(table.column("error_message"))
+    host_names, host = _codes(table.column("host"))
+    ok = status == (status_names.index("success") if "success" in status_names else -1)
+    failed_with_reason = ~ok & (reason < len(reason_names) - 1)  # the last code is "no value"
+    reasons = Counter(_count(reason_names, reason[failed_with_reason]))
+    reasons.update(_count(status_names, status[~ok & ~failed_with_reason]))  # no reason: its status
+    host_rows = np.bincount(host, minlength=len(host_names))
+    host_ok = np.bincount(host, weights=ok, minlength=len(host_names)).astype(np.int64)
+    width = table.column("original_width").to_numpy(zero_copy_only=False).astype(np.float64)[ok]
+    height = table.column("original_height").to_numpy(zero_copy_only=False).astype(np.float64)[ok]
     valid = (width > 0) & (height > 0)
     return {
-        "status": _value_counts(status),
-        "reasons": _value_counts(reasons.filter(failed)),
-        "hosts": {h: (n, s) for h, n, s in zip(by_host.column("host").to_pylist(),
-                                              by_host.column("ok_count").to_pylist(),
-                                              by_host.column("ok_sum").to_pylist())},
+        "status": Counter(_count(status_names, status)),
+        "reasons": reasons,
+        "hosts": {h: (int(n), int(s)) for h, n, s in zip(host_names, host_rows, host_ok) if n},
         "sides": np.bincount(np.searchsorted(SIDE_EDGES, np.maximum(width, height)[valid], "right"),
                              minlength=len(SIDE_EDGES) + 1),
         "aspects": np.bincount(np.searchsorted(ASPECT_EDGES, (width / height)[valid], "right"),
@@ -79,9 +79,20 @@ def _shard_crawl(pool: PoolTable, shard: str) -> dict[str, Any]:
     }
 
 
-def _value_counts(array: pa.ChunkedArray | pa.Array) -> Counter:
-    counts = pc.value_counts(array)
-    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+def _codes(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """The distinct values of a string column and each row's index into them; a null is the
+    extra last value "(none)"."""
+    array = column.combine_chunks()
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(pc.cast(array, pa.string()))
+    names = [str(v) for v in array.dictionary.to_pylist()] + ["(none)"]
+    indices = pc.fill_null(array.indices, len(names) - 1).to_numpy(zero_copy_only=False)
+    return names, indices.astype(np.int64)
+
+
+def _count(names: list[str], codes: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(codes, minlength=len(names))
+    return {name: int(n) for name, n in zip(names, counts) if n}
 
 
 def _bins(edges: list[float], counts: np.ndarray) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ class DecisionIndex:
     codes: list[np.ndarray]         # per shard: category id per pool row
     counts: np.ndarray              # [shard, category] row counts
     applied: list[str]              # curation stages whose files were present
+    same_order: list[frozenset[str]]  # per shard: stages whose rows follow the pool's row order
 
     def totals(self) -> dict[str, int]:
         return {name: int(n) for name, n in zip(self.categories, self.counts.sum(axis=0)) if n}
@@ -80,28 +81,33 @@ def build_index(pool: PoolTable) -> DecisionIndex:
     categories = [KEPT]
     ids: dict[str, int] = {KEPT: 0}
     codes = []
-    for names, local_codes in per_shard:
+    for names, local_codes, _ in per_shard:
         mapping = np.array([ids.setdefault(n, len(ids)) for n in names], dtype=np.int16)
         codes.append(mapping[local_codes] if len(names) else local_codes.astype(np.int16))
     categories = list(ids)
     counts = np.zeros((len(codes), len(categories)), dtype=np.int64)
     for row, shard_codes in enumerate(codes):
         counts[row] = np.bincount(shard_codes, minlength=len(categories))
-    return DecisionIndex(categories, list(pool.shards), codes, counts, applied)
+    return DecisionIndex(categories, list(pool.shards), codes, counts, applied,
+                         [same_order for _, _, same_order in per_shard])
 
 
-def _shard_reasons(pool: PoolTable, shard: str, applied: list[str]) -> tuple[list[str], np.ndarray]:
-    """Local category names and one code per row for one shard (code 0 = kept)."""
+def _shard_reasons(pool: PoolTable, shard: str,
+                   applied: list[str]) -> tuple[list[str], np.ndarray, frozenset[str]]:
+    """Local category names, one code per row (code 0 = kept), and the stages in pool row order."""
     sidecar = pool.read(pool.sidecar_url(shard), ["uid", "status", "error_message"])
     uids = sidecar.column("uid").combine_chunks()
     reason = pa.nulls(len(uids), pa.string())
     by_stage: dict[str, pa.Table] = {}
+    same_order = set()
     for stage, column, dropped_value, label in reversed(CHECKS):
         if stage not in applied or shard not in pool.stage_shards(stage):
             continue
         if stage not in by_stage:
             columns = sorted({c[1] for c in CHECKS if c[0] == stage})
-            by_stage[stage] = pool.aligned(stage, shard, uids, columns)
+            by_stage[stage], in_order = pool.aligned(stage, shard, uids, columns)
+            if in_order:
+                same_order.add(stage)
         flag = by_stage[stage].column(column)
         hit = pc.fill_null(pc.equal(flag, pa.scalar(dropped_value)), False)
         reason = pc.if_else(hit, pa.scalar(label), reason)
@@ -112,7 +118,7 @@ def _shard_reasons(pool: PoolTable, shard: str, applied: list[str]) -> tuple[lis
     reason = pc.fill_null(reason, KEPT)
     encoded = pc.dictionary_encode(reason).combine_chunks()
     names = encoded.dictionary.to_pylist()
-    return names, encoded.indices.to_numpy(zero_copy_only=False)
+    return names, encoded.indices.to_numpy(zero_copy_only=False), frozenset(same_order)
 
 
 SAMPLE_COLUMNS = ("uid", "key", "url", "text", "status", "error_message", "width", "height")
@@ -126,8 +132,9 @@ def sample_page(pool: PoolTable, index: DecisionIndex, decision: str, page: int,
     samples = []
     for shard_pos, rows in picks:
         shard = index.shards[shard_pos]
-        table = pool.read_rows(shard, rows, SAMPLE_COLUMNS)
-        scores = _curation_details(pool, shard, table.column("uid").to_pylist())
+        table = pool.read_rows(pool.sidecar_url(shard), rows, SAMPLE_COLUMNS)
+        scores = _curation_details(pool, shard, rows, table.column("uid").to_pylist(),
+                                   index.same_order[shard_pos])
         for row, code in zip(table.to_pylist(), index.codes[shard_pos][rows]):
             samples.append({
                 "shard": shard, **row, "decision": index.categories[int(code)],
@@ -138,8 +145,11 @@ def sample_page(pool: PoolTable, index: DecisionIndex, decision: str, page: int,
             "applied": index.applied}
 
 
-def _curation_details(pool: PoolTable, shard: str, uids: list[str]) -> dict[str, dict[str, Any]]:
-    """Scores, MetaCLIP entries and dup cluster of these samples, from whichever stages ran."""
+def _curation_details(pool: PoolTable, shard: str, rows: np.ndarray, uids: list[str],
+                      same_order: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """Scores, MetaCLIP entries and dup cluster of these samples (pool `rows` with `uids`), from
+    whichever stages ran. A stage file in pool row order is read at the same rows; any other is
+    searched by uid."""
     details: dict[str, dict[str, Any]] = {uid: {} for uid in uids}
     for stage in ("balance", "score", "neardup"):
         if shard not in pool.stage_shards(stage):
@@ -147,6 +157,9 @@ def _curation_details(pool: PoolTable, shard: str, uids: list[str]) -> dict[str,
         wanted = [n for n in pool.schema(pool.curation_url(stage, shard)).names
                   if n == "metaclip_entries" or n.startswith("clip_score_")
                   or n in ("dup_cluster", "nearest_eval")]
-        for uid, row in pool.lookup(stage, shard, uids, wanted).items():
+        url = pool.curation_url(stage, shard)
+        found = (dict(zip(uids, pool.read_rows(url, rows, wanted).to_pylist()))
+                 if stage in same_order else pool.lookup(stage, shard, uids, wanted))
+        for uid, row in found.items():
             details[uid].update({k: v for k, v in row.items() if k != "uid"})
     return details

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -33,7 +34,7 @@ def _build(pool: PoolTable) -> dict[str, Any]:
     shards = pool.stage_shards("neardup")
 
     def summarize(shard: str) -> dict[str, Any]:
-        table = pool.read(pool.curation_url("neardup", shard), COLUMNS)
+        table = pool.read(pool.curation_url("neardup", shard), ["dup_cluster", "keep_dedup", "contaminated"])
         clusters = pc.fill_null(table.column("dup_cluster"), -1)
         in_cluster = pc.greater_equal(clusters, 0)
         sizes = pc.value_counts(clusters.filter(in_cluster))
@@ -56,9 +57,17 @@ def _build(pool: PoolTable) -> dict[str, Any]:
     contaminated_refs: list[tuple[str, str]] = []
     wanted = pa.array(top, pa.int64())
     for shard in shards:
-        table = pool.read(pool.curation_url("neardup", shard), COLUMNS)
-        clusters = pc.cast(pc.fill_null(table.column("dup_cluster"), -1), pa.int64())
-        hits = table.filter(pc.is_in(clusters, value_set=wanted))
+        # Find the rows on the small columns first; read uids and names for those rows only.
+        url = pool.curation_url("neardup", shard)
+        flags_table = pool.read(url, ["dup_cluster", "contaminated"])
+        clusters = pc.cast(pc.fill_null(flags_table.column("dup_cluster"), -1), pa.int64())
+        in_top = pc.is_in(clusters, value_set=wanted).to_numpy(zero_copy_only=False)
+        near = pc.fill_null(flags_table.column("contaminated"), False).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(in_top | near)
+        if not len(rows):
+            continue
+        table = pool.read_rows(url, rows, COLUMNS)
+        hits = table.filter(pc.is_in(pc.cast(table.column("dup_cluster"), pa.int64()), value_set=wanted))
         for row in hits.to_pylist():
             if len(members[row["dup_cluster"]]) < MEMBERS_SHOWN:
                 members[row["dup_cluster"]].append((shard, row["uid"]))
@@ -68,6 +77,8 @@ def _build(pool: PoolTable) -> dict[str, Any]:
             for row in near_eval.slice(0, CONTAMINATED_SHOWN - len(contaminated_refs)).to_pylist():
                 contaminated_refs.append((shard, row["uid"]))
                 flags[(shard, row["uid"])] = {"nearest_eval": row["nearest_eval"], "kept": False}
+    cards = {(c["shard"], c["uid"]): c for c in pool.sample_cards(
+        [ref for refs in members.values() for ref in refs] + contaminated_refs, flags)}
     return {
         "rows": sum(p["rows"] for p in parts),
         "clusters": len(sizes),
@@ -75,9 +86,9 @@ def _build(pool: PoolTable) -> dict[str, Any]:
         "dropped": sum(p["dropped"] for p in parts),
         "contaminated": sum(p["contaminated"] for p in parts),
         "size_histogram": _size_histogram(sizes),
-        "top_clusters": [{"cluster": c, "size": sizes[c], "members": pool.sample_cards(members[c], flags)}
+        "top_clusters": [{"cluster": c, "size": sizes[c], "members": [cards[ref] for ref in members[c]]}
                          for c in top],
-        "contaminated_samples": pool.sample_cards(contaminated_refs, flags),
+        "contaminated_samples": [cards[ref] for ref in contaminated_refs],
     }
 
 

@@ -88,11 +88,14 @@ class PoolTable:
         with fs.open(path, "rb") as handle:
             return pq.read_schema(handle)
 
-    def read(self, url: str, columns: Sequence[str]) -> pa.Table:
-        """Read only `columns` of one Parquet file; columns the file lacks come back as nulls."""
+    def read(self, url: str, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table:
+        """Read only `columns` of one Parquet file; columns the file lacks come back as nulls.
+
+        Columns named in `dictionary` are read dictionary-encoded (cheap to count: few distinct
+        values such as status or host, counted by code instead of by string)."""
         fs, path = fsio.filesystem(url)
         with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, read_dictionary=list(dictionary))
             present = [c for c in columns if c in parquet.schema_arrow.names]
             table = parquet.read(columns=present)
         for name in columns:
@@ -100,9 +103,9 @@ class PoolTable:
                 table = table.append_column(name, pa.nulls(table.num_rows))
         return table.select(list(columns))
 
-    def read_rows(self, shard: str, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
-        """Rows `rows` (ascending positions) of a sidecar, decoding only the row groups holding them."""
-        fs, path = fsio.filesystem(self.sidecar_url(shard))
+    def read_rows(self, url: str, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """Rows `rows` (ascending positions) of a Parquet file, decoding only the row groups holding them."""
+        fs, path = fsio.filesystem(url)
         with fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
             present = [c for c in columns if c in parquet.schema_arrow.names]
@@ -110,30 +113,39 @@ class PoolTable:
                                       for i in range(parquet.num_row_groups)])
             groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
             table = parquet.read_row_groups(groups, columns=present)
-        offsets = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups])
-        table = table.take(pa.array(np.searchsorted(offsets, rows)))
+        offsets = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups] or [[]])
+        table = table.take(pa.array(np.searchsorted(offsets, rows), pa.int64()))
         for name in columns:
             if name not in table.column_names:
                 table = table.append_column(name, pa.nulls(table.num_rows))
         return table.select(list(columns))
 
-    def aligned(self, stage: str, shard: str, pool_uids: pa.Array, columns: Sequence[str]) -> pa.Table:
-        """A curation stage's `columns` for the pool rows with `pool_uids` (nulls where absent)."""
+    def aligned(self, stage: str, shard: str, pool_uids: pa.Array,
+                columns: Sequence[str]) -> tuple[pa.Table, bool]:
+        """A curation stage's `columns` for the pool rows with `pool_uids` (nulls where absent),
+        and whether the stage file already lists the pool's rows in the same order."""
         table = self.read(self.curation_url(stage, shard), ["uid", *columns])
         stage_uids = table.column("uid").combine_chunks()
         if stage_uids.equals(pool_uids):
-            return table.select(list(columns))
+            return table.select(list(columns)), True
         positions = pc.index_in(pool_uids, value_set=stage_uids)
-        return table.select(list(columns)).take(positions)
+        return table.select(list(columns)).take(positions), False
 
     def lookup(self, stage: str | None, shard: str, uids: Sequence[str],
                columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """`columns` of the rows with these uids, from the sidecar (stage None) or a stage file."""
+        """`columns` of the rows with these uids, from the sidecar (stage None) or a stage file.
+
+        Only the uid column is read whole; the other columns come from the matching row groups.
+        """
         url = self.sidecar_url(shard) if stage is None else self.curation_url(stage, shard)
-        if not fsio.exists(url) or not uids:
+        if not uids or not fsio.exists(url):
             return {}
-        table = self.read(url, ["uid", *columns])
-        table = table.filter(pc.is_in(table.column("uid"), value_set=pa.array(list(uids), pa.string())))
+        all_uids = self.read(url, ["uid"]).column("uid")
+        wanted = pc.is_in(all_uids, value_set=pa.array(list(uids), pa.string()))
+        rows = np.flatnonzero(pc.fill_null(wanted, False).to_numpy(zero_copy_only=False))
+        if not len(rows):
+            return {}
+        table = self.read_rows(url, rows, ["uid", *columns])
         return {row["uid"]: row for row in table.to_pylist()}
 
     def map_shards(self, fn: Callable[[str], T], shards: Sequence[str] | None = None) -> list[T]:

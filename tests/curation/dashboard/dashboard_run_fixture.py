@@ -115,7 +115,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_run(root: Path) -> Path:
+def build_run(root: Path, curation_in_pool_order: bool = False) -> Path:
+    """The run. By default the curation files hold the downloaded samples only, in reverse order,
+    so readers must join on uid; with `curation_in_pool_order` they hold every pool row in the
+    pool's order (as balance and score write them), failed downloads with nothing kept."""
     pool = root / "pool"
     pool.mkdir(parents=True)
     downloaded = iter(zip(CURATION, COLOURS))
@@ -125,6 +128,8 @@ def build_run(root: Path) -> Path:
         with tarfile.open(pool / f"{shard}.tar", "w") as tar:
             for _, index, status, error, host, (width, height) in rows:
                 if status != "success":
+                    if curation_in_pool_order:
+                        curation.append((uid_of(shard, index), [], False, None, -1, True, False))
                     continue
                 (name, *columns), colour = next(downloaded)
                 key = key_of(shard, index)
@@ -146,7 +151,7 @@ def build_run(root: Path) -> Path:
             "original_height": pa.array([r[5][1] for r in rows], pa.int32()),
             "host": [r[4] for r in rows],
         }), pool / f"{shard}.parquet")
-        _write_curation(pool / "curation", shard, curation)
+        _write_curation(pool / "curation", shard, curation if curation_in_pool_order else curation[::-1])
     _write_entry_counts(pool / "curation" / "balance")
     (pool / "curation" / "balance" / "balance_summary.json").write_text(json.dumps(
         {"t": BALANCE_T, "t_per_lang": {}, "eligible_rows": 7, "matched_rows": 6, "kept_rows": 4}))
@@ -180,8 +185,6 @@ def _position(row: tuple) -> int:
 def _write_curation(folder: Path, shard: str, rows: list[tuple]) -> None:
     for stage in ("balance", "score", "neardup"):
         (folder / stage).mkdir(parents=True, exist_ok=True)
-    # Reverse the row order so the dashboard must join on uid, not rely on row positions.
-    rows = rows[::-1]
     uids = [r[0] for r in rows]
     pq.write_table(pa.table({
         "uid": uids,
@@ -191,7 +194,7 @@ def _write_curation(folder: Path, shard: str, rows: list[tuple]) -> None:
     pq.write_table(pa.table({
         "uid": uids,
         "clip_score_test": pa.array([r[3] for r in rows], pa.float32()),
-        "keep_score": [r[3] >= SCORE_THRESHOLD for r in rows],
+        "keep_score": [r[3] is not None and r[3] >= SCORE_THRESHOLD for r in rows],
     }), folder / "score" / f"{shard}.parquet")
     pq.write_table(pa.table({
         "uid": uids,

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from dashboard_run_fixture import build_run
 
 from curation.dashboard.app import Dashboard
 from curation.dashboard.layout import RunLayout
@@ -45,6 +46,14 @@ def test_a_stage_name_filters_every_reason_of_that_stage(dashboard):
         [("a photo of sample A", True, 7), ("a photo of sample D", True, 9)]
 
 
+def test_curation_files_in_pool_order_give_the_same_pages(dashboard, tmp_path):
+    in_order = Dashboard(str(build_run(tmp_path / "run", curation_in_pool_order=True)))
+    assert in_order.decision_index().same_order[0] == {"balance", "score", "neardup"}
+    assert dashboard.decision_index().same_order[0] == frozenset()
+    for decision in ("kept", "score", "balance"):
+        assert in_order.samples(decision, 0, 10)["samples"] == dashboard.samples(decision, 0, 10)["samples"]
+
+
 def test_an_unknown_decision_filter_is_refused(dashboard):
     with pytest.raises(ValueError, match="unknown decision filter"):
         dashboard.samples("bogus")
@@ -72,6 +81,14 @@ def test_score_grids_hold_the_samples_nearest_the_threshold(dashboard):
     assert [s["text"][-1] for s in page["just_above"]] == ["D", "C", "A", "F"]
     assert [s["text"][-1] for s in page["just_below"]] == ["G", "B", "E"]
     assert sum(page["histogram"]["counts"]) == 7
+
+
+def test_neardup_lists_clusters_with_their_members_and_eval_neighbours(dashboard):
+    page = dashboard.neardup()
+    members = {c["cluster"]: sorted((s["text"][-1], s["kept"]) for s in c["members"]) for c in page["top_clusters"]}
+    assert members == {7: [("A", True), ("C", False)], 9: [("D", True), ("F", False)]}
+    assert [(s["text"][-1], s["nearest_eval"]) for s in page["contaminated_samples"]] == [("E", "eval/000012")]
+    assert page["size_histogram"] == [{"size": 2, "clusters": 2}]
 
 
 def test_training_log_skips_a_cut_line_and_follows_a_growing_file(tmp_path):

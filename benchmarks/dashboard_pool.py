@@ -1,0 +1,159 @@
+"""Dashboard endpoints on a synthetic 10M-row pool, against reading the columns they aggregate.
+
+Writes (once, reused afterwards) a pool of --rows sidecar rows in --shards Parquet files, with
+only the columns the dashboard reads, plus balance/score/neardup curation files and one stats
+record per shard. Then it serves the run and times each endpoint over HTTP, cold (first request,
+which builds the cached aggregate) and warm, next to two references measured in the same run:
+pyarrow reading the projected columns those aggregates need, and reading every column.
+
+    .venv/bin/python benchmarks/dashboard_pool.py [--rows 10000000] [--shards 40] [--out bench-out/dashboard-pool]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.dashboard.app import Dashboard
+from curation.dashboard.server import make_server
+
+ROW_GROUP = 65_536
+FAILURES = np.array(["http_404", "timeout", "robots_disallowed", "not_an_image", "too_large"])
+
+
+def write_pool(root: Path, rows: int, shards: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    per_shard = rows // shards
+    pool = root / "pool"
+    for stage in ("balance", "score", "neardup"):
+        (pool / "curation" / stage).mkdir(parents=True, exist_ok=True)
+    (root / "pool" / "_stats" / "download").mkdir(parents=True, exist_ok=True)
+    for index in range(shards):
+        shard = f"{index:05d}"
+        start = index * per_shard
+        ids = pa.array(np.arange(start, start + per_shard, dtype=np.int64))
+        uid = pc.utf8_lpad(pc.cast(ids, pa.string()), 32, "0")
+        failed = rng.random(per_shard) < 0.3
+        status = np.where(failed, "failed_to_download", "success")
+        reason = np.where(failed, FAILURES[rng.integers(0, len(FAILURES), per_shard)], None)
+        hosts = pc.binary_join_element_wise("h", pc.cast(pa.array(rng.zipf(1.5, per_shard) % 20_000), pa.string()),
+                                            ".example", "")
+        width = rng.integers(64, 4096, per_shard).astype(np.int32)
+        height = rng.integers(64, 4096, per_shard).astype(np.int32)
+        key = pc.binary_join_element_wise(shard, pc.utf8_lpad(pc.cast(pa.array(np.arange(per_shard)), pa.string()),
+                                                              4, "0"), "")
+        sidecar = pa.table({
+            "uid": uid, "key": key,
+            "url": pc.binary_join_element_wise("http://", hosts, "/img/", pc.cast(ids, pa.string()), ".jpg", ""),
+            "text": pc.binary_join_element_wise("a synthetic caption number ", pc.cast(ids, pa.string()), ""),
+            "status": status, "error_message": pa.array(reason, pa.string()), "host": hosts,
+            "width": np.minimum(width, 512), "height": np.minimum(height, 512),
+            "original_width": width, "original_height": height,
+        })
+        pq.write_table(sidecar, pool / f"{shard}.parquet", row_group_size=ROW_GROUP, compression="zstd")
+        ok = ~failed
+        scores = rng.normal(0.25, 0.05, per_shard).astype(np.float32)
+        pq.write_table(pa.table({"uid": uid, "keep_balance": ok & (rng.random(per_shard) < 0.6)}),
+                       pool / "curation" / "balance" / f"{shard}.parquet", compression="zstd")
+        pq.write_table(pa.table({"uid": uid, "clip_score_bench": scores, "keep_score": ok & (scores >= 0.28)}),
+                       pool / "curation" / "score" / f"{shard}.parquet", compression="zstd")
+        cluster = np.where(rng.random(per_shard) < 0.1, rng.integers(0, rows // 20, per_shard), -1)
+        pq.write_table(pa.table({"uid": uid, "dup_cluster": cluster, "keep_dedup": rng.random(per_shard) > 0.05,
+                                 "contaminated": rng.random(per_shard) < 0.001,
+                                 "nearest_eval": pa.nulls(per_shard, pa.string())}),
+                       pool / "curation" / "neardup" / f"{shard}.parquet", compression="zstd")
+        record = {"stage": "download", "shard": shard, "rows_in": per_shard, "rows_out": int(ok.sum()),
+                  "drops": {}, "errors": {}, "wall_seconds": 60.0, "started_at": 0.0, "finished_at": 60.0,
+                  "extra": {}, "timings": {}, "error_examples": []}
+        (pool / "_stats" / "download" / f"{shard}.json").write_text(json.dumps(record))
+    (root / "READY").write_text(json.dumps({"rows": per_shard * shards, "shards": shards}))
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def read_columns(root: Path, columns_by_folder: dict[str, list[str]]) -> int:
+    """Read these columns of every file (the least any aggregate over them must do)."""
+    rows = 0
+    for folder, columns in columns_by_folder.items():
+        for path in sorted((root / folder).glob("[0-9]*.parquet")):
+            rows += pq.read_table(path, columns=columns).num_rows
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--shards", type=int, default=40)
+    parser.add_argument("--out", default="bench-out/dashboard-pool")
+    args = parser.parse_args()
+    root = Path(args.out)
+    ready = root / "READY"
+    if not ready.exists() or json.loads(ready.read_text())["rows"] != args.rows // args.shards * args.shards:
+        print(f"writing a {args.rows:,}-row synthetic pool in {args.shards} shards to {root} …", flush=True)
+        seconds, _ = timed(lambda: write_pool(root, args.rows, args.shards))
+        print(f"  written in {seconds:.1f} s", flush=True)
+    rows = json.loads(ready.read_text())["rows"]
+
+    decision_columns = {"pool": ["uid", "status", "error_message"], "pool/curation/balance": ["uid", "keep_balance"],
+                        "pool/curation/score": ["uid", "keep_score"],
+                        "pool/curation/neardup": ["uid", "keep_dedup", "contaminated"]}
+    crawl_columns = {"pool": ["status", "error_message", "host", "original_width", "original_height"]}
+    ref_decisions, _ = timed(lambda: read_columns(root, decision_columns))
+    ref_crawl, _ = timed(lambda: read_columns(root, crawl_columns))
+    ref_full, _ = timed(lambda: read_columns(root, {"pool": None}))
+    print(f"\npool: {rows:,} rows · {os.cpu_count()} CPUs")
+    print(f"reference: read the decision columns {ref_decisions:.2f} s · the crawl columns {ref_crawl:.2f} s · "
+          f"every sidecar column {ref_full:.2f} s")
+
+    dashboard = Dashboard(str(root))
+    server = make_server(dashboard, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(base + path, timeout=600) as response:
+            return json.load(response)
+
+    requests = [
+        ("overview", "/api/overview", None),
+        ("samples page 0 (builds the decision index)", "/api/samples?decision=all&page=0", ref_decisions),
+        ("samples page 0", "/api/samples?decision=all&page=0", None),
+        ("samples, a page in the middle", f"/api/samples?decision=all&page={rows // 48}", None),
+        ("samples kept, last page", "/api/samples?decision=kept&page={last_kept}", None),
+        ("samples 'download: timeout', page 100", "/api/samples?decision=download:%20timeout&page=100", None),
+        ("crawl (cold)", "/api/crawl", ref_crawl),
+        ("crawl (cached)", "/api/crawl", None),
+        ("score (cold)", "/api/score", None),
+        ("score (cached)", "/api/score", None),
+        ("neardup (cold)", "/api/neardup", None),
+    ]
+    print(f"\n{'endpoint':<46}{'seconds':>9}  vs reference")
+    last_kept = 0
+    for label, path, reference in requests:
+        url = path.format(last_kept=last_kept)
+        seconds, body = timed(lambda url=url: get(url))
+        if "counts" in body:
+            last_kept = max(0, -(-body["counts"].get("kept", 0) // 24) - 1)
+        ratio = f"{seconds / reference:.2f}× reading its columns" if reference else ""
+        print(f"{label:<46}{seconds:>9.3f}  {ratio}", flush=True)
+    index = dashboard.decision_index()
+    print(f"\ndecision index: {sum(c.nbytes for c in index.codes) / 1e6:.1f} MB for {rows:,} rows, "
+          f"{len(index.categories)} categories")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
