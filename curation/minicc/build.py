@@ -59,6 +59,9 @@ def _counts(occurrences: list[dict], images: list[dict], pages, snapshot_files,
             eval_counts: dict[str, int], grounding: int) -> dict[str, Any]:
     pairs = [r for r in occurrences if r["image_url"] and r["text"] and r["page_fault"] is None]
     fault_urls = Counter(r["fault"] for r in images if r["fault"])
+    # Concepts as the pairs show them (what MetaCLIP balancing sees): head and long tail.
+    shapes_by_url = {r["url"]: list(zip(r["colours"], r["kinds"])) for r in images}
+    pair_shapes = [shape for r in pairs for shape in shapes_by_url[r["image_url"]]]
     fault_refs = Counter(r["fault"] for r in occurrences if r["fault"])
     return {
         "pages": len(pages),
@@ -79,6 +82,9 @@ def _counts(occurrences: list[dict], images: list[dict], pages, snapshot_files,
         "caption_langs": dict(Counter(r["lang"] or "none" for r in occurrences)),
         "page_charsets": dict(Counter(f"{p.charset}/{p.charset_declared}" for p in pages)),
         "url_forms": dict(Counter(r["url_form"] for r in occurrences)),
+        "pair_kinds": dict(Counter(k for _, k in pair_shapes).most_common()),
+        "pair_colours": dict(Counter(c for c, _ in pair_shapes).most_common()),
+        "pair_phrases_distinct": len({f"{c} {k}" for c, k in pair_shapes}),
         "eval": eval_counts,
         "grounding_samples": grounding,
     }

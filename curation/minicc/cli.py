@@ -38,7 +38,6 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         web = serve_world(Path(args.root), port=args.port,
                           log_path=Path(args.log) if args.log else None)
-        web.start()
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"minicc serve: {error}", file=sys.stderr)
         return 2

@@ -95,19 +95,26 @@ def _choice(rng: np.random.Generator, options, weights=None):
     return options[int(rng.choice(len(options), p=weights))]
 
 
-def _zipf_p(n: int) -> np.ndarray:
-    p = 1.0 / np.arange(1, n + 1) ** POPULARITY_EXPONENT
-    return p / p.sum()
+class _PopularityPool:
+    """Images drawn with Zipf popularity by rank; O(log n) per draw via the cumulative weights."""
+
+    def __init__(self, images: list[WebImage]) -> None:
+        self.images = images
+        weights = 1.0 / np.arange(1, len(images) + 1) ** POPULARITY_EXPONENT
+        self.cumulative = np.cumsum(weights) / weights.sum()
+
+    def draw(self, rng: np.random.Generator) -> WebImage:
+        index = int(np.searchsorted(self.cumulative, rng.random(), side="right"))
+        return self.images[min(index, len(self.images) - 1)]
 
 
 class _PagePlanner:
     def __init__(self, seed: int, scale: Scale, port: int, catalog: Catalog) -> None:
         self.seed, self.scale, self.port, self.catalog = seed, scale, port, catalog
         self.rng = np.random.default_rng([seed, 31])
-        self.global_pool = catalog.popularity
-        self.global_p = _zipf_p(len(self.global_pool))
-        self.local_pools = {h: [im for im in self.global_pool if im.host == h] for h in HOSTS}
-        self.local_p = {h: _zipf_p(len(pool)) for h, pool in self.local_pools.items() if pool}
+        self.global_pool = _PopularityPool(catalog.popularity)
+        local = {h: [im for im in catalog.popularity if im.host == h] for h in HOSTS}
+        self.local_pools = {h: _PopularityPool(images) for h, images in local.items() if images}
         self.all_scenes = [im.scene for im in catalog.images]
 
     def plan(self, faulty_pages: dict[int, str]) -> list[Page]:
@@ -164,11 +171,9 @@ class _PagePlanner:
             for s in range(counts[p]):
                 if (p, s) in placed or rng.random() < JUNK_SHARE:
                     continue
-                if rng.random() < LOCAL_IMAGE_SHARE and base_host in self.local_p:
-                    pool, prob = self.local_pools[base_host], self.local_p[base_host]
-                else:
-                    pool, prob = self.global_pool, self.global_p
-                slots[p][s] = pool[int(rng.choice(len(pool), p=prob))]
+                local = rng.random() < LOCAL_IMAGE_SHARE and base_host in self.local_pools
+                pool = self.local_pools[base_host] if local else self.global_pool
+                slots[p][s] = pool.draw(rng)
         return slots
 
     def plan_tag(self, page: Page, target: WebImage | None) -> ImgTag:

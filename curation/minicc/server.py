@@ -164,6 +164,8 @@ class WorldServer:
         self._log: _RequestLog | None = None
 
     def start(self) -> WorldServer:
+        if self._servers:
+            return self  # already serving
         self._log = _RequestLog(self.log_path)
         www_root = self.root / "www"
         listeners = [(h, self.table["hosts"][h]) for h in self.hosts]
@@ -211,5 +213,8 @@ class WorldServer:
 
 
 def serve_world(root: Path, port: int | None = None, log_path: Path | None = None) -> WorldServer:
-    """A not-yet-started server for `root`: `with serve_world(root) as web: web.base_urls ...`."""
-    return WorldServer(root, port=port, log_path=log_path)
+    """Start serving `root` in background threads and return the running handle.
+
+    Use `with serve_world(root) as web: ... web.base_urls ...`, or call `web.stop()` yourself.
+    """
+    return WorldServer(root, port=port, log_path=log_path).start()
