@@ -168,3 +168,25 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
 
 def tiny_model_config() -> Path:
     return Path(__file__).with_name("tiny_clip.json")
+
+
+def score_planted_pool(planted: PlantedPool, weights: Path, top_fraction: float | None = None,
+                       threshold: float | None = None, tag: str = "tiny") -> str:
+    """Run both score passes over the planted pool (Ray must be up); return the score folder."""
+    from curation.score.model import ScorerSpec
+    from curation.stages.score import apply_decision, decide, score_pool
+
+    out = str(planted.pool / "curation" / "score")
+    spec = ScorerSpec("tiny-clip", str(weights))
+    assert score_pool(str(planted.pool), out, spec, tag, batch_size=16).ok
+    decision, _ = decide(str(planted.pool), out, tag, threshold, top_fraction, "auto", None)
+    assert apply_decision(str(planted.pool), out, decision).ok
+    return out
+
+
+def random_tiny_weights(folder: Path) -> Path:
+    from curation.score.model import save_random_weights
+
+    path = folder / "tiny.safetensors"
+    save_random_weights("tiny-clip", str(path), str(tiny_model_config()), seed=0)
+    return path

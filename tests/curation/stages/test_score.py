@@ -1,0 +1,127 @@
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
+from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool  # noqa: E402
+
+from curation import fsio  # noqa: E402
+from curation.cli import main  # noqa: E402
+from curation.score.embedder import ClipEmbedder, build_transform, cosine_rows  # noqa: E402
+from curation.score.images import decode_rgb  # noqa: E402
+from curation.score.model import ScorerSpec  # noqa: E402
+from curation.score.pool import iter_samples, read_sidecar  # noqa: E402
+from curation.stages.score import apply_decision, decide, score_pool  # noqa: E402
+from curation.stats import read_stage_records  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("score")
+    planted = build_planted_pool(root)
+    weights = random_tiny_weights(root)
+    out = score_planted_pool(planted, weights, top_fraction=0.25)
+    return planted, weights, out
+
+
+def read(path) -> "pq.Table":
+    return pq.read_table(str(path))
+
+
+def test_every_decodable_sample_is_scored_and_the_corrupt_one_is_counted(scored):
+    planted, _weights, out = scored
+    truth = planted.truth.to_pandas()
+    successes = truth[truth.status == "success"]
+    rows = {}
+    for shard in ("00000", "00001", "00002"):
+        table = read(Path(out) / f"{shard}.parquet")
+        embeddings = np.load(Path(out) / f"{shard}.emb.npy")
+        assert embeddings.shape == (table.num_rows, 64) and embeddings.dtype == np.float16
+        rows.update(zip(table["uid"].to_pylist(), table["clip_score_tiny"].to_pylist()))
+    assert set(rows) == set(successes.uid)  # failed downloads are not scored
+    corrupt = set(successes[successes.corrupt].uid)
+    assert {uid for uid, score in rows.items() if math.isnan(score)} == corrupt
+    records = read_stage_records(out, "score")
+    assert sum(r["errors"].get("undecodable_image", 0) for r in records) == len(corrupt) == 1
+
+
+def test_actor_scores_equal_a_plain_in_process_loop(scored):
+    planted, weights, out = scored
+    embedder = ClipEmbedder(ScorerSpec("tiny-clip", str(weights)))
+    config = embedder.preprocess_cfg()
+    transform = build_transform(config)
+    sidecar = read_sidecar(str(planted.pool / "00001.parquet"), ["uid", "key", "text"])
+    texts = dict(zip(sidecar["key"].to_pylist(), sidecar["text"].to_pylist()))
+    keys, pixels = [], []
+    for key, members in iter_samples(str(planted.pool / "00001.tar")):
+        pixels.append(transform(decode_rgb(members["jpg"], min_side=config["size"])).numpy())
+        keys.append(key)
+    images, captions = embedder.embed(np.stack(pixels), [texts[k] for k in keys])
+    expected = dict(zip(keys, cosine_rows(images, captions)))
+    table = read(Path(out) / "00001.parquet")
+    got = dict(zip(sidecar["key"].to_pylist(), table["clip_score_tiny"].to_pylist()))
+    assert set(expected) == set(got)
+    assert max(abs(expected[k] - got[k]) for k in keys) < 1e-4
+
+
+def test_top_fraction_is_global_and_a_new_rule_rewrites_only_the_keep_pass(scored):
+    planted, _weights, out = scored
+    tables = [read(Path(out) / f"{s}.parquet") for s in ("00000", "00001", "00002")]
+    scores = np.concatenate([t["clip_score_tiny"].to_numpy(zero_copy_only=False) for t in tables])
+    kept = sum(int(np.count_nonzero(t["keep_score"].to_numpy(zero_copy_only=False))) for t in tables)
+    finite = scores[np.isfinite(scores)]
+    assert kept == math.ceil(0.25 * finite.size)
+    assert fsio.read_json(f"{out}/thresholds.json")["quantile"]["method"] == "exact"
+
+    embeddings_before = (Path(out) / "00000.emb.npy").stat().st_mtime_ns
+    threshold = float(np.median(finite))
+    decision, _ = decide(str(planted.pool), out, "tiny", threshold, None, "auto", None)
+    report = apply_decision(str(planted.pool), out, decision)
+    assert sorted(r["shard"] for r in report.completed) == ["00000", "00001", "00002"]
+    again = apply_decision(str(planted.pool), out, decision)
+    assert again.skipped == ["00000", "00001", "00002"] and not again.completed
+    keep = np.concatenate([read(Path(out) / f"{s}.parquet")["keep_score"].to_numpy(zero_copy_only=False)
+                           for s in ("00000", "00001", "00002")])
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(keep, scores >= threshold)
+    assert (Path(out) / "00000.emb.npy").stat().st_mtime_ns == embeddings_before
+
+
+def test_a_rescored_shard_after_a_lost_marker_is_byte_identical(scored):
+    planted, weights, out = scored
+    raw = Path(out) / "raw" / "00002.parquet"
+    before = raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()
+    (Path(out) / "_stats" / "score" / "00002.json").unlink()
+    raw.unlink()
+    report = score_pool(str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "tiny", batch_size=16)
+    assert [r["shard"] for r in report.completed] == ["00002"]
+    assert (raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()) == before
+
+
+def test_cli_announces_random_weights_and_basic_rules_drop_short_captions(scored, capsys):
+    planted, weights, out = scored
+    code = main(["score", "--pool", str(planted.pool), "--model", "tiny-clip", "--weights",
+                 str(weights), "--tag", "tiny", "--basic-filter", "--min-side", "100"])
+    assert code == 0
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+    drops = {}
+    for record in read_stage_records(out, "score_filter"):
+        for reason, count in record["drops"].items():
+            drops[reason] = drops.get(reason, 0) + count
+    short_scored_captions = 0
+    for shard in ("00000", "00001", "00002"):
+        text = read_sidecar(str(planted.pool / f"{shard}.parquet"), ["text"])["text"].to_pylist()
+        scores = read(Path(out) / f"{shard}.parquet")["clip_score_tiny"].to_pylist()
+        short_scored_captions += sum(1 for t, s in zip(text, scores) if len(t.split()) < 3 and not math.isnan(s))
+    # Unscored rows are counted under "unscored" first; every other short caption is dropped.
+    assert drops["basic_caption_words"] == short_scored_captions > 0
+
+
+def test_scores_of_another_model_in_the_same_folder_are_refused(scored):
+    planted, weights, out = scored
+    with pytest.raises(SystemExit, match="holds scores from"):
+        score_pool(str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "other_tag")
