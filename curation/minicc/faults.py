@@ -41,7 +41,7 @@ PICTURE_BEARING_FAULTS = frozenset({
     "robots_disallowed", "robots_disallowed_agent",
 })
 
-SLOW_DELAY_S = 6.0
+SLOW_DELAY_S = 8.0  # past common 5 s read timeouts, under the server's 10 s bound
 RETRY_AFTER_S = 1
 ROBOTS_AGENT_TOKEN = "img2dataset"
 DISALLOWED_FOR_ALL = "/private/"

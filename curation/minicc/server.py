@@ -139,6 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
                    route.get("headers"), send_body)
 
 
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    request_queue_size = 128  # a parallel downloader opens many connections at once
+
+
 class WorldServer:
     """All the mini web's listeners. Use as a context manager, or call start() / stop()."""
 
@@ -175,7 +179,7 @@ class WorldServer:
                 handler = type("HostHandler", (_Handler,),
                                {"state": _HostState(address, www_root, table, self._log)})
                 try:
-                    server = ThreadingHTTPServer((address, self.port), handler)
+                    server = _LoopbackHTTPServer((address, self.port), handler)
                 except OSError as error:
                     raise RuntimeError(
                         f"cannot listen on {address}:{self.port} ({error}). The mini web needs "

@@ -12,6 +12,7 @@ import json
 import socket
 import urllib.robotparser
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlsplit
 
 import pyarrow.parquet as pq
@@ -212,6 +213,18 @@ def test_request_log_records_every_request(web):
     assert entry["user_agent"] == "log-check/1.0" and entry["status"] == 200
     assert entry["host"] == urlsplit(server.base_urls[1]).hostname
     assert entry["path"] == "/robots.txt" and entry["time"]
+
+
+def test_parallel_requests_are_all_answered_and_logged(web, tiny_world):
+    server, _, _ = web
+    root, _ = tiny_world
+    urls = [r["url"] for r in pq.read_table(root / "truth_images.parquet").to_pylist()
+            if r["variant"] == "original"][:40]
+    before = len(server.log_path.read_text().splitlines())
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda url: fetch(url)[0], urls))
+    assert statuses == [200] * len(urls)
+    assert len(server.log_path.read_text().splitlines()) == before + len(urls)
 
 
 def test_serving_on_another_port_than_the_build_is_refused(tiny_world):
