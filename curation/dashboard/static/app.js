@@ -111,7 +111,7 @@ function renderCrawl(d) {
 async function renderMetaclip(d) {
   const out = missingNotes(d.missing);
   if (d.entries === undefined) return out;
-  out.push(cards([["entries", fmt(d.entries), "entries"], ["matched entries", fmt(d.matched_entries), "matched_entries"],
+  out.push(cards([["entries matched", fmt(d.matched_entries), "matched_entries"],
     ["t", fmt(d.t), "t"], ["matches before", fmt(d.matches_before), "matches_before"],
     ["matches after", fmt(d.matches_after), "matches_after"],
     ["head share before → after", `${pct(d.head_share_before)} → ${pct(d.head_share_after)}`, "head_share"],
