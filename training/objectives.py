@@ -33,6 +33,9 @@ class LossConfig:
     # Probability of parallel prediction for the LocCa decoder, drawn per example or per batch.
     parallel_prob: float = 0.5
     parallel_per_example: bool = True
+    # Drop decoder rows without targets and trailing padding columns (dynamic shapes; turn off
+    # where static shapes matter more than the saved work, e.g. under torch.compile).
+    locca_compact: bool = True
 
     def __post_init__(self) -> None:
         if self.sigmoid_backend not in BACKENDS:
@@ -61,25 +64,41 @@ def sample_parallel(batch_size: int, cfg: LossConfig, device: torch.device) -> T
 
 
 def locca_inputs(batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
-    """The three LocCa tasks stacked into one decoder batch of len(TASKS)·B rows (task-major),
-    with the parallel-prediction choice drawn per row (or once per batch)."""
+    """The decoder batch: every (task, image) pair as one row, task-major, with the
+    parallel-prediction choice drawn per row (or once per batch), the image each row reads
+    ("image_index") and its task ("task_index"). With cfg.locca_compact, rows without targets
+    are dropped and columns cut after the last real token: most web samples have a caption
+    only and grounding samples none, so this removes most of the decoder's work."""
     tokens = torch.cat([batch[f"locca_{task}_tokens"] for task in TASKS])
+    prefix_mask = torch.cat([batch[f"locca_{task}_prefix_mask"] for task in TASKS])
+    target_mask = torch.cat([batch[f"locca_{task}_target_mask"] for task in TASKS])
+    images = batch[f"locca_{TASKS[0]}_tokens"].shape[0]
+    image_index = torch.arange(images, device=tokens.device).repeat(len(TASKS))
+    task_index = torch.arange(len(TASKS), device=tokens.device).repeat_interleave(images)
+    parallel = sample_parallel(tokens.shape[0], cfg, tokens.device)
+    if cfg.locca_compact:
+        rows = target_mask.any(dim=1).nonzero(as_tuple=True)[0]
+        valid = prefix_mask | target_mask
+        length = int(valid.any(dim=0).nonzero().max()) + 1 if rows.numel() else 1
+        tokens, prefix_mask, target_mask = (
+            t[rows, :length] for t in (tokens, prefix_mask, target_mask)
+        )
+        image_index, task_index, parallel = image_index[rows], task_index[rows], parallel[rows]
     return {
         "tokens": tokens,
-        "prefix_mask": torch.cat([batch[f"locca_{task}_prefix_mask"] for task in TASKS]),
-        "target_mask": torch.cat([batch[f"locca_{task}_target_mask"] for task in TASKS]),
-        "parallel": sample_parallel(tokens.shape[0], cfg, tokens.device),
+        "prefix_mask": prefix_mask,
+        "target_mask": target_mask,
+        "parallel": parallel,
+        "image_index": image_index,
+        "task_index": task_index,
     }
 
 
-def locca_metrics(token_losses: Tensor, target_mask: Tensor) -> dict[str, float]:
-    """Mean CE per task for logging; the flattened token losses follow target_mask's row-major
-    order and rows are task-major (see locca_inputs)."""
-    rows_per_task = target_mask.shape[0] // len(TASKS)
-    task_of_row = torch.arange(len(TASKS), device=target_mask.device).repeat_interleave(
-        rows_per_task
-    )
-    task_of_token = task_of_row[:, None].expand_as(target_mask)[target_mask]
+def locca_metrics(token_losses: Tensor, decoder_batch: dict[str, Tensor]) -> dict[str, float]:
+    """Mean CE per task for logging (NaN for a task without targets in this batch); the
+    flattened token losses follow target_mask's row-major order."""
+    target_mask = decoder_batch["target_mask"]
+    task_of_token = decoder_batch["task_index"][:, None].expand_as(target_mask)[target_mask]
     detached = token_losses.detach()
     metrics = {}
     for index, task in enumerate(TASKS):
@@ -117,6 +136,6 @@ def phase1_loss(
         "t": out["logit_scale"].detach().exp().item(),
         "b": out["logit_bias"].detach().item(),
         "contrastive_samples": float(contrastive.sum().item()),
-        **locca_metrics(token_losses, decoder_batch["target_mask"]),
+        **locca_metrics(token_losses, decoder_batch),
     }
     return total, metrics

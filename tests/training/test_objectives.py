@@ -1,3 +1,4 @@
+import copy
 import math
 import random
 
@@ -122,3 +123,17 @@ def test_naflex_batch_gives_the_same_loss_as_the_square_images(model, tokenizer)
 def test_loss_config_rejects_unknown_backend():
     with pytest.raises(ValueError, match="sigmoid_backend"):
         LossConfig(sigmoid_backend="gather")
+
+
+def test_compacting_the_decoder_batch_does_not_change_the_loss(model, tokenizer):
+    model = copy.deepcopy(model)
+    # A trained-looking output layer, so token losses differ from token to token.
+    torch.nn.init.normal_(model.decoder.output.weight, std=0.5)
+    batch = make_batch(tokenizer)
+    torch.manual_seed(7)
+    compact_loss, compact_metrics = phase1_loss(model, batch, LossConfig(locca_compact=True))
+    torch.manual_seed(7)
+    full_loss, full_metrics = phase1_loss(model, batch, LossConfig(locca_compact=False))
+    torch.testing.assert_close(compact_loss, full_loss, rtol=1e-5, atol=1e-5)
+    for task in ("caption", "aref", "gcap"):
+        assert compact_metrics[f"locca_{task}"] == pytest.approx(full_metrics[f"locca_{task}"], rel=1e-5)

@@ -38,13 +38,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 in_block, logits.gather(1, local[:, None])[:, 0], target_logit
             )
         log_normaliser = running_max + torch.log(running_sum)
-        ctx.save_for_backward(hidden, weight, bias, targets, log_normaliser)
+        # A vocabulary that fits one block keeps its logits: backward then skips the recompute.
+        single_block = weight.shape[0] <= chunk_size
+        ctx.save_for_backward(
+            hidden, weight, bias, targets, log_normaliser, logits if single_block else None
+        )
         ctx.chunk_size = chunk_size
         return log_normaliser - target_logit
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        hidden, weight, bias, targets, log_normaliser = ctx.saved_tensors
+        hidden, weight, bias, targets, log_normaliser, kept_logits = ctx.saved_tensors
         chunk_size = ctx.chunk_size
         grad_loss = grad_loss.float()
         grad_hidden = torch.zeros_like(hidden, dtype=torch.float32)
@@ -55,7 +59,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         if bias is not None and ctx.needs_input_grad[2]:
             grad_bias = torch.zeros_like(bias, dtype=torch.float32)
         for start in range(0, weight.shape[0], chunk_size):
-            logits = _block_logits(hidden, weight, bias, start, chunk_size)
+            logits = (
+                kept_logits
+                if kept_logits is not None
+                else _block_logits(hidden, weight, bias, start, chunk_size)
+            )
             grad_logits = torch.exp(logits - log_normaliser[:, None])
             in_block = (targets >= start) & (targets < start + logits.shape[1])
             rows = in_block.nonzero(as_tuple=True)[0]

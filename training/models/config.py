@@ -119,7 +119,8 @@ PRESETS: dict[str, ModelConfig] = {
             image_size=64, patch_size=8, width=64, depth=2, heads=4, mlp_dim=256, pos_grid_size=8
         ),
         text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
-        decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=4096),
+        # One vocabulary block: the CLIP vocabulary's logits fit in memory at this size.
+        decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=65536),
         embed_dim=64,
     ),
     "b16": ModelConfig(

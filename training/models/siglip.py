@@ -61,7 +61,8 @@ class SigLIP2(nn.Module):
         """Everything a training step needs in one call, so DDP/FSDP hooks see every parameter
         used: "image_embeds", "patch_tokens", "logit_scale", "logit_bias", and when asked
         "text_embeds" and "locca_token_losses" (see LocCaDecoder.token_losses; `locca` holds
-        tokens/prefix_mask/target_mask/parallel for R·B rows, R task copies of each image)."""
+        decoder rows tokens/prefix_mask/target_mask/parallel [R, L] and image_index [R], the image
+        each row reads)."""
         pooled, tokens = self.encode_image(
             image,
             patches=patches,
@@ -78,10 +79,10 @@ class SigLIP2(nn.Module):
         if text is not None:
             out["text_embeds"] = self.encode_text(text)
         if locca is not None:
-            copies = locca["tokens"].shape[0] // tokens.shape[0]
-            memory_mask = patch_mask.repeat(copies, 1) if patch_mask is not None else None
+            image_index = locca["image_index"]
+            memory_mask = patch_mask[image_index] if patch_mask is not None else None
             out["locca_token_losses"] = self.decoder.token_losses(
-                tokens.repeat(copies, 1, 1),
+                tokens[image_index],
                 locca["tokens"],
                 locca["prefix_mask"],
                 locca["target_mask"],
