@@ -148,6 +148,8 @@ class _CatalogPlanner:
                                         size=size, crop=crop))
         route: Route = {"file": file, "content_type": f"image/{fmt}"}
         route.update(route_extra or {})
+        if fault:
+            route["fault"] = fault
         self.catalog.routes[host][path] = route
         image = WebImage(url=self.url(host, path), host=host, path=path, scene=scene,
                          image_id=image_id if fault not in _DEAD_WITH_FILE else None,
@@ -159,7 +161,7 @@ class _CatalogPlanner:
     def add_unserved(self, scene: Scene, fault: str, host: str, route: Route | None) -> WebImage:
         path = self.new_path(host, scene, "jpg")
         if route is not None:
-            self.catalog.routes[host][path] = route
+            self.catalog.routes[host][path] = {**route, "fault": fault}
         image = WebImage(url=self.url(host, path), host=host, path=path, scene=scene,
                          image_id=None, variant="fault", fault=fault)
         self.catalog.images.append(image)
@@ -242,7 +244,8 @@ class _CatalogPlanner:
             location = final.url
             for host in reversed(hops[1:]):
                 path = self.new_path(host, final.scene, "jpg", prefix="/go")
-                self.catalog.routes[host][path] = {"redirect": {"status": 302, "location": location}}
+                self.catalog.routes[host][path] = {"redirect": {"status": 302, "location": location},
+                                                   "fault": kind}
                 location = self.url(host, path)
             start = self.add_unserved(final.scene, kind, hops[0],
                                       {"redirect": {"status": 301, "location": location}})
@@ -267,10 +270,10 @@ class _CatalogPlanner:
             other = self.random_host()
             first = self.add_unserved(scene, kind, host, None)
             back_path = self.new_path(other, scene, "jpg", prefix="/go")
-            self.catalog.routes[other][back_path] = {"redirect": {"status": 302,
-                                                                  "location": first.url}}
+            self.catalog.routes[other][back_path] = {
+                "redirect": {"status": 302, "location": first.url}, "fault": kind}
             self.catalog.routes[host][first.path] = {
-                "redirect": {"status": 302, "location": self.url(other, back_path)}}
+                "redirect": {"status": 302, "location": self.url(other, back_path)}, "fault": kind}
         else:
             self.add_unserved(scene, kind, host, self.dead_route(kind))
 

@@ -4,7 +4,7 @@ A route is a plain JSON-able dict the server interprets; the builder writes them
 `www/routes.json`. Keys (all optional): `file` (served body, relative to www/), `content_type`,
 `status`, `headers`, `delay_s`, `truncate_at` (bytes actually sent while Content-Length promises
 the whole file), `fail_first` ({"count", "status", "retry_after"}: fail the first N requests), and
-`redirect` ({"status", "location"}).
+`redirect` ({"status", "location"}), and `fault` (the planted fault kind, echoed in the request log).
 """
 from __future__ import annotations
 

@@ -74,11 +74,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _record(self, status: int) -> None:
+        route = self.state.routes.get(urlsplit(self.path).path, {})
+        fault = "forbidden_address" if self.state.forbidden else route.get("fault")
         self.state.log.write({
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "host": self.state.address, "port": self.server.server_address[1],
             "method": self.command, "path": self.path,
-            "user_agent": self.headers.get("User-Agent", ""), "status": status,
+            "user_agent": self.headers.get("User-Agent", ""), "status": status, "fault": fault,
         })
 
     def _send(self, status: int, body: bytes = b"", content_type: str = "text/plain",

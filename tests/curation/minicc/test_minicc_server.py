@@ -115,6 +115,8 @@ def test_permanent_errors(web, fault_urls):
         for row in fault_urls[kind]:
             assert fetch(row["url"])[0] == expected
             assert fetch(row["url"])[0] == expected  # still failing: permanent
+            logged = json.loads(web[0].log_path.read_text().splitlines()[-1])
+            assert (logged["fault"], logged["status"]) == (kind, expected)
 
 
 @pytest.mark.parametrize("kind,status,failures", [("retry_503", 503, 2), ("retry_429", 429, 1)])
@@ -190,6 +192,7 @@ def test_forbidden_listener_records_what_reaches_it(web, fault_urls):
     hits = [e for e in entries if e["host"] in server.forbidden_addresses]
     assert hits and hits[-1]["user_agent"] == "leaky-downloader"
     assert hits[-1]["path"] == urlsplit(url).path
+    assert hits[-1]["fault"] == "forbidden_address"
 
 
 def test_opt_out_headers_and_robots_disallowed_paths(web, fault_urls):
