@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    check_loopback(args.host)
+    try:
+        check_loopback(args.host)
+    except ValueError as exc:
+        raise SystemExit(f"dashboard: {exc}") from None
     server = make_server(Dashboard(args.run), args.host, args.port)
     host, port = server.server_address[:2]
     print(f"dashboard for {args.run} at http://{host}:{port}/  (Ctrl-C stops it)", flush=True)

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import math
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -123,9 +124,14 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8050) -> ThreadingHTTPServer:
     """A server bound to (host, port); port 0 picks a free one (see `server.server_address`)."""
     check_loopback(host)
-    server = ThreadingHTTPServer((host, port), make_handler(dashboard))
+    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+    server = server_class((host, port), make_handler(dashboard))
     server.daemon_threads = True
     return server
