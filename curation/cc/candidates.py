@@ -43,9 +43,10 @@ def parse_dimension(value: str | None) -> int | None:
     """An <img width/height> attribute as pixels ("300", "300px"); None for "50%", "auto", junk."""
     if not value:
         return None
-    value = value.strip().lower().removesuffix("px").strip()
-    if not value.isdigit():
-        return None
+    if not (value.isascii() and value.isdigit()):
+        value = value.strip().lower().removesuffix("px").strip()
+        if not (value.isascii() and value.isdigit()):
+            return None
     number = int(value)
     return number if 0 < number <= INT32_MAX else None
 

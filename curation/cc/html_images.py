@@ -9,16 +9,21 @@ resolved against the page URL), else the page URL.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from selectolax.lexbor import LexborHTMLParser
 
 from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace, parse_dimension
-from curation.cc.urls import UrlRejected, largest_srcset_candidate, resolve
+from curation.cc.urls import BaseUrl, UrlRejected, largest_srcset_candidate, resolve
 
 SRCSET_ATTRIBUTES = ("srcset", "data-srcset", "data-lazy-srcset")
 LAZY_SRC_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url",
                        "data-hi-res-src", "data-full-src")
+_ALTERNATIVE_URL_ATTRIBUTES = frozenset(SRCSET_ATTRIBUTES + LAZY_SRC_ATTRIBUTES)
+# The tree builder turns an <image> start tag into <img>, so a page without either has no images.
+_IMG_TAG_BYTES = re.compile(rb"<im(?:g|age)[\s/>]", re.IGNORECASE)
+_IMG_TAG_TEXT = re.compile(r"<im(?:g|age)[\s/>]", re.IGNORECASE)
 
 
 def page_base_url(tree: LexborHTMLParser, page_url: str) -> str:
@@ -44,6 +49,9 @@ def declared_language(tree: LexborHTMLParser) -> str | None:
 
 def image_url_candidates(attributes: dict[str, str | None]) -> list[str]:
     """The URL attributes of one <img>, most preferred first."""
+    if _ALTERNATIVE_URL_ATTRIBUTES.isdisjoint(attributes):  # most images: just a src
+        src = attributes.get("src")
+        return [src] if src else []
     candidates: list[str] = []
     for name in SRCSET_ATTRIBUTES:
         srcset = attributes.get(name)
@@ -61,26 +69,34 @@ def image_url_candidates(attributes: dict[str, str | None]) -> list[str]:
     return candidates
 
 
-def resolve_first(candidates: list[str], base_url: str) -> tuple[str | None, str]:
+def resolve_first(candidates: list[str], base: BaseUrl) -> tuple[str | None, str]:
     """The first candidate that resolves to a fetchable URL, else (None, why the first failed)."""
     first_reason = "img_no_url"
     for index, candidate in enumerate(candidates):
         try:
-            return resolve(candidate, base_url), ""
+            return base.resolve(candidate), ""
         except UrlRejected as rejected:
             if index == 0:
                 first_reason = rejected.reason
     return None, first_reason
 
 
+def may_have_images(markup: str | bytes) -> bool:
+    """False only if the page certainly has no <img> (then it need not be parsed at all)."""
+    pattern = _IMG_TAG_TEXT if isinstance(markup, str) else _IMG_TAG_BYTES
+    return pattern.search(markup) is not None
+
+
 def extract_page_images(markup: str | bytes, page_url: str, drops: Counter) -> PageImages:
     """All <img> of one page with a usable URL; the others are counted in `drops` by reason."""
+    if not may_have_images(markup):
+        return PageImages(page_url=page_url, lang=None, refs=[])
     tree = LexborHTMLParser(markup)
-    base_url = page_base_url(tree, page_url)
+    base = BaseUrl(page_base_url(tree, page_url))
     refs: list[ImageRef] = []
     for node in tree.tags("img"):
         attributes = node.attributes
-        url, reason = resolve_first(image_url_candidates(attributes), base_url)
+        url, reason = resolve_first(image_url_candidates(attributes), base)
         if url is None:
             drops[reason] += 1
             continue

@@ -21,6 +21,10 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 # HTML strips ASCII tab/newline anywhere in a URL attribute, and ASCII whitespace at both ends.
 _TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
+# Already canonical: lower-case ASCII host without port or trailing dot, a path, no fragment, and
+# only characters that normalisation leaves alone.
+_ALREADY_NORMAL = re.compile(
+    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?/[A-Za-z0-9/:@!$&'()*+,;=._~%?-]*\Z")
 
 
 class UrlRejected(ValueError):
@@ -42,27 +46,77 @@ def resolve(reference: str, base: str) -> str:
     Raises UrlRejected with reason "url_empty", "url_scheme" (data:, javascript:, mailto:, ...)
     or "url_invalid".
     """
-    reference = clean_attribute(reference)
-    if not reference:
-        raise UrlRejected("url_empty", reference)
-    scheme = _scheme_of(reference)
-    if scheme is not None and scheme not in ALLOWED_SCHEMES:
-        raise UrlRejected("url_scheme", reference)
-    try:
-        absolute = urljoin(base, reference) if scheme is None else reference
-    except ValueError as exc:  # e.g. an invalid IPv6 literal in the base or the reference
-        raise UrlRejected("url_invalid", reference) from exc
-    return normalize(absolute)
+    return BaseUrl(base).resolve(reference)
+
+
+class BaseUrl:
+    """A page's base URL, split once: a page resolves dozens of image URLs against it.
+
+    The common reference forms (absolute, protocol-relative, root-relative, plain relative path)
+    are joined by string concatenation, which gives what RFC 3986 resolution (`urljoin`) gives for
+    them once `normalize` has removed dot segments; the rest (query- or fragment-only references,
+    leading dot segments) go through `urljoin` itself.
+    """
+
+    __slots__ = ("directory", "origin", "scheme", "url")
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # an unparseable page URL: every relative reference is unresolvable
+            parts = None
+        self.scheme = parts.scheme if parts else ""
+        self.origin = f"{parts.scheme}://{parts.netloc}" if parts and parts.netloc else ""
+        path = (parts.path or "/") if parts else "/"
+        self.directory = self.origin + path[: path.rfind("/") + 1]
+
+    def resolve(self, reference: str) -> str:
+        reference = clean_attribute(reference)
+        if not reference:
+            raise UrlRejected("url_empty", reference)
+        first = reference[0]
+        if first == "/":
+            if reference.startswith("//"):
+                absolute = f"{self.scheme}:{reference}"
+            else:
+                absolute = self.origin + reference
+        elif first in "?#.":
+            absolute = self._join(reference)
+        else:
+            scheme = _scheme_of(reference)
+            if scheme is None:
+                absolute = self.directory + reference
+            elif scheme in ALLOWED_SCHEMES:
+                absolute = reference
+            else:
+                raise UrlRejected("url_scheme", reference)
+        return normalize(absolute)
+
+    def _join(self, reference: str) -> str:
+        try:
+            return urljoin(self.url, reference)
+        except ValueError as exc:  # e.g. an invalid IPv6 literal
+            raise UrlRejected("url_invalid", reference) from exc
 
 
 def normalize(url: str) -> str:
     """The canonical spelling of an absolute http(s) URL (see the module docstring)."""
+    if _ALREADY_NORMAL.match(url) and "/." not in url:
+        return url  # most URLs on the web: skip the parse and rebuild
+    return rebuild_normalized(url)
+
+
+def rebuild_normalized(url: str) -> str:
+    """`normalize` without its fast path: parse, canonicalise every part, rebuild."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise UrlRejected("url_invalid", url) from exc
     scheme = parts.scheme.lower()
+    if not scheme:  # still relative: the base it was resolved against was no absolute URL
+        raise UrlRejected("url_invalid", url)
     if scheme not in ALLOWED_SCHEMES:
         raise UrlRejected("url_scheme", url)
     host = _normalize_host(parts.hostname or "", url)
@@ -139,24 +193,21 @@ def largest_srcset_candidate(srcset: str) -> str | None:
     return best_url
 
 
+_SRCSET_URL = re.compile(r"[\s,]*(\S+)")
+
+
 def _srcset_candidates(srcset: str) -> list[tuple[str, str]]:
     candidates: list[tuple[str, str]] = []
-    position, length = 0, len(srcset)
-    while position < length:
-        while position < length and (srcset[position].isspace() or srcset[position] == ","):
-            position += 1
-        start = position
-        while position < length and not srcset[position].isspace():
-            position += 1
-        url = srcset[start:position]
+    position = 0
+    while (match := _SRCSET_URL.match(srcset, position)) is not None:
+        url, position = match.group(1), match.end()
         descriptor = ""
-        if url.endswith(","):
+        if url.endswith(","):  # "a.jpg," ends its candidate; inner commas belong to the URL
             url = url.rstrip(",")
         else:
-            end = srcset.find(",", position)
-            end = length if end < 0 else end
-            descriptor = srcset[position:end].strip()
-            position = end + 1
+            comma = srcset.find(",", position)
+            end = len(srcset) if comma < 0 else comma
+            descriptor, position = srcset[position:end].strip(), end + 1
         if url:
             candidates.append((url, descriptor))
     return candidates

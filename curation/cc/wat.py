@@ -21,7 +21,7 @@ from curation.cc.html_images import (
     image_url_candidates,
     resolve_first,
 )
-from curation.cc.urls import UrlRejected, resolve
+from curation.cc.urls import BaseUrl, UrlRejected, resolve
 
 IMAGE_LINK_PREFIX = "IMG@/"
 # The order a tag's attribute entries are listed in; a repeat or step back starts the next image.
@@ -68,8 +68,9 @@ def page_images_from_wat(body: bytes, drops: Counter) -> PageImages | None:
             pass  # a broken <base> is ignored, as browsers do
     refs: list[ImageRef] = []
     links = html.get("Links")
+    base = BaseUrl(base_url)
     for attributes in _images_of(links if isinstance(links, list) else []):
-        url, reason = resolve_first(image_url_candidates(attributes), base_url)
+        url, reason = resolve_first(image_url_candidates(attributes), base)
         if url is None:
             drops[reason] += 1
             continue

@@ -70,3 +70,15 @@ def test_broken_markup_still_yields_the_images_it_contains():
     page, _ = images(html)
     assert [ref.url.rsplit("/", 1)[1] for ref in page.refs] == ["a.jpg", "b.jpg"]
     assert page.refs[1].alt == "second<p"
+
+
+def test_pages_without_img_tags_skip_parsing_but_image_tags_count():
+    page, _ = images("<html><body><p>no pictures here, only <b>text</b></p></body></html>")
+    assert page.refs == []
+    page, _ = images('<html><body><IMAGE src="legacy.jpg" alt="old markup"></body></html>')
+    assert [ref.alt for ref in page.refs] == ["old markup"]
+
+
+def test_non_ascii_digits_are_not_dimensions():
+    page, _ = images('<img src="a.jpg" width="²³" height="١٢">')
+    assert (page.refs[0].width, page.refs[0].height) == (None, None)

@@ -1,6 +1,15 @@
+from urllib.parse import urljoin
+
 import pytest
 
-from curation.cc.urls import UrlRejected, largest_srcset_candidate, normalize, resolve
+from curation.cc.urls import (
+    BaseUrl,
+    UrlRejected,
+    largest_srcset_candidate,
+    normalize,
+    rebuild_normalized,
+    resolve,
+)
 
 PAGE = "https://www.example.com/articles/2024/post.html?id=7"
 
@@ -69,3 +78,26 @@ def test_resolution_against_a_base_href_that_is_itself_relative():
 ])
 def test_srcset_yields_its_largest_candidate(srcset, expected):
     assert largest_srcset_candidate(srcset) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/a/b.jpg", "https://cdn.example.com/x.jpg?w=640&h=480",
+    "http://example.com/a,b;c=d/e'f(g)*h~i.jpg", "http://example.com/%7Euser/x.png",
+    "https://a-b.example.co.uk/img/2024/01/photo_01.webp?v=1.2", "http://example.com/",
+])
+def test_fast_path_agrees_with_the_full_normalisation(url):
+    assert normalize(url) == rebuild_normalized(url) == url
+
+
+@pytest.mark.parametrize("base", [
+    "http://example.com/dir/page.html?x=1#top", "https://Example.COM:8443/a/b/", "http://example.com",
+    "http://example.com/a/b/c/d.html", "https://example.com/dir/../other/page",
+])
+@pytest.mark.parametrize("reference", [
+    "x.jpg", "./x.jpg", "../x.jpg", "../../../../x.jpg", "a/./b/../x.jpg", "/root/x.jpg",
+    "/a/../x.jpg", "//cdn.example.net/x.jpg", "?q=1", "#frag", "x.jpg?w=1#f",
+    "HTTPS://Other.example/X.jpg", "http://other.example/a/./b.jpg", ".hidden/x.jpg", "..x.jpg",
+    "%7Euser/x.jpg", "dir/my photo.jpg",
+])
+def test_page_base_shortcuts_match_rfc3986_resolution(base, reference):
+    assert BaseUrl(base).resolve(reference) == normalize(urljoin(base, reference))
