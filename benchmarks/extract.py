@@ -32,13 +32,13 @@ from urllib.parse import urljoin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from warcio.archiveiterator import ArchiveIterator as WarcioIterator  # noqa: E402
+from warcio.archiveiterator import ArchiveIterator as WarcioIterator
 
-from curation import fsio  # noqa: E402
-from curation.cc.extractor import extract_file  # noqa: E402
-from curation.cc.text_filters import TextFilters  # noqa: E402
-from curation.cc.warc_writer import http_response_block, warc_record  # noqa: E402
-from curation.stats import ShardStats  # noqa: E402
+from curation import fsio
+from curation.cc.extractor import extract_file
+from curation.cc.text_filters import TextFilters
+from curation.cc.warc_writer import http_response_block, warc_record
+from curation.stats import ShardStats
 
 TARGET_RATIO = 3.0
 TARGET_MB_PER_CORE = 20.0
