@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -77,14 +78,53 @@ def parallelize(model: nn.Module, env: DistEnv, parallelism: str,
         return model
     if parallelism == "ddp":
         device_ids = [env.device.index] if env.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        # Phase-2 parameters (e.g. the TIPS mask token) exist from step 0 but get no gradient in
+        # phase 1. A static graph lets DDP learn the used set in the first step. (The other
+        # option, find_unused_parameters, breaks here: the model returns the t and b parameters
+        # themselves as outputs, which its graph search counts as unused.) A phase change
+        # alters the graph, so the trainer must re-wrap the model at a phase boundary.
+        return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
     if parallelism == "fsdp":
         policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         for block in transformer_blocks(model):
             fully_shard(block, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
+        # fully_shard cannot shard 0-d parameters (t and b): they stay replicated, and their
+        # gradients are averaged across ranks by a hook instead.
+        scalars = [p for p in model.parameters() if p.ndim == 0]
+        fully_shard(model, mp_policy=policy, ignored_params=set(scalars))
+        for param in scalars:
+            param.register_post_accumulate_grad_hook(_average_grad_across_ranks)
         return model
     raise ValueError(f"unknown parallelism {parallelism!r}: ddp or fsdp")
+
+
+def _average_grad_across_ranks(param: torch.Tensor) -> None:
+    dist.all_reduce(param.grad)  # gloo has no AVG op
+    param.grad.div_(dist.get_world_size())
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm; returns the norm before clipping.
+
+    Under FSDP2 most gradients are DTensor shards and a few (t, b) are plain tensors; the norm of
+    each kind is taken on its own (a DTensor norm reduces over ranks) and then combined.
+    """
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    sharded = [g for g in grads if isinstance(g, DTensor)]
+    plain = [g for g in grads if not isinstance(g, DTensor)]
+    squares = []
+    for group in (sharded, plain):
+        if group:
+            norm = torch.nn.utils.get_total_norm(group)
+            squares.append((norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2)
+    if not squares:
+        return 0.0
+    total = torch.stack(squares).sum().sqrt()
+    if max_norm > 0:
+        for group in (sharded, plain):
+            if group:
+                torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
+    return float(total)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

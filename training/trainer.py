@@ -23,6 +23,7 @@ from training.data.batches import BatchShape
 from training.data.loader import LoaderSpec, ResumableLoader
 from training.distributed import (
     DistEnv,
+    clip_gradients,
     init_distributed,
     mean_across_ranks,
     parallelize,
@@ -87,17 +88,13 @@ class Trainer:
         with self._autocast():
             loss, terms = phase1_loss(self.model, batch, self.args.loss)
         loss.backward()
-        clip = self.args.grad_clip_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), clip if clip > 0 else float("inf"))
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = clip_gradients(self.model, self.args.grad_clip_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return {**terms, "lr": lr, "grad_norm": float(grad_norm)}
+        return {**terms, "lr": lr, "grad_norm": grad_norm}
 
     def state_dict(self) -> dict[str, Any]:
         """Trainer counters and schedule; weights and optimizer state go through checkpoint.py."""

@@ -1,0 +1,97 @@
+"""Two CPU processes on 127.0.0.1 with gloo: DDP ranks stay identical and FSDP2 matches DDP."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from training.config import TrainArgs, from_dict
+from training.distributed import init_distributed, shutdown_distributed
+from training.metrics_log import read_metrics
+from training.tokenizer import Tokenizer
+from training.trainer import Trainer, make_loader
+
+STEPS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def args_for(text_pattern: str, grounding_pattern: str, parallelism: str) -> TrainArgs:
+    return from_dict(TrainArgs, {
+        "model": {"preset": "tiny"},
+        "data": {"text_shards": text_pattern, "grounding_shards": grounding_pattern,
+                 "batch_size": 4, "grounding_fraction": 0.25, "num_workers": 0},
+        "loss": {"sigmoid_backend": "ring"},
+        "schedule": {"steps": STEPS},
+        "distributed": {"parallelism": parallelism},
+    }).resolve()
+
+
+def train_both_ways(rank: int, world_size: int, port: int, patterns: tuple[str, str], out: str):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    env = init_distributed()
+    try:
+        args = args_for(*patterns, "ddp")
+        batches = [next(iter_) for iter_ in [make_loader(args, Trainer(args, env).model_cfg, env,
+                                                         Tokenizer())] for _ in range(STEPS)]
+        results = {}
+        for parallelism in ("ddp", "fsdp"):
+            trainer = Trainer(args_for(*patterns, parallelism), env)
+            losses = [trainer.train_step(batch)["loss"] for batch in batches]
+            weights = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
+            flat = torch.cat([w.detach().float().flatten().cpu() for _, w in sorted(weights.items())])
+            gathered = [torch.empty_like(flat) for _ in range(world_size)]
+            dist.all_gather(gathered, flat)
+            results[parallelism] = {"losses": losses, "weights": gathered}
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        shutdown_distributed()
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(shard_world, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("dist") / "results.pt")
+    patterns = (shard_world.text_pattern, shard_world.grounding_pattern)
+    mp.spawn(train_both_ways, args=(2, free_port(), patterns, out), nprocs=2, join=True)
+    return torch.load(out, weights_only=False)
+
+
+def test_ddp_ranks_hold_identical_weights_after_training(two_rank_results):
+    rank0, rank1 = two_rank_results["ddp"]["weights"]
+    assert torch.equal(rank0, rank1)
+
+
+def test_fsdp2_trains_to_the_same_losses_and_weights_as_ddp(two_rank_results):
+    ddp, fsdp = two_rank_results["ddp"], two_rank_results["fsdp"]
+    assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5)
+    torch.testing.assert_close(fsdp["weights"][0], ddp["weights"][0], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(ddp["weights"][0], fsdp["weights"][0] * 0)  # weights were gathered
+
+
+@pytest.mark.slow
+def test_cli_trains_under_torchrun_with_two_processes(shard_world, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "training", "train", "--preset", "tiny", "--data", shard_world.text_pattern,
+               "--grounding", shard_world.grounding_pattern, "--out", str(tmp_path / "run"),
+               "--steps", "2", "data.batch_size=4", "data.num_workers=0", "logging.every=1",
+               "logging.progress_bar=false", "loss.sigmoid_backend=ring"]
+    subprocess.run(command, check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["contrastive_samples"] == 3.0 for r in records)  # mean over ranks of 3 each
+    folder = tmp_path / "run" / "checkpoints" / "step_00000002"
+    assert {p.name for p in folder.iterdir()} >= {"data_rank00000.json", "data_rank00001.json",
+                                                  "model.safetensors"}
