@@ -7,10 +7,8 @@ from curation.dashboard import crawl, decisions, metaclip, neardup, score
 from curation.dashboard.images import TarImages
 from curation.dashboard.layout import RunLayout, missing
 from curation.dashboard.pool import PoolTable
-from curation.dashboard.stage_stats import StageStats, funnel
+from curation.dashboard.stage_stats import PIPELINE_ORDER, StageStats, funnel, pipeline_step
 from curation.dashboard.training import TrainingLog
-
-EXPECTED_STAGES = ("extract", "dedup", "download", "balance", "score", "neardup", "shards")
 
 
 class Dashboard:
@@ -23,8 +21,8 @@ class Dashboard:
 
     def overview(self) -> dict[str, Any]:
         stages = self.stats.stages
-        absent = [name for name in EXPECTED_STAGES
-                  if not any(s == name or s.startswith(name + "_") for s in stages)]
+        present = {pipeline_step(stage) for stage in stages}
+        absent = [step for step in PIPELINE_ORDER if step not in present]
         return {
             "run": self.layout.root,
             "stages": list(stages.values()),

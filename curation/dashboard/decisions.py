@@ -78,7 +78,6 @@ class DecisionIndex:
 def build_index(pool: PoolTable) -> DecisionIndex:
     applied = [stage for stage in dict.fromkeys(c[0] for c in CHECKS) if pool.has_stage(stage)]
     per_shard = pool.map_shards(lambda shard: _shard_reasons(pool, shard, applied))
-    categories = [KEPT]
     ids: dict[str, int] = {KEPT: 0}
     codes = []
     for names, local_codes, _ in per_shard:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tarfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 from curation import fsio
 
@@ -18,7 +19,7 @@ CACHED_SHARDS = 64
 
 
 class TarImages:
-    def __init__(self, tar_url_for_shard, cached_shards: int = CACHED_SHARDS):
+    def __init__(self, tar_url_for_shard: Callable[[str], str], cached_shards: int = CACHED_SHARDS):
         self._tar_url = tar_url_for_shard
         self._indexes: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self._capacity = cached_shards

@@ -61,11 +61,15 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return dict(sorted(merged.items(), key=lambda item: _order(item[0], item[1]["started_at"])))
 
 
+def pipeline_step(stage: str) -> str | None:
+    """The pipeline step a stage belongs to ("dedup_partition" → "dedup"), or None."""
+    return next((known for known in PIPELINE_ORDER
+                 if stage == known or stage.startswith((known + "_", known + "-"))), None)
+
+
 def _order(stage: str, started_at: float) -> tuple[int, float]:
-    for position, known in enumerate(PIPELINE_ORDER):
-        if stage == known or stage.startswith((known + "_", known + "-")):
-            return position, started_at
-    return len(PIPELINE_ORDER), started_at
+    step = pipeline_step(stage)
+    return (PIPELINE_ORDER.index(step) if step else len(PIPELINE_ORDER)), started_at
 
 
 def merge_extras(extras: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

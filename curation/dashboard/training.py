@@ -31,7 +31,7 @@ class TrainingLog:
         self.url = fsio.join(layout.train, METRICS_FILE)
         self.eval_dir = layout.eval
         self._lock = threading.Lock()
-        self._cached: tuple[int, list[dict[str, Any]]] | None = None
+        self._cached: tuple[int, list[dict[str, Any]], int] | None = None  # (file size, records, bad lines)
 
     def records(self) -> tuple[list[dict[str, Any]], int]:
         """Parsed records, re-read only when the file's size changed; and the unreadable line count."""
