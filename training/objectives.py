@@ -1,13 +1,16 @@
 """Training objectives: what one step computes from a model and a batch.
 
 Phase 1 = SigLIP sigmoid loss on the contrastive samples + LocCa decoder loss on every sample.
+Phase 2 = phase 1 + SILC and TIPS self-distillation against an EMA teacher, Gram anchoring to
+a frozen Gram teacher, and KoLeo. Phase 3 (NaFlex) runs either objective on NaFlex batches.
 
 Batch contract (built by training.data):
 - "image" FloatTensor [B, 3, H, W] in [-1, 1], or NaFlex "patches" [B, N, p*p*3],
   "patch_coords" [B, N, 2], "patch_mask" [B, N];
 - "text" LongTensor [B, L] (EOS-padded);
 - "contrastive" BoolTensor [B] (False for grounding samples);
-- the keys of training.locca_targets.collate_locca.
+- the keys of training.locca_targets.collate_locca;
+- phase 2 only: "local_crops" FloatTensor [B, V, 3, h, w] (SILC student views).
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.losses.gram import gram_loss
+from training.losses.koleo import koleo_loss
 from training.losses.sigmoid import BACKENDS, sigmoid_loss
+from training.losses.silc import silc_loss
+from training.losses.tips import sample_token_mask, tips_loss
 from training.tokenizer import TASKS
 
 NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask")
@@ -36,6 +43,16 @@ class LossConfig:
     # Drop decoder rows without targets and trailing padding columns (dynamic shapes; turn off
     # where static shapes matter more than the saved work, e.g. under torch.compile).
     locca_compact: bool = True
+    # Phase 2 (SILC + TIPS against the EMA teacher, Gram anchoring, KoLeo).
+    silc_weight: float = 1.0
+    tips_weight: float = 0.25
+    # Multiplies the SILC and TIPS weights; SigLIP 2 scales them with model size.
+    distill_size_factor: float = 1.0
+    gram_weight: float = 1.0
+    koleo_weight: float = 0.1
+    teacher_temperature: float = 0.04
+    student_temperature: float = 0.1
+    tips_mask_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.sigmoid_backend not in BACKENDS:
@@ -107,15 +124,12 @@ def locca_metrics(token_losses: Tensor, decoder_batch: dict[str, Tensor]) -> dic
     return metrics
 
 
-def phase1_loss(
-    model: torch.nn.Module, batch: dict[str, Tensor], cfg: LossConfig
+def _phase1_terms(
+    out: dict[str, Tensor],
+    batch: dict[str, Tensor],
+    decoder_batch: dict[str, Tensor],
+    cfg: LossConfig,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Weighted sum of the sigmoid loss (contrastive samples) and the LocCa loss (mean over all
-    real target tokens of all samples). `model` is a SigLIP2, possibly wrapped by DDP/FSDP: it is
-    called once, through forward. Returns (scalar loss, floats for logging: each term, t, b,
-    contrastive sample count, per-task LocCa CE)."""
-    decoder_batch = locca_inputs(batch, cfg)
-    out = model(**image_inputs(batch), text=batch["text"], locca=decoder_batch)
     contrastive = batch["contrastive"].bool()
     contrastive_loss = sigmoid_loss(
         F.normalize(out["image_embeds"].float(), dim=-1),
@@ -130,7 +144,6 @@ def phase1_loss(
     caption_loss = token_losses.sum() / max(token_losses.numel(), 1)
     total = cfg.sigmoid_weight * contrastive_loss + cfg.locca_weight * caption_loss
     metrics = {
-        "loss": total.item(),
         "sigmoid": contrastive_loss.item(),
         "locca": caption_loss.item(),
         "t": out["logit_scale"].detach().exp().item(),
@@ -139,3 +152,89 @@ def phase1_loss(
         **locca_metrics(token_losses, decoder_batch),
     }
     return total, metrics
+
+
+def phase1_loss(
+    model: torch.nn.Module, batch: dict[str, Tensor], cfg: LossConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Weighted sum of the sigmoid loss (contrastive samples) and the LocCa loss (mean over all
+    real target tokens of all samples). `model` is a SigLIP2, possibly wrapped by DDP/FSDP: it is
+    called once, through forward. Returns (scalar loss, floats for logging: each term, t, b,
+    contrastive sample count, per-task LocCa CE)."""
+    decoder_batch = locca_inputs(batch, cfg)
+    out = model(**image_inputs(batch), text=batch["text"], locca=decoder_batch)
+    total, metrics = _phase1_terms(out, batch, decoder_batch, cfg)
+    return total, {"loss": total.item(), **metrics}
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The SigLIP2 inside a DDP wrapper (FSDP2 keeps the module itself)."""
+    return getattr(model, "module", model)
+
+
+def real_patch_mask(model: torch.nn.Module, image_kwargs: dict[str, Tensor]) -> Tensor:
+    """[B, N] True for real patches: the NaFlex patch_mask, or all patches of square images."""
+    if "patch_mask" in image_kwargs:
+        return image_kwargs["patch_mask"].bool()
+    image = image_kwargs["image"]
+    patch = _unwrap(model).cfg.vision.patch_size
+    count = (image.shape[-2] // patch) * (image.shape[-1] // patch)
+    return torch.ones(image.shape[0], count, dtype=torch.bool, device=image.device)
+
+
+def phase2_loss(
+    model: torch.nn.Module,
+    teacher: torch.nn.Module,
+    batch: dict[str, Tensor],
+    cfg: LossConfig,
+    gram_teacher: torch.nn.Module | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Phase-1 terms on the original image, plus SILC (teacher: global view; student: the
+    batch's "local_crops" [B, V, 3, h, w]), TIPS (student: the global view with
+    cfg.tips_mask_ratio of its real patches masked), Gram anchoring against `gram_teacher`
+    (skipped when None) and KoLeo on the pooled student embeddings of this device's batch.
+    Teachers run without gradients; the teacher centers move after the loss is computed (the
+    caller moves the EMA teacher after the optimizer step, see models.distill.ema_update)."""
+    decoder_batch = locca_inputs(batch, cfg)
+    image_kwargs = image_inputs(batch)
+    patch_mask = real_patch_mask(model, image_kwargs)
+    tips_mask = sample_token_mask(patch_mask, cfg.tips_mask_ratio)
+    with torch.no_grad():
+        teacher_out = teacher(**image_kwargs, head_logits=True)
+        gram_patches = (
+            gram_teacher(**image_kwargs)["patch_tokens"] if gram_teacher is not None else None
+        )
+    out = model(
+        **image_kwargs,
+        text=batch["text"],
+        locca=decoder_batch,
+        tips_mask=tips_mask,
+        local_crops=batch["local_crops"],
+    )
+    phase1_total, metrics = _phase1_terms(out, batch, decoder_batch, cfg)
+    heads = _unwrap(model).distill_heads
+    temperatures = (cfg.teacher_temperature, cfg.student_temperature)
+    silc = silc_loss(
+        teacher_out["silc_logits"], out["silc_student_logits"], heads.silc_center, *temperatures
+    )
+    tips = tips_loss(
+        teacher_out["tips_logits"],
+        out["tips_student_logits"],
+        tips_mask,
+        heads.tips_center,
+        *temperatures,
+    )
+    koleo = koleo_loss(out["image_embeds"])
+    total = (
+        phase1_total
+        + cfg.distill_size_factor * (cfg.silc_weight * silc + cfg.tips_weight * tips)
+        + cfg.koleo_weight * koleo
+    )
+    metrics.update(silc=silc.item(), tips=tips.item(), koleo=koleo.item())
+    if gram_patches is not None:
+        gram = gram_loss(out["patch_tokens"], gram_patches, patch_mask)
+        total = total + cfg.gram_weight * gram
+        metrics["gram"] = gram.item()
+    heads.silc_center.update(teacher_out["silc_logits"])
+    heads.tips_center.update(teacher_out["tips_logits"], row_mask=patch_mask)
+    return total, {"loss": total.item(), **metrics}

@@ -1,6 +1,6 @@
 """Pieces shared by the self-distillation losses of phase 2 (SILC on pooled views, TIPS on masked
-patches): a DINO projection head, the teacher's centred and sharpened targets, and the
-soft cross-entropy between teacher probabilities and student log-probabilities.
+patches): the teacher's centred and sharpened targets, and the soft cross-entropy between teacher
+probabilities and student log-probabilities.
 
 Centering (an EMA of the mean teacher logits, subtracted before the teacher softmax) and a low
 teacher temperature together keep the teacher from collapsing onto one prototype; the center is
@@ -9,48 +9,10 @@ averaged across ranks so every rank uses the same one.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-class DINOHead(nn.Module):
-    """MLP → L2-normalised bottleneck → weight-normalised linear onto `prototypes` logits."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        prototypes: int,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        layers: int = 3,
-    ) -> None:
-        super().__init__()
-        if layers < 1:
-            raise ValueError(f"a DINO head needs at least one layer, got {layers}")
-        dims = [in_dim] + [hidden_dim] * (layers - 1) + [bottleneck_dim]
-        blocks: list[nn.Module] = []
-        for index, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
-            blocks.append(nn.Linear(fan_in, fan_out))
-            if index < layers - 1:
-                blocks.append(nn.GELU())
-        self.mlp = nn.Sequential(*blocks)
-        for module in self.mlp:
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-        self.last_layer = nn.utils.parametrizations.weight_norm(
-            nn.Linear(bottleneck_dim, prototypes, bias=False)
-        )
-        # Fixed unit norm per prototype: only the direction is learned (as in DINO).
-        self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
-        self.last_layer.parametrizations.weight.original0.requires_grad = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
 
 
 class TeacherCenter(nn.Module):

@@ -59,10 +59,25 @@ class DecoderConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Phase-2 self-distillation heads: DINO-style projection heads for SILC (pooled embedding)
+    and TIPS (patch tokens), and the momentum of their teacher centers."""
+
+    prototypes: int = 32768
+    patch_prototypes: int = 8192
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    layers: int = 3
+    center_momentum: float = 0.9
+
+
+@dataclass
 class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # None: no phase-2 heads (a phase-1-only model; DDP then has no unused parameters).
+    distill: DistillConfig | None = field(default_factory=DistillConfig)
     # Joint embedding width; the vision tower has no projection, so it must equal vision.width.
     embed_dim: int = 768
     init_logit_scale: float = 2.302585092994046  # log 10
@@ -98,6 +113,7 @@ class ModelConfig:
             ("vision", VisionConfig),
             ("text", TextConfig),
             ("decoder", DecoderConfig),
+            ("distill", DistillConfig),
         ):
             if name in kwargs and isinstance(kwargs[name], dict):
                 kwargs[name] = _sub_from_dict(sub_cls, kwargs[name], name)
@@ -121,6 +137,7 @@ PRESETS: dict[str, ModelConfig] = {
         text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
         # One vocabulary block: the CLIP vocabulary's logits fit in memory at this size.
         decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=65536),
+        distill=DistillConfig(prototypes=256, patch_prototypes=256, hidden_dim=128, bottleneck_dim=64),
         embed_dim=64,
     ),
     "b16": ModelConfig(

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from training.models.config import ModelConfig
+from training.models.distill import DistillHeads
 from training.models.locca import LocCaDecoder
 from training.models.text import TextTower
 from training.models.vision import VisionTower, patchify
@@ -20,6 +21,12 @@ class SigLIP2(nn.Module):
         # Stored as log t: t = exp(logit_scale), initialised to t = 10.
         self.logit_scale = nn.Parameter(torch.tensor(cfg.init_logit_scale))
         self.logit_bias = nn.Parameter(torch.tensor(cfg.init_logit_bias))
+        # Phase-2 heads live in the model so checkpoints, optimizers and DDP/FSDP see one module.
+        self.distill_heads = (
+            DistillHeads(cfg.distill, cfg.embed_dim, cfg.vision.width)
+            if cfg.distill is not None
+            else None
+        )
         self.decoder = LocCaDecoder(
             cfg.decoder, vocab_size=cfg.decoder_vocab_size, memory_dim=cfg.vision.width
         )
@@ -57,12 +64,21 @@ class SigLIP2(nn.Module):
         token_mask: Tensor | None = None,
         text: Tensor | None = None,
         locca: dict[str, Tensor] | None = None,
+        head_logits: bool = False,
+        tips_mask: Tensor | None = None,
+        local_crops: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Everything a training step needs in one call, so DDP/FSDP hooks see every parameter
         used: "image_embeds", "patch_tokens", "logit_scale", "logit_bias", and when asked
         "text_embeds" and "locca_token_losses" (see LocCaDecoder.token_losses; `locca` holds
         decoder rows tokens/prefix_mask/target_mask/parallel [R, L] and image_index [R], the image
-        each row reads)."""
+        each row reads).
+
+        Phase 2 (needs cfg.distill): `head_logits` adds the teacher-side "silc_logits" [B, K] and
+        "tips_logits" [B, N, Kp] of this view; `tips_mask` [B, N] runs a second pass over the
+        same image with those patches replaced by the mask token and adds
+        "tips_student_logits" [B, N, Kp]; `local_crops` [B, V, C, h, w] adds
+        "silc_student_logits" [B, V, K]."""
         pooled, tokens = self.encode_image(
             image,
             patches=patches,
@@ -89,4 +105,27 @@ class SigLIP2(nn.Module):
                 locca["parallel"],
                 memory_mask,
             )
+        if head_logits or tips_mask is not None or local_crops is not None:
+            heads = self._require_heads()
+            if head_logits:
+                out["silc_logits"] = heads.silc(pooled)
+                out["tips_logits"] = heads.tips(tokens)
+            if tips_mask is not None:
+                _, masked_tokens = self.encode_image(
+                    image,
+                    patches=patches,
+                    patch_coords=patch_coords,
+                    patch_mask=patch_mask,
+                    token_mask=tips_mask,
+                )
+                out["tips_student_logits"] = heads.tips(masked_tokens)
+            if local_crops is not None:
+                batch, views = local_crops.shape[:2]
+                crops_pooled, _ = self.encode_image(local_crops.flatten(0, 1))
+                out["silc_student_logits"] = heads.silc(crops_pooled).view(batch, views, -1)
         return out
+
+    def _require_heads(self) -> DistillHeads:
+        if self.distill_heads is None:
+            raise ValueError("this model has no distillation heads (ModelConfig.distill is None)")
+        return self.distill_heads

@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
-from training.losses.distillation import DINOHead, TeacherCenter
+from training.losses.distillation import TeacherCenter
 from training.losses.gram import gram_loss
 from training.losses.koleo import koleo_loss
 from training.losses.silc import silc_loss
 from training.losses.tips import sample_token_mask, tips_loss
+from training.models.distill import DINOHead
 
 
 def softmax_list(values, temperature):
