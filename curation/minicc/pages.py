@@ -140,7 +140,8 @@ class _PagePlanner:
         base_href = None
         if rng.random() < BASE_HREF_SHARE:
             base_host = HOSTS[int(rng.integers(len(HOSTS)))]
-            base_href = f"http://{base_host}:{self.port}/static/{'gallery/' if rng.random() < .5 else ''}"
+            folder = "/static/gallery/" if rng.random() < 0.5 else "/static/"
+            base_href = f"http://{base_host}:{self.port}{folder}"
         filler_pool = FILLER_SENTENCES[lang]
         filler = [filler_pool[int(i)] for i in rng.integers(0, len(filler_pool), size=3)]
         return Page(index=index, url=url, host=host, lang=lang, charset=charset,

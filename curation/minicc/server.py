@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,11 +18,29 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from curation.minicc.build import load_world
+from curation.minicc.scales import FORBIDDEN_ADDRESSES, HOSTS
 from curation.minicc.www import ROUTES_FILE
 
 MAX_DELAY_S = 10.0
 REQUEST_LOG = "requests.jsonl"
 SERVER_STATE = "server.json"
+
+
+def find_free_port(addresses: tuple[str, ...] = (*HOSTS, *FORBIDDEN_ADDRESSES),
+                   attempts: int = 50) -> int:
+    """A port that every given address can bind now (for building a world to serve in tests)."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for address in addresses:
+                with socket.socket() as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port is free on every one of {addresses}")
 
 
 class _RequestLog:

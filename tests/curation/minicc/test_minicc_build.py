@@ -16,10 +16,12 @@ from PIL import Image
 from curation.minicc.build import build_world
 from curation.minicc.vocab import KINDS
 
+SERVER_FILES = {"requests.jsonl", "server.json"}  # written by a server, not by the build
+
 
 def _digests(root) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in SERVER_FILES}
 
 
 def _tar(path) -> dict[str, dict[str, bytes]]:

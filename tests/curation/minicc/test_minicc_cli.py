@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from private_world import build_private_world
 
 from curation.minicc import cli
 
@@ -24,8 +25,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_serve_process_writes_ready_state_answers_and_stops_on_sigterm(tiny_world):
-    root, world = tiny_world
+def test_serve_process_writes_ready_state_answers_and_stops_on_sigterm(tmp_path_factory):
+    root, world = build_private_world(tmp_path_factory, "minicc-cli")
     log = root.parent / "cli-requests.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "curation", "minicc", "serve", "--root", str(root),

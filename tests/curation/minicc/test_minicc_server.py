@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from private_world import build_private_world
 
 from curation.minicc.faults import FAULT_KINDS, ROBOTS_AGENT_TOKEN
 from curation.minicc.server import serve_world
@@ -26,16 +27,21 @@ TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def web(tiny_world):
-    root, world = tiny_world
+def served_world(tmp_path_factory):
+    return build_private_world(tmp_path_factory, "minicc-served")
+
+
+@pytest.fixture(scope="module")
+def web(served_world):
+    root, world = served_world
     log = root.parent / "server-test-requests.jsonl"
     with serve_world(root, log_path=log) as server:
         yield server, world, root
 
 
 @pytest.fixture(scope="module")
-def fault_urls(tiny_world):
-    root, _ = tiny_world
+def fault_urls(served_world):
+    root, _ = served_world
     truth = pq.read_table(root / "truth.parquet").to_pylist()
     referenced = {r["image_url"] for r in truth if r["page_fault"] is None}
     urls: dict[str, list[dict]] = {}
@@ -85,8 +91,8 @@ def test_every_fault_kind_is_planted_and_referenced_from_a_page(fault_urls):
     assert set(fault_urls) == set(FAULT_KINDS)
 
 
-def test_a_healthy_image_is_served_with_its_recorded_size(web, tiny_world):
-    root, _ = tiny_world
+def test_a_healthy_image_is_served_with_its_recorded_size(web, served_world):
+    root, _ = served_world
     rows = [r for r in pq.read_table(root / "truth_images.parquet").to_pylist()
             if r["variant"] == "original"]
     for row in rows[:5]:
@@ -218,9 +224,8 @@ def test_request_log_records_every_request(web):
     assert entry["path"] == "/robots.txt" and entry["time"]
 
 
-def test_parallel_requests_are_all_answered_and_logged(web, tiny_world):
-    server, _, _ = web
-    root, _ = tiny_world
+def test_parallel_requests_are_all_answered_and_logged(web, served_world):
+    server, _, root = web
     urls = [r["url"] for r in pq.read_table(root / "truth_images.parquet").to_pylist()
             if r["variant"] == "original"][:40]
     before = len(server.log_path.read_text().splitlines())
@@ -230,7 +235,7 @@ def test_parallel_requests_are_all_answered_and_logged(web, tiny_world):
     assert len(server.log_path.read_text().splitlines()) == before + len(urls)
 
 
-def test_serving_on_another_port_than_the_build_is_refused(tiny_world):
-    root, world = tiny_world
+def test_serving_on_another_port_than_the_build_is_refused(served_world):
+    root, world = served_world
     with pytest.raises(ValueError, match="built for port"):
         serve_world(root, port=world["port"] + 1)
