@@ -1,0 +1,49 @@
+import pytest
+
+from training.cli import main
+from training.config import ConfigError, TrainArgs, apply_overrides, from_dict, load_args
+from training.metrics_log import read_metrics
+
+
+def test_presets_load_and_overrides_are_typed():
+    args = load_args("tiny", ["optim.lr=1e-3", "data.batch_size=64", "optim.betas=[0.9, 0.99]",
+                              "model.overrides={vision.depth: 1}"])
+    assert args.optim.lr == 1e-3 and isinstance(args.optim.lr, float)
+    assert args.data.batch_size == 64 and args.optim.betas == (0.9, 0.99)
+    assert args.model.overrides == {"vision.depth": 1}
+    for preset in ("b16", "so400m"):
+        assert load_args(preset).model.preset == preset
+
+
+def test_unknown_or_mistyped_keys_fail_with_their_dotted_name():
+    with pytest.raises(ConfigError, match="optim.learning_rate"):
+        load_args("tiny", ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        load_args("tiny", ["data.batch_size=lots"])
+    with pytest.raises(ConfigError, match="no config preset 'huge'"):
+        load_args("huge")
+
+
+def test_grounding_share_must_leave_both_kinds_of_samples():
+    args = from_dict(TrainArgs, apply_overrides({}, [
+        "data.text_shards=x.tar", "data.grounding_shards=g.tar", "data.batch_size=2",
+        "data.grounding_fraction=0.1"]))
+    with pytest.raises(ConfigError, match="grounding"):
+        args.resolve()
+    args.data.batch_size = 32
+    assert args.resolve().data.grounding_per_batch == 3
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    assert main(["train", "--preset", "tiny", "optim.nope=1"]) == 2
+    assert "optim.nope" in capsys.readouterr().err
+
+
+def test_cli_trains_from_brace_patterns_and_writes_a_checkpoint(shard_world, tmp_path):
+    code = main(["train", "--preset", "tiny", "--data", shard_world.text_pattern,
+                 "--grounding", shard_world.grounding_pattern, "--out", str(tmp_path / "run"),
+                 "--steps", "2", "data.batch_size=8", "data.num_workers=0", "logging.every=1",
+                 "logging.tensorboard=false", "logging.progress_bar=false"])
+    assert code == 0
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_00000002"
