@@ -24,17 +24,25 @@ class TarImages:
         self._indexes: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self._capacity = cached_shards
         self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}
 
     def index(self, shard: str) -> dict[str, tuple[int, int]]:
         with self._lock:
             if shard in self._indexes:
                 self._indexes.move_to_end(shard)
                 return self._indexes[shard]
-        built = build_tar_index(self._tar_url(shard))
-        with self._lock:
-            self._indexes[shard] = built
-            while len(self._indexes) > self._capacity:
-                self._indexes.popitem(last=False)
+            # A page asks for many images of one shard at once: let one request walk the tar.
+            building = self._building.setdefault(shard, threading.Lock())
+        with building:
+            with self._lock:
+                if shard in self._indexes:
+                    return self._indexes[shard]
+            built = build_tar_index(self._tar_url(shard))
+            with self._lock:
+                self._indexes[shard] = built
+                self._building.pop(shard, None)
+                while len(self._indexes) > self._capacity:
+                    self._indexes.popitem(last=False)
         return built
 
     def image(self, shard: str, key: str) -> tuple[bytes, str]:

@@ -116,6 +116,21 @@ def test_images_come_byte_exact_from_the_pool_tar(dashboard, synthetic_run):
         dashboard.image("../00000", "000000000")
 
 
+def test_a_tar_is_indexed_once_when_many_images_are_asked_at_once(synthetic_run, monkeypatch):
+    from curation.dashboard import images
+
+    walked = []
+    build = images.build_tar_index
+    monkeypatch.setattr(images, "build_tar_index", lambda url: walked.append(url) or build(url))
+    tar_images = images.TarImages(lambda shard: str(synthetic_run / "pool" / f"{shard}.tar"))
+    threads = [threading.Thread(target=tar_images.image, args=("00000", f"00000000{i % 4}")) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert walked == [str(synthetic_run / "pool" / "00000.tar")]
+
+
 def test_a_run_without_outputs_names_what_is_missing_and_its_command(tmp_path):
     empty = Dashboard(str(tmp_path))
     assert [m["part"] for m in empty.overview()["missing"]] == ["stats"]
