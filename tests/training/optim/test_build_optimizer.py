@@ -25,7 +25,10 @@ def test_split_puts_block_matrices_on_muon_and_everything_else_on_adamw(model):
     muon = {name for name, _ in split["muon"]}
     adamw = {name for name, _ in split["adamw_decay"] + split["adamw_no_decay"]}
     no_decay = {name for name, _ in split["adamw_no_decay"]}
-    assert muon.isdisjoint(adamw) and muon | adamw == {name for name, _ in model.named_parameters()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert muon.isdisjoint(adamw) and muon | adamw == trainable
+    # DINO heads fix their prototype norms: frozen parameters go to no optimizer.
+    assert any(not p.requires_grad for p in model.parameters())
     assert "vision.layers.0.self_attn.q_proj.weight" in muon
     assert "text.layers.1.mlp.fc2.weight" in muon
     assert "decoder.layers.0.cross_attn.k_proj.weight" in muon
@@ -58,7 +61,7 @@ def test_build_optimizer_gives_one_object_for_muon_and_adamw_groups(model):
     assert by_name["muon"]["use_muon"] and not by_name["adamw_decay"]["use_muon"]
     assert by_name["adamw_no_decay"]["weight_decay"] == 0.0
     total = sum(len(group["params"]) for group in optimizer.param_groups)
-    assert total == len(list(model.parameters()))
+    assert total == len([p for p in model.parameters() if p.requires_grad])
     adamw = build_optimizer(model, OptimConfig(name="adamw"))
     assert isinstance(adamw, torch.optim.AdamW)
     assert sum(len(g["params"]) for g in adamw.param_groups) == total
