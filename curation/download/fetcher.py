@@ -20,13 +20,31 @@ from dataclasses import dataclass, field
 
 from curation.download.address_policy import AddressPolicy
 from curation.download.dns_cache import DnsCache
-from curation.download.http_exchange import ConnectionPool, Destination, Response, Timeouts, send_request
+from curation.download.http_exchange import (
+    ConnectionPool,
+    Destination,
+    Response,
+    Timeouts,
+    send_request,
+)
 from curation.download.reasons import (
-    BAD_URL, FORBIDDEN_ADDRESS, NOT_AN_IMAGE, REDIRECT_LOOP, TOO_MANY_REDIRECTS, UNSUPPORTED_SCHEME,
-    X_ROBOTS_TAG, DownloadFailure, http_reason, is_transient,
+    BAD_URL,
+    FORBIDDEN_ADDRESS,
+    NOT_AN_IMAGE,
+    REDIRECT_LOOP,
+    TOO_MANY_REDIRECTS,
+    UNSUPPORTED_SCHEME,
+    X_ROBOTS_TAG,
+    DownloadFailure,
+    http_reason,
+    is_transient,
 )
 from curation.download.robots import (
-    DEFAULT_OPT_OUT_DIRECTIVES, ROBOTS_MAX_BYTES, RobotsCache, RobotsRules, rules_from_response,
+    DEFAULT_OPT_OUT_DIRECTIVES,
+    ROBOTS_MAX_BYTES,
+    RobotsCache,
+    RobotsRules,
+    rules_from_response,
     x_robots_tag_forbids,
 )
 from curation.download.sniff import sniff_image_format

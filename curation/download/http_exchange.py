@@ -19,7 +19,12 @@ from email.message import Message
 
 from curation.download.address_policy import IPAddress
 from curation.download.reasons import (
-    CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, TOO_LARGE, TRUNCATED, DownloadFailure,
+    CONNECTION_ERROR,
+    PROTOCOL_ERROR,
+    TIMEOUT,
+    TOO_LARGE,
+    TRUNCATED,
+    DownloadFailure,
 )
 
 CHUNK_BYTES = 64 * 1024
@@ -144,7 +149,7 @@ class Response:
             self.close()
             raise DownloadFailure(TRUNCATED, f"got {len(exc.partial) + self.bytes_read} bytes, "
                                              f"{exc.expected} more expected") from None
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - hang up whatever happened; re-raised below
             self.close()
             raise translate_network_error(exc) from None
         self.finish()
@@ -216,7 +221,7 @@ def send_request(pool: ConnectionPool, destination: Destination, headers: dict[s
             connection.sock.settimeout(min(timeouts.read_s, remaining))
             connection.request("GET", destination.path, headers=headers)
             response = connection.getresponse()
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - hang up whatever happened; re-raised below
             connection.close()
             stale_keep_alive = not fresh and isinstance(
                 exc, (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine))

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from curation.download.reasons import CORRUPT_IMAGE, DECOMPRESSION_BOMB, TRUNCATED_IMAGE, DownloadFailure
+from curation.download.reasons import (
+    CORRUPT_IMAGE,
+    DECOMPRESSION_BOMB,
+    TRUNCATED_IMAGE,
+    DownloadFailure,
+)
 
 RESIZE_MODES = ("keep_ratio_largest", "keep_ratio", "center_crop", "border", "no")
 

@@ -14,12 +14,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+    def handle_error(self, request, client_address) -> None:
         pass  # clients hanging up mid-response is what half of the planted routes provoke
 
 
@@ -59,7 +60,7 @@ class PlantedWeb:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> PlantedWeb:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -99,10 +100,10 @@ class PlantedWeb:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            def do_GET(self) -> None:
                 path = self.path
                 nth = web._enter(path)
                 try:

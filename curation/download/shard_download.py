@@ -19,7 +19,12 @@ from typing import Any
 from curation.download.fetcher import Fetcher
 from curation.download.imaging import ImageOptions, process_image
 from curation.download.reasons import (
-    FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, REFUSED, SUCCESS, DownloadFailure, status_of,
+    FAILED_TO_DOWNLOAD,
+    FAILED_TO_RESIZE,
+    REFUSED,
+    SUCCESS,
+    DownloadFailure,
+    status_of,
 )
 from curation.download.shard_writer import JpegSpool
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +39,7 @@ class JpegSpool:
     """Append-only local scratch file for encoded images, readable back by (offset, length)."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="pool-spool-")
+        self._file = tempfile.TemporaryFile(prefix="pool-spool-")  # noqa: SIM115 - closed by close()
         self._lock = threading.Lock()
         self._end = 0
 
@@ -59,7 +59,7 @@ class JpegSpool:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> JpegSpool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -83,15 +83,15 @@ def write_pool_shard(open_output: OpenOutput, shard_id: str, rows: list[dict[str
                      jpeg_of: Callable[[dict[str, Any]], bytes]) -> None:
     """Write `{shard}.tar` (successes, in key order) then `{shard}.parquet` (every row)."""
     rows = sorted(rows, key=lambda row: row["key"])
-    with open_output(f"{shard_id}.tar") as handle:
-        with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for row in rows:
-                if row["status"] != SUCCESS:
-                    continue
-                key = row["key"]
-                _add_member(tar, f"{key}.jpg", jpeg_of(row))
-                _add_member(tar, f"{key}.txt", (row["text"] or "").encode())
-                _add_member(tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode())
+    with open_output(f"{shard_id}.tar") as handle, \
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for row in rows:
+            if row["status"] != SUCCESS:
+                continue
+            key = row["key"]
+            _add_member(tar, f"{key}.jpg", jpeg_of(row))
+            _add_member(tar, f"{key}.txt", (row["text"] or "").encode())
+            _add_member(tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode())
     table = pa.Table.from_pylist([{name: row.get(name) for name in SIDECAR_SCHEMA.names} for row in rows],
                                  schema=SIDECAR_SCHEMA)
     with open_output(f"{shard_id}.parquet") as handle:

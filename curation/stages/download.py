@@ -16,17 +16,32 @@ from typing import Any
 
 from curation import fsio
 from curation.download.address_policy import parse_networks
-from curation.download.fetcher import Fetcher, FetchConfig
+from curation.download.fetcher import FetchConfig, Fetcher
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import RESIZE_MODES, ImageOptions
 from curation.download.plan import (
-    DownloadPlan, InputSlice, load_plan, make_plan, read_slice, save_or_check_plan,
+    DownloadPlan,
+    InputSlice,
+    load_plan,
+    make_plan,
+    read_slice,
+    save_or_check_plan,
 )
 from curation.download.reasons import SUCCESS, is_retryable_later
 from curation.download.shard_download import (
-    UNEXPECTED_ERROR, ShardDownloader, UrlOutcome, apply_outcome, retry_summary, shard_summary,
+    UNEXPECTED_ERROR,
+    ShardDownloader,
+    UrlOutcome,
+    apply_outcome,
+    retry_summary,
+    shard_summary,
 )
-from curation.download.shard_writer import JpegSpool, read_sidecar, spool_existing_images, write_pool_shard
+from curation.download.shard_writer import (
+    JpegSpool,
+    read_sidecar,
+    spool_existing_images,
+    write_pool_shard,
+)
 from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
 from curation.stats import stats_dir
 
@@ -137,7 +152,7 @@ class RetryFailedShard:
             missing = kept - set(existing)
             if missing:
                 raise ValueError(f"{pool}/{task.shard_id}.tar lacks {len(missing)} sample(s) its sidecar "
-                                 f"lists, e.g. {sorted(missing)[0]}; delete the shard and re-run")
+                                 f"lists, e.g. {min(missing)}; delete the shard and re-run")
             retried, outcomes, downloader = download_rows(self.config, retry, spool, ctx)
             by_key = {row["key"]: row for row in retried}
             final = [by_key.get(row["key"], row) for row in rows]

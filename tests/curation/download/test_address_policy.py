@@ -1,7 +1,12 @@
 """The address decision function alone: nothing here opens a connection."""
 import pytest
 
-from curation.download.address_policy import AddressPolicy, embedded_ipv4, parse_networks, refusal_category
+from curation.download.address_policy import (
+    AddressPolicy,
+    embedded_ipv4,
+    parse_networks,
+    refusal_category,
+)
 
 PUBLIC_POLICY = AddressPolicy()
 

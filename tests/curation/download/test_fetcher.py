@@ -13,8 +13,8 @@ ALLOW_TEST_SERVER = ("127.0.0.1/32",)
 
 
 def make_fetcher(**overrides) -> Fetcher:
-    settings = dict(allow_networks=ALLOW_TEST_SERVER, backoff_base_s=0.05, backoff_max_s=2.0,
-                    timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0))
+    settings = {"allow_networks": ALLOW_TEST_SERVER, "backoff_base_s": 0.05, "backoff_max_s": 2.0,
+                "timeouts": Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0)}
     settings.update(overrides)
     return Fetcher(FetchConfig(**settings))
 

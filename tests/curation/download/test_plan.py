@@ -3,7 +3,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.download.plan import (
-    DownloadPlan, InputSlice, make_plan, read_slice, save_or_check_plan,
+    DownloadPlan,
+    InputSlice,
+    make_plan,
+    read_slice,
+    save_or_check_plan,
 )
 
 

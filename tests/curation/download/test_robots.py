@@ -4,7 +4,12 @@ import time
 import pytest
 
 from curation.download.reasons import ROBOTS_DISALLOWED, ROBOTS_UNREACHABLE, DownloadFailure
-from curation.download.robots import RobotsCache, RobotsRules, rules_from_response, x_robots_tag_forbids
+from curation.download.robots import (
+    RobotsCache,
+    RobotsRules,
+    rules_from_response,
+    x_robots_tag_forbids,
+)
 
 ROBOTS = """
 User-agent: *

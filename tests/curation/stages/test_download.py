@@ -45,8 +45,8 @@ def write_candidates(path: Path, urls: list[str]) -> Path:
 
 
 def fast_config(**fetch_overrides) -> DownloadConfig:
-    fetch = dict(allow_networks=("127.0.0.1/32",), retries=1, backoff_base_s=0.05,
-                 timeouts=Timeouts(connect_s=1.0, read_s=1.0, total_s=3.0))
+    fetch = {"allow_networks": ("127.0.0.1/32",), "retries": 1, "backoff_base_s": 0.05,
+             "timeouts": Timeouts(connect_s=1.0, read_s=1.0, total_s=3.0)}
     fetch.update(fetch_overrides)
     return DownloadConfig(FetchConfig(**fetch), ImageOptions(64, "center_crop"), threads=8)
 
