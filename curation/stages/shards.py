@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from curation import fsio
-from curation.runner import ShardContext, ShardTask, run_stage
+from curation.runner import ShardContext, ShardTask, completed_shards, marker_url, run_stage
 from curation.score.images import ImageDecodeError, decode_rgb
 from curation.score.pool import iter_samples, list_pool_shards, read_sidecar
 
@@ -229,14 +229,21 @@ def build_training_shards(pool: str, out: str, required: list[str], samples_per_
     check_or_save_plan(out, plan, record)
     plan_url = fsio.join(out, PLAN)
     pool_tasks = [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in list_pool_shards(pool)]
-    spill = run_stage("shards_spill", SpillKeptSamples(plan_url, pool, image_size), pool_tasks, out, seed=seed)
-    print(spill.describe())
-    if not spill.ok:
-        return False, record
     spill_urls = tuple(fsio.join(out, SPILL_DIR, f"{t.shard_id}.parquet") for t in pool_tasks)
-    out_ids = sorted(set(plan["out_shard"].to_pylist()))
-    write = run_stage("shards", WriteTrainingShard(samples_per_shard),
-                      [ShardTask(i, spill_urls) for i in out_ids], out, seed=seed)
+    out_tasks = [ShardTask(i, spill_urls) for i in sorted(set(plan["out_shard"].to_pylist()))]
+    if {t.shard_id for t in out_tasks} - completed_shards(out, "shards"):
+        # The spill is deleted once every output shard exists; if one is lost later, spill again.
+        for task, url in zip(pool_tasks, spill_urls):
+            marker = marker_url(out, "shards_spill", task.shard_id)
+            if fsio.exists(marker) and not fsio.exists(url):
+                fs, path = fsio.filesystem(marker)
+                fs.rm(path)
+        spill = run_stage("shards_spill", SpillKeptSamples(plan_url, pool, image_size), pool_tasks,
+                          out, seed=seed)
+        print(spill.describe())
+        if not spill.ok:
+            return False, record
+    write = run_stage("shards", WriteTrainingShard(samples_per_shard), out_tasks, out, seed=seed)
     print(write.describe())
     if write.ok:
         fs, path = fsio.filesystem(fsio.join(out, SPILL_DIR))

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
-from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool  # noqa: E402
+from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
-from curation.cli import main  # noqa: E402
-from curation.stages.neardup import (  # noqa: E402
+from curation.cli import main
+from curation.stages.neardup import (
     NeardupConfig,
     PoolEmbeddings,
     decide_duplicates,

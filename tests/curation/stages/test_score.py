@@ -7,16 +7,16 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
-from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool  # noqa: E402
+from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
-from curation import fsio  # noqa: E402
-from curation.cli import main  # noqa: E402
-from curation.score.embedder import ClipEmbedder, build_transform, cosine_rows  # noqa: E402
-from curation.score.images import decode_rgb  # noqa: E402
-from curation.score.model import ScorerSpec  # noqa: E402
-from curation.score.pool import iter_samples, read_sidecar  # noqa: E402
-from curation.stages.score import apply_decision, decide, score_pool  # noqa: E402
-from curation.stats import read_stage_records  # noqa: E402
+from curation import fsio
+from curation.cli import main
+from curation.score.embedder import ClipEmbedder, build_transform, cosine_rows
+from curation.score.images import decode_rgb
+from curation.score.model import ScorerSpec
+from curation.score.pool import iter_samples, read_sidecar
+from curation.stages.score import apply_decision, decide, score_pool
+from curation.stats import read_stage_records
 
 
 @pytest.fixture(scope="module")

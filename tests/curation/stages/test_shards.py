@@ -1,0 +1,153 @@
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
+from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
+
+from curation.cli import main
+from curation.stages.neardup import NeardupConfig, run_neardup
+from curation.stages.shards import build_training_shards
+
+REQUIRE = ["balance", "score", "neardup"]
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("shards")
+    planted = build_planted_pool(root, per_shard=30)
+    score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
+    report, _ = run_neardup(str(planted.pool), str(planted.pool / "curation" / "neardup"), score_dir,
+                            NeardupConfig(), [str(planted.eval_dir)])
+    assert report.ok
+    train = root / "train"
+    ok, record = build_training_shards(str(planted.pool), str(train), REQUIRE, 16, 96, seed=5)
+    assert ok
+    return planted, train, record
+
+
+def expected_kept_uids(pool: Path) -> set[str]:
+    kept = set()
+    for sidecar in sorted(pool.glob("*.parquet")):
+        shard = sidecar.stem
+        rows = pq.read_table(sidecar).to_pandas()
+        rows = rows[rows.status == "success"]
+        score = pq.read_table(pool / "curation" / "score" / f"{shard}.parquet").to_pandas()
+        dedup = pq.read_table(pool / "curation" / "neardup" / f"{shard}.parquet").to_pandas()
+        keep = set(score[score.keep_score].uid) & set(dedup[dedup.keep_dedup & ~dedup.contaminated].uid)
+        kept |= set(rows.uid) & keep
+    return kept
+
+
+def read_training_shards(train: Path) -> tuple[list[dict], list[dict]]:
+    index = pa.concat_tables([pq.read_table(p) for p in sorted(train.glob("*.parquet"))]).to_pylist()
+    samples = []
+    for tar_path in sorted(train.glob("*.tar")):
+        members: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(tar_path) as archive:
+            for member in archive:
+                key, _, extension = member.name.partition(".")
+                members.setdefault(key, {})[extension] = archive.extractfile(member).read()
+        samples += [{"key": key, **parts} for key, parts in members.items()]
+    return index, samples
+
+
+def shard_bytes(train: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(train.iterdir()) if p.suffix in (".tar", ".parquet")}
+
+
+def test_training_shards_hold_exactly_the_kept_uids(curated):
+    planted, train, record = curated
+    index, samples = read_training_shards(train)
+    uids = [row["uid"] for row in index]
+    assert len(uids) == len(set(uids)) == record["kept"]
+    assert set(uids) == expected_kept_uids(planted.pool)
+    assert sorted(json.loads(s["json"])["uid"] for s in samples) == sorted(uids)
+    assert record["not_applied"] == ["balance"] and record["applied"] == ["score", "neardup"]
+
+
+def test_no_eval_image_and_no_second_copy_reaches_training(curated):
+    planted, train, _record = curated
+    truth = planted.truth.to_pandas().set_index("uid")
+    index, _ = read_training_shards(train)
+    rows = truth.loc[[row["uid"] for row in index]]
+    assert rows.eval_name.isna().all()
+    assert rows.dup_group.dropna().is_unique
+
+
+def test_samples_are_complete_resized_and_shuffled(curated):
+    _planted, train, _record = curated
+    index, samples = read_training_shards(train)
+    for sample in samples:
+        assert {"jpg", "txt", "json"} <= set(sample)
+        image = Image.open(io.BytesIO(sample["jpg"]))
+        assert min(image.size) <= 96
+        assert sample["txt"].decode() == json.loads(sample["json"])["text"]
+    assert all(len(s) <= 16 for s in _group_by_shard(index).values())
+    source_order = [row["source_key"] for row in index]
+    assert source_order != sorted(source_order)
+
+
+def _group_by_shard(index: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for row in index:
+        groups.setdefault(row["key"][:5], []).append(row)
+    return groups
+
+
+def test_lost_outputs_are_rebuilt_identically_and_other_settings_are_refused(curated, tmp_path):
+    planted, train, _record = curated
+    copy = tmp_path / "train"
+    assert build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=5)[0]
+    reference = shard_bytes(copy)
+    assert reference == shard_bytes(train)
+    # As if killed: one output shard and its marker gone, plus a half-written temporary.
+    (copy / "00001.tar").unlink()
+    (copy / "_stats" / "shards" / "00001.json").unlink()
+    (copy / "00002.tar.tmp-deadbeef").write_bytes(b"half")
+    assert build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=5)[0]
+    assert shard_bytes(copy) == reference
+    with pytest.raises(SystemExit, match="planned from other inputs"):
+        build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=6)
+
+
+def test_keep_source_size_copies_the_pool_jpegs(curated, tmp_path):
+    planted, _train, _record = curated
+    out = tmp_path / "naflex"
+    assert main(["shards", "--pool", str(planted.pool), "--out", str(out), "--keep-source-size",
+                 "--samples-per-shard", "50", "--require", "score"]) == 0
+    index, _ = read_training_shards(out)
+    pool_sha = {}
+    for sidecar in planted.pool.glob("*.parquet"):
+        table = pq.read_table(sidecar)
+        pool_sha.update(zip(table["uid"].to_pylist(), table["sha256"].to_pylist()))
+    assert all(row["sha256"] == pool_sha[row["uid"]] for row in index)
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
+    planted, train, _record = curated
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "curation", "shards", "--pool", str(planted.pool), "--out",
+               str(out), "--samples-per-shard", "16", "--image-size", "96", "--seed", "5"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    marker_folder = out / "_stats" / "shards_spill"
+    while time.time() < deadline and process.poll() is None:
+        if marker_folder.is_dir() and any(marker_folder.iterdir()):
+            break
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    assert not (out / "_stats" / "shards").is_dir() or len(list((out / "_stats" / "shards").iterdir())) < 5
+    assert subprocess.run(command, check=False, capture_output=True, timeout=400).returncode == 0
+    assert shard_bytes(out) == shard_bytes(train)
