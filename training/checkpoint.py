@@ -183,3 +183,14 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
 def load_model_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and config of a checkpoint, for evaluation and export (no trainer needed)."""
     return load_file(folder / MODEL_FILE), json.loads((folder / CONFIG_FILE).read_text())
+
+
+def load_trained_model(folder: Path, device: torch.device | str = "cpu"):
+    """A SigLIP2 with a checkpoint's weights, in eval mode."""
+    from training.models.config import ModelConfig
+    from training.models.siglip import SigLIP2
+
+    weights, config = load_model_weights(folder)
+    model = SigLIP2(ModelConfig.from_dict(config["model"]))
+    model.load_state_dict(weights)
+    return model.to(device).eval()

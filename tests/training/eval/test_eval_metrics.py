@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from training.eval.grounding import accuracy_at, box_iou, centred_box
+from training.eval.retrieval import recall_at_k
+
+
+def test_box_iou_matches_hand_computed_overlaps():
+    assert box_iou((0, 0, 1, 1), (0, 0, 1, 1)) == 1.0
+    assert box_iou((0, 0, 0.5, 1), (0.5, 0, 1, 1)) == 0.0
+    assert box_iou((0, 0, 0.5, 0.5), (0.25, 0.25, 0.75, 0.75)) == pytest.approx(0.0625 / 0.4375)
+
+
+def test_accuracy_counts_missing_predictions_as_misses():
+    truth = [(0, 0, 0.5, 0.5)] * 3
+    assert accuracy_at([(0, 0, 0.5, 0.5), None, (0.5, 0.5, 1, 1)], truth) == pytest.approx(1 / 3)
+
+
+def test_centred_box_has_the_mean_true_size():
+    assert centred_box([(0, 0, 0.2, 0.4), (0.5, 0.5, 0.9, 0.7)]) == pytest.approx((0.35, 0.35, 0.65, 0.65))
+
+
+def test_recall_with_two_captions_per_image():
+    # images 0, 1; captions 0, 1 belong to image 0, caption 2 to image 1
+    similarity = torch.tensor([[0.9, 0.1, 0.8],
+                               [0.2, 0.3, 0.1]])
+    metrics = recall_at_k(similarity, torch.tensor([0, 0, 1]), ks=(1, 2))
+    # text→image top-1: caption 0 → 0 ✓, caption 1 → 1 ✗, caption 2 → 0 ✗
+    assert metrics["text_to_image_R@1"] == pytest.approx(1 / 3)
+    assert metrics["text_to_image_R@2"] == 1.0
+    # image→text top-1: image 0 → caption 0 ✓; image 1 → caption 1 (image 0's) ✗
+    assert metrics["image_to_text_R@1"] == 0.5
+    assert metrics["image_to_text_R@2"] == 0.5  # image 1's top 2 are captions 1 and 0

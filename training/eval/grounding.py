@@ -1,0 +1,83 @@
+"""Referring-expression grounding through LocCa's ARef task: phrase → 4 box tokens → IoU.
+
+Acc@0.5 is the share of (image, phrase) pairs whose decoded box overlaps the true box with
+IoU ≥ 0.5. Two trivial baselines put the number in context: the whole image, and a centred box
+of the average true box size (what a model that ignores both image and phrase could learn).
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image, valid_refs
+from training.eval.datasets import iter_split
+from training.eval.embed import batched
+from training.models.siglip import SigLIP2
+from training.tokenizer import Tokenizer
+
+Box = tuple[float, float, float, float]
+
+
+def box_iou(a: Box, b: Box) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+    return intersection / union if union > 0 else 0.0
+
+
+def load_referring_expressions(dataset: str, image_size: int, split: str = "test"
+                               ) -> tuple[torch.Tensor, list[tuple[int, str, Box]]]:
+    """Images and (image index, phrase, true box) triples."""
+    images, queries = [], []
+    for raw in iter_split(dataset, split):
+        image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
+        if image is None or "json" not in raw.files:
+            raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
+        refs = valid_refs(json.loads(raw.files["json"]).get("refs"))
+        queries += [(len(images), ref["phrase"], tuple(ref["box"])) for ref in refs]
+        images.append(decode_image(image, image_size))
+    return torch.stack(images), queries
+
+
+@torch.no_grad()
+def predict_boxes(model: SigLIP2, tokenizer: Tokenizer, images: torch.Tensor,
+                  queries: list[tuple[int, str, Box]], batch_size: int = 64) -> list[Box | None]:
+    model.eval()
+    device = next(model.parameters()).device
+    max_len = model.cfg.decoder.max_len
+    box_ids = range(tokenizer.box_token_offset, tokenizer.task_token_offset)
+    predictions: list[Box | None] = []
+    for chunk in batched(queries, batch_size):
+        indices = torch.tensor([index for index, _, _ in chunk])
+        _, patch_tokens = model.encode_image(images[indices].to(device))
+        prefixes = [[tokenizer.task_token("aref")] + tokenizer.text_ids(phrase)[: max_len - 5]
+                    for _, phrase, _ in chunk]
+        decoded = model.decoder.greedy_decode(patch_tokens, prefixes, steps=4, allowed=box_ids)
+        predictions += [tokenizer.decode_box(tokens) for tokens in decoded]
+    return predictions
+
+
+def accuracy_at(predicted: list[Box | None], truth: list[Box], threshold: float = 0.5) -> float:
+    hits = [p is not None and box_iou(p, t) >= threshold for p, t in zip(predicted, truth)]
+    return sum(hits) / max(len(hits), 1)
+
+
+def centred_box(truth: list[Box]) -> Box:
+    width = sum(b[2] - b[0] for b in truth) / len(truth)
+    height = sum(b[3] - b[1] for b in truth) / len(truth)
+    return (0.5 - width / 2, 0.5 - height / 2, 0.5 + width / 2, 0.5 + height / 2)
+
+
+def aref_accuracy(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
+                  split: str = "test") -> dict[str, float]:
+    images, queries = load_referring_expressions(dataset, model.cfg.vision.image_size, split)
+    truth = [box for _, _, box in queries]
+    predicted = predict_boxes(model, tokenizer, images, queries)
+    return {
+        "acc@0.5": accuracy_at(predicted, truth),
+        "baseline_whole_image": accuracy_at([(0.0, 0.0, 1.0, 1.0)] * len(truth), truth),
+        "baseline_centre_box": accuracy_at([centred_box(truth)] * len(truth), truth),
+        "queries": len(queries),
+    }

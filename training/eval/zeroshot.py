@@ -1,0 +1,44 @@
+"""Zero-shot classification: class embeddings from prompt templates, accuracy vs chance."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from training.data.samples import BadSample, decode_image, IMAGE_EXTENSIONS
+from training.eval.datasets import classnames_and_templates, iter_split
+from training.eval.embed import embed_images, embed_texts
+from training.models.siglip import SigLIP2
+from training.tokenizer import Tokenizer
+
+
+def class_embeddings(model: SigLIP2, tokenizer: Tokenizer, classnames: list[str],
+                     templates: list[str]) -> torch.Tensor:
+    """[C, D]: the renormalised mean of each class's prompt embeddings (CLIP's prompt ensemble)."""
+    prompts = [template.replace("{c}", name) for name in classnames for template in templates]
+    embeddings = embed_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
+    return F.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+def load_labelled_images(dataset: str, image_size: int, split: str = "test"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for raw in iter_split(dataset, split):
+        image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
+        if image is None or "cls" not in raw.files:
+            raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
+        images.append(decode_image(image, image_size))
+        labels.append(int(raw.files["cls"].decode().strip()))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def zeroshot_accuracy(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
+                      split: str = "test") -> dict[str, float]:
+    """Top-1 accuracy, and chance (the most frequent class's share, the best a blind guess gets)."""
+    model.eval()
+    classnames, templates = classnames_and_templates(dataset)
+    images, labels = load_labelled_images(dataset, model.cfg.vision.image_size, split)
+    scores = embed_images(model, images) @ class_embeddings(model, tokenizer, classnames, templates).T
+    predictions = scores.argmax(dim=1)
+    majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
+    return {"top1": (predictions == labels).float().mean().item(), "chance": majority,
+            "classes": len(classnames), "samples": len(labels)}
