@@ -157,9 +157,13 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             f"RAY_ADDRESS={address} is a Ray Jobs API address: submit the command with "
             "`python -m curation submit -- COMMAND ...` (make crawl/curate do this), or point "
             "RAY_ADDRESS at the cluster's GCS address (HOST:6379) to drive it from here")
+    if not address:
+        # A local cluster talks over loopback only, never the machine's outward interface.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
+        _node_ip_address=None if address else "127.0.0.1",
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,

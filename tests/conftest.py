@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tests_support import free_port  # noqa: E402
+from tests.tests_support import free_port
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Local Ray clusters in tests talk over 127.0.0.1 only, never the machine's outward interface.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 S3_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
@@ -70,6 +71,7 @@ def ray_session(s3_endpoint):
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env.update({key: os.environ[key] for key in S3_ENV_KEYS})
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 _node_ip_address="127.0.0.1",
                  address=os.environ.get("RAY_ADDRESS") or "local",
                  runtime_env={"env_vars": env})
     yield ray

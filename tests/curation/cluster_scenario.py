@@ -24,6 +24,7 @@ class SlowSquares:
         time.sleep(0.4)
         values = ctx.rng.integers(0, 1 << 30, size=100)
         ctx.stats.rows_in = ctx.stats.rows_out = len(values)
+        ctx.stats.extra["node_id"] = ray.get_runtime_context().get_node_id()
         ctx.write_parquet(f"{task.shard_id}.parquet", pa.table({"v": values, "sq": values * values}))
 
 
@@ -32,8 +33,9 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def main(out: str, kill: bool) -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
+    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
     tasks = [ShardTask(f"{i:05d}") for i in range(12)]
@@ -49,9 +51,10 @@ def main(out: str, kill: bool) -> None:
     report = run_stage("squares", SlowSquares(), tasks, out, seed=11, max_retries=5, progress=False)
     if kill:
         killer.join(timeout=30)
-    alive = sum(1 for node in ray.nodes() if node["Alive"])
-    print("RESULT " + json.dumps({"ok": report.ok, "failed": report.failed, "alive_nodes": alive,
-                      "digests": digests(Path(out))}))
+    nodes_used = sorted({r["extra"]["node_id"] for r in report.completed})
+    print("RESULT " + json.dumps({"ok": report.ok, "failed": report.failed,
+                                  "killed_node": workers[1].node_id if kill else None,
+                                  "nodes_used": nodes_used, "digests": digests(Path(out))}))
     ray.shutdown()
     cluster.shutdown()
 

@@ -9,7 +9,7 @@ import pytest
 
 from curation.jobs import jobs_address, runtime_env
 from curation.runner import ShardContext, ShardTask, ensure_ray, run_stage
-from tests_support import free_port
+from tests.tests_support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
@@ -57,7 +57,7 @@ def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
            "RAY_AUTH_TOKEN": os.urandom(16).hex(),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([RAY, "start", "--head", f"--port={gcs_port}", "--num-cpus=1",
+    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=1",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
                     f"--temp-dir={temp_dir}", "--include-dashboard=true"],
                    check=True, env=env, capture_output=True, timeout=120)
