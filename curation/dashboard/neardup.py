@@ -86,7 +86,9 @@ def _build(pool: PoolTable) -> dict[str, Any]:
         "dropped": sum(p["dropped"] for p in parts),
         "contaminated": sum(p["contaminated"] for p in parts),
         "size_histogram": _size_histogram(sizes),
-        "top_clusters": [{"cluster": c, "size": sizes[c], "members": [cards[ref] for ref in members[c]]}
+        # The kept member (the cluster's representative) first.
+        "top_clusters": [{"cluster": c, "size": sizes[c],
+                          "members": sorted((cards[ref] for ref in members[c]), key=lambda card: not card["kept"])}
                          for c in top],
         "contaminated_samples": [cards[ref] for ref in contaminated_refs],
     }
