@@ -23,6 +23,8 @@ SRCSET_SHARE = 0.10
 PNG_SHARE = 0.12
 NEAR_DUP_VARIANTS: tuple[str, ...] = ("copy", "reencode", "resize", "crop")
 SRCSET_FACTORS: tuple[float, ...] = (0.25, 0.5)
+# Faults whose file exists (so it is rendered) but whose fetch never yields the picture.
+_DEAD_WITH_FILE = frozenset({"truncated"})
 BLANK_GIF_PATH = "/static/blank.gif"
 # The smallest valid GIF: 1x1 transparent pixel (the lazy-loading placeholder).
 BLANK_GIF = bytes.fromhex(
@@ -296,9 +298,6 @@ class _CatalogPlanner:
             return {"file": name, "content_type": "image/jpeg"}
         raise ValueError(f"no dead route for fault kind {kind!r}")
 
-
-# Faults whose file exists (so it is rendered) but whose fetch never yields the picture.
-_DEAD_WITH_FILE = frozenset({"truncated"})
 
 
 def plan_catalog(seed: int, scale: Scale, port: int, concepts: ConceptSampler,
