@@ -53,6 +53,8 @@ def count_entries(entries: pa.ListArray, groups: np.ndarray, eligible: np.ndarra
 
 def sum_counts(tables: Sequence[pa.Table]) -> pa.Table:
     """Add up sparse count tables; rows sorted by (lang, entry)."""
+    if not tables:
+        return COUNTS_SCHEMA.empty_table()
     combined = pa.concat_tables([t.select(COUNTS_SCHEMA.names).cast(COUNTS_SCHEMA) for t in tables])
     summed = combined.group_by(["lang", "entry"]).aggregate([("count", "sum")])
     summed = summed.rename_columns(["lang", "entry", "count"]).cast(COUNTS_SCHEMA)
