@@ -111,6 +111,7 @@ class PoolTable:
             present = [c for c in columns if c in parquet.schema_arrow.names]
             bounds = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows
                                       for i in range(parquet.num_row_groups)])
+            rows = rows[rows < bounds[-1]]  # a position past the end (a stale hint) has no row
             groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
             table = parquet.read_row_groups(groups, columns=present)
         offsets = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups] or [[]])
@@ -148,20 +149,38 @@ class PoolTable:
         table = self.read_rows(url, rows, ["uid", *columns])
         return {row["uid"]: row for row in table.to_pylist()}
 
+    def _rows_by_uid(self, shard: str, uids: list[str],
+                     row_hints: dict[tuple[str, str], int]) -> dict[str, dict[str, Any]]:
+        columns = ["key", "text", "url", "status"]
+        found: dict[str, dict[str, Any]] = {}
+        hinted = sorted({row_hints[(shard, uid)] for uid in uids if (shard, uid) in row_hints})
+        if hinted:
+            table = self.read_rows(self.sidecar_url(shard), np.array(hinted), ["uid", *columns])
+            wanted = set(uids)
+            found = {row["uid"]: row for row in table.to_pylist() if row["uid"] in wanted}
+        missing = [uid for uid in uids if uid not in found]
+        if missing:
+            found.update(self.lookup(None, shard, missing, columns))
+        return found
+
     def map_shards(self, fn: Callable[[str], T], shards: Sequence[str] | None = None) -> list[T]:
         """`fn(shard)` for every shard (default: the pool's), in shard order, on a thread pool."""
         shards = self.shards if shards is None else shards
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(fn, shards))
 
-    def sample_cards(self, refs: Sequence[tuple[str, str]], extra: dict[tuple[str, str], dict]
-                     | None = None) -> list[dict[str, Any]]:
-        """Display records for (shard, uid) pairs: key, text, url and whether an image exists."""
+    def sample_cards(self, refs: Sequence[tuple[str, str]],
+                     extra: dict[tuple[str, str], dict] | None = None,
+                     row_hints: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
+        """Display records for (shard, uid) pairs: key, text, url and whether an image exists.
+
+        `row_hints` are the samples' row positions in a curation file; stage files usually list the
+        pool's rows in order, so the sidecar row at that position is tried first (checked by uid)
+        before a search of the shard's uids."""
         by_shard: dict[str, list[str]] = {}
         for shard, uid in refs:
             by_shard.setdefault(shard, []).append(uid)
-        found = {shard: self.lookup(None, shard, uids, ["key", "text", "url", "status"])
-                 for shard, uids in by_shard.items()}
+        found = {shard: self._rows_by_uid(shard, uids, row_hints or {}) for shard, uids in by_shard.items()}
         cards = []
         for shard, uid in refs:
             row = found[shard].get(uid, {})

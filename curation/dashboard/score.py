@@ -87,17 +87,26 @@ def _nearest(pool: PoolTable, shards: list[str], parts: list, threshold: float,
         for side, mask, sign in ((above, scores >= threshold, 1), (below, scores < threshold, -1)):
             rows = np.flatnonzero(mask)
             distance = sign * (scores[rows] - threshold)
-            nearest = rows[np.argsort(distance, kind="stable")[:GRID]]
-            side.extend((float(sign * (scores[r] - threshold)), shard, int(r)) for r in nearest)
+            if len(rows) > GRID:  # every row as close as the GRID-th closest (ties included)
+                cutoff = np.partition(distance, GRID - 1)[GRID - 1]
+                rows, distance = rows[distance <= cutoff], distance[distance <= cutoff]
+            side.extend(zip(distance.tolist(), [shard] * len(rows), rows.tolist()))
     picked = [heapq.nsmallest(GRID, side) for side in (above, below)]
-    uid_columns = {shard: pool.read(pool.curation_url("score", shard), ["uid"]).column("uid")
-                   for shard in {shard for side in picked for _, shard, _ in side}}
+    picked_rows: dict[str, list[int]] = {}
+    for _, shard, row in (pick for side in picked for pick in side):
+        picked_rows.setdefault(shard, []).append(row)
+    uid_at = {}
+    for shard, rows in picked_rows.items():
+        rows = np.unique(rows)
+        uids = pool.read_rows(pool.curation_url("score", shard), rows, ["uid"]).column("uid").to_pylist()
+        uid_at.update({(shard, int(r)): uid for r, uid in zip(rows, uids)})
     chosen = []
     for picks in picked:
-        refs, extra = [], {}
+        refs, extra, hints = [], {}, {}
         for _, shard, row in picks:
-            uid = uid_columns[shard][row].as_py()
+            uid = uid_at[(shard, row)]
             refs.append((shard, uid))
             extra[(shard, uid)] = {"score": float(parts[shards.index(shard)][0][row])}
-        chosen.append(pool.sample_cards(refs, extra))
+            hints[(shard, uid)] = row
+        chosen.append(pool.sample_cards(refs, extra, row_hints=hints))
     return chosen[0], chosen[1]

@@ -52,6 +52,8 @@ def test_curation_files_in_pool_order_give_the_same_pages(dashboard, tmp_path):
     assert dashboard.decision_index().same_order[0] == frozenset()
     for decision in ("kept", "score", "balance"):
         assert in_order.samples(decision, 0, 10)["samples"] == dashboard.samples(decision, 0, 10)["samples"]
+    for side in ("just_above", "just_below"):
+        assert in_order.score()[side] == dashboard.score()[side]
 
 
 def test_an_unknown_decision_filter_is_refused(dashboard):
