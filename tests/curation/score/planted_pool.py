@@ -78,7 +78,7 @@ def _tar_add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: int = 0,
                        exact_dups: int = 4, near_dups: int = 4, contaminants: int = 3,
-                       eval_images: int = 8) -> PlantedPool:
+                       eval_images: int = 8, min_side: int = 120, max_side: int = 420) -> PlantedPool:
     rng = np.random.default_rng(seed)
     pool, eval_dir = root / "pool", root / "eval" / "shapes" / "test"
     pool.mkdir(parents=True)
@@ -99,7 +99,7 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
     total = shards * per_shard
     samples: list[dict] = []
     for i in range(total - exact_dups - near_dups - contaminants):
-        width, height = int(rng.integers(120, 420)), int(rng.integers(120, 420))
+        width, height = int(rng.integers(min_side, max_side)), int(rng.integers(min_side, max_side))
         picture, caption = draw_picture(rng, width, height)
         samples.append({"jpg": jpeg(picture), "text": caption if i % 9 else "img",
                         "dup_group": None, "eval_name": None, "picture": picture, "caption": caption})

@@ -1,0 +1,131 @@
+"""CLIP scoring throughput: the score stage (shard tasks decoding JPEGs with DCT-domain downscale,
+feeding a Ray actor pool) vs a plain single-process open_clip loop (full decode, preprocess,
+encode image and text, batch by batch) over the same pool and the same randomly initialised model.
+
+Prints images/s for both, their ratio, and how far the scores differ (the stage decodes JPEGs at
+1/2-1/8 scale when that still covers the model's input size, so pixels differ slightly).
+On a machine with GPUs the stage runs one actor per GPU and images/s per GPU is printed too.
+
+    .venv/bin/python benchmarks/score.py [--images 240] [--model ViT-S-32] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# The planted pool builder writes a pool in the download stage's layout (shared with the tests).
+sys.path.insert(0, str(ROOT / "tests" / "curation" / "score"))
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def plain_loop(pool: Path, weights: Path, model_name: str, batch_size: int) -> dict[str, float]:
+    """The reference: everything in one process, one step after another."""
+    import torch
+
+    from curation.score.images import decode_rgb
+    from curation.score.model import ScorerSpec, load_scorer
+    from curation.score.pool import iter_samples, read_sidecar
+
+    scorer = load_scorer(ScorerSpec(model_name, str(weights)))
+    scores: dict[str, float] = {}
+
+    def flush(keys: list[str], images: list, texts: list[str]) -> None:
+        with torch.inference_mode():
+            image_features = scorer.model.encode_image(torch.stack(images), normalize=True)
+            text_features = scorer.model.encode_text(scorer.tokenizer(texts), normalize=True)
+        scores.update(zip(keys, (image_features * text_features).sum(-1).tolist()))
+
+    for sidecar in sorted(pool.glob("*.parquet")):
+        rows = read_sidecar(str(sidecar), ["key", "text"])
+        text_of = dict(zip(rows["key"].to_pylist(), rows["text"].to_pylist()))
+        keys, images, texts = [], [], []
+        for key, members in iter_samples(str(sidecar.with_suffix(".tar"))):
+            try:
+                images.append(scorer.preprocess(decode_rgb(members["jpg"])))
+            except ValueError:
+                continue
+            keys.append(key)
+            texts.append(text_of[key])
+            if len(keys) == batch_size:
+                flush(keys, images, texts)
+                keys, images, texts = [], [], []
+        if keys:
+            flush(keys, images, texts)
+    return scores
+
+
+def stage_scores(pool: Path) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for sidecar in sorted(pool.glob("*.parquet")):
+        keys = pq.read_table(sidecar, columns=["key", "status"]).to_pandas()
+        keys = keys[keys.status == "success"].key.tolist()
+        table = pq.read_table(pool / "curation" / "score" / "raw" / sidecar.name)
+        scores.update(zip(keys, table["clip_score"].to_pylist()))
+    return scores
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--model", default="ViT-S-32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    import ray
+    from planted_pool import build_planted_pool
+
+    from curation.runner import ensure_ray
+    from curation.score.model import ScorerSpec, save_random_weights
+    from curation.stages.score import score_pool
+
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
+        root = Path(folder)
+        per_shard = math.ceil(args.images / args.shards)
+        planted = build_planted_pool(root, shards=args.shards, per_shard=per_shard, seed=1,
+                                     min_side=400, max_side=1400)
+        weights = root / "weights.safetensors"
+        save_random_weights(args.model, str(weights))
+        ensure_ray()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+
+        started = time.perf_counter()
+        reference = plain_loop(planted.pool, weights, args.model, args.batch_size)
+        plain_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        report = score_pool(str(planted.pool), str(planted.pool / "curation" / "score"),
+                            ScorerSpec(args.model, str(weights)), "bench", args.batch_size)
+        stage_seconds = time.perf_counter() - started
+        if not report.ok:
+            print(report.describe())
+            return 1
+        ours = stage_scores(planted.pool)
+
+    scored = [k for k in reference if not math.isnan(ours.get(k, math.nan))]
+    difference = max(abs(reference[k] - ours[k]) for k in scored)
+    plain_rate, stage_rate = len(reference) / plain_seconds, len(scored) / stage_seconds
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    print(f"model {args.model} (random init), {len(reference)} images of 400-1400 px, "
+          f"batch {args.batch_size}, {cpus} CPUs, {gpus} GPUs")
+    print(f"plain single-process open_clip loop: {plain_rate:8.1f} images/s ({plain_seconds:.1f} s)")
+    print(f"score stage (Ray actors, incl. start): {stage_rate:8.1f} images/s ({stage_seconds:.1f} s)")
+    if gpus:
+        print(f"score stage per GPU: {stage_rate / gpus:.1f} images/s")
+    print(f"ratio stage / plain: {stage_rate / plain_rate:.2f}x")
+    print(f"max |score difference| (reduced-scale JPEG decode): {difference:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
