@@ -58,11 +58,13 @@ def synthetic_alt_texts(count: int, rng: np.random.Generator) -> list[str]:
     weights /= weights.sum()
     texts = []
     lengths = rng.integers(2, 16, size=count)
-    for length in lengths:
+    word_ids = rng.choice(len(words), size=int(lengths.sum()), p=weights)  # one draw: fast
+    ends = np.cumsum(lengths)
+    for length, end in zip(lengths, ends):
         if rng.random() < 0.06:
             texts.append(NOISE[rng.integers(len(NOISE))].format(n=rng.integers(10_000)))
             continue
-        picked = [words[i] for i in rng.choice(len(words), size=int(length), p=weights)]
+        picked = [words[i] for i in word_ids[end - length:end]]
         if rng.random() < 0.4:
             picked[0] = picked[0].capitalize()
         if rng.random() < 0.3:
