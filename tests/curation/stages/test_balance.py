@@ -208,3 +208,24 @@ def test_metadata_builder_command_writes_a_loadable_metadata_json(tmp_path, caps
     assert args.func(args) == 0
     assert load_metadata(str(out)) == ["cat", "dog", "Red star"]
     assert "unigrams=2, titles=1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc_world, tmp_path):
+    from curation.cli import main as cli_main
+
+    snapshot = json.loads((minicc_world / "world.json").read_text())["snapshot"]
+    candidates = tmp_path / "candidates"
+    assert cli_main(["extract", "--snapshot", snapshot, "--cc-root", str(minicc_world),
+                     "--out", str(candidates), "--no-ray"]) == 0
+    result = run_balance(BalanceConfig(str(candidates), str(minicc_world), 20, str(tmp_path / "b"),
+                                       use_ray=False, progress=False))
+    assert result.ok
+    counts = pq.read_table(tmp_path / "b" / "entry_counts.parquet").to_pylist()
+    head = [row for row in counts if row["count"] > 20]
+    tail = [row for row in counts if row["count"] <= 20]
+    assert head and tail
+    assert all(row["kept"] == row["count"] for row in tail)
+    top = max(counts, key=lambda row: row["count"])
+    assert top["kept"] < 0.8 * top["count"]
+    assert result.summary["head_kept_share"] < result.summary["head_match_share"]
