@@ -20,7 +20,7 @@ from curation.metaclip.metadata import load_metadata
 from curation.runner import ShardContext, ShardTask
 
 MATCH_BATCH_ROWS = 20_000
-_matcher_cache: dict[str, tuple[list[str], EntryMatcher]] = {}
+_matcher_cache: dict[str, EntryMatcher] = {}
 
 
 def metadata_fingerprint(entries: list[str]) -> str:
@@ -28,14 +28,14 @@ def metadata_fingerprint(entries: list[str]) -> str:
                            digest_size=16).hexdigest()
 
 
-def cached_matcher(spec: str, fingerprint: str) -> tuple[list[str], EntryMatcher]:
-    """The metadata and its automaton, built once per worker process (it takes seconds)."""
+def cached_matcher(spec: str, fingerprint: str) -> EntryMatcher:
+    """The metadata's automaton, built once per worker process (it takes seconds at 500k)."""
     if fingerprint not in _matcher_cache:
         entries = load_metadata(spec)
         if metadata_fingerprint(entries) != fingerprint:
             raise RuntimeError(f"metadata {spec} changed while the balance run was going on")
         _matcher_cache.clear()
-        _matcher_cache[fingerprint] = (entries, EntryMatcher(entries))
+        _matcher_cache[fingerprint] = EntryMatcher(entries)
     return _matcher_cache[fingerprint]
 
 
@@ -57,7 +57,14 @@ class TextColumns:
         missing = [name for name in wanted if name not in schema.names]
         if missing:
             raise ValueError(f"{url}: no column {', '.join(missing)} (has {', '.join(schema.names)})")
+        text_types = (pa.string(), pa.large_string())
+        if self.texts and schema.field(self.texts).type not in [pa.list_(t) for t in text_types]:
+            raise ValueError(f"{url}: column {self.texts} is {schema.field(self.texts).type}, "
+                             "not a list of strings")
         optional = [name for name in (self.text, "status") if name in schema.names]
+        if self.text in optional and schema.field(self.text).type not in text_types:
+            raise ValueError(f"{url}: column {self.text} is {schema.field(self.text).type}, "
+                             "not a string")
         return list(dict.fromkeys(wanted + optional))
 
 
@@ -86,7 +93,7 @@ class MatchShard:
             downloaded = np.asarray(table.column("status").to_pylist(), dtype=object) == "success"
         eligible = downloaded & np.array([uid is not None for uid in uids], dtype=bool)
         texts = self._texts(table, uids)
-        _entries, matcher = cached_matcher(self.metadata_spec, self.fingerprint)
+        matcher = cached_matcher(self.metadata_spec, self.fingerprint)
         with ctx.stats.timer("match"):
             matched = pa.concat_arrays([
                 matcher.match_batch(texts[start:start + MATCH_BATCH_ROWS])

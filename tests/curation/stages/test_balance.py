@@ -229,3 +229,13 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
     top = max(counts, key=lambda row: row["count"])
     assert top["kept"] < 0.8 * top["count"]
     assert result.summary["head_kept_share"] < result.summary["head_match_share"]
+
+
+def test_text_column_of_the_wrong_type_fails_that_shard_with_its_name(tmp_path, metadata):
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"uid": ["a"], "text": [3]}), tmp_path / "in" / "bad.parquet")
+    result = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, 10, str(tmp_path / "out"),
+                                       use_ray=False, progress=False))
+    assert not result.ok
+    failure = result.reports[0].failed[0]
+    assert "bad.parquet" in failure["message"] and "not a string" in failure["message"]
