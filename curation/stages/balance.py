@@ -8,17 +8,19 @@ sparse entry counts in OUT/_counts/SHARD.parquet. The counts are summed by a tre
 the draw seeded by (seed, uid), so the result does not depend on the sharding.
 
 Output per input file, OUT/SHARD.parquet: the input rows plus `metaclip_entries` (list<int32>,
-sorted entry ids) and `keep` (bool). When the input is a download pool, the output follows the
-curation-column contract instead: POOL/curation/balance/SHARD.parquet with `uid`,
-`metaclip_entries`, `keep_balance` (the pool's own rows are not copied; failed downloads are
-never kept). Both write OUT/entry_counts.parquet (entry, entry_text, count, p, kept [, lang]) and
+sorted entry ids), `keep` (bool), and with --texts-column `metaclip_text` (the text chosen).
+When the input is a download pool, the output follows the curation-column contract instead:
+POOL/curation/balance/SHARD.parquet with `uid`, `metaclip_entries`, `keep_balance` (the pool's own
+rows are not copied; failed downloads are never kept). Both write OUT/entry_counts.parquet (one
+row per matched entry: entry id, entry_text, count, p, kept [, lang]) and
 OUT/balance_summary.json (head/tail, kept fraction, top entries before/after).
 
 Text-only mode before download: run the same command on candidates (or deduped candidates) with
 a larger t, then again on the pool with the target t. Download keeps a fraction s of the URLs
 (0.5-0.9 on real lists), so a head entry kept near t_pre before download ends near s * t_pre;
 use t_pre = 2 * t (enough for s >= 0.5) so the rebalance after download still has t to choose
-from, while most of what the final balance would drop is never fetched.
+from, while most of what the final balance would drop is never fetched. Give the download only
+the rows with keep = true (e.g. a filtered copy of the candidates).
 """
 from __future__ import annotations
 
