@@ -1,7 +1,5 @@
-import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers
 
 from training.models.config import model_config
 from training.models.hf_siglip2 import (
