@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 from curation.dashboard.app import Dashboard
 from curation.dashboard.server import make_server
 
-ROW_GROUP = 65_536
+# Real pool shards hold ~10k rows; these few big files are cut into row groups of that order, so a
+# page reads about what it would read from a real shard.
+PARQUET = {"row_group_size": 16_384, "compression": "zstd"}
 INTERACTIVE_S = 0.25
 FAILURES = np.array(["http_404", "timeout", "robots_disallowed", "not_an_image", "too_large"])
 
@@ -62,23 +64,23 @@ def write_pool(root: Path, rows: int, shards: int, seed: int = 0) -> None:
             "width": np.minimum(width, 512), "height": np.minimum(height, 512),
             "original_width": width, "original_height": height,
         })
-        pq.write_table(sidecar, pool / f"{shard}.parquet", row_group_size=ROW_GROUP, compression="zstd")
+        pq.write_table(sidecar, pool / f"{shard}.parquet", **PARQUET)
         ok = ~failed
         scores = rng.normal(0.25, 0.05, per_shard).astype(np.float32)
         pq.write_table(pa.table({"uid": uid, "keep_balance": ok & (rng.random(per_shard) < 0.6)}),
-                       pool / "curation" / "balance" / f"{shard}.parquet", compression="zstd")
+                       pool / "curation" / "balance" / f"{shard}.parquet", **PARQUET)
         pq.write_table(pa.table({"uid": uid, "clip_score_bench": scores, "keep_score": ok & (scores >= 0.28)}),
-                       pool / "curation" / "score" / f"{shard}.parquet", compression="zstd")
+                       pool / "curation" / "score" / f"{shard}.parquet", **PARQUET)
         cluster = np.where(rng.random(per_shard) < 0.1, rng.integers(0, rows // 20, per_shard), -1)
         pq.write_table(pa.table({"uid": uid, "dup_cluster": cluster, "keep_dedup": rng.random(per_shard) > 0.05,
                                  "contaminated": rng.random(per_shard) < 0.001,
                                  "nearest_eval": pa.nulls(per_shard, pa.string())}),
-                       pool / "curation" / "neardup" / f"{shard}.parquet", compression="zstd")
+                       pool / "curation" / "neardup" / f"{shard}.parquet", **PARQUET)
         record = {"stage": "download", "shard": shard, "rows_in": per_shard, "rows_out": int(ok.sum()),
                   "drops": {}, "errors": {}, "wall_seconds": 60.0, "started_at": 0.0, "finished_at": 60.0,
                   "extra": {}, "timings": {}, "error_examples": []}
         (pool / "_stats" / "download" / f"{shard}.json").write_text(json.dumps(record))
-    (root / "READY").write_text(json.dumps({"rows": per_shard * shards, "shards": shards}))
+    (root / "READY").write_text(json.dumps({"rows": per_shard * shards, "shards": shards, **PARQUET}))
 
 
 def timed(fn) -> tuple[float, object]:
@@ -104,7 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.out)
     ready = root / "READY"
-    if not ready.exists() or json.loads(ready.read_text())["rows"] != args.rows // args.shards * args.shards:
+    layout = {"rows": args.rows // args.shards * args.shards, "shards": args.shards, **PARQUET}
+    if not ready.exists() or json.loads(ready.read_text()) != layout:
         print(f"writing a {args.rows:,}-row synthetic pool in {args.shards} shards to {root} …", flush=True)
         seconds, _ = timed(lambda: write_pool(root, args.rows, args.shards))
         print(f"  written in {seconds:.1f} s", flush=True)
