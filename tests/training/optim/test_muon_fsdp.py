@@ -3,6 +3,7 @@ step exactly like one process holding the whole model."""
 
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -62,6 +63,8 @@ def _worker(rank, port, out_path):
         dist.destroy_process_group()
 
 
+# Two spawned processes importing torch: ~10 s alone, ~20 s on a busy 2-core box.
+@pytest.mark.slow
 def test_muon_on_fsdp2_shards_matches_a_single_process(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
