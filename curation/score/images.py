@@ -1,4 +1,4 @@
-"""Image decoding for scoring and a 64-bit difference hash for pixel-level duplicate search."""
+"""Image decoding for scoring, and a pixel-level signature for duplicate search."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,8 @@ import io
 import numpy as np
 from PIL import Image
 
-HASH_SIDE = 8  # an 8x8 grid of left-right brightness comparisons = 64 bits
+SIGNATURE_SIDE = 8
+SIGNATURE_DIM = SIGNATURE_SIDE * SIGNATURE_SIDE * 3
 
 
 class ImageDecodeError(ValueError):
@@ -27,20 +28,17 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
         raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def difference_hash(image: Image.Image) -> int:
-    """dHash: is each pixel brighter than its right neighbour on a 9x8 grey thumbnail.
+def pixel_signature(image: Image.Image) -> np.ndarray:
+    """An 8x8 RGB thumbnail, mean-centred and unit-normed (192 floats): a pixel-level embedding.
 
-    It survives re-encoding, resizing and mild colour or brightness shifts, which is what separates
-    a re-uploaded copy from a different picture when the embedding model is not trained yet.
-    Returned as a signed 64-bit integer (Parquet and faiss have no unsigned 64-bit type).
+    Two images' signatures have cosine ~1 when one is a re-encoded, rescaled or slightly
+    brightened copy of the other, independently of any trained model. Measured on a tiny mini
+    Common Crawl pool (106 images): copies, re-encodes and resizes >= 0.998, crops 0.93-0.96,
+    distinct pictures <= 0.922. A 64-bit dHash was tried first and dropped: on those flat
+    synthetic backgrounds distinct pictures often share it exactly. A flat grey image has no
+    signature (all zeros) and matches nothing.
     """
-    grey = np.asarray(image.convert("L").resize((HASH_SIDE + 1, HASH_SIDE), Image.BILINEAR),
-                      dtype=np.int16)
-    bits = (grey[:, 1:] > grey[:, :-1]).ravel()
-    value = int(np.packbits(bits).view(">u8")[0])
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def hashes_to_bytes(hashes: np.ndarray) -> np.ndarray:
-    """int64 hashes -> uint8 [n, 8] rows, the layout faiss binary indexes take."""
-    return np.ascontiguousarray(hashes.astype(">i8")).view(np.uint8).reshape(-1, 8)
+    thumb = np.asarray(image.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.BILINEAR), dtype=np.float32)
+    vector = thumb.ravel() - thumb.mean()
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 1e-3 else np.zeros_like(vector)

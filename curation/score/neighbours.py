@@ -1,10 +1,10 @@
-"""Near-duplicate search over saved embeddings and pixel hashes, and clustering of the matches.
+"""Near-duplicate search over saved embeddings and pixel signatures, and clustering of the matches.
 
 Embeddings are unit vectors, so inner product = cosine. The index kind trades exactness for
 memory and time: `flat` is exact (O(n^2) work, fine to ~1M), `ivf` probes a few of sqrt(n)-ish
 lists, `hnsw` walks a graph; `auto` takes flat up to FLAT_LIMIT vectors. faiss-gpu is used for
-flat/IVF when it is importable and sees a GPU. Pixel hashes go through a faiss binary index
-(Hamming distance). Matches become clusters with a union-find.
+flat/IVF when it is importable and sees a GPU. The same search serves the CLIP embeddings and the
+pixel signatures. Matches become clusters with a union-find.
 """
 from __future__ import annotations
 
@@ -77,31 +77,6 @@ def nearest(queries: np.ndarray, references: np.ndarray, kind: str = "flat") -> 
         return np.full(len(queries), -np.inf, np.float32), np.full(len(queries), -1, np.int64)
     sims, ids = build_index(references, kind).search(queries, 1)
     return sims[:, 0], ids[:, 0]
-
-
-def hash_pairs(hash_bytes: np.ndarray, max_distance: int) -> np.ndarray:
-    """[m, 2] row pairs (i < j) whose 64-bit hashes differ in at most `max_distance` bits."""
-    faiss = _faiss()
-    if len(hash_bytes) < 2 or max_distance < 0:
-        return np.empty((0, 2), dtype=np.int64)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(hash_bytes)
-    # range_search keeps distances strictly below the radius.
-    limits, _distances, ids = index.range_search(hash_bytes, max_distance + 1)
-    rows = np.repeat(np.arange(len(hash_bytes)), np.diff(limits).astype(np.int64))
-    return _canonical_pairs(np.stack([rows, ids.astype(np.int64)], axis=1))
-
-
-def hash_matches(query_bytes: np.ndarray, reference_bytes: np.ndarray, max_distance: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(Hamming distance, index) of each query's nearest reference hash."""
-    faiss = _faiss()
-    if len(reference_bytes) == 0 or len(query_bytes) == 0 or max_distance < 0:
-        return np.full(len(query_bytes), 65, np.int32), np.full(len(query_bytes), -1, np.int64)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(reference_bytes)
-    distances, ids = index.search(query_bytes, 1)
-    return distances[:, 0].astype(np.int32), ids[:, 0].astype(np.int64)
 
 
 def _canonical_pairs(pairs: np.ndarray) -> np.ndarray:

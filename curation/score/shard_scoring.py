@@ -2,7 +2,8 @@
 
 Pass 1 (`ScoreShard`, stage "score"): read a pool shard, decode and preprocess its JPEGs in the
 shard task (CPU), send batches to the scoring actors (keeping `in_flight` batches queued so the
-model never waits for decoding), and write the raw scores, a pixel hash and the image embeddings.
+model never waits for decoding), and write the raw scores, the image embeddings ({shard}.emb.npy) and the pixel signatures
+({shard}.pix.npy, see images.pixel_signature), both row-aligned with {shard}.parquet.
 Pass 2 (`ApplyScoreDecision`, stage "score_filter"): after the driver fixed the global threshold,
 write the contract file {shard}.parquet with keep_score.
 Rows follow the sidecar's order of successful samples, so outputs do not depend on tar order.
@@ -10,7 +11,7 @@ Rows follow the sidecar's order of successful samples, so outputs do not depend 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from curation import fsio
 from curation.filters import BasicRules, basic_rule_failures
 from curation.runner import ShardContext, ShardTask
 from curation.score.embedder import build_transform, cosine_rows
-from curation.score.images import ImageDecodeError, decode_rgb, difference_hash
+from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.pool import iter_samples, read_sidecar
 from curation.score.reapply import DIGEST_KEY
 
@@ -34,6 +35,10 @@ def raw_scores_name(shard_id: str) -> str:
 
 def embeddings_name(shard_id: str) -> str:
     return f"{shard_id}.emb.npy"
+
+
+def signatures_name(shard_id: str) -> str:
+    return f"{shard_id}.pix.npy"
 
 
 def _submit(embedder: Any, pixels: np.ndarray, texts: list[str]) -> Any:
@@ -53,7 +58,7 @@ def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class ScoreShard:
     embedders: tuple[Any, ...]  # Ray actor handles of ClipEmbedder, or ClipEmbedder objects
-    preprocess_cfg: dict[str, Any] = field(hash=False)
+    preprocess_cfg: dict[str, Any]
     embed_dim: int
     batch_size: int = 64
     in_flight: int = 2
@@ -66,7 +71,7 @@ class ScoreShard:
         position = {key: i for i, key in enumerate(keys)}
         n = len(keys)
         scores = np.full(n, np.nan, dtype=np.float32)
-        hashes: list[int | None] = [None] * n
+        signatures = np.zeros((n, SIGNATURE_DIM), dtype=np.float16)
         embeddings = np.zeros((n, self.embed_dim), dtype=np.float16)
         seen = np.zeros(n, dtype=bool)
         transform = build_transform(self.preprocess_cfg)
@@ -114,7 +119,7 @@ class ScoreShard:
                 except ImageDecodeError as exc:
                     ctx.stats.error("undecodable_image", where, str(exc))
                     continue
-                hashes[row] = difference_hash(image)
+                signatures[row] = pixel_signature(image)
                 batch_pixels.append(transform(image).numpy())
             batch_rows.append(row)
             if len(batch_rows) >= self.batch_size:
@@ -132,11 +137,12 @@ class ScoreShard:
         ctx.stats.extra.update({"scored": int(finite.size),
                                 "score_mean": float(finite.mean()) if finite.size else None})
         table = pa.table({"uid": rows["uid"], "key": rows["key"],
-                          "clip_score": pa.array(scores, pa.float32()),
-                          "dhash": pa.array(hashes, pa.int64())})
+                          "clip_score": pa.array(scores, pa.float32())})
         ctx.write_parquet(raw_scores_name(task.shard_id), table)
         with ctx.open_output(embeddings_name(task.shard_id)) as handle:
             np.save(handle, embeddings)
+        with ctx.open_output(signatures_name(task.shard_id)) as handle:
+            np.save(handle, signatures)
 
 
 @dataclass(frozen=True)
@@ -181,5 +187,5 @@ class ApplyScoreDecision:
         ctx.stats.extra[DIGEST_KEY] = self.decision.digest
         table = pa.table({"uid": raw["uid"],
                           f"clip_score_{self.decision.tag}": raw["clip_score"],
-                          "keep_score": pa.array(keep), "dhash": raw["dhash"]})
+                          "keep_score": pa.array(keep)})
         ctx.write_parquet(f"{task.shard_id}.parquet", table)

@@ -2,8 +2,8 @@
 
 Global step (driver): every scored pool sample is linked to its duplicates by three signals:
 identical sha256 of the stored JPEG, cosine >= --threshold between saved CLIP image embeddings
-(faiss), and a 64-bit dHash within --hash-distance bits (robust to re-encoding and resizing even
-when the scorer is untrained). Linked samples form clusters (union-find); each keeps its highest
+(faiss), and cosine >= --pixel-threshold between pixel signatures (8x8 RGB thumbnails: robust to
+re-encoding and resizing even when the scorer is untrained; see score/images.py). Linked samples form clusters (union-find); each keeps its highest
 scoring member (ties: smallest uid). A sample is contaminated when it matches an eval image by any
 of the same signals (cosine >= --eval-threshold), and so is every member of its cluster.
 The decisions go to OUT/_global/decisions.parquet; then a run_stage pass writes the contract
@@ -24,18 +24,17 @@ import pyarrow.parquet as pq
 from curation import fsio
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.score.eval_images import load_eval_images
-from curation.score.images import ImageDecodeError, decode_rgb, difference_hash, hashes_to_bytes
+from curation.score.images import ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.model import ScorerSpec
 from curation.score.neighbours import (
     equal_value_pairs,
-    hash_matches,
-    hash_pairs,
     nearest,
     similar_pairs,
     union_find_roots,
 )
 from curation.score.pool import read_sidecar
 from curation.score.reapply import DIGEST_KEY, invalidate_other_decisions
+from curation.score.shard_scoring import embeddings_name, signatures_name
 from curation.stages.score import SCORER_RECORD, pool_tasks
 
 DECISIONS = "_global/decisions.parquet"
@@ -46,7 +45,7 @@ SUMMARY = "summary.json"
 class NeardupConfig:
     threshold: float = 0.95
     eval_threshold: float = 0.95
-    hash_distance: int = 4  # dHash bits; -1 disables the pixel-hash signal
+    pixel_threshold: float = 0.95  # pixel-signature cosine; above 1 disables the signal
     index: str = "auto"
     neighbours: int = 16
     use_embeddings: bool | None = None  # None: on unless the scorer is untrained; off for an untrained scorer: its embeddings all look alike
@@ -58,8 +57,7 @@ class PoolEmbeddings:
     uid: list[str] = field(default_factory=list)
     sha256: list[str | None] = field(default_factory=list)
     score: list[np.ndarray] = field(default_factory=list)
-    dhash: list[np.ndarray] = field(default_factory=list)  # int64; 0 where undecodable
-    hashed: list[np.ndarray] = field(default_factory=list)  # bool: the row has a dHash
+    pixels: list[np.ndarray] = field(default_factory=list)  # pixel signatures; 0 if undecodable
     vectors: list[np.ndarray] = field(default_factory=list)
 
 
@@ -76,19 +74,25 @@ def load_pool_embeddings(pool: str, score_dir: str, tag: str) -> tuple[PoolEmbed
             scores = pq.read_table(handle)
         if scores["uid"].to_pylist() != sidecar["uid"].to_pylist():
             raise SystemExit(f"neardup: {scores_url} rows do not match {task.inputs[1]}; re-run score")
-        with fs.open(fsio.filesystem(fsio.join(score_dir, f"{task.shard_id}.emb.npy"))[1], "rb") as handle:
-            vectors = np.load(handle)
-        if len(vectors) != scores.num_rows:
-            raise SystemExit(f"neardup: {task.shard_id}.emb.npy has {len(vectors)} rows, "
-                             f"{scores_url} has {scores.num_rows}")
+        vectors = _load_rows(score_dir, embeddings_name(task.shard_id), scores.num_rows)
         loaded.shard += [task.shard_id] * scores.num_rows
         loaded.uid += scores["uid"].to_pylist()
         loaded.sha256 += sidecar["sha256"].to_pylist()
         loaded.score.append(scores[f"clip_score_{tag}"].to_numpy(zero_copy_only=False))
-        loaded.dhash.append(pc.fill_null(scores["dhash"], 0).to_numpy(zero_copy_only=False))
-        loaded.hashed.append(pc.is_valid(scores["dhash"]).to_numpy(zero_copy_only=False))
-        loaded.vectors.append(vectors.astype(np.float32))
+        loaded.pixels.append(_load_rows(score_dir, signatures_name(task.shard_id), scores.num_rows))
+        loaded.vectors.append(vectors)
     return loaded, tasks
+
+
+def _load_rows(score_dir: str, name: str, rows: int) -> np.ndarray:
+    """A per-shard .npy array, checked to be row-aligned with the shard's score file."""
+    url = fsio.join(score_dir, name)
+    fs, path = fsio.filesystem(url)
+    with fs.open(path, "rb") as handle:
+        array = np.load(handle)
+    if len(array) != rows:
+        raise SystemExit(f"neardup: {url} has {len(array)} rows, its score file {rows}; re-run score")
+    return array.astype(np.float32)
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -101,7 +105,7 @@ class EvalReference:
     names: list[str]
     sha256: list[str]
     vectors: np.ndarray
-    hash_bytes: np.ndarray
+    pixels: np.ndarray
 
 
 def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) -> EvalReference:
@@ -111,7 +115,7 @@ def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) 
     images = load_eval_images(folders)
     embedder = ClipEmbedder(spec)
     transform = build_transform(embedder.preprocess_cfg())
-    names, shas, pixels, hashes = [], [], [], []
+    names, shas, pixels, signatures = [], [], [], []
     for image in images:
         try:
             decoded = decode_rgb(image.data)
@@ -120,13 +124,13 @@ def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) 
             continue
         names.append(image.name)
         shas.append(image.sha256)
-        hashes.append(difference_hash(decoded))
+        signatures.append(pixel_signature(decoded))
         pixels.append(transform(decoded).numpy())
     vectors = [embedder.embed_images(np.stack(pixels[i:i + batch_size]))
                for i in range(0, len(pixels), batch_size)]
     dim = int(embedder.scorer.config["model_cfg"]["embed_dim"])
     return EvalReference(names, shas, _unit_rows(np.concatenate(vectors) if vectors else np.zeros((0, dim))),
-                         hashes_to_bytes(np.array(hashes, dtype=np.int64)))
+                         _unit_rows(np.array(signatures).reshape(len(signatures), -1)))
 
 
 def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
@@ -138,14 +142,14 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
         raise SystemExit("neardup: the pool has no scored samples")
     vectors = _unit_rows(np.concatenate(loaded.vectors))
     scored = np.flatnonzero(np.isfinite(scores))
-    hashed = np.flatnonzero(np.concatenate(loaded.hashed))
-    hash_bytes = hashes_to_bytes(np.concatenate(loaded.dhash).astype(np.int64))
+    signatures = _unit_rows(np.concatenate(loaded.pixels))
+    signed = np.flatnonzero(np.any(signatures != 0, axis=1))
 
     exact = equal_value_pairs(loaded.sha256)
     embedding = np.empty((0, 2), dtype=np.int64)
     if config.use_embeddings:
         embedding = scored[similar_pairs(vectors[scored], config.threshold, config.index, config.neighbours)]
-    pixel = hashed[hash_pairs(hash_bytes[hashed], config.hash_distance)]
+    pixel = signed[similar_pairs(signatures[signed], config.pixel_threshold, config.index, config.neighbours)]
     roots = union_find_roots(n, np.concatenate([exact, embedding.reshape(-1, 2), pixel.reshape(-1, 2)]))
 
     # Representative: highest score (unscored rank lowest), ties by smallest uid.
@@ -166,12 +170,12 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
         sims, ids = nearest(vectors[scored], reference.vectors)
         if not config.use_embeddings:
             sims = np.full(len(scored), -np.inf, dtype=np.float32)
-        distances, hash_ids = hash_matches(hash_bytes[hashed], reference.hash_bytes, config.hash_distance)
+        pixel_sims, pixel_ids = nearest(signatures[signed], reference.pixels)
         for row, sim, ref in zip(scored, sims, ids):
             if sim >= config.eval_threshold:
                 contaminated[row], nearest_eval[row] = True, reference.names[ref]
-        for row, distance, ref in zip(hashed, distances, hash_ids):
-            if distance <= config.hash_distance and not contaminated[row]:
+        for row, sim, ref in zip(signed, pixel_sims, pixel_ids):
+            if sim >= config.pixel_threshold and not contaminated[row]:
                 contaminated[row], nearest_eval[row] = True, reference.names[ref]
         for row, sha in enumerate(loaded.sha256):
             if sha in by_sha and not contaminated[row]:
@@ -181,7 +185,7 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
     contaminated |= np.isin(roots, tainted_roots) & in_cluster
     summary = {"samples": n, "clusters": int(np.count_nonzero(sizes > 1)),
                "duplicates_removed": int(np.count_nonzero(~keep)),
-               "pairs": {"sha256": len(exact), "embedding": len(embedding), "dhash": len(pixel)},
+               "pairs": {"sha256": len(exact), "embedding": len(embedding), "pixel": len(pixel)},
                "contaminated_direct": direct, "contaminated_via_cluster": int(contaminated.sum()) - direct,
                "eval_images": len(reference.names) if reference else 0}
     table = pa.table({"shard": loaded.shard, "uid": loaded.uid, "dup_cluster": dup_cluster,
@@ -254,8 +258,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cosine at or above which two pool images are near-duplicates")
     parser.add_argument("--eval-threshold", type=float, default=defaults.eval_threshold,
                         help="cosine at or above which a pool image counts as an eval image")
-    parser.add_argument("--hash-distance", type=int, default=defaults.hash_distance,
-                        help="dHash bits within which images match (-1: off)")
+    parser.add_argument("--pixel-threshold", type=float, default=defaults.pixel_threshold,
+                        help="pixel-signature cosine at or above which images match (>1: off)")
     parser.add_argument("--index", choices=("auto", "flat", "ivf", "hnsw"), default=defaults.index)
     parser.add_argument("--neighbours", type=int, default=defaults.neighbours)
     parser.add_argument("--embeddings", choices=("auto", "on", "off"), default="auto",
@@ -273,7 +277,7 @@ def _main(args: argparse.Namespace) -> int:
     eval_folders = list(args.eval_sets)
     if args.world:
         eval_folders.append(fsio.join(args.world, "eval"))
-    config = NeardupConfig(args.threshold, args.eval_threshold, args.hash_distance, args.index,
+    config = NeardupConfig(args.threshold, args.eval_threshold, args.pixel_threshold, args.index,
                            args.neighbours, {"auto": None, "on": True, "off": False}[args.embeddings])
     report, summary = run_neardup(args.pool, out, score_dir, config, eval_folders, args.seed)
     print(report.describe())
@@ -283,5 +287,5 @@ def _main(args: argparse.Namespace) -> int:
           f"(of {summary['eval_images']:,} eval images)")
     if not summary["config"]["use_embeddings"]:
         print("neardup: CLIP embeddings NOT used (the scorer has random weights or --embeddings off); "
-              "sha256 and dHash decide alone")
+              "sha256 and pixel signatures decide alone")
     return 0 if report.ok else 1

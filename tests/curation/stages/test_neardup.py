@@ -84,8 +84,8 @@ def test_same_decision_skips_and_a_changed_one_rewrites(deduped):
 def synthetic_pool(vectors: np.ndarray, scores: list[float]) -> PoolEmbeddings:
     n = len(vectors)
     return PoolEmbeddings(shard=["00000"] * n, uid=[f"u{i:02d}" for i in range(n)], sha256=[None] * n,
-                          score=[np.array(scores, np.float32)], dhash=[np.arange(n) * 0x0F0F0F0F0F],
-                          hashed=[np.zeros(n, bool)], vectors=[vectors.astype(np.float32)])
+                          score=[np.array(scores, np.float32)], pixels=[np.zeros((n, 192), np.float32)],
+                          vectors=[vectors.astype(np.float32)])
 
 
 def test_embedding_clusters_keep_the_highest_scoring_member():
