@@ -136,4 +136,6 @@ def test_compacting_the_decoder_batch_does_not_change_the_loss(model, tokenizer)
     full_loss, full_metrics = phase1_loss(model, batch, LossConfig(locca_compact=False))
     torch.testing.assert_close(compact_loss, full_loss, rtol=1e-5, atol=1e-5)
     for task in ("caption", "aref", "gcap"):
-        assert compact_metrics[f"locca_{task}"] == pytest.approx(full_metrics[f"locca_{task}"], rel=1e-5)
+        assert compact_metrics[f"locca_{task}"] == pytest.approx(
+            full_metrics[f"locca_{task}"], rel=1e-5
+        )

@@ -39,15 +39,14 @@ class DINOHead(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        self.last_layer = nn.utils.parametrizations.weight_norm(
-            nn.Linear(bottleneck_dim, prototypes, bias=False)
-        )
-        # Fixed unit norm per prototype: only the direction is learned (as in DINO).
-        self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
-        self.last_layer.parametrizations.weight.original0.requires_grad = False
+        # Prototype directions; each is used at unit norm, so only the direction is learned (DINO's
+        # weight-normalised last layer with its norm fixed to 1, without a parametrization that
+        # sharding wrappers would have to understand).
+        self.prototypes = nn.Parameter(torch.empty(prototypes, bottleneck_dim))
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        return F.normalize(self.mlp(x), dim=-1) @ F.normalize(self.prototypes, dim=-1).T
 
 
 class DistillHeads(nn.Module):
