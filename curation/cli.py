@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.neardup",
     "curation.stages.shards",
     "curation.jobs",
+    "curation.demo",
 ]
 
 

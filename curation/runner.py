@@ -161,7 +161,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # A local cluster talks over loopback only, never the machine's outward interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
-        address=address,
+        # "local" starts a private instance: never join a cluster someone else started here.
+        address=address or "local",
         num_cpus=None if address else num_cpus,
         _node_ip_address=None if address else "127.0.0.1",
         include_dashboard=False,
