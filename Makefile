@@ -9,7 +9,15 @@ export RAY_USAGE_STATS_ENABLED := 0
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench clean crawl curate train
+
+# Curation commands run on a local Ray instance, or, when RAY_ADDRESS holds a Ray Jobs API address
+# (http://HEAD:8265), are submitted to that cluster with this folder as the working dir.
+ifneq (,$(filter http://% https://%,$(RAY_ADDRESS)))
+CURATION := $(PY) -m curation submit --
+else
+CURATION := $(PY) -m curation
+endif
 
 setup:  ## create .venv and install the project with its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +36,27 @@ demo:  ## the whole chain on the built-in mini Common Crawl
 
 bench:  ## every benchmark; each prints a ratio against its reference
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+crawl: OUT ?= runs/crawl
+crawl: CC_ROOT ?= s3://commoncrawl/
+crawl: FORMAT ?= warc
+crawl: IMAGE_SIZE ?= 512
+crawl: RESIZE_MODE ?= keep_ratio_largest
+crawl:  ## SNAPSHOT=CC-MAIN-2024-10 OUT=DIR|s3://…: extract → dedup → download into OUT/pool
+	@test -n "$(SNAPSHOT)" || { echo "usage: make crawl SNAPSHOT=CC-MAIN-YYYY-WW OUT=DIR [CC_ROOT=URL] [MAX_FILES=N]"; exit 2; }
+	$(CURATION) extract --snapshot $(SNAPSHOT) --cc-root $(CC_ROOT) --format $(FORMAT) \
+	  --out $(OUT)/candidates $(if $(MAX_FILES),--max-files $(MAX_FILES))
+	$(CURATION) dedup --input $(OUT)/candidates --out $(OUT)/dedup
+	$(CURATION) download --input $(OUT)/dedup --out $(OUT)/pool --image-size $(IMAGE_SIZE) \
+	  --resize-mode $(RESIZE_MODE) $(if $(ALLOW_NETWORK),--allow-network $(ALLOW_NETWORK))
+
+train: PRESET ?= tiny
+train: NPROC ?= 1
+train:  ## DATA='DIR/*.tar' [GROUNDING='DIR/*.tar'] RUN=DIR [PRESET=b16] [NPROC=8] [STEPS=N]
+	@test -n "$(DATA)" -a -n "$(RUN)" || { echo "usage: make train DATA='SHARDS' RUN=DIR [GROUNDING='SHARDS'] [PRESET=tiny|b16|so400m] [NPROC=N]"; exit 2; }
+	$(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --nproc_per_node $(NPROC)) -m training train \
+	  --preset $(PRESET) --data '$(DATA)' $(if $(GROUNDING),--grounding '$(GROUNDING)') --out $(RUN) \
+	  $(if $(STEPS),--steps $(STEPS))
 
 .PHONY: dashboard browser
 dashboard:  ## serve the curation dashboard for RUN (a local folder or s3://) on 127.0.0.1
