@@ -35,7 +35,8 @@ NAFLEX_KEYS = ("patches", "patch_coords", "patch_mask")
 class LossConfig:
     sigmoid_weight: float = 1.0
     locca_weight: float = 1.0
-    sigmoid_backend: str = "local"
+    # "auto": the ring backend under torch.distributed with several ranks, else local.
+    sigmoid_backend: str = "auto"
     sigmoid_chunk_size: int = 1024
     # Probability of parallel prediction for the LocCa decoder, drawn per example or per batch.
     parallel_prob: float = 0.5

@@ -13,7 +13,9 @@ Backends, equal in value and gradient to the single-process global-batch loss:
 - "ring": torch.distributed; each rank keeps its image features and passes its text features
   (with their mask) around a ring, one neighbour send/recv per step, overlapped with the block
   computation. In backward the text blocks travel the ring again, each carrying the gradient
-  that every rank adds to it, and arrive home after a full turn.
+  that every rank adds to it, and arrive home after a full turn;
+- "auto": "ring" when torch.distributed runs more than one process, else "local", so a run
+  launched with torchrun gets the global-batch loss without a config change.
 
 Distributed scaling: every rank returns world_size · (its images' share of L). The mean over
 ranks (what DDP/FSDP do to gradients, and what a logger averages) is therefore exactly L.
@@ -26,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ("local", "chunked", "ring")
+BACKENDS = ("auto", "local", "chunked", "ring")
 
 
 def _block_loss_sum(
@@ -228,6 +230,11 @@ def sigmoid_loss(
     distributed scaling of the "ring" backend."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown sigmoid loss backend {backend!r}; choose from {BACKENDS}")
+    if backend == "auto":
+        distributed = (
+            dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+        )
+        backend = "ring" if distributed else "local"
     if image_features.shape != text_features.shape:
         raise ValueError(
             f"image and text features differ in shape: {tuple(image_features.shape)} vs {tuple(text_features.shape)}"
