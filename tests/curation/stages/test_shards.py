@@ -151,3 +151,54 @@ def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
     assert not (out / "_stats" / "shards").is_dir() or len(list((out / "_stats" / "shards").iterdir())) < 5
     assert subprocess.run(command, check=False, capture_output=True, timeout=400).returncode == 0
     assert shard_bytes(out) == shard_bytes(train)
+
+
+@pytest.mark.slow
+def test_mini_common_crawl_curation_drops_dups_and_eval_images(minicc_world, minicc_server, tmp_path,
+                                                                ray_session):
+    """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world."""
+    from curation.download.fetcher import FetchConfig
+    from curation.download.http_exchange import Timeouts
+    from curation.download.imaging import ImageOptions
+    from curation.stages import dedup, extract
+    from curation.stages.download import DownloadConfig, download_pool
+
+    world = json.loads((minicc_world / "world.json").read_text())
+    warcs = sorted(str(p) for p in minicc_world.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
+    assert extract.run(warcs, str(tmp_path / "candidates"), use_ray=False, progress=False).ok
+    assert all(r.ok for r in dedup.run(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2,
+                                       use_ray=False, progress=False) if r is not None)
+    config = DownloadConfig(
+        FetchConfig(user_agent_token=world["robots"]["agent_token"], allow_networks=(world["allowed_cidr"],),
+                    timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0), retries=2),
+        ImageOptions(256, "keep_ratio_largest"), threads=16)
+    pool = tmp_path / "pool"
+    assert all(r.ok for r in download_pool([str(tmp_path / "dedup")], str(pool), config,
+                                           samples_per_shard=200, progress=False))
+    weights = random_tiny_weights(tmp_path)
+    args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
+    assert main(["score", *args, "--top-fraction", "0.9"]) == 0
+    assert main(["neardup", "--pool", str(pool), "--world", str(minicc_world)]) == 0
+    train = tmp_path / "train"
+    assert main(["shards", "--pool", str(pool), "--out", str(train), "--samples-per-shard", "32"]) == 0
+
+    sidecars = pa.concat_tables([pq.read_table(p, columns=["uid", "url", "status"]) for p in sorted(pool.glob("*.parquet"))])
+    decisions = pa.concat_tables([pq.read_table(p) for p in sorted((pool / "curation" / "neardup").glob("0*.parquet"))])
+    truth = pq.read_table(minicc_world / "truth_images.parquet",
+                          columns=["url", "dup_group", "is_eval_contaminant"]).to_pandas()
+    merged = decisions.to_pandas().merge(sidecars.to_pandas(), on="uid").merge(truth, on="url", how="left")
+    removed = merged[~merged.keep_dedup]
+    in_groups = merged[merged.dup_group.notna()]
+    kept_per_group = in_groups.groupby("dup_group").keep_dedup.sum()
+    groups = kept_per_group[in_groups.groupby("dup_group").size() > 1]
+    precision = (removed.dup_group.map(kept_per_group) >= 1).mean()
+    recall = (groups == 1).mean()
+    print(f"mini CC dup removal: precision={precision:.3f} recall={recall:.3f} over {len(groups)} groups")
+    assert precision == 1.0
+    assert recall >= 0.75  # crops (5% of the picture cut) stay below the pixel threshold
+    contaminants = merged[merged.is_eval_contaminant.fillna(False).astype(bool)]
+    assert len(contaminants) and contaminants.contaminated.all()
+    index, _samples = read_training_shards(train)
+    trained = {row["uid"] for row in index}
+    assert not trained & set(contaminants.uid)
+    assert trained == expected_kept_uids(pool)
