@@ -34,6 +34,7 @@ class RawRecord:
     http_status: int | None
     http_content_type: str | None
     http_charset: str | None
+    identified_type: str | None = None  # Common Crawl's sniffed MIME type of the payload
 
 
 def archive_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -126,11 +127,17 @@ def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRe
         stats.error("truncated_record", where,
                     f"body ends after {len(body)} of {expected} bytes ({target_uri[:200]})")
         return None
-    return RawRecord(offset, target_uri, body, status, content_type, charset)
+    return RawRecord(offset, target_uri, body, status, content_type, charset,
+                     record.headers.get("WARC-Identified-Payload-Type"))
 
 
 def is_html(record: RawRecord) -> bool:
-    return (record.http_content_type or "").lower() in HTML_CONTENT_TYPES
+    """Served as HTML, or (servers often send no or a wrong type) sniffed as HTML by the crawler."""
+    served = (record.http_content_type or "").lower()
+    if served in HTML_CONTENT_TYPES:
+        return True
+    sniffed = (record.identified_type or "").split(";")[0].strip().lower()
+    return sniffed in HTML_CONTENT_TYPES and served in ("", "text/plain", "application/octet-stream")
 
 
 RESPONSE_RECORDS = WarcRecordType.response

@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from curation.cc.warc_reader import RESPONSE_RECORDS, iter_records
+from curation.cc.warc_reader import RESPONSE_RECORDS, RawRecord, is_html, iter_records
 from curation.cc.warc_writer import response_member, write_archive
 from curation.stats import ShardStats
 
@@ -92,3 +92,12 @@ def test_uncompressed_warc_is_read_too(tmp_path):
     records, stats = read(tmp_path, members, name="plain.warc")
     assert [r.offset for r in records] == offsets(members)
     assert not stats.errors
+
+
+def test_html_is_recognised_by_served_or_sniffed_type(tmp_path):
+    def record(served, sniffed=None):
+        return RawRecord(0, "http://x/", b"", 200, served, None, sniffed)
+
+    assert is_html(record("text/html")) and is_html(record("application/xhtml+xml"))
+    assert is_html(record(None, "text/html")) and is_html(record("text/plain", "text/html"))
+    assert not is_html(record("image/jpeg", "text/html")) and not is_html(record("text/css"))
