@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import fsio
@@ -53,7 +54,7 @@ def read_sidecar(url: str, columns: list[str] | None = None, successes_only: boo
     with fs.open(path, "rb") as handle:
         table = pq.read_table(handle, columns=None if columns is None else sorted(set(columns) | {"status"}))
     if successes_only:
-        table = table.filter(pa.compute.equal(table["status"], SUCCESS))
+        table = table.filter(pc.equal(table["status"], SUCCESS))
     if columns is not None and "status" not in columns:
         table = table.drop_columns(["status"])
     return table

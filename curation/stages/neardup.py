@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from curation import fsio
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.score.eval_images import load_eval_images
-from curation.score.images import ImageDecodeError, decode_rgb, pixel_signature
+from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.model import ScorerSpec
 from curation.score.neighbours import (
     equal_value_pairs,
@@ -109,7 +109,7 @@ class EvalReference:
 
 
 def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) -> EvalReference:
-    """Hash and embed every eval image with the pool's scorer (in this process: eval sets are small)."""
+    """Sign and embed every eval image with the pool's scorer (in this process: eval sets are small)."""
     from curation.score.embedder import ClipEmbedder, build_transform
 
     images = load_eval_images(folders)
@@ -130,16 +130,16 @@ def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) 
                for i in range(0, len(pixels), batch_size)]
     dim = int(embedder.scorer.config["model_cfg"]["embed_dim"])
     return EvalReference(names, shas, _unit_rows(np.concatenate(vectors) if vectors else np.zeros((0, dim))),
-                         _unit_rows(np.array(signatures).reshape(len(signatures), -1)))
+                         _unit_rows(np.array(signatures, np.float32).reshape(len(signatures), SIGNATURE_DIM)))
 
 
 def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
                       reference: EvalReference | None) -> tuple[pa.Table, dict[str, Any]]:
     """One row per pool sample: shard, uid, dup_cluster, keep_dedup, contaminated, nearest_eval."""
     n = len(loaded.uid)
-    scores = np.concatenate(loaded.score) if n else np.zeros(0, np.float32)
     if n == 0:
         raise SystemExit("neardup: the pool has no scored samples")
+    scores = np.concatenate(loaded.score)
     vectors = _unit_rows(np.concatenate(loaded.vectors))
     scored = np.flatnonzero(np.isfinite(scores))
     signatures = _unit_rows(np.concatenate(loaded.pixels))
@@ -160,6 +160,7 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
         representative.setdefault(int(roots[i]), i)
     sizes = np.bincount(roots, minlength=n)
     in_cluster = sizes[roots] > 1
+    # A cluster is named by its representative's pool-wide row number (shards in id order).
     dup_cluster = np.where(in_cluster, [representative[int(r)] for r in roots], -1).astype(np.int64)
     keep = np.array([not in_cluster[i] or representative[int(roots[i])] == i for i in range(n)])
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.filters import BasicRules, QuantileResult, top_fraction_threshold
-from curation.runner import ShardTask, StageReport, ensure_ray, run_stage
+from curation.runner import ShardTask, StageReport, completed_shards, ensure_ray, run_stage
 from curation.score.embedder import plan_actor_pool, start_embedder_actors
 from curation.score.model import ScorerSpec, save_random_weights, weights_are_random
 from curation.score.pool import list_pool_shards
@@ -67,9 +67,10 @@ def score_pool(pool: str, out: str, spec: ScorerSpec, tag: str, batch_size: int 
     _check_scorer_record(out, {**spec.to_record(), "tag": tag, "random_init": random_init})
     if random_init:
         print(RANDOM_WEIGHTS_WARNING.format(weights=spec.weights), flush=True)
-    done = {t.shard_id for t in tasks if fsio.exists(fsio.join(out, "_stats", "score", f"{t.shard_id}.json"))}
-    if len(done) == len(tasks):
-        return run_stage("score", _never_called, tasks, out, seed=seed, progress=False)
+    done = completed_shards(out, "score")
+    if all(t.shard_id in done for t in tasks):
+        # Nothing to score: do not start (and load the model into) any actor.
+        return StageReport("score", out, skipped=[t.shard_id for t in tasks])
     import ray
 
     ensure_ray()
@@ -85,10 +86,6 @@ def score_pool(pool: str, out: str, spec: ScorerSpec, tag: str, batch_size: int 
     finally:
         for handle in handles:
             ray.kill(handle)
-
-
-def _never_called(task: ShardTask, ctx: Any) -> None:
-    raise AssertionError(f"shard {task.shard_id} was expected to be done already")
 
 
 def _raw_score_chunks(out: str, tasks: list[ShardTask]):
