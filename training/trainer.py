@@ -133,9 +133,9 @@ class Throughput:
             decoder_rows=len(TASKS),
             decoder_tokens=cfg.decoder.max_len,
         )
-        self.peak = (peak_flops(torch.cuda.get_device_name(env.device)) * env.world_size
-                     if env.device.type == "cuda" and peak_flops(torch.cuda.get_device_name(env.device))
-                     else None)
+        device_peak = (peak_flops(torch.cuda.get_device_name(env.device))
+                       if env.device.type == "cuda" else None)
+        self.peak = device_peak * env.world_size if device_peak else None
         self.mark(0)
 
     def mark(self, step: int) -> None:
@@ -201,6 +201,7 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
             values["bad_samples"] = env.world_size * mean_across_ranks(
                 {"n": float(sum(loader.bad_samples.values()))}, env)["n"]
             values.update(throughput.measure(step))
+            values["phase"] = args.schedule.phase_at(step - 1)
             metrics.log(step, values)
             progress.set_postfix(loss=f"{values['loss']:.3f}",
                                  sps=f"{values['samples_per_s']:.0f}")
