@@ -102,10 +102,10 @@ def print_table(results: list[dict], steps: int, batch: str) -> None:
               f"{ret['image_to_text_R@1']:8.1%} {a['acc@0.5']:8.1%} "
               f"{a['baseline_whole_image']:6.1%} {a['baseline_centre_box']:7.1%}")
     muon, adamw = results[0], results[-1]
-    print(f"\nzero-shot / chance: " + ", ".join(
+    print("\nzero-shot / chance: " + ", ".join(
         f"{r['run']} {r['zeroshot']['top1'] / r['zeroshot']['chance']:.1f}x" for r in results))
     best_baseline = max(muon["aref"]["baseline_whole_image"], muon["aref"]["baseline_centre_box"])
-    print(f"ARef Acc@0.5 over the best trivial box: " + ", ".join(
+    print("ARef Acc@0.5 over the best trivial box: " + ", ".join(
         f"{r['run']} {r['aref']['acc@0.5'] - best_baseline:+.1%}" for r in results))
     if len(results) > 1:
         print(f"Muon - AdamW at equal steps: zero-shot "

@@ -98,7 +98,7 @@ class TrainArgs:
     logging: LoggingArgs = field(default_factory=LoggingArgs)
     distributed: DistributedArgs = field(default_factory=DistributedArgs)
 
-    def resolve(self) -> "TrainArgs":
+    def resolve(self) -> TrainArgs:
         """Fill derived fields and check the whole config; returns self for chaining."""
         # The lr schedule always spans the run: one number (schedule.steps) sets both.
         self.optim.total_steps = self.schedule.steps

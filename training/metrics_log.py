@@ -21,7 +21,7 @@ class MetricsLogger:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "metrics.jsonl"
-        self.handle = open(self.path, "a")
+        self.handle = open(self.path, "a")  # noqa: SIM115 (open for the whole run; closed in close())
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -58,7 +58,7 @@ class ConsumerState:
         }
 
     @classmethod
-    def from_dict(cls, state: dict) -> "ConsumerState":
+    def from_dict(cls, state: dict) -> ConsumerState:
         positions = {name: StreamPosition.from_dict(p) for name, p in state["positions"].items()}
         return cls(state["slot"], positions, Counter(state.get("bad_samples", {})))
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import braceexpand
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 
 
 def expand_shard_urls(spec: str | list[str]) -> list[str]:

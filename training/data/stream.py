@@ -29,7 +29,7 @@ class StreamPosition:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, state: dict[str, int]) -> "StreamPosition":
+    def from_dict(cls, state: dict[str, int]) -> StreamPosition:
         return cls(**state)
 
 

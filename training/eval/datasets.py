@@ -10,8 +10,8 @@ mini Common Crawl writes its held-out sets this way too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 import posixpath
+from collections.abc import Iterator
 
 import fsspec
 

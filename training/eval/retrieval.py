@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from training.data.samples import BadSample, IMAGE_EXTENSIONS, decode_image
+from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
 from training.eval.datasets import iter_split
 from training.eval.embed import embed_images, embed_texts
 from training.models.siglip import SigLIP2

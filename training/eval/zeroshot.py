@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.data.samples import BadSample, decode_image, IMAGE_EXTENSIONS
+from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
 from training.eval.datasets import classnames_and_templates, iter_split
 from training.eval.embed import embed_images, embed_texts
 from training.models.siglip import SigLIP2

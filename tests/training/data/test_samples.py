@@ -1,11 +1,16 @@
 import io
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from training.data.samples import BadSample, decode_image, grounding_sample, image_text_sample, valid_refs
+from training.data.samples import (
+    BadSample,
+    decode_image,
+    grounding_sample,
+    image_text_sample,
+    valid_refs,
+)
 from training.data.tar_reader import RawSample
 
 
