@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.score",
     "curation.stages.neardup",
     "curation.stages.shards",
+    "curation.stages.ingest",
     "curation.jobs",
     "curation.demo",
 ]
