@@ -46,8 +46,11 @@ class SigLIP2(nn.Module):
         if image is not None:
             if patches is not None:
                 raise ValueError("give either image or patches, not both")
-            patches, patch_coords = patchify(image, self.cfg.vision.patch_size)
-        elif patches is None or patch_coords is None:
+            patch_size = self.cfg.vision.patch_size
+            patches, _ = patchify(image, patch_size)
+            grid = (image.shape[-2] // patch_size, image.shape[-1] // patch_size)
+            return self.vision(patches, token_mask=token_mask, grid_size=grid)
+        if patches is None or patch_coords is None:
             raise ValueError("encode_image needs image, or patches together with patch_coords")
         return self.vision(patches, patch_coords, patch_mask, token_mask)
 

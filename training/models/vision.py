@@ -97,14 +97,18 @@ class VisionTower(nn.Module):
     def forward(
         self,
         patches: Tensor,
-        patch_coords: Tensor,
+        patch_coords: Tensor | None = None,
         patch_mask: Tensor | None = None,
         token_mask: Tensor | None = None,
+        grid_size: tuple[int, int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Returns (pooled [B, D], patch tokens [B, N, D] after the final LayerNorm).
 
-        patch_mask: True for real patches (padding is False), None when nothing is padded; token_mask: True for patches whose
-        embedding is replaced by the learned mask token (TIPS)."""
+        Positions come from `patch_coords` [B, N, 2] (NaFlex: per-image grids, any order) or,
+        for a batch of same-size unpadded images in row-major order, from `grid_size`
+        (rows, cols): one resized grid broadcast over the batch, no gather.
+        patch_mask: True for real patches (padding is False), None when nothing is padded.
+        token_mask: True for patches whose embedding is replaced by the learned mask token."""
         if patches.shape[-1] != self.cfg.patch_dim:
             raise ValueError(
                 f"patch dim {patches.shape[-1]} != {self.cfg.patch_dim} (patch size {self.cfg.patch_size})"
@@ -112,14 +116,27 @@ class VisionTower(nn.Module):
         x = self.patch_embedding(patches.to(self.patch_embedding.weight.dtype))
         if token_mask is not None:
             x = torch.where(token_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        if patch_mask is None:
-            # No padding: skip the attention mask so SDPA can pick its fused kernels.
-            position = self.position_embeddings(
-                patch_coords, torch.ones_like(patch_coords[..., 0], dtype=torch.bool)
+        if patch_coords is not None:
+            real = (
+                patch_mask
+                if patch_mask is not None
+                else torch.ones_like(patch_coords[..., 0], dtype=torch.bool)
+            )
+            position = self.position_embeddings(patch_coords, real)
+        elif (
+            grid_size is not None
+            and patch_mask is None
+            and grid_size[0] * grid_size[1] == patches.shape[1]
+        ):
+            position = resize_position_grid(self.position_embedding, *grid_size).reshape(
+                1, patches.shape[1], -1
             )
         else:
-            position = self.position_embeddings(patch_coords, patch_mask)
+            raise ValueError(
+                "give patch_coords, or grid_size (rows, cols) matching unpadded patches"
+            )
         x = x + position.to(x.dtype)
+        # No padding: no attention mask, so SDPA can pick its fused kernels.
         attn_mask = key_padding_to_attn_mask(patch_mask)
         for layer in self.layers:
             x = layer(x, attn_mask)
