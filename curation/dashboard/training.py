@@ -16,12 +16,17 @@ from curation.dashboard.layout import RunLayout, missing
 
 MAX_POINTS = 1000
 METRICS_FILE = "metrics.jsonl"
+# The trainer's loss terms (training/objectives.py): the total, phase 1's sigmoid and LocCa, and
+# phase 2's SILC, TIPS, KoLeo and Gram.
+LOSS_TERMS = ("loss", "sigmoid", "locca", "silc", "tips", "koleo", "gram")
 # Chart groups: (title, test on a metric name), first match wins.
 GROUPS: tuple[tuple[str, Any], ...] = (
     ("Evaluation", lambda k: k.startswith(("eval_", "eval/"))),
-    ("Loss terms", lambda k: k.startswith("loss")),
+    ("Loss terms", lambda k: k in LOSS_TERMS or k.startswith("loss_")),
+    ("LocCa tasks", lambda k: k.startswith("locca_")),
     ("Learning rate", lambda k: k.startswith("lr")),
     ("Temperature t and bias b", lambda k: k in ("logit_scale", "logit_bias", "t", "b")),
+    ("Gradient norm", lambda k: k == "grad_norm"),
 )
 OTHER = "Throughput and other"
 

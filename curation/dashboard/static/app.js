@@ -179,7 +179,8 @@ function renderTraining(d) {
     const last = d.last || {};
     out.push(cards([["logged steps", fmt(d.steps), "steps"], ["last step", fmt(last.step), "last_step"],
       ["last loss", fmt(last.loss), "last_loss"], ["phases", d.phases.map(p => p.phase).join(" → ") || "–", "phases"]]));
-    const bands = d.phases.map((p, i) => ({x0: p.first_step, x1: (d.phases[i + 1] || p).first_step || p.last_step,
+    // A phase's band runs to where the next one starts (or to its own last step).
+    const bands = d.phases.map((p, i) => ({x0: p.first_step, x1: i + 1 < d.phases.length ? d.phases[i + 1].first_step : p.last_step,
                                            label: `phase ${p.phase}`, odd: i % 2 === 1}));
     for (const c of d.charts) {
       out.push(section(c.title, lineChart(c.series, {width: 900, height: 240, bands, xLabel: "step"})));

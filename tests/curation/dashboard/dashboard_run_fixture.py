@@ -84,11 +84,12 @@ STATS = [
     ("shards", "train_shards", "00000", 2, 2, {}, {}, 0.4, {}),
 ]
 
-# Training log: phase 1 for steps 0-2, phase 2 for steps 3-5; evals at steps 2 and 5.
+# Training log with the trainer's names: phase 1 for steps 0-2, phase 2 (adds SILC) for steps 3-5;
+# evals at steps 2 and 5.
 METRICS = [
     {"step": s, "phase": 1 if s < 3 else 2, "lr": 1e-3 * (s + 1) / 6, "loss": loss,
-     "loss_sigmoid": loss * 0.6, "loss_locca": loss * 0.4, "logit_scale": 2.3 + 0.01 * s,
-     "logit_bias": -10 + 0.1 * s, "samples_per_s": 250.0}
+     "sigmoid": loss * 0.6, "locca": loss * 0.4, "locca_caption": loss * 0.4, "t": 10.0 + 0.1 * s,
+     "b": -10 + 0.1 * s, "grad_norm": 1.0, "samples_per_s": 250.0, **({"silc": 0.1} if s >= 3 else {})}
     for s, loss in enumerate([4.0, 3.5, 3.0, 2.0, 1.5, 1.25])
 ]
 METRICS[2]["eval_zeroshot_top1"] = 0.1

@@ -95,9 +95,9 @@ class PageVisit:
 
 
 def save_screenshot(png: bytes, path: Path) -> None:
-    """A small PNG: the viewport quantised to a 64-colour palette."""
+    """A small PNG: the viewport quantised to a 128-colour palette."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(64, method=Image.Quantize.MEDIANCUT)
+    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(128, method=Image.Quantize.FASTOCTREE)
     image.save(path, optimize=True)
 
 
@@ -190,9 +190,16 @@ def test_training_shows_curves_phases_and_eval_results(visit):
     assert (visit.stat("steps"), visit.stat("last_step"), visit.stat("last_loss"), visit.stat("phases")) == \
         ("6", "5", "1.25", "1 → 2")
     text = visit.text()
-    for title in ("Loss terms", "Learning rate", "Temperature t and bias b", "Evaluation"):
+    for title in ("Loss terms", "LocCa tasks", "Learning rate", "Temperature t and bias b", "Gradient norm",
+                  "Evaluation"):
         assert title in text
-    assert "loss_sigmoid" in text and "loss_locca" in text
+    loss_legend = visit.page.eval_on_selector_all("section:has(h2:text('Loss terms')) .legend span",
+                                                  "spans => spans.map(s => s.innerText)")
+    assert loss_legend == ["locca", "loss", "sigmoid", "silc"]
+    # phase 1 spans steps 0-3, phase 2 steps 3-5, of a 5-step axis: bands of 3/5 and 2/5 of the width
+    bands = visit.page.eval_on_selector_all("section:has(h2:text('Loss terms')) rect.band",
+                                            "rs => rs.map(r => r.width.baseVal.value)")
+    assert len(bands) == 2 and abs(bands[0] / bands[1] - 1.5) < 0.01
     assert "imagenet_like.top1" in text and "0.125" in text
     visit.finish("training")
 
