@@ -112,17 +112,22 @@ def locca_inputs(batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]
     }
 
 
-def locca_metrics(token_losses: Tensor, decoder_batch: dict[str, Tensor]) -> dict[str, float]:
-    """Mean CE per task for logging (NaN for a task without targets in this batch); the
+def locca_task_losses(token_losses: Tensor, decoder_batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Mean CE per task, for logging (NaN for a task without targets in this batch); the
     flattened token losses follow target_mask's row-major order."""
     target_mask = decoder_batch["target_mask"]
     task_of_token = decoder_batch["task_index"][:, None].expand_as(target_mask)[target_mask]
-    detached = token_losses.detach()
-    metrics = {}
-    for index, task in enumerate(TASKS):
-        selected = detached[task_of_token == index]
-        metrics[f"locca_{task}"] = selected.mean().item() if selected.numel() else float("nan")
-    return metrics
+    losses = token_losses.detach().float()
+    sums = torch.zeros(len(TASKS), device=losses.device).index_add_(0, task_of_token, losses)
+    counts = torch.bincount(task_of_token, minlength=len(TASKS)).float()
+    means = torch.where(counts > 0, sums / counts.clamp(min=1.0), float("nan"))
+    return {f"locca_{task}": means[index] for index, task in enumerate(TASKS)}
+
+
+def to_floats(terms: dict[str, Tensor]) -> dict[str, float]:
+    """Scalar tensors → floats with one device-to-host copy (one sync per step on GPU)."""
+    values = torch.stack([value.detach().float().reshape(()) for value in terms.values()]).tolist()
+    return dict(zip(terms, values, strict=True))
 
 
 def _phase1_terms(
@@ -130,7 +135,7 @@ def _phase1_terms(
     batch: dict[str, Tensor],
     decoder_batch: dict[str, Tensor],
     cfg: LossConfig,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     contrastive = batch["contrastive"].bool()
     contrastive_loss = sigmoid_loss(
         F.normalize(out["image_embeds"].float(), dim=-1),
@@ -144,15 +149,15 @@ def _phase1_terms(
     token_losses = out["locca_token_losses"]
     caption_loss = token_losses.sum() / max(token_losses.numel(), 1)
     total = cfg.sigmoid_weight * contrastive_loss + cfg.locca_weight * caption_loss
-    metrics = {
-        "sigmoid": contrastive_loss.item(),
-        "locca": caption_loss.item(),
-        "t": out["logit_scale"].detach().exp().item(),
-        "b": out["logit_bias"].detach().item(),
-        "contrastive_samples": float(contrastive.sum().item()),
-        **locca_metrics(token_losses, decoder_batch),
+    terms = {
+        "sigmoid": contrastive_loss,
+        "locca": caption_loss,
+        "t": out["logit_scale"].exp(),
+        "b": out["logit_bias"],
+        "contrastive_samples": contrastive.sum(),
+        **locca_task_losses(token_losses, decoder_batch),
     }
-    return total, metrics
+    return total, terms
 
 
 def phase1_loss(
@@ -164,8 +169,8 @@ def phase1_loss(
     contrastive sample count, per-task LocCa CE)."""
     decoder_batch = locca_inputs(batch, cfg)
     out = model(**image_inputs(batch), text=batch["text"], locca=decoder_batch)
-    total, metrics = _phase1_terms(out, batch, decoder_batch, cfg)
-    return total, {"loss": total.item(), **metrics}
+    total, terms = _phase1_terms(out, batch, decoder_batch, cfg)
+    return total, to_floats({"loss": total, **terms})
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -212,7 +217,7 @@ def phase2_loss(
         tips_mask=tips_mask,
         local_crops=batch["local_crops"],
     )
-    phase1_total, metrics = _phase1_terms(out, batch, decoder_batch, cfg)
+    phase1_total, terms = _phase1_terms(out, batch, decoder_batch, cfg)
     heads = _unwrap(model).distill_heads
     temperatures = (cfg.teacher_temperature, cfg.student_temperature)
     silc = silc_loss(
@@ -231,11 +236,11 @@ def phase2_loss(
         + cfg.distill_size_factor * (cfg.silc_weight * silc + cfg.tips_weight * tips)
         + cfg.koleo_weight * koleo
     )
-    metrics.update(silc=silc.item(), tips=tips.item(), koleo=koleo.item())
+    terms.update(silc=silc, tips=tips, koleo=koleo)
     if gram_patches is not None:
         gram = gram_loss(out["patch_tokens"], gram_patches, patch_mask)
         total = total + cfg.gram_weight * gram
-        metrics["gram"] = gram.item()
+        terms["gram"] = gram
     heads.silc_center.update(teacher_out["silc_logits"])
     heads.tips_center.update(teacher_out["tips_logits"], row_mask=patch_mask)
-    return total, {"loss": total.item(), **metrics}
+    return total, to_floats({"loss": total, **terms})

@@ -11,7 +11,7 @@ from training.losses.sigmoid import sigmoid_loss
 from training.models.config import model_config
 from training.models.siglip import SigLIP2
 from training.models.vision import patchify
-from training.objectives import LossConfig, phase1_loss
+from training.objectives import LossConfig, locca_task_losses, phase1_loss
 from training.tokenizer import Tokenizer
 
 BATCH = 6
@@ -139,3 +139,14 @@ def test_compacting_the_decoder_batch_does_not_change_the_loss(model, tokenizer)
         assert compact_metrics[f"locca_{task}"] == pytest.approx(
             full_metrics[f"locca_{task}"], rel=1e-5
         )
+
+
+def test_per_task_losses_average_each_task_and_are_nan_when_absent():
+    target_mask = torch.tensor([[True, True, False], [True, False, False], [False, True, True]])
+    decoder_batch = {"target_mask": target_mask, "task_index": torch.tensor([0, 0, 2])}
+    # Row-major order of the True entries: row 0 (task 0) x2, row 1 (task 0), row 2 (task 2) x2.
+    token_losses = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0])
+    means = locca_task_losses(token_losses, decoder_batch)
+    assert means["locca_caption"].item() == pytest.approx(2.0)
+    assert math.isnan(means["locca_aref"].item())
+    assert means["locca_gcap"].item() == pytest.approx(15.0)
