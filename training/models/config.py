@@ -137,7 +137,9 @@ PRESETS: dict[str, ModelConfig] = {
         text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
         # One vocabulary block: the CLIP vocabulary's logits fit in memory at this size.
         decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=65536),
-        distill=DistillConfig(prototypes=256, patch_prototypes=256, hidden_dim=128, bottleneck_dim=64),
+        distill=DistillConfig(
+            prototypes=256, patch_prototypes=256, hidden_dim=128, bottleneck_dim=64
+        ),
         embed_dim=64,
     ),
     "b16": ModelConfig(
