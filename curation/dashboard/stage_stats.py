@@ -13,16 +13,12 @@ MAX_ERROR_EXAMPLES = 10
 
 
 class StageStats:
-    """Stats records under a run folder, read once; `reload()` re-reads them."""
+    """Stats records under a run folder, read once per process (restart to see stages run since)."""
 
     def __init__(self, root: str):
         self.root = root
         self._lock = threading.Lock()
         self._stages: dict[str, dict[str, Any]] | None = None
-
-    def reload(self) -> None:
-        with self._lock:
-            self._stages = None
 
     @property
     def stages(self) -> dict[str, dict[str, Any]]:
