@@ -45,7 +45,7 @@ SUMMARY = "summary.json"
 class NeardupConfig:
     threshold: float = 0.95
     eval_threshold: float = 0.95
-    pixel_threshold: float = 0.95  # pixel-signature cosine; above 1 disables the signal
+    pixel_threshold: float = 0.97  # pixel-signature cosine; above 1 disables the signal
     index: str = "auto"
     neighbours: int = 16
     use_embeddings: bool | None = None  # None: on unless the scorer is untrained; off for an untrained scorer: its embeddings all look alike

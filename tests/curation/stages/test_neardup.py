@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
 from curation.cli import main
+from curation.score.images import SIGNATURE_DIM
 from curation.stages.neardup import (
     NeardupConfig,
     PoolEmbeddings,
@@ -84,7 +85,7 @@ def test_same_decision_skips_and_a_changed_one_rewrites(deduped):
 def synthetic_pool(vectors: np.ndarray, scores: list[float]) -> PoolEmbeddings:
     n = len(vectors)
     return PoolEmbeddings(shard=["00000"] * n, uid=[f"u{i:02d}" for i in range(n)], sha256=[None] * n,
-                          score=[np.array(scores, np.float32)], pixels=[np.zeros((n, 192), np.float32)],
+                          score=[np.array(scores, np.float32)], pixels=[np.zeros((n, SIGNATURE_DIM), np.float32)],
                           vectors=[vectors.astype(np.float32)])
 
 
