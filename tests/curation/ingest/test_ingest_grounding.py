@@ -1,5 +1,4 @@
 """Each grounding converter, on hand-written native files, puts every box on its drawn rectangle."""
-import io
 import json
 import pickle
 import tarfile
