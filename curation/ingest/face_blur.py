@@ -76,8 +76,9 @@ def stored_frame_boxes(boxes: Sequence[Sequence[float]], original: tuple[int, in
     # and pads: either way a uniform scale plus an offset (see curation.download.imaging).
     scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
     dx, dy = (sw - ow * scale) / 2, (sh - oh * scale) / 2
-    return [[(box[0] * ow * scale + dx) / sw, (box[1] * oh * scale + dy) / sh,
-             (box[2] * ow * scale + dx) / sw, (box[3] * oh * scale + dy) / sh] for box in boxes]
+    mapped = [[(box[0] * ow * scale + dx) / sw, (box[1] * oh * scale + dy) / sh,
+               (box[2] * ow * scale + dx) / sw, (box[3] * oh * scale + dy) / sh] for box in boxes]
+    return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]  # a crop cuts faces too
 
 
 def blur_jpeg(data: bytes, boxes: Sequence[Sequence[float]], method: str, quality: int = 95) -> bytes:
