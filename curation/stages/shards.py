@@ -108,15 +108,15 @@ def key_width(samples_per_shard: int) -> int:
 
 
 def resize_for_training(data: bytes, short_side: int, quality: int = 90) -> tuple[bytes, int, int]:
-    """Downscale so the shorter side is `short_side` (never upscale); re-encode as JPEG."""
+    """Downscale so the shorter side is `short_side` (never upscale; small images keep their
+    bytes); re-encode as JPEG. Decoding always happens, so a corrupt image is caught here."""
     image = decode_rgb(data, min_side=short_side)
     width, height = image.size
     scale = short_side / min(width, height)
-    if scale < 1:
-        image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                             Image.BICUBIC, reducing_gap=3.0)
-    elif image.size == Image.open(io.BytesIO(data)).size:
+    if scale >= 1:
         return data, width, height
+    image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                         Image.BICUBIC, reducing_gap=3.0)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue(), image.size[0], image.size[1]
@@ -125,7 +125,6 @@ def resize_for_training(data: bytes, short_side: int, quality: int = 90) -> tupl
 @dataclass(frozen=True)
 class SpillKeptSamples:
     plan_url: str
-    pool: str
     image_size: int | None  # None: keep the source bytes (NaFlex)
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
@@ -178,11 +177,10 @@ class WriteTrainingShard:
     samples_per_shard: int
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        parts = [_read_parquet(url, filters=[("out_shard", "=", task.shard_id)])
-                 for url in task.inputs if fsio.exists(url)]
         missing = [url for url in task.inputs if not fsio.exists(url)]
         if missing:
             raise FileNotFoundError(f"spill files missing (re-run from a fresh --out): {missing[:3]}")
+        parts = [_read_parquet(url, filters=[("out_shard", "=", task.shard_id)]) for url in task.inputs]
         table = pa.concat_tables(parts).sort_by("out_index") if parts else None
         rows = table.to_pylist() if table is not None else []
         ctx.stats.rows_in = ctx.stats.rows_out = len(rows)
@@ -238,7 +236,7 @@ def build_training_shards(pool: str, out: str, required: list[str], samples_per_
             if fsio.exists(marker) and not fsio.exists(url):
                 fs, path = fsio.filesystem(marker)
                 fs.rm(path)
-        spill = run_stage("shards_spill", SpillKeptSamples(plan_url, pool, image_size), pool_tasks,
+        spill = run_stage("shards_spill", SpillKeptSamples(plan_url, image_size), pool_tasks,
                           out, seed=seed)
         print(spill.describe())
         if not spill.ok:
