@@ -1,0 +1,89 @@
+"""Our tokenizer as a Hugging Face `tokenizers` object, saved as tokenizer files.
+
+The text tower was trained on `training.tokenizer.Tokenizer` ids: lowercased CLIP BPE, then the
+EOS id, then EOS padding (no start token), with 1000 box tokens and the LocCa task tokens
+appended to the vocabulary. Exported models must see exactly those ids, so the files written
+here rebuild that framing with `tokenizers` building blocks (a byte-level BPE whose words end
+in "</w>", a post-processor that appends EOS, EOS as the padding token). Both `transformers`
+(AutoTokenizer) and open_clip (its HFTokenizer, used for `local-dir:` models) read them offline.
+
+Only the default tokenizer (the CLIP BPE that open_clip ships) is supported: that is the one the
+trainer uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers.models import BPE
+
+from training.tokenizer import TASKS, Tokenizer
+
+# CLIP's word split, applied after lowercasing (open_clip's SimpleTokenizer pattern).
+_CLIP_WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+START_TOKEN, END_TOKEN = "<start_of_text>", "<end_of_text>"
+END_OF_WORD = "</w>"
+
+
+def box_token_name(index: int) -> str:
+    return f"<box_{index:04d}>"
+
+
+def task_token_name(task: str) -> str:
+    return f"<task_{task}>"
+
+
+def _clip_bpe_model() -> BPE:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    clip = SimpleTokenizer(clean="lower")
+    merges = sorted(clip.bpe_ranks, key=clip.bpe_ranks.__getitem__)
+    return BPE(vocab=dict(clip.encoder), merges=list(merges), end_of_word_suffix=END_OF_WORD,
+               continuing_subword_prefix="", fuse_unk=False)
+
+
+def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
+    """A `tokenizers.Tokenizer` whose `encode(text).ids` equal `tokenizer.encode(text)` (without
+    the padding, which the caller requests with padding="max_length")."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    clip_vocab_size = len(SimpleTokenizer(clean="lower").encoder)
+    if tokenizer.box_token_offset != clip_vocab_size:
+        raise ValueError(
+            "only the default CLIP BPE tokenizer can be exported; this tokenizer's base vocabulary "
+            f"has {tokenizer.box_token_offset} ids, CLIP BPE has {clip_vocab_size}")
+    hf = HFTokenizer(_clip_bpe_model())
+    # NFC + whitespace collapse + lowercase mirror open_clip's "lower" cleaning (minus ftfy's
+    # mojibake repair, which has no `tokenizers` equivalent).
+    hf.normalizer = normalizers.Sequence([
+        normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(),
+        normalizers.Lowercase()])
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_CLIP_WORD_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    hf.decoder = decoders.Sequence([decoders.Replace(END_OF_WORD, " "), decoders.ByteLevel(),
+                                    decoders.Strip(" ", 0, 1)])
+    hf.add_special_tokens([START_TOKEN, END_TOKEN])
+    # Added tokens take the next free ids, in order: box bins, then LocCa task tokens.
+    hf.add_special_tokens([box_token_name(i) for i in range(tokenizer.box_bins)])
+    hf.add_special_tokens([task_token_name(task) for task in TASKS])
+    for name, expected in ((box_token_name(0), tokenizer.box_token_offset),
+                           (task_token_name(TASKS[0]), tokenizer.task_token_offset)):
+        if hf.token_to_id(name) != expected:
+            raise AssertionError(f"{name} got id {hf.token_to_id(name)}, expected {expected}")
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"$A {END_TOKEN}", special_tokens=[(END_TOKEN, tokenizer.eos_id)])
+    return hf
+
+
+def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into `folder`
+    (AutoTokenizer-loadable, offline); returns the written paths."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=build_hf_tokenizer(tokenizer), eos_token=END_TOKEN, pad_token=END_TOKEN,
+        model_max_length=tokenizer.context_length, padding_side="right", truncation_side="right")
+    return [Path(name) for name in wrapped.save_pretrained(str(folder))]
