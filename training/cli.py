@@ -12,6 +12,7 @@ import sys
 
 from training.config import ConfigError, load_args
 from training.trainer import train
+from training.export_cli import add_commands as add_export_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/")
     train.add_argument("--steps", type=int, help="total optimizer steps")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_export_commands(commands)  # export, import-siglip2 (training/export_cli.py)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(options, "handler"):  # commands other than train carry their own handler
+        return options.handler(options)
     try:
         args = load_args(options.config or options.preset, options.overrides)
         # Flags are set after YAML parsing: shard patterns must stay verbatim strings.
