@@ -62,13 +62,13 @@ def check_all(out: Path, scenes_, source: str, id_of=lambda s: str(s.image_id)) 
 EXPECTED_BOX_DROPS = {"box_outside_image": 1, "zero_area_box": 1}
 
 
-def test_objects365_coco_xywh_boxes_land_on_their_rectangles(tmp_path):
+def test_objects365_coco_xywh_boxes_land_on_their_rectangles(tmp_path, ray_session):
     scenes_ = scenes()
     write_images(tmp_path / "images" / "patch0", scenes_)
     write_coco_style(tmp_path / "zhiyuan_objv2_train.json", scenes_)
     report, record = convert_grounding("objects365", str(tmp_path / "images"),
                                        [str(tmp_path / "zhiyuan_objv2_train.json")], str(tmp_path / "out"),
-                                       samples_per_shard=2, use_ray=False)
+                                       samples_per_shard=2, use_ray=True)
     assert report.ok and len(report.completed) == 2
     check_all(tmp_path / "out", scenes_, "objects365")
     assert box_drops(tmp_path / "out") == EXPECTED_BOX_DROPS
