@@ -3,13 +3,19 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+)
 
+from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import TrainArgs, from_dict
 from training.distributed import init_distributed, shutdown_distributed
 from training.metrics_log import read_metrics
@@ -54,10 +60,31 @@ def train_both_ways(rank: int, world_size: int, port: int, patterns: tuple[str, 
             gathered = [torch.empty_like(flat) for _ in range(world_size)]
             dist.all_gather(gathered, flat)
             results[parallelism] = {"losses": losses, "weights": gathered}
+            if parallelism == "fsdp":
+                results["fsdp_restored"] = save_and_restore(trainer, env, Path(out).parent / "ckpt")
         if rank == 0:
             torch.save(results, out)
     finally:
         shutdown_distributed()
+
+
+def save_and_restore(trainer: Trainer, env, root: Path) -> bool:
+    """Checkpoint a sharded model and optimizer, load them into a fresh sharded trainer, and
+    check the full weights and optimizer state came back."""
+    save_checkpoint(root, trainer.step, trainer.model, trainer.optimizer, trainer.state_dict(),
+                    {"position": env.rank}, {}, keep=1)
+    fresh = Trainer(trainer.args, env)
+    restored = load_checkpoint(latest_checkpoint(root), fresh.model, fresh.optimizer)
+    options = StateDictOptions(full_state_dict=True)
+    before = get_model_state_dict(trainer.model, options=options)
+    after = get_model_state_dict(fresh.model, options=options)
+    moments_before = get_optimizer_state_dict(trainer.model, trainer.optimizer, options=options)
+    moments_after = get_optimizer_state_dict(fresh.model, fresh.optimizer, options=options)
+    return (restored.data_state == {"position": env.rank} and bool(moments_before["state"])
+            and all(torch.equal(before[k], after[k]) for k in before)
+            and all(torch.equal(moments_before["state"][k][m], moments_after["state"][k][m])
+                    for k in moments_before["state"] for m in moments_before["state"][k]
+                    if isinstance(moments_before["state"][k][m], torch.Tensor)))
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +105,10 @@ def test_fsdp2_trains_to_the_same_losses_and_weights_as_ddp(two_rank_results):
     assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5)
     torch.testing.assert_close(fsdp["weights"][0], ddp["weights"][0], rtol=1e-4, atol=1e-5)
     assert not torch.equal(ddp["weights"][0], fsdp["weights"][0] * 0)  # weights were gathered
+
+
+def test_fsdp2_checkpoint_restores_sharded_weights_and_optimizer_state(two_rank_results):
+    assert two_rank_results["fsdp_restored"]
 
 
 @pytest.mark.slow
