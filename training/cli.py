@@ -11,8 +11,8 @@ import logging
 import sys
 
 from training.config import ConfigError, load_args
-from training.trainer import train
 from training.export_cli import add_commands as add_export_commands
+from training.trainer import train
 
 
 def build_parser() -> argparse.ArgumentParser:
