@@ -110,12 +110,12 @@ def key_width(samples_per_shard: int) -> int:
 def resize_for_training(data: bytes, short_side: int, quality: int = 90) -> tuple[bytes, int, int]:
     """Downscale so the shorter side is `short_side` (never upscale; small images keep their
     bytes); re-encode as JPEG. Decoding always happens, so a corrupt image is caught here."""
-    image = decode_rgb(data, min_side=short_side)
-    width, height = image.size
-    scale = short_side / min(width, height)
-    if scale >= 1:
-        return data, width, height
-    image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+    image = decode_rgb(data, min_side=short_side)  # may come back DCT-downscaled (draft)
+    original_width, original_height = Image.open(io.BytesIO(data)).size
+    if min(original_width, original_height) <= short_side:
+        return data, original_width, original_height
+    scale = short_side / min(image.size)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                          Image.BICUBIC, reducing_gap=3.0)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
