@@ -15,7 +15,7 @@ import io
 import json
 import tarfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,7 @@ def _raw_box(box: object) -> list[float]:
 
 
 def plan_grounding(images: Iterable[GroundingImage], samples_per_shard: int, *,
-                   exclude_coco_ids: set[int] = frozenset(), max_samples: int | None = None,
+                   exclude_coco_ids: Collection[int] = (), max_samples: int | None = None,
                    seed: int = 0) -> tuple[pa.Table, Counter]:
     """The ordered, decontaminated, quota-limited plan; and the images dropped per reason."""
     drops: Counter = Counter()
@@ -117,20 +117,23 @@ def check_or_save_plan(out: str, plan: pa.Table, record: dict[str, Any]) -> None
     fsio.write_json(fsio.join(out, PLAN_RECORD), record)
 
 
-def training_jpeg(data: bytes, max_side: int | None) -> tuple[bytes, int, int]:
-    """JPEG bytes for the shard and the image size; the source bytes when already a small JPEG."""
+def training_jpeg(data: bytes, max_side: int | None) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+    """JPEG bytes for the shard, the source image's size and the stored size.
+
+    A JPEG within `max_side` is kept byte for byte; anything else is re-encoded (downscaled).
+    """
     with Image.open(io.BytesIO(data)) as image:
         size = image.size
         is_jpeg = image.format == "JPEG" and data.startswith(JPEG_MAGIC)
         too_big = max_side is not None and max(size) > max_side
         if is_jpeg and not too_big:
-            return data, size[0], size[1]
+            return data, size, size
         rgb = image.convert("RGB")
     if too_big:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=95)
-    return out.getvalue(), rgb.width, rgb.height
+    return out.getvalue(), size, rgb.size
 
 
 def normalised_refs(row: dict[str, Any], convention: BoxConvention, width: int, height: int,
@@ -171,7 +174,7 @@ class WriteGroundingShard:
                 image_url = fsio.join(self.images_root, row["image_path"])
                 try:
                     data = fsio.read_bytes(image_url)
-                    jpeg, width, height = training_jpeg(data, self.max_side)
+                    jpeg, (source_width, source_height), (width, height) = training_jpeg(data, self.max_side)
                 except FileNotFoundError:
                     ctx.stats.drop("missing_image")
                     ctx.stats.error("missing_image", image_url, "no such file")
@@ -180,9 +183,9 @@ class WriteGroundingShard:
                     ctx.stats.drop("undecodable_image")
                     ctx.stats.error("undecodable_image", image_url, str(exc))
                     continue
-                # Pixel boxes refer to the size the annotators saw; the annotation says it when
-                # the file on disk may have been resized since.
-                frame = (row["width"] or width, row["height"] or height)
+                # Pixel boxes refer to the image the annotators saw: the annotation's size when it
+                # gives one (the file may have been resized since), else the source file's.
+                frame = (row["width"] or source_width, row["height"] or source_height)
                 refs = normalised_refs(row, self.convention, *frame, box_drops)
                 if not refs:
                     ctx.stats.drop("no_valid_refs")

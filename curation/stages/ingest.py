@@ -233,7 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     urls.set_defaults(func=_ingest_urls_main)
 
     ground = subparsers.add_parser("grounding", help="grounding datasets (native files) -> grounding shards")
-    ground.add_argument("--format", required=True, choices=sorted(grounding_formats()))
+    ground.add_argument("--format", required=True, choices=sorted(grounding_formats()),
+                        help="; ".join(f"{name}: {fmt.help}" for name, fmt in sorted(grounding_formats().items())))
     ground.add_argument("--images", required=True, help="image root the annotations' file names are under")
     ground.add_argument("--annotations", nargs="+", required=True, help="annotation files (globs allowed)")
     ground.add_argument("--out", required=True, help="grounding shard folder")

@@ -27,7 +27,7 @@ def load_coco_json(url: str) -> dict[str, Any]:
     return document
 
 
-def coco_images(document: dict[str, Any], url: str, counts: Counter) -> dict[Any, dict[str, Any]]:
+def coco_images(document: dict[str, Any], counts: Counter) -> dict[Any, dict[str, Any]]:
     images = {}
     for image in document["images"]:
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
@@ -42,7 +42,7 @@ def read_objects365(urls: list[str], counts: Counter) -> Iterator[GroundingImage
         document = load_coco_json(url)
         names = {c["id"]: clean_phrase(c.get("name")) for c in document.get("categories", [])
                  if isinstance(c, dict) and "id" in c}
-        images = coco_images(document, url, counts)
+        images = coco_images(document, counts)
         grouped: dict[Any, GroundingImage] = {}
         for ann in document["annotations"]:
             if not isinstance(ann, dict) or ann.get("image_id") not in images:

@@ -78,7 +78,7 @@ def read_refcoco(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
     for url in refs_files:
         instances_url = instances.get(posixpath.dirname(url)) or next(iter(instances.values()))
         document = load_coco_json(instances_url)
-        images = coco_images(document, instances_url, counts)
+        images = coco_images(document, counts)
         boxes = {ann["id"]: ann.get("bbox") for ann in document["annotations"]
                  if isinstance(ann, dict) and "id" in ann}
         source = dataset_of(url)

@@ -187,8 +187,11 @@ def colour_extent(image: np.ndarray, colour: tuple[int, int, int]) -> tuple[int,
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def check_refs_on_image(jpeg: bytes, refs: list[dict], scene: Scene) -> None:
-    """Every converted box sits on its target's colour (to within a pixel) and covers it."""
+def check_refs_on_image(jpeg: bytes, refs: list[dict], scene: Scene, min_share: float = 0.95) -> None:
+    """Every converted box sits on its target's colour (to within a pixel) and covers it.
+
+    `min_share` of the box's pixels must be the colour (a downscaled image blends its edges).
+    """
     image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
     height, width = image.shape[:2]
     by_phrase = {t.phrase: t for t in scene.targets}
@@ -202,4 +205,4 @@ def check_refs_on_image(jpeg: bytes, refs: list[dict], scene: Scene) -> None:
         assert np.abs(converted - np.array(extent)).max() <= 1.0, (target.phrase, converted, extent)
         inside = image[round(converted[1]):round(converted[3]), round(converted[0]):round(converted[2])]
         share = (np.abs(inside.astype(int) - np.array(target.colour)).sum(axis=2) < 90).mean()
-        assert share > 0.95, f"{target.phrase}: only {share:.0%} of the box is its colour"
+        assert share > min_share, f"{target.phrase}: only {share:.0%} of the box is its colour"
