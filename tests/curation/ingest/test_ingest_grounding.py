@@ -198,3 +198,30 @@ def test_max_side_downscales_large_images_and_the_boxes_still_fit(tmp_path):
     assert {(row["width"], row["height"]) for row in index} == {(100, 80)}
     # At half size a box's one-pixel rim is a blend of its colour and the background.
     check_all(tmp_path / "out", scenes_, "grand", min_share=0.85)
+
+
+def test_openimages_v7_headed_class_list_and_visualgenome_without_image_data_are_read(tmp_path):
+    scenes_ = scenes()[:2]
+    write_images(tmp_path / "oi", scenes_, name=lambda s: f"{s.image_id}.jpg")
+    boxes, names = write_openimages(tmp_path, scenes_)
+    names.write_text("LabelName,DisplayName\n" + names.read_text(encoding="utf-8"), encoding="utf-8")
+    report, _ = convert_grounding("openimages", str(tmp_path / "oi"), [str(boxes), str(names)],
+                                  str(tmp_path / "out-oi"), use_ray=False)
+    assert report.ok
+    check_all(tmp_path / "out-oi", scenes_, "openimages")
+    # Without image_data.json: images are {image_id}.jpg at the root, sized from the file itself.
+    regions, _ = write_visualgenome(tmp_path, scenes_, coco_ids={})
+    write_images(tmp_path / "vg", scenes_)
+    report, _ = convert_grounding("visualgenome", str(tmp_path / "vg"), [str(regions)],
+                                  str(tmp_path / "out-vg"), use_ray=False)
+    assert report.ok
+    check_all(tmp_path / "out-vg", scenes_, "visualgenome")
+
+
+def test_annotation_files_of_the_wrong_format_are_named_in_the_error(tmp_path):
+    bad = tmp_path / "boxes.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match="boxes.csv: neither an OpenImages box CSV"):
+        convert_grounding("openimages", str(tmp_path), [str(bad)], str(tmp_path / "out"), use_ray=False)
+    assert main(["grounding", "--format", "visualgenome", "--images", str(tmp_path), "--annotations",
+                 str(tmp_path / "missing.json"), "--out", str(tmp_path / "o"), "--no-ray"]) == 2
