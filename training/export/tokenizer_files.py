@@ -85,5 +85,7 @@ def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=build_hf_tokenizer(tokenizer), eos_token=END_TOKEN, pad_token=END_TOKEN,
-        model_max_length=tokenizer.context_length, padding_side="right", truncation_side="right")
+        model_max_length=tokenizer.context_length, padding_side="right", truncation_side="right",
+        # The text tower attends to its EOS padding, as in training: no attention mask.
+        model_input_names=["input_ids"])
     return [Path(name) for name in wrapped.save_pretrained(str(folder))]

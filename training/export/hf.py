@@ -1,0 +1,130 @@
+"""Hugging Face transformers folders: export our towers as a `Siglip2Model`, import released
+SigLIP 2 weights as a checkpoint of ours. Everything reads and writes local folders only.
+
+Export writes what `transformers` loads offline:
+
+    OUT/config.json, OUT/model.safetensors        Siglip2Model (AutoModel)
+    OUT/tokenizer.json, tokenizer_config.json     our tokenizer (input_ids only)
+    OUT/preprocessor_config.json                  Siglip2ImageProcessor (AutoImageProcessor)
+
+Load the tokenizer with `transformers.PreTrainedTokenizerFast.from_pretrained(OUT)`, not
+AutoTokenizer: for model_type "siglip2" transformers 5 always builds its Gemma-style
+`Siglip2Tokenizer` around the vocabulary in tokenizer.json, whatever tokenizer_config.json says,
+which cannot express CLIP's BPE (it fails on the first encode, wanting an "<unk>" token). For
+the same reason AutoProcessor does not apply.
+
+Siglip2 is the transformers architecture that matches ours (linear patch embedding on flattened
+patches, a learned position grid resized bilinearly with antialias per image, MAP head,
+last-token text pooling); the weight mapping itself is training/models/hf_siglip2.py. Two
+usage notes hold for exported models exactly as for released SigLIP 2 ones: texts must be
+padded to the full context length (padding="max_length", truncation=True), and the text
+tower attends to the padding, so no attention mask is passed (the tokenizer does not return
+one). HF's image processor keeps the aspect ratio (NaFlex), while our square-resolution
+training squashes images to a square: feed `patchify`-ed square images to reproduce our numbers.
+
+Import builds our model from a local Siglip2 folder; the LocCa decoder (absent from SigLIP 2)
+is freshly initialised, so imported checkpoints serve zero-shot/retrieval/dense/k-NN evaluation
+and initialisation, not ARef grounding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from training.checkpoint import CONFIG_FILE, LATEST, MODEL_FILE, TRAINER_FILE, step_dir_name
+from training.export.tokenizer_files import save_tokenizer_files
+from training.models.config import ModelConfig
+from training.models.hf_siglip2 import (
+    hf_config_kwargs,
+    model_config_from_hf,
+    state_dict_from_hf,
+    state_dict_to_hf,
+)
+from training.models.siglip import SigLIP2
+from training.tokenizer import Tokenizer
+
+# Parameters of ours that SigLIP 2 lacks; an import leaves them at their initial values.
+_LOCAL_ONLY_PREFIXES = ("decoder.", "distill_heads.", "vision.mask_token")
+
+
+def _hf_config(cfg: ModelConfig, tokenizer: Tokenizer):
+    import transformers
+
+    kwargs = hf_config_kwargs(cfg)
+    # Our texts are EOS-padded (no start token).
+    kwargs["text_config"].update(eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id)
+    return transformers.Siglip2Config(**kwargs)
+
+
+def export_hf(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path,
+              tokenizer: Tokenizer | None = None) -> Path:
+    """Write a transformers Siglip2 folder for our weights; returns the folder."""
+    import transformers
+
+    tokenizer = tokenizer or Tokenizer(context_length=cfg.text.context_length)
+    hf_model = transformers.Siglip2Model(_hf_config(cfg, tokenizer))
+    # Strict: every HF parameter must come from ours, so nothing is silently left at init.
+    hf_model.load_state_dict(state_dict_to_hf(state), strict=True)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_model.save_pretrained(str(out))
+    save_tokenizer_files(tokenizer, out)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    transformers.Siglip2ImageProcessor(
+        patch_size=cfg.vision.patch_size, max_num_patches=grid * grid,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=2,  # PIL bilinear
+    ).save_pretrained(str(out))
+    return out
+
+
+def load_hf_siglip2(folder: Path):
+    """A transformers Siglip2Model from a local folder (never the hub), in eval mode."""
+    import transformers
+
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (expected a local HF model folder)")
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    if config.model_type != "siglip2":
+        raise ValueError(f"{folder}: model_type {config.model_type!r}, expected 'siglip2'")
+    return transformers.Siglip2Model.from_pretrained(str(folder), local_files_only=True).eval()
+
+
+def import_hf_siglip2(folder: Path, run: Path, decoder_depth: int = 1) -> Path:
+    """Convert a local Siglip2 folder into RUN/checkpoints/step_00000000 (weights + config, and
+    `latest` pointing at it), readable by `python -m training eval` and export."""
+    hf_model = load_hf_siglip2(folder)
+    cfg = dataclasses.replace(model_config_from_hf(hf_model.config, decoder_depth=decoder_depth),
+                              distill=None)
+    model = SigLIP2(cfg)
+    result = model.load_state_dict(state_dict_from_hf(hf_model.state_dict()), strict=False)
+    stray = [key for key in result.missing_keys if not key.startswith(_LOCAL_ONLY_PREFIXES)]
+    if stray or result.unexpected_keys:
+        raise KeyError(f"{folder}: weights do not fit; missing {stray[:5]}, "
+                       f"unexpected {result.unexpected_keys[:5]}")
+    checkpoints = run / "checkpoints"
+    step_folder = checkpoints / step_dir_name(0)
+    step_folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              step_folder / MODEL_FILE)
+    (step_folder / CONFIG_FILE).write_text(json.dumps(
+        {"model": cfg.to_dict(), "imported_from": str(folder.resolve())}, indent=1))
+    (step_folder / TRAINER_FILE).write_text(json.dumps({"step": 0}))
+    (checkpoints / LATEST).write_text(step_folder.name)
+    return step_folder
+
+
+def pixel_inputs(images: Tensor, patch_size: int) -> dict[str, Tensor]:
+    """Square images [B, C, H, W] in [-1, 1] → the Siglip2 vision inputs (patches, mask, grid)."""
+    from training.models.vision import patchify
+
+    patches, _ = patchify(images, patch_size)
+    rows, cols = images.shape[-2] // patch_size, images.shape[-1] // patch_size
+    batch = images.shape[0]
+    return {"pixel_values": patches,
+            "pixel_attention_mask": torch.ones(batch, rows * cols, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[rows, cols]] * batch)}
