@@ -48,6 +48,7 @@ DEDUP_SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("lang", pa.string()),
     ("source", pa.string()),
+    ("sources", pa.list_(pa.string())),  # every source that listed the URL, first-seen order
 ])
 
 
@@ -171,6 +172,7 @@ def merge_sorted_occurrences(table: pa.Table, max_texts: int) -> dict[str, Any]:
         out["height"].append(_first_present(heights, start, end))
         out["lang"].append(langs[first_row] or _first_present(langs, start, end))
         out["source"].append(origin[first_row])
+        out["sources"].append(list(dict.fromkeys(origin[start:end])))
         start = end
     out["_capped"] = capped
     out["_distinct_pairs"] = distinct_pairs

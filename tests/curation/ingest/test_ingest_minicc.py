@@ -100,8 +100,6 @@ def test_global_dedup_collapses_a_url_listed_by_both_sources(ingested_run):
                                                                   row["texts"][0].removeprefix("photo: "))
 
 
-@pytest.mark.xfail(strict=True, reason="dedup keeps only the first-seen row's `source`; it needs a "
-                   "`sources` list column (curation/stages/dedup.py) to record both")
 def test_dedup_records_every_source_of_a_shared_url(ingested_run):
     root, images = ingested_run
     shared = {r["url"] for r in images[40:60]}
