@@ -28,21 +28,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(options: argparse.Namespace) -> int:
-    from safetensors.torch import load_file
-
-    from training.checkpoint import CONFIG_FILE, MODEL_FILE
-    from training.models.config import ModelConfig
-    from training.run_folder import resolve_checkpoint
+    from training.run_folder import load_encoder, resolve_checkpoint
 
     try:
         folder = resolve_checkpoint(options.ckpt)
     except FileNotFoundError as error:
         print(f"export: {error}", file=sys.stderr)
         return 2
-    import json
-
-    cfg = ModelConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text())["model"])
-    state = load_file(folder / MODEL_FILE)
+    model = load_encoder(folder)
+    state, cfg = model.state_dict(), model.cfg
     out = Path(options.out)
     if options.format == "open_clip":
         from training.export.openclip import export_open_clip

@@ -2,9 +2,18 @@
 a run's checkpoints/ folder, or one step folder."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from training.checkpoint import CONFIG_FILE, MODEL_FILE, latest_checkpoint
+from training.models.config import ModelConfig
+from training.models.siglip import SigLIP2
+
+# Phase-2 self-distillation heads: training-only, never used by evaluation or export.
+_TRAINING_ONLY_PREFIX = "distill_heads."
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -25,3 +34,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def run_of_checkpoint(folder: Path) -> Path:
     """The run folder a step folder belongs to (RUN/checkpoints/step_N → RUN)."""
     return folder.parent.parent if folder.parent.name == "checkpoints" else folder.parent
+
+
+def load_encoder(folder: Path, device: str = "cpu") -> SigLIP2:
+    """The towers, t, b and the LocCa decoder of a checkpoint, in eval mode, loaded strictly;
+    the distillation heads are left out, so evaluation and export read checkpoints whose
+    phase-2 head layout has since changed."""
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    cfg = dataclasses.replace(ModelConfig.from_dict(config["model"]), distill=None)
+    weights = {key: value for key, value in load_file(folder / MODEL_FILE).items()
+               if not key.startswith(_TRAINING_ONLY_PREFIX)}
+    model = SigLIP2(cfg)
+    model.load_state_dict(weights)
+    return model.to(device).eval()

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import TRAINER_FILE, load_trained_model, write_json_atomic
+from training.checkpoint import TRAINER_FILE, write_json_atomic
 from training.data.samples import BadSample
 from training.models.siglip import SigLIP2
-from training.run_folder import resolve_checkpoint, run_of_checkpoint
+from training.run_folder import load_encoder, resolve_checkpoint, run_of_checkpoint
 from training.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = DEFAULT_DATA,
     folder = resolve_checkpoint(checkpoint)
     trainer_state = folder / TRAINER_FILE
     step = json.loads(trainer_state.read_text()).get("step", 0) if trainer_state.is_file() else 0
-    model = load_trained_model(folder)
+    model = load_encoder(folder)
     report = {"checkpoint": str(folder), "step": step, "data": data,
               "results": evaluate(model, data, tasks, sets)}
     out_dir = out_dir or run_of_checkpoint(folder) / "eval"

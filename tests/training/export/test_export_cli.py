@@ -36,3 +36,25 @@ def test_open_clip_export_prints_scorer_arguments_that_load_the_model(tiny_run, 
     with torch.no_grad():
         torch.testing.assert_close(theirs.eval().encode_image(images), model.encode_image(images)[0],
                                    atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_loads_despite_a_changed_distillation_head_layout(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from training.run_folder import load_encoder
+
+    run, model = tiny_run
+    step = resolve_checkpoint(run)
+    weights = load_file(step / "model.safetensors")
+    weights["distill_heads.silc.last_layer.weight_v"] = torch.zeros(3)  # an older head layout
+    copy = tmp_path / "step"
+    copy.mkdir()
+    save_file(weights, copy / "model.safetensors")
+    (copy / "config.json").write_text((step / "config.json").read_text())
+    loaded = load_encoder(copy)
+    assert loaded.distill_heads is None
+    assert torch.equal(loaded.text.head.weight, model.text.head.weight)
+    weights["vision.unknown"] = torch.zeros(1)  # a tower mismatch still fails loudly
+    save_file(weights, copy / "model.safetensors")
+    with pytest.raises(RuntimeError, match="vision.unknown"):
+        load_encoder(copy)
