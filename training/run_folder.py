@@ -11,7 +11,10 @@ from safetensors.torch import load_file
 from training.checkpoint import CONFIG_FILE, MODEL_FILE, latest_checkpoint
 from training.models.config import ModelConfig
 from training.models.siglip import SigLIP2
+from training.tokenizer import Tokenizer
 
+# config.json key naming a tokenizer.json beside the weights (imported SigLIP 2 checkpoints).
+TOKENIZER_FILE_KEY = "tokenizer_file"
 # Phase-2 self-distillation heads: training-only, never used by evaluation or export.
 _TRAINING_ONLY_PREFIX = "distill_heads."
 
@@ -47,3 +50,12 @@ def load_encoder(folder: Path, device: str = "cpu") -> SigLIP2:
     model = SigLIP2(cfg)
     model.load_state_dict(weights)
     return model.to(device).eval()
+
+
+def tokenizer_for_checkpoint(folder: Path, context_length: int) -> Tokenizer:
+    """The tokenizer a checkpoint's text tower reads: the tokenizer.json its config names (an
+    imported SigLIP 2 keeps its own), else the default CLIP BPE the trainer uses."""
+    name = json.loads((folder / CONFIG_FILE).read_text()).get(TOKENIZER_FILE_KEY)
+    if name:
+        return Tokenizer.from_file(folder / name, context_length=context_length)
+    return Tokenizer(context_length=context_length)

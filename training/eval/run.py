@@ -23,7 +23,12 @@ from typing import Any
 from training.checkpoint import TRAINER_FILE, write_json_atomic
 from training.data.samples import BadSample
 from training.models.siglip import SigLIP2
-from training.run_folder import load_encoder, resolve_checkpoint, run_of_checkpoint
+from training.run_folder import (
+    load_encoder,
+    resolve_checkpoint,
+    run_of_checkpoint,
+    tokenizer_for_checkpoint,
+)
 from training.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -96,8 +101,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = DEFAULT_DATA,
     trainer_state = folder / TRAINER_FILE
     step = json.loads(trainer_state.read_text()).get("step", 0) if trainer_state.is_file() else 0
     model = load_encoder(folder)
+    tokenizer = tokenizer_for_checkpoint(folder, model.cfg.text.context_length)
     report = {"checkpoint": str(folder), "step": step, "data": data,
-              "results": evaluate(model, data, tasks, sets)}
+              "results": evaluate(model, data, tasks, sets, tokenizer)}
     out_dir = out_dir or run_of_checkpoint(folder) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     report["path"] = str(out_dir / f"step_{step:08d}.json")

@@ -24,12 +24,15 @@ training squashes images to a square: feed `patchify`-ed square images to reprod
 
 Import builds our model from a local Siglip2 folder; the LocCa decoder (absent from SigLIP 2)
 is freshly initialised, so imported checkpoints serve zero-shot/retrieval/dense/k-NN evaluation
-and initialisation, not ARef grounding.
+and initialisation, not ARef grounding. The folder's tokenizer.json (Gemma's, for released
+SigLIP 2) is copied beside the weights and named in config.json, and `python -m training eval`
+tokenizes with it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +50,7 @@ from training.models.hf_siglip2 import (
     state_dict_to_hf,
 )
 from training.models.siglip import SigLIP2
+from training.run_folder import TOKENIZER_FILE_KEY
 from training.tokenizer import Tokenizer
 
 # Parameters of ours that SigLIP 2 lacks; an import leaves them at their initial values.
@@ -111,8 +115,12 @@ def import_hf_siglip2(folder: Path, run: Path, decoder_depth: int = 1) -> Path:
     step_folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
               step_folder / MODEL_FILE)
-    (step_folder / CONFIG_FILE).write_text(json.dumps(
-        {"model": cfg.to_dict(), "imported_from": str(folder.resolve())}, indent=1))
+    config = {"model": cfg.to_dict(), "imported_from": str(folder.resolve())}
+    if (folder / "tokenizer.json").is_file():
+        # Released SigLIP 2 text towers read Gemma ids: evaluation must use their tokenizer.
+        shutil.copy(folder / "tokenizer.json", step_folder / "tokenizer.json")
+        config[TOKENIZER_FILE_KEY] = "tokenizer.json"
+    (step_folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     (step_folder / TRAINER_FILE).write_text(json.dumps({"step": 0}))
     (checkpoints / LATEST).write_text(step_folder.name)
     return step_folder

@@ -10,6 +10,7 @@ from training.checkpoint import load_trained_model
 from training.cli import main
 from training.export.hf import pixel_inputs
 from training.models.vision import patchify
+from training.run_folder import tokenizer_for_checkpoint
 from training.tokenizer import Tokenizer
 
 TEXTS = ["a red circle", "Two BLUE squares on grass", "word " * 80]
@@ -81,6 +82,7 @@ def test_random_siglip2_folder_imports_as_a_checkpoint_with_the_same_embeddings(
         released.logit_scale.fill_(2.0)
         released.logit_bias.fill_(-7.0)
     released.save_pretrained(tmp_path / "siglip2")
+    write_word_tokenizer(tmp_path / "siglip2" / "tokenizer.json")
     assert main(["import-siglip2", "--hf", str(tmp_path / "siglip2"),
                  "--out", str(tmp_path / "run")]) == 0
     step = tmp_path / "run" / "checkpoints" / "step_00000000"
@@ -97,6 +99,20 @@ def test_random_siglip2_folder_imports_as_a_checkpoint_with_the_same_embeddings(
                                    atol=1e-4, rtol=1e-4)
     assert ours.logit_scale.item() == pytest.approx(2.0)
     assert ours.logit_bias.item() == pytest.approx(-7.0)
+    # Evaluation tokenizes with the released model's own tokenizer, copied beside the weights.
+    tokenizer = tokenizer_for_checkpoint(step, context_length=6)
+    assert tokenizer.encode("A red circle").tolist() == [[3, 4, 2, 1, 1, 1]]
+
+
+def write_word_tokenizer(path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "red": 4}
+    tokenizer = HFTokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.save(str(path))
 
 
 def test_import_of_a_folder_without_config_names_it(tmp_path, capsys):

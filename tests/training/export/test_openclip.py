@@ -109,6 +109,10 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
     from curation.score.pool import iter_samples, list_pool_shards
     from tests.curation.score.planted_pool import build_planted_pool
 
+    from curation.score.model import ScorerSpec, load_scorer
+
+    # In-process first: inside the CLI the same failure would surface as a Ray actor error.
+    load_scorer(ScorerSpec(MODEL_NAME, str(exported.weights), str(exported.config)))
     planted = build_planted_pool(tmp_path, shards=1, per_shard=8, exact_dups=0, near_dups=0,
                                  contaminants=0, eval_images=2)
     out = tmp_path / "scores"
