@@ -106,10 +106,9 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
     from curation.cli import main as curation_main
     from curation.score.embedder import build_transform
     from curation.score.images import ImageDecodeError, decode_rgb
+    from curation.score.model import ScorerSpec, load_scorer
     from curation.score.pool import iter_samples, list_pool_shards
     from tests.curation.score.planted_pool import build_planted_pool
-
-    from curation.score.model import ScorerSpec, load_scorer
 
     # In-process first: inside the CLI the same failure would surface as a Ray actor error.
     load_scorer(ScorerSpec(MODEL_NAME, str(exported.weights), str(exported.config)))
