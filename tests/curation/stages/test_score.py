@@ -125,3 +125,18 @@ def test_scores_of_another_model_in_the_same_folder_are_refused(scored):
     planted, weights, out = scored
     with pytest.raises(SystemExit, match="holds scores from"):
         score_pool(str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "other_tag")
+
+
+def test_in_process_embedder_writes_the_same_scores_as_the_actor_pool(scored, tmp_path):
+    from curation.runner import run_stage
+    from curation.score.shard_scoring import ScoreShard
+    from curation.stages.score import pool_tasks
+
+    planted, weights, out = scored
+    embedder = ClipEmbedder(ScorerSpec("tiny-clip", str(weights)))
+    stage = ScoreShard((embedder,), embedder.preprocess_cfg(), 64, batch_size=16)
+    task = pool_tasks(str(planted.pool))[0]
+    assert run_stage("score", stage, [task], str(tmp_path), use_ray=False, progress=False).ok
+    local = read(tmp_path / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
+    actors = read(Path(out) / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
+    assert np.allclose(local, actors, atol=1e-5, equal_nan=True)
