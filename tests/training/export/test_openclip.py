@@ -1,6 +1,7 @@
 """The open_clip export: open_clip 3.3 rebuilds model, transform and tokenizer offline from the
 folder and gives our embeddings; the curation scorer loads it and scores the pool with it."""
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -143,3 +144,14 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
         assert score == pytest.approx(expected[key], abs=1e-4), key
     kept = pq.read_table(out / f"{shard.shard_id}.parquet").to_pydict()["keep_score"]
     assert 0 < sum(kept) < len(kept)
+
+
+def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
+    """so400m's 4304 / 1152 rounds down to 4303 as a plain ratio; the export must not."""
+    from training.export.openclip import open_clip_config, timm_vision_config
+
+    cfg = model_config("so400m")
+    ratio = timm_vision_config(cfg)["model_args"]["mlp_ratio"]
+    assert int(cfg.vision.width * ratio) == cfg.vision.mlp_dim == 4304
+    text = open_clip_config(cfg, Path("/t"), Path("/k"))["model_cfg"]["text_cfg"]
+    assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
