@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -36,6 +37,16 @@ SCORER_RECORD = "scorer.json"
 THRESHOLDS_RECORD = "thresholds.json"
 RANDOM_WEIGHTS_WARNING = ("WARNING: scoring with RANDOMLY INITIALISED weights ({weights}): the scores "
                           "carry no image-text meaning until a trained model replaces them")
+
+
+BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "score" / "configs"
+
+
+def bundled_config(model_name: str) -> str | None:
+    """Model configs shipped with the project (e.g. tiny-clip, a seconds-on-CPU architecture for
+    demos and tests); a random-init file embeds its config, so only creating one needs this."""
+    path = BUNDLED_CONFIGS / f"{model_name}.json"
+    return str(path) if path.is_file() else None
 
 
 def default_tag(model_name: str) -> str:
@@ -136,7 +147,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="open_clip architecture name")
     parser.add_argument("--weights", help="local weights file (.safetensors / .pt)")
     parser.add_argument("--model-config", default=None,
-                        help="open_clip model config JSON (for architectures open_clip lacks)")
+                        help="open_clip model config JSON (for architectures open_clip lacks; "
+                             f"bundled: {', '.join(p.stem for p in sorted(BUNDLED_CONFIGS.glob('*.json')))})")
     parser.add_argument("--init-random-weights", metavar="PATH", default=None,
                         help="only save a randomly initialised --model to PATH (flagged random)")
     parser.add_argument("--tag", default=None, help="score column suffix (default: from --model)")
@@ -160,7 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     if args.init_random_weights:
-        saved = save_random_weights(args.model, args.init_random_weights, args.model_config, args.seed)
+        config = args.model_config or bundled_config(args.model)
+        saved = save_random_weights(args.model, args.init_random_weights, config, args.seed)
         print(f"saved randomly initialised {args.model} ({saved['parameters']:,} parameters) to "
               f"{args.init_random_weights}")
         return 0

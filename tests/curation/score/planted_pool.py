@@ -167,7 +167,9 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
 
 
 def tiny_model_config() -> Path:
-    return Path(__file__).with_name("tiny_clip.json")
+    from curation.stages.score import bundled_config
+
+    return Path(bundled_config("tiny-clip"))
 
 
 def score_planted_pool(planted: PlantedPool, weights: Path, top_fraction: float | None = None,

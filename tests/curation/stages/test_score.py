@@ -140,3 +140,12 @@ def test_in_process_embedder_writes_the_same_scores_as_the_actor_pool(scored, tm
     local = read(tmp_path / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
     actors = read(Path(out) / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
     assert np.allclose(local, actors, atol=1e-5, equal_nan=True)
+
+
+def test_cli_creates_random_tiny_weights_from_the_bundled_config(tmp_path, capsys):
+    from curation.score.model import weights_are_random
+
+    path = tmp_path / "tiny.safetensors"
+    assert main(["score", "--init-random-weights", str(path), "--model", "tiny-clip"]) == 0
+    assert "randomly initialised tiny-clip" in capsys.readouterr().out
+    assert weights_are_random(str(path))
