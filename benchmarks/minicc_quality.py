@@ -32,8 +32,7 @@ from training.eval.grounding import aref_accuracy
 from training.eval.retrieval import retrieval_recall
 from training.eval.zeroshot import zeroshot_accuracy
 from training.metrics_log import read_metrics
-from training.tokenizer import Tokenizer
-from training.trainer import train
+from training.trainer import make_tokenizer, train
 
 
 def ensure_world(world: Path) -> None:
@@ -74,7 +73,7 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
     started = time.perf_counter()
     folder = train(args)
     minutes = (time.perf_counter() - started) / 60
-    model, tokenizer = load_trained_model(folder), Tokenizer()
+    model, tokenizer = load_trained_model(folder), make_tokenizer(args.model.tokenizer)
     evals = world / "eval"
     with torch.no_grad():
         result = {

@@ -27,7 +27,6 @@ from training.config import load_args
 from training.data.synthetic import write_synthetic_shards
 from training.distributed import DistEnv
 from training.metrics_log import peak_flops
-from training.tokenizer import Tokenizer
 from training.trainer import Throughput, Trainer, make_loader
 
 
@@ -39,7 +38,7 @@ def our_trainer(preset: str, data: str, grounding: str, batch_size: int, device:
     args.resolve()
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     trainer = Trainer(args, env)
-    return trainer, make_loader(args, trainer.model_cfg, env, Tokenizer())
+    return trainer, make_loader(args, trainer.model_cfg, env, trainer.tokenizer)
 
 
 def open_clip_model(trainer: Trainer):

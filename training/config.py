@@ -44,6 +44,8 @@ class DataArgs:
 class ModelArgs:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)  # fields of the preset's ModelConfig
+    # A local Hugging Face tokenizer.json (e.g. Gemma's); default: the CLIP BPE open_clip ships.
+    tokenizer: str | None = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ batch. `train(args)` wires it to the data loader, checkpoints and logs, and is w
 from __future__ import annotations
 
 import logging
+import random
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -41,12 +42,16 @@ log = logging.getLogger(__name__)
 
 
 def seed_everything(*seed: int) -> None:
+    """Seed python, numpy and torch from a tuple of integers (e.g. run seed and rank)."""
     value = int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
-    import random
-
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
+
+
+def make_tokenizer(path: str | None) -> Tokenizer:
+    """The run's tokenizer: a local tokenizer.json, or the CLIP BPE open_clip ships (offline)."""
+    return Tokenizer.from_file(path) if path else Tokenizer()
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -58,7 +63,10 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
 class Trainer:
     def __init__(self, args: TrainArgs, env: DistEnv) -> None:
         self.args, self.env = args, env
-        self.model_cfg: ModelConfig = model_config(args.model.preset, **args.model.overrides)
+        self.tokenizer = make_tokenizer(args.model.tokenizer)
+        # The text and decoder vocabularies follow the tokenizer (BPE + box bins + task tokens).
+        self.model_cfg: ModelConfig = model_config(
+            args.model.preset, **{"text.vocab_size": self.tokenizer.vocab_size, **args.model.overrides})
         # Same init on every rank (FSDP shards each rank's own copy, so they must agree).
         seed_everything(args.seed)
         self.dtype = compute_dtype(args.distributed.precision, env.device)
@@ -174,8 +182,7 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
     out = Path(args.out)
     checkpoints = out / "checkpoints"
     trainer = Trainer(args, env)
-    tokenizer = Tokenizer()
-    loader = make_loader(args, trainer.model_cfg, env, tokenizer)
+    loader = make_loader(args, trainer.model_cfg, env, trainer.tokenizer)
     folder = latest_checkpoint(checkpoints) if args.checkpoint.resume else None
     if folder is not None:
         restored = load_checkpoint(folder, trainer.model, trainer.optimizer)

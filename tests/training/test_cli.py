@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from training.cli import main
 from training.config import ConfigError, TrainArgs, apply_overrides, from_dict, load_args
@@ -47,3 +48,22 @@ def test_cli_trains_from_brace_patterns_and_writes_a_checkpoint(shard_world, tmp
     assert code == 0
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_00000002"
+
+
+def test_model_vocabulary_follows_a_local_tokenizer_file(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from training.distributed import DistEnv
+    from training.trainer import Trainer
+
+    words = ["<eos>", "<unk>", "red", "blue", "rectangle", "a"]
+    hf = HFTokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    hf.pre_tokenizer = Whitespace()
+    hf.save(str(tmp_path / "tokenizer.json"))
+    args = from_dict(TrainArgs, apply_overrides({}, [
+        "data.text_shards=x.tar", f"model.tokenizer={tmp_path / 'tokenizer.json'}"])).resolve()
+    trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
+    assert trainer.model_cfg.text.vocab_size == trainer.tokenizer.vocab_size < 2000
+    assert trainer.tokenizer.encode(["a red rectangle"]).max() < trainer.model_cfg.text.vocab_size

@@ -19,7 +19,6 @@ from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from training.config import TrainArgs, from_dict
 from training.distributed import init_distributed, shutdown_distributed
 from training.metrics_log import read_metrics
-from training.tokenizer import Tokenizer
 from training.trainer import Trainer, make_loader
 
 STEPS = 2
@@ -49,8 +48,9 @@ def train_both_ways(rank: int, world_size: int, port: int, patterns: tuple[str, 
     env = init_distributed()
     try:
         args = args_for(*patterns, "ddp")
-        batches = [next(iter_) for iter_ in [make_loader(args, Trainer(args, env).model_cfg, env,
-                                                         Tokenizer())] for _ in range(STEPS)]
+        reference = Trainer(args, env)
+        loader = make_loader(args, reference.model_cfg, env, reference.tokenizer)
+        batches = [next(loader) for _ in range(STEPS)]
         results = {}
         for parallelism in ("ddp", "fsdp"):
             trainer = Trainer(args_for(*patterns, parallelism), env)
