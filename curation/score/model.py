@@ -12,12 +12,17 @@ open_clip's built-in config of that name. The model is always created with `pret
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
+import posixpath
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from curation import fsio
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +62,7 @@ class LoadedScorer:
 
 def _read_json(path: str | Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(fsio.read_bytes(str(path)))
     except (OSError, json.JSONDecodeError) as exc:
         raise ScorerConfigError(f"{what} {path}: cannot read JSON ({exc})") from exc
 
@@ -72,28 +77,37 @@ def _as_full_config(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if missing:
         raise ScorerConfigError(f"model config from {source} lacks {', '.join(missing)}")
     text_cfg = full["model_cfg"]["text_cfg"]
-    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
+    hub_tokenizer = text_cfg.get("hf_tokenizer_name") and _local_tokenizer_dir(text_cfg) is None
+    if hub_tokenizer or text_cfg.get("hf_model_name"):
         raise ScorerConfigError(
             f"model config from {source} needs a Hugging Face text model/tokenizer, which would be "
             "fetched from the hub; only configs with open_clip's built-in text tower work offline")
     return full
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, metadata) from a safetensors file or a torch checkpoint."""
+def _local_tokenizer_dir(text_cfg: dict[str, Any]) -> Path | None:
+    """The folder of tokenizer files an exported config names (`hf_tokenizer_name` = a local
+    directory holding tokenizer.json), or None."""
+    name = text_cfg.get("hf_tokenizer_name")
+    folder = Path(name) if name else None
+    return folder if folder is not None and (folder / "tokenizer.json").is_file() else None
+
+
+def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) from a safetensors file or a torch checkpoint (any fsspec URL)."""
     import torch
 
-    if not path.is_file():
+    if not fsio.exists(path):
         raise ScorerConfigError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    data = fsio.read_bytes(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load
 
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
-        return state, metadata
+        # The header is an 8-byte little-endian length then JSON; metadata sits under __metadata__.
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        return load(data), dict(header.get("__metadata__") or {})
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ScorerConfigError(f"weights file {path}: not a torch checkpoint ({exc})") from exc
     if not isinstance(checkpoint, dict):
@@ -110,8 +124,8 @@ def resolve_config(model_name: str, model_config: str | None, weights: str | Non
     """The architecture: explicit JSON, sidecar JSON, embedded metadata, or open_clip built-in."""
     if model_config:
         return _as_full_config(_read_json(model_config, "model config"), model_config)
-    sidecar = Path(weights).parent / SIDECAR_CONFIG_NAME if weights else None
-    if sidecar is not None and sidecar.is_file():
+    sidecar = fsio.join(posixpath.dirname(weights), SIDECAR_CONFIG_NAME) if weights else None
+    if sidecar is not None and fsio.exists(sidecar):
         return _as_full_config(_read_json(sidecar, "model config"), str(sidecar))
     if metadata and metadata.get(MODEL_CONFIG_KEY):
         embedded = metadata[MODEL_CONFIG_KEY]
@@ -137,6 +151,10 @@ def _create_from_config(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, A
     root_logger.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="open_clip_cfg-") as folder:
         (Path(folder) / SIDECAR_CONFIG_NAME).write_text(json.dumps(config))
+        # open_clip reads a local-dir model's HF tokenizer from that folder: copy the files in.
+        tokenizer_dir = _local_tokenizer_dir(config["model_cfg"]["text_cfg"])
+        for path in tokenizer_dir.glob("tokenizer*.json") if tokenizer_dir else ():
+            shutil.copy(path, folder)
         name = f"local-dir:{folder}"
         # The folder holds no weights, so open_clip initialises randomly and fetches nothing.
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -147,7 +165,7 @@ def _create_from_config(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, A
 
 
 def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
-    state, metadata = _read_weights(Path(spec.weights))
+    state, metadata = _read_weights(spec.weights)
     named = metadata.get(MODEL_NAME_KEY)
     if named and named != spec.model_name:
         raise ScorerConfigError(
@@ -170,23 +188,22 @@ def save_random_weights(model_name: str, path: str, model_config: str | None = N
                         seed: int = 0) -> dict[str, Any]:
     """Initialise `model_name` randomly (seeded) and save it, flagged as random, to `path`."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     spec = ScorerSpec(model_name, path, model_config)
     config = resolve_config(model_name, model_config)
     torch.manual_seed(seed)
     model, _, _ = _create_from_config(config)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     metadata = {MODEL_NAME_KEY: model_name, MODEL_CONFIG_KEY: json.dumps(config),
                 RANDOM_INIT_KEY: "true", "seed": str(seed)}
-    save_file(state, path, metadata=metadata)
+    fsio.write_bytes(path, save(state, metadata=metadata))
     return {**spec.to_record(), "parameters": sum(v.numel() for v in state.values())}
 
 
 def weights_are_random(weights: str) -> bool:
     """Whether the weights file says it is an untrained, randomly initialised model."""
-    return _flags_random(_read_weights(Path(weights))[1])
+    return _flags_random(_read_weights(weights)[1])
 
 
 def _flags_random(metadata: dict[str, Any]) -> bool:

@@ -1,7 +1,10 @@
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +16,18 @@ from tests.tests_support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        assert process.poll() is None, "ray start --head exited early"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the Ray dashboard did not open port {port}")
 
 
 class OneRow:
@@ -57,11 +72,16 @@ def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
            "RAY_AUTH_TOKEN": os.urandom(16).hex(),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--num-cpus=1",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-                    f"--temp-dir={temp_dir}", "--include-dashboard=true"],
-                   check=True, env=env, capture_output=True, timeout=120)
+    # `ray start --block` keeps the head in this child's process group, so the test stops exactly
+    # this cluster (never `ray stop`, which would kill every Ray instance on the machine).
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={gcs_port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
+                             f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}",
+                             "--include-dashboard=true"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
+        wait_for_port(dashboard_port, head)
         env["RAY_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
         done = subprocess.run([sys.executable, "-m", "curation", "submit", "--", "stats", str(run)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
@@ -70,5 +90,5 @@ def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
         summary = [line for line in done.stdout.splitlines() if line.startswith("one ")]
         assert summary and summary[0].split()[1:4] == ["2", "2", "2"]
     finally:
-        subprocess.run([RAY, "stop", "--force"], env={**env, "RAY_ADDRESS": ""},
-                       capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)

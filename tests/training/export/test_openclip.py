@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from curation.score.model import ScorerConfigError
 from training.data.samples import decode_image
 from training.export.openclip import MODEL_NAME, export_open_clip
 from training.models.config import model_config
@@ -18,10 +17,6 @@ from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
 TEXTS = ["a red circle", "Two  BLUE squares, on grass!", "it's a 3-sided shape", "word " * 80, ""]
-SCORER_NEEDS_LOCAL_TOKENIZERS = pytest.mark.xfail(
-    strict=True, raises=ScorerConfigError,
-    reason="curation/score/model.py refuses configs with hf_tokenizer_name, even a local folder "
-    "(the fix is in the issue-9 report); strict: remove this marker once the scorer accepts it")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +77,6 @@ def test_export_at_a_resolution_other_than_the_stored_grid_matches_ours_there(tm
                                    atol=1e-5, rtol=1e-4)
 
 
-@SCORER_NEEDS_LOCAL_TOKENIZERS
 def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
     from curation.score.embedder import ClipEmbedder
     from curation.score.model import ScorerSpec
@@ -99,7 +93,6 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
 
 
 @pytest.mark.slow
-@SCORER_NEEDS_LOCAL_TOKENIZERS
 def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, exported, tmp_path,
                                                                     ray_session):
     import json
