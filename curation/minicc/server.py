@@ -53,6 +53,11 @@ class _RequestLog:
     def write(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
+            if self._stream.closed:
+                # A slow request can finish after stop(); it still happened, so it is logged.
+                with open(self.path, "a", encoding="utf-8") as late:
+                    late.write(line)
+                return
             self._stream.write(line)
             self._stream.flush()
 
