@@ -6,6 +6,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
+comma := ,
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
@@ -49,6 +50,29 @@ crawl:  ## SNAPSHOT=CC-MAIN-2024-10 OUT=DIR|s3://…: extract → dedup → down
 	$(CURATION) dedup --input $(OUT)/candidates --out $(OUT)/dedup
 	$(CURATION) download --input $(OUT)/dedup --out $(OUT)/pool --image-size $(IMAGE_SIZE) \
 	  --resize-mode $(RESIZE_MODE) $(if $(ALLOW_NETWORK),--allow-network $(ALLOW_NETWORK))
+
+curate: METADATA ?= wordfreq:en
+curate: T ?= 20000
+curate: TOP_FRACTION ?= 0.3
+curate: SCORE_MODEL ?= tiny-clip
+curate:  ## IN=POOL OUT=TRAIN [SCORER=RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [WORLD=DIR]: balance → score → neardup → shards
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make curate IN=POOL OUT=TRAIN [SCORER=TRAINING_RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [METADATA=…] [T=…] [TOP_FRACTION=…] [WORLD=minicc dir]"; exit 2; }
+	$(CURATION) balance --input $(IN) --metadata $(METADATA) --t $(T) --texts-column texts
+ifneq (,$(SCORER))
+	$(PY) -m training export --ckpt $(SCORER) --format open_clip --out $(SCORER)/open_clip
+	$(CURATION) score --pool $(IN) --model openvision-siglip2 --weights $(SCORER)/open_clip/open_clip_model.safetensors \
+	  --model-config $(SCORER)/open_clip/open_clip_config.json --top-fraction $(TOP_FRACTION)
+else ifneq (,$(WEIGHTS))
+	$(CURATION) score --pool $(IN) --model $(SCORE_MODEL) --weights $(WEIGHTS) --top-fraction $(TOP_FRACTION)
+else
+	@echo "no SCORER or WEIGHTS given: scoring with a RANDOMLY INITIALISED $(SCORE_MODEL) (pixel signatures for near-dup only, no CLIP filter)"
+	$(CURATION) score --model $(SCORE_MODEL) --init-random-weights $(IN)/curation/random-scorer.safetensors
+	$(CURATION) score --pool $(IN) --out $(IN)/curation/score_signatures --model $(SCORE_MODEL) \
+	  --weights $(IN)/curation/random-scorer.safetensors
+endif
+	$(CURATION) neardup --pool $(IN) $(if $(WORLD),--world $(WORLD)) \
+	  $(if $(SCORER)$(WEIGHTS),,--scores $(IN)/curation/score_signatures)
+	$(CURATION) shards --pool $(IN) --out $(OUT) --require balance,$(if $(SCORER)$(WEIGHTS),score$(comma))neardup
 
 train: PRESET ?= tiny
 train: NPROC ?= 1

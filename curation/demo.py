@@ -1,9 +1,13 @@
 """`python -m curation demo`: the whole chain on the built-in mini Common Crawl, in one command.
 
-Build the mini web, serve it on loopback, crawl (extract → dedup → download), curate (balance →
-score → neardup → shards), train `tiny`, and print what each step produced and how long it took.
-Every step is the same `python -m curation …` / `python -m training …` command a user runs, so
-each can be re-run alone; each is resumable, so a re-run of the demo skips finished work.
+Build the mini web and serve it on loopback; crawl it (extract → dedup → download); curate
+(MetaCLIP balance → near-dup + decontamination → training shards); round 0 trains `tiny` on the
+balanced pool without a CLIP filter; round 1 exports the round-0 encoder, scores the pool with it,
+keeps the top fraction and retrains at equal steps. Then it evaluates both rounds and prints their
+metrics beside the share of correctly captioned pairs (from the world's truth) they trained on.
+
+Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
+every step is resumable: re-running the demo skips finished work.
 """
 from __future__ import annotations
 
@@ -24,16 +28,21 @@ from curation.stats import format_summary, read_stage_records, summarize
 
 CURATION = [sys.executable, "-m", "curation"]
 TRAINING = [sys.executable, "-m", "training"]
+RANDOM_SCORER = "tiny-clip"
+EXPORTED_SCORER = "openvision-siglip2"
+HEADLINE_METRICS = (("zeroshot", "top1"), ("retrieval", "text_to_image_R@1"),
+                    ("retrieval", "image_to_text_R@1"), ("grounding", "acc@0.5"),
+                    ("dense", "mIoU"), ("knn", "top1@k10"))
 
 
 @dataclass
-class Timings:
+class Steps:
     rows: list[tuple[str, float]] = field(default_factory=list)
 
-    def run(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def run(self, name: str, argv: list[str]) -> None:
         print(f"\n=== {name}: {' '.join(argv[1:])}", flush=True)
         started = time.perf_counter()
-        done = subprocess.run(argv, env=env)
+        done = subprocess.run(argv, check=False)
         seconds = time.perf_counter() - started
         self.rows.append((name, seconds))
         if done.returncode != 0:
@@ -42,32 +51,50 @@ class Timings:
         print(f"=== {name} done in {seconds:.1f} s", flush=True)
 
     def table(self) -> str:
-        lines = [f"{'step':<26}{'seconds':>9}"]
-        lines += [f"{name:<26}{seconds:>9.1f}" for name, seconds in self.rows]
-        lines.append(f"{'total':<26}{sum(s for _, s in self.rows):>9.1f}")
+        lines = [f"{'step':<34}{'seconds':>9}"]
+        lines += [f"{name:<34}{seconds:>9.1f}" for name, seconds in self.rows]
+        lines.append(f"{'total':<34}{sum(s for _, s in self.rows):>9.1f}")
         return "\n".join(lines)
 
 
-def count_rows(folder: Path, filter_column: str | None = None) -> int:
-    files = sorted(str(p) for p in folder.glob("*.parquet"))
+def parquet_rows(folder: Path, columns: list[str]) -> list[dict]:
+    files = sorted(str(p) for p in folder.glob("[0-9]*.parquet"))
     if not files:
-        return 0
-    table = ds.dataset(files, format="parquet").to_table(
-        columns=[filter_column] if filter_column else [])
-    if filter_column is None:
-        return table.num_rows
-    return sum(1 for value in table.column(filter_column).to_pylist() if value == "success")
+        return []
+    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pylist()
 
 
-def run_demo(out: Path, scale: str, seed: int, train_steps: int, t: float) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    world_dir = out / "world"
-    steps = Timings()
-    if not (world_dir / "world.json").exists():
-        steps.run("build mini Common Crawl", CURATION + [
-            "minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)])
-    world = load_world(world_dir)
-    pool = out / "pool"
+def correctly_captioned_share(train_shards: Path, pool: Path, world_dir: Path) -> tuple[int, float]:
+    """(samples, share whose caption the world's truth calls good) in a set of training shards."""
+    kept = {row["uid"] for row in parquet_rows(train_shards, ["uid"])}
+    pool_rows = [r for r in parquet_rows(pool, ["uid", "url", "text"]) if r["uid"] in kept]
+    truth = ds.dataset(str(world_dir / "truth.parquet")).to_table(
+        columns=["image_url", "text", "caption_kind"]).to_pylist()
+    kind = {(r["image_url"], r["text"]): r["caption_kind"] for r in truth}
+    good = sum(kind.get((r["url"], r["text"])) == "good" for r in pool_rows)
+    return len(pool_rows), good / max(len(pool_rows), 1)
+
+
+def latest_eval(run: Path) -> dict[str, float]:
+    reports = sorted((run / "eval").glob("step_*.json"))
+    if not reports:
+        return {}
+    results = json.loads(reports[-1].read_text())["results"]
+    return {f"{task} {metric}": results[task][metric] for task, metric in HEADLINE_METRICS
+            if metric in results.get(task, {})}
+
+
+def rounds_table(rounds: dict[str, dict[str, float]]) -> str:
+    names = list(rounds)
+    metrics = list(dict.fromkeys(k for values in rounds.values() for k in values))
+    lines = [f"{'':<32}" + "".join(f"{n:>12}" for n in names)]
+    for metric in metrics:
+        cells = "".join(f"{rounds[n].get(metric, float('nan')):>12.3f}" for n in names)
+        lines.append(f"{metric:<32}{cells}")
+    return "\n".join(lines)
+
+
+def crawl(steps: Steps, out: Path, world_dir: Path, world: dict, seed: int) -> None:
     with serve_world(world_dir) as web:
         print(f"serving the mini web on {', '.join(web.base_urls)} "
               f"(forbidden stand-ins: {', '.join(web.forbidden_urls)})")
@@ -77,37 +104,81 @@ def run_demo(out: Path, scale: str, seed: int, train_steps: int, t: float) -> No
         steps.run("dedup", CURATION + [
             "dedup", "--input", str(out / "candidates"), "--out", str(out / "dedup")])
         steps.run("download", CURATION + [
-            "download", "--input", str(out / "dedup"), "--out", str(pool),
+            "download", "--input", str(out / "dedup"), "--out", str(out / "pool"),
             "--allow-network", world["allowed_cidr"], "--image-size", "256",
-            "--samples-per-shard", "2000", "--seed", str(seed)])
+            "--user-agent-token", world["robots"]["agent_token"], "--read-timeout", "4",
+            "--samples-per-shard", "1000", "--seed", str(seed)])
+
+
+def train_and_evaluate(steps: Steps, name: str, shards: Path, world_dir: Path, run: Path,
+                       train_steps: int) -> None:
+    steps.run(f"train tiny ({name})", TRAINING + [
+        "train", "--preset", "tiny", "--data", str(shards / "*.tar"),
+        "--grounding", str(world_dir / "grounding" / "*.tar"), "--out", str(run),
+        "--steps", str(train_steps)])
+    steps.run(f"evaluate ({name})", TRAINING + [
+        "eval", "--ckpt", str(run), "--data", str(world_dir / "eval")])
+
+
+def run_demo(out: Path, scale: str, seed: int, train_steps: int, t: float,
+             top_fraction: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    world_dir, pool = out / "world", out / "pool"
+    steps = Steps()
+    if not (world_dir / "world.json").exists():
+        steps.run("build mini Common Crawl", CURATION + [
+            "minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)])
+    world = load_world(world_dir)
+    crawl(steps, out, world_dir, world, seed)
+
     steps.run("balance (MetaCLIP)", CURATION + [
         "balance", "--input", str(pool), "--metadata", str(world_dir), "--t", str(t),
         "--texts-column", "texts", "--seed", str(seed)])
-    scorer = out / "scorer-random-init.safetensors"
-    if not scorer.exists():
-        steps.run("scorer (random init)", CURATION + [
-            "score", "--model", "ViT-B-32", "--init-random-weights", str(scorer)])
-    steps.run("score (CLIP)", CURATION + [
-        "score", "--pool", str(pool), "--model", "ViT-B-32", "--weights", str(scorer),
-        "--tag", "round0"])
-    steps.run("neardup + decontaminate", CURATION + [
-        "neardup", "--pool", str(pool), "--world", str(world_dir)])
-    steps.run("training shards", CURATION + [
-        "shards", "--pool", str(pool), "--out", str(out / "train_shards"),
-        "--require", "balance,neardup", "--samples-per-shard", "2000", "--seed", str(seed)])
-    steps.run("train tiny", TRAINING + [
-        "train", "--preset", "tiny", "--data", str(out / "train_shards" / "*.tar"),
-        "--grounding", str(world_dir / "grounding" / "*.tar"), "--out", str(out / "train"),
-        "--steps", str(train_steps)])
+    random_weights = out / "scorer-random" / "tiny-clip.safetensors"
+    if not random_weights.exists():
+        steps.run("random scorer (signatures only)", CURATION + [
+            "score", "--model", RANDOM_SCORER, "--init-random-weights", str(random_weights)])
+    signatures = pool / "curation" / "score_signatures"
+    steps.run("pixel signatures (random scorer)", CURATION + [
+        "score", "--pool", str(pool), "--out", str(signatures), "--model", RANDOM_SCORER,
+        "--weights", str(random_weights), "--tag", "random"])
+    steps.run("near-dup + decontaminate", CURATION + [
+        "neardup", "--pool", str(pool), "--scores", str(signatures), "--world", str(world_dir)])
 
-    print("\n=== stage statistics (python -m curation stats " + str(out) + ")")
+    round0_shards, round0 = out / "train_shards_round0", out / "train_round0"
+    steps.run("training shards (round 0)", CURATION + [
+        "shards", "--pool", str(pool), "--out", str(round0_shards),
+        "--require", "balance,neardup", "--samples-per-shard", "1000", "--seed", str(seed)])
+    train_and_evaluate(steps, "round 0", round0_shards, world_dir, round0, train_steps)
+
+    exported = round0 / "open_clip"
+    steps.run("export round-0 encoder (open_clip)", TRAINING + [
+        "export", "--ckpt", str(round0), "--format", "open_clip", "--out", str(exported)])
+    steps.run("score with the round-0 encoder", CURATION + [
+        "score", "--pool", str(pool), "--model", EXPORTED_SCORER,
+        "--weights", str(exported / "open_clip_model.safetensors"),
+        "--model-config", str(exported / "open_clip_config.json"), "--tag", "round0",
+        "--top-fraction", str(top_fraction)])
+    round1_shards, round1 = out / "train_shards", out / "train"
+    steps.run("training shards (round 1)", CURATION + [
+        "shards", "--pool", str(pool), "--out", str(round1_shards),
+        "--require", "balance,score,neardup", "--samples-per-shard", "1000", "--seed", str(seed)])
+    train_and_evaluate(steps, "round 1", round1_shards, world_dir, round1, train_steps)
+
+    rounds: dict[str, dict[str, float]] = {}
+    for name, shards, run in (("round 0", round0_shards, round0), ("round 1", round1_shards, round1)):
+        samples, share = correctly_captioned_share(shards, pool, world_dir)
+        rounds[name] = {"training samples": samples, "correctly captioned share": share,
+                        **latest_eval(run)}
+    print(f"\n=== stage statistics (python -m curation stats {out})")
     print(format_summary(summarize(read_stage_records(str(out)))))
+    print("\n=== model in the loop: round 0 (balanced, no CLIP filter) vs round 1 "
+          f"(top {top_fraction:.0%} by the round-0 encoder), {train_steps} steps each")
+    print(rounds_table(rounds))
     print("\n=== timings")
     print(steps.table())
     summary = {"out": str(out), "scale": scale, "world_counts": world.get("counts", {}),
-               "pool_successes": count_rows(pool, "status"),
-               "train_samples": count_rows(out / "train_shards"),
-               "timings": dict(steps.rows)}
+               "rounds": rounds, "timings": dict(steps.rows)}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nbrowse it: make dashboard RUN={out}")
 
@@ -119,10 +190,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--t", type=float, default=300.0, help="MetaCLIP balancing threshold")
+    parser.add_argument("--top-fraction", type=float, default=0.5,
+                        help="share of the pool round 1 keeps by the round-0 encoder's score")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    run_demo(Path(args.out).resolve(), args.scale, args.seed, args.train_steps, args.t)
+    run_demo(Path(args.out).resolve(), args.scale, args.seed, args.train_steps, args.t,
+             args.top_fraction)
     return 0
