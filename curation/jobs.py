@@ -33,12 +33,24 @@ def runtime_env(working_dir: str) -> dict:
     return {"working_dir": working_dir, "excludes": EXCLUDES, "env_vars": env}
 
 
+def submit_when_ready(client, entrypoint: str, env: dict, timeout_s: float = 300.0) -> str:
+    """Submit, waiting while a just-started head still reports that no job agent is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=env)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def submit(command: list[str], address: str, working_dir: str = ".", wait: bool = True) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(address)
     entrypoint = "python -m curation " + shlex.join(command)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env(working_dir))
+    job_id = submit_when_ready(client, entrypoint, runtime_env(working_dir))
     print(f"submitted {job_id} to {address}: {entrypoint}", flush=True)
     if not wait:
         return 0

@@ -105,13 +105,19 @@ class PlantedWeb:
 
             def do_GET(self) -> None:
                 path = self.path
+                route = web.routes.get(path)
+                # A request counts as in flight until the server starts answering it: once the
+                # client has read the answer it may send the next one while this thread is
+                # still winding down, which is not concurrency the client caused.
                 nth = web._enter(path)
                 try:
-                    web._serve(self, web.routes.get(path), nth)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
+                    time.sleep(route.delay_headers_s if route else 0.0)
                 finally:
                     web._leave(path)
+                try:
+                    web._serve(self, route, nth)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
         return Handler
 
@@ -119,7 +125,6 @@ class PlantedWeb:
     def _serve(handler: http.server.BaseHTTPRequestHandler, route: Route | None, nth: int) -> None:
         if route is None:
             route = Route(b"not found", status=404, content_type="text/plain")
-        time.sleep(route.delay_headers_s)
         if nth <= route.fail_first:
             headers = {"Retry-After": route.retry_after} if route.retry_after else {}
             route = Route(b"try later", status=route.fail_status, content_type="text/plain", headers=headers)

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 300) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         assert process.poll() is None, "ray start --head exited early"

@@ -6,7 +6,6 @@ balance → score → neardup → shards, then the trainer reads the training sh
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,8 +13,6 @@ import s3fs
 
 from curation.cli import main as curation
 from curation.minicc.build import load_world
-
-TINY_CLIP = Path(__file__).parents[1] / "curation" / "score" / "tiny_clip.json"
 
 
 def s3_parquet_uids(fs: s3fs.S3FileSystem, folder: str, filter_column: str | None = None) -> set[str]:
@@ -48,10 +45,9 @@ def test_crawl_curate_train_end_to_end_on_s3(minicc_world, minicc_server, s3_buc
     assert curation(["balance", "--input", pool, "--metadata", str(minicc_world), "--t", "50",
                      "--texts-column", "texts"]) == 0
     weights = f"{s3_bucket}/models/tiny.safetensors"
-    assert curation(["score", "--model", "tiny-clip", "--model-config", str(TINY_CLIP),
-                     "--init-random-weights", weights]) == 0
-    assert curation(["score", "--pool", pool, "--model", "tiny-clip", "--model-config",
-                     str(TINY_CLIP), "--weights", weights, "--tag", "tiny"]) == 0
+    assert curation(["score", "--model", "tiny-clip", "--init-random-weights", weights]) == 0
+    assert curation(["score", "--pool", pool, "--model", "tiny-clip", "--weights", weights,
+                     "--tag", "tiny"]) == 0
     assert curation(["neardup", "--pool", pool, "--world", str(minicc_world)]) == 0
     assert curation(["shards", "--pool", pool, "--out", f"{run}/train",
                      "--require", "balance,neardup", "--samples-per-shard", "50"]) == 0
