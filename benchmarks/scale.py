@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curation.stats import read_stage_records  # noqa: E402
+from curation.stats import read_stage_records
 
 
 @dataclass(frozen=True)

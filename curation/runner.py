@@ -94,8 +94,9 @@ class StageReport:
         return not self.failed
 
     def describe(self) -> str:
-        lines = [f"{self.stage}: {len(self.completed)} shards done, {len(self.skipped)} already done, "
-                 f"{len(self.failed)} failed"]
+        head = (f"{self.stage}: {len(self.completed)} shards done, {len(self.skipped)} already "
+                f"done, {len(self.failed)} failed")
+        lines = [head]
         for failure in self.failed:
             lines.append(f"  FAILED shard {failure['shard']} ({', '.join(failure['inputs']) or '-'}): "
                          f"{failure['error_type']}: {failure['message']}")

@@ -8,10 +8,9 @@ from curation.runner import ShardContext, ShardTask, run_stage
 
 def test_local_atomic_write_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "sub" / "out.bin"
-    with pytest.raises(RuntimeError):
-        with fsio.open_atomic(str(target)) as handle:
-            handle.write(b"partial")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), fsio.open_atomic(str(target)) as handle:
+        handle.write(b"partial")
+        raise RuntimeError("killed mid-write")
     assert not target.exists() and list((tmp_path / "sub").iterdir()) == []
     fsio.write_bytes(str(target), b"whole")
     assert target.read_bytes() == b"whole"
@@ -36,10 +35,9 @@ def test_s3_multipart_object_is_committed_whole(s3_bucket):
 
 def test_s3_failed_write_commits_nothing(s3_bucket):
     url = f"{s3_bucket}/failed/object.bin"
-    with pytest.raises(RuntimeError):
-        with fsio.open_atomic(url) as handle:
-            handle.write(b"x" * (7 << 20))
-            raise RuntimeError("killed mid-upload")
+    with pytest.raises(RuntimeError), fsio.open_atomic(url) as handle:
+        handle.write(b"x" * (7 << 20))
+        raise RuntimeError("killed mid-upload")
     assert not fsio.exists(url)
 
 

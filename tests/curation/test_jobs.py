@@ -84,7 +84,8 @@ def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
         wait_for_port(dashboard_port, head)
         env["RAY_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
         done = subprocess.run([sys.executable, "-m", "curation", "submit", "--", "stats", str(run)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+                              check=False)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "SUCCEEDED" in done.stdout
         summary = [line for line in done.stdout.splitlines() if line.startswith("one ")]
