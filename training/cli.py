@@ -11,9 +11,13 @@ import logging
 import sys
 
 from training.config import ConfigError, load_args
+from training.data.grounding_mix import MixConfigError, grounding_mix_shards
 from training.eval.run import add_command as add_eval_command
 from training.export_cli import add_commands as add_export_commands
 from training.trainer import train
+
+
+MIX_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--preset", default="tiny", help="config preset in training/configs/ (tiny, b16, so400m)")
     source.add_argument("--config", help="a YAML config file instead of a preset")
     train.add_argument("--data", help="image-text shards: brace pattern or glob of fsspec URLs")
-    train.add_argument("--grounding", help="grounding shards (phrases with boxes)")
+    train.add_argument("--grounding", help="grounding shards (phrases with boxes), or a grounding "
+                       "mix file (.yaml/.json from `python -m curation grounding --mix-config`)")
     train.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/")
     train.add_argument("--steps", type=int, help="total optimizer steps")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -44,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         if options.data:
             args.data.text_shards = options.data
         if options.grounding:
-            args.data.grounding_shards = options.grounding
+            args.data.grounding_shards = (
+                grounding_mix_shards(options.grounding)
+                if options.grounding.endswith(MIX_SUFFIXES) else options.grounding)
         if options.out:
             args.out = options.out
         if options.steps:
             args.schedule.steps = options.steps
         args.resolve()
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, MixConfigError, ValueError) as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     folder = train(args)

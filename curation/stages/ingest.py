@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from curation import fsio
 from curation.download.imaging import RESIZE_MODES
 from curation.download.plan import input_files
-from curation.ingest import face_blur, grounding_shards, mix
+from curation.ingest import face_blur, grounding_shards
+from training.data import grounding_mix as mix
 from curation.ingest.boxes import BoxConvention
 from curation.ingest.formats import grounding_formats
 from curation.ingest.formats.refcoco import evaluation_coco_ids

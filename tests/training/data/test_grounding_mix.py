@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.ingest.mix import MixConfigError, grounding_mix_shards, read_mix, record_source
+from training.data.grounding_mix import MixConfigError, grounding_mix_shards, read_mix, record_source
 from training.data.shards import expand_shard_urls
 
 
@@ -60,3 +60,13 @@ def test_a_pattern_without_shards_fails_at_startup(tmp_path):
     mix.write_text(f"sources:\n  a: {{shards: '{tmp_path}/none/*.tar'}}\n")
     with pytest.raises(FileNotFoundError, match="match no files"):
         grounding_mix_shards(str(mix))
+
+
+def test_the_train_command_reads_a_mix_file_and_names_a_bad_one(tmp_path, capsys):
+    from training.cli import main
+
+    bad = tmp_path / "mix.yaml"
+    bad.write_text("sources: [not, a, mapping]\n")
+    assert main(["train", "--data", str(tmp_path / "*.tar"), "--grounding", str(bad),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert str(bad) in capsys.readouterr().err

@@ -14,8 +14,8 @@ again here at whole-shard granularity. `grounding_mix_shards` turns the file int
 the trainer's `data.grounding_shards` takes: its consumers shuffle and split that list, so the
 repeats become the per-source sampling rates.
 
-This module needs only fsspec, PyYAML and pyarrow (no `curation` import), so the trainer can use
-it as it is.
+`python -m training train --grounding MIX.yaml` reads it directly; the curation converters write it
+through this module (the trainer never imports `curation`; curation may import the trainer's).
 """
 from __future__ import annotations
 
