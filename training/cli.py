@@ -16,7 +16,6 @@ from training.eval.run import add_command as add_eval_command
 from training.export_cli import add_commands as add_export_commands
 from training.trainer import train
 
-
 MIX_SUFFIXES = (".yaml", ".yml", ".json")
 
 

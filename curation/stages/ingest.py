@@ -24,7 +24,6 @@ from curation import fsio
 from curation.download.imaging import RESIZE_MODES
 from curation.download.plan import input_files
 from curation.ingest import face_blur, grounding_shards
-from training.data import grounding_mix as mix
 from curation.ingest.boxes import BoxConvention
 from curation.ingest.formats import grounding_formats
 from curation.ingest.formats.refcoco import evaluation_coco_ids
@@ -32,6 +31,7 @@ from curation.ingest.licences import licence_of
 from curation.ingest.url_lists import FORMATS, UrlListFormat, generic_format, iter_candidate_batches
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.score.pool import list_pool_shards
+from training.data import grounding_mix as mix
 
 URLS_STAGE = "ingest_urls"
 DECONTAMINATION_FILE = "_decontamination/refcoco_eval_coco_ids.json"

@@ -6,7 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.data.grounding_mix import MixConfigError, grounding_mix_shards, read_mix, record_source
+from training.data.grounding_mix import (
+    MixConfigError,
+    grounding_mix_shards,
+    read_mix,
+    record_source,
+)
 from training.data.shards import expand_shard_urls
 
 
