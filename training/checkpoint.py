@@ -5,6 +5,8 @@
         config.json            model config + the run's TrainArgs
         optimizer.pt           full optimizer state, keyed by parameter name
         trainer.json           step and counters
+        teacher.safetensors    phase 2 only: the EMA teacher and the frozen Gram teacher
+        gram_teacher.safetensors   (any extra module the trainer passes, by name)
         data_rank00000.json    this rank's loader position (one file per rank)
         rng_rank00000.pt       python / numpy / torch (and CUDA) RNG states per rank
     OUT/checkpoints/latest     name of the newest complete checkpoint
@@ -95,6 +97,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    # Fresh contiguous CPU copies: safetensors refuses tensors that share storage.
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()}, path)
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -104,18 +111,22 @@ def save_checkpoint(
     data_state: dict[str, Any],
     config: dict[str, Any],
     keep: int,
+    extra_models: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
-    """Collective under torch.distributed: every rank must call it at the same step."""
+    """Collective under torch.distributed: every rank must call it at the same step.
+    `extra_models` (e.g. phase 2's teachers) are saved as NAME.safetensors beside the model."""
     rank = _rank()
     folder = root / step_dir_name(step)
     options = _full_state_options()
     weights = get_model_state_dict(model, options=options)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
+    extra_weights = {name: get_model_state_dict(module, options=options)
+                     for name, module in (extra_models or {}).items()}
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        # Fresh contiguous CPU copies: safetensors refuses tensors that share storage.
-        save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in weights.items()},
-                  folder / MODEL_FILE)
+        save_weights(weights, folder / MODEL_FILE)
+        for name, state in extra_weights.items():
+            save_weights(state, folder / f"{name}.safetensors")
         torch.save(optimizer_state, folder / OPTIMIZER_FILE)
         write_json_atomic(folder / CONFIG_FILE, config)
         write_json_atomic(folder / TRAINER_FILE, {"step": step, **trainer_state})
@@ -158,6 +169,17 @@ class Restored:
     data_state: dict[str, Any]
 
 
+def forget_unsaved_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                   saved_names: set[str]) -> None:
+    """Drop the state of parameters the checkpoint had none for. set_optimizer_state_dict first
+    initialises every parameter's state with a zero-gradient step (e.g. Adam's step count = 1);
+    left in place, that state would make the first phase-2 update of a resumed run differ from
+    the uninterrupted run, where those parameters start with no state at all."""
+    for name, param in getattr(model, "module", model).named_parameters():
+        if name not in saved_names:
+            optimizer.state.pop(param, None)
+
+
 def load_checkpoint(folder: Path, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None) -> Restored:
     """Load weights (and optimizer state) into already-built, already-wrapped objects and
@@ -171,6 +193,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
         # during phase 1) have no optimizer state to restore.
         set_optimizer_state_dict(model, optimizer, state,
                                  options=StateDictOptions(full_state_dict=True, strict=False))
+        forget_unsaved_optimizer_state(model, optimizer, set(state["state"]))
     data_file = folder / f"data_rank{rank:05d}.json"
     if not data_file.exists():
         raise FileNotFoundError(
@@ -178,6 +201,20 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     set_rng_state(torch.load(folder / f"rng_rank{rank:05d}.pt", weights_only=True))
     return Restored(folder, json.loads((folder / TRAINER_FILE).read_text()),
                     json.loads(data_file.read_text()))
+
+
+def has_extra_model(folder: Path, name: str) -> bool:
+    return (folder / f"{name}.safetensors").exists()
+
+
+def load_extra_models(folder: Path, models: dict[str, torch.nn.Module]) -> None:
+    """Load NAME.safetensors into each already-built module. Collective under torch.distributed."""
+    options = StateDictOptions(full_state_dict=True)
+    for name, module in models.items():
+        path = folder / f"{name}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: the checkpoint has no {name} weights")
+        set_model_state_dict(module, load_file(path), options=options)
 
 
 def load_model_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -34,10 +34,23 @@ class DataArgs:
     grounding_fraction: float = 0.25  # share of every batch taken from the grounding stream
     num_workers: int = 2  # loader processes per rank; 0 decodes in the training process
     max_consecutive_bad: int = 1000  # that many bad records in a row means the data is wrong
+    # Phase 2: SILC student views per image (SigLIP 2 uses 8) and their side in pixels (a
+    # multiple of the patch size; None: 3/8 of the image side, rounded down to whole patches).
+    # Produced on every batch of a run whose schedule reaches phase 2, phase-1 steps included.
+    local_crops: int = 8
+    local_crop_size: int | None = None
 
     @property
     def grounding_per_batch(self) -> int:
         return round(self.batch_size * self.grounding_fraction) if self.grounding_shards else 0
+
+
+@dataclass
+class TrainLossArgs(LossConfig):
+    """The objectives' weights plus what the trainer needs around them."""
+
+    # Phase 2: the EMA teacher update (teacher ← m·teacher + (1−m)·student).
+    ema_momentum: float = 0.996
 
 
 @dataclass
@@ -94,11 +107,15 @@ class TrainArgs:
     data: DataArgs = field(default_factory=DataArgs)
     model: ModelArgs = field(default_factory=ModelArgs)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: TrainLossArgs = field(default_factory=TrainLossArgs)
     schedule: ScheduleArgs = field(default_factory=ScheduleArgs)
     checkpoint: CheckpointArgs = field(default_factory=CheckpointArgs)
     logging: LoggingArgs = field(default_factory=LoggingArgs)
     distributed: DistributedArgs = field(default_factory=DistributedArgs)
+
+    @property
+    def reaches_phase2(self) -> bool:
+        return self.schedule.phase2_start < 1.0
 
     def resolve(self) -> TrainArgs:
         """Fill derived fields and check the whole config; returns self for chaining."""
@@ -116,8 +133,14 @@ class TrainArgs:
             )
         if self.schedule.steps <= 0:
             raise ConfigError("schedule.steps must be positive")
-        if min(self.schedule.phase2_start, self.schedule.phase3_start) < 1.0:
-            raise ConfigError("phases 2 and 3 are not implemented yet; keep schedule.phase*_start=1.0")
+        if not 0.0 <= self.schedule.phase2_start <= 1.0:
+            raise ConfigError(f"schedule.phase2_start={self.schedule.phase2_start} must be in [0, 1]")
+        if self.schedule.phase3_start < 1.0:
+            raise ConfigError("phase 3 (NaFlex) is not implemented yet; keep schedule.phase3_start=1.0")
+        if self.reaches_phase2 and data.local_crops < 1:
+            raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
+        if not 0.0 <= self.loss.ema_momentum <= 1.0:
+            raise ConfigError(f"loss.ema_momentum={self.loss.ema_momentum} must be in [0, 1]")
         if self.distributed.parallelism not in ("ddp", "fsdp"):
             raise ConfigError(f"distributed.parallelism={self.distributed.parallelism!r}: ddp or fsdp")
         if self.distributed.precision not in ("auto", "bf16", "fp32"):

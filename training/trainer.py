@@ -1,8 +1,13 @@
-"""Phase-1 training: build, resume, loop, log, checkpoint. Read it top to bottom.
+"""Training (phases 1 and 2): build, resume, loop, log, checkpoint. Read it top to bottom.
 
 `Trainer` owns the model, optimizer and schedule and knows one thing: how to take a step on a
 batch. `train(args)` wires it to the data loader, checkpoints and logs, and is what
 `python -m training train` (alone or under torchrun) runs.
+
+Phase 2 starts at step round(schedule.phase2_start × steps): the first phase-2 step copies the
+student into an EMA teacher and a frozen Gram teacher; every later optimizer step moves the EMA
+teacher toward the student. Both teachers travel in the checkpoints, so a resume on either side
+of the boundary continues exactly.
 """
 from __future__ import annotations
 
@@ -18,7 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import (
+    has_extra_model,
+    latest_checkpoint,
+    load_checkpoint,
+    load_extra_models,
+    save_checkpoint,
+)
 from training.config import TrainArgs, to_dict
 from training.data.batches import BatchShape
 from training.data.loader import LoaderSpec, ResumableLoader
@@ -33,8 +44,9 @@ from training.distributed import (
 )
 from training.metrics_log import MetricsLogger, peak_flops, train_flops_per_sample
 from training.models.config import ModelConfig, model_config
+from training.models.distill import ema_update, make_ema_teacher
 from training.models.siglip import SigLIP2
-from training.objectives import phase1_loss
+from training.objectives import phase1_loss, phase2_loss
 from training.optim import build_optimizer, build_scheduler
 from training.tokenizer import TASKS, Tokenizer
 
@@ -77,12 +89,36 @@ class Trainer:
         self.optimizer = build_optimizer(unwrap(self.model), self.optim_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.optim_cfg)
         self.step = 0
+        # Phase 2's targets: created by start_phase2 (first phase-2 step, or a phase-2 resume).
+        self.teacher: torch.nn.Module | None = None
+        self.gram_teacher: torch.nn.Module | None = None
         # From here on, randomness (parallel-prediction draws) differs per rank.
         seed_everything(args.seed, env.rank + 1)
 
     @property
     def bare_model(self) -> SigLIP2:
         return unwrap(self.model)
+
+    @property
+    def phase(self) -> int:
+        """The phase of the next step."""
+        return self.args.schedule.phase_at(self.step)
+
+    def start_phase2(self) -> None:
+        """Copy the student into the EMA teacher and the frozen Gram teacher, and re-wrap DDP,
+        whose static graph was learned on phase 1's set of used parameters."""
+        bare = self.bare_model
+        self.teacher = make_ema_teacher(bare)
+        self.gram_teacher = make_ema_teacher(bare)  # a frozen copy, never updated
+        if self.model is not bare and self.args.distributed.parallelism == "ddp":
+            self.model = bare  # drop the old wrapper (and its gradient hooks) first
+            self.model = parallelize(bare, self.env, "ddp")
+
+    def teacher_models(self) -> dict[str, torch.nn.Module]:
+        """Modules saved beside the model in checkpoints (none before phase 2)."""
+        if self.teacher is None:
+            return {}
+        return {"teacher": self.teacher, "gram_teacher": self.gram_teacher}
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -93,13 +129,22 @@ class Trainer:
         """One optimizer step on one batch; returns this rank's loss terms, lr and grad norm."""
         self.model.train()
         batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        phase = self.phase
+        if phase >= 2 and self.teacher is None:
+            self.start_phase2()
         with self._autocast():
-            loss, terms = phase1_loss(self.model, batch, self.args.loss)
+            if phase >= 2:
+                loss, terms = phase2_loss(self.model, self.teacher, batch, self.args.loss,
+                                          self.gram_teacher)
+            else:
+                loss, terms = phase1_loss(self.model, batch, self.args.loss)
         loss.backward()
         grad_norm = clip_gradients(self.model, self.args.grad_clip_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if phase >= 2:
+            ema_update(self.teacher, self.bare_model, self.args.loss.ema_momentum)
         self.scheduler.step()
         self.step += 1
         return {**terms, "lr": lr, "grad_norm": grad_norm}
@@ -113,14 +158,29 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def local_crop_size(args: TrainArgs, model_cfg: ModelConfig) -> int:
+    """data.local_crop_size, or 3/8 of the image side in whole patches; checked against them."""
+    patch, image = model_cfg.vision.patch_size, model_cfg.vision.image_size
+    size = args.data.local_crop_size or max(patch, image * 3 // 8 // patch * patch)
+    if size % patch or not 0 < size <= image:
+        raise ValueError(f"data.local_crop_size={size} must be a multiple of the patch size "
+                         f"{patch} and at most the image size {image}")
+    return size
+
+
 def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
                 tokenizer: Tokenizer) -> ResumableLoader:
+    # Local crops are built for every batch of a run that reaches phase 2 (phase-1 steps pay
+    # the small decode-side cost), so the loader needs no notion of the step.
+    crops = args.data.local_crops if args.reaches_phase2 else 0
     shape = BatchShape(
         batch_size=args.data.batch_size,
         grounding_per_batch=args.data.grounding_per_batch,
         image_size=model_cfg.vision.image_size,
         context_length=model_cfg.text.context_length,
         locca_max_len=model_cfg.decoder.max_len,
+        local_crops=crops,
+        local_crop_size=local_crop_size(args, model_cfg) if crops else 0,
     )
     spec = LoaderSpec(args.data.text_shards, args.data.grounding_shards, shape, args.seed,
                       env.rank, env.world_size, args.data.num_workers,
@@ -160,10 +220,11 @@ class Throughput:
 
 
 def window_means(window: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over the logging window, ignoring NaN (a task absent from a batch)."""
+    """Mean of each metric over the logging window, ignoring NaN (a task absent from a batch)
+    and steps without the metric (phase-2 terms in a window that crosses the boundary)."""
     means = {}
-    for key in window[-1]:
-        finite = [w[key] for w in window if not np.isnan(w[key])]
+    for key in dict.fromkeys(k for w in window for k in w):
+        finite = [w[key] for w in window if key in w and not np.isnan(w[key])]
         means[key] = float(np.mean(finite)) if finite else float("nan")
     return means
 
@@ -188,6 +249,9 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
         restored = load_checkpoint(folder, trainer.model, trainer.optimizer)
         trainer.load_state_dict(restored.trainer_state)
         loader.load_state_dict(restored.data_state)
+        if has_extra_model(folder, "teacher"):
+            trainer.start_phase2()
+            load_extra_models(folder, trainer.teacher_models())
         if env.is_main:
             log.info("resumed from %s at step %d", folder, trainer.step)
     config = {"model": trainer.model_cfg.to_dict(), "train": to_dict(args)}
@@ -216,7 +280,7 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
         if step % args.checkpoint.every == 0 or step == total:
             folder = save_checkpoint(checkpoints, step, trainer.model, trainer.optimizer,
                                      trainer.state_dict(), loader.state_dict(), config,
-                                     args.checkpoint.keep)
+                                     args.checkpoint.keep, trainer.teacher_models())
             throughput.mark(step)  # saving is not training time
     progress.close()
     metrics.close()

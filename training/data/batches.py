@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from training.data.crops import random_resized_crops
 from training.data.samples import BadSample, Sample
 from training.data.shards import ConsumerPlan
 from training.data.stream import StreamItem, StreamPosition, iter_stream
@@ -36,6 +37,8 @@ class BatchShape:
     image_size: int
     context_length: int
     locca_max_len: int
+    local_crops: int = 0  # phase-2 SILC views per sample (0: the batch has no "local_crops")
+    local_crop_size: int = 0
 
     @property
     def text_per_batch(self) -> int:
@@ -106,6 +109,11 @@ def locca_rng(seed: int, stream: str, position: StreamPosition) -> random.Random
     return random.Random(f"{seed}/{stream}/{position.epoch}/{position.shard}/{position.sample}")
 
 
+def crops_rng(seed: int, stream: str, position: StreamPosition) -> random.Random:
+    """Local-crop boxes, like locca_rng tied to the sample's identity, on a separate sequence."""
+    return locca_rng(seed, f"{stream}/local_crops", position)
+
+
 def assemble_batch(
     samples: list[tuple[str, Sample, StreamPosition]],
     tokenizer,
@@ -127,4 +135,10 @@ def assemble_batch(
         "contrastive": torch.tensor([sample.contrastive for _, sample, _ in samples]),
     }
     batch.update(collate_locca(examples, shape.locca_max_len))
+    if shape.local_crops:
+        batch["local_crops"] = torch.stack([
+            random_resized_crops(sample.image, shape.local_crops, shape.local_crop_size,
+                                 crops_rng(seed, stream, pos))
+            for stream, sample, pos in samples
+        ])
     return batch

@@ -1,0 +1,123 @@
+"""Phase 1 → phase 2 in one run: the teachers, the phase-2 terms, and exact resumes around the
+boundary."""
+import random
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
+from training.checkpoint import LATEST, MODEL_FILE, step_dir_name
+from training.config import ConfigError
+from training.data.crops import random_resized_crops
+from training.distributed import DistEnv
+from training.metrics_log import read_metrics
+from training.trainer import Trainer, make_loader, train
+
+PHASE2_TERMS = ("silc", "tips", "gram", "koleo")
+CROPS = {"local_crops": 2, "local_crop_size": 24}
+
+
+def phase2_args(world, out, steps, phase2_start, **sections):
+    data = {**CROPS, **sections.pop("data", {})}
+    return tiny_args(world, out, steps=steps, schedule={"steps": steps, "phase2_start": phase2_start},
+                     data=data, **sections)
+
+
+def test_a_run_crossing_into_phase_2_logs_finite_distillation_terms(shard_world, tmp_path):
+    train(phase2_args(shard_world, tmp_path / "run", steps=3, phase2_start=0.5))
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    # Phase 2 starts at step index 2 (2 / 3 >= 0.5): the third logged step.
+    assert [r["phase"] for r in records] == [1, 1, 2]
+    assert not any(term in records[0] for term in PHASE2_TERMS)
+    for term in ("loss", *PHASE2_TERMS):
+        assert torch.isfinite(torch.tensor(records[2][term])), term
+    folder = tmp_path / "run" / "checkpoints" / step_dir_name(3)
+    assert (folder / "teacher.safetensors").exists() and (folder / "gram_teacher.safetensors").exists()
+
+
+@pytest.mark.parametrize("crash_after", [2, 4], ids=["before_boundary", "inside_phase2"])
+def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
+        shard_world, tmp_path, one_thread, crash_after):  # noqa: F811 (fixture)
+    # 5 steps, phase 2 from step index 3: the step-2 checkpoint has no teachers (the resume
+    # creates them at the boundary), the step-4 checkpoint restores them.
+    args = phase2_args(shard_world, tmp_path / "run", steps=5, phase2_start=0.6,
+                       checkpoint={"every": 2})
+    train(args)
+    run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    uninterrupted = read_metrics(run / "metrics.jsonl")
+    assert not (checkpoints / step_dir_name(2) / "teacher.safetensors").exists()
+    assert (checkpoints / step_dir_name(4) / "teacher.safetensors").exists()
+    final = {name: load_file(checkpoints / step_dir_name(5) / name)
+             for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")}
+
+    for step in range(crash_after + 1, 6):
+        shutil.rmtree(checkpoints / step_dir_name(step), ignore_errors=True)
+    (checkpoints / LATEST).write_text(step_dir_name(crash_after))
+    lines = (run / "metrics.jsonl").read_text().splitlines()[:crash_after]
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    train(args)
+
+    resumed = read_metrics(run / "metrics.jsonl")
+    assert [r["phase"] for r in resumed] == [1, 1, 1, 2, 2]
+    for before, after in zip(uninterrupted, resumed, strict=True):
+        for key in LOGGED + (PHASE2_TERMS if before["phase"] == 2 else ()):
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), (before["step"], key)
+    for name, weights in final.items():
+        again = load_file(checkpoints / step_dir_name(5) / name)
+        for key, tensor in weights.items():
+            torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_the_teacher_is_an_exponential_moving_average_of_the_student(shard_world, tmp_path):
+    momentum = 0.9
+    args = phase2_args(shard_world, tmp_path / "run", steps=4, phase2_start=0.0,
+                       loss={"ema_momentum": momentum}).resolve()
+    trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
+    loader = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
+    trainer.train_step(next(loader))  # creates the teachers from the student, then moves one
+    name = "vision.patch_embedding.weight"
+    teacher_before = dict(trainer.teacher.named_parameters())[name].clone()
+    gram_before = dict(trainer.gram_teacher.named_parameters())[name].clone()
+    trainer.train_step(next(loader))
+    student = dict(trainer.bare_model.named_parameters())[name]
+    teacher = dict(trainer.teacher.named_parameters())[name]
+    assert not torch.equal(teacher, teacher_before)
+    torch.testing.assert_close(teacher, momentum * teacher_before + (1 - momentum) * student)
+    torch.testing.assert_close(dict(trainer.gram_teacher.named_parameters())[name], gram_before)
+
+
+def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tmp_path):
+    args = phase2_args(shard_world, tmp_path / "run", steps=4, phase2_start=0.5).resolve()
+    trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
+    batch = next(make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer))
+    assert batch["local_crops"].shape == (8, 2, 3, 24, 24)
+    assert batch["local_crops"].abs().max() <= 1.0 + 1e-4
+    phase1_only = tiny_args(shard_world, tmp_path / "p1").resolve()
+    assert "local_crops" not in next(make_loader(phase1_only, trainer.model_cfg, trainer.env,
+                                                 trainer.tokenizer))
+
+
+def test_random_resized_crops_are_seeded_and_come_from_the_image():
+    image = torch.zeros(3, 64, 64)
+    image[:, :32] = 1.0  # top half white, bottom half black
+    first = random_resized_crops(image, 6, 16, random.Random("a"))
+    assert torch.equal(first, random_resized_crops(image, 6, 16, random.Random("a")))
+    assert not torch.equal(first, random_resized_crops(image, 6, 16, random.Random("b")))
+    assert first.shape == (6, 3, 16, 16)
+    assert first.min() >= -1e-5 and first.max() <= 1.0 + 1e-5
+    # Crops of at most 40% of the area: none can hold the whole image (half white, half black).
+    means = first.mean(dim=(1, 2, 3))
+    assert not torch.allclose(means, torch.full_like(means, 0.5), atol=0.02)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
+    ({"schedule": {"phase3_start": 0.9}}, "phase3_start"),
+    ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
+    ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
+])
+def test_bad_phase_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_args(shard_world, tmp_path, **override).resolve()
