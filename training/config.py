@@ -137,6 +137,11 @@ class TrainArgs:
             raise ConfigError(f"schedule.phase2_start={self.schedule.phase2_start} must be in [0, 1]")
         if self.schedule.phase3_start < 1.0:
             raise ConfigError("phase 3 (NaFlex) is not implemented yet; keep schedule.phase3_start=1.0")
+        if self.reaches_phase2 and self.distributed.parallelism == "fsdp":
+            # models.distill.ema_update lerps FSDP2's DTensor shards and the replicated 0-d
+            # t and b in one foreach call, which torch refuses (mixed Tensor and DTensor).
+            raise ConfigError("phase 2 (schedule.phase2_start < 1) runs under ddp only for now: "
+                              "the EMA update does not yet support distributed.parallelism=fsdp")
         if self.reaches_phase2 and data.local_crops < 1:
             raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
         if not 0.0 <= self.loss.ema_momentum <= 1.0:

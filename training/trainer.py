@@ -108,11 +108,31 @@ class Trainer:
         """Copy the student into the EMA teacher and the frozen Gram teacher, and re-wrap DDP,
         whose static graph was learned on phase 1's set of used parameters."""
         bare = self.bare_model
-        self.teacher = make_ema_teacher(bare)
-        self.gram_teacher = make_ema_teacher(bare)  # a frozen copy, never updated
+        self.teacher = self._frozen_copy_of_student()
+        self.gram_teacher = self._frozen_copy_of_student()  # never updated
         if self.model is not bare and self.args.distributed.parallelism == "ddp":
             self.model = bare  # drop the old wrapper (and its gradient hooks) first
             self.model = parallelize(bare, self.env, "ddp")
+
+    def _frozen_copy_of_student(self) -> torch.nn.Module:
+        """A gradient-free copy of the student, sharded like it under FSDP2 (which cannot be
+        deep-copied): built on the meta device (no init, so no draw from the RNG a resume
+        restores), sharded, then filled with the student's local shards and buffers."""
+        bare = self.bare_model
+        if self.args.distributed.parallelism != "fsdp" or not self.env.is_distributed:
+            return make_ema_teacher(bare)
+        with torch.device("meta"):
+            copy = SigLIP2(self.model_cfg)
+        copy = parallelize(copy, self.env, "fsdp",
+                           param_dtype=self.dtype if self.dtype != torch.float32 else None)
+        copy.to_empty(device=self.env.device)
+        with torch.no_grad():
+            for target, source in zip(list(copy.parameters()) + list(copy.buffers()),
+                                      list(bare.parameters()) + list(bare.buffers()), strict=True):
+                target.copy_(source)
+        for param in copy.parameters():
+            param.requires_grad_(False)
+        return copy.eval()
 
     def teacher_models(self) -> dict[str, torch.nn.Module]:
         """Modules saved beside the model in checkpoints (none before phase 2)."""

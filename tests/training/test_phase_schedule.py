@@ -117,6 +117,7 @@ def test_random_resized_crops_are_seeded_and_come_from_the_image():
     ({"schedule": {"phase3_start": 0.9}}, "phase3_start"),
     ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
     ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
+    ({"schedule": {"phase2_start": 0.5}, "distributed": {"parallelism": "fsdp"}}, "fsdp"),
 ])
 def test_bad_phase_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
