@@ -74,10 +74,15 @@ def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
     env.pop("RAY_ADDRESS", None)
     # `ray start --block` keeps the head in this child's process group, so the test stops exactly
     # this cluster (never `ray stop`, which would kill every Ray instance on the machine).
+    # Every port of its own: the test session's Ray instance already holds the default agent ports.
+    agent_ports = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port",
+        "object-manager-port")]
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={gcs_port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
                              f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}",
-                             "--include-dashboard=true"],
+                             "--include-dashboard=true", *agent_ports],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
