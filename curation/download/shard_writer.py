@@ -8,7 +8,6 @@ promises a sample the tar lacks.
 """
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import tempfile
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.download.reasons import SUCCESS
+from curation.tars import add_member
 
 SIDECAR_SCHEMA = pa.schema([
     ("uid", pa.string()), ("key", pa.string()), ("url", pa.string()), ("text", pa.string()),
@@ -30,7 +30,6 @@ SIDECAR_SCHEMA = pa.schema([
     ("original_height", pa.int32()), ("sha256", pa.string()), ("host", pa.string()),
     ("download_bytes", pa.int64()),
 ])
-MEMBER_MTIME = 0  # fixed, so a re-run writes byte-identical tars
 
 OpenOutput = Callable[[str], AbstractContextManager[BinaryIO]]
 
@@ -71,14 +70,6 @@ def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "caption": row["text"]}
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = MEMBER_MTIME
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def write_pool_shard(open_output: OpenOutput, shard_id: str, rows: list[dict[str, Any]],
                      jpeg_of: Callable[[dict[str, Any]], bytes]) -> None:
     """Write `{shard}.tar` (successes, in key order) then `{shard}.parquet` (every row)."""
@@ -89,9 +80,9 @@ def write_pool_shard(open_output: OpenOutput, shard_id: str, rows: list[dict[str
             if row["status"] != SUCCESS:
                 continue
             key = row["key"]
-            _add_member(tar, f"{key}.jpg", jpeg_of(row))
-            _add_member(tar, f"{key}.txt", (row["text"] or "").encode())
-            _add_member(tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode())
+            add_member(tar, f"{key}.jpg", jpeg_of(row))
+            add_member(tar, f"{key}.txt", (row["text"] or "").encode())
+            add_member(tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode())
     table = pa.Table.from_pylist([{name: row.get(name) for name in SIDECAR_SCHEMA.names} for row in rows],
                                  schema=SIDECAR_SCHEMA)
     with open_output(f"{shard_id}.parquet") as handle:

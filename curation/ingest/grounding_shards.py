@@ -29,6 +29,7 @@ from curation.ingest.boxes import BoxConvention, normalise_box
 from curation.ingest.formats import GroundingImage
 from curation.ingest.licences import licence_of
 from curation.runner import ShardContext, ShardTask
+from curation.tars import add_member
 
 STAGE = "grounding"
 PLAN = "_plan/grounding.parquet"
@@ -148,12 +149,6 @@ def normalised_refs(row: dict[str, Any], convention: BoxConvention, width: int, 
     return refs
 
 
-def _add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    archive.addfile(info, io.BytesIO(data))
-
-
 @dataclass(frozen=True)
 class WriteGroundingShard:
     plan_url: str
@@ -192,8 +187,8 @@ class WriteGroundingShard:
                     continue
                 meta = {"source": row["source"], "licence": licence_of(row["source"]),
                         "image_id": row["image_id"], "refs": refs}
-                _add_member(archive, f"{row['key']}.jpg", jpeg)
-                _add_member(archive, f"{row['key']}.json",
+                add_member(archive, f"{row['key']}.jpg", jpeg)
+                add_member(archive, f"{row['key']}.json",
                             json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
                 for name, value in (("key", row["key"]), ("source", row["source"]),
                                     ("image_id", row["image_id"]), ("refs", len(refs)), ("width", width),

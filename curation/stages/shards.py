@@ -32,6 +32,7 @@ from curation import fsio
 from curation.runner import ShardContext, ShardTask, completed_shards, marker_url, run_stage
 from curation.score.images import ImageDecodeError, decode_rgb
 from curation.score.pool import iter_samples, list_pool_shards, read_sidecar
+from curation.tars import add_member
 
 KEEP_COLUMNS = {"balance": ("keep_balance",), "score": ("keep_score",),
                 "neardup": ("keep_dedup", "!contaminated")}
@@ -166,12 +167,6 @@ class SpillKeptSamples:
             pq.write_table(spill, handle, row_group_size=SPILL_ROW_GROUP)
 
 
-def _tar_add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    archive.addfile(info, io.BytesIO(data))
-
-
 @dataclass(frozen=True)
 class WriteTrainingShard:
     samples_per_shard: int
@@ -196,9 +191,9 @@ class WriteTrainingShard:
                           "width": row["width"], "height": row["height"],
                           "original_width": row["original_width"], "original_height": row["original_height"],
                           "source_shard": row["source_shard"], "source_key": row["source_key"]}
-                _tar_add(archive, f"{key}.jpg", row["jpg"])
-                _tar_add(archive, f"{key}.txt", (row["text"] or "").encode())
-                _tar_add(archive, f"{key}.json", json.dumps(record, sort_keys=True).encode())
+                add_member(archive, f"{key}.jpg", row["jpg"])
+                add_member(archive, f"{key}.txt", (row["text"] or "").encode())
+                add_member(archive, f"{key}.json", json.dumps(record, sort_keys=True).encode())
                 record["sha256"] = hashlib.sha256(row["jpg"]).hexdigest()
                 for column, values in index.items():
                     values.append(record[column])
