@@ -26,10 +26,6 @@ def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def is_local(url: str) -> bool:
-    return isinstance(filesystem(url)[0], LocalFileSystem)
-
-
 def join(base: str, *parts: str) -> str:
     """Join URL parts with '/', keeping the scheme of `base`."""
     return posixpath.join(base.rstrip("/") if base not in ("/", "") else base, *parts)
@@ -52,7 +48,7 @@ def expand(patterns: str | list[str]) -> list[str]:
         patterns = [patterns]
     urls: list[str] = []
     for pattern in patterns:
-        for braced in expand_braces(pattern):
+        for braced in _expand_braces(pattern):
             if any(ch in braced for ch in "*?["):
                 fs, path = filesystem(braced)
                 protocol = _protocol_prefix(braced)
@@ -62,7 +58,7 @@ def expand(patterns: str | list[str]) -> list[str]:
     return urls
 
 
-def expand_braces(pattern: str) -> list[str]:
+def _expand_braces(pattern: str) -> list[str]:
     """Expand `{a..b}` numeric ranges (zero padding kept) and `{x,y}` alternatives."""
     import braceexpand
 

@@ -146,7 +146,7 @@ def completed_shards(out_dir: str, stage: str) -> set[str]:
     return {os.path.basename(p)[: -len(".json")] for p in fs.ls(path, detail=False) if p.endswith(".json")}
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray() -> None:
     """Start (or join, with RAY_ADDRESS) a Ray session unless one is running."""
     import ray
 
@@ -164,7 +164,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     ray.init(
         # "local" starts a private instance: never join a cluster someone else started here.
         address=address or "local",
-        num_cpus=None if address else num_cpus,
         _node_ip_address=None if address else "127.0.0.1",
         include_dashboard=False,
         logging_level=logging.WARNING,
