@@ -79,6 +79,15 @@ def nearest(queries: np.ndarray, references: np.ndarray, kind: str = "flat") -> 
     return sims[:, 0], ids[:, 0]
 
 
+def nearest_k(queries: np.ndarray, references: np.ndarray, k: int,
+              kind: str = "flat") -> tuple[np.ndarray, np.ndarray]:
+    """[n, k] cosines and indices of each query's k nearest reference vectors (best first; -1 pads)."""
+    k = max(1, min(k, len(references)))
+    if len(references) == 0 or len(queries) == 0:
+        return (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
+    return build_index(references, kind).search(queries, k)
+
+
 def _canonical_pairs(pairs: np.ndarray) -> np.ndarray:
     if len(pairs) == 0:
         return np.empty((0, 2), dtype=np.int64)

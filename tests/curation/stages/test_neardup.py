@@ -13,7 +13,9 @@ from curation.cli import main
 from curation.score.images import SIGNATURE_DIM
 from curation.stages.neardup import (
     NeardupConfig,
+    EvalReference,
     PoolEmbeddings,
+    log_aspect,
     decide_duplicates,
     run_neardup,
 )
@@ -101,3 +103,31 @@ def test_embedding_clusters_keep_the_highest_scoring_member():
     assert summary["clusters"] == 2 and summary["duplicates_removed"] == 3
     table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), None)
     assert all(table["keep_dedup"].to_pylist())
+
+
+def test_pixel_matches_need_agreeing_aspect_ratios():
+    """A thumbnail squashes every picture to a square: the same signature from a 4:1 strip and a
+    square photo is no duplicate, and no eval contaminant either."""
+    rng = np.random.default_rng(1)
+    signature = rng.normal(size=SIGNATURE_DIM).astype(np.float32)
+    n = 3
+    pool = PoolEmbeddings(shard=["00000"] * n, uid=[f"u{i}" for i in range(n)], sha256=[None] * n,
+                          score=[np.array([0.3, 0.2, 0.1], np.float32)],
+                          pixels=[np.stack([signature, signature * 1.01, signature])],
+                          vectors=[rng.normal(size=(n, 8)).astype(np.float32)],
+                          aspect=[log_aspect(np.array([256, 250, 256]), np.array([256, 256, 64]))])
+    table, summary = decide_duplicates(pool, NeardupConfig(use_embeddings=False), None)
+    assert table["dup_cluster"].to_pylist() == [0, 0, -1]  # the strip (u2) stays apart
+    assert summary["pairs"]["pixel"] == 1
+    unit = signature / np.linalg.norm(signature)
+    strip_eval = EvalReference(["eval:strip"], ["x"], np.zeros((1, 8), np.float32), unit[None, :],
+                               np.log(np.array([4.0])))
+    table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), strip_eval)
+    assert table["contaminated"].to_pylist() == [False, False, True]
+    both = EvalReference(["eval:strip", "eval:square"], ["x", "y"], np.zeros((2, 8), np.float32),
+                         np.stack([unit, unit]), np.log(np.array([4.0, 1.0])))
+    table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), both)
+    assert table["contaminated"].to_pylist() == [True, True, True]
+    assert table["nearest_eval"].to_pylist() == ["eval:square", "eval:square", "eval:strip"]
+    loose = NeardupConfig(use_embeddings=False, pixel_aspect_tolerance=10.0)
+    assert decide_duplicates(pool, loose, None)[0]["dup_cluster"].to_pylist() == [0, 0, 0]
