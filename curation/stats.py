@@ -65,11 +65,37 @@ def stats_dir(out_dir: str, stage: str) -> str:
 
 
 def read_stage_records(out_dir: str, stage: str | None = None) -> list[dict[str, Any]]:
-    """All shard records under `out_dir` (every stage, or one)."""
+    """All shard records under `out_dir` (every stage, or one), each with the output folder it
+    belongs to ("folder", relative to `out_dir`; "" for `out_dir` itself) and a display "label":
+    the stage name, or "stage (folder)" for all but the latest run when one stage ran into several
+    folders (a run that scores its pool twice keeps the two apart)."""
     fs, path = fsio.filesystem(out_dir)
-    pattern = f"{path.rstrip('/')}/**/_stats/{stage or '*'}/*.json"
-    files = sorted(set(fs.glob(pattern)) | set(fs.glob(f"{path.rstrip('/')}/_stats/{stage or '*'}/*.json")))
-    return [fsio.read_json(_with_protocol(out_dir, f)) for f in files]
+    root = path.rstrip("/")
+    pattern = f"{root}/**/_stats/{stage or '*'}/*.json"
+    files = sorted(set(fs.glob(pattern)) | set(fs.glob(f"{root}/_stats/{stage or '*'}/*.json")))
+    records = []
+    for file in files:
+        record = fsio.read_json(_with_protocol(out_dir, file))
+        folder = file[:file.rindex("/_stats/")]
+        record["folder"] = folder[len(root):].strip("/") if folder.startswith(root) else folder
+        records.append(record)
+    return label_stages(records)
+
+
+def label_stages(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    first_start: dict[tuple[str, str], float] = {}
+    for record in records:
+        key = (record["stage"], record.get("folder", ""))
+        start = record.get("started_at") or 0.0
+        first_start[key] = min(first_start.get(key, start), start)
+    latest: dict[str, tuple[float, str]] = {}
+    for (stage, folder), start in first_start.items():
+        if stage not in latest or (start, folder) > latest[stage]:
+            latest[stage] = (start, folder)
+    for record in records:
+        stage, folder = record["stage"], record.get("folder", "")
+        record["label"] = stage if latest[stage][1] == folder else f"{stage} ({folder or '.'})"
+    return records
 
 
 def _with_protocol(reference_url: str, path: str) -> str:
@@ -81,7 +107,7 @@ def summarize(records: list[dict[str, Any]]) -> pa.Table:
     by_stage: dict[str, dict[str, Any]] = {}
     for record in records:
         row = by_stage.setdefault(
-            record["stage"],
+            record.get("label") or record["stage"],
             {"shards": 0, "rows_in": 0, "rows_out": 0, "bytes_in": 0, "drops": Counter(),
              "errors": Counter(), "task_seconds": 0.0, "first_start": None, "last_end": None},
         )
@@ -121,13 +147,15 @@ def summarize(records: list[dict[str, Any]]) -> pa.Table:
 
 
 def format_summary(table: pa.Table) -> str:
-    lines = [f"{'stage':<14}{'shards':>7}{'in':>10}{'out':>10}{'wall s':>9}  drops / errors"]
-    for row in table.to_pylist():
+    rows = table.to_pylist()
+    width = max([14] + [len(row["stage"]) + 1 for row in rows])
+    lines = [f"{'stage':<{width}}{'shards':>7}{'in':>10}{'out':>10}{'wall s':>9}  drops / errors"]
+    for row in rows:
         drops = ", ".join(f"{d['key']}={d['count']}" for d in row["drops"])
         errors = ", ".join(f"{e['key']}={e['count']}" for e in row["errors"])
         detail = "; ".join(part for part in (drops, errors and f"errors: {errors}") if part)
         lines.append(
-            f"{row['stage']:<14}{row['shards']:>7}{row['rows_in']:>10}{row['rows_out']:>10}"
+            f"{row['stage']:<{width}}{row['shards']:>7}{row['rows_in']:>10}{row['rows_out']:>10}"
             f"{row['wall_seconds']:>9.1f}  {detail}"
         )
     return "\n".join(lines)

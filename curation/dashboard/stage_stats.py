@@ -37,7 +37,7 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {}
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        by_stage[record["stage"]].append(record)
+        by_stage[record.get("label") or record["stage"]].append(record)
     merged = {}
     for row in summarize(records).to_pylist():
         shard_records = by_stage[row["stage"]]
@@ -59,6 +59,7 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def pipeline_step(stage: str) -> str | None:
     """The pipeline step a stage belongs to ("dedup_partition" → "dedup"), or None."""
+    stage = stage.split(" (", 1)[0]  # an earlier run's label: "score (pool/curation/x)"
     return next((known for known in PIPELINE_ORDER
                  if stage == known or stage.startswith((known + "_", known + "-"))), None)
 

@@ -116,3 +116,16 @@ def test_duplicate_shard_ids_fail_fast(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         run_stage("count", CountingStage(), [ShardTask("a"), ShardTask("a")], str(tmp_path),
                   use_ray=False, progress=False)
+
+
+def test_one_stage_in_two_folders_is_summarised_per_folder(tmp_path):
+    """A run that scores its pool twice: the latest folder keeps the bare stage name."""
+    for folder, start, rows in (("pool/first", 100.0, 5), ("pool/second", 200.0, 7)):
+        fsio.write_json(str(tmp_path / folder / "_stats" / "score" / "00000.json"),
+                        {"stage": "score", "shard": "00000", "rows_in": rows, "rows_out": rows,
+                         "started_at": start, "finished_at": start + 1.0, "wall_seconds": 1.0})
+    records = read_stage_records(str(tmp_path))
+    assert sorted(r["folder"] for r in records) == ["pool/first", "pool/second"]
+    rows = {row["stage"]: row for row in summarize(records).to_pylist()}
+    assert rows["score"]["rows_in"] == 7 and rows["score"]["wall_seconds"] == 1.0
+    assert rows["score (pool/first)"]["rows_in"] == 5
