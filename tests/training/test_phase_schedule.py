@@ -1,6 +1,5 @@
 """Phase 1 → phase 2 in one run: the teachers, the phase-2 terms, and exact resumes around the
 boundary."""
-import random
 import shutil
 
 import pytest
@@ -10,7 +9,6 @@ from safetensors.torch import load_file
 from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
 from training.checkpoint import LATEST, MODEL_FILE, step_dir_name
 from training.config import ConfigError
-from training.data.crops import random_resized_crops
 from training.distributed import DistEnv
 from training.metrics_log import read_metrics
 from training.trainer import Trainer, make_loader, train
@@ -97,19 +95,6 @@ def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tm
     phase1_only = tiny_args(shard_world, tmp_path / "p1").resolve()
     assert "local_crops" not in next(make_loader(phase1_only, trainer.model_cfg, trainer.env,
                                                  trainer.tokenizer))
-
-
-def test_random_resized_crops_are_seeded_and_come_from_the_image():
-    image = torch.zeros(3, 64, 64)
-    image[:, :32] = 1.0  # top half white, bottom half black
-    first = random_resized_crops(image, 6, 16, random.Random("a"))
-    assert torch.equal(first, random_resized_crops(image, 6, 16, random.Random("a")))
-    assert not torch.equal(first, random_resized_crops(image, 6, 16, random.Random("b")))
-    assert first.shape == (6, 3, 16, 16)
-    assert first.min() >= -1e-5 and first.max() <= 1.0 + 1e-5
-    # Crops of at most 40% of the area: none can hold the whole image (half white, half black).
-    means = first.mean(dim=(1, 2, 3))
-    assert not torch.allclose(means, torch.full_like(means, 0.5), atol=0.02)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from training.data.crops import random_resized_crops
-from training.data.samples import BadSample, Sample
+from training.data.crops import crop_source_side, random_resized_crops
+from training.data.samples import BadSample, Sample, square_image
 from training.data.shards import ConsumerPlan
 from training.data.stream import StreamItem, StreamPosition, iter_stream
 from training.locca_targets import collate_locca, make_locca_example
@@ -43,6 +43,13 @@ class BatchShape:
     @property
     def text_per_batch(self) -> int:
         return self.batch_size - self.grounding_per_batch
+
+    @property
+    def decode_min_side(self) -> int:
+        """Both sides the decoder keeps (when the source has them): the square input's, and
+        enough for local crops cut from the original resolution."""
+        crops = crop_source_side(self.local_crop_size) if self.local_crops else 0
+        return max(self.image_size, crops)
 
 
 @dataclass
@@ -75,11 +82,11 @@ class SampleReader:
         plan: ConsumerPlan,
         parse: Callable[..., Sample],
         state: ConsumerState,
-        image_size: int,
+        min_side: int,
         max_consecutive_bad: int,
     ) -> None:
         self.name, self.parse, self.state = name, parse, state
-        self.image_size, self.max_consecutive_bad = image_size, max_consecutive_bad
+        self.min_side, self.max_consecutive_bad = min_side, max_consecutive_bad
         self.items: Iterator[StreamItem] = iter_stream(plan, state.positions[name])
 
     def take(self, count: int) -> list[tuple[Sample, StreamPosition]]:
@@ -89,7 +96,7 @@ class SampleReader:
             item = next(self.items)
             self.state.positions[self.name] = item.next_position
             try:
-                taken.append((self.parse(item.sample, self.image_size), item.position))
+                taken.append((self.parse(item.sample, self.min_side), item.position))
                 consecutive_bad = 0
             except BadSample as bad:
                 self.state.bad_samples[f"{self.name}/{bad.reason}"] += 1
@@ -120,8 +127,8 @@ def assemble_batch(
     shape: BatchShape,
     seed: int,
 ) -> dict[str, torch.Tensor]:
-    """Stack images, tokenize captions, and build the LocCa targets of one batch."""
-    images = torch.stack([sample.image for _, sample, _ in samples])
+    """Resize and stack images, tokenize captions, and build the LocCa targets of one batch."""
+    images = torch.stack([square_image(sample.image, shape.image_size) for _, sample, _ in samples])
     # Grounding rows have no caption; their text slot is padding the contrastive mask ignores.
     captions = [sample.caption or "" for _, sample, _ in samples]
     examples = [

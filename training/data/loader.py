@@ -67,7 +67,7 @@ class MixedBatchDataset(IterableDataset):
                              self.spec.seed, STREAM_IDS[name]),
                 parsers[name],
                 state,
-                self.spec.shape.image_size,
+                self.spec.shape.decode_min_side,
                 self.spec.max_consecutive_bad,
             )
             for name, urls in self.urls.items()
