@@ -99,7 +99,6 @@ def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tm
 
 @pytest.mark.parametrize("override, message", [
     ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
-    ({"schedule": {"phase3_start": 0.9}}, "phase3_start"),
     ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
     ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
     ({"schedule": {"phase2_start": 0.5}, "distributed": {"parallelism": "fsdp"}}, "fsdp"),
