@@ -186,11 +186,6 @@ class TrainArgs:
                                      data.naflex_seq_lens, data.naflex_token_budget)
             except ValueError as error:
                 raise ConfigError(f"data.{error}") from error
-        if self.distills and self.distributed.parallelism == "fsdp":
-            # models.distill.ema_update lerps FSDP2's DTensor shards and the replicated 0-d
-            # t and b in one foreach call, which torch refuses (mixed Tensor and DTensor).
-            raise ConfigError("phase 2 (schedule.phase2_start < 1) runs under ddp only for now: "
-                              "the EMA update does not yet support distributed.parallelism=fsdp")
         if self.distills and data.local_crops < 1:
             raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
         if not 0.0 <= self.loss.ema_momentum <= 1.0:

@@ -45,6 +45,7 @@ from training.distributed import (
     init_distributed,
     mean_across_ranks,
     parallelize,
+    reshard,
     shutdown_distributed,
     unwrap,
 )
@@ -175,6 +176,8 @@ class Trainer:
             else:
                 loss, terms = phase1_loss(self.model, batch, self.args.loss)
         loss.backward()
+        for teacher in self.teacher_models().values():
+            reshard(teacher)
         grad_norm = clip_gradients(self.model, self.args.grad_clip_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()

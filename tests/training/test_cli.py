@@ -16,7 +16,7 @@ def test_presets_load_and_overrides_are_typed():
         assert load_args(preset).model.preset == preset
 
 
-@pytest.mark.parametrize("preset", ["tiny", "b16"])
+@pytest.mark.parametrize("preset", ["tiny", "b16", "so400m"])
 def test_presets_run_the_three_phase_schedule_in_siglip2_proportions(preset):
     args = load_args(preset, ["data.text_shards=x.tar"]).resolve()
     schedule = args.schedule

@@ -101,7 +101,6 @@ def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tm
     ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
     ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
     ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
-    ({"schedule": {"phase2_start": 0.5}, "distributed": {"parallelism": "fsdp"}}, "fsdp"),
 ])
 def test_bad_phase_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
