@@ -60,6 +60,11 @@ class TrainLossArgs(LossConfig):
 
     # Phase 2: the EMA teacher update (teacher ← m·teacher + (1−m)·student).
     ema_momentum: float = 0.996
+    # Gram anchoring's teacher starts as the phase-1-end student. With gram_refresh_every = K > 0
+    # it is replaced by the EMA teacher every K distilling steps (DINOv3 refreshes it), at most
+    # gram_refresh_max times (None: no limit). 0 keeps the phase-1-end teacher throughout.
+    gram_refresh_every: int = 0
+    gram_refresh_max: int | None = None
 
 
 @dataclass
@@ -98,6 +103,10 @@ class ScheduleArgs:
         """Whether the step trains with the phase-2 losses against the teachers."""
         phase = self.phase_at(step)
         return phase == 2 or (phase == 3 and self.phase3_distill and self.phase2_start < 1.0)
+
+    def first_distill_step(self) -> int:
+        """The first step with the phase-2 losses (steps if none), where the teachers start."""
+        return next((s for s in range(self.steps) if self.distills_at(s)), self.steps)
 
     def first_step_of(self, phase: int) -> int:
         """The first step of `phase` (steps if the run never reaches it)."""
@@ -188,6 +197,9 @@ class TrainArgs:
                 raise ConfigError(f"data.{error}") from error
         if self.distills and data.local_crops < 1:
             raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
+        if self.loss.gram_refresh_every < 0 or (self.loss.gram_refresh_max or 0) < 0:
+            raise ConfigError(f"loss.gram_refresh_every={self.loss.gram_refresh_every} and "
+                              f"loss.gram_refresh_max={self.loss.gram_refresh_max} must be >= 0")
         if not 0.0 <= self.loss.ema_momentum <= 1.0:
             raise ConfigError(f"loss.ema_momentum={self.loss.ema_momentum} must be in [0, 1]")
         if self.distributed.parallelism not in ("ddp", "fsdp"):

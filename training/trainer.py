@@ -6,8 +6,10 @@ batch. `train(args)` wires it to the data loader, checkpoints and logs, and is w
 
 Phase 2 starts at step round(schedule.phase2_start × steps): the first phase-2 step copies the
 student into an EMA teacher and a frozen Gram teacher; every later optimizer step moves the EMA
-teacher toward the student. Both teachers travel in the checkpoints, so a resume on either side
-of the boundary continues exactly.
+teacher toward the student, and every loss.gram_refresh_every distilling steps (at most
+loss.gram_refresh_max times) the Gram teacher becomes a copy of the EMA teacher. Both teachers
+and the refresh count travel in the checkpoints, so a resume on either side of the boundary
+continues exactly.
 
 Phase 3 starts at step round(schedule.phase3_start × steps): from there the loader builds NaFlex
 batches (a sequence length drawn per step from the step number, see training.data.naflex), and
@@ -51,7 +53,7 @@ from training.distributed import (
 )
 from training.metrics_log import MetricsLogger, peak_flops, train_flops_per_sample
 from training.models.config import ModelConfig, model_config
-from training.models.distill import ema_update, make_ema_teacher
+from training.models.distill import ema_update, local_parameters, make_ema_teacher
 from training.models.siglip import SigLIP2
 from training.objectives import phase1_loss, phase2_loss
 from training.optim import build_optimizer, build_scheduler
@@ -99,6 +101,7 @@ class Trainer:
         # Phase 2's targets: created by start_phase2 (first phase-2 step, or a phase-2 resume).
         self.teacher: torch.nn.Module | None = None
         self.gram_teacher: torch.nn.Module | None = None
+        self.gram_refreshes = 0
         # Whether the DDP wrapper learned its static graph on a distilling step (None: no step
         # yet); a change of objective changes the used parameters, so the model is re-wrapped.
         self.wrapped_for_distill: bool | None = None
@@ -117,7 +120,22 @@ class Trainer:
     def start_phase2(self) -> None:
         """Copy the student into the EMA teacher and the frozen Gram teacher."""
         self.teacher = self._frozen_copy_of_student()
-        self.gram_teacher = self._frozen_copy_of_student()  # never updated
+        self.gram_teacher = self._frozen_copy_of_student()  # changed only by refreshes
+
+    def _refresh_gram_teacher_if_due(self) -> None:
+        """Copy the EMA teacher into the Gram teacher every loss.gram_refresh_every distilling
+        steps, at most loss.gram_refresh_max times."""
+        every, most = self.args.loss.gram_refresh_every, self.args.loss.gram_refresh_max
+        since_start = self.step - self.args.schedule.first_distill_step()
+        if (not every or since_start <= 0 or since_start % every
+                or (most is not None and self.gram_refreshes >= most)):
+            return
+        with torch.no_grad():
+            for target, source in zip(
+                    local_parameters(self.gram_teacher) + list(self.gram_teacher.buffers()),
+                    local_parameters(self.teacher) + list(self.teacher.buffers()), strict=True):
+                target.copy_(source)
+        self.gram_refreshes += 1
 
     def _wrap_for(self, distill: bool) -> None:
         """Re-wrap DDP when the objective changes: its static graph was learned on the other
@@ -168,6 +186,8 @@ class Trainer:
         distill = self.args.schedule.distills_at(self.step)
         if distill and self.teacher is None:
             self.start_phase2()
+        if distill:
+            self._refresh_gram_teacher_if_due()
         self._wrap_for(distill)
         with self._autocast():
             if distill:
@@ -192,11 +212,13 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Trainer counters and schedule; weights and optimizer state go through checkpoint.py."""
-        return {"step": self.step, "scheduler": self.scheduler.state_dict()}
+        return {"step": self.step, "scheduler": self.scheduler.state_dict(),
+                "gram_refreshes": self.gram_refreshes}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = state["step"]
         self.scheduler.load_state_dict(state["scheduler"])
+        self.gram_refreshes = state.get("gram_refreshes", 0)
 
 
 def local_crop_size(args: TrainArgs, model_cfg: ModelConfig) -> int:
