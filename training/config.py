@@ -104,9 +104,11 @@ class ScheduleArgs:
         phase = self.phase_at(step)
         return phase == 2 or (phase == 3 and self.phase3_distill and self.phase2_start < 1.0)
 
-    def first_distill_step(self) -> int:
-        """The first step with the phase-2 losses (steps if none), where the teachers start."""
-        return next((s for s in range(self.steps) if self.distills_at(s)), self.steps)
+    def distill_steps(self) -> range:
+        """The steps with the phase-2 losses: one contiguous range (empty if none), whose start
+        is where the teachers are created."""
+        steps = [s for s in range(self.steps) if self.distills_at(s)]
+        return range(steps[0], steps[-1] + 1) if steps else range(self.steps, self.steps)
 
     def first_step_of(self, phase: int) -> int:
         """The first step of `phase` (steps if the run never reaches it)."""

@@ -102,6 +102,7 @@ class Trainer:
         self.teacher: torch.nn.Module | None = None
         self.gram_teacher: torch.nn.Module | None = None
         self.gram_refreshes = 0
+        self.first_distill_step = args.schedule.distill_steps().start
         # Whether the DDP wrapper learned its static graph on a distilling step (None: no step
         # yet); a change of objective changes the used parameters, so the model is re-wrapped.
         self.wrapped_for_distill: bool | None = None
@@ -126,7 +127,7 @@ class Trainer:
         """Copy the EMA teacher into the Gram teacher every loss.gram_refresh_every distilling
         steps, at most loss.gram_refresh_max times."""
         every, most = self.args.loss.gram_refresh_every, self.args.loss.gram_refresh_max
-        since_start = self.step - self.args.schedule.first_distill_step()
+        since_start = self.step - self.first_distill_step
         if (not every or since_start <= 0 or since_start % every
                 or (most is not None and self.gram_refreshes >= most)):
             return
@@ -244,8 +245,6 @@ def naflex_schedule(args: TrainArgs, model_cfg: ModelConfig) -> NaFlexSchedule |
 
 def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
                 tokenizer: Tokenizer) -> ResumableLoader:
-    # Local crops are built for every batch of a run that distils (phase-1 steps pay the small
-    # decode-side cost), so only phase 3's shape depends on the step.
     crops = args.data.local_crops if args.distills else 0
     shape = BatchShape(
         batch_size=args.data.batch_size,
@@ -259,7 +258,8 @@ def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
     )
     spec = LoaderSpec(args.data.text_shards, args.data.grounding_shards, shape, args.seed,
                       env.rank, env.world_size, args.data.num_workers,
-                      args.data.max_consecutive_bad, naflex_schedule(args, model_cfg))
+                      args.data.max_consecutive_bad, naflex_schedule(args, model_cfg),
+                      args.schedule.distill_steps())
     return ResumableLoader(spec, tokenizer, pin_memory=env.device.type == "cuda")
 
 

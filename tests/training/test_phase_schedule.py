@@ -135,7 +135,10 @@ def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(shard_world
 def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tmp_path):
     args = phase2_args(shard_world, tmp_path / "run", steps=4, phase2_start=0.5).resolve()
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
-    batch = next(make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer))
+    batches = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
+    # Phase-1 steps (0 and 1) skip the crops and the larger decode they need.
+    assert ["local_crops" in next(batches) for _ in range(3)] == [False, False, True]
+    batch = next(batches)
     assert batch["local_crops"].shape == (8, 2, 3, 24, 24)
     assert batch["local_crops"].abs().max() <= 1.0 + 1e-4
     phase1_only = tiny_args(shard_world, tmp_path / "p1").resolve()

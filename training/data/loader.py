@@ -47,15 +47,20 @@ class LoaderSpec:
     num_workers: int = 0
     max_consecutive_bad: int = 1000
     naflex: NaFlexSchedule | None = None  # phase 3: NaFlex batches from its start step on
+    # The steps whose batches carry shape.local_crops (the distilling steps); None: every step.
+    crop_steps: range | None = None
 
     def shape_at(self, step: int) -> BatchShape:
-        """The batch shape of a training step: `shape`, or NaFlex at the step's sequence length
-        with the batch size its token budget allows (the grounding share kept, at least one
-        grounding and one image-text sample when the base shape has grounding)."""
+        """The batch shape of a training step: `shape`, without local crops outside crop_steps,
+        and in phase 3 NaFlex at the step's sequence length with the batch size its token
+        budget allows (the grounding share kept, at least one grounding and one image-text
+        sample when the base shape has grounding)."""
+        base = self.shape
+        if self.crop_steps is not None and step not in self.crop_steps:
+            base = dataclasses.replace(base, local_crops=0)
         seq_len = self.naflex.seq_len(step) if self.naflex else None
         if seq_len is None:
-            return self.shape
-        base = self.shape
+            return base
         size = self.naflex.batch_size(seq_len, base.batch_size)
         grounding = base.grounding_per_batch
         if grounding:
