@@ -153,13 +153,11 @@ class TrainArgs:
     @property
     def distills(self) -> bool:
         """Whether any step trains with the phase-2 losses (so the loader makes local crops)."""
-        schedule = self.schedule
-        return schedule.phase2_start < 1.0 and (
-            schedule.phase2_start < schedule.phase3_start or schedule.phase3_distill)
+        return len(self.schedule.distill_steps()) > 0
 
     @property
     def reaches_phase3(self) -> bool:
-        return self.schedule.phase3_start < 1.0
+        return self.schedule.first_step_of(3) < self.schedule.steps
 
     def resolve(self) -> TrainArgs:
         """Fill derived fields and check the whole config; returns self for chaining."""

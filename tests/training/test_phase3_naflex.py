@@ -102,6 +102,12 @@ def test_default_lengths_scale_siglip2s_list_to_the_preset(shard_world, tmp_path
     assert schedule.start_step == 6 and schedule.token_budget == 8 * 64
     b16 = naflex_schedule(args, model_config("b16"))
     assert list(b16.seq_lens) == [128, 256, 576, 784, 1024]
+    # A small batch's default budget still holds 2 samples of the longest length.
+    args.data.batch_size = 2
+    assert naflex_schedule(args, model_config("tiny")).token_budget == 2 * 256
+    # A run too short to reach phase 3 needs no NaFlex settings at all.
+    args.schedule.steps = 2
+    assert naflex_schedule(args, model_config("tiny")) is None
 
 
 @pytest.mark.parametrize("override, message", [

@@ -37,11 +37,13 @@ class NaFlexSchedule:
               seq_lens: Sequence[int] | None = None,
               token_budget: int | None = None) -> NaFlexSchedule:
         """Defaults: SigLIP 2's lengths scaled by phase1_patches / 256, and a budget of
-        batch_size × phase1_patches. Raises ValueError if the longest length leaves fewer than
-        2 samples per batch (the sigmoid loss needs negatives)."""
+        batch_size × phase1_patches, raised to 2 samples of the longest length. Raises
+        ValueError if a given budget leaves fewer than 2 samples per batch at the longest length
+        (the sigmoid loss needs negatives)."""
         lengths = tuple(seq_lens or sorted(
             {max(1, round(length * phase1_patches / 256)) for length in SIGLIP2_SEQ_LENS}))
-        schedule = cls(start_step, lengths, token_budget or batch_size * phase1_patches, seed)
+        budget = token_budget or max(batch_size * phase1_patches, 2 * max(lengths))
+        schedule = cls(start_step, lengths, budget, seed)
         if schedule.batch_size(max(lengths), batch_size) < 2:
             raise ValueError(f"naflex_token_budget={schedule.token_budget} leaves fewer than 2 "
                              f"samples per batch at sequence length {max(lengths)}")
