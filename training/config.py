@@ -38,7 +38,7 @@ class DataArgs:
     max_consecutive_bad: int = 1000  # that many bad records in a row means the data is wrong
     # Phase 2: SILC student views per image (SigLIP 2 uses 8) and their side in pixels (a
     # multiple of the patch size; None: 3/8 of the image side, rounded down to whole patches).
-    # Produced on every batch of a run whose schedule reaches phase 2, phase-1 steps included.
+    # Cut from the decoded original (not the square input) for the distilling steps' batches.
     local_crops: int = 8
     local_crop_size: int | None = None
     # Phase 3 (NaFlex): the sequence lengths (patches) one is drawn from per step (None: SigLIP
