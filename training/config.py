@@ -45,7 +45,8 @@ class DataArgs:
     # 2's 128, 256, 576, 784, 1024 scaled by the preset's phase-1 patch count / 256, so tiny's
     # 8 x 8 grid gets 32, 64, 144, 196, 256), and the most patches per rank per step, which sets
     # a length's batch size to min(batch_size, budget // length) (None: batch_size x phase 1's
-    # patches, so no phase-3 step holds more patches than a phase-1 step).
+    # patches, so no phase-3 step holds more patches than a phase-1 step; raised to 2 samples of
+    # the longest length when that is more).
     naflex_seq_lens: list[int] | None = None
     naflex_token_budget: int | None = None
 
@@ -86,8 +87,9 @@ class ScheduleArgs:
     Phase 3 continues phase 2's objective on NaFlex batches (phase3_distill): the EMA teacher
     keeps moving and SILC, TIPS, Gram anchoring and KoLeo stay on, with padding masked. DINOv3
     likewise keeps Gram anchoring through its resolution adaptation, where patch features are
-    most at risk. SigLIP 2 itself drops the self-distillation losses in its NaFlex stage for
-    simplicity; phase3_distill=false does that (sigmoid + LocCa only, teachers kept as they are).
+    most at risk. SigLIP 2 (as we read its paper) trains its NaFlex variants without the
+    self-distillation losses, for simplicity; phase3_distill=false does that (sigmoid + LocCa
+    only, the teachers kept as they are).
     """
 
     steps: int = 1000
