@@ -76,7 +76,7 @@ endif
 
 train: PRESET ?= tiny
 train: NPROC ?= 1
-train:  ## DATA='DIR/*.tar' [GROUNDING='DIR/*.tar'] RUN=DIR [PRESET=b16] [NPROC=8] [STEPS=N]
+train:  ## DATA='DIR/*.tar' [GROUNDING='DIR/*.tar'] RUN=DIR [PRESET=b16] [NPROC=8] [STEPS=N]: phases 1 → 2 → 3 as the preset sets
 	@test -n "$(DATA)" -a -n "$(RUN)" || { echo "usage: make train DATA='SHARDS' RUN=DIR [GROUNDING='SHARDS'] [PRESET=tiny|b16|so400m] [NPROC=N]"; exit 2; }
 	$(if $(filter 1,$(NPROC)),$(PY),$(VENV)/bin/torchrun --nproc_per_node $(NPROC)) -m training train \
 	  --preset $(PRESET) --data '$(DATA)' $(if $(GROUNDING),--grounding '$(GROUNDING)') --out $(RUN) \

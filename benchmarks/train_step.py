@@ -148,7 +148,7 @@ def gpu_throughput(options: argparse.Namespace, data: str, grounding: str) -> No
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches] * (options.gpu_steps // 2)
     time_ours(trainer, batches[:4])
     samples_per_s = time_ours(trainer, batches)
-    flops = Throughput(trainer.bare_model, trainer.env, options.gpu_batch_size).flops_per_sample
+    flops = Throughput(trainer.bare_model, trainer.env).flops_per_sample
     name = torch.cuda.get_device_name(device)
     peak = peak_flops(name)
     mfu = f"{samples_per_s * flops / peak:.1%}" if peak else "n/a (unknown peak)"

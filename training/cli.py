@@ -22,7 +22,8 @@ MIX_SUFFIXES = (".yaml", ".yml", ".json")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train phase 1 (sigmoid + LocCa) from WebDataset shards")
+    train = commands.add_parser(
+        "train", help="train from WebDataset shards (phases 1-3 as the config's schedule sets)")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", default="tiny", help="config preset in training/configs/ (tiny, b16, so400m)")
     source.add_argument("--config", help="a YAML config file instead of a preset")

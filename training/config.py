@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from training.data.naflex import NaFlexSchedule
+from training.models.config import model_config
 from training.objectives import LossConfig
 from training.optim import OptimConfig
 
@@ -36,9 +38,17 @@ class DataArgs:
     max_consecutive_bad: int = 1000  # that many bad records in a row means the data is wrong
     # Phase 2: SILC student views per image (SigLIP 2 uses 8) and their side in pixels (a
     # multiple of the patch size; None: 3/8 of the image side, rounded down to whole patches).
-    # Produced on every batch of a run whose schedule reaches phase 2, phase-1 steps included.
+    # Cut from the decoded original (not the square input) for the distilling steps' batches.
     local_crops: int = 8
     local_crop_size: int | None = None
+    # Phase 3 (NaFlex): the sequence lengths (patches) one is drawn from per step (None: SigLIP
+    # 2's 128, 256, 576, 784, 1024 scaled by the preset's phase-1 patch count / 256, so tiny's
+    # 8 x 8 grid gets 32, 64, 144, 196, 256), and the most patches per rank per step, which sets
+    # a length's batch size to min(batch_size, budget // length) (None: batch_size x phase 1's
+    # patches, so no phase-3 step holds more patches than a phase-1 step; raised to 2 samples of
+    # the longest length when that is more).
+    naflex_seq_lens: list[int] | None = None
+    naflex_token_budget: int | None = None
 
     @property
     def grounding_per_batch(self) -> int:
@@ -51,6 +61,11 @@ class TrainLossArgs(LossConfig):
 
     # Phase 2: the EMA teacher update (teacher ← m·teacher + (1−m)·student).
     ema_momentum: float = 0.996
+    # Gram anchoring's teacher starts as the phase-1-end student. With gram_refresh_every = K > 0
+    # it is replaced by the EMA teacher every K distilling steps (DINOv3 refreshes it), at most
+    # gram_refresh_max times (None: no limit). 0 keeps the phase-1-end teacher throughout.
+    gram_refresh_every: int = 0
+    gram_refresh_max: int | None = None
 
 
 @dataclass
@@ -66,16 +81,40 @@ class ScheduleArgs:
     """Training length and where phases begin, as fractions of the total steps.
 
     Phase 1 (sigmoid + LocCa) runs from 0; phase 2 (self-distillation) and phase 3 (NaFlex) start
-    at their fractions. 1.0 means the phase never starts.
+    at their fractions. 1.0 means the phase never starts. SigLIP 2 self-distils for the last 20%
+    and adapts to NaFlex for the last 10% (phase2_start 0.8, phase3_start 0.9).
+
+    Phase 3 continues phase 2's objective on NaFlex batches (phase3_distill): the EMA teacher
+    keeps moving and SILC, TIPS, Gram anchoring and KoLeo stay on, with padding masked. DINOv3
+    likewise keeps Gram anchoring through its resolution adaptation, where patch features are
+    most at risk. SigLIP 2 (as we read its paper) trains its NaFlex variants without the
+    self-distillation losses, for simplicity; phase3_distill=false does that (sigmoid + LocCa
+    only, the teachers kept as they are).
     """
 
     steps: int = 1000
     phase2_start: float = 1.0
     phase3_start: float = 1.0
+    phase3_distill: bool = True
 
     def phase_at(self, step: int) -> int:
         fraction = step / self.steps
         return 3 if fraction >= self.phase3_start else 2 if fraction >= self.phase2_start else 1
+
+    def distills_at(self, step: int) -> bool:
+        """Whether the step trains with the phase-2 losses against the teachers."""
+        phase = self.phase_at(step)
+        return phase == 2 or (phase == 3 and self.phase3_distill and self.phase2_start < 1.0)
+
+    def distill_steps(self) -> range:
+        """The steps with the phase-2 losses: one contiguous range (empty if none), whose start
+        is where the teachers are created."""
+        steps = [s for s in range(self.steps) if self.distills_at(s)]
+        return range(steps[0], steps[-1] + 1) if steps else range(self.steps, self.steps)
+
+    def first_step_of(self, phase: int) -> int:
+        """The first step of `phase` (steps if the run never reaches it)."""
+        return next((s for s in range(self.steps) if self.phase_at(s) >= phase), self.steps)
 
 
 @dataclass
@@ -114,8 +153,13 @@ class TrainArgs:
     distributed: DistributedArgs = field(default_factory=DistributedArgs)
 
     @property
-    def reaches_phase2(self) -> bool:
-        return self.schedule.phase2_start < 1.0
+    def distills(self) -> bool:
+        """Whether any step trains with the phase-2 losses (so the loader makes local crops)."""
+        return len(self.schedule.distill_steps()) > 0
+
+    @property
+    def reaches_phase3(self) -> bool:
+        return self.schedule.first_step_of(3) < self.schedule.steps
 
     def resolve(self) -> TrainArgs:
         """Fill derived fields and check the whole config; returns self for chaining."""
@@ -135,15 +179,29 @@ class TrainArgs:
             raise ConfigError("schedule.steps must be positive")
         if not 0.0 <= self.schedule.phase2_start <= 1.0:
             raise ConfigError(f"schedule.phase2_start={self.schedule.phase2_start} must be in [0, 1]")
-        if self.schedule.phase3_start < 1.0:
-            raise ConfigError("phase 3 (NaFlex) is not implemented yet; keep schedule.phase3_start=1.0")
-        if self.reaches_phase2 and self.distributed.parallelism == "fsdp":
-            # models.distill.ema_update lerps FSDP2's DTensor shards and the replicated 0-d
-            # t and b in one foreach call, which torch refuses (mixed Tensor and DTensor).
-            raise ConfigError("phase 2 (schedule.phase2_start < 1) runs under ddp only for now: "
-                              "the EMA update does not yet support distributed.parallelism=fsdp")
-        if self.reaches_phase2 and data.local_crops < 1:
+        if not 0.0 <= self.schedule.phase3_start <= 1.0:
+            raise ConfigError(f"schedule.phase3_start={self.schedule.phase3_start} must be in [0, 1]")
+        if self.schedule.phase3_start < self.schedule.phase2_start < 1.0:
+            raise ConfigError(f"schedule.phase3_start={self.schedule.phase3_start} comes before "
+                              f"phase2_start={self.schedule.phase2_start}")
+        if data.naflex_seq_lens is not None and (
+                not data.naflex_seq_lens or min(data.naflex_seq_lens) < 1):
+            raise ConfigError(f"data.naflex_seq_lens={data.naflex_seq_lens}: positive lengths")
+        if data.naflex_token_budget is not None and data.naflex_token_budget < 1:
+            raise ConfigError(f"data.naflex_token_budget={data.naflex_token_budget} must be positive")
+        if self.reaches_phase3:
+            vision = model_config(self.model.preset, **self.model.overrides).vision
+            try:
+                NaFlexSchedule.build(0, self.seed, data.batch_size,
+                                     (vision.image_size // vision.patch_size) ** 2,
+                                     data.naflex_seq_lens, data.naflex_token_budget)
+            except ValueError as error:
+                raise ConfigError(f"data.{error}") from error
+        if self.distills and data.local_crops < 1:
             raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
+        if self.loss.gram_refresh_every < 0 or (self.loss.gram_refresh_max or 0) < 0:
+            raise ConfigError(f"loss.gram_refresh_every={self.loss.gram_refresh_every} and "
+                              f"loss.gram_refresh_max={self.loss.gram_refresh_max} must be >= 0")
         if not 0.0 <= self.loss.ema_momentum <= 1.0:
             raise ConfigError(f"loss.ema_momentum={self.loss.ema_momentum} must be in [0, 1]")
         if self.distributed.parallelism not in ("ddp", "fsdp"):

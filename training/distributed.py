@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
@@ -125,6 +125,15 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
             if group:
                 torch.nn.utils.clip_grads_with_norm_(group, max_norm, total)
     return float(total)
+
+
+def reshard(model: nn.Module) -> None:
+    """Free the gathered weights of an FSDP2 root that ran forward only (no backward): FSDP2
+    keeps the root's parameters unsharded after forward, expecting the backward to reshard
+    them. Teachers never run backward; left unsharded they hold full root weights and their
+    parameters no longer line up with the student's shards. No-op without FSDP2."""
+    if isinstance(model, FSDPModule):
+        model.reshard()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

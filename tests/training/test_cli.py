@@ -16,6 +16,16 @@ def test_presets_load_and_overrides_are_typed():
         assert load_args(preset).model.preset == preset
 
 
+@pytest.mark.parametrize("preset", ["tiny", "b16", "so400m"])
+def test_presets_run_the_three_phase_schedule_in_siglip2_proportions(preset):
+    args = load_args(preset, ["data.text_shards=x.tar"]).resolve()
+    schedule = args.schedule
+    assert (schedule.phase2_start, schedule.phase3_start) == (0.8, 0.9)
+    assert args.distills and args.reaches_phase3 and schedule.phase3_distill
+    phases = [schedule.phase_at(step) for step in range(schedule.steps)]
+    assert phases.count(1) == 0.8 * schedule.steps and phases.count(3) == 0.1 * schedule.steps
+
+
 def test_unknown_or_mistyped_keys_fail_with_their_dotted_name():
     with pytest.raises(ConfigError, match="optim.learning_rate"):
         load_args("tiny", ["optim.learning_rate=1"])

@@ -1,4 +1,6 @@
-"""Two CPU processes on 127.0.0.1 with gloo: DDP ranks stay identical and FSDP2 matches DDP."""
+"""Two CPU processes on 127.0.0.1 with gloo: DDP ranks stay identical and FSDP2 matches DDP,
+through all three phases (one step each: sigmoid + LocCa, then self-distillation against the
+EMA and Gram teachers, then the same on a NaFlex batch)."""
 import os
 import socket
 import subprocess
@@ -21,7 +23,8 @@ from training.distributed import init_distributed, shutdown_distributed
 from training.metrics_log import read_metrics
 from training.trainer import Trainer, make_loader
 
-STEPS = 2
+STEPS = 3
+PHASES = [1, 2, 3]
 
 
 def free_port() -> int:
@@ -34,9 +37,10 @@ def args_for(text_pattern: str, grounding_pattern: str, parallelism: str) -> Tra
     return from_dict(TrainArgs, {
         "model": {"preset": "tiny"},
         "data": {"text_shards": text_pattern, "grounding_shards": grounding_pattern,
-                 "batch_size": 4, "grounding_fraction": 0.25, "num_workers": 0},
+                 "batch_size": 4, "grounding_fraction": 0.25, "num_workers": 0,
+                 "local_crops": 2, "local_crop_size": 24, "naflex_token_budget": 512},
         "loss": {"sigmoid_backend": "ring"},
-        "schedule": {"steps": STEPS},
+        "schedule": {"steps": STEPS, "phase2_start": 1 / STEPS, "phase3_start": 2 / STEPS},
         "distributed": {"parallelism": parallelism},
     }).resolve()
 
@@ -54,18 +58,30 @@ def train_both_ways(rank: int, world_size: int, port: int, patterns: tuple[str, 
         results = {}
         for parallelism in ("ddp", "fsdp"):
             trainer = Trainer(args_for(*patterns, parallelism), env)
-            losses = [trainer.train_step(batch)["loss"] for batch in batches]
-            weights = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
-            flat = torch.cat([w.detach().float().flatten().cpu() for _, w in sorted(weights.items())])
-            gathered = [torch.empty_like(flat) for _ in range(world_size)]
-            dist.all_gather(gathered, flat)
-            results[parallelism] = {"losses": losses, "weights": gathered}
+            records = [trainer.train_step(batch) for batch in batches]
+            results[parallelism] = {
+                "losses": [record["loss"] for record in records],
+                "silc": [record.get("silc") for record in records],
+                "seq_len": [record.get("seq_len") for record in records],
+                "weights": gathered_weights(trainer.model, world_size),
+                "teacher": gathered_weights(trainer.teacher, world_size),
+                "gram_teacher": gathered_weights(trainer.gram_teacher, world_size),
+            }
             if parallelism == "fsdp":
                 results["fsdp_restored"] = save_and_restore(trainer, env, Path(out).parent / "ckpt")
         if rank == 0:
             torch.save(results, out)
     finally:
         shutdown_distributed()
+
+
+def gathered_weights(model: torch.nn.Module, world_size: int) -> list[torch.Tensor]:
+    """Every rank's view of the full weights, flattened (all-gathered, for the rank-0 file)."""
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    flat = torch.cat([w.detach().float().flatten().cpu() for _, w in sorted(weights.items())])
+    gathered = [torch.empty_like(flat) for _ in range(world_size)]
+    dist.all_gather(gathered, flat)
+    return gathered
 
 
 def save_and_restore(trainer: Trainer, env, root: Path) -> bool:
@@ -95,16 +111,26 @@ def two_rank_results(shard_world, tmp_path_factory):
     return torch.load(out, weights_only=False)
 
 
-def test_ddp_ranks_hold_identical_weights_after_training(two_rank_results):
-    rank0, rank1 = two_rank_results["ddp"]["weights"]
+def test_the_steps_cover_all_three_phases(two_rank_results):
+    ddp = two_rank_results["ddp"]
+    assert [silc is not None for silc in ddp["silc"]] == [False, True, True]
+    assert [length is not None for length in ddp["seq_len"]] == [False, False, True]
+
+
+@pytest.mark.parametrize("module", ["weights", "teacher", "gram_teacher"])
+def test_ddp_ranks_hold_identical_weights_after_training(two_rank_results, module):
+    rank0, rank1 = two_rank_results["ddp"][module]
     assert torch.equal(rank0, rank1)
 
 
-def test_fsdp2_trains_to_the_same_losses_and_weights_as_ddp(two_rank_results):
+@pytest.mark.parametrize("module", ["weights", "teacher", "gram_teacher"])
+def test_fsdp2_trains_to_the_same_losses_and_weights_as_ddp(two_rank_results, module):
     ddp, fsdp = two_rank_results["ddp"], two_rank_results["fsdp"]
     assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5)
-    torch.testing.assert_close(fsdp["weights"][0], ddp["weights"][0], rtol=1e-4, atol=1e-5)
-    assert not torch.equal(ddp["weights"][0], fsdp["weights"][0] * 0)  # weights were gathered
+    assert fsdp["silc"][1:] == pytest.approx(ddp["silc"][1:], rel=1e-5)
+    torch.testing.assert_close(fsdp[module][0], ddp[module][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fsdp[module][1], fsdp[module][0])
+    assert not torch.equal(ddp[module][0], fsdp[module][0] * 0)  # weights were gathered
 
 
 def test_fsdp2_checkpoint_restores_sharded_weights_and_optimizer_state(two_rank_results):

@@ -1,6 +1,6 @@
 """Phase 1 → phase 2 in one run: the teachers, the phase-2 terms, and exact resumes around the
 boundary."""
-import random
+import json
 import shutil
 
 import pytest
@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
 from training.checkpoint import LATEST, MODEL_FILE, step_dir_name
 from training.config import ConfigError
-from training.data.crops import random_resized_crops
 from training.distributed import DistEnv
 from training.metrics_log import read_metrics
 from training.trainer import Trainer, make_loader, train
@@ -88,10 +87,58 @@ def test_the_teacher_is_an_exponential_moving_average_of_the_student(shard_world
     torch.testing.assert_close(dict(trainer.gram_teacher.named_parameters())[name], gram_before)
 
 
+def named(module, name="vision.patch_embedding.weight"):
+    return dict(module.named_parameters())[name].detach().clone()
+
+
+def test_the_gram_teacher_is_refreshed_from_the_ema_teacher_every_k_steps_at_most_m_times(
+        shard_world, tmp_path):
+    args = phase2_args(shard_world, tmp_path / "run", steps=8, phase2_start=0.25,
+                       loss={"gram_refresh_every": 2, "gram_refresh_max": 2}).resolve()
+    trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
+    loader = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
+    gram, teacher = [], []
+    for _ in range(8):  # phase 2 from step index 2: refreshes before steps 4 and 6, not 8
+        trainer.train_step(next(loader))
+        if trainer.teacher is not None:
+            gram.append(named(trainer.gram_teacher))
+            teacher.append(named(trainer.teacher))
+    # gram[i] / teacher[i]: after step index 2 + i. A refresh before step s copies the EMA
+    # teacher as it was after step s - 1.
+    assert torch.equal(gram[0], gram[1])
+    assert torch.equal(gram[2], teacher[1]) and torch.equal(gram[3], gram[2])
+    assert torch.equal(gram[4], teacher[3]) and torch.equal(gram[5], gram[4])
+    assert not torch.equal(gram[5], teacher[5])
+    assert trainer.gram_refreshes == 2 and trainer.state_dict()["gram_refreshes"] == 2
+
+
+def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(shard_world, tmp_path,
+                                                                      one_thread):  # noqa: F811
+    args = phase2_args(shard_world, tmp_path / "run", steps=6, phase2_start=0.0,
+                       loss={"gram_refresh_every": 2, "gram_refresh_max": 2},
+                       checkpoint={"every": 3})
+    train(args)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    final = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
+    assert json.loads((checkpoints / step_dir_name(3) / "trainer.json").read_text())[
+        "gram_refreshes"] == 1
+    shutil.rmtree(checkpoints / step_dir_name(6))
+    (checkpoints / LATEST).write_text(step_dir_name(3))
+    train(args)
+    again = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
+    for key, tensor in final.items():
+        torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
+    assert json.loads((checkpoints / step_dir_name(6) / "trainer.json").read_text())[
+        "gram_refreshes"] == 2
+
+
 def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tmp_path):
     args = phase2_args(shard_world, tmp_path / "run", steps=4, phase2_start=0.5).resolve()
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
-    batch = next(make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer))
+    batches = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
+    # Phase-1 steps (0 and 1) skip the crops and the larger decode they need.
+    assert ["local_crops" in next(batches) for _ in range(3)] == [False, False, True]
+    batch = next(batches)
     assert batch["local_crops"].shape == (8, 2, 3, 24, 24)
     assert batch["local_crops"].abs().max() <= 1.0 + 1e-4
     phase1_only = tiny_args(shard_world, tmp_path / "p1").resolve()
@@ -99,25 +146,11 @@ def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tm
                                                  trainer.tokenizer))
 
 
-def test_random_resized_crops_are_seeded_and_come_from_the_image():
-    image = torch.zeros(3, 64, 64)
-    image[:, :32] = 1.0  # top half white, bottom half black
-    first = random_resized_crops(image, 6, 16, random.Random("a"))
-    assert torch.equal(first, random_resized_crops(image, 6, 16, random.Random("a")))
-    assert not torch.equal(first, random_resized_crops(image, 6, 16, random.Random("b")))
-    assert first.shape == (6, 3, 16, 16)
-    assert first.min() >= -1e-5 and first.max() <= 1.0 + 1e-5
-    # Crops of at most 40% of the area: none can hold the whole image (half white, half black).
-    means = first.mean(dim=(1, 2, 3))
-    assert not torch.allclose(means, torch.full_like(means, 0.5), atol=0.02)
-
-
 @pytest.mark.parametrize("override, message", [
     ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
-    ({"schedule": {"phase3_start": 0.9}}, "phase3_start"),
     ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
     ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
-    ({"schedule": {"phase2_start": 0.5}, "distributed": {"parallelism": "fsdp"}}, "fsdp"),
+    ({"loss": {"gram_refresh_every": -1}}, "gram_refresh_every"),
 ])
 def test_bad_phase_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):

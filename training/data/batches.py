@@ -11,6 +11,7 @@ which is what makes the loader resumable exactly.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,8 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from training.data.crops import random_resized_crops
-from training.data.samples import BadSample, Sample
+from training.data.crops import crop_source_side, random_resized_crops
+from training.data.naflex import naflex_batch
+from training.data.samples import BadSample, Sample, square_image
 from training.data.shards import ConsumerPlan
 from training.data.stream import StreamItem, StreamPosition, iter_stream
 from training.locca_targets import collate_locca, make_locca_example
@@ -39,23 +41,39 @@ class BatchShape:
     locca_max_len: int
     local_crops: int = 0  # phase-2 SILC views per sample (0: the batch has no "local_crops")
     local_crop_size: int = 0
+    # Phase 3: NaFlex patches padded to this length instead of square images (0: square).
+    naflex_seq_len: int = 0
+    patch_size: int = 0
 
     @property
     def text_per_batch(self) -> int:
         return self.batch_size - self.grounding_per_batch
 
+    @property
+    def decode_min_side(self) -> int:
+        """Both sides the decoder keeps (when the source has them): the square input's, or a
+        NaFlex grid's shorter side (at most sqrt(L) patches), and enough for local crops cut
+        from the original resolution."""
+        crops = crop_source_side(self.local_crop_size) if self.local_crops else 0
+        if self.naflex_seq_len:
+            return max(self.patch_size * math.isqrt(self.naflex_seq_len), crops)
+        return max(self.image_size, crops)
+
 
 @dataclass
 class ConsumerState:
-    """Where one consumer's streams continue, and what it has skipped so far."""
+    """Where one consumer's streams continue, the training step its next batch is for, and what
+    it has skipped so far."""
 
     slot: int
     positions: dict[str, StreamPosition]
     bad_samples: Counter = field(default_factory=Counter)
+    step: int = 0
 
     def to_dict(self) -> dict:
         return {
             "slot": self.slot,
+            "step": self.step,
             "positions": {name: pos.to_dict() for name, pos in self.positions.items()},
             "bad_samples": dict(self.bad_samples),
         }
@@ -63,7 +81,9 @@ class ConsumerState:
     @classmethod
     def from_dict(cls, state: dict) -> ConsumerState:
         positions = {name: StreamPosition.from_dict(p) for name, p in state["positions"].items()}
-        return cls(state["slot"], positions, Counter(state.get("bad_samples", {})))
+        # States saved before the step was recorded resume as if the run had just started.
+        return cls(state["slot"], positions, Counter(state.get("bad_samples", {})),
+                   state.get("step", state["slot"]))
 
 
 class SampleReader:
@@ -75,21 +95,21 @@ class SampleReader:
         plan: ConsumerPlan,
         parse: Callable[..., Sample],
         state: ConsumerState,
-        image_size: int,
         max_consecutive_bad: int,
     ) -> None:
         self.name, self.parse, self.state = name, parse, state
-        self.image_size, self.max_consecutive_bad = image_size, max_consecutive_bad
+        self.max_consecutive_bad = max_consecutive_bad
         self.items: Iterator[StreamItem] = iter_stream(plan, state.positions[name])
 
-    def take(self, count: int) -> list[tuple[Sample, StreamPosition]]:
+    def take(self, count: int, min_side: int) -> list[tuple[Sample, StreamPosition]]:
+        """`count` good samples, decoded keeping both image sides >= min_side."""
         taken: list[tuple[Sample, StreamPosition]] = []
         consecutive_bad = 0
         while len(taken) < count:
             item = next(self.items)
             self.state.positions[self.name] = item.next_position
             try:
-                taken.append((self.parse(item.sample, self.image_size), item.position))
+                taken.append((self.parse(item.sample, min_side), item.position))
                 consecutive_bad = 0
             except BadSample as bad:
                 self.state.bad_samples[f"{self.name}/{bad.reason}"] += 1
@@ -120,8 +140,9 @@ def assemble_batch(
     shape: BatchShape,
     seed: int,
 ) -> dict[str, torch.Tensor]:
-    """Stack images, tokenize captions, and build the LocCa targets of one batch."""
-    images = torch.stack([sample.image for _, sample, _ in samples])
+    """Resize and stack images (square, or NaFlex patches when shape.naflex_seq_len is set),
+    tokenize captions, and build the LocCa targets of one batch."""
+    images = [sample.image for _, sample, _ in samples]
     # Grounding rows have no caption; their text slot is padding the contrastive mask ignores.
     captions = [sample.caption or "" for _, sample, _ in samples]
     examples = [
@@ -129,11 +150,14 @@ def assemble_batch(
                            max_len=shape.locca_max_len)
         for stream, sample, pos in samples
     ]
-    batch = {
-        "image": images,
+    if shape.naflex_seq_len:
+        batch = naflex_batch(images, shape.patch_size, shape.naflex_seq_len)
+    else:
+        batch = {"image": torch.stack([square_image(image, shape.image_size) for image in images])}
+    batch.update({
         "text": tokenizer.encode(captions, context_length=shape.context_length),
         "contrastive": torch.tensor([sample.contrastive for _, sample, _ in samples]),
-    }
+    })
     batch.update(collate_locca(examples, shape.locca_max_len))
     if shape.local_crops:
         batch["local_crops"] = torch.stack([

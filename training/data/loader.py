@@ -1,4 +1,4 @@
-"""The phase-1 data loader: mixed batches from worker processes, resumable to the exact sample.
+"""The data loader: mixed batches from worker processes, resumable to the exact sample.
 
 Consumers are (rank, loader slot) pairs. Each torch DataLoader worker is one consumer that builds
 whole batches from its own share of the shards. With `in_order` batching the DataLoader hands
@@ -6,9 +6,14 @@ batches out round-robin over workers, so after the main process has taken batch 
 batch k+1 comes from slot (k+1) mod W. The loader state is each slot's stream positions plus the
 slot that is due next; a resumed loader rotates worker ids so that slot comes first. Batches the
 workers had prefetched but the trainer never took are simply built again after a resume.
+
+Batch k is for training step k, so slot s builds the batches of steps s, s + W, s + 2W, ... and
+its state records the next one: phase-3 (NaFlex) batches take their sequence length and batch
+size from their step.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from training.data.batches import (
     SampleReader,
     assemble_batch,
 )
+from training.data.naflex import NaFlexSchedule
 from training.data.samples import grounding_sample, image_text_sample
 from training.data.shards import ConsumerPlan, expand_shard_urls
 from training.data.stream import StreamPosition
@@ -40,6 +46,27 @@ class LoaderSpec:
     world_size: int = 1
     num_workers: int = 0
     max_consecutive_bad: int = 1000
+    naflex: NaFlexSchedule | None = None  # phase 3: NaFlex batches from its start step on
+    # The steps whose batches carry shape.local_crops (the distilling steps); None: every step.
+    crop_steps: range | None = None
+
+    def shape_at(self, step: int) -> BatchShape:
+        """The batch shape of a training step: `shape`, without local crops outside crop_steps,
+        and in phase 3 NaFlex at the step's sequence length with the batch size its token
+        budget allows (the grounding share kept, at least one grounding and one image-text
+        sample when the base shape has grounding)."""
+        base = self.shape
+        if self.crop_steps is not None and step not in self.crop_steps:
+            base = dataclasses.replace(base, local_crops=0)
+        seq_len = self.naflex.seq_len(step) if self.naflex else None
+        if seq_len is None:
+            return base
+        size = self.naflex.batch_size(seq_len, base.batch_size)
+        grounding = base.grounding_per_batch
+        if grounding:
+            grounding = min(size - 1, max(1, round(size * grounding / base.batch_size)))
+        return dataclasses.replace(base, batch_size=size, grounding_per_batch=grounding,
+                                   naflex_seq_len=seq_len)
 
 
 class MixedBatchDataset(IterableDataset):
@@ -58,8 +85,6 @@ class MixedBatchDataset(IterableDataset):
         consumer = self.spec.rank * workers + slot
         state = ConsumerState.from_dict(self.states[slot].to_dict())  # private copy per worker
         parsers = {TEXT_STREAM: image_text_sample, GROUNDING_STREAM: grounding_sample}
-        counts = {TEXT_STREAM: self.spec.shape.text_per_batch,
-                  GROUNDING_STREAM: self.spec.shape.grounding_per_batch}
         readers = {
             name: SampleReader(
                 name,
@@ -67,18 +92,21 @@ class MixedBatchDataset(IterableDataset):
                              self.spec.seed, STREAM_IDS[name]),
                 parsers[name],
                 state,
-                self.spec.shape.image_size,
                 self.spec.max_consecutive_bad,
             )
             for name, urls in self.urls.items()
         }
         while True:
+            shape = self.spec.shape_at(state.step)
+            counts = {TEXT_STREAM: shape.text_per_batch,
+                      GROUNDING_STREAM: shape.grounding_per_batch}
             samples = [
                 (name, sample, position)
                 for name, reader in readers.items()
-                for sample, position in reader.take(counts[name])
+                for sample, position in reader.take(counts[name], shape.decode_min_side)
             ]
-            batch = assemble_batch(samples, self.tokenizer, self.spec.shape, self.spec.seed)
+            batch = assemble_batch(samples, self.tokenizer, shape, self.spec.seed)
+            state.step += workers
             yield batch, ConsumerState.from_dict(state.to_dict())
 
 
@@ -100,7 +128,8 @@ class ResumableLoader:
 
     @staticmethod
     def _fresh_state(slot: int) -> ConsumerState:
-        return ConsumerState(slot, {TEXT_STREAM: StreamPosition(), GROUNDING_STREAM: StreamPosition()})
+        return ConsumerState(slot, {TEXT_STREAM: StreamPosition(), GROUNDING_STREAM: StreamPosition()},
+                             step=slot)
 
     def state_dict(self) -> dict:
         return {

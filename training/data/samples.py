@@ -35,27 +35,43 @@ class BadSample(ValueError):
 
 @dataclass
 class Sample:
-    image: torch.Tensor  # [3, S, S] float32 in [-1, 1]
+    # Decoded RGB at its own aspect ratio; the batch builder cuts the model's views from it (the
+    # square input, phase-2 local crops, phase-3 NaFlex patches). See open_rgb for its size.
+    image: Image.Image
     caption: str | None  # None for grounding-only samples
     refs: list[dict] = field(default_factory=list)  # [{"phrase": str, "box": [x0, y0, x1, y1]}]
     contrastive: bool = True
 
 
-def decode_image(data: bytes, size: int) -> torch.Tensor:
-    """Decode, resize to size × size (antialiased) and scale to [-1, 1], as SigLIP does.
+def open_rgb(data: bytes, min_side: int) -> Image.Image:
+    """Decode to RGB, as small as the format allows while both sides stay >= min_side (or the
+    source's own size if smaller): JPEGs decode at the smallest DCT scale (1/2, 1/4, 1/8) that
+    keeps them, far cheaper than a full decode when web images are much larger than needed."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (min_side, min_side))
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadSample("corrupt_image", str(error)) from error
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image → [3, H, W] float32 scaled to [-1, 1], as SigLIP does."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return pixels.float().div_(127.5).sub_(1.0)
+
+
+def square_image(image: Image.Image, size: int) -> torch.Tensor:
+    """Resize to size × size (antialiased bilinear) → [3, size, size] in [-1, 1].
 
     The square resize ignores aspect ratio on purpose: normalised boxes stay valid under it.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            # JPEG only: decode at the smallest DCT scale (1/2, 1/4, 1/8) still >= size, which is
-            # far cheaper than a full decode when web images are much larger than the model input.
-            image.draft("RGB", (size, size))
-            rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadSample("corrupt_image", str(error)) from error
-    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return pixels.float().div_(127.5).sub_(1.0)
+    return to_tensor(image.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def decode_image(data: bytes, size: int) -> torch.Tensor:
+    """Decode and resize to the square model input [3, size, size] in [-1, 1]."""
+    return square_image(open_rgb(data, size), size)
 
 
 def _image_bytes(raw: RawSample) -> bytes:
@@ -100,7 +116,7 @@ def valid_refs(refs: object) -> list[dict]:
     return kept
 
 
-def image_text_sample(raw: RawSample, image_size: int) -> Sample:
+def image_text_sample(raw: RawSample, min_side: int) -> Sample:
     if "txt" not in raw.files:
         raise BadSample("missing_text")
     try:
@@ -110,11 +126,11 @@ def image_text_sample(raw: RawSample, image_size: int) -> Sample:
     if not caption:
         raise BadSample("missing_text", "empty caption")
     refs = valid_refs(_metadata(raw, required=False).get("refs"))
-    return Sample(decode_image(_image_bytes(raw), image_size), caption, refs, contrastive=True)
+    return Sample(open_rgb(_image_bytes(raw), min_side), caption, refs, contrastive=True)
 
 
-def grounding_sample(raw: RawSample, image_size: int) -> Sample:
+def grounding_sample(raw: RawSample, min_side: int) -> Sample:
     refs = valid_refs(_metadata(raw, required=True).get("refs"))
     if not refs:
         raise BadSample("no_valid_refs")
-    return Sample(decode_image(_image_bytes(raw), image_size), None, refs, contrastive=False)
+    return Sample(open_rgb(_image_bytes(raw), min_side), None, refs, contrastive=False)

@@ -9,6 +9,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from training.losses.distillation import TeacherCenter
 from training.models.config import DistillConfig
@@ -70,12 +71,19 @@ def make_ema_teacher(student: nn.Module) -> nn.Module:
     return teacher.eval()
 
 
+def local_parameters(module: nn.Module) -> list[Tensor]:
+    """The module's parameters as the tensors this rank holds: the local shard of an FSDP2
+    (DTensor) parameter, a view that updates it in place, or the parameter itself."""
+    return [p.to_local() if isinstance(p, DTensor) else p for p in module.parameters()]
+
+
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher ← momentum · teacher + (1 − momentum) · student, parameter by parameter (works on
-    FSDP2 shards too: both hold the same local shards)."""
-    teacher_params = list(teacher.parameters())
-    student_params = [p.detach() for p in student.parameters()]
+    """teacher ← momentum · teacher + (1 − momentum) · student, parameter by parameter. Under
+    FSDP2 both are sharded alike, so each rank moves its own shards (torch refuses one foreach
+    call over FSDP2's DTensor shards and the replicated 0-d t and b together)."""
+    teacher_params = local_parameters(teacher)
+    student_params = [p.detach() for p in local_parameters(student)]
     if len(teacher_params) != len(student_params):
         raise ValueError("teacher and student have different parameter lists")
     torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
