@@ -32,7 +32,8 @@ RANDOM_SCORER = "tiny-clip"
 EXPORTED_SCORER = "openvision-siglip2"
 HEADLINE_METRICS = (("zeroshot", "top1"), ("retrieval", "text_to_image_R@1"),
                     ("retrieval", "image_to_text_R@1"), ("grounding", "acc@0.5"),
-                    ("dense", "mIoU"), ("knn", "top1@k10"))
+                    ("dense", "mIoU"), ("knn", "top1@k10"), ("aspect", "square_top1"),
+                    ("aspect", "naflex_top1"))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`python -m training eval --ckpt RUN --tasks zeroshot,retrieval,grounding,dense,knn --data DIR`.
+"""`python -m training eval --ckpt RUN --tasks zeroshot,retrieval,grounding,dense,knn,aspect --data DIR`.
 
 DIR is a CLIP_benchmark-style root with one folder per evaluation set; each task reads its
 default set (below) unless `--set TASK=PATH` points it elsewhere (a real ImageNet, COCO or
@@ -41,14 +41,16 @@ DEFAULT_SETS: dict[str, str] = {
     "grounding": "refexp",
     "dense": "segmentation",
     "knn": "zeroshot",
+    "aspect": "extreme_aspect",  # zero-shot at extreme aspect ratios: square resize vs NaFlex
 }
 TASKS = tuple(DEFAULT_SETS)
 # The headline number of each task, for the table.
 _HEADLINE = {"zeroshot": "top1", "retrieval": "text_to_image_R@1", "grounding": "acc@0.5",
-             "dense": "mIoU", "knn": "top1@k10"}
+             "dense": "mIoU", "knn": "top1@k10", "aspect": "naflex_top1"}
 
 
 def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> dict[str, Any]:
+    from training.eval.aspect import aspect_zeroshot
     from training.eval.dense import segmentation_probe
     from training.eval.grounding import aref_accuracy
     from training.eval.knn import knn_accuracy
@@ -63,6 +65,8 @@ def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> 
         return aref_accuracy(model, tokenizer, dataset)
     if task == "dense":
         return segmentation_probe(model, dataset)
+    if task == "aspect":
+        return aspect_zeroshot(model, tokenizer, dataset)
     return knn_accuracy(model, dataset)
 
 

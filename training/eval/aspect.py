@@ -1,0 +1,73 @@
+"""Zero-shot classification on extreme aspect ratios: square resize vs NaFlex.
+
+The same labelled images are classified twice: squashed to the model's square input (what a
+fixed-resolution encoder sees: a 4:1 strip becomes a distorted square), and NaFlex: resized
+keeping their aspect ratio to the largest patch grid within a sequence length (by default the
+square input's patch count, so both see the same number of patches) and padded with masks.
+A model adapted with phase 3 should gain on the second; a phase-1-only model usually does not.
+"""
+from __future__ import annotations
+
+import io
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from training.data.naflex import naflex_batch
+from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
+from training.eval.datasets import classnames_and_templates, iter_split
+from training.eval.embed import batched, embed_images
+from training.eval.zeroshot import class_embeddings
+from training.models.siglip import SigLIP2
+from training.tokenizer import Tokenizer
+
+
+def load_images(dataset: str, split: str = "test") -> tuple[list[bytes], torch.Tensor]:
+    images, labels = [], []
+    for raw in iter_split(dataset, split):
+        image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
+        if image is None or "cls" not in raw.files:
+            raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
+        images.append(image)
+        labels.append(int(raw.files["cls"].decode().strip()))
+    return images, torch.tensor(labels)
+
+
+def _rgb(data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadSample("corrupt_image", str(error)) from error
+
+
+@torch.no_grad()
+def embed_naflex(model: SigLIP2, images: list[bytes], seq_len: int, batch_size: int = 64) -> torch.Tensor:
+    """[N, D] unit vectors of images given to the model at their own aspect ratio."""
+    device = next(model.parameters()).device
+    patch = model.cfg.vision.patch_size
+    out = []
+    for chunk in batched(images, batch_size):
+        batch = naflex_batch([_rgb(data) for data in chunk], patch, seq_len)
+        pooled, _ = model.encode_image(**{k: v.to(device) for k, v in batch.items()})
+        out.append(F.normalize(pooled.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def aspect_zeroshot(model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test",
+                    seq_len: int | None = None) -> dict[str, float]:
+    """Top-1 accuracy with square inputs and with NaFlex inputs of `seq_len` patches."""
+    model.eval()
+    classnames, templates = classnames_and_templates(dataset)
+    images, labels = load_images(dataset, split)
+    size, patch = model.cfg.vision.image_size, model.cfg.vision.patch_size
+    seq_len = seq_len or (size // patch) ** 2
+    classes = class_embeddings(model, tokenizer, classnames, templates)
+    square = embed_images(model, torch.stack([decode_image(data, size) for data in images])) @ classes.T
+    naflex = embed_naflex(model, images, seq_len) @ classes.T
+    majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
+    return {"square_top1": (square.argmax(1) == labels).float().mean().item(),
+            "naflex_top1": (naflex.argmax(1) == labels).float().mean().item(),
+            "chance": majority, "seq_len": seq_len, "classes": len(classnames),
+            "samples": len(labels)}
