@@ -54,8 +54,11 @@ def load_encoder(folder: Path, device: str = "cpu") -> SigLIP2:
 
 def tokenizer_for_checkpoint(folder: Path, context_length: int) -> Tokenizer:
     """The tokenizer a checkpoint's text tower reads: the tokenizer.json its config names (an
-    imported SigLIP 2 keeps its own), else the default CLIP BPE the trainer uses."""
-    name = json.loads((folder / CONFIG_FILE).read_text()).get(TOKENIZER_FILE_KEY)
-    if name:
+    imported SigLIP 2 keeps its own), else the one the run trained with (train.model.tokenizer:
+    a path, or the name of one shipped with the trainer), else the default CLIP BPE."""
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    if name := config.get(TOKENIZER_FILE_KEY):
         return Tokenizer.from_file(folder / name, context_length=context_length)
+    if trained_with := config.get("train", {}).get("model", {}).get("tokenizer"):
+        return Tokenizer.from_file(trained_with, context_length=context_length)
     return Tokenizer(context_length=context_length)

@@ -1,0 +1,74 @@
+"""The tiny preset's shipped tokenizer (training/tokenizers/minicc_bpe.json): loads offline by
+name, round-trips any text, keeps the mini web's captions short, and exports to the Hugging Face
+files open_clip and transformers read, with the same ids."""
+import socket
+
+import pytest
+import torch
+
+from training.config import load_args
+from training.tokenizer import BUNDLED_DIR, Tokenizer, resolve_tokenizer_file
+
+CAPTIONS = [
+    "a photo of a small red star at the top left, a large blue circle in the center and a medium "
+    "green ring at the bottom right on a striped background",
+    "Фигуры: круг (красный, маленький, слева вверху). Фон: шум",
+    "下に中くらいの紫の六角形（背景：ノイズ）",
+    "IMG_2041.jpg",
+]
+
+
+@pytest.fixture(scope="module")
+def minicc_tokenizer():
+    original = socket.socket.connect
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shipped tokenizer tried to use the network")
+
+    socket.socket.connect = refuse
+    try:
+        return Tokenizer.from_file(load_args("tiny").model.tokenizer, context_length=32)
+    finally:
+        socket.socket.connect = original
+
+
+def test_tiny_preset_names_the_shipped_file():
+    name = load_args("tiny").model.tokenizer
+    assert resolve_tokenizer_file(name) == BUNDLED_DIR / name
+
+
+def test_an_unknown_name_lists_the_shipped_tokenizers():
+    with pytest.raises(FileNotFoundError, match="minicc_bpe.json"):
+        resolve_tokenizer_file("no_such_tokenizer.json")
+
+
+def test_vocabulary_is_small_with_box_and_task_tokens_after_it(minicc_tokenizer):
+    assert minicc_tokenizer.box_token_offset <= 2048
+    assert minicc_tokenizer.vocab_size == minicc_tokenizer.box_token_offset + 1000 + 3
+
+
+@pytest.mark.parametrize("text", [*CAPTIONS, "Any text at all: ünïcode, 123, emoji 🙂"])
+def test_text_round_trips_lowercased(minicc_tokenizer, text):
+    ids = minicc_tokenizer.text_ids(text)
+    assert minicc_tokenizer.decode(ids) == text.lower()
+
+
+def test_captions_of_the_mini_web_fit_the_tiny_context(minicc_tokenizer):
+    # The longest caption the world writes (three shapes and an opener) just reaches 32 tokens.
+    assert len(minicc_tokenizer.text_ids(CAPTIONS[0])) <= 33
+    for caption in CAPTIONS[1:]:
+        assert len(minicc_tokenizer.text_ids(caption)) < 20
+    tokens = minicc_tokenizer.encode(CAPTIONS)
+    assert tokens.shape == (len(CAPTIONS), 32)
+    assert torch.all(tokens[:, -1] == minicc_tokenizer.eos_id)
+
+
+def test_exported_tokenizer_files_give_the_same_ids(minicc_tokenizer, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from training.export.tokenizer_files import save_tokenizer_files
+
+    save_tokenizer_files(minicc_tokenizer, tmp_path)
+    loaded = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
+    theirs = loaded(CAPTIONS, padding="max_length", max_length=32, truncation=True)["input_ids"]
+    assert torch.equal(torch.tensor(theirs), minicc_tokenizer.encode(CAPTIONS))
