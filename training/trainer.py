@@ -39,6 +39,7 @@ from training.distributed import (
     init_distributed,
     mean_across_ranks,
     parallelize,
+    set_cpu_threads,
     shutdown_distributed,
     unwrap,
 )
@@ -253,6 +254,7 @@ def train(args: TrainArgs) -> Path:
     """Run (or resume) training to args.schedule.steps; returns the last checkpoint folder."""
     args.resolve()
     env = init_distributed(args.distributed.timeout_s)
+    set_cpu_threads(env, args.data.num_workers)
     try:
         return _train(args, env)
     finally:
