@@ -73,7 +73,7 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
     started = time.perf_counter()
     folder = train(args)
     minutes = (time.perf_counter() - started) / 60
-    model, tokenizer = load_trained_model(folder), make_tokenizer(args.model.tokenizer)
+    model, tokenizer = load_trained_model(folder), make_tokenizer(args.model.tokenizer, args.model.box_bins)
     evals = world / "eval"
     with torch.no_grad():
         result = {

@@ -44,7 +44,7 @@ def test_an_unknown_name_lists_the_shipped_tokenizers():
 
 def test_vocabulary_is_small_with_box_and_task_tokens_after_it(minicc_tokenizer):
     assert minicc_tokenizer.box_token_offset <= 2048
-    assert minicc_tokenizer.vocab_size == minicc_tokenizer.box_token_offset + 1000 + 3
+    assert minicc_tokenizer.vocab_size == minicc_tokenizer.box_token_offset + 1000 + 3  # default bins
 
 
 @pytest.mark.parametrize("text", [*CAPTIONS, "Any text at all: ünïcode, 123, emoji 🙂"])
@@ -72,3 +72,20 @@ def test_exported_tokenizer_files_give_the_same_ids(minicc_tokenizer, tmp_path):
     loaded = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
     theirs = loaded(CAPTIONS, padding="max_length", max_length=32, truncation=True)["input_ids"]
     assert torch.equal(torch.tensor(theirs), minicc_tokenizer.encode(CAPTIONS))
+
+
+def test_a_checkpoint_of_the_tiny_preset_gets_its_tokenizer_back(tmp_path):
+    import json
+
+    from training.config import to_dict
+    from training.run_folder import tokenizer_for_checkpoint
+    from training.trainer import make_tokenizer
+
+    args = load_args("tiny")
+    assert args.model.box_bins == 64
+    trained = make_tokenizer(args.model.tokenizer, args.model.box_bins)
+    (tmp_path / "config.json").write_text(json.dumps({"model": {}, "train": to_dict(args)}))
+    restored = tokenizer_for_checkpoint(tmp_path, context_length=32)
+    assert restored.vocab_size == trained.vocab_size == trained.box_token_offset + 64 + 3
+    assert restored.box_tokens((0.1, 0.2, 0.5, 0.9)) == trained.box_tokens((0.1, 0.2, 0.5, 0.9))
+    assert torch.equal(restored.encode(CAPTIONS), trained.encode(CAPTIONS, 32))

@@ -20,7 +20,7 @@ CONTRASTIVE = torch.tensor([True, True, True, True, False, False])
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer()
+    return Tokenizer(context_length=model_config("tiny").text.context_length)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def make_batch(tokenizer, seed=0):
         "image": torch.rand(BATCH, 3, 64, 64, generator=generator) * 2 - 1,
         "text": tokenizer.encode([c or "" for c in captions]),
         "contrastive": CONTRASTIVE.clone(),
-        **collate_locca(examples, 64),
+        **collate_locca(examples, model_config("tiny").decoder.max_len),
     }
 
 
