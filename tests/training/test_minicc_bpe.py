@@ -89,3 +89,27 @@ def test_a_checkpoint_of_the_tiny_preset_gets_its_tokenizer_back(tmp_path):
     assert restored.vocab_size == trained.vocab_size == trained.box_token_offset + 64 + 3
     assert restored.box_tokens((0.1, 0.2, 0.5, 0.9)) == trained.box_tokens((0.1, 0.2, 0.5, 0.9))
     assert torch.equal(restored.encode(CAPTIONS), trained.encode(CAPTIONS, 32))
+
+
+def test_open_clip_export_of_a_model_on_the_shipped_tokenizer_tokenizes_like_ours(tmp_path):
+    import open_clip
+
+    from training.export.openclip import export_open_clip
+    from training.models.config import model_config
+    from training.models.siglip import SigLIP2
+    from training.trainer import make_tokenizer
+
+    args = load_args("tiny")
+    tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
+    torch.manual_seed(0)
+    model = SigLIP2(model_config("tiny", **{"text.vocab_size": tokenizer.vocab_size})).eval()
+    exported = export_open_clip(model.state_dict(), model.cfg, tmp_path, tokenizer)
+    theirs, _, _ = open_clip.create_model_and_transforms(exported.open_clip_name())
+    # open_clip cleans text with ftfy first, which turns full-width CJK punctuation into ASCII
+    # (the Japanese caption's "（：）"); our trainer does not, so that caption is left out.
+    texts = [CAPTIONS[0], CAPTIONS[1], CAPTIONS[3]]
+    ids = open_clip.get_tokenizer(exported.open_clip_name())(texts)
+    assert torch.equal(ids, tokenizer.encode(texts, model.cfg.text.context_length))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.eval().encode_text(ids), model.encode_text(ids),
+                                   atol=1e-5, rtol=1e-4)
