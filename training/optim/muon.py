@@ -37,16 +37,20 @@ def orthogonalise(matrix: Tensor, steps: int, dtype: torch.dtype, eps: float = 1
     in one batched product per iteration."""
     a, b, c = NS_COEFFICIENTS
     x = matrix.to(dtype)
+    batched = x.ndim == 3
+    if not batched:
+        x = x.unsqueeze(0)
     transposed = x.shape[-2] > x.shape[-1]
     if transposed:  # iterate on the wide orientation so the Gram matrix is the small one
         x = x.mT
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
     for _ in range(steps):
         gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        # a·x + (b·gram + c·gram²)·x, with the scalings fused into the products
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     if transposed:
         x = x.mT
-    return x.to(matrix.dtype)
+    return (x if batched else x[0]).to(matrix.dtype)
 
 
 def adjusted_lr(lr: float, shape: torch.Size, rule: str) -> float:
