@@ -3,7 +3,7 @@
 Default: the CLIP BPE vocabulary that open_clip ships inside its package (no network). Any local
 Hugging Face `tokenizer.json` (e.g. Gemma's) loads with `Tokenizer.from_file`; a bare file name
 that is not a file in the working directory names one shipped in training/tokenizers/ (the `tiny`
-preset's `minicc_bpe.json`, a 4k byte-level BPE of the mini web's text, written by
+preset's `minicc_bpe.json`, a 1.5k byte-level BPE of the mini web's text, written by
 `python -m curation minicc tokenizer`). Both lowercase the text and pad with the EOS id
 ("sticky EOS"), so the text tower's last position is always EOS.
 
