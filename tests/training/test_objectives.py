@@ -58,7 +58,7 @@ def test_phase1_loss_is_the_weighted_sum_of_its_terms(model, tokenizer):
     assert loss.item() == pytest.approx(0.5 * metrics["sigmoid"] + 2.0 * metrics["locca"], rel=1e-6)
     # Untrained decoder (zero output layer): every target token costs log(vocab).
     assert metrics["locca"] == pytest.approx(math.log(tokenizer.vocab_size), rel=1e-5)
-    assert metrics["t"] == pytest.approx(10.0) and metrics["b"] == -10.0
+    assert metrics["t"] == pytest.approx(10.0) and metrics["b"] == model.cfg.init_logit_bias
     assert metrics["contrastive_samples"] == 4.0
 
 

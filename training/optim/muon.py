@@ -148,10 +148,11 @@ class Muon(torch.optim.Optimizer):
             param.add_(update, alpha=-adjusted_lr(group["lr"], param.shape, group["adjust_lr"]))
 
     def _adamw_update(self, params: list[Tensor], group: dict[str, Any]) -> None:
-        """torch's AdamW step (its functional form, so the rule is exactly torch.optim.AdamW's):
-        on CPU the fused kernel, one call for the whole group (per-tensor foreach ops cost more
-        than the arithmetic for a small model's ~100 vectors); elsewhere, and for FSDP2 shards
-        (DTensors), the foreach path, whose step counters may stay on the CPU."""
+        """torch's AdamW step (its functional form, so the rule is exactly torch.optim.AdamW's).
+        On CPU the fused kernel, one call for the whole group (per-tensor foreach ops cost more
+        than the arithmetic for a small model's ~100 vectors); AdamW is elementwise, so FSDP2
+        shards (DTensors) step on their local tensors and a sharded run rounds exactly like a
+        replicated one. Elsewhere the foreach path, whose step counters may stay on the CPU."""
         from torch.distributed.tensor import DTensor
 
         for param in params:
@@ -161,10 +162,14 @@ class Muon(torch.optim.Optimizer):
                 state["exp_avg"] = torch.zeros_like(param)
                 state["exp_avg_sq"] = torch.zeros_like(param)
         states = [self.state[p] for p in params]
-        fused = all(p.device.type == "cpu" and not isinstance(p, DTensor) for p in params)
+        fused = all(p.device.type == "cpu" for p in params)
+
+        def local(tensors: list[Tensor]) -> list[Tensor]:
+            return [t.to_local() if fused and isinstance(t, DTensor) else t for t in tensors]
+
         beta1, beta2 = group["betas"]
-        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-              [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+        adamw(local(params), local([p.grad for p in params]), local([s["exp_avg"] for s in states]),
+              local([s["exp_avg_sq"] for s in states]), [], [s["step"] for s in states],
               foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
               lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
               maximize=False)
