@@ -10,7 +10,7 @@ comma := ,
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
-.PHONY: setup test test-fast demo bench clean crawl curate train
+.PHONY: setup test test-fast demo bench clean crawl curate train tokenizer
 
 # Curation commands run on a local Ray instance, or, when RAY_ADDRESS holds a Ray Jobs API address
 # (http://HEAD:8265), are submitted to that cluster with this folder as the working dir.
@@ -37,6 +37,9 @@ demo:  ## the whole chain on the built-in mini Common Crawl
 
 bench:  ## every benchmark; each prints a ratio against its reference
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+tokenizer:  ## rebuild the tiny preset's BPE (training/tokenizers/minicc_bpe.json) from the mini web's text
+	$(PY) -m curation minicc tokenizer --out training/tokenizers/minicc_bpe.json
 
 crawl: OUT ?= runs/crawl
 crawl: CC_ROOT ?= s3://commoncrawl/

@@ -42,7 +42,8 @@ def our_trainer(preset: str, data: str, grounding: str, batch_size: int, device:
 
 
 def open_clip_model(trainer: Trainer):
-    """An open_clip CustomTextCLIP with our tower sizes, SigLIP's t and b initialisation."""
+    """An open_clip CustomTextCLIP with our tower sizes (vocabulary and context length included),
+    SigLIP's t and b initialisation."""
     import open_clip
 
     cfg = trainer.model_cfg
@@ -54,7 +55,7 @@ def open_clip_model(trainer: Trainer):
                     "width": vision.width, "layers": vision.depth,
                     "head_width": vision.width // vision.heads,
                     "mlp_ratio": vision.mlp_dim / vision.width, "pool_type": "avg"},
-        text_cfg={"context_length": text.context_length, "vocab_size": 49408, "width": text.width,
+        text_cfg={"context_length": text.context_length, "vocab_size": text.vocab_size, "width": text.width,
                   "heads": text.heads, "layers": text.depth, "mlp_ratio": text.mlp_dim / text.width,
                   "no_causal_mask": True, "pool_type": "last"},
         init_logit_scale=math.log(10), init_logit_bias=-10.0, output_dict=True,
@@ -137,8 +138,8 @@ def cpu_comparison(options: argparse.Namespace, data: str, grounding: str) -> No
     print(f"  open_clip (SigLipLoss, AdamW)       : {reference:8.1f} samples/s  ({their_params / 1e6:.2f} M params)")
     print(f"  ratio ours / open_clip: {ours / reference:.2f}x   (target >= 1.0x); "
           f"with AdamW: {ours_adamw / reference:.2f}x")
-    print("  (ours has 3 extra decoder losses over a 50k-token vocabulary and 2 vocabulary-sized "
-          "embeddings; open_clip's tiny twin computes only the contrastive loss)")
+    print(f"  (ours adds 3 LocCa decoder losses over the {trainer.model_cfg.decoder_vocab_size}-token "
+          "vocabulary and a decoder; open_clip's tiny twin computes only the contrastive loss)")
 
 
 def gpu_throughput(options: argparse.Namespace, data: str, grounding: str) -> None:

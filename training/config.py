@@ -72,8 +72,11 @@ class TrainLossArgs(LossConfig):
 class ModelArgs:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)  # fields of the preset's ModelConfig
-    # A local Hugging Face tokenizer.json (e.g. Gemma's); default: the CLIP BPE open_clip ships.
+    # A local Hugging Face tokenizer.json (e.g. Gemma's) or the name of one shipped in
+    # training/tokenizers/; default: the CLIP BPE open_clip ships.
     tokenizer: str | None = None
+    # Quantisation bins per box coordinate (LocCa's box tokens, appended to the vocabulary).
+    box_bins: int = 1000
 
 
 @dataclass

@@ -28,7 +28,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(options: argparse.Namespace) -> int:
-    from training.run_folder import load_encoder, resolve_checkpoint
+    from training.run_folder import load_encoder, resolve_checkpoint, tokenizer_for_checkpoint
 
     try:
         folder = resolve_checkpoint(options.ckpt)
@@ -37,18 +37,19 @@ def run_export(options: argparse.Namespace) -> int:
         return 2
     model = load_encoder(folder)
     state, cfg = model.state_dict(), model.cfg
+    tokenizer = tokenizer_for_checkpoint(folder, cfg.text.context_length)
     out = Path(options.out)
     if options.format == "open_clip":
         from training.export.openclip import export_open_clip
 
-        exported = export_open_clip(state, cfg, out)
+        exported = export_open_clip(state, cfg, out, tokenizer)
         print(f"exported {folder} to open_clip folder {exported.folder}")
         print(f"open_clip name: {exported.open_clip_name()}")
         print("curation scorer arguments: " + shlex.join(exported.scorer_arguments()))
     else:
         from training.export.hf import export_hf
 
-        written = export_hf(state, cfg, out)
+        written = export_hf(state, cfg, out, tokenizer)
         print(f"exported {folder} to Hugging Face transformers folder {written}")
     return 0
 

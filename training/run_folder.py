@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from training.checkpoint import CONFIG_FILE, MODEL_FILE, latest_checkpoint
 from training.models.config import ModelConfig
 from training.models.siglip import SigLIP2
-from training.tokenizer import Tokenizer
+from training.tokenizer import DEFAULT_BOX_BINS, Tokenizer
 
 # config.json key naming a tokenizer.json beside the weights (imported SigLIP 2 checkpoints).
 TOKENIZER_FILE_KEY = "tokenizer_file"
@@ -54,8 +54,15 @@ def load_encoder(folder: Path, device: str = "cpu") -> SigLIP2:
 
 def tokenizer_for_checkpoint(folder: Path, context_length: int) -> Tokenizer:
     """The tokenizer a checkpoint's text tower reads: the tokenizer.json its config names (an
-    imported SigLIP 2 keeps its own), else the default CLIP BPE the trainer uses."""
-    name = json.loads((folder / CONFIG_FILE).read_text()).get(TOKENIZER_FILE_KEY)
-    if name:
+    imported SigLIP 2 keeps its own), else the one the run trained with (train.model.tokenizer:
+    a path, or the name of one shipped with the trainer; train.model.box_bins), else the default
+    CLIP BPE."""
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    if name := config.get(TOKENIZER_FILE_KEY):
         return Tokenizer.from_file(folder / name, context_length=context_length)
-    return Tokenizer(context_length=context_length)
+    trained_with = config.get("train", {}).get("model", {})
+    options = {"context_length": context_length,
+               "box_bins": trained_with.get("box_bins", DEFAULT_BOX_BINS)}
+    if trained_with.get("tokenizer"):
+        return Tokenizer.from_file(trained_with["tokenizer"], **options)
+    return Tokenizer(**options)

@@ -1,8 +1,11 @@
 """Offline tokenizer for the text tower and the LocCa decoder.
 
 Default: the CLIP BPE vocabulary that open_clip ships inside its package (no network). Any local
-Hugging Face `tokenizer.json` (e.g. Gemma's) loads with `Tokenizer.from_file`. Both lowercase the
-text and pad with the EOS id ("sticky EOS"), so the text tower's last position is always EOS.
+Hugging Face `tokenizer.json` (e.g. Gemma's) loads with `Tokenizer.from_file`; a bare file name
+that is not a file in the working directory names one shipped in training/tokenizers/ (the `tiny`
+preset's `minicc_bpe.json`, a 1.5k byte-level BPE of the mini web's text, written by
+`python -m curation minicc tokenizer`). Both lowercase the text and pad with the EOS id
+("sticky EOS"), so the text tower's last position is always EOS.
 
 The vocabulary is extended past the base tokenizer with quantised box-coordinate tokens and
 task-prefix tokens for LocCa; `vocab_size` counts them, and the model's embedding tables must use it.
@@ -22,6 +25,7 @@ TASKS: tuple[str, ...] = ("caption", "aref", "gcap")
 BOX_FORMATS: tuple[str, ...] = ("xyxy", "yxyx")
 DEFAULT_CONTEXT_LENGTH = 64
 DEFAULT_BOX_BINS = 1000
+BUNDLED_DIR = Path(__file__).parent / "tokenizers"
 # EOS names tried, in order, when a tokenizer.json is loaded without an explicit eos_token.
 _EOS_CANDIDATES = ("<eos>", "</s>", "<|endoftext|>", "<end_of_text>", "[SEP]")
 
@@ -60,6 +64,7 @@ class _HuggingFaceFile:
             self._tokenizer = HFTokenizer.from_file(str(path))
         except Exception as error:  # the tokenizers library raises a bare Exception subclass
             raise ValueError(f"cannot load tokenizer file {path}: {error}") from error
+        self.path = path
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         names = (eos_token,) if eos_token else _EOS_CANDIDATES
         ids = [self._tokenizer.token_to_id(name) for name in names]
@@ -75,6 +80,18 @@ class _HuggingFaceFile:
 
     def decode_plain(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode([i for i in ids if i < self.vocab_size]).strip()
+
+
+def resolve_tokenizer_file(path: str | Path) -> Path:
+    """`path` if it is a file, else the shipped tokenizer of that name in training/tokenizers/."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_DIR / path
+    if path.name == str(path) and bundled.is_file():
+        return bundled
+    shipped = sorted(p.name for p in BUNDLED_DIR.glob("*.json"))
+    raise FileNotFoundError(f"tokenizer file not found: {path} (shipped: {', '.join(shipped)})")
 
 
 class Tokenizer:
@@ -102,10 +119,12 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | Path, *, eos_token: str | None = None, **kwargs) -> Tokenizer:
         """A tokenizer from a local Hugging Face `tokenizer.json` (never a hub id)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
-        return cls(_HuggingFaceFile(path, eos_token), **kwargs)
+        return cls(_HuggingFaceFile(resolve_tokenizer_file(path), eos_token), **kwargs)
+
+    @property
+    def file(self) -> Path | None:
+        """The tokenizer.json this tokenizer reads, or None for the default CLIP BPE."""
+        return getattr(self._base, "path", None)
 
     # -- text ---------------------------------------------------------------------------------
     def text_ids(self, text: str) -> list[int]:

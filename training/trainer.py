@@ -48,6 +48,7 @@ from training.distributed import (
     mean_across_ranks,
     parallelize,
     reshard,
+    set_cpu_threads,
     shutdown_distributed,
     unwrap,
 )
@@ -57,7 +58,7 @@ from training.models.distill import ema_update, local_parameters, make_ema_teach
 from training.models.siglip import SigLIP2
 from training.objectives import phase1_loss, phase2_loss
 from training.optim import build_optimizer, build_scheduler
-from training.tokenizer import TASKS, Tokenizer
+from training.tokenizer import DEFAULT_BOX_BINS, TASKS, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ def seed_everything(*seed: int) -> None:
     torch.manual_seed(value)
 
 
-def make_tokenizer(path: str | None) -> Tokenizer:
+def make_tokenizer(path: str | None, box_bins: int = DEFAULT_BOX_BINS) -> Tokenizer:
     """The run's tokenizer: a local tokenizer.json, or the CLIP BPE open_clip ships (offline)."""
-    return Tokenizer.from_file(path) if path else Tokenizer()
+    return Tokenizer.from_file(path, box_bins=box_bins) if path else Tokenizer(box_bins=box_bins)
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -84,7 +85,7 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
 class Trainer:
     def __init__(self, args: TrainArgs, env: DistEnv) -> None:
         self.args, self.env = args, env
-        self.tokenizer = make_tokenizer(args.model.tokenizer)
+        self.tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
         # The text and decoder vocabularies follow the tokenizer (BPE + box bins + task tokens).
         self.model_cfg: ModelConfig = model_config(
             args.model.preset, **{"text.vocab_size": self.tokenizer.vocab_size, **args.model.overrides})
@@ -321,6 +322,7 @@ def train(args: TrainArgs) -> Path:
     """Run (or resume) training to args.schedule.steps; returns the last checkpoint folder."""
     args.resolve()
     env = init_distributed(args.distributed.timeout_s)
+    set_cpu_threads(env, args.data.num_workers)
     try:
         return _train(args, env)
     finally:

@@ -1,4 +1,4 @@
-"""`python -m curation minicc build|serve`: build the mini Common Crawl, or serve its images."""
+"""`python -m curation minicc build|serve|tokenizer`: build the mini Common Crawl, serve its images, or train the BPE of its text."""
 from __future__ import annotations
 
 import argparse
@@ -59,8 +59,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer(args: argparse.Namespace) -> int:
+    from curation.minicc.tokenizer import DEFAULT_VOCAB_SIZE, train_tokenizer
+
+    out = train_tokenizer(Path(args.out), args.vocab_size or DEFAULT_VOCAB_SIZE)
+    print(f"minicc: wrote {out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("minicc", help="build or serve the built-in mini Common Crawl",
+    parser = subparsers.add_parser("minicc", help="build or serve the built-in mini Common Crawl, or train its BPE",
                                    description=__doc__)
     commands = parser.add_subparsers(dest="minicc_command", required=True, metavar="ACTION")
     build = commands.add_parser("build", help="write the snapshot, served files, truth, evals")
@@ -78,3 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="must equal the build's port (the default)")
     serve.add_argument("--log", default=None, help="request log (default ROOT/requests.jsonl)")
     serve.set_defaults(func=_serve)
+    tokenizer = commands.add_parser(
+        "tokenizer", help="train the byte-level BPE of the world's text (the tiny preset's)")
+    tokenizer.add_argument("--out", required=True, help="tokenizer.json to write")
+    tokenizer.add_argument("--vocab-size", type=int, default=None)
+    tokenizer.set_defaults(func=_tokenizer)

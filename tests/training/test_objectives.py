@@ -20,7 +20,7 @@ CONTRASTIVE = torch.tensor([True, True, True, True, False, False])
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer()
+    return Tokenizer(context_length=model_config("tiny").text.context_length)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def make_batch(tokenizer, seed=0):
         "image": torch.rand(BATCH, 3, 64, 64, generator=generator) * 2 - 1,
         "text": tokenizer.encode([c or "" for c in captions]),
         "contrastive": CONTRASTIVE.clone(),
-        **collate_locca(examples, 64),
+        **collate_locca(examples, model_config("tiny").decoder.max_len),
     }
 
 
@@ -58,7 +58,7 @@ def test_phase1_loss_is_the_weighted_sum_of_its_terms(model, tokenizer):
     assert loss.item() == pytest.approx(0.5 * metrics["sigmoid"] + 2.0 * metrics["locca"], rel=1e-6)
     # Untrained decoder (zero output layer): every target token costs log(vocab).
     assert metrics["locca"] == pytest.approx(math.log(tokenizer.vocab_size), rel=1e-5)
-    assert metrics["t"] == pytest.approx(10.0) and metrics["b"] == -10.0
+    assert metrics["t"] == pytest.approx(10.0) and metrics["b"] == model.cfg.init_logit_bias
     assert metrics["contrastive_samples"] == 4.0
 
 

@@ -18,7 +18,7 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer()
+    return Tokenizer(context_length=model_config("tiny").text.context_length)
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def make_batch(tokenizer):
         "local_crops": torch.rand(BATCH, 3, 3, 32, 32, generator=generator) * 2 - 1,
         "text": tokenizer.encode([c or "" for c in captions]),
         "contrastive": torch.tensor([True, True, False, True]),
-        **collate_locca(examples, 64),
+        **collate_locca(examples, model_config("tiny").decoder.max_len),
     }
 
 

@@ -7,8 +7,9 @@ here rebuild that framing with `tokenizers` building blocks (a byte-level BPE wh
 in "</w>", a post-processor that appends EOS, EOS as the padding token). Both `transformers`
 (AutoTokenizer) and open_clip (its HFTokenizer, used for `local-dir:` models) read them offline.
 
-Only the default tokenizer (the CLIP BPE that open_clip ships) is supported: that is the one the
-trainer uses.
+A tokenizer read from a tokenizer.json (e.g. the `tiny` preset's minicc BPE) is exported as that
+file with the same additions: lowercasing in front of its normaliser, the box and task tokens,
+and an EOS-appending post-processor.
 """
 from __future__ import annotations
 
@@ -43,16 +44,7 @@ def _clip_bpe_model() -> BPE:
                continuing_subword_prefix="", fuse_unk=False)
 
 
-def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
-    """A `tokenizers.Tokenizer` whose `encode(text).ids` equal `tokenizer.encode(text)` (without
-    the padding, which the caller requests with padding="max_length")."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    clip_vocab_size = len(SimpleTokenizer(clean="lower").encoder)
-    if tokenizer.box_token_offset != clip_vocab_size:
-        raise ValueError(
-            "only the default CLIP BPE tokenizer can be exported; this tokenizer's base vocabulary "
-            f"has {tokenizer.box_token_offset} ids, CLIP BPE has {clip_vocab_size}")
+def _clip_hf_tokenizer() -> HFTokenizer:
     hf = HFTokenizer(_clip_bpe_model())
     # NFC + whitespace collapse + lowercase mirror open_clip's "lower" cleaning (minus ftfy's
     # mojibake repair, which has no `tokenizers` equivalent).
@@ -65,6 +57,24 @@ def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     hf.decoder = decoders.Sequence([decoders.Replace(END_OF_WORD, " "), decoders.ByteLevel(),
                                     decoders.Strip(" ", 0, 1)])
     hf.add_special_tokens([START_TOKEN, END_TOKEN])
+    return hf
+
+
+def _file_hf_tokenizer(path: Path) -> HFTokenizer:
+    hf = HFTokenizer.from_file(str(path))
+    # Tokenizer.text_ids lowercases before the file's own normaliser runs.
+    hf.normalizer = (normalizers.Sequence([normalizers.Lowercase(), hf.normalizer])
+                     if hf.normalizer is not None else normalizers.Lowercase())
+    return hf
+
+
+def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
+    """A `tokenizers.Tokenizer` whose `encode(text).ids` equal `tokenizer.encode(text)` (without
+    the padding, which the caller requests with padding="max_length")."""
+    hf = _file_hf_tokenizer(tokenizer.file) if tokenizer.file else _clip_hf_tokenizer()
+    if hf.get_vocab_size(with_added_tokens=True) != tokenizer.box_token_offset:
+        raise ValueError(f"the rebuilt base vocabulary has {hf.get_vocab_size()} ids, the "
+                         f"tokenizer {tokenizer.box_token_offset}")
     # Added tokens take the next free ids, in order: box bins, then LocCa task tokens.
     hf.add_special_tokens([box_token_name(i) for i in range(tokenizer.box_bins)])
     hf.add_special_tokens([task_token_name(task) for task in TASKS])
@@ -72,8 +82,9 @@ def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
                            (task_token_name(TASKS[0]), tokenizer.task_token_offset)):
         if hf.token_to_id(name) != expected:
             raise AssertionError(f"{name} got id {hf.token_to_id(name)}, expected {expected}")
+    eos = hf.id_to_token(tokenizer.eos_id)
     hf.post_processor = processors.TemplateProcessing(
-        single=f"$A {END_TOKEN}", special_tokens=[(END_TOKEN, tokenizer.eos_id)])
+        single=f"$A {eos}", special_tokens=[(eos, tokenizer.eos_id)])
     return hf
 
 
@@ -83,8 +94,10 @@ def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
     from transformers import PreTrainedTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
+    hf = build_hf_tokenizer(tokenizer)
+    eos = hf.id_to_token(tokenizer.eos_id)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=build_hf_tokenizer(tokenizer), eos_token=END_TOKEN, pad_token=END_TOKEN,
+        tokenizer_object=hf, eos_token=eos, pad_token=eos,
         model_max_length=tokenizer.context_length, padding_side="right", truncation_side="right",
         # The text tower attends to its EOS padding, as in training: no attention mask.
         model_input_names=["input_ids"])

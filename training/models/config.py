@@ -134,13 +134,22 @@ PRESETS: dict[str, ModelConfig] = {
         vision=VisionConfig(
             image_size=64, patch_size=8, width=64, depth=2, heads=4, mlp_dim=256, pos_grid_size=8
         ),
-        text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
-        # One vocabulary block: the CLIP vocabulary's logits fit in memory at this size.
-        decoder=DecoderConfig(width=64, depth=1, heads=4, mlp_dim=256, ce_chunk_size=65536),
+        # 32 tokens: the mini web's captions take at most ~33 tokens of its BPE (the tiny
+        # training config's tokenizer), 9 on average; at 64 the last-token pooling read mostly
+        # EOS padding and every caption started out near the same embedding.
+        text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256, context_length=32),
+        # One vocabulary block: even the CLIP vocabulary's logits fit in memory at this size.
+        decoder=DecoderConfig(
+            width=64, depth=1, heads=4, mlp_dim=256, max_len=32, ce_chunk_size=65536
+        ),
         distill=DistillConfig(
             prototypes=256, patch_prototypes=256, hidden_dim=128, bottleneck_dim=64
         ),
         embed_dim=64,
+        # b starts at the log prior of a positive pair, log(1/n) for n contrastive samples per
+        # batch: SigLIP's −10 is that prior for its 32k batch; the tiny runs have n = 24, and at
+        # −10 they sat ~200 steps on the loss plateau while b climbed at the learning rate.
+        init_logit_bias=-3.0,
     ),
     "b16": ModelConfig(
         vision=VisionConfig(

@@ -9,6 +9,9 @@ interpolation, decoupled weight decay, and the learning-rate adjustment by matri
 ("match_rms_adamw" is Moonshot's 0.2·sqrt(max(fan_out, fan_in)), which lets AdamW learning
 rates and weight decay carry over).
 
+Per-parameter Python work dominates a small model's step on CPU, so one step handles a whole
+group with foreach ops and batches Newton–Schulz over same-shape matrices.
+
 FSDP2: a parameter that is a DTensor shard is orthogonalised on its gathered full matrix; each
 rank computes the same full update and keeps its own shard.
 """
@@ -21,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adamw import adamw
 
 # Quintic Newton–Schulz coefficients from Keller Jordan's Muon write-up (also torch's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -29,19 +33,24 @@ ADJUST_LR_RULES = ("match_rms_adamw", "original", "none")
 
 def orthogonalise(matrix: Tensor, steps: int, dtype: torch.dtype, eps: float = 1e-7) -> Tensor:
     """Approximate U·Vᵀ of matrix = U·S·Vᵀ by `steps` quintic Newton–Schulz iterations in `dtype`;
-    returns the result in the input dtype."""
+    returns the result in the input dtype. A [N, A, B] stack is orthogonalised matrix by matrix
+    in one batched product per iteration."""
     a, b, c = NS_COEFFICIENTS
     x = matrix.to(dtype)
-    transposed = x.shape[0] > x.shape[1]
+    batched = x.ndim == 3
+    if not batched:
+        x = x.unsqueeze(0)
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:  # iterate on the wide orientation so the Gram matrix is the small one
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
     for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        gram = x @ x.mT
+        # a·x + (b·gram + c·gram²)·x, with the scalings fused into the products
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     if transposed:
-        x = x.T
-    return x.to(matrix.dtype)
+        x = x.mT
+    return (x if batched else x[0]).to(matrix.dtype)
 
 
 def adjusted_lr(lr: float, shape: torch.Size, rule: str) -> float:
@@ -108,48 +117,81 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if group["use_muon"]:
-                    self._muon_update(param, group)
-                else:
-                    self._adamw_update(param, group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["use_muon"]:
+                self._muon_update(params, group)
+            else:
+                self._adamw_update(params, group)
         return loss
 
-    def _muon_update(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[param]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(param.grad)
-        buffer = state["momentum_buffer"]
+    def _muon_update(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        """One Muon step for a group: elementwise work as foreach ops over the whole group,
+        Newton–Schulz batched over the matrices that share a shape (a transformer has a few
+        shapes repeated in every block)."""
+        grads = [p.grad for p in params]
+        for param in params:
+            if "momentum_buffer" not in self.state[param]:
+                self.state[param]["momentum_buffer"] = torch.zeros_like(param.grad)
+        buffers = [self.state[p]["momentum_buffer"] for p in params]
         momentum = group["momentum"]
-        buffer.lerp_(param.grad, 1 - momentum)
-        update = param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+        torch._foreach_lerp_(buffers, grads, 1 - momentum)
+        updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
         dtype = (
             getattr(torch, group["ns_dtype"])
             if group["ns_dtype"]
-            else default_ns_dtype(param.device)
+            else default_ns_dtype(params[0].device)
         )
-        update = _orthogonalise_maybe_sharded(update, group["ns_steps"], dtype)
-        param.mul_(1 - group["lr"] * group["weight_decay"])
-        param.add_(update, alpha=-adjusted_lr(group["lr"], param.shape, group["adjust_lr"]))
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        for param, update in _orthogonalised(params, updates, group["ns_steps"], dtype):
+            param.add_(update, alpha=-adjusted_lr(group["lr"], param.shape, group["adjust_lr"]))
 
-    def _adamw_update(self, param: Tensor, group: dict[str, Any]) -> None:
-        state = self.state[param]
-        if "step" not in state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        state["step"] += 1
-        step = state["step"].item()
+    def _adamw_update(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        """torch's AdamW step (its functional form, so the rule is exactly torch.optim.AdamW's).
+        On CPU the fused kernel, one call for the whole group (per-tensor foreach ops cost more
+        than the arithmetic for a small model's ~100 vectors); AdamW is elementwise, so FSDP2
+        shards (DTensors) step on their local tensors and a sharded run rounds exactly like a
+        replicated one. Elsewhere the foreach path, whose step counters may stay on the CPU."""
+        from torch.distributed.tensor import DTensor
+
+        for param in params:
+            state = self.state[param]
+            if "step" not in state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(param)
+                state["exp_avg_sq"] = torch.zeros_like(param)
+        states = [self.state[p] for p in params]
+        fused = all(p.device.type == "cpu" for p in params)
+
+        def local(tensors: list[Tensor]) -> list[Tensor]:
+            return [t.to_local() if fused and isinstance(t, DTensor) else t for t in tensors]
+
         beta1, beta2 = group["betas"]
-        state["exp_avg"].lerp_(param.grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        denom = (state["exp_avg_sq"] / bias_correction2).sqrt_().add_(group["eps"])
-        param.mul_(1 - group["lr"] * group["weight_decay"])
-        param.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / bias_correction1)
+        adamw(local(params), local([p.grad for p in params]), local([s["exp_avg"] for s in states]),
+              local([s["exp_avg_sq"] for s in states]), [], [s["step"] for s in states],
+              foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
+              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+              maximize=False)
+
+
+def _orthogonalised(params: list[Tensor], updates: list[Tensor], steps: int,
+                    dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+    """(param, orthogonalised update) pairs; plain tensors of one shape go through one batched
+    Newton–Schulz, FSDP2 shards (DTensors) one by one on their gathered matrices."""
+    from torch.distributed.tensor import DTensor
+
+    pairs = []
+    by_shape: dict[tuple[torch.Size, torch.device], list[int]] = {}
+    for index, update in enumerate(updates):
+        if isinstance(update, DTensor):
+            pairs.append((params[index], _orthogonalise_maybe_sharded(update, steps, dtype)))
+        else:
+            by_shape.setdefault((update.shape, update.device), []).append(index)
+    for indices in by_shape.values():
+        stacked = orthogonalise(torch.stack([updates[i] for i in indices]), steps, dtype)
+        pairs.extend((params[i], matrix) for i, matrix in zip(indices, stacked.unbind(), strict=True))
+    return pairs
 
 
 def _orthogonalise_maybe_sharded(update: Tensor, steps: int, dtype: torch.dtype) -> Tensor:

@@ -38,7 +38,8 @@ def test_transformers_loads_the_export_offline_with_our_embeddings(exported):
     assert isinstance(hf_model, transformers.Siglip2Model)
     encoded = hf_tokenizer(TEXTS, padding="max_length", truncation=True, return_tensors="pt")
     assert list(encoded) == ["input_ids"]
-    assert torch.equal(encoded.input_ids, Tokenizer().encode(TEXTS))
+    assert torch.equal(encoded.input_ids,
+                       Tokenizer(context_length=ours.cfg.text.context_length).encode(TEXTS))
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         hf_images = features(hf_model.get_image_features(**pixel_inputs(images, 8)))

@@ -87,7 +87,7 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
     image_units, text_units = embedder.embed(pixels.numpy(), TEXTS[:2])
     with torch.no_grad():
         expected_images = F.normalize(ours.encode_image(pixels)[0], dim=-1)
-        expected_texts = F.normalize(ours.encode_text(Tokenizer().encode(TEXTS[:2])), dim=-1)
+        expected_texts = F.normalize(ours.encode_text(Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)), dim=-1)
     np.testing.assert_allclose(image_units, expected_images.numpy(), atol=1e-5)
     np.testing.assert_allclose(text_units, expected_texts.numpy(), atol=1e-5)
 
@@ -126,7 +126,7 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
             continue
         with torch.no_grad():
             image = F.normalize(ours.encode_image(pixels)[0], dim=-1)
-            text = F.normalize(ours.encode_text(Tokenizer().encode(captions[key])), dim=-1)
+            text = F.normalize(ours.encode_text(Tokenizer().encode(captions[key], ours.cfg.text.context_length)), dim=-1)
         expected[key] = float((image * text).sum())
     from curation.score.shard_scoring import raw_scores_name
 

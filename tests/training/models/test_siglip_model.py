@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -116,7 +117,7 @@ def test_masked_patches_hide_their_pixels_behind_the_mask_token(tiny_model):
 
 
 def test_text_embedding_is_pooled_at_the_last_position(tiny_model):
-    tokens = torch.randint(0, 1000, (2, 64))
+    tokens = torch.randint(0, 1000, (2, tiny_model.cfg.text.context_length))
     changed_first = tokens.clone()
     changed_first[:, 0] = (tokens[:, 0] + 1) % 1000
     base = tiny_model.encode_text(tokens)
@@ -127,7 +128,11 @@ def test_text_embedding_is_pooled_at_the_last_position(tiny_model):
 
 def test_temperature_and_bias_start_at_siglip_values(tiny_model):
     assert tiny_model.logit_scale.exp().item() == pytest.approx(10.0)
-    assert tiny_model.logit_bias.item() == -10.0
+    # tiny trains with 24 contrastive samples a batch: b starts at that batch's prior instead.
+    assert tiny_model.logit_bias.item() == -3.0
+    for preset in ("b16", "so400m"):
+        cfg = model_config(preset)
+        assert math.exp(cfg.init_logit_scale) == pytest.approx(10.0) and cfg.init_logit_bias == -10.0
 
 
 def test_encode_image_rejects_ambiguous_or_incomplete_inputs(tiny_model):

@@ -87,3 +87,31 @@ def test_state_dict_round_trip_continues_identically():
 def test_muon_groups_reject_non_matrix_parameters():
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(4))])
+
+
+def test_batched_orthogonalise_equals_matrix_by_matrix():
+    generator = torch.Generator().manual_seed(3)
+    for shape in ((5, 24, 40), (3, 48, 16)):
+        stack = torch.randn(shape, generator=generator)
+        batched = orthogonalise(stack, steps=5, dtype=torch.float32)
+        one_by_one = torch.stack([orthogonalise(m, steps=5, dtype=torch.float32) for m in stack])
+        torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_of_same_shape_matrices_steps_like_separate_optimizers():
+    generator = torch.Generator().manual_seed(4)
+    initial = [torch.randn(16, 24, generator=generator) for _ in range(3)] + [
+        torch.randn(24, 16, generator=generator)]
+    together = [torch.nn.Parameter(t.clone()) for t in initial]
+    apart = [torch.nn.Parameter(t.clone()) for t in initial]
+    kwargs = {"lr": 0.02, "weight_decay": 0.1, "ns_dtype": torch.float32}
+    run_steps(Muon(together, **kwargs), together, steps=3)
+    # The same gradient draws as run_steps (per step, in parameter order), one optimizer each.
+    optimizers = [Muon([p], **kwargs) for p in apart]
+    draws = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for param, optimizer in zip(apart, optimizers, strict=True):
+            param.grad = torch.randn(param.shape, generator=draws)
+            optimizer.step()
+    for mine, reference in zip(together, apart, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
