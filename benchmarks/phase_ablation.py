@@ -30,11 +30,12 @@ import json
 import time
 from pathlib import Path
 
+from minicc_quality import captions_from_grounding, ensure_world, world_captions
 from PIL import Image
 
-from minicc_quality import captions_from_grounding, ensure_world, world_captions
 from training.checkpoint import write_json_atomic
 from training.config import load_args
+from training.data.samples import IMAGE_EXTENSIONS
 from training.data.shards import expand_shard_urls
 from training.data.tar_reader import iter_tar_samples
 from training.eval.run import evaluate_checkpoint
@@ -57,7 +58,7 @@ def aspect_summary(text_shards: str, limit: int = 2000) -> dict[str, float]:
     ratios = []
     for url in expand_shard_urls(text_shards):
         for sample in iter_tar_samples(url):
-            data = next((sample.files[e] for e in ("jpg", "jpeg", "png", "webp") if e in sample.files), None)
+            data = next((sample.files[e] for e in IMAGE_EXTENSIONS if e in sample.files), None)
             if data is None:
                 continue
             with Image.open(io.BytesIO(data)) as image:  # reads the header only
@@ -175,8 +176,9 @@ def main() -> None:
                   + f" ({text_shards})")
     shape = aspect_summary(text_shards)
     data_line = (f"image-text shards: {source}; of the first {shape['images']} images "
-                 f"{shape.get('non_square', 0):.0%} non-square, {shape.get('at_least_2to1', 0):.0%} "
-                 f"at least 2:1, widest {shape.get('max_ratio', 0):.1f}:1; grounding: {grounding}; "
+                 f"{shape.get('non_square', 0):.0%} non-square, "
+                 f"{shape.get('at_least_2to1', 0):.0%} at least 2:1, "
+                 f"widest {shape.get('max_ratio', 0):.1f}:1; grounding: {grounding}; "
                  f"eval sets: {options.world / 'eval'}")
     print(data_line, flush=True)
 
