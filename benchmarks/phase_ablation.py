@@ -132,6 +132,30 @@ def floors(summary: dict) -> dict[str, float | None]:
     }
 
 
+def resolution(summary: dict) -> str:
+    """What one eval sample is worth, so differences between arms can be read against it."""
+    results = summary["eval"]["results"]
+    sizes = {"zero-shot": results.get("zeroshot", {}).get("samples"),
+             "ARef": results.get("grounding", {}).get("queries"),
+             "extreme-aspect": results.get("aspect", {}).get("samples")}
+    return "one eval sample is " + ", ".join(
+        f"{1 / n:.2%} on {name} ({n})" for name, n in sizes.items() if n)
+
+
+def shared_prefix(out: Path, arms: list[str]) -> str:
+    """Whether the arms logged the same losses up to the first step where any arm leaves
+    phase 1: same data, seed and phase-1 steps, so only the tail differs."""
+    logs = {arm: read_metrics(out / arm / "metrics.jsonl") for arm in arms}
+    first_other = min((row["step"] for rows in logs.values() for row in rows
+                       if row.get("phase", 1) != 1), default=None)
+    prefix = {arm: [row["loss"] for row in rows if first_other is None or row["step"] < first_other]
+              for arm, rows in logs.items()}
+    same = len({tuple(losses) for losses in prefix.values()}) == 1
+    until = f"step {first_other}" if first_other is not None else "the end"
+    return (f"logged losses before {until}: {'identical' if same else 'DIFFERENT'} across arms "
+            f"({len(next(iter(prefix.values())))} records each)")
+
+
 def format_table(summaries: list[dict]) -> str:
     columns = list(headline(summaries[0]))
     widths = [max(len(c), 6) for c in columns]
@@ -196,8 +220,9 @@ def main() -> None:
         print(f"extreme-aspect zero-shot, square → NaFlex input: gram_koleo "
               f"{before['aspect_square']:.1%} → {before['aspect_naflex']:.1%}; naflex "
               f"{after['aspect_square']:.1%} → {after['aspect_naflex']:.1%}")
-    print(data_line)
-    result = {"title": title, "data": data_line, "text_shards_aspect": shape,
+    checks = [resolution(summaries[0]), shared_prefix(options.out, arms)]
+    print("\n".join([*checks, data_line]))
+    result = {"title": title, "data": data_line, "checks": checks, "text_shards_aspect": shape,
               "arms": {s["arm"]: {"overrides": s["overrides"], "train_seconds": s["train_seconds"],
                                   "headline": by_arm[s["arm"]], "eval": s["eval"]["results"]}
                        for s in summaries},
