@@ -198,7 +198,7 @@ def phase2_loss(
     """Phase-1 terms on the original image, plus SILC (teacher: global view; student: the
     batch's "local_crops" [B, V, 3, h, w]), TIPS (student: the global view with
     cfg.tips_mask_ratio of its real patches masked), Gram anchoring against `gram_teacher`
-    (skipped when None) and KoLeo on the pooled student embeddings of this device's batch.
+    (skipped when None or weighted 0) and KoLeo on the pooled student embeddings of this device's batch.
     Teachers run without gradients; the teacher centers move after the loss is computed (the
     caller moves the EMA teacher after the optimizer step, see models.distill.ema_update)."""
     decoder_batch = locca_inputs(batch, cfg)
@@ -208,7 +208,8 @@ def phase2_loss(
     with torch.no_grad():
         teacher_out = teacher(**image_kwargs, head_logits=True)
         gram_patches = (
-            gram_teacher(**image_kwargs)["patch_tokens"] if gram_teacher is not None else None
+            gram_teacher(**image_kwargs)["patch_tokens"]
+            if gram_teacher is not None and cfg.gram_weight != 0 else None  # weight 0: no forward
         )
     out = model(
         **image_kwargs,
