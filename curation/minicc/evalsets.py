@@ -89,7 +89,7 @@ def _sample(task: tuple[str, EvalItem]) -> Sample:
     elif name == "retrieval":
         members["txt"] = good_caption(item.scene).encode()
     elif name == "refexp":
-        refs = [{"phrase": f"the {s.colour} {s.kind} {POSITION_PHRASES[s.position]}",
+        refs = [{"phrase": s.referring_expression,
                  "box": _round_box(box)} for s, box in zip(item.scene.shapes, rendered.boxes)]
         members["json"] = json.dumps({"refs": refs}, sort_keys=True).encode()
     elif name == "segmentation":

@@ -38,7 +38,7 @@ def corpus(seed: int = 0, scenes: int = DEFAULT_SCENES) -> Iterator[str]:
             yield good_caption(scene, lang, style=index)
         for shape in scene.shapes:
             yield shape.phrase
-            yield f"the {shape.phrase} {POSITION_PHRASES[shape.position]}"
+            yield shape.referring_expression
         yield noisy_alt(rng)
     yield from TITLE_NOISE
     yield from (template.format(c=kind) for template in ZEROSHOT_TEMPLATES for kind in KINDS)

@@ -79,7 +79,7 @@ def image_rows(catalog: Catalog, rendered: RenderedInfo, references: Counter) ->
             "dup_group": image.scene.scene_id if image.live else None,
             "kinds": [s.kind for s in shapes], "colours": [s.colour for s in shapes],
             "sizes": [s.size for s in shapes], "positions": [s.position for s in shapes],
-            "phrases": [s.phrase for s in shapes], "background": image.scene.background,
+            "phrases": [s.referring_expression for s in shapes], "background": image.scene.background,
             "boxes": _boxes(image, rendered, by_url), "good_caption": good_caption(image.scene),
             "width": image.width, "height": image.height, "fault": image.fault,
             "final_url": image.final_url, "is_eval_contaminant": image.eval_key is not None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation.minicc.vocab import BACKGROUNDS, COLOURS, KINDS, POSITIONS, SIZES
+from curation.minicc.vocab import BACKGROUNDS, COLOURS, KINDS, POSITION_PHRASES, POSITIONS, SIZES
 
 ZIPF_EXPONENT = 1.3
 
@@ -49,6 +49,12 @@ class Shape:
     def phrase(self) -> str:
         """The short referring phrase, e.g. "red star"."""
         return f"{self.colour} {self.kind}"
+
+    @property
+    def referring_expression(self) -> str:
+        """The phrase that singles the shape out in its scene, as RefCOCO's annotators write
+        them: "the red star at the top left" (a scene may hold two red stars)."""
+        return f"the {self.phrase} {POSITION_PHRASES[self.position]}"
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,10 @@ def predict_boxes(model: SigLIP2, tokenizer: Tokenizer, images: torch.Tensor,
         _, patch_tokens = model.encode_image(images[indices].to(device))
         prefixes = [[tokenizer.task_token("aref")] + tokenizer.text_ids(phrase)[: max_len - 5]
                     for _, phrase, _ in chunk]
-        decoded = model.decoder.greedy_decode(patch_tokens, prefixes, steps=4, allowed=box_ids)
+        # A box's far corner lies past its near one (x1 > x0, y1 > y0 in either box format): a
+        # barely trained decoder otherwise repeats one coordinate and outputs a zero-width box.
+        decoded = model.decoder.greedy_decode(patch_tokens, prefixes, steps=4, allowed=box_ids,
+                                              increasing={2: 0, 3: 1})
         predictions += [tokenizer.decode_box(tokens) for tokens in decoded]
     return predictions
 

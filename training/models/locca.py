@@ -125,10 +125,13 @@ class LocCaDecoder(nn.Module):
         steps: int,
         allowed: range | None = None,
         memory_mask: Tensor | None = None,
+        increasing: dict[int, int] | None = None,
     ) -> list[list[int]]:
         """Causal greedy decoding of `steps` tokens after each row's prefix (e.g. the 4 box tokens
-        of ARef), optionally restricted to token ids in `allowed`. One full decoder pass per step:
-        targets are short, so a KV cache would not pay for its code."""
+        of ARef), optionally restricted to token ids in `allowed`. `increasing` maps a step to an
+        earlier one whose token it must exceed, unless that is the last allowed one (a box's
+        x1 > x0: {2: 0, 3: 1}). One full decoder pass per step: targets are short, so a KV cache
+        would not pay for its code."""
         batch = len(prefixes)
         lengths = torch.tensor([len(p) for p in prefixes], device=memory.device)
         total = int(lengths.max()) + steps
@@ -151,6 +154,12 @@ class LocCaDecoder(nn.Module):
                 blocked = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
                 blocked[allowed.start : allowed.stop] = False
                 logits = logits.masked_fill(blocked, float("-inf"))
+            if increasing and step in increasing:
+                # A near corner in the last bin leaves the far corner that bin.
+                last = (allowed.stop if allowed is not None else logits.shape[-1]) - 1
+                floor = tokens[rows, lengths + increasing[step]].clamp(max=last - 1)
+                ids = torch.arange(logits.shape[-1], device=logits.device)
+                logits = logits.masked_fill(ids[None, :] <= floor[:, None], float("-inf"))
             tokens[rows, position] = logits.argmax(dim=-1)
         return [
             tokens[row, len(prefixes[row]) : len(prefixes[row]) + steps].tolist()

@@ -128,3 +128,14 @@ def test_greedy_decode_is_consistent_with_teacher_forcing_on_its_own_output(deco
         logits = decoder.logits(hidden[0, len(prefix) :])
         restricted = logits[:, allowed.start : allowed.stop].argmax(-1) + allowed.start
         assert restricted.tolist() == decoded[row]
+
+
+def test_greedy_decode_keeps_a_box_far_corner_past_its_near_corner(decoder):
+    memory = torch.randn(8, 5, 24, generator=torch.Generator().manual_seed(5))
+    prefixes = [[3, 9], [7]] * 4
+    allowed = range(20, 40)
+    decoded = decoder.greedy_decode(memory, prefixes, steps=4, allowed=allowed,
+                                    increasing={2: 0, 3: 1})
+    for x0, y0, x1, y1 in decoded:
+        assert all(t in allowed for t in (x0, y0, x1, y1))
+        assert (x1 > x0 or x0 == x1 == 39) and (y1 > y0 or y0 == y1 == 39)
