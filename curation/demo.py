@@ -189,7 +189,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo-run", help="run folder")
     parser.add_argument("--scale", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--train-steps", type=int, default=1000,
+                        help="optimizer steps per round (three phases: 80%% / 10%% / 10%%)")
     parser.add_argument("--t", type=float, default=300.0, help="MetaCLIP balancing threshold")
     parser.add_argument("--top-fraction", type=float, default=0.5,
                         help="share of the pool round 1 keeps by the round-0 encoder's score")
