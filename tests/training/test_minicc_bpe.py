@@ -1,17 +1,16 @@
 """The tiny preset's shipped tokenizer (training/tokenizers/minicc_bpe.json): loads offline by
 name, round-trips any text, keeps the mini web's captions short, and exports to the Hugging Face
 files open_clip and transformers read, with the same ids."""
-import socket
-
 import pytest
 import torch
 
+from tests.training.test_tokenizer import load_offline
 from training.config import load_args
 from training.tokenizer import BUNDLED_DIR, Tokenizer, resolve_tokenizer_file
 
 CAPTIONS = [
-    "a photo of a small red star at the top left, a large blue circle in the center and a medium "
-    "green ring at the bottom right on a striped background",
+    ("a photo of a small red star at the top left, a large blue circle in the center and a medium "
+     "green ring at the bottom right on a striped background"),
     "Фигуры: круг (красный, маленький, слева вверху). Фон: шум",
     "下に中くらいの紫の六角形（背景：ノイズ）",
     "IMG_2041.jpg",
@@ -20,16 +19,8 @@ CAPTIONS = [
 
 @pytest.fixture(scope="module")
 def minicc_tokenizer():
-    original = socket.socket.connect
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the shipped tokenizer tried to use the network")
-
-    socket.socket.connect = refuse
-    try:
-        return Tokenizer.from_file(load_args("tiny").model.tokenizer, context_length=32)
-    finally:
-        socket.socket.connect = original
+    return load_offline("the shipped tokenizer", lambda: Tokenizer.from_file(
+        load_args("tiny").model.tokenizer, context_length=32))
 
 
 def test_tiny_preset_names_the_shipped_file():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.test_phase_schedule import PHASE2_TERMS, phase2_args
+from tests.training.test_phase_schedule import PHASE2_TERMS, phase2_args, rewind_run
 from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
-from training.checkpoint import LATEST, MODEL_FILE, step_dir_name
+from training.checkpoint import MODEL_FILE, step_dir_name
 from training.config import ConfigError
 from training.metrics_log import read_metrics
 from training.models.config import model_config
@@ -58,11 +58,7 @@ def test_resume_around_the_phase_3_boundary_matches_the_uninterrupted_run(
     checkpoints = run / "checkpoints"
     final = {name: load_file(checkpoints / step_dir_name(5) / name)
              for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")}
-    for step in range(crash_after + 1, 6):
-        shutil.rmtree(checkpoints / step_dir_name(step), ignore_errors=True)
-    (checkpoints / LATEST).write_text(step_dir_name(crash_after))
-    lines = (run / "metrics.jsonl").read_text().splitlines()[:crash_after]
-    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    rewind_run(run, crash_after, last_step=5)
     train(phase3_args(native_world, run, checkpoint={"every": 2}))
 
     reference = read_metrics(uninterrupted / "metrics.jsonl")

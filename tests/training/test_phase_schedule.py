@@ -18,6 +18,17 @@ PHASE2_TERMS = ("silc", "tips", "gram", "koleo")
 CROPS = {"local_crops": 2, "local_crop_size": 24}
 
 
+def rewind_run(run, crash_after: int, last_step: int) -> None:
+    """Leave `run` as a crash right after step `crash_after`'s checkpoint would have: later
+    checkpoints gone, LATEST pointing back, metrics.jsonl cut to the steps that were logged."""
+    checkpoints = run / "checkpoints"
+    for step in range(crash_after + 1, last_step + 1):
+        shutil.rmtree(checkpoints / step_dir_name(step), ignore_errors=True)
+    (checkpoints / LATEST).write_text(step_dir_name(crash_after))
+    lines = (run / "metrics.jsonl").read_text().splitlines()[:crash_after]
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
 def phase2_args(world, out, steps, phase2_start, **sections):
     data = {**CROPS, **sections.pop("data", {})}
     return tiny_args(world, out, steps=steps, schedule={"steps": steps, "phase2_start": phase2_start},
@@ -51,11 +62,7 @@ def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
     final = {name: load_file(checkpoints / step_dir_name(5) / name)
              for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")}
 
-    for step in range(crash_after + 1, 6):
-        shutil.rmtree(checkpoints / step_dir_name(step), ignore_errors=True)
-    (checkpoints / LATEST).write_text(step_dir_name(crash_after))
-    lines = (run / "metrics.jsonl").read_text().splitlines()[:crash_after]
-    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    rewind_run(run, crash_after, last_step=5)
     train(args)
 
     resumed = read_metrics(run / "metrics.jsonl")

@@ -7,19 +7,23 @@ from training.models.config import TextConfig
 from training.tokenizer import TASKS, Tokenizer
 
 
-@pytest.fixture(scope="module")
-def clip_tokenizer():
-    # Offline: any attempt to open a network connection while loading fails the test.
+def load_offline(what: str, load):
+    """`load()` with every attempt to open a network connection failing the test."""
     original = socket.socket.connect
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the default tokenizer tried to use the network")
+        raise AssertionError(f"{what} tried to use the network")
 
     socket.socket.connect = refuse
     try:
-        return Tokenizer()
+        return load()
     finally:
         socket.socket.connect = original
+
+
+@pytest.fixture(scope="module")
+def clip_tokenizer():
+    return load_offline("the default tokenizer", Tokenizer)
 
 
 def test_default_vocabulary_is_clip_bpe_plus_box_and_task_tokens(clip_tokenizer):
