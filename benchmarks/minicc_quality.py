@@ -139,7 +139,15 @@ def print_table(results: list[dict], steps: int, batch: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    if "--ablation" in sys.argv:  # the phase 1 / +SILC,TIPS / +Gram,KoLeo / +NaFlex ablation
+        sys.argv.remove("--ablation")
+        import phase_ablation
+
+        phase_ablation.main()
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog="--ablation: run benchmarks/phase_ablation.py instead "
+                                            "(same --world/--text-shards/--steps/--out flags)")
     parser.add_argument("--world", type=Path, default=Path("/tmp/minicc-quality"),
                         help="mini Common Crawl folder (built at --scale if missing)")
     parser.add_argument("--scale", default="small", choices=("small", "medium"),

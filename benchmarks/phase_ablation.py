@@ -20,7 +20,7 @@ which, and how varied their aspect ratios are (NaFlex batches keep each image's 
 An arm whose folder already holds its summary (ARM/ablation.json) is not trained again; a
 killed arm resumes from its last checkpoint.
 
-    .venv/bin/python benchmarks/phase_ablation.py --world /tmp/minicc [--steps 600] [--out DIR]
+    .venv/bin/python benchmarks/phase_ablation.py --world /tmp/minicc [--steps 1000] [--out DIR]
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def main() -> None:
                         help="mini Common Crawl folder (built with --scale small if missing)")
     parser.add_argument("--text-shards", help="image-text shards (default: derived from grounding)")
     parser.add_argument("--out", type=Path, default=Path("runs/phase_ablation"))
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every arm")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps of every arm")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("overrides", nargs="*", help="config overrides for every arm (key=value)")
     options = parser.parse_args()
