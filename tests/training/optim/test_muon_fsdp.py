@@ -59,6 +59,9 @@ def _worker(rank, port, out_path):
         full = [p.full_tensor() for p in model.parameters()]
         if rank == 0:
             torch.save(full, out_path)
+        # Leave together: a rank that tears its gloo group down while the other still talks to it
+        # can abort the other ("terminate called without an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
