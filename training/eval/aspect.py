@@ -15,26 +15,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from training.data.naflex import naflex_batch
-from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
-from training.eval.datasets import classnames_and_templates, iter_split
+from training.data.samples import BadSample, decode_image
+from training.eval.datasets import classnames_and_templates
 from training.eval.embed import batched, embed_images
-from training.eval.zeroshot import class_embeddings
+from training.eval.zeroshot import class_embeddings, labelled_image_bytes
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
 
-def load_images(dataset: str, split: str = "test") -> tuple[list[bytes], torch.Tensor]:
-    images, labels = [], []
-    for raw in iter_split(dataset, split):
-        image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
-        if image is None or "cls" not in raw.files:
-            raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
-        images.append(image)
-        labels.append(int(raw.files["cls"].decode().strip()))
-    return images, torch.tensor(labels)
-
-
 def _rgb(data: bytes) -> Image.Image:
+    """A full-resolution decode: the NaFlex grid decides the size, not a JPEG draft."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
@@ -60,7 +50,7 @@ def aspect_zeroshot(model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: s
     """Top-1 accuracy with square inputs and with NaFlex inputs of `seq_len` patches."""
     model.eval()
     classnames, templates = classnames_and_templates(dataset)
-    images, labels = load_images(dataset, split)
+    images, labels = labelled_image_bytes(dataset, split)
     size, patch = model.cfg.vision.image_size, model.cfg.vision.patch_size
     seq_len = seq_len or (size // patch) ** 2
     classes = class_embeddings(model, tokenizer, classnames, templates)

@@ -19,16 +19,22 @@ def class_embeddings(model: SigLIP2, tokenizer: Tokenizer, classnames: list[str]
     return F.normalize(embeddings.mean(dim=1), dim=-1)
 
 
-def load_labelled_images(dataset: str, image_size: int, split: str = "test"
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled_image_bytes(dataset: str, split: str = "test") -> tuple[list[bytes], torch.Tensor]:
+    """The split's encoded images and their class ids."""
     images, labels = [], []
     for raw in iter_split(dataset, split):
         image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
         if image is None or "cls" not in raw.files:
             raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
-        images.append(decode_image(image, image_size))
+        images.append(image)
         labels.append(int(raw.files["cls"].decode().strip()))
-    return torch.stack(images), torch.tensor(labels)
+    return images, torch.tensor(labels)
+
+
+def load_labelled_images(dataset: str, image_size: int, split: str = "test"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = labelled_image_bytes(dataset, split)
+    return torch.stack([decode_image(data, image_size) for data in images]), labels
 
 
 def zeroshot_accuracy(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
