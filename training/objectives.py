@@ -74,6 +74,11 @@ def image_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: batch[key] for key in NAFLEX_KEYS}
 
 
+def contrastive_rows(batch: dict[str, Tensor]) -> Tensor:
+    """Indices of the contrastive samples: the only rows whose text the model encodes."""
+    return batch["contrastive"].bool().nonzero(as_tuple=True)[0]
+
+
 def sample_parallel(batch_size: int, cfg: LossConfig, device: torch.device) -> Tensor:
     """BoolTensor [batch_size]: which rows the LocCa decoder predicts in parallel."""
     if cfg.parallel_per_example:
@@ -168,7 +173,8 @@ def phase1_loss(
     called once, through forward. Returns (scalar loss, floats for logging: each term, t, b,
     contrastive sample count, per-task LocCa CE)."""
     decoder_batch = locca_inputs(batch, cfg)
-    out = model(**image_inputs(batch), text=batch["text"], locca=decoder_batch)
+    out = model(**image_inputs(batch), text=batch["text"], text_rows=contrastive_rows(batch),
+                locca=decoder_batch)
     total, terms = _phase1_terms(out, batch, decoder_batch, cfg)
     return total, to_floats({"loss": total, **terms})
 
@@ -214,6 +220,7 @@ def phase2_loss(
     out = model(
         **image_kwargs,
         text=batch["text"],
+        text_rows=contrastive_rows(batch),
         locca=decoder_batch,
         tips_mask=tips_mask,
         local_crops=batch["local_crops"],

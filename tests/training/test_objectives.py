@@ -88,6 +88,30 @@ def test_grounding_samples_never_enter_the_contrastive_loss(model, tokenizer):
     )
 
 
+def test_text_tower_encodes_only_contrastive_rows_with_the_same_gradients(model, tokenizer):
+    batch = make_batch(tokenizer)
+    seen = []
+    hook = model.text.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    try:
+        model.zero_grad()
+        phase1_loss(model, batch, LossConfig(locca_weight=0.0))[0].backward()
+    finally:
+        hook.remove()
+    assert seen == [int(CONTRASTIVE.sum())]
+    skipped = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    # Reference: every row encoded, the grounding rows masked out of the loss.
+    model.zero_grad()
+    out = model(image=batch["image"], text=batch["text"])
+    sigmoid_loss(F.normalize(out["image_embeds"], dim=-1), F.normalize(out["text_embeds"], dim=-1),
+                 out["logit_scale"], out["logit_bias"], CONTRASTIVE).backward()
+    compared = [n for n, p in model.named_parameters() if n in skipped and p.grad is not None]
+    assert any(n.startswith("text.") for n in compared) and any(n.startswith("vision.") for n in compared)
+    for name in compared:
+        torch.testing.assert_close(skipped[name], model.get_parameter(name).grad, rtol=1e-5,
+                                   atol=1e-7, msg=name)
+    model.zero_grad()
+
+
 def test_phase1_loss_backpropagates_into_both_towers_and_the_decoder_head(model, tokenizer):
     model.zero_grad()
     loss, _ = phase1_loss(

@@ -66,6 +66,7 @@ class SigLIP2(nn.Module):
         patch_mask: Tensor | None = None,
         token_mask: Tensor | None = None,
         text: Tensor | None = None,
+        text_rows: Tensor | None = None,
         locca: dict[str, Tensor] | None = None,
         head_logits: bool = False,
         tips_mask: Tensor | None = None,
@@ -73,9 +74,11 @@ class SigLIP2(nn.Module):
     ) -> dict[str, Tensor]:
         """Everything a training step needs in one call, so DDP/FSDP hooks see every parameter
         used: "image_embeds", "patch_tokens", "logit_scale", "logit_bias", and when asked
-        "text_embeds" and "locca_token_losses" (see LocCaDecoder.token_losses; `locca` holds
+        "text_embeds" [B, D] and "locca_token_losses" (see LocCaDecoder.token_losses; `locca` holds
         decoder rows tokens/prefix_mask/target_mask/parallel [R, L] and image_index [R], the image
-        each row reads).
+        each row reads). `text_rows` (indices) encodes only those rows' texts and leaves zeros in
+        the others: a grounding sample's text never reaches the contrastive loss, so the tower
+        skips it (a quarter of the text tower's work at the presets' grounding share).
 
         Phase 2 (needs cfg.distill): `head_logits` adds the teacher-side "silc_logits" [B, K] and
         "tips_logits" [B, N, Kp] of this view; `tips_mask` [B, N] runs a second pass over the
@@ -95,7 +98,12 @@ class SigLIP2(nn.Module):
             "logit_scale": self.logit_scale,
             "logit_bias": self.logit_bias,
         }
-        if text is not None:
+        if text is not None and text_rows is not None and 0 < text_rows.numel() < text.shape[0]:
+            embeds = self.encode_text(text[text_rows])
+            out["text_embeds"] = embeds.new_zeros(text.shape[0], embeds.shape[1]).index_copy(
+                0, text_rows, embeds
+            )
+        elif text is not None:
             out["text_embeds"] = self.encode_text(text)
         if locca is not None:
             image_index = locca["image_index"]
