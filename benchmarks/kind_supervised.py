@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from minicc_quality import ensure_world
 
 from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import KINDS
 from curation.minicc.world import sample_scene
-from minicc_quality import ensure_world
 from training.data.samples import decode_image
 from training.eval.zeroshot import load_labelled_images
 from training.models.config import model_config

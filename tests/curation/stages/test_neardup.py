@@ -12,11 +12,11 @@ from planted_pool import build_planted_pool, random_tiny_weights, score_planted_
 from curation.cli import main
 from curation.score.images import SIGNATURE_DIM
 from curation.stages.neardup import (
-    NeardupConfig,
     EvalReference,
+    NeardupConfig,
     PoolEmbeddings,
-    log_aspect,
     decide_duplicates,
+    log_aspect,
     run_neardup,
 )
 
