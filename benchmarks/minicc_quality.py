@@ -39,6 +39,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from curation.minicc.build import stale_world_reason
 from training.checkpoint import load_trained_model
 from training.config import load_args
 from training.data.shards import expand_shard_urls
@@ -52,9 +53,11 @@ from training.trainer import make_tokenizer, train
 
 
 def ensure_world(world: Path, scale: str = "small") -> None:
-    if (world / "grounding").is_dir() and (world / "eval").is_dir():
+    """Build the world unless `world` holds one this code would build (any scale)."""
+    reason = stale_world_reason(world)
+    if reason is None:
         return
-    print(f"building the mini Common Crawl in {world} (scale {scale}) ...", flush=True)
+    print(f"{reason}: building the mini Common Crawl in {world} (scale {scale}) ...", flush=True)
     subprocess.run([sys.executable, "-m", "curation", "minicc", "build", "--out", str(world),
                     "--scale", scale], check=True)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from curation.minicc.build import load_world
+from curation.minicc.build import WORLD_FILE, load_world, stale_world_reason
 from curation.minicc.server import serve_world
 from curation.stats import format_summary, read_stage_records, summarize
 
@@ -126,9 +126,13 @@ def run_demo(out: Path, scale: str, seed: int, train_steps: int, t: float,
     out.mkdir(parents=True, exist_ok=True)
     world_dir, pool = out / "world", out / "pool"
     steps = Steps()
-    if not (world_dir / "world.json").exists():
+    if not (world_dir / WORLD_FILE).exists():
         steps.run("build mini Common Crawl", CURATION + [
             "minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)])
+    elif reason := stale_world_reason(world_dir, seed, scale):
+        # Every stage output in the folder was computed from that world: resuming would mix them.
+        raise SystemExit(f"demo: {reason}, and the stages under {out} were computed from it. "
+                         f"Remove {out} (or pass --out NEW_FOLDER) and run the demo again.")
     world = load_world(world_dir)
     crawl(steps, out, world_dir, world, seed)
 

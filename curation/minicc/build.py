@@ -35,6 +35,10 @@ from curation.minicc.world import ConceptSampler, concept_list
 from curation.minicc.www import render_catalog, write_routes
 
 WORLD_FILE = "world.json"
+# Bump whenever a build's content changes (scenes, captions, phrases, eval sets, layout). Tools
+# that reuse a built world (the demo, the quality benchmarks) check it: a world from an older
+# generator silently gave them outdated grounding phrases. Worlds without the field are 1.
+GENERATOR_VERSION = 2
 _BUILD_OUTPUTS = ("crawl-data", "www", "eval", "grounding", "truth.parquet",
                   "truth_images.parquet", WORLD_FILE)
 
@@ -126,6 +130,7 @@ def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = 
     grounding = write_grounding_shards(out, catalog, rendered, scale.grounding_shard_size)
     lap("eval_grounding")
     world = {
+        "generator_version": GENERATOR_VERSION,
         "seed": seed, "scale": scale.name, "port": port, "snapshot": snapshot_name(seed),
         "hosts": list(HOSTS), "base_urls": [f"http://{h}:{port}" for h in HOSTS],
         "allowed_cidr": ALLOWED_CIDR, "forbidden_addresses": list(FORBIDDEN_ADDRESSES),
@@ -145,6 +150,23 @@ def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = 
     (out / WORLD_FILE).write_text(json.dumps(world, indent=1, ensure_ascii=False))
     world["build_seconds"] = dict(timings, total=round(time.perf_counter() - started, 3))
     return world
+
+
+def stale_world_reason(root: Path, seed: int | None = None, scale: str | None = None) -> str | None:
+    """Why the build under `root` is not what this code would build now (missing, another
+    generator version, or another seed or scale when given), or None when it is current."""
+    path = Path(root) / WORLD_FILE
+    if not path.exists():
+        return f"{path} not found"
+    world = json.loads(path.read_text())
+    version = world.get("generator_version", 1)
+    if version != GENERATOR_VERSION:
+        return (f"{root} was built by minicc generator version {version}; this code builds "
+                f"version {GENERATOR_VERSION}")
+    for name, wanted in (("seed", seed), ("scale", scale)):
+        if wanted is not None and world.get(name) != wanted:
+            return f"{root} was built with {name} {world.get(name)!r}, not {wanted!r}"
+    return None
 
 
 def load_world(root: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation.minicc.build import build_world
+from curation.minicc.build import GENERATOR_VERSION, WORLD_FILE, build_world, stale_world_reason
 from curation.minicc.vocab import KINDS
 
 SERVER_FILES = {"requests.jsonl", "server.json"}  # written by a server, not by the build
@@ -62,6 +62,31 @@ def test_build_refuses_a_folder_that_is_not_a_build(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a minicc build"):
         build_world(tmp_path, scale_name="tiny")
+
+
+def test_a_world_from_another_generator_version_seed_or_scale_is_stale(tiny_world, tmp_path):
+    root, world = tiny_world
+    assert world["generator_version"] == GENERATOR_VERSION
+    assert stale_world_reason(root, seed=world["seed"], scale="tiny") is None
+    assert "not found" in stale_world_reason(tmp_path)
+    seed = world["seed"]
+    assert f"built with seed {seed}, not {seed + 1}" in stale_world_reason(root, seed=seed + 1)
+    assert "scale 'tiny', not 'small'" in stale_world_reason(root, scale="small")
+    old = {k: v for k, v in world.items() if k != "generator_version"}  # a build from before
+    (tmp_path / WORLD_FILE).write_text(json.dumps(old))
+    assert f"generator version 1; this code builds version {GENERATOR_VERSION}" in (
+        stale_world_reason(tmp_path))
+
+
+def test_the_demo_refuses_to_resume_on_a_stale_world(tmp_path):
+    from curation.demo import run_demo
+
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / WORLD_FILE).write_text(json.dumps({"seed": 0, "scale": "tiny"}))
+    (tmp_path / "pool").mkdir()  # a stage output computed from that world
+    with pytest.raises(SystemExit, match="generator version 1.*Remove"):
+        run_demo(tmp_path, "tiny", 0, train_steps=1, t=100, top_fraction=0.5)
+    assert (tmp_path / "pool").is_dir() and (tmp_path / "world" / WORLD_FILE).exists()
 
 
 def test_truth_counts_match_world_json(tiny_world, truth):
