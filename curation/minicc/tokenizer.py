@@ -20,7 +20,7 @@ import numpy as np
 from curation.minicc.captions import good_caption, noisy_alt
 from curation.minicc.evalsets import ZEROSHOT_TEMPLATES
 from curation.minicc.pages import TITLE_NOISE
-from curation.minicc.vocab import KINDS, LANGUAGES, POSITION_PHRASES
+from curation.minicc.vocab import KINDS, LANGUAGES
 from curation.minicc.world import ConceptSampler, sample_scene
 
 EOS_TOKEN = "<|endoftext|>"
