@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from minicc_quality import ensure_world
 
-from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts
+from curation.minicc.evalsets import EVAL_QUALITY, single_shape_scene
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import KINDS
-from curation.minicc.world import sample_scene
 from training.data.samples import decode_image
 from training.eval.zeroshot import load_labelled_images
 from training.models.config import model_config
@@ -36,8 +35,7 @@ SEED = 20261123  # a stream of its own, apart from the world's web and eval sets
 def labelled_picture(index: int) -> tuple[np.ndarray, int]:
     rng = np.random.default_rng([SEED, index])
     label = int(rng.integers(len(KINDS)))
-    scene = sample_scene(rng, f"supervised-{index}", _UniformConcepts(KINDS[label]),
-                         shape_count=1, long_side_range=(224, 640))
+    scene = single_shape_scene(rng, f"supervised-{index}", KINDS[label])
     jpeg = encode(render_scene(scene).image, "jpeg", EVAL_QUALITY)
     return decode_image(jpeg, model_config("tiny").vision.image_size).numpy(), label
 

@@ -112,8 +112,11 @@ class ScheduleArgs:
     def distill_steps(self) -> range:
         """The steps with the phase-2 losses: one contiguous range (empty if none), whose start
         is where the teachers are created."""
-        steps = [s for s in range(self.steps) if self.distills_at(s)]
-        return range(steps[0], steps[-1] + 1) if steps else range(self.steps, self.steps)
+        start = self.first_step_of(2)  # phase 2's first step, or phase 3's when it has none
+        end = self.steps if self.phase3_distill else self.first_step_of(3)
+        if self.phase2_start >= 1.0 or end <= start:
+            return range(self.steps, self.steps)
+        return range(start, end)
 
     def first_step_of(self, phase: int) -> int:
         """The first step of `phase` (steps if the run never reaches it)."""

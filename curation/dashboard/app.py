@@ -7,7 +7,7 @@ from curation.dashboard import crawl, decisions, metaclip, neardup, score
 from curation.dashboard.images import TarImages
 from curation.dashboard.layout import RunLayout, missing
 from curation.dashboard.pool import PoolTable
-from curation.dashboard.stage_stats import PIPELINE_ORDER, StageStats, funnel, pipeline_step
+from curation.dashboard.stage_stats import PIPELINE_ORDER, StageStats, funnel
 from curation.dashboard.training import TrainingLog
 
 
@@ -21,7 +21,7 @@ class Dashboard:
 
     def overview(self) -> dict[str, Any]:
         stages = self.stats.stages
-        present = {pipeline_step(stage) for stage in stages}
+        present = {stage["step"] for stage in stages.values()}
         absent = [step for step in PIPELINE_ORDER if step not in present]
         return {
             "run": self.layout.root,

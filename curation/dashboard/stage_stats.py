@@ -44,6 +44,9 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         rows_in, seconds = row["rows_in"], row["wall_seconds"]
         merged[row["stage"]] = {
             **row,
+            # The row is keyed by its display label ("score (pool/x)"); the step comes from the
+            # stage the records name.
+            "step": pipeline_step(shard_records[0]["stage"]),
             "drops": {d["key"]: d["count"] for d in row["drops"]},
             "errors": {e["key"]: e["count"] for e in row["errors"]},
             "dropped": sum(d["count"] for d in row["drops"]),
@@ -54,18 +57,16 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "error_examples": [e for r in shard_records for e in r.get("error_examples", [])
                                ][:MAX_ERROR_EXAMPLES],
         }
-    return dict(sorted(merged.items(), key=lambda item: _order(item[0], item[1]["started_at"])))
+    return dict(sorted(merged.items(), key=lambda item: _order(item[1]["step"], item[1]["started_at"])))
 
 
 def pipeline_step(stage: str) -> str | None:
     """The pipeline step a stage belongs to ("dedup_partition" → "dedup"), or None."""
-    stage = stage.split(" (", 1)[0]  # an earlier run's label: "score (pool/curation/x)"
     return next((known for known in PIPELINE_ORDER
                  if stage == known or stage.startswith((known + "_", known + "-"))), None)
 
 
-def _order(stage: str, started_at: float) -> tuple[int, float]:
-    step = pipeline_step(stage)
+def _order(step: str | None, started_at: float) -> tuple[int, float]:
     return (PIPELINE_ORDER.index(step) if step else len(PIPELINE_ORDER)), started_at
 
 

@@ -52,6 +52,13 @@ class EvalItem:
     label: int | None = None  # class index for the zero-shot sets
 
 
+def single_shape_scene(rng: np.random.Generator, scene_id: str, kind: str,
+                       ratio: tuple[float, float] | None = None) -> Scene:
+    """A zero-shot set's picture: one shape of `kind` in a uniformly drawn colour, 224-640 px."""
+    return sample_scene(rng, scene_id, _UniformConcepts(kind), shape_count=1, ratio=ratio,
+                        long_side_range=(224, 640))
+
+
 def plan_eval_sets(seed: int, per_set: int) -> dict[str, list[EvalItem]]:
     """Scenes of every evaluation set; each set has its own stream, independent of the web."""
     plans: dict[str, list[EvalItem]] = {}
@@ -64,8 +71,7 @@ def plan_eval_sets(seed: int, per_set: int) -> dict[str, list[EvalItem]]:
                 label = i % len(KINDS)
                 ratio = (EXTREME_ASPECT_RATIOS[i % len(EXTREME_ASPECT_RATIOS)]
                          if name == "extreme_aspect" else None)
-                scene = sample_scene(rng, scene_id, _UniformConcepts(KINDS[label]), shape_count=1,
-                                     ratio=ratio, long_side_range=(224, 640))
+                scene = single_shape_scene(rng, scene_id, KINDS[label], ratio)
                 items.append(EvalItem(key=f"{i:06d}", scene=scene, label=label))
             else:
                 count = None if name == "retrieval" else int(rng.integers(2, 4))

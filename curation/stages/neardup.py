@@ -150,14 +150,14 @@ def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) 
         names.append(image.name)
         shas.append(image.sha256)
         signatures.append(pixel_signature(decoded))
-        aspects.append(decoded.width / decoded.height)
+        aspects.append((decoded.width, decoded.height))
         pixels.append(transform(decoded).numpy())
     vectors = [embedder.embed_images(np.stack(pixels[i:i + batch_size]))
                for i in range(0, len(pixels), batch_size)]
     dim = int(embedder.scorer.config["model_cfg"]["embed_dim"])
     return EvalReference(names, shas, _unit_rows(np.concatenate(vectors) if vectors else np.zeros((0, dim))),
                          _unit_rows(np.array(signatures, np.float32).reshape(len(signatures), SIGNATURE_DIM)),
-                         np.log(np.array(aspects, np.float64)))
+                         log_aspect(*np.array(aspects, np.float64).reshape(-1, 2).T))
 
 
 def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
@@ -204,12 +204,14 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
         for row, sim, ref in zip(scored, sims, ids):
             if sim >= config.eval_threshold:
                 contaminated[row], nearest_eval[row] = True, reference.names[ref]
-        for row, row_sims, refs in zip(signed, pixel_sims, pixel_ids):
-            hit = (row_sims >= config.pixel_threshold) & (refs >= 0)
-            hit[hit] &= aspect_agrees(np.full(int(hit.sum()), aspect[row]), reference.aspect[refs[hit]],
-                                      config.pixel_aspect_tolerance)
-            if hit.any() and not contaminated[row]:
-                contaminated[row], nearest_eval[row] = True, reference.names[refs[np.argmax(hit)]]
+        # [signed, k] neighbours that match: close pixels and agreeing aspect ratios (-1 pads).
+        hits = (pixel_sims >= config.pixel_threshold) & (pixel_ids >= 0) & aspect_agrees(
+            aspect[signed][:, None], reference.aspect[np.maximum(pixel_ids, 0)],
+            config.pixel_aspect_tolerance)
+        first_hit = pixel_ids[np.arange(len(signed)), hits.argmax(axis=1)]  # best first
+        for row, ref in zip(signed[hits.any(axis=1)], first_hit[hits.any(axis=1)]):
+            if not contaminated[row]:
+                contaminated[row], nearest_eval[row] = True, reference.names[ref]
         for row, sha in enumerate(loaded.sha256):
             if sha in by_sha and not contaminated[row]:
                 contaminated[row], nearest_eval[row] = True, by_sha[sha]

@@ -43,13 +43,15 @@ class Sample:
     contrastive: bool = True
 
 
-def open_rgb(data: bytes, min_side: int) -> Image.Image:
+def open_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     """Decode to RGB, as small as the format allows while both sides stay >= min_side (or the
     source's own size if smaller): JPEGs decode at the smallest DCT scale (1/2, 1/4, 1/8) that
-    keeps them, far cheaper than a full decode when web images are much larger than needed."""
+    keeps them, far cheaper than a full decode when web images are much larger than needed.
+    None: full resolution."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (min_side, min_side))
+            if min_side is not None:
+                image.draft("RGB", (min_side, min_side))
             return image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise BadSample("corrupt_image", str(error)) from error

@@ -8,28 +8,16 @@ A model adapted with phase 3 should gain on the second; a phase-1-only model usu
 """
 from __future__ import annotations
 
-import io
-
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from training.data.naflex import naflex_batch
-from training.data.samples import BadSample, decode_image
+from training.data.samples import decode_image, open_rgb
 from training.eval.datasets import classnames_and_templates
 from training.eval.embed import batched, embed_images
 from training.eval.zeroshot import class_embeddings, labelled_image_bytes
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
-
-
-def _rgb(data: bytes) -> Image.Image:
-    """A full-resolution decode: the NaFlex grid decides the size, not a JPEG draft."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadSample("corrupt_image", str(error)) from error
 
 
 @torch.no_grad()
@@ -39,7 +27,8 @@ def embed_naflex(model: SigLIP2, images: list[bytes], seq_len: int, batch_size: 
     patch = model.cfg.vision.patch_size
     out = []
     for chunk in batched(images, batch_size):
-        batch = naflex_batch([_rgb(data) for data in chunk], patch, seq_len)
+        # Full-resolution decodes: the NaFlex grid decides the size, not a JPEG draft.
+        batch = naflex_batch([open_rgb(data) for data in chunk], patch, seq_len)
         pooled, _ = model.encode_image(**{k: v.to(device) for k, v in batch.items()})
         out.append(F.normalize(pooled.float(), dim=-1).cpu())
     return torch.cat(out)
