@@ -18,25 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from minicc_quality import ensure_world
+from minicc_quality import LABELLED_SEED, ensure_world
 
-from curation.minicc.evalsets import EVAL_QUALITY, single_shape_scene
+from curation.minicc.evalsets import labelled_shape_picture
 from curation.minicc.parallel import ordered_map
-from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import KINDS
 from training.data.samples import decode_image
 from training.eval.zeroshot import load_labelled_images
 from training.models.config import model_config
 from training.models.vision import VisionTower, patchify
 
-SEED = 20261123  # a stream of its own, apart from the world's web and eval sets
-
 
 def labelled_picture(index: int) -> tuple[np.ndarray, int]:
-    rng = np.random.default_rng([SEED, index])
-    label = int(rng.integers(len(KINDS)))
-    scene = single_shape_scene(rng, f"supervised-{index}", KINDS[label])
-    jpeg = encode(render_scene(scene).image, "jpeg", EVAL_QUALITY)
+    jpeg, label = labelled_shape_picture(LABELLED_SEED, index)
     return decode_image(jpeg, model_config("tiny").vision.image_size).numpy(), label
 
 

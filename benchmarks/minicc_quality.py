@@ -12,15 +12,19 @@ output says which source was used. The concepts keep the web's Zipf skew (no bal
 Grounding rows carry the world's referring expressions ("the red star at the top left"), the
 same kind of phrase as the refexp eval set's, as in RefCOCO.
 
+Besides zero-shot, two columns ask whether the image embeddings hold the shape kind at all,
+text aside: leave-one-out k-NN on the zero-shot set, and a linear probe (logistic regression)
+fitted on 4,000 labelled single-shape pictures from a stream of their own and scored on the
+zero-shot set.
+
 Measured on 2 shared CPU cores (see README): ARef is far above the trivial boxes and retrieval
-far above chance; zero-shot shape classification stays near chance, and so does the k-NN column
-(leave-one-out k-NN on the zero-shot set's image embeddings): the image tower encodes colour,
-size and position but not the shape kind. More data and steps do not change that (medium world,
-21k pictures, batch 128 x 1500 steps: retrieval R@1 62%, ARef 53%, k-NN 9.3%, zero-shot 10.5%),
-while the same tower trained on the kind labels directly does learn it
-(benchmarks/kind_supervised.py: 27-30% on the medium eval set after 3000-4000 steps of 64
-labelled pictures, ~3.4x chance). The kind is visible at 64 px; the caption losses do not make
-this tower learn it within CPU budgets.
+far above chance; zero-shot shape classification stays near chance, and so do k-NN and the
+probe: the image tower encodes colour, size and position but not the shape kind. More data and
+steps do not change that (medium world, 21k pictures, batch 128 x 1500 steps: retrieval R@1 62%,
+ARef 53%, k-NN 9.3%, zero-shot 10.5%), while the same tower trained on the kind labels directly
+does learn it (benchmarks/kind_supervised.py: 27-30% on the medium eval set after 3000-4000
+steps of 64 labelled pictures, ~3.4x chance). The kind is visible at 64 px; the caption losses
+do not make this tower learn it within CPU budgets.
 `--scale medium` builds a world with 10x the pictures (~17 min, once).
 
     .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc [--steps 1000]
@@ -34,22 +38,53 @@ import subprocess
 import sys
 import tarfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
 from curation.minicc.build import stale_world_reason
+from curation.minicc.evalsets import labelled_shape_picture
+from curation.minicc.parallel import ordered_map
+from curation.minicc.vocab import KINDS
 from training.checkpoint import load_trained_model
 from training.config import load_args
+from training.data.samples import decode_image
 from training.data.shards import expand_shard_urls
 from training.data.tar_reader import iter_tar_samples
+from training.eval.embed import embed_images
 from training.eval.grounding import aref_accuracy
 from training.eval.knn import knn_accuracy
+from training.eval.linear_probe import linear_probe_accuracy
 from training.eval.retrieval import retrieval_recall
-from training.eval.zeroshot import zeroshot_accuracy
+from training.eval.zeroshot import load_labelled_images, zeroshot_accuracy
 from training.metrics_log import read_metrics
+from training.models.config import model_config
 from training.trainer import make_tokenizer, train
+
+# The labelled single-shape pictures of the probe (and of kind_supervised.py): a stream of their
+# own, apart from the world's web and eval sets.
+LABELLED_SEED = 20261123
+
+
+def labelled_pictures(count: int, image_size: int, processes: int = 2
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` labelled single-shape pictures drawn like the zero-shot set, decoded to the model
+    input: images [count, 3, S, S], kind labels [count]."""
+    pictures = list(ordered_map(partial(labelled_shape_picture, LABELLED_SEED), list(range(count)),
+                                processes, "render labelled pictures"))
+    return (torch.stack([decode_image(jpeg, image_size) for jpeg, _ in pictures]),
+            torch.tensor([label for _, label in pictures]))
+
+
+def kind_probe(model, probe_set: tuple[torch.Tensor, torch.Tensor], zeroshot: str) -> dict:
+    """Linear probe for the shape kind on the frozen image embeddings: fitted on the labelled
+    pictures, scored on the world's zero-shot set."""
+    images, labels = probe_set
+    test_images, test_labels = load_labelled_images(zeroshot, model.cfg.vision.image_size)
+    return linear_probe_accuracy(embed_images(model, images), labels,
+                                 embed_images(model, test_images), test_labels, len(KINDS))
 
 
 def ensure_world(world: Path, scale: str = "small") -> None:
@@ -97,7 +132,8 @@ def captions_from_grounding(grounding: str, out_dir: Path, captions: dict[str, s
 
 
 def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path, out: Path,
-                       steps: int, overrides: list[str]) -> dict:
+                       steps: int, overrides: list[str],
+                       probe_set: tuple[torch.Tensor, torch.Tensor]) -> dict:
     # Phase 1 only: the claim is about phase 1 (the preset's phase-2 and phase-3 tails are left
     # out; phase 3 starts at its own fraction, so both are switched off).
     args = load_args("tiny", [f"schedule.steps={steps}", f"checkpoint.every={steps}",
@@ -120,6 +156,8 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
             "aref": aref_accuracy(model, tokenizer, str(evals / "refexp")),
             # Do the image embeddings separate the shape kinds at all, text aside?
             "knn": knn_accuracy(model, str(evals / "zeroshot")),
+            # ... and can a linear probe read the kind off them?
+            "probe": kind_probe(model, probe_set, str(evals / "zeroshot")),
         }
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     return result
@@ -128,13 +166,14 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
 def print_table(results: list[dict], steps: int, batch: str) -> None:
     print(f"\ntiny, {steps} steps, {batch}; evaluated on the world's held-out sets")
     header = f"{'run':8} {'min':>5} {'sigmoid':>8} {'locca':>6} {'0-shot':>7} {'chance':>7} " \
-             f"{'kNN@10':>7} {'T→I R@1':>8} {'I→T R@1':>8} {'ARef@.5':>8} {'whole':>6} {'centre':>7}"
+             f"{'kNN@10':>7} {'probe':>6} {'T→I R@1':>8} {'I→T R@1':>8} {'ARef@.5':>8} {'whole':>6} {'centre':>7}"
     print(header)
     print("-" * len(header))
     for r in results:
         z, ret, a, loss = r["zeroshot"], r["retrieval"], r["aref"], r["final_loss"]
         print(f"{r['run']:8} {r['train_minutes']:5.1f} {loss['sigmoid']:8.3f} {loss['locca']:6.3f} "
               f"{z['top1']:7.1%} {z['chance']:7.1%} {r['knn']['top1@k10']:7.1%} "
+              f"{r['probe']['top1']:6.1%} "
               f"{ret['text_to_image_R@1']:8.1%} "
               f"{ret['image_to_text_R@1']:8.1%} {a['acc@0.5']:8.1%} "
               f"{a['baseline_whole_image']:6.1%} {a['baseline_centre_box']:7.1%}")
@@ -168,6 +207,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/minicc_quality"))
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--optimizers", default="muon,adamw")
+    parser.add_argument("--probe-pictures", type=int, default=4000,
+                        help="labelled pictures the kind probe is fitted on")
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs (key=value)")
     options = parser.parse_args()
 
@@ -183,13 +224,15 @@ def main() -> None:
         source = "the world's good captions" if captions else "their own phrases"
         print("image-text shards: NOT curated web data; the world's grounding images captioned "
               f"with {source} ({text_shards})")
+    args = load_args("tiny", options.overrides)
+    probe_set = labelled_pictures(options.probe_pictures,
+                                  model_config(args.model.preset, **args.model.overrides).vision.image_size)
     results = []
     for optimizer in options.optimizers.split(","):
         print(f"\n== training tiny with {optimizer} ==", flush=True)
         results.append(train_and_evaluate(
             optimizer, text_shards, grounding, options.world, options.out / optimizer,
-            options.steps, [f"optim.name={optimizer}", *options.overrides]))
-    args = load_args("tiny", options.overrides)
+            options.steps, [f"optim.name={optimizer}", *options.overrides], probe_set))
     print_table(results, options.steps,
                 f"batch {args.data.batch_size} ({args.data.grounding_fraction:.0%} grounding)")
 

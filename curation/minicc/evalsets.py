@@ -59,6 +59,16 @@ def single_shape_scene(rng: np.random.Generator, scene_id: str, kind: str,
                         long_side_range=(224, 640))
 
 
+def labelled_shape_picture(seed: int, index: int) -> tuple[bytes, int]:
+    """(JPEG, kind index) of picture `index` of a labelled stream drawn like the zero-shot set
+    (a uniformly drawn kind, then its scene), for probes and supervised references. Pass a
+    seed apart from the world's so the pictures are not the held-out set's."""
+    rng = np.random.default_rng([seed, index])
+    label = int(rng.integers(len(KINDS)))
+    scene = single_shape_scene(rng, f"labelled-{index}", KINDS[label])
+    return encode(render_scene(scene).image, "jpeg", EVAL_QUALITY), label
+
+
 def plan_eval_sets(seed: int, per_set: int) -> dict[str, list[EvalItem]]:
     """Scenes of every evaluation set; each set has its own stream, independent of the web."""
     plans: dict[str, list[EvalItem]] = {}
