@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.data.batches import BatchShape
-from training.data.loader import LoaderSpec, ResumableLoader
+from training.data.loader import LoaderSpec, PackedBatch, ResumableLoader
 from training.tokenizer import Tokenizer
 
 SHAPE = BatchShape(batch_size=8, grounding_per_batch=2, image_size=32, context_length=64,
@@ -79,3 +79,34 @@ def test_ranks_draw_different_samples(shard_world, tokenizer):
     rank1 = next(_loader(shard_world, tokenizer, rank=1, world_size=2))
     assert rank0["contrastive"].tolist() == rank1["contrastive"].tolist()
     assert not torch.equal(rank0["image"], rank1["image"])
+
+
+def test_packed_batch_round_trips_every_tensor_exactly():
+    batch = {
+        "image": torch.randn(3, 3, 5, 5),
+        "text": torch.randint(0, 50_000, (3, 7)),
+        "mask": torch.rand(3, 7) > 0.5,
+        "odd": torch.arange(5, dtype=torch.int16),  # 10 bytes: the next tensor must realign
+        "half": torch.randn(2, 3).to(torch.bfloat16),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 4, dtype=torch.int64),
+        "transposed": torch.arange(12, dtype=torch.int32).reshape(3, 4).T,  # not contiguous
+    }
+    packed = PackedBatch(batch)
+    unpacked = packed.unpack()
+    assert list(unpacked) == list(batch)
+    for name, tensor in batch.items():
+        assert unpacked[name].dtype == tensor.dtype and unpacked[name].shape == tensor.shape, name
+        assert torch.equal(unpacked[name], tensor), name
+    # one buffer behind every tensor: views, not copies
+    assert all(t.untyped_storage().data_ptr() == packed.buffer.untyped_storage().data_ptr()
+               for t in unpacked.values())
+
+
+def test_worker_batches_arrive_packed_and_equal_the_in_process_ones(shard_world, tokenizer):
+    in_process = _take(_loader(shard_world, tokenizer, num_workers=0), 2)
+    loader = _loader(shard_world, tokenizer, num_workers=1)
+    from_worker = _take(loader, 2)
+    _assert_same_batches(from_worker, in_process)
+    image = from_worker[0]["image"]
+    assert image.untyped_storage().nbytes() > image.numel() * image.element_size()  # one block
