@@ -4,9 +4,16 @@ Claim (issue 7): on CPU our step, which computes the sigmoid loss *and* the thre
 losses and runs Muon, reaches at least open_clip's samples/s for a SigLIP-style model of the same
 widths and depths trained with open_clip's own `train_one_epoch` (SigLipLoss, AdamW).
 
-Both sides train on the same decoded batches (same shards, same batch size) in the same process
-with the same thread count; batches are decoded once beforehand, so the numbers compare training
-steps, not JPEG decoding. Rounds alternate between the two to spread machine noise evenly.
+Two measurements, each in alternating rounds within one process to spread machine noise evenly:
+- step: both sides train on the same decoded batches (same shards, same batch size) with the
+  same thread count; batches are decoded once beforehand, so the numbers compare training steps,
+  not JPEG decoding.
+- from shards: each trainer reads the same shards through its own data pipeline (ours: the
+  resumable loader with LocCa targets and grounding rows; open_clip: its WebDataset pipeline,
+  full decode + its train transform) with the same number of loader worker processes, and the
+  rate is taken over the steps after a warm-up, loader waits included. This is the number a
+  user sees from `python -m training train`.
+The default shards are synthetic 256-px JPEGs (the size `make demo` downloads at).
 On a CUDA machine it also reports `b16` samples/s per GPU and MFU (bf16 autocast).
 
     .venv/bin/python benchmarks/train_step.py [--data PATTERN --grounding PATTERN] [--steps 20]
@@ -86,18 +93,22 @@ class _Batches:
         pass
 
 
-def time_open_clip(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def run_open_clip(model, train_data, batch_size: int) -> None:
+    """One epoch of open_clip_train's `train_one_epoch` over `train_data` (its `data['train']`)."""
     from open_clip.loss import SigLipLoss
     from open_clip_train.train import train_one_epoch
 
     args = Namespace(device="cpu", precision="fp32", distill=False, accum_freq=1,
-                     skip_scheduler=True, horovod=False, grad_clip_norm=1.0, batch_size=len(batches[0][0]),
+                     skip_scheduler=True, horovod=False, grad_clip_norm=1.0, batch_size=batch_size,
                      world_size=1, rank=0, local_rank=0, log_every_n_steps=10**9, wandb=False,
                      save_logs=False, torchscript=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    train_one_epoch(model, {"train": train_data}, SigLipLoss(), 0, optimizer, None, None, None, args)
+
+
+def time_open_clip(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     start = time.perf_counter()
-    train_one_epoch(model, {"train": _Batches(batches)}, SigLipLoss(), 0, optimizer, None, None,
-                    None, args)
+    run_open_clip(model, _Batches(batches), len(batches[0][0]))
     return len(batches) * len(batches[0][0]) / (time.perf_counter() - start)
 
 
@@ -108,6 +119,97 @@ def time_ours(trainer: Trainer, batches: list[dict[str, torch.Tensor]]) -> float
     if trainer.env.device.type == "cuda":
         torch.cuda.synchronize()
     return len(batches) * len(batches[0]["image"]) / (time.perf_counter() - start)
+
+
+class _ShardBatches:
+    """open_clip's `data['train']` over its own WebDataset loader: hands out `limit` batches per
+    epoch from one persistent iterator and stamps the time each is handed out, i.e. when the
+    previous step ended."""
+
+    def __init__(self, loader, limit: int, batch_size: int) -> None:
+        self.iterator, self.limit = iter(loader), limit
+        self.dataloader = self
+        self.num_batches, self.num_samples = limit, limit * batch_size
+        self.stamps: list[float] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        self.stamps = []
+        for _ in range(self.limit):
+            batch = next(self.iterator)
+            self.stamps.append(time.perf_counter())
+            yield batch
+        self.stamps.append(time.perf_counter())
+
+
+def steady_rate(stamps: list[float], warm: int, batch_size: int) -> float:
+    """Samples/s over the steps after the first `warm` (stamps: one per batch handed out, plus
+    the end of the last step)."""
+    steps = len(stamps) - 1 - warm
+    return steps * batch_size / (stamps[-1] - stamps[warm])
+
+
+def open_clip_shard_loader(data: str, trainer: Trainer, batch_size: int, workers: int,
+                           samples: int):
+    """open_clip_train's own WebDataset pipeline over `data`, with its train transform at our
+    image size (SigLIP's 0.5 mean/std) and our tokenizer; resampled shards, so it never runs dry."""
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+
+    cfg = trainer.model_cfg
+    args = Namespace(train_data=data, train_num_samples=samples, train_data_upsampling_factors=None,
+                     dataset_resampled=True, seed=0, batch_size=batch_size, workers=workers,
+                     world_size=1)
+    preprocess = open_clip.image_transform(cfg.vision.image_size, is_train=True,
+                                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    tokenizer, length = trainer.tokenizer, cfg.text.context_length
+    info = get_wds_dataset(args, preprocess, is_train=True,
+                           tokenizer=lambda text: tokenizer.encode([text], length))
+    return info.dataloader
+
+
+def time_ours_from_shards(trainer: Trainer, loader, steps: int, warm: int, batch_size: int) -> float:
+    stamps = []
+    for _ in range(steps):
+        batch = next(loader)
+        stamps.append(time.perf_counter())
+        trainer.train_step(batch)
+    stamps.append(time.perf_counter())
+    return steady_rate(stamps, warm, batch_size)
+
+
+def time_open_clip_from_shards(model, batches: _ShardBatches, warm: int, batch_size: int) -> float:
+    run_open_clip(model, batches, batch_size)
+    return steady_rate(batches.stamps, warm, batch_size)
+
+
+def shards_comparison(options: argparse.Namespace, data: str, grounding: str) -> None:
+    """Both trainers reading the shards through their own pipelines, loader waits included."""
+    torch.set_num_threads(options.threads)
+    cpu, batch, steps, warm = torch.device("cpu"), options.batch_size, options.shard_steps, 5
+    trainer, loader = our_trainer("tiny", data, grounding, batch, cpu,
+                                  [f"data.num_workers={options.workers}"])
+    theirs = open_clip_model(trainer)
+    their_batches = _ShardBatches(
+        open_clip_shard_loader(data, trainer, batch, options.workers,
+                               samples=(options.rounds + 1) * steps * batch * 2),
+        steps, batch)
+    runs = {"ours": lambda: time_ours_from_shards(trainer, loader, steps, warm, batch),
+            "open_clip": lambda: time_open_clip_from_shards(theirs, their_batches, warm, batch)}
+    for run in runs.values():  # start the workers, fill open_clip's shuffle buffer
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(options.rounds):
+        for name, run in runs.items():
+            rates[name].append(run())
+    ours, reference = (statistics.median(rates[n]) for n in runs)
+    print(f"from shards: {options.workers} loader worker(s) + {options.threads} training thread(s) "
+          f"each, batch {batch}, {steps - warm} timed steps (after {warm} untimed) x {options.rounds} rounds")
+    print(f"  ours      (resumable loader, sigmoid + LocCa x3, Muon): {ours:8.1f} samples/s")
+    print(f"  open_clip (WebDataset pipeline, SigLipLoss, AdamW)    : {reference:8.1f} samples/s")
+    print(f"  ratio ours / open_clip from shards: {ours / reference:.2f}x")
 
 
 def cpu_comparison(options: argparse.Namespace, data: str, grounding: str) -> None:
@@ -167,6 +269,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="loader worker processes per trainer in the from-shards comparison")
+    parser.add_argument("--shard-steps", type=int, default=30,
+                        help="steps per round from shards (the first 5 are not timed)")
     parser.add_argument("--gpu-batch-size", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=20)
     options = parser.parse_args()
@@ -174,11 +280,12 @@ def main() -> None:
         data, grounding = options.data, options.grounding
         if not (data and grounding):
             world = write_synthetic_shards(Path(scratch), text_shards=2, per_shard=64,
-                                           grounding_per_shard=64, image_size=96,
+                                           grounding_per_shard=64, image_size=256,
                                            with_bad_records=False)
             data, grounding = data or world.text_pattern, grounding or world.grounding_pattern
             print(f"data: synthetic shards in {scratch}")
         cpu_comparison(options, data, grounding)
+        shards_comparison(options, data, grounding)
         if torch.cuda.is_available():
             gpu_throughput(options, data, grounding)
         else:
