@@ -15,23 +15,14 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from minicc_quality import LABELLED_SEED, ensure_world
+from minicc_quality import ensure_world, labelled_pictures
 
-from curation.minicc.evalsets import labelled_shape_picture
-from curation.minicc.parallel import ordered_map
 from curation.minicc.vocab import KINDS
-from training.data.samples import decode_image
 from training.eval.zeroshot import load_labelled_images
 from training.models.config import model_config
 from training.models.vision import VisionTower, patchify
-
-
-def labelled_picture(index: int) -> tuple[np.ndarray, int]:
-    jpeg, label = labelled_shape_picture(LABELLED_SEED, index)
-    return decode_image(jpeg, model_config("tiny").vision.image_size).numpy(), label
 
 
 def main() -> None:
@@ -47,12 +38,9 @@ def main() -> None:
     ensure_world(options.world)
     torch.manual_seed(0)
     started = time.perf_counter()
-    pictures = list(ordered_map(labelled_picture, list(range(options.pictures)),
-                                options.processes, "render labelled pictures"))
-    images = torch.from_numpy(np.stack([image for image, _ in pictures]))
-    labels = torch.tensor([label for _, label in pictures])
-    print(f"{options.pictures} labelled pictures rendered in {time.perf_counter() - started:.0f} s")
     vision_cfg = model_config("tiny").vision
+    images, labels = labelled_pictures(options.pictures, vision_cfg.image_size, options.processes)
+    print(f"{options.pictures} labelled pictures rendered in {time.perf_counter() - started:.0f} s")
     eval_images, eval_labels = load_labelled_images(str(options.world / "eval" / "zeroshot"),
                                                     vision_cfg.image_size)
     tower, head = VisionTower(vision_cfg), torch.nn.Linear(vision_cfg.width, len(KINDS))

@@ -80,13 +80,12 @@ def labelled_pictures(count: int, image_size: int, processes: int = 2
             torch.tensor([label for _, label in pictures]))
 
 
-def kind_probe(model, probe_set: tuple[torch.Tensor, torch.Tensor], zeroshot: str) -> dict:
+def kind_probe(model, probe_set: dict[str, torch.Tensor]) -> dict:
     """Linear probe for the shape kind on the frozen image embeddings: fitted on the labelled
-    pictures, scored on the world's zero-shot set."""
-    images, labels = probe_set
-    test_images, test_labels = load_labelled_images(zeroshot, model.cfg.vision.image_size)
-    return linear_probe_accuracy(embed_images(model, images), labels,
-                                 embed_images(model, test_images), test_labels, len(KINDS))
+    pictures, scored on the world's zero-shot set (`probe_set`, see main)."""
+    return linear_probe_accuracy(embed_images(model, probe_set["images"]), probe_set["labels"],
+                                 embed_images(model, probe_set["test_images"]),
+                                 probe_set["test_labels"], len(KINDS))
 
 
 def ensure_world(world: Path, scale: str = "small") -> None:
@@ -135,7 +134,7 @@ def captions_from_grounding(grounding: str, out_dir: Path, captions: dict[str, s
 
 def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path, out: Path,
                        steps: int, overrides: list[str],
-                       probe_set: tuple[torch.Tensor, torch.Tensor]) -> dict:
+                       probe_set: dict[str, torch.Tensor]) -> dict:
     # Phase 1 only: the claim is about phase 1 (the preset's phase-2 and phase-3 tails are left
     # out; phase 3 starts at its own fraction, so both are switched off).
     args = load_args("tiny", [f"schedule.steps={steps}", f"checkpoint.every={steps}",
@@ -159,7 +158,7 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
             # Do the image embeddings separate the shape kinds at all, text aside?
             "knn": knn_accuracy(model, str(evals / "zeroshot")),
             # ... and can a linear probe read the kind off them?
-            "probe": kind_probe(model, probe_set, str(evals / "zeroshot")),
+            "probe": kind_probe(model, probe_set),
         }
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     return result
@@ -227,8 +226,13 @@ def main() -> None:
         print("image-text shards: NOT curated web data; the world's grounding images captioned "
               f"with {source} ({text_shards})")
     args = load_args("tiny", options.overrides)
-    probe_set = labelled_pictures(options.probe_pictures,
-                                  model_config(args.model.preset, **args.model.overrides).vision.image_size)
+    image_size = model_config(args.model.preset, **args.model.overrides).vision.image_size
+    # Rendered and decoded once, for every optimizer's run.
+    images, labels = labelled_pictures(options.probe_pictures, image_size)
+    test_images, test_labels = load_labelled_images(str(options.world / "eval" / "zeroshot"),
+                                                    image_size)
+    probe_set = {"images": images, "labels": labels, "test_images": test_images,
+                 "test_labels": test_labels}
     results = []
     for optimizer in options.optimizers.split(","):
         print(f"\n== training tiny with {optimizer} ==", flush=True)

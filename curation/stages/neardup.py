@@ -209,7 +209,8 @@ def decide_duplicates(loaded: PoolEmbeddings, config: NeardupConfig,
             aspect[signed][:, None], reference.aspect[np.maximum(pixel_ids, 0)],
             config.pixel_aspect_tolerance)
         first_hit = pixel_ids[np.arange(len(signed)), hits.argmax(axis=1)]  # best first
-        for row, ref in zip(signed[hits.any(axis=1)], first_hit[hits.any(axis=1)]):
+        matched = hits.any(axis=1)
+        for row, ref in zip(signed[matched], first_hit[matched]):
             if not contaminated[row]:
                 contaminated[row], nearest_eval[row] = True, reference.names[ref]
         for row, sha in enumerate(loaded.sha256):

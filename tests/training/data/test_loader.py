@@ -92,7 +92,7 @@ def test_packed_batch_round_trips_every_tensor_exactly():
         "empty": torch.zeros(0, 4, dtype=torch.int64),
         "transposed": torch.arange(12, dtype=torch.int32).reshape(3, 4).T,  # not contiguous
     }
-    packed = PackedBatch(batch)
+    packed = PackedBatch.pack(batch)
     unpacked = packed.unpack()
     assert list(unpacked) == list(batch)
     for name, tensor in batch.items():
