@@ -82,28 +82,28 @@ def main() -> None:
     print(f"{options.pictures} labelled pictures rendered in {time.perf_counter() - started:.0f} s")
     eval_images, eval_labels = load_labelled_images(str(options.world / "eval" / "zeroshot"),
                                                     vision_cfg.image_size)
-    logits = small_cnn(len(KINDS)) if options.tower == "cnn" else ViTClassifier(vision_cfg)
+    model = small_cnn(len(KINDS)) if options.tower == "cnn" else ViTClassifier(vision_cfg)
     if options.optimizer == "muon":  # the trainer's split: Muon for the ViT's block matrices
-        optimizer = build_optimizer(logits, OptimConfig(name="muon", lr=options.lr,
+        optimizer = build_optimizer(model, OptimConfig(name="muon", lr=options.lr,
                                                         weight_decay=1e-4))
     else:
-        optimizer = torch.optim.AdamW(logits.parameters(), lr=options.lr, weight_decay=1e-4)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
 
     chance = torch.bincount(eval_labels).max().item() / len(eval_labels)
     print(f"eval: {len(eval_labels)} pictures, chance {chance:.1%}")
     generator = torch.Generator().manual_seed(0)
     for step in range(1, options.steps + 1):
         index = torch.randint(0, len(labels), (options.batch_size,), generator=generator)
-        logits.train()
-        loss = F.cross_entropy(logits(images[index]), labels[index])
+        model.train()
+        loss = F.cross_entropy(model(images[index]), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % 500 == 0 or step == options.steps:
-            logits.eval()  # the CNN's batch norm: running statistics
+            model.eval()  # the CNN's batch norm: running statistics
             with torch.no_grad():
-                train_top1 = (logits(images[:1000]).argmax(1) == labels[:1000]).float().mean()
-                eval_top1 = (logits(eval_images).argmax(1) == eval_labels).float().mean()
+                train_top1 = (model(images[:1000]).argmax(1) == labels[:1000]).float().mean()
+                eval_top1 = (model(eval_images).argmax(1) == eval_labels).float().mean()
             print(f"step {step:5d}  loss {loss.item():.3f}  train top-1 {train_top1:.1%}  "
                   f"held-out zero-shot set top-1 {eval_top1:.1%}", flush=True)
     print(f"held-out top-1 / chance: {eval_top1 / chance:.1f}x ({options.tower}, {options.optimizer}, "

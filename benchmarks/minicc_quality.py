@@ -27,9 +27,9 @@ zero-shot 10.8%, probe 11.2%), and neither does memorisation explain it: `--fres
 --steps 6000`, where no step sees a picture twice, gives R@1 66%, ARef 56%, zero-shot 12.8%,
 probe 10.8%. The kind is in the 64-px pixels: benchmarks/kind_supervised.py trains a small CNN
 on the kind labels to 88% in 1000 steps, and the same ViT tower to 27% (AdamW, 3000 steps) or
-41% (Muon, 4000 steps, fitting its 8,000 pictures to 85%). A caption names the kind once among five attributes, and colour, size,
-position and background already tell a batch's pictures apart; the caption losses do not make
-this tower learn the kind within CPU budgets.
+41% (Muon, 4000 steps, fitting its 8,000 pictures to 85%). A caption names the kind once among
+five attributes, and colour, size, position and background already tell a batch's pictures
+apart; the caption losses do not make this tower learn the kind within CPU budgets.
 
 `--fresh N` renders N pictures drawn like the web's (the world's concept sampler, so the same
 Zipf skew) into OUT/fresh-N, with their good captions and grounding refs; 200,000 take ~8 min.
@@ -274,10 +274,13 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs (key=value)")
     options = parser.parse_args()
 
-    ensure_world(options.world, options.scale)
-    grounding = str(options.world / "grounding" / "*.tar")
+    if options.fresh is not None and options.fresh < 1:
+        parser.error(f"--fresh takes a number of pictures >= 1, got {options.fresh}")
     if options.fresh and options.text_shards:
         parser.error("--fresh renders its own image-text shards: leave out --text-shards")
+
+    ensure_world(options.world, options.scale)
+    grounding = str(options.world / "grounding" / "*.tar")
     if options.fresh:
         text_shards, grounding = fresh_shards(options.world, options.fresh,
                                               options.out / f"fresh-{options.fresh}")
