@@ -32,7 +32,8 @@ five attributes, and colour, size, position and background already tell a batch'
 apart; the caption losses do not make this tower learn the kind within CPU budgets.
 
 `--fresh N` renders N pictures drawn like the web's (the world's concept sampler, so the same
-Zipf skew) into OUT/fresh-N, with their good captions and grounding refs; 200,000 take ~8 min.
+Zipf skew) into OUT/fresh-N, with their good captions and grounding refs; 200,000 take ~8 min
+and 2.3 GB.
 `--scale medium` builds a world with 10x the pictures (~17 min, once).
 
     .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc [--steps 1000 --fresh 200000]
