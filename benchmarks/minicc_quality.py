@@ -148,22 +148,22 @@ def captions_from_grounding(grounding: str, out_dir: Path, captions: dict[str, s
     return str(out_dir / f"{{00000..{len(shards) - 1:05d}}}.tar")
 
 
-def fresh_picture(world_seed: int, long_side: int, index: int) -> tuple[str, bytes, str, list]:
+def fresh_picture(world_seed: int, concepts: ConceptSampler, long_side: int, index: int
+                  ) -> tuple[str, bytes, str, list]:
     """Picture `index` of the --fresh stream: a scene drawn as the world draws its web's (its
-    concept sampler, so the same Zipf skew), rendered, shrunk to `long_side` (the trainer
-    squashes to 64 px anyway), with its good English caption and its grounding refs."""
+    concept sampler, `ConceptSampler(world_seed)`, so the same Zipf skew), rendered, shrunk to
+    `long_side` (the trainer squashes to 64 px anyway), with its good English caption and its
+    grounding refs."""
     rng = np.random.default_rng([world_seed, FRESH_STREAM, index])
-    scene = sample_scene(rng, f"fresh-{index}", ConceptSampler(world_seed))
+    scene = sample_scene(rng, f"fresh-{index}", concepts)
     rendered = render_scene(scene)
     image = rendered.image
     scale = long_side / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.BILINEAR)
-    refs = [{"phrase": shape.referring_expression, "box": [round(float(v), 5) for v in box]}
-            for shape, box in zip(scene.shapes, rendered.boxes)]
     caption = good_caption(scene, style=int(rng.integers(4)))
-    return f"{index:08d}", encode(image, "jpeg", 90), caption, refs
+    return f"{index:08d}", encode(image, "jpeg", 90), caption, scene.grounding_refs(rendered.boxes)
 
 
 def fresh_shards(world: Path, count: int, out_dir: Path, long_side: int = 160,
@@ -172,6 +172,7 @@ def fresh_shards(world: Path, count: int, out_dir: Path, long_side: int = 160,
     shards (KEY.jpg + KEY.json refs) of the same pictures; returns both shard patterns. A
     shard already written is kept (each is written atomically), so an interrupted run resumes."""
     seed = json.loads((world / "world.json").read_text())["seed"]
+    picture = partial(fresh_picture, seed, ConceptSampler(seed), long_side)
     shards = (count + FRESH_SHARD_SIZE - 1) // FRESH_SHARD_SIZE
     for shard in range(shards):
         text, grounding = (out_dir / "text" / f"{shard:05d}.tar",
@@ -179,7 +180,7 @@ def fresh_shards(world: Path, count: int, out_dir: Path, long_side: int = 160,
         if text.exists() and grounding.exists():
             continue
         indices = list(range(shard * FRESH_SHARD_SIZE, min(count, (shard + 1) * FRESH_SHARD_SIZE)))
-        rows = list(ordered_map(partial(fresh_picture, seed, long_side), indices, processes,
+        rows = list(ordered_map(picture, indices, processes,
                                 f"fresh pictures, shard {shard + 1}/{shards}"))
         write_tar(grounding, [(key, {"jpg": jpeg, "json": json.dumps(
             {"source": "minicc-fresh", "refs": refs}, sort_keys=True).encode()})

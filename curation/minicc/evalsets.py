@@ -92,10 +92,6 @@ def plan_eval_sets(seed: int, per_set: int) -> dict[str, list[EvalItem]]:
     return plans
 
 
-def _round_box(box) -> list[float]:
-    return [round(float(v), 5) for v in box]
-
-
 def _sample(task: tuple[str, EvalItem]) -> Sample:
     name, item = task
     rendered = render_scene(item.scene)
@@ -105,8 +101,7 @@ def _sample(task: tuple[str, EvalItem]) -> Sample:
     elif name == "retrieval":
         members["txt"] = good_caption(item.scene).encode()
     elif name == "refexp":
-        refs = [{"phrase": s.referring_expression,
-                 "box": _round_box(box)} for s, box in zip(item.scene.shapes, rendered.boxes)]
+        refs = item.scene.grounding_refs(rendered.boxes)
         members["json"] = json.dumps({"refs": refs}, sort_keys=True).encode()
     elif name == "segmentation":
         # shape index -> class id (kind index + 1); 0 stays background.

@@ -20,8 +20,7 @@ def write_grounding_shards(root: Path, catalog: Catalog, rendered: RenderedInfo,
     samples = []
     for image in originals:
         _, _, boxes = rendered[image.image_id]
-        refs = [{"phrase": shape.referring_expression, "box": [round(float(v), 5) for v in box]}
-                for shape, box in zip(image.scene.shapes, boxes)]
+        refs = image.scene.grounding_refs(boxes)
         data = (root / "www" / f"{image.host}{image.path}").read_bytes()
         samples.append((image.image_id, {
             "jpg": data,

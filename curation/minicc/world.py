@@ -71,6 +71,12 @@ class Scene:
     def aspect(self) -> float:
         return self.width / self.height
 
+    def grounding_refs(self, boxes) -> list[dict]:
+        """[{"phrase", "box"}] per shape, as grounding shards and the refexp eval set store them:
+        the shape's referring expression and its rendered box (normalised, 5 decimals)."""
+        return [{"phrase": shape.referring_expression, "box": [round(float(v), 5) for v in box]}
+                for shape, box in zip(self.shapes, boxes)]
+
 
 def zipf_weights(n: int, exponent: float = ZIPF_EXPONENT) -> np.ndarray:
     weights = 1.0 / np.arange(1, n + 1) ** exponent
