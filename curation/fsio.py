@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 TMP_MARK = ".tmp-"
@@ -117,8 +119,43 @@ def write_json(url: str, record: Any) -> None:
     write_bytes(url, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
 
 
-def read_json(url: str) -> Any:
-    return json.loads(read_bytes(url))
+def read_json(url: str, expect: type | None = None) -> Any:
+    """Parse a JSON file; with `expect` (dict, list), a value of another type raises ValueError
+    naming the file."""
+    value = json.loads(read_bytes(url))
+    if expect is not None and not isinstance(value, expect):
+        raise ValueError(f"{url}: expected a JSON {expect.__name__}, got {type(value).__name__}")
+    return value
+
+
+def read_parquet(url: str, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """Read a Parquet file (or a selection of its columns / rows by `filters`) from any URL."""
+    fs, path = filesystem(url)
+    return pq.read_table(path, filesystem=fs, columns=columns, filters=filters)
+
+
+def remove(url: str) -> None:
+    """Delete a file or a whole folder; nothing there is not an error."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+class PlanMismatchError(ValueError):
+    """An output folder was planned from other inputs or settings than this run's."""
+
+
+def check_plan(url: str, plan: Any, what: str) -> None:
+    """Record `plan` (a JSON value) at `url`, or insist the one already there is equal: a folder
+    belongs to one set of inputs and settings, and a re-run must not mix two."""
+    if exists(url):
+        if read_json(url) != json.loads(json.dumps(plan, sort_keys=True, default=str)):
+            raise PlanMismatchError(
+                f"{what} was planned from other inputs or settings (see {url}); "
+                "write to a new --out, or delete it to start over"
+            )
+        return
+    write_json(url, plan)
 
 
 def remove_stale_temporaries(url: str) -> int:

@@ -88,6 +88,8 @@ class StageReport:
     completed: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # the stage's own numbers
+    notes: list[str] = field(default_factory=list)  # lines describe() prints after the counts
 
     @property
     def ok(self) -> bool:
@@ -97,6 +99,7 @@ class StageReport:
         head = (f"{self.stage}: {len(self.completed)} shards done, {len(self.skipped)} already "
                 f"done, {len(self.failed)} failed")
         lines = [head]
+        lines.extend(self.notes)
         for failure in self.failed:
             lines.append(f"  FAILED shard {failure['shard']} ({', '.join(failure['inputs']) or '-'}): "
                          f"{failure['error_type']}: {failure['message']}")
