@@ -10,7 +10,7 @@ comma := ,
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
-.PHONY: setup test test-fast demo bench clean crawl curate train tokenizer
+.PHONY: setup test test-fast lint format demo bench clean crawl curate train tokenizer
 
 # Curation commands run on a local Ray instance, or, when RAY_ADDRESS holds a Ray Jobs API address
 # (http://HEAD:8265), are submitted to that cluster with this folder as the working dir.
@@ -31,6 +31,14 @@ test:  ## the whole test suite, end-to-end runs included
 
 test-fast:  ## skip the slow end-to-end runs
 	$(PY) -m pytest -q -m "not slow"
+
+lint:  ## ruff's lint rules and formatting check (CI runs this)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:  ## rewrite the tree in ruff's format and apply its safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 demo:  ## the whole chain on the built-in mini Common Crawl
 	$(PY) -m curation demo --out $(DEMO_DIR) --scale $(SCALE)

@@ -12,6 +12,7 @@ whole process tree (Ray's raylet and workers included) for the peak memory.
 Prints images/s (successful images per wall second), successes on clean URLs, failures by
 reason, peak memory, and the ratio ours / img2dataset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # noqa: E402 (after the environment is set)
+import pyarrow.parquet as pq  # noqa: E402
 
 GUARDED_FAULTS = ("forbidden_address", "redirect_to_forbidden")  # never hand these to img2dataset
 
@@ -48,21 +49,45 @@ def build_or_load_world(world: str | None, scale: str, scratch: Path) -> Path:
     if world:
         return Path(world)
     root = scratch / "world"
-    subprocess.run([sys.executable, "-m", "curation", "minicc", "build", "--out", str(root), "--scale", scale,
-                    "--port", str(free_port())], cwd=REPO, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curation",
+            "minicc",
+            "build",
+            "--out",
+            str(root),
+            "--scale",
+            scale,
+            "--port",
+            str(free_port()),
+        ],
+        cwd=REPO,
+        check=True,
+    )
     return root
 
 
 def write_candidates(world: Path, out: Path) -> tuple[Path, set[str]]:
     """One row per image URL (a deduplicated candidate list); returns it and the clean URLs."""
-    images = pq.read_table(world / "truth_images.parquet", columns=["url", "good_caption", "fault"]).to_pylist()
+    images = pq.read_table(
+        world / "truth_images.parquet", columns=["url", "good_caption", "fault"]
+    ).to_pylist()
     rows = [row for row in images if row["fault"] not in GUARDED_FAULTS]
     texts = [row["good_caption"] or "an image" for row in rows]
     urls = [row["url"] for row in rows]
-    table = pa.table({
-        "uid": [hashlib.blake2b(f"{u}\t{t}".encode(), digest_size=16).hexdigest() for u, t in zip(urls, texts)],
-        "url": urls, "text": texts, "texts": [[t] for t in texts],
-    })
+    table = pa.table(
+        {
+            "uid": [
+                hashlib.blake2b(f"{u}\t{t}".encode(), digest_size=16).hexdigest()
+                for u, t in zip(urls, texts)
+            ],
+            "url": urls,
+            "text": texts,
+            "texts": [[t] for t in texts],
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "candidates.parquet")
     return out / "candidates.parquet", {row["url"] for row in rows if row["fault"] is None}
@@ -78,7 +103,7 @@ def process_tree_rss_bytes(root_pid: int) -> int:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             children[int(fields[1])].append(int(entry))
             rss[int(entry)] = int(fields[21]) * page
         except (OSError, ValueError, IndexError):
@@ -91,20 +116,52 @@ def process_tree_rss_bytes(root_pid: int) -> int:
     return total
 
 
-def run_child(tool: str, args: argparse.Namespace, candidates: Path, out: Path, world: Path) -> dict:
+def run_child(
+    tool: str, args: argparse.Namespace, candidates: Path, out: Path, world: Path
+) -> dict:
     """Serve a fresh mini web, run one tool in a child process, sample its memory, parse its JSON."""
     server_errors = out.parent / f"{tool}-server.log"
     with open(server_errors, "w") as errors:
-        server = subprocess.Popen([sys.executable, "-m", "curation", "minicc", "serve", "--root", str(world),
-                                   "--log", str(out.parent / f"{tool}-requests.jsonl")],
-                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "curation",
+                "minicc",
+                "serve",
+                "--root",
+                str(world),
+                "--log",
+                str(out.parent / f"{tool}-requests.jsonl"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     try:
         wait_for_server(world, server, server_errors)
-        command = [sys.executable, __file__, "--child", tool, "--candidates", str(candidates), "--out", str(out),
-                   "--processes", str(args.processes), "--threads", str(args.threads),
-                   "--image-size", str(args.image_size), "--samples-per-shard", str(args.samples_per_shard),
-                   "--allow", json.loads((world / "world.json").read_text())["allowed_cidr"],
-                   "--agent", json.loads((world / "world.json").read_text())["robots"]["agent_token"]]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            tool,
+            "--candidates",
+            str(candidates),
+            "--out",
+            str(out),
+            "--processes",
+            str(args.processes),
+            "--threads",
+            str(args.threads),
+            "--image-size",
+            str(args.image_size),
+            "--samples-per-shard",
+            str(args.samples_per_shard),
+            "--allow",
+            json.loads((world / "world.json").read_text())["allowed_cidr"],
+            "--agent",
+            json.loads((world / "world.json").read_text())["robots"]["agent_token"],
+        ]
         child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
         peak = [0]
         done = threading.Event()
@@ -129,7 +186,9 @@ def run_child(tool: str, args: argparse.Namespace, candidates: Path, out: Path, 
         server.wait()
 
 
-def wait_for_server(world: Path, server: subprocess.Popen, errors: Path, timeout_s: float = 120.0) -> None:
+def wait_for_server(
+    world: Path, server: subprocess.Popen, errors: Path, timeout_s: float = 120.0
+) -> None:
     info = json.loads((world / "world.json").read_text())
     host, port = info["hosts"][-1], info["port"]
     deadline = time.monotonic() + timeout_s
@@ -154,20 +213,35 @@ def child_ours(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     # A private local cluster with exactly `processes` CPUs (never join another session's cluster).
-    ray.init(address="local", num_cpus=args.processes, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        address="local", num_cpus=args.processes, include_dashboard=False, logging_level="WARNING"
+    )
     ray_start_s = time.perf_counter() - started
     config = DownloadConfig(
-        FetchConfig(user_agent_token=args.agent, allow_networks=(args.allow,),
-                    timeouts=Timeouts(connect_s=5.0, read_s=args.timeout, total_s=3 * args.timeout)),
-        ImageOptions(args.image_size, "keep_ratio_largest", jpeg_quality=95), threads=args.threads)
+        FetchConfig(
+            user_agent_token=args.agent,
+            allow_networks=(args.allow,),
+            timeouts=Timeouts(connect_s=5.0, read_s=args.timeout, total_s=3 * args.timeout),
+        ),
+        ImageOptions(args.image_size, "keep_ratio_largest", jpeg_quality=95),
+        threads=args.threads,
+    )
     started = time.perf_counter()
-    reports = download_pool([args.candidates], args.out, config, samples_per_shard=args.samples_per_shard,
-                            progress=False)
+    reports = download_pool(
+        [args.candidates],
+        args.out,
+        config,
+        samples_per_shard=args.samples_per_shard,
+        progress=False,
+    )
     wall = time.perf_counter() - started
     if not all(report.ok for report in reports):
         raise RuntimeError("\n".join(report.describe() for report in reports))
-    rows = [row for path in sorted(Path(args.out).glob("*.parquet"))
-            for row in pq.read_table(path, columns=["url", "status", "error_message"]).to_pylist()]
+    rows = [
+        row
+        for path in sorted(Path(args.out).glob("*.parquet"))
+        for row in pq.read_table(path, columns=["url", "status", "error_message"]).to_pylist()
+    ]
     return {"wall_s": wall, "setup_s": ray_start_s, "rows": rows}
 
 
@@ -175,34 +249,60 @@ def child_img2dataset(args: argparse.Namespace) -> dict:
     from img2dataset import download
 
     started = time.perf_counter()
-    download(url_list=args.candidates, input_format="parquet", url_col="url", caption_col="text",
-             output_folder=args.out, output_format="webdataset", image_size=args.image_size,
-             resize_mode="keep_ratio_largest", encode_quality=95, processes_count=args.processes,
-             thread_count=args.threads, number_sample_per_shard=args.samples_per_shard, timeout=int(args.timeout),
-             extract_exif=False, enable_wandb=False, distributor="multiprocessing", retries=0,
-             user_agent_token=args.agent)
+    download(
+        url_list=args.candidates,
+        input_format="parquet",
+        url_col="url",
+        caption_col="text",
+        output_folder=args.out,
+        output_format="webdataset",
+        image_size=args.image_size,
+        resize_mode="keep_ratio_largest",
+        encode_quality=95,
+        processes_count=args.processes,
+        thread_count=args.threads,
+        number_sample_per_shard=args.samples_per_shard,
+        timeout=int(args.timeout),
+        extract_exif=False,
+        enable_wandb=False,
+        distributor="multiprocessing",
+        retries=0,
+        user_agent_token=args.agent,
+    )
     wall = time.perf_counter() - started
-    rows = [row for path in sorted(Path(args.out).glob("*.parquet"))
-            for row in pq.read_table(path, columns=["url", "status", "error_message"]).to_pylist()]
+    rows = [
+        row
+        for path in sorted(Path(args.out).glob("*.parquet"))
+        for row in pq.read_table(path, columns=["url", "status", "error_message"]).to_pylist()
+    ]
     return {"wall_s": wall, "setup_s": 0.0, "rows": rows}
 
 
 def summarise(name: str, result: dict, clean_urls: set[str]) -> dict:
     rows = result["rows"]
     successes = [row for row in rows if row["status"] == "success"]
-    reasons = collections.Counter((row["error_message"] or "")[:48] for row in rows if row["status"] != "success")
+    reasons = collections.Counter(
+        (row["error_message"] or "")[:48] for row in rows if row["status"] != "success"
+    )
     return {
-        "tool": name, "urls": len(rows), "successes": len(successes),
+        "tool": name,
+        "urls": len(rows),
+        "successes": len(successes),
         "clean_successes": sum(row["url"] in clean_urls for row in successes),
-        "wall_s": result["wall_s"], "setup_s": result["setup_s"],
-        "images_per_s": len(successes) / result["wall_s"], "urls_per_s": len(rows) / result["wall_s"],
+        "wall_s": result["wall_s"],
+        "setup_s": result["setup_s"],
+        "images_per_s": len(successes) / result["wall_s"],
+        "urls_per_s": len(rows) / result["wall_s"],
         "images_per_s_with_setup": len(successes) / (result["wall_s"] + result["setup_s"]),
-        "peak_rss_mib": result["peak_rss_mib"], "failures": dict(reasons.most_common()),
+        "peak_rss_mib": result["peak_rss_mib"],
+        "failures": dict(reasons.most_common()),
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--world", help="an existing `minicc build` folder (default: build one)")
     parser.add_argument("--scale", default="small")
     parser.add_argument("--processes", type=int, default=2)
@@ -225,27 +325,36 @@ def main() -> int:
         scratch = Path(scratch_dir)
         world = build_or_load_world(args.world, args.scale, scratch)
         candidates, clean_urls = write_candidates(world, scratch / "candidates")
-        print(f"machine: {os.cpu_count()} CPUs ({platform_line()}); world {world} ; "
-              f"{pq.read_metadata(candidates).num_rows} URLs ({len(clean_urls)} clean); "
-              f"{args.processes} processes x {args.threads} threads; image size {args.image_size}, "
-              f"keep_ratio_largest, JPEG q95, timeout {args.timeout:g} s", flush=True)
+        print(
+            f"machine: {os.cpu_count()} CPUs ({platform_line()}); world {world} ; "
+            f"{pq.read_metadata(candidates).num_rows} URLs ({len(clean_urls)} clean); "
+            f"{args.processes} processes x {args.threads} threads; image size {args.image_size}, "
+            f"keep_ratio_largest, JPEG q95, timeout {args.timeout:g} s",
+            flush=True,
+        )
         summaries = []
         for tool in ("img2dataset", "ours"):  # the same fresh server for each, one after the other
             result = run_child(tool, args, candidates, scratch / f"out-{tool}", world)
             summaries.append(summarise(tool, result, clean_urls))
             print(json.dumps(summaries[-1]), flush=True)
     reference, ours = summaries
-    print(f"\n{'tool':<12}{'images/s':>10}{'URLs/s':>9}{'wall s':>8}{'ok':>7}{'ok clean':>10}{'peak MiB':>10}")
+    print(
+        f"\n{'tool':<12}{'images/s':>10}{'URLs/s':>9}{'wall s':>8}{'ok':>7}{'ok clean':>10}{'peak MiB':>10}"
+    )
     for s in summaries:
-        print(f"{s['tool']:<12}{s['images_per_s']:>10.1f}{s['urls_per_s']:>9.1f}{s['wall_s']:>8.1f}"
-              f"{s['successes']:>7}{s['clean_successes']:>10}{s['peak_rss_mib']:>10.0f}")
+        print(
+            f"{s['tool']:<12}{s['images_per_s']:>10.1f}{s['urls_per_s']:>9.1f}{s['wall_s']:>8.1f}"
+            f"{s['successes']:>7}{s['clean_successes']:>10}{s['peak_rss_mib']:>10.0f}"
+        )
     for s in summaries:
         print(f"{s['tool']} failures: {s['failures']}")
     ratio = ours["images_per_s"] / reference["images_per_s"]
     ratio_with_setup = ours["images_per_s_with_setup"] / reference["images_per_s_with_setup"]
-    print(f"ratio ours/img2dataset images/s: {ratio:.2f}x (target >= 1.5x); counting our Ray start-up "
-          f"({ours['setup_s']:.1f} s) too: {ratio_with_setup:.2f}x; clean successes "
-          f"{ours['clean_successes']} vs {reference['clean_successes']}")
+    print(
+        f"ratio ours/img2dataset images/s: {ratio:.2f}x (target >= 1.5x); counting our Ray start-up "
+        f"({ours['setup_s']:.1f} s) too: {ratio_with_setup:.2f}x; clean successes "
+        f"{ours['clean_successes']} vs {reference['clean_successes']}"
+    )
     return 0
 
 

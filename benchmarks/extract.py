@@ -15,6 +15,7 @@ WARC files instead (e.g. the mini Common Crawl or a downloaded CC file).
 
     .venv/bin/python benchmarks/extract.py [--size-mb 40] [--input 'path/*.warc.gz']
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,34 @@ from curation.stats import ShardStats
 
 TARGET_RATIO = 3.0
 TARGET_MB_PER_CORE = 20.0
-SYLLABLES = ("ka", "lo", "re", "mi", "tan", "sol", "ber", "nu", "qui", "dra", "ex", "ion", "ta",
-             "ven", "mor", "li", "pas", "che", "gro", "ul", "fa", "zen", "ri", "do", "sta", "pe")
+SYLLABLES = (
+    "ka",
+    "lo",
+    "re",
+    "mi",
+    "tan",
+    "sol",
+    "ber",
+    "nu",
+    "qui",
+    "dra",
+    "ex",
+    "ion",
+    "ta",
+    "ven",
+    "mor",
+    "li",
+    "pas",
+    "che",
+    "gro",
+    "ul",
+    "fa",
+    "zen",
+    "ri",
+    "do",
+    "sta",
+    "pe",
+)
 CYRILLIC = ("ка", "ло", "ре", "ми", "тан", "сол", "бер", "ну", "дра", "ен", "та", "вен", "мор")
 
 
@@ -136,68 +163,110 @@ class PageWriter:
         return "/" + "/".join(self.pick_words(self.rng.randint(1, 4)))
 
     def script(self) -> str:
-        names = [self.rng.choice(self.words[:3000]) + str(self.rng.randint(0, 99)) for _ in range(40)]
-        body = ";".join(f"var {n}=function(a,b){{return a.{self.rng.choice(names)}(b,"
-                        f"'{self.rng.choice(self.words[:3000])}')||{self.rng.randint(0, 9999)}}}"
-                        for n in names[: self.rng.randint(10, 40)])
+        names = [
+            self.rng.choice(self.words[:3000]) + str(self.rng.randint(0, 99)) for _ in range(40)
+        ]
+        body = ";".join(
+            f"var {n}=function(a,b){{return a.{self.rng.choice(names)}(b,"
+            f"'{self.rng.choice(self.words[:3000])}')||{self.rng.randint(0, 9999)}}}"
+            for n in names[: self.rng.randint(10, 40)]
+        )
         return f"<script>(function(){{{body}}})();</script>"
 
     def state_blob(self, russian: bool) -> str:
         """A framework's serialised page state (Next.js, Nuxt, ...): big, repetitive JSON."""
-        items = [{"id": self.rng.randint(1, 10**7), "slug": "-".join(self.pick_words(3)),
-                  "title": self.text(6, russian), "url": self.path(), "tags": self.pick_words(4),
-                  "published": f"2024-0{self.rng.randint(1, 9)}-1{self.rng.randint(0, 9)}"}
-                 for _ in range(self.rng.randint(20, 120))]
+        items = [
+            {
+                "id": self.rng.randint(1, 10**7),
+                "slug": "-".join(self.pick_words(3)),
+                "title": self.text(6, russian),
+                "url": self.path(),
+                "tags": self.pick_words(4),
+                "published": f"2024-0{self.rng.randint(1, 9)}-1{self.rng.randint(0, 9)}",
+            }
+            for _ in range(self.rng.randint(20, 120))
+        ]
         return f'<script id="__NEXT_DATA__" type="application/json">{json.dumps({"props": {"items": items}})}</script>'
 
     def icon(self) -> str:
         points = " ".join(f"{self.rng.randint(0, 24)},{self.rng.randint(0, 24)}" for _ in range(8))
-        return (f'<svg class="icon" viewBox="0 0 24 24" width="24" height="24" aria-hidden="true">'
-                f'<path d="M{points}Z" fill="currentColor"/></svg>')
+        return (
+            f'<svg class="icon" viewBox="0 0 24 24" width="24" height="24" aria-hidden="true">'
+            f'<path d="M{points}Z" fill="currentColor"/></svg>'
+        )
 
     def image(self, host: str, russian: bool) -> str:
         name = f"{self.path()}-{self.rng.randint(1, 10**6)}"
         kind = self.rng.random()
-        alt = html.escape(self.text(self.rng.randint(2, 12), russian)) if self.rng.random() < .75 else ""
+        alt = (
+            html.escape(self.text(self.rng.randint(2, 12), russian))
+            if self.rng.random() < 0.75
+            else ""
+        )
         if kind < 0.3:
             sizes = ", ".join(f"{name}-{w}.jpg {w}w" for w in (320, 640, 1024, 1600))
             attrs = f'src="{name}-320.jpg" srcset="{sizes}" sizes="(max-width: 600px) 100vw, 50vw"'
         elif kind < 0.45:
-            attrs = f'src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="//{host}{name}.jpg"'
+            attrs = (
+                f'src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="//{host}{name}.jpg"'
+            )
         else:
             attrs = f'src="{name}.jpg" loading="lazy"'
-        return (f'<figure class="{self.cls()}"><img {attrs} alt="{alt}" width="{self.rng.randint(50, 1600)}" '
-                f'height="{self.rng.randint(50, 1200)}"><figcaption>{self.text(self.rng.randint(3, 15), russian)}'
-                f"</figcaption></figure>")
+        return (
+            f'<figure class="{self.cls()}"><img {attrs} alt="{alt}" width="{self.rng.randint(50, 1600)}" '
+            f'height="{self.rng.randint(50, 1200)}"><figcaption>{self.text(self.rng.randint(3, 15), russian)}'
+            f"</figcaption></figure>"
+        )
 
     def page(self, url: str, host: str, russian: bool) -> str:
         rng = self.rng
-        head = [f'<meta name="{rng.choice(self.words[:200])}" content="{self.text(8, russian)}">'
-                for _ in range(rng.randint(5, 20))]
-        head += [f'<link rel="stylesheet" href="{self.path()}.css?v={rng.randint(1, 999)}">'
-                 for _ in range(rng.randint(3, 12))]
-        head.append("<style>" + "".join(f".{c}{{margin:{rng.randint(0, 40)}px;color:#{rng.randrange(16**6):06x}}}"
-                                        for c in rng.sample(self.classes, rng.randint(30, 150))) + "</style>")
+        head = [
+            f'<meta name="{rng.choice(self.words[:200])}" content="{self.text(8, russian)}">'
+            for _ in range(rng.randint(5, 20))
+        ]
+        head += [
+            f'<link rel="stylesheet" href="{self.path()}.css?v={rng.randint(1, 999)}">'
+            for _ in range(rng.randint(3, 12))
+        ]
+        head.append(
+            "<style>"
+            + "".join(
+                f".{c}{{margin:{rng.randint(0, 40)}px;color:#{rng.randrange(16**6):06x}}}"
+                for c in rng.sample(self.classes, rng.randint(30, 150))
+            )
+            + "</style>"
+        )
         head += [self.script() for _ in range(rng.randint(1, 4))]
-        head += [f'<script src="https://cdn.{host}{self.path()}.js" async></script>'
-                 for _ in range(rng.randint(2, 8))]
-        nav = "".join(f'<li class="{self.cls()}"><a href="{self.path()}">{self.icon()}{self.text(2, russian)}</a></li>'
-                      for _ in range(rng.randint(20, 80)))
+        head += [
+            f'<script src="https://cdn.{host}{self.path()}.js" async></script>'
+            for _ in range(rng.randint(2, 8))
+        ]
+        nav = "".join(
+            f'<li class="{self.cls()}"><a href="{self.path()}">{self.icon()}{self.text(2, russian)}</a></li>'
+            for _ in range(rng.randint(20, 80))
+        )
         body: list[str] = []
         for _ in range(rng.randint(8, 40)):
             body.append(f'<p class="{self.cls()}">{self.text(rng.randint(30, 160), russian)}</p>')
             if rng.random() < 0.5:
                 body.append(self.image(host, russian))
-        aside = "".join(f'<div class="{self.cls()}"><a href="{self.path()}"><img src="{self.path()}.png" '
-                        f'alt="{self.text(3, russian) if rng.random() < .5 else ""}"></a>'
-                        f"<span>{self.text(10, russian)}</span></div>" for _ in range(rng.randint(3, 15)))
-        footer = "".join(f'<a href="{self.path()}">{self.icon()}{self.text(2, russian)}</a> '
-                         for _ in range(rng.randint(20, 60)))
+        aside = "".join(
+            f'<div class="{self.cls()}"><a href="{self.path()}"><img src="{self.path()}.png" '
+            f'alt="{self.text(3, russian) if rng.random() < 0.5 else ""}"></a>'
+            f"<span>{self.text(10, russian)}</span></div>"
+            for _ in range(rng.randint(3, 15))
+        )
+        footer = "".join(
+            f'<a href="{self.path()}">{self.icon()}{self.text(2, russian)}</a> '
+            for _ in range(rng.randint(20, 60))
+        )
         lang = "ru" if russian else "en"
-        return (f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8"><title>{self.text(6, russian)}'
-                f'</title>{"".join(head)}</head><body class="{self.cls()}"><header><nav><ul>{nav}</ul></nav>'
-                f'</header><main><article>{"".join(body)}</article></main><aside>{aside}</aside>'
-                f'<footer>{footer}{self.script()}</footer>{self.state_blob(russian)}</body></html>')
+        return (
+            f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8"><title>{self.text(6, russian)}'
+            f'</title>{"".join(head)}</head><body class="{self.cls()}"><header><nav><ul>{nav}</ul></nav>'
+            f"</header><main><article>{''.join(body)}</article></main><aside>{aside}</aside>"
+            f"<footer>{footer}{self.script()}</footer>{self.state_blob(russian)}</body></html>"
+        )
 
 
 def generate_warc(path: Path, target_bytes: int, seed: int) -> None:
@@ -215,14 +284,18 @@ def generate_warc(path: Path, target_bytes: int, seed: int) -> None:
             if russian:  # the header is the only declaration, as on many legacy sites
                 body = body.replace(b'<meta charset="utf-8">', b"")
             block = http_response_block(body, charset="windows-1251" if russian else "utf-8")
-            request = f"GET {url} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: CCBot/2.0\r\n\r\n".encode()
+            request = (
+                f"GET {url} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: CCBot/2.0\r\n\r\n".encode()
+            )
             metadata = f"fetchTimeMs: {writer.rng.randint(20, 900)}\r\ncharset-detected: UTF-8\r\n".encode()
             for warc_type, block_bytes, content_type in (
-                    ("request", request, "application/http; msgtype=request"),
-                    ("response", block, "application/http; msgtype=response"),
-                    ("metadata", metadata, "application/warc-fields")):
-                member = gzip.compress(warc_record(warc_type, url, block_bytes, content_type),
-                                       compresslevel=6)
+                ("request", request, "application/http; msgtype=request"),
+                ("response", block, "application/http; msgtype=response"),
+                ("metadata", metadata, "application/warc-fields"),
+            ):
+                member = gzip.compress(
+                    warc_record(warc_type, url, block_bytes, content_type), compresslevel=6
+                )
                 stream.write(member)
                 written += len(member)
             index += 1
@@ -252,18 +325,30 @@ def measure(name: str, extract, files: list[str]) -> dict[str, float]:
     cpu = time.process_time() - cpu_start
     wall = time.perf_counter() - wall_start
     size_mb = sum(Path(f).stat().st_size for f in files) / 1e6
-    result = {"records_per_s": records / cpu, "mb_per_s": size_mb / cpu, "records": records,
-              "pairs": pairs, "cpu_s": cpu, "wall_s": wall}
-    print(f"{name:<34} {records:>8} records {pairs:>8} pairs  cpu {cpu:7.2f}s (wall {wall:6.2f}s)  "
-          f"{result['records_per_s']:>9.0f} records/s  {result['mb_per_s']:7.2f} MB/s of .warc.gz")
+    result = {
+        "records_per_s": records / cpu,
+        "mb_per_s": size_mb / cpu,
+        "records": records,
+        "pairs": pairs,
+        "cpu_s": cpu,
+        "wall_s": wall,
+    }
+    print(
+        f"{name:<34} {records:>8} records {pairs:>8} pairs  cpu {cpu:7.2f}s (wall {wall:6.2f}s)  "
+        f"{result['records_per_s']:>9.0f} records/s  {result['mb_per_s']:7.2f} MB/s of .warc.gz"
+    )
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", nargs="+", default=None, help="WARC files (globs) to measure")
-    parser.add_argument("--size-mb", type=float, default=40.0,
-                        help="compressed size of the generated input (split over 2 files)")
+    parser.add_argument(
+        "--size-mb",
+        type=float,
+        default=40.0,
+        help="compressed size of the generated input (split over 2 files)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="where to keep generated files (reused)")
     args = parser.parse_args()
@@ -271,27 +356,36 @@ def main() -> int:
         files = fsio.expand(args.input)
         described = f"{len(files)} given file(s)"
     else:
-        workdir = Path(args.workdir or tempfile.gettempdir()) / f"bench-extract-{args.seed}-{args.size_mb:g}"
+        workdir = (
+            Path(args.workdir or tempfile.gettempdir())
+            / f"bench-extract-{args.seed}-{args.size_mb:g}"
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         files = []
         for part in range(2):
             path = workdir / f"realistic-{part}.warc.gz"
             if not path.exists():
-                generate_warc(path.with_suffix(".tmp"), int(args.size_mb * 1e6 / 2), args.seed + part)
+                generate_warc(
+                    path.with_suffix(".tmp"), int(args.size_mb * 1e6 / 2), args.seed + part
+                )
                 path.with_suffix(".tmp").replace(path)
             files.append(str(path))
         described = "generated realistic pages"
     total = sum(Path(f).stat().st_size for f in files) / 1e6
     pages, html_bytes, raw_bytes = describe_input(files)
-    print(f"input: {described}, {total:.1f} MB of .warc.gz in {len(files)} file(s); {pages} HTML "
-          f"responses averaging {html_bytes / max(pages, 1) / 1e3:.0f} KB; gzip ratio "
-          f"{raw_bytes / (total * 1e6):.1f}x")
+    print(
+        f"input: {described}, {total:.1f} MB of .warc.gz in {len(files)} file(s); {pages} HTML "
+        f"responses averaging {html_bytes / max(pages, 1) / 1e3:.0f} KB; gzip ratio "
+        f"{raw_bytes / (total * 1e6):.1f}x"
+    )
     ours_extract(files[0])  # warm imports and caches outside the timed runs
     reference = measure("reference (warcio + html.parser)", reference_extract, files)
     ours = measure("ours (FastWARC + lexbor)", ours_extract, files)
     ratio = ours["mb_per_s"] / reference["mb_per_s"]
-    print(f"ratio ours / reference: {ratio:.2f}x (target >= {TARGET_RATIO:g}x); "
-          f"ours {ours['mb_per_s']:.1f} MB/s of .warc.gz per core (target >= {TARGET_MB_PER_CORE:g})")
+    print(
+        f"ratio ours / reference: {ratio:.2f}x (target >= {TARGET_RATIO:g}x); "
+        f"ours {ours['mb_per_s']:.1f} MB/s of .warc.gz per core (target >= {TARGET_MB_PER_CORE:g})"
+    )
     return 0
 
 

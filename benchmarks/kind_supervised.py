@@ -15,6 +15,7 @@ AdamW for the rest); the default is plain AdamW.
 
     .venv/bin/python benchmarks/kind_supervised.py [--world /tmp/minicc-quality --pictures 8000 --steps 4000 --tower cnn --optimizer muon]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,26 +54,41 @@ def small_cnn(classes: int) -> torch.nn.Module:
     channels = 3
     for width in (16, 32, 64):
         for _ in range(2):
-            layers += [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.BatchNorm2d(width),
-                       torch.nn.ReLU()]
+            layers += [
+                torch.nn.Conv2d(channels, width, 3, padding=1),
+                torch.nn.BatchNorm2d(width),
+                torch.nn.ReLU(),
+            ]
             channels = width
         layers.append(torch.nn.MaxPool2d(2))
-    return torch.nn.Sequential(*layers, torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
-                               torch.nn.Linear(channels, classes))
+    return torch.nn.Sequential(
+        *layers,
+        torch.nn.AdaptiveMaxPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(channels, classes),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--world", type=Path, default=Path("/tmp/minicc-quality"),
-                        help="mini Common Crawl folder (built at the small scale if missing)")
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=Path("/tmp/minicc-quality"),
+        help="mini Common Crawl folder (built at the small scale if missing)",
+    )
     parser.add_argument("--pictures", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
-    parser.add_argument("--tower", choices=("vit", "cnn"), default="vit",
-                        help="tiny's ViT (default) or a small CNN on the same input")
+    parser.add_argument(
+        "--tower",
+        choices=("vit", "cnn"),
+        default="vit",
+        help="tiny's ViT (default) or a small CNN on the same input",
+    )
     options = parser.parse_args()
     ensure_world(options.world)
     torch.manual_seed(0)
@@ -80,12 +96,14 @@ def main() -> None:
     vision_cfg = model_config("tiny").vision
     images, labels = labelled_pictures(options.pictures, vision_cfg.image_size, options.processes)
     print(f"{options.pictures} labelled pictures rendered in {time.perf_counter() - started:.0f} s")
-    eval_images, eval_labels = load_labelled_images(str(options.world / "eval" / "zeroshot"),
-                                                    vision_cfg.image_size)
+    eval_images, eval_labels = load_labelled_images(
+        str(options.world / "eval" / "zeroshot"), vision_cfg.image_size
+    )
     model = small_cnn(len(KINDS)) if options.tower == "cnn" else ViTClassifier(vision_cfg)
     if options.optimizer == "muon":  # the trainer's split: Muon for the ViT's block matrices
-        optimizer = build_optimizer(model, OptimConfig(name="muon", lr=options.lr,
-                                                        weight_decay=1e-4))
+        optimizer = build_optimizer(
+            model, OptimConfig(name="muon", lr=options.lr, weight_decay=1e-4)
+        )
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
 
@@ -104,11 +122,16 @@ def main() -> None:
             with torch.no_grad():
                 train_top1 = (model(images[:1000]).argmax(1) == labels[:1000]).float().mean()
                 eval_top1 = (model(eval_images).argmax(1) == eval_labels).float().mean()
-            print(f"step {step:5d}  loss {loss.item():.3f}  train top-1 {train_top1:.1%}  "
-                  f"held-out zero-shot set top-1 {eval_top1:.1%}", flush=True)
-    print(f"held-out top-1 / chance: {eval_top1 / chance:.1f}x ({options.tower}, {options.optimizer}, "
-          f"supervised, {options.steps} steps x {options.batch_size} pictures, "
-          f"{time.perf_counter() - started:.0f} s; compare minicc_quality.py's zero-shot / chance)")
+            print(
+                f"step {step:5d}  loss {loss.item():.3f}  train top-1 {train_top1:.1%}  "
+                f"held-out zero-shot set top-1 {eval_top1:.1%}",
+                flush=True,
+            )
+    print(
+        f"held-out top-1 / chance: {eval_top1 / chance:.1f}x ({options.tower}, {options.optimizer}, "
+        f"supervised, {options.steps} steps x {options.batch_size} pictures, "
+        f"{time.perf_counter() - started:.0f} s; compare minicc_quality.py's zero-shot / chance)"
+    )
 
 
 if __name__ == "__main__":

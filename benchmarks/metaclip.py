@@ -10,6 +10,7 @@ prints texts/s per core for both, the ratio, the automaton build time and its me
 
     .venv/bin/python benchmarks/metaclip.py [--entries 500000] [--texts 200000] [--naive 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def synthetic_alt_texts(count: int, rng: np.random.Generator) -> list[str]:
         if rng.random() < 0.06:
             texts.append(NOISE[rng.integers(len(NOISE))].format(n=rng.integers(10_000)))
             continue
-        picked = [words[i] for i in word_ids[end - length:end]]
+        picked = [words[i] for i in word_ids[end - length : end]]
         if rng.random() < 0.4:
             picked[0] = picked[0].capitalize()
         if rng.random() < 0.3:
@@ -91,8 +92,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     entries = synthetic_metadata(args.entries, rng)
     texts = synthetic_alt_texts(args.texts, rng)
-    print(f"metadata: {len(entries)} entries; texts: {len(texts)} "
-          f"(mean {np.mean([len(t) for t in texts]):.0f} chars)")
+    print(
+        f"metadata: {len(entries)} entries; texts: {len(texts)} "
+        f"(mean {np.mean([len(t) for t in texts]):.0f} chars)"
+    )
 
     gc.collect()
     rss_before = rss_mib()
@@ -103,14 +106,18 @@ def main() -> None:
     print(f"automaton build: {build_seconds:.2f} s, peak RSS +{automaton_mib:.0f} MiB")
 
     started = time.process_time()
-    batches = [matcher.match_batch(texts[start:start + args.batch])
-               for start in range(0, len(texts), args.batch)]
+    batches = [
+        matcher.match_batch(texts[start : start + args.batch])
+        for start in range(0, len(texts), args.batch)
+    ]
     ours_seconds = time.process_time() - started
     ours = [ids for batch in batches for ids in batch.to_pylist()]
     ours_rate = len(texts) / ours_seconds
     matched = sum(1 for ids in ours if ids)
-    print(f"ours:  {ours_rate:,.0f} texts/s on 1 core ({matched / len(texts):.1%} of texts "
-          f"match, {sum(map(len, ours)) / len(texts):.2f} entries per text)")
+    print(
+        f"ours:  {ours_rate:,.0f} texts/s on 1 core ({matched / len(texts):.1%} of texts "
+        f"match, {sum(map(len, ours)) / len(texts):.2f} entries per text)"
+    )
 
     sample = rng.choice(len(texts), size=min(args.naive, len(texts)), replace=False)
     started = time.process_time()
@@ -121,8 +128,10 @@ def main() -> None:
         assert ours[i] == expected, f"text {i} {texts[i]!r}: ours {ours[i]} != naive {expected}"
     print(f"identical matches on all {len(sample)} naive texts")
     ratio = ours_rate / naive_rate
-    print(f"ratio: {ratio:,.0f}x naive (target >= 1000x); {ours_rate:,.0f} texts/s/core "
-          f"(target >= 50,000)")
+    print(
+        f"ratio: {ratio:,.0f}x naive (target >= 1000x); {ours_rate:,.0f} texts/s/core "
+        f"(target >= 50,000)"
+    )
 
 
 if __name__ == "__main__":

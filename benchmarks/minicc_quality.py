@@ -38,6 +38,7 @@ and 2.3 GB.
 
     .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc [--steps 1000 --fresh 200000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,22 +87,35 @@ FRESH_STREAM = 0xF4E5
 FRESH_SHARD_SIZE = 5000
 
 
-def labelled_pictures(count: int, image_size: int, processes: int = 2
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled_pictures(
+    count: int, image_size: int, processes: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` labelled single-shape pictures drawn like the zero-shot set, decoded to the model
     input: images [count, 3, S, S], kind labels [count]."""
-    pictures = list(ordered_map(partial(labelled_shape_picture, LABELLED_SEED), list(range(count)),
-                                processes, "render labelled pictures"))
-    return (torch.stack([decode_image(jpeg, image_size) for jpeg, _ in pictures]),
-            torch.tensor([label for _, label in pictures]))
+    pictures = list(
+        ordered_map(
+            partial(labelled_shape_picture, LABELLED_SEED),
+            list(range(count)),
+            processes,
+            "render labelled pictures",
+        )
+    )
+    return (
+        torch.stack([decode_image(jpeg, image_size) for jpeg, _ in pictures]),
+        torch.tensor([label for _, label in pictures]),
+    )
 
 
 def kind_probe(model, probe_set: dict[str, torch.Tensor]) -> dict:
     """Linear probe for the shape kind on the frozen image embeddings: fitted on the labelled
     pictures, scored on the world's zero-shot set (`probe_set`, see main)."""
-    return linear_probe_accuracy(embed_images(model, probe_set["images"]), probe_set["labels"],
-                                 embed_images(model, probe_set["test_images"]),
-                                 probe_set["test_labels"], len(KINDS))
+    return linear_probe_accuracy(
+        embed_images(model, probe_set["images"]),
+        probe_set["labels"],
+        embed_images(model, probe_set["test_images"]),
+        probe_set["test_labels"],
+        len(KINDS),
+    )
 
 
 def ensure_world(world: Path, scale: str = "small") -> None:
@@ -110,8 +124,20 @@ def ensure_world(world: Path, scale: str = "small") -> None:
     if reason is None:
         return
     print(f"{reason}: building the mini Common Crawl in {world} (scale {scale}) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "curation", "minicc", "build", "--out", str(world),
-                    "--scale", scale], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curation",
+            "minicc",
+            "build",
+            "--out",
+            str(world),
+            "--scale",
+            scale,
+        ],
+        check=True,
+    )
 
 
 def world_captions(world: Path) -> dict[str, str]:
@@ -138,9 +164,12 @@ def captions_from_grounding(grounding: str, out_dir: Path, captions: dict[str, s
             for sample in iter_tar_samples(url):
                 refs = json.loads(sample.files["json"]).get("refs", [])
                 caption = captions.get(sample.key) or " and ".join(
-                    ref["phrase"] for ref in refs if ref.get("phrase"))
-                for name, data in ((f"{sample.key}.jpg", sample.files["jpg"]),
-                                   (f"{sample.key}.txt", caption.encode())):
+                    ref["phrase"] for ref in refs if ref.get("phrase")
+                )
+                for name, data in (
+                    (f"{sample.key}.jpg", sample.files["jpg"]),
+                    (f"{sample.key}.txt", caption.encode()),
+                ):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     archive.addfile(info, io.BytesIO(data))
@@ -148,8 +177,9 @@ def captions_from_grounding(grounding: str, out_dir: Path, captions: dict[str, s
     return str(out_dir / f"{{00000..{len(shards) - 1:05d}}}.tar")
 
 
-def fresh_picture(world_seed: int, concepts: ConceptSampler, long_side: int, index: int
-                  ) -> tuple[str, bytes, str, list]:
+def fresh_picture(
+    world_seed: int, concepts: ConceptSampler, long_side: int, index: int
+) -> tuple[str, bytes, str, list]:
     """Picture `index` of the --fresh stream: a scene drawn as the world draws its web's (its
     concept sampler, `ConceptSampler(world_seed)`, so the same Zipf skew), rendered, shrunk to
     `long_side` (the trainer squashes to 64 px anyway), with its good English caption and its
@@ -160,14 +190,17 @@ def fresh_picture(world_seed: int, concepts: ConceptSampler, long_side: int, ind
     image = rendered.image
     scale = long_side / max(image.size)
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
     caption = good_caption(scene, style=int(rng.integers(4)))
     return f"{index:08d}", encode(image, "jpeg", 90), caption, scene.grounding_refs(rendered.boxes)
 
 
-def fresh_shards(world: Path, count: int, out_dir: Path, long_side: int = 160,
-                 processes: int = 2) -> tuple[str, str]:
+def fresh_shards(
+    world: Path, count: int, out_dir: Path, long_side: int = 160, processes: int = 2
+) -> tuple[str, str]:
     """Write `count` fresh pictures as image-text shards (KEY.jpg + KEY.txt) and grounding
     shards (KEY.jpg + KEY.json refs) of the same pictures; returns both shard patterns. A
     shard already written is kept (each is written atomically), so an interrupted run resumes."""
@@ -175,37 +208,73 @@ def fresh_shards(world: Path, count: int, out_dir: Path, long_side: int = 160,
     picture = partial(fresh_picture, seed, ConceptSampler(seed), long_side)
     shards = (count + FRESH_SHARD_SIZE - 1) // FRESH_SHARD_SIZE
     for shard in range(shards):
-        text, grounding = (out_dir / "text" / f"{shard:05d}.tar",
-                           out_dir / "grounding" / f"{shard:05d}.tar")
+        text, grounding = (
+            out_dir / "text" / f"{shard:05d}.tar",
+            out_dir / "grounding" / f"{shard:05d}.tar",
+        )
         if text.exists() and grounding.exists():
             continue
         indices = list(range(shard * FRESH_SHARD_SIZE, min(count, (shard + 1) * FRESH_SHARD_SIZE)))
-        rows = list(ordered_map(picture, indices, processes,
-                                f"fresh pictures, shard {shard + 1}/{shards}"))
-        write_tar(grounding, [(key, {"jpg": jpeg, "json": json.dumps(
-            {"source": "minicc-fresh", "refs": refs}, sort_keys=True).encode()})
-            for key, jpeg, _, refs in rows])
-        write_tar(text, [(key, {"jpg": jpeg, "txt": caption.encode()})
-                         for key, jpeg, caption, _ in rows])
+        rows = list(
+            ordered_map(picture, indices, processes, f"fresh pictures, shard {shard + 1}/{shards}")
+        )
+        write_tar(
+            grounding,
+            [
+                (
+                    key,
+                    {
+                        "jpg": jpeg,
+                        "json": json.dumps(
+                            {"source": "minicc-fresh", "refs": refs}, sort_keys=True
+                        ).encode(),
+                    },
+                )
+                for key, jpeg, _, refs in rows
+            ],
+        )
+        write_tar(
+            text, [(key, {"jpg": jpeg, "txt": caption.encode()}) for key, jpeg, caption, _ in rows]
+        )
     last = f"{shards - 1:05d}"
-    return (str(out_dir / "text" / f"{{00000..{last}}}.tar"),
-            str(out_dir / "grounding" / f"{{00000..{last}}}.tar"))
+    return (
+        str(out_dir / "text" / f"{{00000..{last}}}.tar"),
+        str(out_dir / "grounding" / f"{{00000..{last}}}.tar"),
+    )
 
 
-def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path, out: Path,
-                       steps: int, overrides: list[str],
-                       probe_set: dict[str, torch.Tensor]) -> dict:
+def train_and_evaluate(
+    name: str,
+    text_shards: str,
+    grounding: str,
+    world: Path,
+    out: Path,
+    steps: int,
+    overrides: list[str],
+    probe_set: dict[str, torch.Tensor],
+) -> dict:
     # Phase 1 only: the claim is about phase 1 (the preset's phase-2 and phase-3 tails are left
     # out; phase 3 starts at its own fraction, so both are switched off).
-    args = load_args("tiny", [f"schedule.steps={steps}", f"checkpoint.every={steps}",
-                              "schedule.phase2_start=1.0", "schedule.phase3_start=1.0",
-                              "logging.tensorboard=false",
-                              "logging.progress_bar=false", *overrides])
+    args = load_args(
+        "tiny",
+        [
+            f"schedule.steps={steps}",
+            f"checkpoint.every={steps}",
+            "schedule.phase2_start=1.0",
+            "schedule.phase3_start=1.0",
+            "logging.tensorboard=false",
+            "logging.progress_bar=false",
+            *overrides,
+        ],
+    )
     args.data.text_shards, args.data.grounding_shards, args.out = text_shards, grounding, str(out)
     started = time.perf_counter()
     folder = train(args)
     minutes = (time.perf_counter() - started) / 60
-    model, tokenizer = load_trained_model(folder), make_tokenizer(args.model.tokenizer, args.model.box_bins)
+    model, tokenizer = (
+        load_trained_model(folder),
+        make_tokenizer(args.model.tokenizer, args.model.box_bins),
+    )
     evals = world / "eval"
     with torch.no_grad():
         result = {
@@ -226,28 +295,40 @@ def train_and_evaluate(name: str, text_shards: str, grounding: str, world: Path,
 
 def print_table(results: list[dict], steps: int, batch: str) -> None:
     print(f"\ntiny, {steps} steps, {batch}; evaluated on the world's held-out sets")
-    header = f"{'run':8} {'min':>5} {'sigmoid':>8} {'locca':>6} {'0-shot':>7} {'chance':>7} " \
-             f"{'kNN@10':>7} {'probe':>6} {'T→I R@1':>8} {'I→T R@1':>8} {'ARef@.5':>8} {'whole':>6} {'centre':>7}"
+    header = (
+        f"{'run':8} {'min':>5} {'sigmoid':>8} {'locca':>6} {'0-shot':>7} {'chance':>7} "
+        f"{'kNN@10':>7} {'probe':>6} {'T→I R@1':>8} {'I→T R@1':>8} {'ARef@.5':>8} {'whole':>6} {'centre':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         z, ret, a, loss = r["zeroshot"], r["retrieval"], r["aref"], r["final_loss"]
-        print(f"{r['run']:8} {r['train_minutes']:5.1f} {loss['sigmoid']:8.3f} {loss['locca']:6.3f} "
-              f"{z['top1']:7.1%} {z['chance']:7.1%} {r['knn']['top1@k10']:7.1%} "
-              f"{r['probe']['top1']:6.1%} "
-              f"{ret['text_to_image_R@1']:8.1%} "
-              f"{ret['image_to_text_R@1']:8.1%} {a['acc@0.5']:8.1%} "
-              f"{a['baseline_whole_image']:6.1%} {a['baseline_centre_box']:7.1%}")
+        print(
+            f"{r['run']:8} {r['train_minutes']:5.1f} {loss['sigmoid']:8.3f} {loss['locca']:6.3f} "
+            f"{z['top1']:7.1%} {z['chance']:7.1%} {r['knn']['top1@k10']:7.1%} "
+            f"{r['probe']['top1']:6.1%} "
+            f"{ret['text_to_image_R@1']:8.1%} "
+            f"{ret['image_to_text_R@1']:8.1%} {a['acc@0.5']:8.1%} "
+            f"{a['baseline_whole_image']:6.1%} {a['baseline_centre_box']:7.1%}"
+        )
     muon, adamw = results[0], results[-1]
-    print("\nzero-shot / chance: " + ", ".join(
-        f"{r['run']} {r['zeroshot']['top1'] / r['zeroshot']['chance']:.1f}x" for r in results))
+    print(
+        "\nzero-shot / chance: "
+        + ", ".join(
+            f"{r['run']} {r['zeroshot']['top1'] / r['zeroshot']['chance']:.1f}x" for r in results
+        )
+    )
     best_baseline = max(muon["aref"]["baseline_whole_image"], muon["aref"]["baseline_centre_box"])
-    print("ARef Acc@0.5 over the best trivial box: " + ", ".join(
-        f"{r['run']} {r['aref']['acc@0.5'] - best_baseline:+.1%}" for r in results))
+    print(
+        "ARef Acc@0.5 over the best trivial box: "
+        + ", ".join(f"{r['run']} {r['aref']['acc@0.5'] - best_baseline:+.1%}" for r in results)
+    )
     if len(results) > 1:
-        print(f"Muon - AdamW at equal steps: zero-shot "
-              f"{muon['zeroshot']['top1'] - adamw['zeroshot']['top1']:+.1%}, ARef "
-              f"{muon['aref']['acc@0.5'] - adamw['aref']['acc@0.5']:+.1%}")
+        print(
+            f"Muon - AdamW at equal steps: zero-shot "
+            f"{muon['zeroshot']['top1'] - adamw['zeroshot']['top1']:+.1%}, ARef "
+            f"{muon['aref']['acc@0.5'] - adamw['aref']['acc@0.5']:+.1%}"
+        )
 
 
 def main() -> None:
@@ -257,22 +338,40 @@ def main() -> None:
 
         phase_ablation.main()
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog="--ablation: run benchmarks/phase_ablation.py instead "
-                                            "(same --world/--text-shards/--steps/--out flags)")
-    parser.add_argument("--world", type=Path, default=Path("/tmp/minicc-quality"),
-                        help="mini Common Crawl folder (built at --scale if missing)")
-    parser.add_argument("--scale", default="small", choices=("small", "medium"),
-                        help="world size when --world must be built (medium: 10x the pictures)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="--ablation: run benchmarks/phase_ablation.py instead "
+        "(same --world/--text-shards/--steps/--out flags)",
+    )
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=Path("/tmp/minicc-quality"),
+        help="mini Common Crawl folder (built at --scale if missing)",
+    )
+    parser.add_argument(
+        "--scale",
+        default="small",
+        choices=("small", "medium"),
+        help="world size when --world must be built (medium: 10x the pictures)",
+    )
     parser.add_argument("--text-shards", help="image-text shards (default: derived from grounding)")
-    parser.add_argument("--fresh", type=int, metavar="N",
-                        help="train on N pictures drawn like the web's that no step sees twice "
-                             "(rendered into OUT/fresh-N), instead of the world's pictures")
+    parser.add_argument(
+        "--fresh",
+        type=int,
+        metavar="N",
+        help="train on N pictures drawn like the web's that no step sees twice "
+        "(rendered into OUT/fresh-N), instead of the world's pictures",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/minicc_quality"))
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--optimizers", default="muon,adamw")
-    parser.add_argument("--probe-pictures", type=int, default=4000,
-                        help="labelled pictures the kind probe is fitted on")
+    parser.add_argument(
+        "--probe-pictures",
+        type=int,
+        default=4000,
+        help="labelled pictures the kind probe is fitted on",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs (key=value)")
     options = parser.parse_args()
 
@@ -284,10 +383,13 @@ def main() -> None:
     ensure_world(options.world, options.scale)
     grounding = str(options.world / "grounding" / "*.tar")
     if options.fresh:
-        text_shards, grounding = fresh_shards(options.world, options.fresh,
-                                              options.out / f"fresh-{options.fresh}")
-        print(f"image-text and grounding shards: {options.fresh} fresh pictures drawn like the "
-              f"web's, captioned with their good captions ({text_shards})")
+        text_shards, grounding = fresh_shards(
+            options.world, options.fresh, options.out / f"fresh-{options.fresh}"
+        )
+        print(
+            f"image-text and grounding shards: {options.fresh} fresh pictures drawn like the "
+            f"web's, captioned with their good captions ({text_shards})"
+        )
     elif options.text_shards:
         text_shards = options.text_shards
         print(f"image-text shards: {text_shards}")
@@ -296,24 +398,43 @@ def main() -> None:
         folder = options.out / ("captions_good" if captions else "captions_phrases")
         text_shards = captions_from_grounding(grounding, folder, captions)
         source = "the world's good captions" if captions else "their own phrases"
-        print("image-text shards: NOT curated web data; the world's grounding images captioned "
-              f"with {source} ({text_shards})")
+        print(
+            "image-text shards: NOT curated web data; the world's grounding images captioned "
+            f"with {source} ({text_shards})"
+        )
     args = load_args("tiny", options.overrides)
     image_size = model_config(args.model.preset, **args.model.overrides).vision.image_size
     # Rendered and decoded once, for every optimizer's run.
     images, labels = labelled_pictures(options.probe_pictures, image_size)
-    test_images, test_labels = load_labelled_images(str(options.world / "eval" / "zeroshot"),
-                                                    image_size)
-    probe_set = {"images": images, "labels": labels, "test_images": test_images,
-                 "test_labels": test_labels}
+    test_images, test_labels = load_labelled_images(
+        str(options.world / "eval" / "zeroshot"), image_size
+    )
+    probe_set = {
+        "images": images,
+        "labels": labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
     results = []
     for optimizer in options.optimizers.split(","):
         print(f"\n== training tiny with {optimizer} ==", flush=True)
-        results.append(train_and_evaluate(
-            optimizer, text_shards, grounding, options.world, options.out / optimizer,
-            options.steps, [f"optim.name={optimizer}", *options.overrides], probe_set))
-    print_table(results, options.steps,
-                f"batch {args.data.batch_size} ({args.data.grounding_fraction:.0%} grounding)")
+        results.append(
+            train_and_evaluate(
+                optimizer,
+                text_shards,
+                grounding,
+                options.world,
+                options.out / optimizer,
+                options.steps,
+                [f"optim.name={optimizer}", *options.overrides],
+                probe_set,
+            )
+        )
+    print_table(
+        results,
+        options.steps,
+        f"batch {args.data.batch_size} ({args.data.grounding_fraction:.0%} grounding)",
+    )
 
 
 if __name__ == "__main__":

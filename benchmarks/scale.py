@@ -8,6 +8,7 @@ a 10B-image pool. Every assumption is a flag and is printed with the result.
 
     .venv/bin/python benchmarks/scale.py [--run demo-run] [--cores 1792] [--dollars-per-core-hour …]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,27 +101,53 @@ def project(rates: dict[str, Rate], options: argparse.Namespace) -> list[tuple[s
         hours = urls * options.texts_per_url / rates["balance_match"].per_core_second / 3600
         rows.append(("balance (core-h)", hours, hours * options.dollars_per_core_hour))
     gpu_hours = options.images_per_snapshot / options.gpu_images_per_second / 3600
-    rows.append(("score (GPU-h, assumed rate)", gpu_hours, gpu_hours * options.dollars_per_gpu_hour))
+    rows.append(
+        ("score (GPU-h, assumed rate)", gpu_hours, gpu_hours * options.dollars_per_gpu_hour)
+    )
     return rows
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", default="demo-run", help="a run folder with stage statistics")
     parser.add_argument("--scratch", default="bench-out/scale", help="generated WARC files")
     parser.add_argument("--warc-files", type=int, default=90_000, help="WARC files per snapshot")
-    parser.add_argument("--gb-per-warc", type=float, default=1.0, help="compressed GB per WARC file")
-    parser.add_argument("--images-per-snapshot", type=float, default=214e6,
-                        help="downloaded images per snapshot (Raon: ~9B from 42 snapshots)")
-    parser.add_argument("--download-success", type=float, default=0.6,
-                        help="share of URLs that download (img2dataset reports 56-94%%)")
+    parser.add_argument(
+        "--gb-per-warc", type=float, default=1.0, help="compressed GB per WARC file"
+    )
+    parser.add_argument(
+        "--images-per-snapshot",
+        type=float,
+        default=214e6,
+        help="downloaded images per snapshot (Raon: ~9B from 42 snapshots)",
+    )
+    parser.add_argument(
+        "--download-success",
+        type=float,
+        default=0.6,
+        help="share of URLs that download (img2dataset reports 56-94%%)",
+    )
     parser.add_argument("--texts-per-url", type=float, default=1.5, help="texts matched per URL")
-    parser.add_argument("--gpu-images-per-second", type=float, default=2000.0,
-                        help="CLIP scoring rate per GPU (not measured here: no GPU was lent)")
-    parser.add_argument("--dollars-per-core-hour", type=float, default=0.045,
-                        help="e.g. c7i.8xlarge on-demand, us-east-1: $1.428/h for 32 vCPU")
-    parser.add_argument("--dollars-per-gpu-hour", type=float, default=1.86,
-                        help="e.g. g6e.xlarge (1x L40S) on-demand")
+    parser.add_argument(
+        "--gpu-images-per-second",
+        type=float,
+        default=2000.0,
+        help="CLIP scoring rate per GPU (not measured here: no GPU was lent)",
+    )
+    parser.add_argument(
+        "--dollars-per-core-hour",
+        type=float,
+        default=0.045,
+        help="e.g. c7i.8xlarge on-demand, us-east-1: $1.428/h for 32 vCPU",
+    )
+    parser.add_argument(
+        "--dollars-per-gpu-hour",
+        type=float,
+        default=1.86,
+        help="e.g. g6e.xlarge (1x L40S) on-demand",
+    )
     parser.add_argument("--cores", type=int, default=56 * 32, help="cluster size for wall time")
     parser.add_argument("--pool-images", type=float, default=10e9, help="target pool size")
     options = parser.parse_args()
@@ -130,26 +157,32 @@ def main() -> int:
     rates = measured_rates(options.run, scratch)
     if "download" not in rates:
         print(f"no download statistics under {options.run}: run `make demo` first (or pass --run)")
-    print("per-core rates: extract and balance measured here on generated CC-like data; download "
-          f"and score from the stage statistics of {options.run} (mini web on loopback: no WAN "
-          "latency, so download is CPU-bound as on a well-provisioned crawler)")
+    print(
+        "per-core rates: extract and balance measured here on generated CC-like data; download "
+        f"and score from the stage statistics of {options.run} (mini web on loopback: no WAN "
+        "latency, so download is CPU-bound as on a well-provisioned crawler)"
+    )
     for rate in rates.values():
         print("  " + rate.describe())
     rows = project(rates, options)
     snapshots = options.pool_images / options.images_per_snapshot
     cpu_hours = sum(h for name, h, _ in rows if "core-h" in name)
-    print(f"\none snapshot: {options.warc_files:,} WARC files x {options.gb_per_warc} GB, "
-          f"{options.images_per_snapshot / 1e6:,.0f}M images kept of "
-          f"{options.images_per_snapshot / options.download_success / 1e6:,.0f}M URLs")
+    print(
+        f"\none snapshot: {options.warc_files:,} WARC files x {options.gb_per_warc} GB, "
+        f"{options.images_per_snapshot / 1e6:,.0f}M images kept of "
+        f"{options.images_per_snapshot / options.download_success / 1e6:,.0f}M URLs"
+    )
     print(f"{'step':<30}{'hours':>14}{'dollars':>12}")
     for name, hours, dollars in rows:
         print(f"{name:<30}{hours:>14,.0f}{dollars:>12,.0f}")
     total = sum(d for _, _, d in rows)
     print(f"{'total':<30}{'':>14}{total:>12,.0f}")
     print(f"wall time on {options.cores:,} cores: {cpu_hours / options.cores:,.1f} h per snapshot")
-    print(f"\n{options.pool_images / 1e9:.0f}B-image pool = {snapshots:,.0f} snapshots: "
-          f"{cpu_hours * snapshots:,.0f} core-h, ${total * snapshots:,.0f}, "
-          f"{cpu_hours * snapshots / options.cores / 24:,.1f} days on {options.cores:,} cores")
+    print(
+        f"\n{options.pool_images / 1e9:.0f}B-image pool = {snapshots:,.0f} snapshots: "
+        f"{cpu_hours * snapshots:,.0f} core-h, ${total * snapshots:,.0f}, "
+        f"{cpu_hours * snapshots / options.cores / 24:,.1f} days on {options.cores:,} cores"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ On a machine with GPUs the stage runs one actor per GPU and images/s per GPU is 
 
     .venv/bin/python benchmarks/score.py [--images 240] [--model ViT-S-32] [--batch-size 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,9 @@ def stage_scores(pool: Path) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--model", default="ViT-S-32")
@@ -92,8 +95,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
         root = Path(folder)
         per_shard = math.ceil(args.images / args.shards)
-        planted = build_planted_pool(root, shards=args.shards, per_shard=per_shard, seed=1,
-                                     min_side=400, max_side=1400)
+        planted = build_planted_pool(
+            root, shards=args.shards, per_shard=per_shard, seed=1, min_side=400, max_side=1400
+        )
         weights = root / "weights.safetensors"
         save_random_weights(args.model, str(weights))
         ensure_ray()
@@ -104,8 +108,13 @@ def main() -> int:
         plain_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        report = score_pool(str(planted.pool), str(planted.pool / "curation" / "score"),
-                            ScorerSpec(args.model, str(weights)), "bench", args.batch_size)
+        report = score_pool(
+            str(planted.pool),
+            str(planted.pool / "curation" / "score"),
+            ScorerSpec(args.model, str(weights)),
+            "bench",
+            args.batch_size,
+        )
         stage_seconds = time.perf_counter() - started
         if not report.ok:
             print(report.describe())
@@ -116,10 +125,16 @@ def main() -> int:
     difference = max(abs(reference[k] - ours[k]) for k in scored)
     plain_rate, stage_rate = len(reference) / plain_seconds, len(scored) / stage_seconds
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    print(f"model {args.model} (random init), {len(reference)} images of 400-1400 px, "
-          f"batch {args.batch_size}, {cpus} CPUs, {gpus} GPUs")
-    print(f"plain single-process open_clip loop: {plain_rate:8.1f} images/s ({plain_seconds:.1f} s)")
-    print(f"score stage (Ray actors, incl. start): {stage_rate:8.1f} images/s ({stage_seconds:.1f} s)")
+    print(
+        f"model {args.model} (random init), {len(reference)} images of 400-1400 px, "
+        f"batch {args.batch_size}, {cpus} CPUs, {gpus} GPUs"
+    )
+    print(
+        f"plain single-process open_clip loop: {plain_rate:8.1f} images/s ({plain_seconds:.1f} s)"
+    )
+    print(
+        f"score stage (Ray actors, incl. start): {stage_rate:8.1f} images/s ({stage_seconds:.1f} s)"
+    )
     if gpus:
         print(f"score stage per GPU: {stage_rate / gpus:.1f} images/s")
     print(f"ratio stage / plain: {stage_rate / plain_rate:.2f}x")

@@ -18,6 +18,7 @@ On a CUDA machine it also reports `b16` samples/s per GPU and MFU (bf16 autocast
 
     .venv/bin/python benchmarks/train_step.py [--data PATTERN --grounding PATTERN] [--steps 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,26 @@ from training.metrics_log import peak_flops
 from training.trainer import Throughput, Trainer, make_loader
 
 
-def our_trainer(preset: str, data: str, grounding: str, batch_size: int, device: torch.device,
-                overrides: list[str]) -> tuple[Trainer, list[dict[str, torch.Tensor]]]:
+def our_trainer(
+    preset: str,
+    data: str,
+    grounding: str,
+    batch_size: int,
+    device: torch.device,
+    overrides: list[str],
+) -> tuple[Trainer, list[dict[str, torch.Tensor]]]:
     # Phase 1 only, however many steps are timed (the preset's phase 2 starts at 80% of its steps).
-    args = load_args(preset, [f"data.batch_size={batch_size}", "data.num_workers=0",
-                              "schedule.phase2_start=1.0", "schedule.phase3_start=1.0",
-                              "logging.progress_bar=false", *overrides])
+    args = load_args(
+        preset,
+        [
+            f"data.batch_size={batch_size}",
+            "data.num_workers=0",
+            "schedule.phase2_start=1.0",
+            "schedule.phase3_start=1.0",
+            "logging.progress_bar=false",
+            *overrides,
+        ],
+    )
     args.data.text_shards, args.data.grounding_shards = data, grounding
     args.resolve()
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
@@ -60,14 +75,28 @@ def open_clip_model(trainer: Trainer):
     text = cfg.text
     return open_clip.CustomTextCLIP(
         embed_dim=cfg.embed_dim,
-        vision_cfg={"image_size": vision.image_size, "patch_size": vision.patch_size,
-                    "width": vision.width, "layers": vision.depth,
-                    "head_width": vision.width // vision.heads,
-                    "mlp_ratio": vision.mlp_dim / vision.width, "pool_type": "avg"},
-        text_cfg={"context_length": text.context_length, "vocab_size": text.vocab_size, "width": text.width,
-                  "heads": text.heads, "layers": text.depth, "mlp_ratio": text.mlp_dim / text.width,
-                  "no_causal_mask": True, "pool_type": "last"},
-        init_logit_scale=math.log(10), init_logit_bias=-10.0, output_dict=True,
+        vision_cfg={
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "width": vision.width,
+            "layers": vision.depth,
+            "head_width": vision.width // vision.heads,
+            "mlp_ratio": vision.mlp_dim / vision.width,
+            "pool_type": "avg",
+        },
+        text_cfg={
+            "context_length": text.context_length,
+            "vocab_size": text.vocab_size,
+            "width": text.width,
+            "heads": text.heads,
+            "layers": text.depth,
+            "mlp_ratio": text.mlp_dim / text.width,
+            "no_causal_mask": True,
+            "pool_type": "last",
+        },
+        init_logit_scale=math.log(10),
+        init_logit_bias=-10.0,
+        output_dict=True,
     )
 
 
@@ -98,12 +127,27 @@ def run_open_clip(model, train_data, batch_size: int) -> None:
     from open_clip.loss import SigLipLoss
     from open_clip_train.train import train_one_epoch
 
-    args = Namespace(device="cpu", precision="fp32", distill=False, accum_freq=1,
-                     skip_scheduler=True, horovod=False, grad_clip_norm=1.0, batch_size=batch_size,
-                     world_size=1, rank=0, local_rank=0, log_every_n_steps=10**9, wandb=False,
-                     save_logs=False, torchscript=False)
+    args = Namespace(
+        device="cpu",
+        precision="fp32",
+        distill=False,
+        accum_freq=1,
+        skip_scheduler=True,
+        horovod=False,
+        grad_clip_norm=1.0,
+        batch_size=batch_size,
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        log_every_n_steps=10**9,
+        wandb=False,
+        save_logs=False,
+        torchscript=False,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    train_one_epoch(model, {"train": train_data}, SigLipLoss(), 0, optimizer, None, None, None, args)
+    train_one_epoch(
+        model, {"train": train_data}, SigLipLoss(), 0, optimizer, None, None, None, args
+    )
 
 
 def time_open_clip(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -151,26 +195,38 @@ def steady_rate(stamps: list[float], warm: int, batch_size: int) -> float:
     return steps * batch_size / (stamps[-1] - stamps[warm])
 
 
-def open_clip_shard_loader(data: str, trainer: Trainer, batch_size: int, workers: int,
-                           samples: int):
+def open_clip_shard_loader(
+    data: str, trainer: Trainer, batch_size: int, workers: int, samples: int
+):
     """open_clip_train's own WebDataset pipeline over `data`, with its train transform at our
     image size (SigLIP's 0.5 mean/std) and our tokenizer; resampled shards, so it never runs dry."""
     import open_clip
     from open_clip_train.data import get_wds_dataset
 
     cfg = trainer.model_cfg
-    args = Namespace(train_data=data, train_num_samples=samples, train_data_upsampling_factors=None,
-                     dataset_resampled=True, seed=0, batch_size=batch_size, workers=workers,
-                     world_size=1)
-    preprocess = open_clip.image_transform(cfg.vision.image_size, is_train=True,
-                                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    args = Namespace(
+        train_data=data,
+        train_num_samples=samples,
+        train_data_upsampling_factors=None,
+        dataset_resampled=True,
+        seed=0,
+        batch_size=batch_size,
+        workers=workers,
+        world_size=1,
+    )
+    preprocess = open_clip.image_transform(
+        cfg.vision.image_size, is_train=True, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
     tokenizer, length = trainer.tokenizer, cfg.text.context_length
-    info = get_wds_dataset(args, preprocess, is_train=True,
-                           tokenizer=lambda text: tokenizer.encode([text], length))
+    info = get_wds_dataset(
+        args, preprocess, is_train=True, tokenizer=lambda text: tokenizer.encode([text], length)
+    )
     return info.dataloader
 
 
-def time_ours_from_shards(trainer: Trainer, loader, steps: int, warm: int, batch_size: int) -> float:
+def time_ours_from_shards(
+    trainer: Trainer, loader, steps: int, warm: int, batch_size: int
+) -> float:
     stamps = []
     for _ in range(steps):
         batch = next(loader)
@@ -189,15 +245,21 @@ def shards_comparison(options: argparse.Namespace, data: str, grounding: str) ->
     """Both trainers reading the shards through their own pipelines, loader waits included."""
     torch.set_num_threads(options.threads)
     cpu, batch, steps, warm = torch.device("cpu"), options.batch_size, options.shard_steps, 5
-    trainer, loader = our_trainer("tiny", data, grounding, batch, cpu,
-                                  [f"data.num_workers={options.workers}"])
+    trainer, loader = our_trainer(
+        "tiny", data, grounding, batch, cpu, [f"data.num_workers={options.workers}"]
+    )
     theirs = open_clip_model(trainer)
     their_batches = _ShardBatches(
-        open_clip_shard_loader(data, trainer, batch, options.workers,
-                               samples=(options.rounds + 1) * steps * batch * 2),
-        steps, batch)
-    runs = {"ours": lambda: time_ours_from_shards(trainer, loader, steps, warm, batch),
-            "open_clip": lambda: time_open_clip_from_shards(theirs, their_batches, warm, batch)}
+        open_clip_shard_loader(
+            data, trainer, batch, options.workers, samples=(options.rounds + 1) * steps * batch * 2
+        ),
+        steps,
+        batch,
+    )
+    runs = {
+        "ours": lambda: time_ours_from_shards(trainer, loader, steps, warm, batch),
+        "open_clip": lambda: time_open_clip_from_shards(theirs, their_batches, warm, batch),
+    }
     for run in runs.values():  # start the workers, fill open_clip's shuffle buffer
         run()
     rates: dict[str, list[float]] = {name: [] for name in runs}
@@ -205,8 +267,10 @@ def shards_comparison(options: argparse.Namespace, data: str, grounding: str) ->
         for name, run in runs.items():
             rates[name].append(run())
     ours, reference = (statistics.median(rates[n]) for n in runs)
-    print(f"from shards: {options.workers} loader worker(s) + {options.threads} training thread(s) "
-          f"each, batch {batch}, {steps - warm} timed steps (after {warm} untimed) x {options.rounds} rounds")
+    print(
+        f"from shards: {options.workers} loader worker(s) + {options.threads} training thread(s) "
+        f"each, batch {batch}, {steps - warm} timed steps (after {warm} untimed) x {options.rounds} rounds"
+    )
     print(f"  ours      (resumable loader, sigmoid + LocCa x3, Muon): {ours:8.1f} samples/s")
     print(f"  open_clip (WebDataset pipeline, SigLipLoss, AdamW)    : {reference:8.1f} samples/s")
     print(f"  ratio ours / open_clip from shards: {ours / reference:.2f}x")
@@ -216,14 +280,17 @@ def cpu_comparison(options: argparse.Namespace, data: str, grounding: str) -> No
     torch.set_num_threads(options.threads)
     cpu = torch.device("cpu")
     trainer, loader = our_trainer("tiny", data, grounding, options.batch_size, cpu, [])
-    adamw_trainer, _ = our_trainer("tiny", data, grounding, options.batch_size, cpu,
-                                   ["optim.name=adamw"])
+    adamw_trainer, _ = our_trainer(
+        "tiny", data, grounding, options.batch_size, cpu, ["optim.name=adamw"]
+    )
     batches = [next(loader) for _ in range(options.steps)]
     theirs = open_clip_model(trainer)
     their_batches = [(b["image"], b["text"]) for b in batches]
-    runs = {"ours": lambda: time_ours(trainer, batches),
-            "ours_adamw": lambda: time_ours(adamw_trainer, batches),
-            "open_clip": lambda: time_open_clip(theirs, their_batches)}
+    runs = {
+        "ours": lambda: time_ours(trainer, batches),
+        "ours_adamw": lambda: time_ours(adamw_trainer, batches),
+        "open_clip": lambda: time_open_clip(theirs, their_batches),
+    }
     time_ours(trainer, batches[:3])  # warm-up: allocator, first-call overheads
     time_ours(adamw_trainer, batches[:3])
     time_open_clip(theirs, their_batches[:3])
@@ -235,15 +302,25 @@ def cpu_comparison(options: argparse.Namespace, data: str, grounding: str) -> No
     grounding_rows = int((~batches[0]["contrastive"]).sum())
     params = sum(p.numel() for p in trainer.bare_model.parameters())
     their_params = sum(p.numel() for p in theirs.parameters())
-    print(f"tiny on CPU, {options.threads} thread(s), batch {options.batch_size} "
-          f"({grounding_rows} grounding rows), {options.steps} steps x {options.rounds} rounds")
-    print(f"  ours      (sigmoid + LocCa x3, Muon): {ours:8.1f} samples/s  ({params / 1e6:.2f} M params)")
+    print(
+        f"tiny on CPU, {options.threads} thread(s), batch {options.batch_size} "
+        f"({grounding_rows} grounding rows), {options.steps} steps x {options.rounds} rounds"
+    )
+    print(
+        f"  ours      (sigmoid + LocCa x3, Muon): {ours:8.1f} samples/s  ({params / 1e6:.2f} M params)"
+    )
     print(f"  ours      (sigmoid + LocCa x3, AdamW): {ours_adamw:7.1f} samples/s")
-    print(f"  open_clip (SigLipLoss, AdamW)       : {reference:8.1f} samples/s  ({their_params / 1e6:.2f} M params)")
-    print(f"  ratio ours / open_clip: {ours / reference:.2f}x   (target >= 1.0x); "
-          f"with AdamW: {ours_adamw / reference:.2f}x")
-    print(f"  (ours adds 3 LocCa decoder losses over the {trainer.model_cfg.decoder_vocab_size}-token "
-          "vocabulary and a decoder; open_clip's tiny twin computes only the contrastive loss)")
+    print(
+        f"  open_clip (SigLipLoss, AdamW)       : {reference:8.1f} samples/s  ({their_params / 1e6:.2f} M params)"
+    )
+    print(
+        f"  ratio ours / open_clip: {ours / reference:.2f}x   (target >= 1.0x); "
+        f"with AdamW: {ours_adamw / reference:.2f}x"
+    )
+    print(
+        f"  (ours adds 3 LocCa decoder losses over the {trainer.model_cfg.decoder_vocab_size}-token "
+        "vocabulary and a decoder; open_clip's tiny twin computes only the contrastive loss)"
+    )
 
 
 def gpu_throughput(options: argparse.Namespace, data: str, grounding: str) -> None:
@@ -257,8 +334,10 @@ def gpu_throughput(options: argparse.Namespace, data: str, grounding: str) -> No
     name = torch.cuda.get_device_name(device)
     peak = peak_flops(name)
     mfu = f"{samples_per_s * flops / peak:.1%}" if peak else "n/a (unknown peak)"
-    print(f"b16 on {name}, bf16 autocast, batch {options.gpu_batch_size}: "
-          f"{samples_per_s:.0f} samples/s/GPU, MFU {mfu} (target >= 40% on H100)")
+    print(
+        f"b16 on {name}, bf16 autocast, batch {options.gpu_batch_size}: "
+        f"{samples_per_s:.0f} samples/s/GPU, MFU {mfu} (target >= 40% on H100)"
+    )
 
 
 def main() -> None:
@@ -269,19 +348,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="loader worker processes per trainer in the from-shards comparison")
-    parser.add_argument("--shard-steps", type=int, default=30,
-                        help="steps per round from shards (the first 5 are not timed)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="loader worker processes per trainer in the from-shards comparison",
+    )
+    parser.add_argument(
+        "--shard-steps",
+        type=int,
+        default=30,
+        help="steps per round from shards (the first 5 are not timed)",
+    )
     parser.add_argument("--gpu-batch-size", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=20)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         data, grounding = options.data, options.grounding
         if not (data and grounding):
-            world = write_synthetic_shards(Path(scratch), text_shards=2, per_shard=64,
-                                           grounding_per_shard=64, image_size=256,
-                                           with_bad_records=False)
+            world = write_synthetic_shards(
+                Path(scratch),
+                text_shards=2,
+                per_shard=64,
+                grounding_per_shard=64,
+                image_size=256,
+                with_bad_records=False,
+            )
             data, grounding = data or world.text_pattern, grounding or world.grounding_pattern
             print(f"data: synthetic shards in {scratch}")
         cpu_comparison(options, data, grounding)

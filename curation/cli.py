@@ -3,6 +3,7 @@
 Each module listed in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser and sets
 `func` (called with the parsed namespace; its return value is the exit code).
 """
+
 from __future__ import annotations
 
 import argparse

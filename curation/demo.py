@@ -9,6 +9,7 @@ metrics beside the share of correctly captioned pairs (from the world's truth) t
 Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
 every step is resumable: re-running the demo skips finished work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,16 @@ CURATION = [sys.executable, "-m", "curation"]
 TRAINING = [sys.executable, "-m", "training"]
 RANDOM_SCORER = "tiny-clip"
 EXPORTED_SCORER = "openvision-siglip2"
-HEADLINE_METRICS = (("zeroshot", "top1"), ("retrieval", "text_to_image_R@1"),
-                    ("retrieval", "image_to_text_R@1"), ("grounding", "acc@0.5"),
-                    ("dense", "mIoU"), ("knn", "top1@k10"), ("aspect", "square_top1"),
-                    ("aspect", "naflex_top1"))
+HEADLINE_METRICS = (
+    ("zeroshot", "top1"),
+    ("retrieval", "text_to_image_R@1"),
+    ("retrieval", "image_to_text_R@1"),
+    ("grounding", "acc@0.5"),
+    ("dense", "mIoU"),
+    ("knn", "top1@k10"),
+    ("aspect", "square_top1"),
+    ("aspect", "naflex_top1"),
+)
 
 
 @dataclass
@@ -47,8 +54,10 @@ class Steps:
         seconds = time.perf_counter() - started
         self.rows.append((name, seconds))
         if done.returncode != 0:
-            raise SystemExit(f"demo step '{name}' failed (exit {done.returncode}); fix it and "
-                             f"re-run the demo: finished steps are skipped")
+            raise SystemExit(
+                f"demo step '{name}' failed (exit {done.returncode}); fix it and "
+                f"re-run the demo: finished steps are skipped"
+            )
         print(f"=== {name} done in {seconds:.1f} s", flush=True)
 
     def table(self) -> str:
@@ -69,8 +78,11 @@ def correctly_captioned_share(train_shards: Path, pool: Path, world_dir: Path) -
     """(samples, share whose caption the world's truth calls good) in a set of training shards."""
     kept = {row["uid"] for row in parquet_rows(train_shards, ["uid"])}
     pool_rows = [r for r in parquet_rows(pool, ["uid", "url", "text"]) if r["uid"] in kept]
-    truth = ds.dataset(str(world_dir / "truth.parquet")).to_table(
-        columns=["image_url", "text", "caption_kind"]).to_pylist()
+    truth = (
+        ds.dataset(str(world_dir / "truth.parquet"))
+        .to_table(columns=["image_url", "text", "caption_kind"])
+        .to_pylist()
+    )
     kind = {(r["image_url"], r["text"]): r["caption_kind"] for r in truth}
     good = sum(kind.get((r["url"], r["text"])) == "good" for r in pool_rows)
     return len(pool_rows), good / max(len(pool_rows), 1)
@@ -81,8 +93,11 @@ def latest_eval(run: Path) -> dict[str, float]:
     if not reports:
         return {}
     results = json.loads(reports[-1].read_text())["results"]
-    return {f"{task} {metric}": results[task][metric] for task, metric in HEADLINE_METRICS
-            if metric in results.get(task, {})}
+    return {
+        f"{task} {metric}": results[task][metric]
+        for task, metric in HEADLINE_METRICS
+        if metric in results.get(task, {})
+    }
 
 
 def rounds_table(rounds: dict[str, dict[str, float]]) -> str:
@@ -97,93 +112,241 @@ def rounds_table(rounds: dict[str, dict[str, float]]) -> str:
 
 def crawl(steps: Steps, out: Path, world_dir: Path, world: dict, seed: int) -> None:
     with serve_world(world_dir) as web:
-        print(f"serving the mini web on {', '.join(web.base_urls)} "
-              f"(forbidden stand-ins: {', '.join(web.forbidden_urls)})")
-        steps.run("extract", CURATION + [
-            "extract", "--snapshot", world["snapshot"], "--cc-root", str(world_dir),
-            "--out", str(out / "candidates"), "--seed", str(seed)])
-        steps.run("dedup", CURATION + [
-            "dedup", "--input", str(out / "candidates"), "--out", str(out / "dedup")])
-        steps.run("download", CURATION + [
-            "download", "--input", str(out / "dedup"), "--out", str(out / "pool"),
-            "--allow-network", world["allowed_cidr"], "--image-size", "256",
-            "--user-agent-token", world["robots"]["agent_token"], "--read-timeout", "4",
-            "--samples-per-shard", "1000", "--seed", str(seed)])
+        print(
+            f"serving the mini web on {', '.join(web.base_urls)} "
+            f"(forbidden stand-ins: {', '.join(web.forbidden_urls)})"
+        )
+        steps.run(
+            "extract",
+            CURATION
+            + [
+                "extract",
+                "--snapshot",
+                world["snapshot"],
+                "--cc-root",
+                str(world_dir),
+                "--out",
+                str(out / "candidates"),
+                "--seed",
+                str(seed),
+            ],
+        )
+        steps.run(
+            "dedup",
+            CURATION + ["dedup", "--input", str(out / "candidates"), "--out", str(out / "dedup")],
+        )
+        steps.run(
+            "download",
+            CURATION
+            + [
+                "download",
+                "--input",
+                str(out / "dedup"),
+                "--out",
+                str(out / "pool"),
+                "--allow-network",
+                world["allowed_cidr"],
+                "--image-size",
+                "256",
+                "--user-agent-token",
+                world["robots"]["agent_token"],
+                "--read-timeout",
+                "4",
+                "--samples-per-shard",
+                "1000",
+                "--seed",
+                str(seed),
+            ],
+        )
 
 
-def train_and_evaluate(steps: Steps, name: str, shards: Path, world_dir: Path, run: Path,
-                       train_steps: int) -> None:
-    steps.run(f"train tiny ({name})", TRAINING + [
-        "train", "--preset", "tiny", "--data", str(shards / "*.tar"),
-        "--grounding", str(world_dir / "grounding" / "*.tar"), "--out", str(run),
-        "--steps", str(train_steps)])
-    steps.run(f"evaluate ({name})", TRAINING + [
-        "eval", "--ckpt", str(run), "--data", str(world_dir / "eval")])
+def train_and_evaluate(
+    steps: Steps, name: str, shards: Path, world_dir: Path, run: Path, train_steps: int
+) -> None:
+    steps.run(
+        f"train tiny ({name})",
+        TRAINING
+        + [
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(shards / "*.tar"),
+            "--grounding",
+            str(world_dir / "grounding" / "*.tar"),
+            "--out",
+            str(run),
+            "--steps",
+            str(train_steps),
+        ],
+    )
+    steps.run(
+        f"evaluate ({name})",
+        TRAINING + ["eval", "--ckpt", str(run), "--data", str(world_dir / "eval")],
+    )
 
 
-def run_demo(out: Path, scale: str, seed: int, train_steps: int, t: float,
-             top_fraction: float) -> None:
+def run_demo(
+    out: Path, scale: str, seed: int, train_steps: int, t: float, top_fraction: float
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     world_dir, pool = out / "world", out / "pool"
     steps = Steps()
     if not (world_dir / WORLD_FILE).exists():
-        steps.run("build mini Common Crawl", CURATION + [
-            "minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)])
+        steps.run(
+            "build mini Common Crawl",
+            CURATION
+            + ["minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)],
+        )
     elif reason := stale_world_reason(world_dir, seed, scale):
         # Every stage output in the folder was computed from that world: resuming would mix them.
-        raise SystemExit(f"demo: {reason}, and the stages under {out} were computed from it. "
-                         f"Remove {out} (or pass --out NEW_FOLDER) and run the demo again.")
+        raise SystemExit(
+            f"demo: {reason}, and the stages under {out} were computed from it. "
+            f"Remove {out} (or pass --out NEW_FOLDER) and run the demo again."
+        )
     world = load_world(world_dir)
     crawl(steps, out, world_dir, world, seed)
 
-    steps.run("balance (MetaCLIP)", CURATION + [
-        "balance", "--input", str(pool), "--metadata", str(world_dir), "--t", str(t),
-        "--texts-column", "texts", "--seed", str(seed)])
+    steps.run(
+        "balance (MetaCLIP)",
+        CURATION
+        + [
+            "balance",
+            "--input",
+            str(pool),
+            "--metadata",
+            str(world_dir),
+            "--t",
+            str(t),
+            "--texts-column",
+            "texts",
+            "--seed",
+            str(seed),
+        ],
+    )
     random_weights = out / "scorer-random" / "tiny-clip.safetensors"
     if not random_weights.exists():
-        steps.run("random scorer (signatures only)", CURATION + [
-            "score", "--model", RANDOM_SCORER, "--init-random-weights", str(random_weights)])
+        steps.run(
+            "random scorer (signatures only)",
+            CURATION
+            + ["score", "--model", RANDOM_SCORER, "--init-random-weights", str(random_weights)],
+        )
     signatures = pool / "curation" / "score_signatures"
-    steps.run("pixel signatures (random scorer)", CURATION + [
-        "score", "--pool", str(pool), "--out", str(signatures), "--model", RANDOM_SCORER,
-        "--weights", str(random_weights), "--tag", "random"])
-    steps.run("near-dup + decontaminate", CURATION + [
-        "neardup", "--pool", str(pool), "--scores", str(signatures), "--world", str(world_dir)])
+    steps.run(
+        "pixel signatures (random scorer)",
+        CURATION
+        + [
+            "score",
+            "--pool",
+            str(pool),
+            "--out",
+            str(signatures),
+            "--model",
+            RANDOM_SCORER,
+            "--weights",
+            str(random_weights),
+            "--tag",
+            "random",
+        ],
+    )
+    steps.run(
+        "near-dup + decontaminate",
+        CURATION
+        + ["neardup", "--pool", str(pool), "--scores", str(signatures), "--world", str(world_dir)],
+    )
 
     round0_shards, round0 = out / "train_shards_round0", out / "train_round0"
-    steps.run("training shards (round 0)", CURATION + [
-        "shards", "--pool", str(pool), "--out", str(round0_shards),
-        "--require", "balance,neardup", "--samples-per-shard", "1000", "--seed", str(seed)])
+    steps.run(
+        "training shards (round 0)",
+        CURATION
+        + [
+            "shards",
+            "--pool",
+            str(pool),
+            "--out",
+            str(round0_shards),
+            "--require",
+            "balance,neardup",
+            "--samples-per-shard",
+            "1000",
+            "--seed",
+            str(seed),
+        ],
+    )
     train_and_evaluate(steps, "round 0", round0_shards, world_dir, round0, train_steps)
 
     exported = round0 / "open_clip"
-    steps.run("export round-0 encoder (open_clip)", TRAINING + [
-        "export", "--ckpt", str(round0), "--format", "open_clip", "--out", str(exported)])
-    steps.run("score with the round-0 encoder", CURATION + [
-        "score", "--pool", str(pool), "--model", EXPORTED_SCORER,
-        "--weights", str(exported / "open_clip_model.safetensors"),
-        "--model-config", str(exported / "open_clip_config.json"), "--tag", "round0",
-        "--top-fraction", str(top_fraction)])
+    steps.run(
+        "export round-0 encoder (open_clip)",
+        TRAINING
+        + ["export", "--ckpt", str(round0), "--format", "open_clip", "--out", str(exported)],
+    )
+    steps.run(
+        "score with the round-0 encoder",
+        CURATION
+        + [
+            "score",
+            "--pool",
+            str(pool),
+            "--model",
+            EXPORTED_SCORER,
+            "--weights",
+            str(exported / "open_clip_model.safetensors"),
+            "--model-config",
+            str(exported / "open_clip_config.json"),
+            "--tag",
+            "round0",
+            "--top-fraction",
+            str(top_fraction),
+        ],
+    )
     round1_shards, round1 = out / "train_shards", out / "train"
-    steps.run("training shards (round 1)", CURATION + [
-        "shards", "--pool", str(pool), "--out", str(round1_shards),
-        "--require", "balance,score,neardup", "--samples-per-shard", "1000", "--seed", str(seed)])
+    steps.run(
+        "training shards (round 1)",
+        CURATION
+        + [
+            "shards",
+            "--pool",
+            str(pool),
+            "--out",
+            str(round1_shards),
+            "--require",
+            "balance,score,neardup",
+            "--samples-per-shard",
+            "1000",
+            "--seed",
+            str(seed),
+        ],
+    )
     train_and_evaluate(steps, "round 1", round1_shards, world_dir, round1, train_steps)
 
     rounds: dict[str, dict[str, float]] = {}
-    for name, shards, run in (("round 0", round0_shards, round0), ("round 1", round1_shards, round1)):
+    for name, shards, run in (
+        ("round 0", round0_shards, round0),
+        ("round 1", round1_shards, round1),
+    ):
         samples, share = correctly_captioned_share(shards, pool, world_dir)
-        rounds[name] = {"training samples": samples, "correctly captioned share": share,
-                        **latest_eval(run)}
+        rounds[name] = {
+            "training samples": samples,
+            "correctly captioned share": share,
+            **latest_eval(run),
+        }
     print(f"\n=== stage statistics (python -m curation stats {out})")
     print(format_summary(summarize(read_stage_records(str(out)))))
-    print("\n=== model in the loop: round 0 (balanced, no CLIP filter) vs round 1 "
-          f"(top {top_fraction:.0%} by the round-0 encoder), {train_steps} steps each")
+    print(
+        "\n=== model in the loop: round 0 (balanced, no CLIP filter) vs round 1 "
+        f"(top {top_fraction:.0%} by the round-0 encoder), {train_steps} steps each"
+    )
     print(rounds_table(rounds))
     print("\n=== timings")
     print(steps.table())
-    summary = {"out": str(out), "scale": scale, "world_counts": world.get("counts", {}),
-               "rounds": rounds, "timings": dict(steps.rows)}
+    summary = {
+        "out": str(out),
+        "scale": scale,
+        "world_counts": world.get("counts", {}),
+        "rounds": rounds,
+        "timings": dict(steps.rows),
+    }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nbrowse it: make dashboard RUN={out}")
 
@@ -193,16 +356,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo-run", help="run folder")
     parser.add_argument("--scale", default="small", choices=("tiny", "small", "medium"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-steps", type=int, default=1000,
-                        help="optimizer steps per round (three phases: 80%% / 10%% / 10%%)")
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=1000,
+        help="optimizer steps per round (three phases: 80%% / 10%% / 10%%)",
+    )
     parser.add_argument("--t", type=float, default=300.0, help="MetaCLIP balancing threshold")
-    parser.add_argument("--top-fraction", type=float, default=0.5,
-                        help="share of the pool round 1 keeps by the round-0 encoder's score")
+    parser.add_argument(
+        "--top-fraction",
+        type=float,
+        default=0.5,
+        help="share of the pool round 1 keeps by the round-0 encoder's score",
+    )
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    run_demo(Path(args.out).resolve(), args.scale, args.seed, args.train_steps, args.t,
-             args.top_fraction)
+    run_demo(
+        Path(args.out).resolve(), args.scale, args.seed, args.train_steps, args.t, args.top_fraction
+    )
     return 0

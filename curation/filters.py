@@ -11,6 +11,7 @@ in the driver from every shard's scores before any shard's keep flag is written:
   within one bin width (2 / bins) below the exact threshold. Both numbers are reported.
 `auto` (the default) is exact up to EXACT_LIMIT scores, histogram above.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,6 +42,7 @@ class BasicRules:
 def basic_rule_failures(table: pa.Table, rules: BasicRules) -> dict[str, np.ndarray]:
     """{reason: bool mask of rows failing that rule}. Sizes are the source image's (DataComp's
     rules look at the original), falling back to the stored size when the original is unknown."""
+
     def size(column: str) -> np.ndarray:
         stored = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
         original_column = f"original_{column}"
@@ -85,7 +87,9 @@ class QuantileResult:
 
 
 def exact_top_fraction(score_chunks: Iterable[np.ndarray], fraction: float) -> QuantileResult:
-    scores = np.concatenate([chunk[np.isfinite(chunk)] for chunk in score_chunks] or [np.empty(0, np.float32)])
+    scores = np.concatenate(
+        [chunk[np.isfinite(chunk)] for chunk in score_chunks] or [np.empty(0, np.float32)]
+    )
     if scores.size == 0:
         raise ValueError("the pool has no finite scores to take a top fraction of")
     k = _top_count(scores.size, fraction)
@@ -123,8 +127,13 @@ class ScoreHistogram:
         return QuantileResult(float(np.float32(edge)), "histogram", total, k, kept - k, self.width)
 
 
-def top_fraction_threshold(score_chunks: Iterable[np.ndarray], fraction: float, method: str = "auto",
-                           total: int | None = None, bins: int = DEFAULT_BINS) -> QuantileResult:
+def top_fraction_threshold(
+    score_chunks: Iterable[np.ndarray],
+    fraction: float,
+    method: str = "auto",
+    total: int | None = None,
+    bins: int = DEFAULT_BINS,
+) -> QuantileResult:
     """The global threshold keeping the top `fraction` of all scores (see the module docstring)."""
     if method == "auto":
         method = "exact" if total is not None and total <= EXACT_LIMIT else "histogram"

@@ -4,6 +4,7 @@ Outputs are committed atomically. On a local disk that means: write a temporary 
 `os.replace` it over the final name. On object stores an object only becomes visible once its
 single PUT (or multipart upload) completes, so writing the final key directly is already atomic.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ RAY_ADDRESS (e.g. http://head:8265), shipping this working directory and the env
 stages need (AWS credentials and endpoint, offline switches); its logs stream back here and the
 exit code is the job's. Without a Jobs address, commands run locally (`ray.init()`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,27 @@ import sys
 import time
 
 PASSED_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "AWS_PROFILE", "NO_ALBUMENTATIONS_UPDATE", "WANDB_MODE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "NO_ALBUMENTATIONS_UPDATE",
+    "WANDB_MODE",
 )
-EXCLUDES = [".venv", ".git", "demo-run", "runs", "bench-out", "**/__pycache__", "*.tar", "*.parquet",
-            "*.warc.gz", "docs/screenshots"]
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "demo-run",
+    "runs",
+    "bench-out",
+    "**/__pycache__",
+    "*.tar",
+    "*.parquet",
+    "*.warc.gz",
+    "docs/screenshots",
+]
 
 
 def jobs_address() -> str | None:
@@ -70,7 +87,8 @@ def submit(command: list[str], address: str, working_dir: str = ".", wait: bool 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "submit", help="run a curation command on the Ray cluster at RAY_ADDRESS (Jobs API)")
+        "submit", help="run a curation command on the Ray cluster at RAY_ADDRESS (Jobs API)"
+    )
     parser.add_argument("--address", default=None, help="Jobs API address (default: RAY_ADDRESS)")
     parser.add_argument("--working-dir", default=".", help="folder shipped to the cluster")
     parser.add_argument("--no-wait", action="store_true", help="return once submitted")
@@ -85,7 +103,9 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     address = args.address or jobs_address()
     if address is None:
-        print("RAY_ADDRESS is not a Ray Jobs address (http://HEAD:8265); pass --address",
-              file=sys.stderr)
+        print(
+            "RAY_ADDRESS is not a Ray Jobs address (http://HEAD:8265); pass --address",
+            file=sys.stderr,
+        )
         return 2
     return submit(command, address, args.working_dir, wait=not args.no_wait)

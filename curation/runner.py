@@ -11,6 +11,7 @@ Ray runs locally by default (`ray.init()`); with `RAY_ADDRESS` set, on that clus
 node failures are retried by Ray (`max_retries`); exceptions raised by the stage are not, because
 bad input fails the same way every time.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,13 +97,17 @@ class StageReport:
         return not self.failed
 
     def describe(self) -> str:
-        head = (f"{self.stage}: {len(self.completed)} shards done, {len(self.skipped)} already "
-                f"done, {len(self.failed)} failed")
+        head = (
+            f"{self.stage}: {len(self.completed)} shards done, {len(self.skipped)} already "
+            f"done, {len(self.failed)} failed"
+        )
         lines = [head]
         lines.extend(self.notes)
         for failure in self.failed:
-            lines.append(f"  FAILED shard {failure['shard']} ({', '.join(failure['inputs']) or '-'}): "
-                         f"{failure['error_type']}: {failure['message']}")
+            lines.append(
+                f"  FAILED shard {failure['shard']} ({', '.join(failure['inputs']) or '-'}): "
+                f"{failure['error_type']}: {failure['message']}"
+            )
         return "\n".join(lines)
 
 
@@ -122,16 +127,26 @@ def run_shard(stage: str, fn: StageFn, task: ShardTask, out_dir: str, seed: int)
         fn(task, ctx)
     except Exception as exc:  # noqa: BLE001 - any stage error is reported, never fatal to others
         failure = {
-            "stage": stage, "shard": task.shard_id, "inputs": list(task.inputs),
-            "error_type": type(exc).__name__, "message": str(exc),
-            "traceback": traceback.format_exc(), "host": socket.gethostname(),
+            "stage": stage,
+            "shard": task.shard_id,
+            "inputs": list(task.inputs),
+            "error_type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+            "host": socket.gethostname(),
         }
         fsio.write_json(error_url(out_dir, stage, task.shard_id), failure)
         return {"failed": True, **failure}
     record = {
-        "stage": stage, "shard": task.shard_id, "inputs": list(task.inputs),
-        "outputs": ctx.outputs, "seed": ctx.seed, "host": socket.gethostname(),
-        "started_at": started, "finished_at": time.time(), "wall_seconds": time.time() - started,
+        "stage": stage,
+        "shard": task.shard_id,
+        "inputs": list(task.inputs),
+        "outputs": ctx.outputs,
+        "seed": ctx.seed,
+        "host": socket.gethostname(),
+        "started_at": started,
+        "finished_at": time.time(),
+        "wall_seconds": time.time() - started,
         **ctx.stats.to_record(),
     }
     fsio.write_json(marker_url(out_dir, stage, task.shard_id), record)
@@ -146,7 +161,11 @@ def completed_shards(out_dir: str, stage: str) -> set[str]:
     fs, path = fsio.filesystem(stats_dir(out_dir, stage))
     if not fs.exists(path):
         return set()
-    return {os.path.basename(p)[: -len(".json")] for p in fs.ls(path, detail=False) if p.endswith(".json")}
+    return {
+        os.path.basename(p)[: -len(".json")]
+        for p in fs.ls(path, detail=False)
+        if p.endswith(".json")
+    }
 
 
 def ensure_ray() -> None:
@@ -160,7 +179,8 @@ def ensure_ray() -> None:
         raise RuntimeError(
             f"RAY_ADDRESS={address} is a Ray Jobs API address: submit the command with "
             "`python -m curation submit -- COMMAND ...` (make crawl/curate do this), or point "
-            "RAY_ADDRESS at the cluster's GCS address (HOST:6379) to drive it from here")
+            "RAY_ADDRESS at the cluster's GCS address (HOST:6379) to drive it from here"
+        )
     if not address:
         # A local cluster talks over loopback only, never the machine's outward interface.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -201,8 +221,14 @@ def run_stage(
     done = completed_shards(out_dir, stage)
     report = StageReport(stage, out_dir, skipped=[t.shard_id for t in tasks if t.shard_id in done])
     todo = [task for task in tasks if task.shard_id not in done]
-    bar = tqdm(total=len(tasks), initial=len(report.skipped), desc=stage, unit="shard",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(report.skipped),
+        desc=stage,
+        unit="shard",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def collect(result: dict[str, Any]) -> None:
         (report.failed if result.pop("failed") else report.completed).append(result)
@@ -212,20 +238,33 @@ def run_stage(
         for task in todo:
             collect(run_shard(stage, fn, task, out_dir, seed))
     else:
-        _run_on_ray(stage, fn, todo, out_dir, seed, num_cpus, num_gpus, max_retries,
-                    max_in_flight, collect)
+        _run_on_ray(
+            stage, fn, todo, out_dir, seed, num_cpus, num_gpus, max_retries, max_in_flight, collect
+        )
     bar.close()
     return report
 
 
-def _run_on_ray(stage: str, fn: StageFn, todo: list[ShardTask], out_dir: str, seed: int,
-                num_cpus: float, num_gpus: float, max_retries: int, max_in_flight: int | None,
-                collect: Callable[[dict[str, Any]], None]) -> None:
+def _run_on_ray(
+    stage: str,
+    fn: StageFn,
+    todo: list[ShardTask],
+    out_dir: str,
+    seed: int,
+    num_cpus: float,
+    num_gpus: float,
+    max_retries: int,
+    max_in_flight: int | None,
+    collect: Callable[[dict[str, Any]], None],
+) -> None:
     import ray
 
     ensure_ray()
     remote = ray.remote(run_shard).options(
-        num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_retries=max_retries,
+        retry_exceptions=False,
         name=f"{stage}",
     )
     if max_in_flight is None:
@@ -244,10 +283,17 @@ def _run_on_ray(stage: str, fn: StageFn, todo: list[ShardTask], out_dir: str, se
             try:
                 collect(ray.get(ref))
             except Exception as exc:  # noqa: BLE001 - the worker or node died past its retries
-                failure = {"failed": True, "stage": stage, "shard": task.shard_id,
-                           "inputs": list(task.inputs), "error_type": type(exc).__name__,
-                           "message": str(exc).splitlines()[0] if str(exc) else repr(exc),
-                           "traceback": ""}
-                fsio.write_json(error_url(out_dir, stage, task.shard_id),
-                                {k: v for k, v in failure.items() if k != "failed"})
+                failure = {
+                    "failed": True,
+                    "stage": stage,
+                    "shard": task.shard_id,
+                    "inputs": list(task.inputs),
+                    "error_type": type(exc).__name__,
+                    "message": str(exc).splitlines()[0] if str(exc) else repr(exc),
+                    "traceback": "",
+                }
+                fsio.write_json(
+                    error_url(out_dir, stage, task.shard_id),
+                    {k: v for k, v in failure.items() if k != "failed"},
+                )
                 collect(failure)

@@ -3,6 +3,7 @@
 Every stage writes one record per shard to `OUT/_stats/STAGE/SHARD.json`; that file is also the
 shard's done marker. The dashboard and `python -m curation stats` read only these files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,8 @@ def read_stage_records(out_dir: str, stage: str | None = None) -> list[dict[str,
     records = []
     for file in files:
         record = fsio.read_json(_with_protocol(out_dir, file))
-        folder = file[:file.rindex("/_stats/")]
-        record["folder"] = folder[len(root):].strip("/") if folder.startswith(root) else folder
+        folder = file[: file.rindex("/_stats/")]
+        record["folder"] = folder[len(root) :].strip("/") if folder.startswith(root) else folder
         records.append(record)
     return label_stages(records)
 
@@ -108,8 +109,17 @@ def summarize(records: list[dict[str, Any]]) -> pa.Table:
     for record in records:
         row = by_stage.setdefault(
             record.get("label") or record["stage"],
-            {"shards": 0, "rows_in": 0, "rows_out": 0, "bytes_in": 0, "drops": Counter(),
-             "errors": Counter(), "task_seconds": 0.0, "first_start": None, "last_end": None},
+            {
+                "shards": 0,
+                "rows_in": 0,
+                "rows_out": 0,
+                "bytes_in": 0,
+                "drops": Counter(),
+                "errors": Counter(),
+                "task_seconds": 0.0,
+                "first_start": None,
+                "last_end": None,
+            },
         )
         row["shards"] += 1
         for key in ("rows_in", "rows_out", "bytes_in"):
@@ -119,12 +129,26 @@ def summarize(records: list[dict[str, Any]]) -> pa.Table:
         row["task_seconds"] += record.get("wall_seconds", 0.0)
         start, end = record.get("started_at"), record.get("finished_at")
         if start is not None:
-            row["first_start"] = start if row["first_start"] is None else min(row["first_start"], start)
+            row["first_start"] = (
+                start if row["first_start"] is None else min(row["first_start"], start)
+            )
         if end is not None:
             row["last_end"] = end if row["last_end"] is None else max(row["last_end"], end)
-    columns: dict[str, list[Any]] = {k: [] for k in (
-        "stage", "shards", "rows_in", "rows_out", "bytes_in", "drops", "errors", "task_seconds",
-        "wall_seconds", "rows_per_task_second")}
+    columns: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "stage",
+            "shards",
+            "rows_in",
+            "rows_out",
+            "bytes_in",
+            "drops",
+            "errors",
+            "task_seconds",
+            "wall_seconds",
+            "rows_per_task_second",
+        )
+    }
     for stage, row in by_stage.items():
         wall = (row["last_end"] - row["first_start"]) if row["first_start"] is not None else 0.0
         columns["stage"].append(stage)
@@ -133,14 +157,24 @@ def summarize(records: list[dict[str, Any]]) -> pa.Table:
         columns["drops"].append(sorted(row["drops"].items()))
         columns["errors"].append(sorted(row["errors"].items()))
         columns["wall_seconds"].append(wall)
-        columns["rows_per_task_second"].append(row["rows_in"] / row["task_seconds"] if row["task_seconds"] else 0.0)
+        columns["rows_per_task_second"].append(
+            row["rows_in"] / row["task_seconds"] if row["task_seconds"] else 0.0
+        )
     pair_list = pa.list_(pa.struct([("key", pa.string()), ("count", pa.int64())]))
-    schema = pa.schema([
-        ("stage", pa.string()), ("shards", pa.int64()), ("rows_in", pa.int64()),
-        ("rows_out", pa.int64()), ("bytes_in", pa.int64()), ("drops", pair_list),
-        ("errors", pair_list), ("task_seconds", pa.float64()), ("wall_seconds", pa.float64()),
-        ("rows_per_task_second", pa.float64()),
-    ])
+    schema = pa.schema(
+        [
+            ("stage", pa.string()),
+            ("shards", pa.int64()),
+            ("rows_in", pa.int64()),
+            ("rows_out", pa.int64()),
+            ("bytes_in", pa.int64()),
+            ("drops", pair_list),
+            ("errors", pair_list),
+            ("task_seconds", pa.float64()),
+            ("wall_seconds", pa.float64()),
+            ("rows_per_task_second", pa.float64()),
+        ]
+    )
     for key in ("drops", "errors"):
         columns[key] = [[{"key": k, "count": v} for k, v in pairs] for pairs in columns[key]]
     return pa.table(columns, schema=schema)

@@ -1,4 +1,5 @@
 """`python -m curation stats RUN`: every stage's shard records merged into one table."""
+
 from __future__ import annotations
 
 import argparse

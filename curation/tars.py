@@ -1,4 +1,5 @@
 """Deterministic WebDataset tar members: fixed mtime and mode, so a re-run writes identical bytes."""
+
 from __future__ import annotations
 
 import io

@@ -17,7 +17,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Local Ray clusters in tests talk over 127.0.0.1 only, never the machine's outward interface.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-S3_ENV_KEYS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+S3_ENV_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +34,8 @@ def s3_endpoint():
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -42,10 +48,14 @@ def s3_endpoint():
                 server.kill()
                 raise RuntimeError("moto_server did not start on 127.0.0.1")
             time.sleep(0.2)
-    os.environ.update({
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    })
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     yield endpoint
     server.terminate()
     server.wait(timeout=10)
@@ -72,10 +82,14 @@ def ray_session(s3_endpoint):
         # test folders that pytest put on sys.path while collecting, and the S3 endpoint.
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env.update({key: os.environ[key] for key in S3_ENV_KEYS})
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                 _node_ip_address="127.0.0.1",
-                 address=os.environ.get("RAY_ADDRESS") or "local",
-                 runtime_env={"env_vars": env})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level="WARNING",
+            _node_ip_address="127.0.0.1",
+            address=os.environ.get("RAY_ADDRESS") or "local",
+            runtime_env={"env_vars": env},
+        )
     yield ray
 
 
@@ -87,8 +101,7 @@ TINY_SEED = 3
 def tiny_world(tmp_path_factory) -> tuple[Path, dict]:
     """A built tiny world and its description (world.json plus build timings)."""
     root = tmp_path_factory.mktemp("minicc") / "world"
-    world = build_world(root, seed=TINY_SEED, scale_name="tiny",
-                        port=find_free_port(), processes=2)
+    world = build_world(root, seed=TINY_SEED, scale_name="tiny", port=find_free_port(), processes=2)
     return root, world
 
 

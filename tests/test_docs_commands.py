@@ -1,4 +1,5 @@
 """Every command the README and the scale-out guide show parses with the real CLI parsers."""
+
 from __future__ import annotations
 
 import re
@@ -30,31 +31,40 @@ def fenced_commands(path: Path) -> list[tuple[str, list[str]]]:
     return commands
 
 
-DOC_COMMANDS = [(path.name, package, argv) for path in DOCS for package, argv in fenced_commands(path)]
+DOC_COMMANDS = [
+    (path.name, package, argv) for path in DOCS for package, argv in fenced_commands(path)
+]
 
 
 def test_the_docs_show_commands_of_both_packages():
     assert {package for _, package, _ in DOC_COMMANDS} == {"curation", "training"}
 
 
-@pytest.mark.parametrize("doc,package,argv", DOC_COMMANDS,
-                         ids=[f"{d}:{p}:{' '.join(a[:2])}" for d, p, a in DOC_COMMANDS])
+@pytest.mark.parametrize(
+    "doc,package,argv", DOC_COMMANDS, ids=[f"{d}:{p}:{' '.join(a[:2])}" for d, p, a in DOC_COMMANDS]
+)
 def test_documented_command_parses(doc, package, argv):
     try:
         PARSERS[package]().parse_args(argv)
     except SystemExit as exit_:
-        pytest.fail(f"{doc}: `python -m {package} {' '.join(argv)}` does not parse (exit {exit_.code})")
+        pytest.fail(
+            f"{doc}: `python -m {package} {' '.join(argv)}` does not parse (exit {exit_.code})"
+        )
 
 
-@pytest.mark.parametrize("target", [
-    "crawl SNAPSHOT=CC-MAIN-2024-10 OUT=s3://bucket/run",
-    "curate IN=s3://bucket/run/pool OUT=s3://bucket/run/train_shards",
-    "curate IN=pool OUT=train SCORER=runs/round0",
-    "train DATA=shards/*.tar RUN=runs/x PRESET=b16 NPROC=8",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "crawl SNAPSHOT=CC-MAIN-2024-10 OUT=s3://bucket/run",
+        "curate IN=s3://bucket/run/pool OUT=s3://bucket/run/train_shards",
+        "curate IN=pool OUT=train SCORER=runs/round0",
+        "train DATA=shards/*.tar RUN=runs/x PRESET=b16 NPROC=8",
+    ],
+)
 def test_documented_make_targets_expand_to_commands_that_parse(target):
-    plan = subprocess.run(["make", "-n", *target.split()], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.replace("\\\n", " ")
+    plan = subprocess.run(
+        ["make", "-n", *target.split()], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.replace("\\\n", " ")
     lines = [line for line in plan.splitlines() if re.search(r"-m (curation|training) ", line)]
     assert lines
     for line in lines:

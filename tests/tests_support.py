@@ -1,4 +1,5 @@
 """Small helpers shared by test modules (pytest puts tests/ on sys.path through conftest)."""
+
 import socket
 
 

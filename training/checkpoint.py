@@ -18,6 +18,7 @@ FSDP2-sharded tensors into full ones and map optimizer state to parameter names,
 does not depend on the parallelism or world size that wrote it (the data position does: resume
 with the same number of ranks and loader workers).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,11 @@ from torch.distributed.checkpoint.state_dict import (
 
 LATEST = "latest"
 MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, TRAINER_FILE = (
-    "model.safetensors", "config.json", "optimizer.pt", "trainer.json")
+    "model.safetensors",
+    "config.json",
+    "optimizer.pt",
+    "trainer.json",
+)
 
 
 def step_dir_name(step: int) -> str:
@@ -120,8 +125,10 @@ def save_checkpoint(
     options = _full_state_options()
     weights = get_model_state_dict(model, options=options)
     optimizer_state = get_optimizer_state_dict(model, optimizer, options=options)
-    extra_weights = {name: get_model_state_dict(module, options=options)
-                     for name, module in (extra_models or {}).items()}
+    extra_weights = {
+        name: get_model_state_dict(module, options=options)
+        for name, module in (extra_models or {}).items()
+    }
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         save_weights(weights, folder / MODEL_FILE)
@@ -169,8 +176,9 @@ class Restored:
     data_state: dict[str, Any]
 
 
-def forget_unsaved_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                                   saved_names: set[str]) -> None:
+def forget_unsaved_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, saved_names: set[str]
+) -> None:
     """Drop the state of parameters the checkpoint had none for. set_optimizer_state_dict first
     initialises every parameter's state with a zero-gradient step (e.g. Adam's step count = 1);
     left in place, that state would make the first phase-2 update of a resumed run differ from
@@ -180,8 +188,9 @@ def forget_unsaved_optimizer_state(model: torch.nn.Module, optimizer: torch.opti
             optimizer.state.pop(param, None)
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None) -> Restored:
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+) -> Restored:
     """Load weights (and optimizer state) into already-built, already-wrapped objects and
     restore this rank's RNG states. Collective under torch.distributed."""
     rank = _rank()
@@ -191,16 +200,19 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
         state = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
         # Not strict: parameters that never received a gradient (e.g. the phase-2 mask token
         # during phase 1) have no optimizer state to restore.
-        set_optimizer_state_dict(model, optimizer, state,
-                                 options=StateDictOptions(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(
+            model, optimizer, state, options=StateDictOptions(full_state_dict=True, strict=False)
+        )
         forget_unsaved_optimizer_state(model, optimizer, set(state["state"]))
     data_file = folder / f"data_rank{rank:05d}.json"
     if not data_file.exists():
         raise FileNotFoundError(
-            f"{data_file} missing: the checkpoint was written by fewer ranks than this run has")
+            f"{data_file} missing: the checkpoint was written by fewer ranks than this run has"
+        )
     set_rng_state(torch.load(folder / f"rng_rank{rank:05d}.pt", weights_only=True))
-    return Restored(folder, json.loads((folder / TRAINER_FILE).read_text()),
-                    json.loads(data_file.read_text()))
+    return Restored(
+        folder, json.loads((folder / TRAINER_FILE).read_text()), json.loads(data_file.read_text())
+    )
 
 
 def has_extra_model(folder: Path, name: str) -> bool:

@@ -4,6 +4,7 @@ The same command runs under `torchrun --nproc_per_node N -m training train ...`.
 the usual knobs; anything else in the config is a `key.sub=value` override at the end, e.g.
 `optim.lr=1e-3 data.batch_size=64 model.overrides.vision.depth=4`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
-        "train", help="train from WebDataset shards (phases 1-3 as the config's schedule sets)")
+        "train", help="train from WebDataset shards (phases 1-3 as the config's schedule sets)"
+    )
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="tiny", help="config preset in training/configs/ (tiny, b16, so400m)")
+    source.add_argument(
+        "--preset", default="tiny", help="config preset in training/configs/ (tiny, b16, so400m)"
+    )
     source.add_argument("--config", help="a YAML config file instead of a preset")
     train.add_argument("--data", help="image-text shards: brace pattern or glob of fsspec URLs")
-    train.add_argument("--grounding", help="grounding shards (phrases with boxes), or a grounding "
-                       "mix file (.yaml/.json from `python -m curation grounding --mix-config`)")
+    train.add_argument(
+        "--grounding",
+        help="grounding shards (phrases with boxes), or a grounding "
+        "mix file (.yaml/.json from `python -m curation grounding --mix-config`)",
+    )
     train.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/")
     train.add_argument("--steps", type=int, help="total optimizer steps")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -40,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if hasattr(options, "handler"):  # commands other than train carry their own handler
         return options.handler(options)
     try:
@@ -51,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.grounding:
             args.data.grounding_shards = (
                 grounding_mix_shards(options.grounding)
-                if options.grounding.endswith(MIX_SUFFIXES) else options.grounding)
+                if options.grounding.endswith(MIX_SUFFIXES)
+                else options.grounding
+            )
         if options.out:
             args.out = options.out
         if options.steps:

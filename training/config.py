@@ -5,6 +5,7 @@ then `key.sub=value` overrides from the command line (values parsed as YAML, so 
 `[0.8, 1.0]` work). Unknown keys fail with the full dotted name, so a typo never silently trains
 with defaults. The resolved config is written into the run folder next to the checkpoints.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -175,7 +176,9 @@ class TrainArgs:
         if not data.text_shards:
             raise ConfigError("data.text_shards is required (--data 'DIR/{00000..00009}.tar')")
         if not 0.0 <= data.grounding_fraction < 1.0:
-            raise ConfigError(f"data.grounding_fraction={data.grounding_fraction} must be in [0, 1)")
+            raise ConfigError(
+                f"data.grounding_fraction={data.grounding_fraction} must be in [0, 1)"
+            )
         if data.grounding_shards and not 0 < data.grounding_per_batch < data.batch_size:
             raise ConfigError(
                 f"data.batch_size={data.batch_size} × grounding_fraction={data.grounding_fraction}"
@@ -184,36 +187,56 @@ class TrainArgs:
         if self.schedule.steps <= 0:
             raise ConfigError("schedule.steps must be positive")
         if not 0.0 <= self.schedule.phase2_start <= 1.0:
-            raise ConfigError(f"schedule.phase2_start={self.schedule.phase2_start} must be in [0, 1]")
+            raise ConfigError(
+                f"schedule.phase2_start={self.schedule.phase2_start} must be in [0, 1]"
+            )
         if not 0.0 <= self.schedule.phase3_start <= 1.0:
-            raise ConfigError(f"schedule.phase3_start={self.schedule.phase3_start} must be in [0, 1]")
+            raise ConfigError(
+                f"schedule.phase3_start={self.schedule.phase3_start} must be in [0, 1]"
+            )
         if self.schedule.phase3_start < self.schedule.phase2_start < 1.0:
-            raise ConfigError(f"schedule.phase3_start={self.schedule.phase3_start} comes before "
-                              f"phase2_start={self.schedule.phase2_start}")
+            raise ConfigError(
+                f"schedule.phase3_start={self.schedule.phase3_start} comes before "
+                f"phase2_start={self.schedule.phase2_start}"
+            )
         if data.naflex_seq_lens is not None and (
-                not data.naflex_seq_lens or min(data.naflex_seq_lens) < 1):
+            not data.naflex_seq_lens or min(data.naflex_seq_lens) < 1
+        ):
             raise ConfigError(f"data.naflex_seq_lens={data.naflex_seq_lens}: positive lengths")
         if data.naflex_token_budget is not None and data.naflex_token_budget < 1:
-            raise ConfigError(f"data.naflex_token_budget={data.naflex_token_budget} must be positive")
+            raise ConfigError(
+                f"data.naflex_token_budget={data.naflex_token_budget} must be positive"
+            )
         if self.reaches_phase3:
             vision = model_config(self.model.preset, **self.model.overrides).vision
             try:
-                NaFlexSchedule.build(0, self.seed, data.batch_size,
-                                     (vision.image_size // vision.patch_size) ** 2,
-                                     data.naflex_seq_lens, data.naflex_token_budget)
+                NaFlexSchedule.build(
+                    0,
+                    self.seed,
+                    data.batch_size,
+                    (vision.image_size // vision.patch_size) ** 2,
+                    data.naflex_seq_lens,
+                    data.naflex_token_budget,
+                )
             except ValueError as error:
                 raise ConfigError(f"data.{error}") from error
         if self.distills and data.local_crops < 1:
             raise ConfigError(f"data.local_crops={data.local_crops}: phase 2 needs at least one")
         if self.loss.gram_refresh_every < 0 or (self.loss.gram_refresh_max or 0) < 0:
-            raise ConfigError(f"loss.gram_refresh_every={self.loss.gram_refresh_every} and "
-                              f"loss.gram_refresh_max={self.loss.gram_refresh_max} must be >= 0")
+            raise ConfigError(
+                f"loss.gram_refresh_every={self.loss.gram_refresh_every} and "
+                f"loss.gram_refresh_max={self.loss.gram_refresh_max} must be >= 0"
+            )
         if not 0.0 <= self.loss.ema_momentum <= 1.0:
             raise ConfigError(f"loss.ema_momentum={self.loss.ema_momentum} must be in [0, 1]")
         if self.distributed.parallelism not in ("ddp", "fsdp"):
-            raise ConfigError(f"distributed.parallelism={self.distributed.parallelism!r}: ddp or fsdp")
+            raise ConfigError(
+                f"distributed.parallelism={self.distributed.parallelism!r}: ddp or fsdp"
+            )
         if self.distributed.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"distributed.precision={self.distributed.precision!r}: auto, bf16 or fp32")
+            raise ConfigError(
+                f"distributed.precision={self.distributed.precision!r}: auto, bf16 or fp32"
+            )
         return self
 
 

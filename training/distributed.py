@@ -5,6 +5,7 @@ nothing is initialised. The backend follows the device: NCCL on GPUs, gloo on CP
 wrapped with DDP (replicated weights, all-reduced gradients) or FSDP2 (`fully_shard` on every
 transformer block, then on the root, so each block's weights are gathered only while it runs).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -76,12 +77,14 @@ def shutdown_distributed() -> None:
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks of every tower: the children of each nn.ModuleList in the model."""
-    return [block for module in model.modules() if isinstance(module, nn.ModuleList)
-            for block in module]
+    return [
+        block for module in model.modules() if isinstance(module, nn.ModuleList) for block in module
+    ]
 
 
-def parallelize(model: nn.Module, env: DistEnv, parallelism: str,
-                param_dtype: torch.dtype | None = None) -> nn.Module:
+def parallelize(
+    model: nn.Module, env: DistEnv, parallelism: str, param_dtype: torch.dtype | None = None
+) -> nn.Module:
     """Wrap for data parallelism; a single process gets the model back unchanged.
 
     With FSDP2 and `param_dtype=torch.bfloat16`, gathered weights and gradient reductions run in

@@ -4,6 +4,7 @@
 `export --format open_clip` prints the `python -m curation score` arguments that load the
 exported encoder, so a trained round can score the pool for the next curation round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,18 @@ FORMATS = ("open_clip", "hf")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser("export", help="export a checkpoint to open_clip or HF transformers")
-    export.add_argument("--ckpt", required=True, help="run folder, checkpoints/ folder or step folder")
+    export = commands.add_parser(
+        "export", help="export a checkpoint to open_clip or HF transformers"
+    )
+    export.add_argument(
+        "--ckpt", required=True, help="run folder, checkpoints/ folder or step folder"
+    )
     export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True, help="output folder")
     export.set_defaults(handler=run_export)
     imported = commands.add_parser(
-        "import-siglip2", help="convert a local HF SigLIP 2 model folder into a checkpoint of ours")
+        "import-siglip2", help="convert a local HF SigLIP 2 model folder into a checkpoint of ours"
+    )
     imported.add_argument("--hf", required=True, help="local folder with config.json + safetensors")
     imported.add_argument("--out", required=True, help="run folder to write checkpoints/ into")
     imported.set_defaults(handler=run_import)

@@ -4,6 +4,7 @@ The JSONL file is the source of truth (the dashboard and tests read it); TensorB
 looking at curves. Only rank 0 writes. Records are appended and flushed at once, so a killed run
 keeps everything it logged, and a resumed run appends after it.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,13 +73,15 @@ def _matmul_params(module) -> int:
     """Parameters that multiply activations (embedding tables are lookups, not matmuls)."""
     import torch
 
-    lookup = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding)
-              for p in m.parameters()}
+    lookup = {
+        id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+    }
     return sum(p.numel() for p in module.parameters() if id(p) not in lookup)
 
 
-def train_flops_per_sample(model, image_tokens: int, text_tokens: int, decoder_rows: int,
-                           decoder_tokens: int) -> float:
+def train_flops_per_sample(
+    model, image_tokens: int, text_tokens: int, decoder_rows: int, decoder_tokens: int
+) -> float:
     """Forward + backward FLOPs of one sample, PaLM-style: 6 · matmul params · tokens per tower,
     plus 6 · 2 · layers · width · (tokens attended) for attention scores and values.
 
@@ -86,11 +89,18 @@ def train_flops_per_sample(model, image_tokens: int, text_tokens: int, decoder_r
     that self-attend and cross-attend to the image tokens.
     """
     vision, text, decoder = model.cfg.vision, model.cfg.text, model.cfg.decoder
-    dense = (_matmul_params(model.vision) * image_tokens
-             + _matmul_params(model.text) * text_tokens
-             + _matmul_params(model.decoder) * decoder_rows * decoder_tokens)
-    attention = (vision.depth * vision.width * image_tokens ** 2
-                 + text.depth * text.width * text_tokens ** 2
-                 + decoder.depth * decoder.width * decoder_rows * decoder_tokens
-                 * (decoder_tokens + image_tokens))
+    dense = (
+        _matmul_params(model.vision) * image_tokens
+        + _matmul_params(model.text) * text_tokens
+        + _matmul_params(model.decoder) * decoder_rows * decoder_tokens
+    )
+    attention = (
+        vision.depth * vision.width * image_tokens**2
+        + text.depth * text.width * text_tokens**2
+        + decoder.depth
+        * decoder.width
+        * decoder_rows
+        * decoder_tokens
+        * (decoder_tokens + image_tokens)
+    )
     return 6.0 * dense + 12.0 * attention

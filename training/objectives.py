@@ -173,8 +173,12 @@ def phase1_loss(
     called once, through forward. Returns (scalar loss, floats for logging: each term, t, b,
     contrastive sample count, per-task LocCa CE)."""
     decoder_batch = locca_inputs(batch, cfg)
-    out = model(**image_inputs(batch), text=batch["text"], text_rows=contrastive_rows(batch),
-                locca=decoder_batch)
+    out = model(
+        **image_inputs(batch),
+        text=batch["text"],
+        text_rows=contrastive_rows(batch),
+        locca=decoder_batch,
+    )
     total, terms = _phase1_terms(out, batch, decoder_batch, cfg)
     return total, to_floats({"loss": total, **terms})
 
@@ -215,7 +219,8 @@ def phase2_loss(
         teacher_out = teacher(**image_kwargs, head_logits=True)
         gram_patches = (
             gram_teacher(**image_kwargs)["patch_tokens"]
-            if gram_teacher is not None and cfg.gram_weight != 0 else None  # weight 0: no forward
+            if gram_teacher is not None and cfg.gram_weight != 0
+            else None  # weight 0: no forward
         )
     out = model(
         **image_kwargs,

@@ -1,5 +1,6 @@
 """Find the checkpoint a user means by `--ckpt`: a run folder (its newest complete checkpoint),
 a run's checkpoints/ folder, or one step folder."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return folder
     raise FileNotFoundError(
         f"{path}: not a checkpoint (no {MODEL_FILE}), nor a run or checkpoints folder with a "
-        "'latest' pointer")
+        "'latest' pointer"
+    )
 
 
 def run_of_checkpoint(folder: Path) -> Path:
@@ -45,8 +47,11 @@ def load_encoder(folder: Path, device: str = "cpu") -> SigLIP2:
     phase-2 head layout has since changed."""
     config = json.loads((folder / CONFIG_FILE).read_text())
     cfg = dataclasses.replace(ModelConfig.from_dict(config["model"]), distill=None)
-    weights = {key: value for key, value in load_file(folder / MODEL_FILE).items()
-               if not key.startswith(_TRAINING_ONLY_PREFIX)}
+    weights = {
+        key: value
+        for key, value in load_file(folder / MODEL_FILE).items()
+        if not key.startswith(_TRAINING_ONLY_PREFIX)
+    }
     model = SigLIP2(cfg)
     model.load_state_dict(weights)
     return model.to(device).eval()
@@ -61,8 +66,10 @@ def tokenizer_for_checkpoint(folder: Path, context_length: int) -> Tokenizer:
     if name := config.get(TOKENIZER_FILE_KEY):
         return Tokenizer.from_file(folder / name, context_length=context_length)
     trained_with = config.get("train", {}).get("model", {})
-    options = {"context_length": context_length,
-               "box_bins": trained_with.get("box_bins", DEFAULT_BOX_BINS)}
+    options = {
+        "context_length": context_length,
+        "box_bins": trained_with.get("box_bins", DEFAULT_BOX_BINS),
+    }
     if trained_with.get("tokenizer"):
         return Tokenizer.from_file(trained_with["tokenizer"], **options)
     return Tokenizer(**options)

@@ -16,6 +16,7 @@ batches (a sequence length drawn per step from the step number, see training.dat
 the objective stays phase 2's (or phase 1's with schedule.phase3_distill=false). Nothing in the
 trainer's own state changes at that boundary, so resuming across it needs nothing new.
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,13 +89,19 @@ class Trainer:
         self.tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
         # The text and decoder vocabularies follow the tokenizer (BPE + box bins + task tokens).
         self.model_cfg: ModelConfig = model_config(
-            args.model.preset, **{"text.vocab_size": self.tokenizer.vocab_size, **args.model.overrides})
+            args.model.preset,
+            **{"text.vocab_size": self.tokenizer.vocab_size, **args.model.overrides},
+        )
         # Same init on every rank (FSDP shards each rank's own copy, so they must agree).
         seed_everything(args.seed)
         self.dtype = compute_dtype(args.distributed.precision, env.device)
         bare = SigLIP2(self.model_cfg).to(env.device)
-        self.model = parallelize(bare, env, args.distributed.parallelism,
-                                 param_dtype=self.dtype if self.dtype != torch.float32 else None)
+        self.model = parallelize(
+            bare,
+            env,
+            args.distributed.parallelism,
+            param_dtype=self.dtype if self.dtype != torch.float32 else None,
+        )
         self.optim_cfg = replace(args.optim, total_steps=args.schedule.steps)
         self.optimizer = build_optimizer(unwrap(self.model), self.optim_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.optim_cfg)
@@ -129,13 +136,19 @@ class Trainer:
         steps, at most loss.gram_refresh_max times."""
         every, most = self.args.loss.gram_refresh_every, self.args.loss.gram_refresh_max
         since_start = self.step - self.first_distill_step
-        if (not every or since_start <= 0 or since_start % every
-                or (most is not None and self.gram_refreshes >= most)):
+        if (
+            not every
+            or since_start <= 0
+            or since_start % every
+            or (most is not None and self.gram_refreshes >= most)
+        ):
             return
         with torch.no_grad():
             for target, source in zip(
-                    local_parameters(self.gram_teacher) + list(self.gram_teacher.buffers()),
-                    local_parameters(self.teacher) + list(self.teacher.buffers()), strict=True):
+                local_parameters(self.gram_teacher) + list(self.gram_teacher.buffers()),
+                local_parameters(self.teacher) + list(self.teacher.buffers()),
+                strict=True,
+            ):
                 target.copy_(source)
         self.gram_refreshes += 1
 
@@ -159,12 +172,16 @@ class Trainer:
             return make_ema_teacher(bare)
         with torch.device("meta"):
             copy = SigLIP2(self.model_cfg)
-        copy = parallelize(copy, self.env, "fsdp",
-                           param_dtype=self.dtype if self.dtype != torch.float32 else None)
+        copy = parallelize(
+            copy, self.env, "fsdp", param_dtype=self.dtype if self.dtype != torch.float32 else None
+        )
         copy.to_empty(device=self.env.device)
         with torch.no_grad():
-            for target, source in zip(list(copy.parameters()) + list(copy.buffers()),
-                                      list(bare.parameters()) + list(bare.buffers()), strict=True):
+            for target, source in zip(
+                list(copy.parameters()) + list(copy.buffers()),
+                list(bare.parameters()) + list(bare.buffers()),
+                strict=True,
+            ):
                 target.copy_(source)
         for param in copy.parameters():
             param.requires_grad_(False)
@@ -193,8 +210,9 @@ class Trainer:
         self._wrap_for(distill)
         with self._autocast():
             if distill:
-                loss, terms = phase2_loss(self.model, self.teacher, batch, self.args.loss,
-                                          self.gram_teacher)
+                loss, terms = phase2_loss(
+                    self.model, self.teacher, batch, self.args.loss, self.gram_teacher
+                )
             else:
                 loss, terms = phase1_loss(self.model, batch, self.args.loss)
         loss.backward()
@@ -214,8 +232,11 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Trainer counters and schedule; weights and optimizer state go through checkpoint.py."""
-        return {"step": self.step, "scheduler": self.scheduler.state_dict(),
-                "gram_refreshes": self.gram_refreshes}
+        return {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "gram_refreshes": self.gram_refreshes,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = state["step"]
@@ -228,8 +249,10 @@ def local_crop_size(args: TrainArgs, model_cfg: ModelConfig) -> int:
     patch, image = model_cfg.vision.patch_size, model_cfg.vision.image_size
     size = args.data.local_crop_size or max(patch, image * 3 // 8 // patch * patch)
     if size % patch or not 0 < size <= image:
-        raise ValueError(f"data.local_crop_size={size} must be a multiple of the patch size "
-                         f"{patch} and at most the image size {image}")
+        raise ValueError(
+            f"data.local_crop_size={size} must be a multiple of the patch size "
+            f"{patch} and at most the image size {image}"
+        )
     return size
 
 
@@ -239,13 +262,18 @@ def naflex_schedule(args: TrainArgs, model_cfg: ModelConfig) -> NaFlexSchedule |
         return None
     vision = model_cfg.vision
     return NaFlexSchedule.build(
-        args.schedule.first_step_of(3), args.seed, args.data.batch_size,
-        (vision.image_size // vision.patch_size) ** 2, args.data.naflex_seq_lens,
-        args.data.naflex_token_budget)
+        args.schedule.first_step_of(3),
+        args.seed,
+        args.data.batch_size,
+        (vision.image_size // vision.patch_size) ** 2,
+        args.data.naflex_seq_lens,
+        args.data.naflex_token_budget,
+    )
 
 
-def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
-                tokenizer: Tokenizer) -> ResumableLoader:
+def make_loader(
+    args: TrainArgs, model_cfg: ModelConfig, env: DistEnv, tokenizer: Tokenizer
+) -> ResumableLoader:
     crops = args.data.local_crops if args.distills else 0
     shape = BatchShape(
         batch_size=args.data.batch_size,
@@ -257,10 +285,18 @@ def make_loader(args: TrainArgs, model_cfg: ModelConfig, env: DistEnv,
         local_crop_size=local_crop_size(args, model_cfg) if crops else 0,
         patch_size=model_cfg.vision.patch_size,
     )
-    spec = LoaderSpec(args.data.text_shards, args.data.grounding_shards, shape, args.seed,
-                      env.rank, env.world_size, args.data.num_workers,
-                      args.data.max_consecutive_bad, naflex_schedule(args, model_cfg),
-                      args.schedule.distill_steps())
+    spec = LoaderSpec(
+        args.data.text_shards,
+        args.data.grounding_shards,
+        shape,
+        args.seed,
+        env.rank,
+        env.world_size,
+        args.data.num_workers,
+        args.data.max_consecutive_bad,
+        naflex_schedule(args, model_cfg),
+        args.schedule.distill_steps(),
+    )
     return ResumableLoader(spec, tokenizer, pin_memory=env.device.type == "cuda")
 
 
@@ -274,15 +310,17 @@ class Throughput:
         vision = model.cfg.vision
         self.square_tokens = (vision.image_size // vision.patch_size) ** 2
         self.flops_per_sample = self.flops_at(self.square_tokens)  # a phase-1 (square) sample
-        device_peak = (peak_flops(torch.cuda.get_device_name(env.device))
-                       if env.device.type == "cuda" else None)
+        device_peak = (
+            peak_flops(torch.cuda.get_device_name(env.device))
+            if env.device.type == "cuda"
+            else None
+        )
         self.peak = device_peak * env.world_size if device_peak else None
         self.mark()
 
     def count(self, batch: dict[str, torch.Tensor]) -> None:
         """Add one step's batch (this rank's; every rank's batch has the same shape)."""
-        image_tokens = (batch["patch_mask"].shape[1] if "patch_mask" in batch
-                        else self.square_tokens)
+        image_tokens = batch["patch_mask"].shape[1] if "patch_mask" in batch else self.square_tokens
         samples = batch["contrastive"].shape[0] * self.world_size
         self.samples += samples
         self.flops += samples * self.flops_at(image_tokens)
@@ -292,8 +330,12 @@ class Throughput:
         if image_tokens not in self.flops_by_tokens:
             cfg = self.model.cfg
             self.flops_by_tokens[image_tokens] = train_flops_per_sample(
-                self.model, image_tokens=image_tokens, text_tokens=cfg.text.context_length,
-                decoder_rows=len(TASKS), decoder_tokens=cfg.decoder.max_len)
+                self.model,
+                image_tokens=image_tokens,
+                text_tokens=cfg.text.context_length,
+                decoder_rows=len(TASKS),
+                decoder_tokens=cfg.decoder.max_len,
+            )
         return self.flops_by_tokens[image_tokens]
 
     def mark(self) -> None:
@@ -348,8 +390,12 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
     metrics = MetricsLogger(out, enabled=env.is_main, tensorboard=args.logging.tensorboard)
     throughput = Throughput(trainer.bare_model, env)
     total = args.schedule.steps
-    progress = tqdm(total=total, initial=trainer.step, dynamic_ncols=True,
-                    disable=not (env.is_main and args.logging.progress_bar))
+    progress = tqdm(
+        total=total,
+        initial=trainer.step,
+        dynamic_ncols=True,
+        disable=not (env.is_main and args.logging.progress_bar),
+    )
     window: list[dict[str, float]] = []
     while trainer.step < total:
         batch = next(loader)
@@ -360,18 +406,27 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
         if step % args.logging.every == 0 or step == total:
             values = mean_across_ranks(window_means(window), env)
             # Skipped records, all ranks together (reasons are in the warnings on stderr).
-            values["bad_samples"] = env.world_size * mean_across_ranks(
-                {"n": float(sum(loader.bad_samples.values()))}, env)["n"]
+            values["bad_samples"] = (
+                env.world_size
+                * mean_across_ranks({"n": float(sum(loader.bad_samples.values()))}, env)["n"]
+            )
             values.update(throughput.measure())
             values["phase"] = args.schedule.phase_at(step - 1)
             metrics.log(step, values)
-            progress.set_postfix(loss=f"{values['loss']:.3f}",
-                                 sps=f"{values['samples_per_s']:.0f}")
+            progress.set_postfix(loss=f"{values['loss']:.3f}", sps=f"{values['samples_per_s']:.0f}")
             window = []
         if step % args.checkpoint.every == 0 or step == total:
-            folder = save_checkpoint(checkpoints, step, trainer.model, trainer.optimizer,
-                                     trainer.state_dict(), loader.state_dict(), config,
-                                     args.checkpoint.keep, trainer.teacher_models())
+            folder = save_checkpoint(
+                checkpoints,
+                step,
+                trainer.model,
+                trainer.optimizer,
+                trainer.state_dict(),
+                loader.state_dict(),
+                config,
+                args.checkpoint.keep,
+                trainer.teacher_models(),
+            )
             throughput.mark()  # saving is not training time
     progress.close()
     metrics.close()

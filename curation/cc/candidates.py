@@ -3,6 +3,7 @@
 Both readers (WARC HTML and WAT links) produce `ImageRef`s; `CandidateTable` turns the refs that
 pass the text filters into the Parquet rows of the candidates contract (see the schema below).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,19 +14,21 @@ import pyarrow as pa
 
 from curation.cc.text_filters import TextFilters
 
-CANDIDATE_SCHEMA = pa.schema([
-    ("uid", pa.string()),
-    ("url", pa.string()),
-    ("text", pa.string()),
-    ("text_source", pa.string()),
-    ("page_url", pa.string()),
-    ("warc_path", pa.string()),
-    ("warc_offset", pa.int64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("lang", pa.string()),
-    ("source", pa.string()),
-])
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("text_source", pa.string()),
+        ("page_url", pa.string()),
+        ("warc_path", pa.string()),
+        ("warc_offset", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("lang", pa.string()),
+        ("source", pa.string()),
+    ]
+)
 CC_SOURCE = "cc"
 INT32_MAX = 2**31 - 1
 

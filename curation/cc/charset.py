@@ -6,6 +6,7 @@ statistical detection (uchardet, through resiliparse). Labels are mapped to the 
 actually uses (e.g. ISO-8859-1 → windows-1252, GB2312 → GBK), which is what browsers
 decode with. A label Python cannot decode falls through to the next source.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -17,9 +18,13 @@ from resiliparse.parse.encoding import bytes_to_str, detect_encoding, map_encodi
 # long <script>/<link> blocks, so look a little further (still a cheap regex over bytes).
 META_SCAN_BYTES = 4096
 _META_CHARSET = re.compile(
-    rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
-         (codecs.BOM_UTF16_BE, "utf-16-be"))
+    rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE
+)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 UTF8 = "utf-8"
 
 

@@ -5,6 +5,7 @@ the pairs kept, and the drops are per image (no usable URL, no text, a text filt
 numbers (records read, HTML pages, pages skipped for their status or type) go to `extra`, with the
 throughput in MB/s of the compressed file.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,7 +34,7 @@ URL_DROP_PREFIXES = ("url_", "img_")
 
 
 def infer_format(url: str) -> str:
-    """"wat" for Common Crawl WAT files (…/wat/….warc.wat.gz), else "warc"."""
+    """ "wat" for Common Crawl WAT files (…/wat/….warc.wat.gz), else "warc"."""
     return "wat" if ".wat." in url.rsplit("/", 1)[-1] or "/wat/" in url else "warc"
 
 
@@ -43,7 +44,9 @@ def extract_file(url: str, file_format: str, filters: TextFilters, stats: ShardS
         raise ValueError(f"unknown format {file_format!r}; expected one of {FORMATS}")
     table = CandidateTable(filters, warc_path=url)
     counts: Counter = Counter()
-    drops: Counter = Counter()  # per image, by reason: the URL ones while parsing, then the text ones
+    drops: Counter = (
+        Counter()
+    )  # per image, by reason: the URL ones while parsing, then the text ones
     started = time.perf_counter()
     with stats.timer("extract"):
         read_pages = _warc_pages if file_format == "warc" else _wat_pages
@@ -54,30 +57,36 @@ def extract_file(url: str, file_format: str, filters: TextFilters, stats: ShardS
     seconds = time.perf_counter() - started
     size = archive_size(url)
     images = counts["images_with_url"] + sum(
-        n for reason, n in drops.items() if reason.startswith(URL_DROP_PREFIXES))
+        n for reason, n in drops.items() if reason.startswith(URL_DROP_PREFIXES)
+    )
     stats.rows_in += images
     stats.rows_out += counts["pairs"]
     stats.bytes_in += size
     for reason, n in sorted(drops.items()):
         stats.drop(reason, n)
-    stats.extra.update({
-        "records": counts["records"], "html_pages": counts["html_pages"], "images": images,
-        "pairs": counts["pairs"],
-        "skipped_records": _with_prefix(counts, "skip_"),
-        "charset_sources": _with_prefix(counts, "charset_"),
-        "file_bytes": size,
-        "mb_per_s": round(size / 1e6 / seconds, 3) if seconds > 0 else None,
-        "format": file_format,
-    })
+    stats.extra.update(
+        {
+            "records": counts["records"],
+            "html_pages": counts["html_pages"],
+            "images": images,
+            "pairs": counts["pairs"],
+            "skipped_records": _with_prefix(counts, "skip_"),
+            "charset_sources": _with_prefix(counts, "charset_"),
+            "file_bytes": size,
+            "mb_per_s": round(size / 1e6 / seconds, 3) if seconds > 0 else None,
+            "format": file_format,
+        }
+    )
     return table.to_arrow()
 
 
 def _with_prefix(counts: Counter, prefix: str) -> dict[str, int]:
-    return {key[len(prefix):]: n for key, n in sorted(counts.items()) if key.startswith(prefix)}
+    return {key[len(prefix) :]: n for key, n in sorted(counts.items()) if key.startswith(prefix)}
 
 
-def _warc_pages(url: str, stats: ShardStats, counts: Counter,
-                drops: Counter) -> Iterator[tuple[int, PageImages]]:
+def _warc_pages(
+    url: str, stats: ShardStats, counts: Counter, drops: Counter
+) -> Iterator[tuple[int, PageImages]]:
     """(record offset, page images) for every HTML 200 response of a WARC file."""
     for record in iter_records(url, RESPONSE_RECORDS, stats, parse_http=True):
         counts["records"] += 1
@@ -90,16 +99,20 @@ def _warc_pages(url: str, stats: ShardStats, counts: Counter,
         encoding, source = sniff_encoding(record.body, record.http_charset)
         counts[f"charset_{source}"] += 1
         try:
-            page = extract_page_images(markup_for_parser(record.body, encoding),
-                                       record.target_uri, drops)
+            page = extract_page_images(
+                markup_for_parser(record.body, encoding), record.target_uri, drops
+            )
         except Exception as exc:  # noqa: BLE001 - one unparseable page must not stop the file
-            stats.error("unparseable_html", f"{url}@{record.offset}", f"{type(exc).__name__}: {exc}")
+            stats.error(
+                "unparseable_html", f"{url}@{record.offset}", f"{type(exc).__name__}: {exc}"
+            )
             continue
         yield record.offset, page
 
 
-def _wat_pages(url: str, stats: ShardStats, counts: Counter,
-               drops: Counter) -> Iterator[tuple[int, PageImages]]:
+def _wat_pages(
+    url: str, stats: ShardStats, counts: Counter, drops: Counter
+) -> Iterator[tuple[int, PageImages]]:
     """(record offset, page images) for every WAT record describing an HTML response."""
     for record in iter_records(url, METADATA_RECORDS, stats, parse_http=False):
         counts["records"] += 1

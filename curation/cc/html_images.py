@@ -7,6 +7,7 @@ unparseable) are skipped in favour of the next, so a placeholder `src="data:..."
 `data-src` still yields the real image. URLs resolve against the first `<base href>` (itself
 resolved against the page URL), else the page URL.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,15 @@ from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace, pa
 from curation.cc.urls import BaseUrl, UrlRejected, largest_srcset_candidate, resolve
 
 SRCSET_ATTRIBUTES = ("srcset", "data-srcset", "data-lazy-srcset")
-LAZY_SRC_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url",
-                       "data-hi-res-src", "data-full-src")
+LAZY_SRC_ATTRIBUTES = (
+    "data-src",
+    "data-lazy-src",
+    "data-original",
+    "data-lazy",
+    "data-url",
+    "data-hi-res-src",
+    "data-full-src",
+)
 _ALTERNATIVE_URL_ATTRIBUTES = frozenset(SRCSET_ATTRIBUTES + LAZY_SRC_ATTRIBUTES)
 # The tree builder turns an <image> start tag into <img>, so a page without either has no images.
 _IMG_TAG_BYTES = re.compile(rb"<im(?:g|age)[\s/>]", re.IGNORECASE)
@@ -100,11 +108,13 @@ def extract_page_images(markup: str | bytes, page_url: str, drops: Counter) -> P
         if url is None:
             drops[reason] += 1
             continue
-        refs.append(ImageRef(
-            url=url,
-            alt=collapse_whitespace(attributes.get("alt") or ""),
-            title=collapse_whitespace(attributes.get("title") or ""),
-            width=parse_dimension(attributes.get("width")),
-            height=parse_dimension(attributes.get("height")),
-        ))
+        refs.append(
+            ImageRef(
+                url=url,
+                alt=collapse_whitespace(attributes.get("alt") or ""),
+                title=collapse_whitespace(attributes.get("title") or ""),
+                width=parse_dimension(attributes.get("width")),
+                height=parse_dimension(attributes.get("height")),
+            )
+        )
     return PageImages(page_url=page_url, lang=declared_language(tree), refs=refs)

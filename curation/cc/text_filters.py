@@ -8,6 +8,7 @@ declared `<html lang>` when it has one, else by resiliparse's offline detector o
 the language filter is off unless `languages` is set. `TextFilters.disabled()` keeps every
 non-empty text (`--no-text-filters`).
 """
+
 from __future__ import annotations
 
 import re
@@ -18,17 +19,49 @@ from resiliparse.parse.lang import detect_fast
 # Detector ranks above this are mostly wrong guesses on short strings (resiliparse's docs: >1200).
 LANGUAGE_RANK_CUTOFF = 1200
 
-BOILERPLATE_TEXTS = frozenset({
-    "click here", "click to enlarge", "read more", "more", "image", "img", "picture", "photo",
-    "pic", "logo", "icon", "banner", "spacer", "placeholder", "thumbnail", "untitled", "loading",
-    "blank", "null", "undefined", "none", "image not found", "no image", "default image",
-    "advertisement", "ad", "button", "arrow", "avatar", "profile picture", "close", "menu",
-})
+BOILERPLATE_TEXTS = frozenset(
+    {
+        "click here",
+        "click to enlarge",
+        "read more",
+        "more",
+        "image",
+        "img",
+        "picture",
+        "photo",
+        "pic",
+        "logo",
+        "icon",
+        "banner",
+        "spacer",
+        "placeholder",
+        "thumbnail",
+        "untitled",
+        "loading",
+        "blank",
+        "null",
+        "undefined",
+        "none",
+        "image not found",
+        "no image",
+        "default image",
+        "advertisement",
+        "ad",
+        "button",
+        "arrow",
+        "avatar",
+        "profile picture",
+        "close",
+        "menu",
+    }
+)
 _FILE_NAME = re.compile(
     r"""^\S*\.(?:jpe?g|png|gif|webp|bmp|svg|tiff?|avif|heic)$   # ends like an image file
       | ^(?:img|dsc|dscn|dcim|pxl|photo|image|screenshot)[\s_-]?\d+\S*$  # camera / tool names
       | ^[\w-]*\d[\w-]*_[\w-]+$ | ^[\w]+-[\w]+-[\w-]*\d[\w-]*$  # slug with digits, no spaces
-    """, re.IGNORECASE | re.VERBOSE)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ leaving this module is: resolved, http(s) only, fragment dropped, scheme and hos
 IDNA (punycode) form, default port dropped, empty path as "/", dot segments removed, and characters a
 browser would percent-encode (spaces, non-ASCII) encoded as UTF-8.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,8 @@ _NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
 # Already canonical: lower-case ASCII host without port or trailing dot, a path, no fragment, and
 # only characters that normalisation leaves alone.
 _ALREADY_NORMAL = re.compile(
-    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?/[A-Za-z0-9/:@!$&'()*+,;=._~%?-]*\Z")
+    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?/[A-Za-z0-9/:@!$&'()*+,;=._~%?-]*\Z"
+)
 
 
 class UrlRejected(ValueError):
@@ -150,7 +152,7 @@ def _normalize_host(host: str, url: str) -> str:
     if host.startswith("[") or ":" in host:  # IPv6 literal: urlsplit already lower-cased it
         return f"[{host.strip('[]')}]"
     if host.isascii():
-        if any(ch in host for ch in " <>\\^`{|}%\"") :
+        if any(ch in host for ch in ' <>\\^`{|}%"'):
             raise UrlRejected("url_invalid", url)
         return host.lower()
     try:

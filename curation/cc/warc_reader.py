@@ -6,6 +6,7 @@ damage and carry on from there, so one bad record costs only itself. A record wh
 (a truncated final member) or whose HTTP header is broken is counted and skipped. Each problem is
 recorded in the shard stats as an error naming the file, the byte offset and the cause.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,12 +66,13 @@ def find_next_member(handle: BinaryIO, start: int, magic: bytes) -> int | None:
         found = window.find(magic)
         if found >= 0:
             return position - len(tail) + found
-        tail = window[-(len(magic) - 1):]
+        tail = window[-(len(magic) - 1) :]
         position += len(chunk)
 
 
-def iter_records(url: str, record_types: int, stats: ShardStats, *,
-                 parse_http: bool) -> Iterator[RawRecord]:
+def iter_records(
+    url: str, record_types: int, stats: ShardStats, *, parse_http: bool
+) -> Iterator[RawRecord]:
     """Every readable record of `url` of the given types, in file order.
 
     Damaged members are skipped (counted as errors "corrupt_member"); records whose body is
@@ -94,8 +96,11 @@ def iter_records(url: str, record_types: int, stats: ShardStats, *,
             except OSError as exc:  # FastWARC: undecompressable member or unparseable header
                 resumed_at = last_offset if last_offset is not None else start
                 if not in_damage:
-                    stats.error("corrupt_member", f"{url}@{resumed_at}",
-                                f"damaged data after this offset: {type(exc).__name__}: {exc}")
+                    stats.error(
+                        "corrupt_member",
+                        f"{url}@{resumed_at}",
+                        f"damaged data after this offset: {type(exc).__name__}: {exc}",
+                    )
                 in_damage = True
                 # Resume at the next member header after the last good record (or after where we
                 # last resumed, if not one record came out since), so every attempt moves forward.
@@ -116,19 +121,30 @@ def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRe
         headers = record.http_headers
         status = headers.status_code if headers is not None else None
         if status is None:
-            stats.error("bad_http_header", where,
-                        f"unparseable HTTP status line for {target_uri[:200]}")
+            stats.error(
+                "bad_http_header", where, f"unparseable HTTP status line for {target_uri[:200]}"
+            )
             record.reader.consume()
             return None
         content_type, charset = record.http_content_type, record.http_charset
     expected = record.content_length
     body = record.reader.read()
     if len(body) < expected:
-        stats.error("truncated_record", where,
-                    f"body ends after {len(body)} of {expected} bytes ({target_uri[:200]})")
+        stats.error(
+            "truncated_record",
+            where,
+            f"body ends after {len(body)} of {expected} bytes ({target_uri[:200]})",
+        )
         return None
-    return RawRecord(offset, target_uri, body, status, content_type, charset,
-                     record.headers.get("WARC-Identified-Payload-Type"))
+    return RawRecord(
+        offset,
+        target_uri,
+        body,
+        status,
+        content_type,
+        charset,
+        record.headers.get("WARC-Identified-Payload-Type"),
+    )
 
 
 def is_html(record: RawRecord) -> bool:
@@ -137,7 +153,11 @@ def is_html(record: RawRecord) -> bool:
     if served in HTML_CONTENT_TYPES:
         return True
     sniffed = (record.identified_type or "").split(";")[0].strip().lower()
-    return sniffed in HTML_CONTENT_TYPES and served in ("", "text/plain", "application/octet-stream")
+    return sniffed in HTML_CONTENT_TYPES and served in (
+        "",
+        "text/plain",
+        "application/octet-stream",
+    )
 
 
 RESPONSE_RECORDS = WarcRecordType.response

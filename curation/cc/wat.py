@@ -8,6 +8,7 @@ list an <img>'s other URL attributes (`IMG@/srcset`, `IMG@/data-src`, ...) write
 entries with the same texts, which we fold back into one image and then pick the URL exactly as
 the HTML path does (largest srcset, then lazy attributes, then src).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from curation.cc.urls import BaseUrl, UrlRejected, resolve
 
 IMAGE_LINK_PREFIX = "IMG@/"
 # The order a tag's attribute entries are listed in; a repeat or step back starts the next image.
-_ATTRIBUTE_RANK = {name: rank for rank, name in
-                   enumerate(("src", *SRCSET_ATTRIBUTES, *LAZY_SRC_ATTRIBUTES))}
+_ATTRIBUTE_RANK = {
+    name: rank for rank, name in enumerate(("src", *SRCSET_ATTRIBUTES, *LAZY_SRC_ATTRIBUTES))
+}
 
 
 class WatRecordError(ValueError):
@@ -74,8 +76,13 @@ def page_images_from_wat(body: bytes, drops: Counter) -> PageImages | None:
         if url is None:
             drops[reason] += 1
             continue
-        refs.append(ImageRef(url=url, alt=collapse_whitespace(attributes.get("alt") or ""),
-                             title=collapse_whitespace(attributes.get("title") or "")))
+        refs.append(
+            ImageRef(
+                url=url,
+                alt=collapse_whitespace(attributes.get("alt") or ""),
+                title=collapse_whitespace(attributes.get("title") or ""),
+            )
+        )
     return PageImages(page_url=page_url, lang=None, refs=refs)
 
 
@@ -88,14 +95,18 @@ def _images_of(links: list) -> list[dict[str, str]]:
         if not isinstance(path, str) or not path.startswith(IMAGE_LINK_PREFIX):
             last_rank = None
             continue
-        attribute = path[len(IMAGE_LINK_PREFIX):]
+        attribute = path[len(IMAGE_LINK_PREFIX) :]
         rank = _ATTRIBUTE_RANK.get(attribute)
         if rank is None:
             continue
         texts = {key: str(link[key]) for key in ("alt", "title") if link.get(key) is not None}
         current = images[-1] if images else None
-        same_image = (current is not None and last_rank is not None and rank > last_rank
-                      and all(current.get(k) == texts.get(k) for k in ("alt", "title")))
+        same_image = (
+            current is not None
+            and last_rank is not None
+            and rank > last_rank
+            and all(current.get(k) == texts.get(k) for k in ("alt", "title"))
+        )
         if not same_image:
             current = dict(texts)
             images.append(current)

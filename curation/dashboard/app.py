@@ -1,4 +1,5 @@
 """The dashboard's data side: one object per run answering each page's JSON request."""
+
 from __future__ import annotations
 
 from typing import Any

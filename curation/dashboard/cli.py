@@ -1,4 +1,5 @@
 """`python -m curation dashboard --run DIR`: browse a run's curation statistics in a browser."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("dashboard", help="serve the curation dashboard on 127.0.0.1")
     parser.add_argument("--run", required=True, help="run folder (local path or s3://…)")
     parser.add_argument("--port", type=int, default=8050)
-    parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)"
+    )
     parser.set_defaults(func=_main)
 
 

@@ -1,4 +1,5 @@
 """The Crawl page: download success, failures by reason and by host, image sizes and shapes."""
+
 from __future__ import annotations
 
 import itertools
@@ -13,7 +14,7 @@ from curation.dashboard.pool import PoolTable
 from curation.dashboard.stage_stats import StageStats
 
 TOP_HOSTS = 15
-SIDE_EDGES = [2 ** k for k in range(4, 15)]                  # 16 px … 16384 px, log2 bins
+SIDE_EDGES = [2**k for k in range(4, 15)]  # 16 px … 16384 px, log2 bins
 ASPECT_EDGES = [round(2 ** (k / 2), 3) for k in range(-6, 7)]  # 1/8 … 8, half-octave bins
 
 
@@ -36,26 +37,34 @@ def crawl_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
         sides += part["sides"]
         aspects += part["aspects"]
     total = sum(status.values())
-    host_rows = [{"host": h, "rows": r, "success": s, "failed": r - s} for h, (r, s) in hosts.items()]
-    page.update({
-        "rows": total,
-        "success": status.get("success", 0),
-        "success_rate": status.get("success", 0) / total if total else 0.0,
-        "status": dict(status.most_common()),
-        "failures_by_reason": dict(reasons.most_common()),
-        "hosts": len(hosts),
-        "top_hosts": sorted(host_rows, key=lambda h: -h["rows"])[:TOP_HOSTS],
-        "top_failing_hosts": [h for h in sorted(host_rows, key=lambda h: -h["failed"])
-                              if h["failed"]][:TOP_HOSTS],
-        "side_histogram": _bins(SIDE_EDGES, sides),
-        "aspect_histogram": _bins(ASPECT_EDGES, aspects),
-    })
+    host_rows = [
+        {"host": h, "rows": r, "success": s, "failed": r - s} for h, (r, s) in hosts.items()
+    ]
+    page.update(
+        {
+            "rows": total,
+            "success": status.get("success", 0),
+            "success_rate": status.get("success", 0) / total if total else 0.0,
+            "status": dict(status.most_common()),
+            "failures_by_reason": dict(reasons.most_common()),
+            "hosts": len(hosts),
+            "top_hosts": sorted(host_rows, key=lambda h: -h["rows"])[:TOP_HOSTS],
+            "top_failing_hosts": [
+                h for h in sorted(host_rows, key=lambda h: -h["failed"]) if h["failed"]
+            ][:TOP_HOSTS],
+            "side_histogram": _bins(SIDE_EDGES, sides),
+            "aspect_histogram": _bins(ASPECT_EDGES, aspects),
+        }
+    )
     return page
 
 
 def _shard_crawl(pool: PoolTable, shard: str) -> dict[str, Any]:
-    table = pool.read(pool.sidecar_url(shard), ["status", "error_message", "host", "original_width",
-                                                "original_height"], dictionary=("status", "error_message", "host"))
+    table = pool.read(
+        pool.sidecar_url(shard),
+        ["status", "error_message", "host", "original_width", "original_height"],
+        dictionary=("status", "error_message", "host"),
+    )
     status_names, status = _codes(table.column("status"))
     reason_names, reason = _codes(table.column("error_message"))
     host_names, host = _codes(table.column("host"))
@@ -72,10 +81,14 @@ def _shard_crawl(pool: PoolTable, shard: str) -> dict[str, Any]:
         "status": Counter(_count(status_names, status)),
         "reasons": reasons,
         "hosts": {h: (int(n), int(s)) for h, n, s in zip(host_names, host_rows, host_ok) if n},
-        "sides": np.bincount(np.searchsorted(SIDE_EDGES, np.maximum(width, height)[valid], "right"),
-                             minlength=len(SIDE_EDGES) + 1),
-        "aspects": np.bincount(np.searchsorted(ASPECT_EDGES, (width / height)[valid], "right"),
-                               minlength=len(ASPECT_EDGES) + 1),
+        "sides": np.bincount(
+            np.searchsorted(SIDE_EDGES, np.maximum(width, height)[valid], "right"),
+            minlength=len(SIDE_EDGES) + 1,
+        ),
+        "aspects": np.bincount(
+            np.searchsorted(ASPECT_EDGES, (width / height)[valid], "right"),
+            minlength=len(ASPECT_EDGES) + 1,
+        ),
     }
 
 

@@ -6,6 +6,7 @@ missing, or a sample a stage did not see (a null keep flag), counts as "not appl
 is kept as one small integer per pool row (10M rows ≈ 20 MB), so any page of any filter is found
 with a cumulative count over shards and then read from one shard's row groups.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,11 +31,11 @@ MAX_PAGE_SIZE = 200
 
 @dataclass
 class DecisionIndex:
-    categories: list[str]           # category id → name; id 0 is "kept"
+    categories: list[str]  # category id → name; id 0 is "kept"
     shards: list[str]
-    codes: list[np.ndarray]         # per shard: category id per pool row
-    counts: np.ndarray              # [shard, category] row counts
-    applied: list[str]              # curation stages whose files were present
+    codes: list[np.ndarray]  # per shard: category id per pool row
+    counts: np.ndarray  # [shard, category] row counts
+    applied: list[str]  # curation stages whose files were present
     same_order: list[frozenset[str]]  # per shard: stages whose rows follow the pool's row order
 
     def totals(self) -> dict[str, int]:
@@ -49,13 +50,18 @@ class DecisionIndex:
             return ids[:1]
         if decision == "dropped":
             return ids[1:]
-        chosen = [i for i, name in enumerate(self.categories)
-                  if name == decision or name.split(":", 1)[0] == decision]
+        chosen = [
+            i
+            for i, name in enumerate(self.categories)
+            if name == decision or name.split(":", 1)[0] == decision
+        ]
         if not chosen:
             raise ValueError(f"unknown decision filter {decision!r}; known: {self.categories}")
         return np.array(chosen)
 
-    def locate(self, decision: str, start: int, size: int) -> tuple[int, list[tuple[int, np.ndarray]]]:
+    def locate(
+        self, decision: str, start: int, size: int
+    ) -> tuple[int, list[tuple[int, np.ndarray]]]:
         """Total rows matching `decision`, and (shard index, row positions) for rows [start, start+size)."""
         ids = self.matching(decision)
         per_shard = self.counts[:, ids].sum(axis=1)
@@ -63,11 +69,15 @@ class DecisionIndex:
         cumulative = np.concatenate([[0], np.cumsum(per_shard)])
         picks: list[tuple[int, np.ndarray]] = []
         end = min(start + size, total)
-        shard = int(np.searchsorted(cumulative, start, side="right") - 1) if start < total else len(per_shard)
+        shard = (
+            int(np.searchsorted(cumulative, start, side="right") - 1)
+            if start < total
+            else len(per_shard)
+        )
         while start < end and shard < len(per_shard):
             rows = np.flatnonzero(np.isin(self.codes[shard], ids))
             first = start - int(cumulative[shard])
-            taken = rows[first: first + (end - start)]
+            taken = rows[first : first + (end - start)]
             if len(taken):
                 picks.append((shard, taken))
                 start += len(taken)
@@ -87,12 +97,19 @@ def build_index(pool: PoolTable) -> DecisionIndex:
     counts = np.zeros((len(codes), len(categories)), dtype=np.int64)
     for row, shard_codes in enumerate(codes):
         counts[row] = np.bincount(shard_codes, minlength=len(categories))
-    return DecisionIndex(categories, list(pool.shards), codes, counts, applied,
-                         [same_order for _, _, same_order in per_shard])
+    return DecisionIndex(
+        categories,
+        list(pool.shards),
+        codes,
+        counts,
+        applied,
+        [same_order for _, _, same_order in per_shard],
+    )
 
 
-def _shard_reasons(pool: PoolTable, shard: str,
-                   applied: list[str]) -> tuple[list[str], np.ndarray, frozenset[str]]:
+def _shard_reasons(
+    pool: PoolTable, shard: str, applied: list[str]
+) -> tuple[list[str], np.ndarray, frozenset[str]]:
     """Local category names, one code per row (code 0 = kept), and the stages in pool row order."""
     sidecar = pool.read(pool.sidecar_url(shard), ["uid", "status", "error_message"])
     uids = sidecar.column("uid").combine_chunks()
@@ -123,8 +140,9 @@ def _shard_reasons(pool: PoolTable, shard: str,
 SAMPLE_COLUMNS = ("uid", "key", "url", "text", "status", "error_message", "width", "height")
 
 
-def sample_page(pool: PoolTable, index: DecisionIndex, decision: str, page: int,
-                size: int) -> dict[str, Any]:
+def sample_page(
+    pool: PoolTable, index: DecisionIndex, decision: str, page: int, size: int
+) -> dict[str, Any]:
     """One page of the sample browser: the filtered rows with text, decision and scores."""
     size = max(1, min(size, MAX_PAGE_SIZE))
     total, picks = index.locate(decision, max(page, 0) * size, size)
@@ -132,20 +150,34 @@ def sample_page(pool: PoolTable, index: DecisionIndex, decision: str, page: int,
     for shard_pos, rows in picks:
         shard = index.shards[shard_pos]
         table = pool.read_rows(pool.sidecar_url(shard), rows, SAMPLE_COLUMNS)
-        scores = _curation_details(pool, shard, rows, table.column("uid").to_pylist(),
-                                   index.same_order[shard_pos])
+        scores = _curation_details(
+            pool, shard, rows, table.column("uid").to_pylist(), index.same_order[shard_pos]
+        )
         for row, code in zip(table.to_pylist(), index.codes[shard_pos][rows]):
-            samples.append({
-                "shard": shard, **row, "decision": index.categories[int(code)],
-                "has_image": row["status"] == "success", **scores.get(row["uid"], {}),
-            })
-    return {"decision": decision, "page": page, "size": size, "total": total,
-            "pages": -(-total // size), "samples": samples, "counts": index.totals(),
-            "applied": index.applied}
+            samples.append(
+                {
+                    "shard": shard,
+                    **row,
+                    "decision": index.categories[int(code)],
+                    "has_image": row["status"] == "success",
+                    **scores.get(row["uid"], {}),
+                }
+            )
+    return {
+        "decision": decision,
+        "page": page,
+        "size": size,
+        "total": total,
+        "pages": -(-total // size),
+        "samples": samples,
+        "counts": index.totals(),
+        "applied": index.applied,
+    }
 
 
-def _curation_details(pool: PoolTable, shard: str, rows: np.ndarray, uids: list[str],
-                      same_order: frozenset[str]) -> dict[str, dict[str, Any]]:
+def _curation_details(
+    pool: PoolTable, shard: str, rows: np.ndarray, uids: list[str], same_order: frozenset[str]
+) -> dict[str, dict[str, Any]]:
     """Scores, MetaCLIP entries and dup cluster of these samples (pool `rows` with `uids`), from
     whichever stages ran. A stage file in pool row order is read at the same rows; any other is
     searched by uid."""
@@ -153,12 +185,19 @@ def _curation_details(pool: PoolTable, shard: str, rows: np.ndarray, uids: list[
     for stage in ("balance", "score", "neardup"):
         if shard not in pool.stage_shards(stage):
             continue
-        wanted = [n for n in pool.schema(pool.curation_url(stage, shard)).names
-                  if n == "metaclip_entries" or n.startswith("clip_score_")
-                  or n in ("dup_cluster", "nearest_eval")]
+        wanted = [
+            n
+            for n in pool.schema(pool.curation_url(stage, shard)).names
+            if n == "metaclip_entries"
+            or n.startswith("clip_score_")
+            or n in ("dup_cluster", "nearest_eval")
+        ]
         url = pool.curation_url(stage, shard)
-        found = (dict(zip(uids, pool.read_rows(url, rows, wanted).to_pylist()))
-                 if stage in same_order else pool.lookup(stage, shard, uids, wanted))
+        found = (
+            dict(zip(uids, pool.read_rows(url, rows, wanted).to_pylist()))
+            if stage in same_order
+            else pool.lookup(stage, shard, uids, wanted)
+        )
         for uid, row in found.items():
             details[uid].update({k: v for k, v in row.items() if k != "uid"})
     return details

@@ -4,6 +4,7 @@ The first request for a shard walks its tar headers once (tarfile seeks over the
 on s3:// this reads headers, not images) and keeps {member name: (data offset, size)}; later
 requests read just that byte range. Indexes of the most recently used shards stay in memory.
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -14,7 +15,12 @@ from collections.abc import Callable
 from curation import fsio
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+CONTENT_TYPES = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+}
 CACHED_SHARDS = 64
 
 

@@ -4,6 +4,7 @@ Reads what the balance stage writes beside its shards: `entry_counts.parquet` (e
 entry_text, count = matches in the pool, p, kept = matches among the samples it kept [, lang]) and
 `balance_summary.json` (t); the per-shard `metaclip_entries` lists serve the entry search.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,19 +27,30 @@ SUMMARY = "balance_summary.json"
 
 def entry_table(pool: PoolTable) -> pa.Table | None:
     """entry, name, count (before), kept (after), sorted by count descending; None if not balanced."""
+
     def load() -> pa.Table | None:
         url = fsio.join(pool.layout.curation("balance"), ENTRY_COUNTS)
         if not fsio.exists(url):
             return None
         table = pool.read(url, ["entry", "entry_text", "count", "kept", "lang"])
         name = pc.fill_null(table.column("entry_text"), pc.cast(table.column("entry"), pa.string()))
-        if table.column("lang").null_count < table.num_rows:  # per-language t: one row per (lang, entry)
-            name = pc.binary_join_element_wise(name, " [", pc.fill_null(table.column("lang"), "?"), "]", "")
-        table = pa.table({"entry": table.column("entry"), "name": name,
-                          "lang": pc.cast(table.column("lang"), pa.string()),
-                          "count": pc.cast(table.column("count"), pa.int64()),
-                          "kept": pc.cast(pc.fill_null(table.column("kept"), 0), pa.int64())})
+        if (
+            table.column("lang").null_count < table.num_rows
+        ):  # per-language t: one row per (lang, entry)
+            name = pc.binary_join_element_wise(
+                name, " [", pc.fill_null(table.column("lang"), "?"), "]", ""
+            )
+        table = pa.table(
+            {
+                "entry": table.column("entry"),
+                "name": name,
+                "lang": pc.cast(table.column("lang"), pa.string()),
+                "count": pc.cast(table.column("count"), pa.int64()),
+                "kept": pc.cast(pc.fill_null(table.column("kept"), 0), pa.int64()),
+            }
+        )
         return table.sort_by([("count", "descending"), ("entry", "ascending")])
+
     return pool.memo.get("metaclip_entries", load)
 
 
@@ -92,7 +104,9 @@ def _thresholds(entries: pa.Table, t: float, t_per_lang: dict[str, float] | None
 
 def _rank_curve(counts: np.ndarray, ranks: np.ndarray) -> list[list[int]]:
     ordered = np.sort(counts)[::-1]
-    return [[int(r), int(ordered[r - 1])] for r in ranks if r <= len(ordered) and ordered[r - 1] > 0]
+    return [
+        [int(r), int(ordered[r - 1])] for r in ranks if r <= len(ordered) and ordered[r - 1] > 0
+    ]
 
 
 def _share(counts: np.ndarray, mask: np.ndarray) -> float:
@@ -100,10 +114,15 @@ def _share(counts: np.ndarray, mask: np.ndarray) -> float:
     return float(counts[mask].sum() / total) if total else 0.0
 
 
-def _top(ids: list, names: list, before: np.ndarray, after: np.ndarray, by: np.ndarray) -> list[dict]:
+def _top(
+    ids: list, names: list, before: np.ndarray, after: np.ndarray, by: np.ndarray
+) -> list[dict]:
     order = np.argsort(-by, kind="stable")[:TOP_ENTRIES]
-    return [{"entry": ids[i], "name": names[i], "before": int(before[i]), "after": int(after[i])}
-            for i in order if by[i] > 0]
+    return [
+        {"entry": ids[i], "name": names[i], "before": int(before[i]), "after": int(after[i])}
+        for i in order
+        if by[i] > 0
+    ]
 
 
 def search_entry(pool: PoolTable, query: str) -> dict[str, Any]:
@@ -122,10 +141,16 @@ def search_entry(pool: PoolTable, query: str) -> dict[str, Any]:
     refs: list[tuple[str, str]] = []
     flags: dict[tuple[str, str], dict] = {}
     for shard in pool.stage_shards("balance"):
-        table = pool.read(pool.curation_url("balance", shard), ["uid", "metaclip_entries", "keep_balance"])
+        table = pool.read(
+            pool.curation_url("balance", shard), ["uid", "metaclip_entries", "keep_balance"]
+        )
         lists = table.column("metaclip_entries").combine_chunks()
-        hit = pc.is_in(pc.list_flatten(lists), value_set=pa.array([entry["entry"]], lists.type.value_type))
-        rows = np.unique(pc.list_parent_indices(lists).to_numpy()[hit.to_numpy(zero_copy_only=False)])
+        hit = pc.is_in(
+            pc.list_flatten(lists), value_set=pa.array([entry["entry"]], lists.type.value_type)
+        )
+        rows = np.unique(
+            pc.list_parent_indices(lists).to_numpy()[hit.to_numpy(zero_copy_only=False)]
+        )
         for row in rows[: SEARCH_SAMPLES - len(refs)]:
             uid = table.column("uid")[int(row)].as_py()
             refs.append((shard, uid))

@@ -1,5 +1,6 @@
 """The Near-dups page: the largest near-duplicate clusters with their members, and the samples
 removed for being close to an evaluation image."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,8 +41,12 @@ def _build(pool: PoolTable) -> dict[str, Any]:
     largest = np.argsort(-sizes, kind="stable")[:TOP_CLUSTERS]
     top = {int(clusters[i]): int(sizes[i]) for i in largest}
     members, contaminated_refs, flags = _shown_samples(pool, shards, list(top))
-    cards = {(c["shard"], c["uid"]): c for c in pool.sample_cards(
-        [ref for refs in members.values() for ref in refs] + contaminated_refs, flags)}
+    cards = {
+        (c["shard"], c["uid"]): c
+        for c in pool.sample_cards(
+            [ref for refs in members.values() for ref in refs] + contaminated_refs, flags
+        )
+    }
     size_values, size_clusters = np.unique(sizes, return_counts=True)
     return {
         "rows": sum(p["rows"] for p in parts),
@@ -49,24 +54,37 @@ def _build(pool: PoolTable) -> dict[str, Any]:
         "in_clusters": int(sizes.sum()),
         "dropped": sum(p["dropped"] for p in parts),
         "contaminated": sum(p["contaminated"] for p in parts),
-        "size_histogram": [{"size": int(s), "clusters": int(n)} for s, n in zip(size_values, size_clusters)],
+        "size_histogram": [
+            {"size": int(s), "clusters": int(n)} for s, n in zip(size_values, size_clusters)
+        ],
         # The kept member (the cluster's representative) first.
-        "top_clusters": [{"cluster": c, "size": size,
-                          "members": sorted((cards[ref] for ref in members[c]), key=lambda card: not card["kept"])}
-                         for c, size in top.items()],
+        "top_clusters": [
+            {
+                "cluster": c,
+                "size": size,
+                "members": sorted(
+                    (cards[ref] for ref in members[c]), key=lambda card: not card["kept"]
+                ),
+            }
+            for c, size in top.items()
+        ],
         "contaminated_samples": [cards[ref] for ref in contaminated_refs],
     }
 
 
 def _shard_summary(pool: PoolTable, shard: str) -> dict[str, Any]:
-    table = pool.read(pool.curation_url("neardup", shard), ["dup_cluster", "keep_dedup", "contaminated"])
+    table = pool.read(
+        pool.curation_url("neardup", shard), ["dup_cluster", "keep_dedup", "contaminated"]
+    )
     clusters = pc.cast(pc.fill_null(table.column("dup_cluster"), -1), pa.int64())
     sizes = pc.value_counts(clusters.filter(pc.greater_equal(clusters, 0)))
     return {
         "rows": table.num_rows,
         "cluster_ids": sizes.field("values").to_numpy(zero_copy_only=False),
         "cluster_counts": sizes.field("counts").to_numpy(zero_copy_only=False),
-        "dropped": int(pc.sum(pc.invert(pc.fill_null(table.column("keep_dedup"), True))).as_py() or 0),
+        "dropped": int(
+            pc.sum(pc.invert(pc.fill_null(table.column("keep_dedup"), True))).as_py() or 0
+        ),
         "contaminated": int(pc.sum(pc.fill_null(table.column("contaminated"), False)).as_py() or 0),
     }
 
@@ -84,7 +102,9 @@ def _shown_samples(pool: PoolTable, shards: list[str], top: list[int]):
         table = pool.read(url, ["dup_cluster", "contaminated"])
         clusters = pc.cast(pc.fill_null(table.column("dup_cluster"), -1), pa.int64())
         in_top = np.flatnonzero(pc.is_in(clusters, value_set=wanted).to_numpy(zero_copy_only=False))
-        near = np.flatnonzero(pc.fill_null(table.column("contaminated"), False).to_numpy(zero_copy_only=False))
+        near = np.flatnonzero(
+            pc.fill_null(table.column("contaminated"), False).to_numpy(zero_copy_only=False)
+        )
         near = near[: CONTAMINATED_SHOWN - len(contaminated_refs)]
         rows = np.union1d(in_top, near)
         if not len(rows):
@@ -96,5 +116,9 @@ def _shown_samples(pool: PoolTable, shards: list[str], top: list[int]):
                 flags[ref] = {"kept": row["keep_dedup"]}
             if row["contaminated"] and len(contaminated_refs) < CONTAMINATED_SHOWN:
                 contaminated_refs.append(ref)
-                flags[ref] = {**flags.get(ref, {}), "nearest_eval": row["nearest_eval"], "kept": False}
+                flags[ref] = {
+                    **flags.get(ref, {}),
+                    "nearest_eval": row["nearest_eval"],
+                    "kept": False,
+                }
     return members, contaminated_refs, flags

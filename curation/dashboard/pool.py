@@ -4,6 +4,7 @@ The pool is `POOL/{shard}.parquet` (one row per input URL) plus `POOL/curation/S
 (one row per uid, same shard ids). Every aggregate the dashboard shows is a map over shards that
 reads only the columns it needs, run on a few threads (pyarrow releases the GIL while decoding).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,9 @@ class PoolTable:
         return self._shards_in(self.layout.pool)
 
     def stage_shards(self, stage: str) -> list[str]:
-        return self.memo.get(("stage_shards", stage),
-                             lambda: self._shards_in(self.layout.curation(stage)))
+        return self.memo.get(
+            ("stage_shards", stage), lambda: self._shards_in(self.layout.curation(stage))
+        )
 
     def has_stage(self, stage: str) -> bool:
         return bool(self.stage_shards(stage))
@@ -71,8 +73,11 @@ class PoolTable:
             return []
         names = (posixpath.basename(p) for p in fs.ls(path, detail=False))
         # entry_counts.parquet and other summaries sit beside the shards; shard ids are digits.
-        return sorted(n[: -len(".parquet")] for n in names
-                      if n.endswith(".parquet") and n[: -len(".parquet")].isdigit())
+        return sorted(
+            n[: -len(".parquet")]
+            for n in names
+            if n.endswith(".parquet") and n[: -len(".parquet")].isdigit()
+        )
 
     def sidecar_url(self, shard: str) -> str:
         return fsio.join(self.layout.pool, f"{shard}.parquet")
@@ -109,8 +114,10 @@ class PoolTable:
         with fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
             present = [c for c in columns if c in parquet.schema_arrow.names]
-            bounds = np.cumsum([0] + [parquet.metadata.row_group(i).num_rows
-                                      for i in range(parquet.num_row_groups)])
+            bounds = np.cumsum(
+                [0]
+                + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            )
             rows = rows[rows < bounds[-1]]  # a position past the end (a stale hint) has no row
             groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
             table = parquet.read_row_groups(groups, columns=present)
@@ -121,8 +128,9 @@ class PoolTable:
                 table = table.append_column(name, pa.nulls(table.num_rows))
         return table.select(list(columns))
 
-    def aligned(self, stage: str, shard: str, pool_uids: pa.Array,
-                columns: Sequence[str]) -> tuple[pa.Table, bool]:
+    def aligned(
+        self, stage: str, shard: str, pool_uids: pa.Array, columns: Sequence[str]
+    ) -> tuple[pa.Table, bool]:
         """A curation stage's `columns` for the pool rows with `pool_uids` (nulls where absent),
         and whether the stage file already lists the pool's rows in the same order."""
         table = self.read(self.curation_url(stage, shard), ["uid", *columns])
@@ -132,8 +140,9 @@ class PoolTable:
         positions = pc.index_in(pool_uids, value_set=stage_uids)
         return table.select(list(columns)).take(positions), False
 
-    def lookup(self, stage: str | None, shard: str, uids: Sequence[str],
-               columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def lookup(
+        self, stage: str | None, shard: str, uids: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
         """`columns` of the rows with these uids, from the sidecar (stage None) or a stage file.
 
         Only the uid column is read whole; the other columns come from the matching row groups.
@@ -149,8 +158,9 @@ class PoolTable:
         table = self.read_rows(url, rows, ["uid", *columns])
         return {row["uid"]: row for row in table.to_pylist()}
 
-    def _rows_by_uid(self, shard: str, uids: list[str],
-                     row_hints: dict[tuple[str, str], int]) -> dict[str, dict[str, Any]]:
+    def _rows_by_uid(
+        self, shard: str, uids: list[str], row_hints: dict[tuple[str, str], int]
+    ) -> dict[str, dict[str, Any]]:
         columns = ["key", "text", "url", "status"]
         found: dict[str, dict[str, Any]] = {}
         hinted = sorted({row_hints[(shard, uid)] for uid in uids if (shard, uid) in row_hints})
@@ -169,9 +179,12 @@ class PoolTable:
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(fn, shards))
 
-    def sample_cards(self, refs: Sequence[tuple[str, str]],
-                     extra: dict[tuple[str, str], dict] | None = None,
-                     row_hints: dict[tuple[str, str], int] | None = None) -> list[dict[str, Any]]:
+    def sample_cards(
+        self,
+        refs: Sequence[tuple[str, str]],
+        extra: dict[tuple[str, str], dict] | None = None,
+        row_hints: dict[tuple[str, str], int] | None = None,
+    ) -> list[dict[str, Any]]:
         """Display records for (shard, uid) pairs: key, text, url and whether an image exists.
 
         `row_hints` are the samples' row positions in a curation file; stage files usually list the
@@ -180,13 +193,22 @@ class PoolTable:
         by_shard: dict[str, list[str]] = {}
         for shard, uid in refs:
             by_shard.setdefault(shard, []).append(uid)
-        found = {shard: self._rows_by_uid(shard, uids, row_hints or {}) for shard, uids in by_shard.items()}
+        found = {
+            shard: self._rows_by_uid(shard, uids, row_hints or {})
+            for shard, uids in by_shard.items()
+        }
         cards = []
         for shard, uid in refs:
             row = found[shard].get(uid, {})
-            cards.append({
-                "shard": shard, "uid": uid, "key": row.get("key"), "text": row.get("text"),
-                "url": row.get("url"), "has_image": row.get("status") == "success",
-                **(extra or {}).get((shard, uid), {}),
-            })
+            cards.append(
+                {
+                    "shard": shard,
+                    "uid": uid,
+                    "key": row.get("key"),
+                    "text": row.get("text"),
+                    "url": row.get("url"),
+                    "has_image": row.get("status") == "success",
+                    **(extra or {}).get((shard, uid), {}),
+                }
+            )
         return cards

@@ -1,4 +1,5 @@
 """The CLIP score page: the score histogram with the threshold, and samples either side of it."""
+
 from __future__ import annotations
 
 import heapq
@@ -54,8 +55,9 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
         return {"column": column, "rows": 0, "missing": [missing("score")]}
     rule = score_rule(pool)
     threshold = rule.get("threshold")
-    threshold_source = f"{THRESHOLDS_RECORD}" + (f" (top {rule['top_fraction']:.1%} of the pool)"
-                                                 if rule.get("top_fraction") else "")
+    threshold_source = f"{THRESHOLDS_RECORD}" + (
+        f" (top {rule['top_fraction']:.1%} of the pool)" if rule.get("top_fraction") else ""
+    )
     if threshold is None:
         kept = [s[k & np.isfinite(s)] for s, k in parts]
         kept_scores = np.concatenate(kept) if kept else np.zeros(0)
@@ -64,11 +66,14 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
     lo, hi = float(every.min()), float(every.max())
     counts, edges = np.histogram(every, bins=BINS, range=(lo, hi if hi > lo else lo + 1e-6))
     page: dict[str, Any] = {
-        "column": column, "rows": len(every), "threshold": threshold,
+        "column": column,
+        "rows": len(every),
+        "threshold": threshold,
         "threshold_source": threshold_source,
         "kept": int(sum(k.sum() for _, k in parts)),
         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
-        "mean": float(every.mean()), "basic_rules": rule.get("basic"),
+        "mean": float(every.mean()),
+        "basic_rules": rule.get("basic"),
         "score_stats": stats.stage("score_filter") or stats.stage("score"),
     }
     if threshold is not None:
@@ -78,8 +83,9 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
     return page
 
 
-def _nearest(pool: PoolTable, shards: list[str], parts: list, threshold: float,
-             column: str) -> tuple[list[dict], list[dict]]:
+def _nearest(
+    pool: PoolTable, shards: list[str], parts: list, threshold: float, column: str
+) -> tuple[list[dict], list[dict]]:
     """The GRID samples closest to the threshold on each side (at or above; below)."""
     above: list[tuple[float, str, int]] = []
     below: list[tuple[float, str, int]] = []
@@ -98,7 +104,11 @@ def _nearest(pool: PoolTable, shards: list[str], parts: list, threshold: float,
     uid_at = {}
     for shard, rows in picked_rows.items():
         rows = np.unique(rows)
-        uids = pool.read_rows(pool.curation_url("score", shard), rows, ["uid"]).column("uid").to_pylist()
+        uids = (
+            pool.read_rows(pool.curation_url("score", shard), rows, ["uid"])
+            .column("uid")
+            .to_pylist()
+        )
         uid_at.update({(shard, int(r)): uid for r, uid in zip(rows, uids)})
     chosen = []
     for picks in picked:

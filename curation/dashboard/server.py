@@ -3,6 +3,7 @@
 Stdlib only (ThreadingHTTPServer): the pages are a static HTML/JS app with hand-drawn SVG charts,
 so there is nothing to fetch from a CDN and nothing to install. It binds loopback addresses only.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,8 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 from curation.dashboard.app import Dashboard
 
 log = logging.getLogger(__name__)
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
@@ -43,7 +48,9 @@ def check_loopback(host: str) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"--host {host!r}: the dashboard binds loopback addresses only (127.0.0.0/8, ::1)")
+        raise ValueError(
+            f"--host {host!r}: the dashboard binds loopback addresses only (127.0.0.0/8, ::1)"
+        )
 
 
 def to_json(payload: Any) -> bytes:
@@ -80,7 +87,8 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         "/api/neardup": lambda q: dashboard.neardup(),
         "/api/training": lambda q: dashboard.training_page(),
         "/api/samples": lambda q: dashboard.samples(
-            q.get("decision", "all"), int(q.get("page", 0)), int(q.get("size", 24))),
+            q.get("decision", "all"), int(q.get("page", 0)), int(q.get("size", 24))
+        ),
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -95,7 +103,9 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 elif url.path in pages:
                     self._send(HTTPStatus.OK, to_json(pages[url.path](query)), "application/json")
                 elif url.path == "/api/image":
-                    data, content_type = dashboard.image(query.get("shard", ""), query.get("key", ""))
+                    data, content_type = dashboard.image(
+                        query.get("shard", ""), query.get("key", "")
+                    )
                     self._send(HTTPStatus.OK, data, content_type, cache=True)
                 else:
                     self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
@@ -107,7 +117,9 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 log.exception("dashboard request %s failed", self.path)
                 self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
-        def _send(self, status: HTTPStatus, body: bytes, content_type: str, cache: bool = False) -> None:
+        def _send(
+            self, status: HTTPStatus, body: bytes, content_type: str, cache: bool = False
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -128,7 +140,9 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def make_server(dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8050) -> ThreadingHTTPServer:
+def make_server(
+    dashboard: Dashboard, host: str = "127.0.0.1", port: int = 8050
+) -> ThreadingHTTPServer:
     """A server bound to (host, port); port 0 picks a free one (see `server.server_address`)."""
     check_loopback(host)
     server_class = _IPv6Server if ":" in host else ThreadingHTTPServer

@@ -1,4 +1,5 @@
 """Every stage's per-shard statistics records, merged per stage for the Overview page."""
+
 from __future__ import annotations
 
 import threading
@@ -54,16 +55,25 @@ def merge_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "started_at": min((r.get("started_at") or 0) for r in shard_records),
             "extra": merge_extras([r.get("extra") or {} for r in shard_records]),
             "timings": merge_extras([r.get("timings") or {} for r in shard_records]),
-            "error_examples": [e for r in shard_records for e in r.get("error_examples", [])
-                               ][:MAX_ERROR_EXAMPLES],
+            "error_examples": [e for r in shard_records for e in r.get("error_examples", [])][
+                :MAX_ERROR_EXAMPLES
+            ],
         }
-    return dict(sorted(merged.items(), key=lambda item: _order(item[1]["step"], item[1]["started_at"])))
+    return dict(
+        sorted(merged.items(), key=lambda item: _order(item[1]["step"], item[1]["started_at"]))
+    )
 
 
 def pipeline_step(stage: str) -> str | None:
     """The pipeline step a stage belongs to ("dedup_partition" → "dedup"), or None."""
-    return next((known for known in PIPELINE_ORDER
-                 if stage == known or stage.startswith((known + "_", known + "-"))), None)
+    return next(
+        (
+            known
+            for known in PIPELINE_ORDER
+            if stage == known or stage.startswith((known + "_", known + "-"))
+        ),
+        None,
+    )
 
 
 def _order(step: str | None, started_at: float) -> tuple[int, float]:

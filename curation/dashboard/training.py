@@ -4,6 +4,7 @@ Reads the trainer's `RUN/train/metrics.jsonl` (one JSON object per logged step, 
 training/metrics_log.py) and `RUN/eval/*.json`. The log is re-read when it grows, so the page
 follows a run in progress.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ class TrainingLog:
         self.url = fsio.join(layout.train, METRICS_FILE)
         self.eval_dir = layout.eval
         self._lock = threading.Lock()
-        self._cached: tuple[int, list[dict[str, Any]], int] | None = None  # (file size, records, bad lines)
+        self._cached: tuple[int, list[dict[str, Any]], int] | None = (
+            None  # (file size, records, bad lines)
+        )
 
     def records(self) -> tuple[list[dict[str, Any]], int]:
         """Parsed records, re-read only when the file's size changed; and the unreadable line count."""
@@ -53,9 +56,15 @@ class TrainingLog:
             page["missing"].append(missing("train"))
             return page
         records, bad_lines = self.records()
-        page.update({"steps": len(records), "bad_lines": bad_lines,
-                     "last": records[-1] if records else None,
-                     "phases": _phases(records), "charts": _charts(records)})
+        page.update(
+            {
+                "steps": len(records),
+                "bad_lines": bad_lines,
+                "last": records[-1] if records else None,
+                "phases": _phases(records),
+                "charts": _charts(records),
+            }
+        )
         if not page["evals"]:
             page["missing"].append(missing("eval"))
         return page
@@ -97,7 +106,9 @@ def _numeric_leaves(record: Any, prefix: str = ""):
     if isinstance(record, dict):
         for key, value in record.items():
             yield from _numeric_leaves(value, f"{prefix}{key}.")
-    elif isinstance(record, (int, float)) and not isinstance(record, bool) and math.isfinite(record):
+    elif (
+        isinstance(record, (int, float)) and not isinstance(record, bool) and math.isfinite(record)
+    ):
         yield prefix.rstrip("."), record
 
 
@@ -111,7 +122,9 @@ def _phases(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if phases and phases[-1]["phase"] == phase:
             phases[-1]["last_step"] = record["step"]
         else:
-            phases.append({"phase": phase, "first_step": record["step"], "last_step": record["step"]})
+            phases.append(
+                {"phase": phase, "first_step": record["step"], "last_step": record["step"]}
+            )
     return phases
 
 
@@ -129,7 +142,11 @@ def _charts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         title = next((t for t, test in GROUPS if test(key)), OTHER)
         points = series[key]
         stride = max(1, math.ceil(len(points) / MAX_POINTS))
-        thinned = points[::stride] if points[-1] is points[::stride][-1] else points[::stride] + [points[-1]]
+        thinned = (
+            points[::stride]
+            if points[-1] is points[::stride][-1]
+            else points[::stride] + [points[-1]]
+        )
         charts.setdefault(title, {})[key] = thinned
     order = [t for t, _ in GROUPS if t != "Evaluation"] + [OTHER, "Evaluation"]
     return [{"title": t, "series": charts[t]} for t in order if t in charts]

@@ -6,6 +6,7 @@ resolve every host ourselves, refuse any address that is not globally routable u
 inside an explicitly allowed network, and connect to exactly the address we checked (so a second
 DNS answer cannot swap it), at every redirect hop.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -83,7 +84,8 @@ class AddressPolicy:
         inner = embedded_ipv4(ip)
         for candidate in (ip, inner):
             if candidate is not None and any(
-                candidate.version == net.version and candidate in net for net in self.allowed_networks
+                candidate.version == net.version and candidate in net
+                for net in self.allowed_networks
             ):
                 return None
         return refusal_category(ip)

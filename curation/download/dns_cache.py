@@ -3,6 +3,7 @@
 Web image lists hit the same few thousand hosts millions of times; asking the resolver every
 time is slow and, at scale, the main source of spurious failures.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -63,7 +64,9 @@ class DnsCache:
         try:
             infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError) as exc:
-            return _Entry((), str(exc) or type(exc).__name__, time.monotonic() + self.negative_ttl_s)
+            return _Entry(
+                (), str(exc) or type(exc).__name__, time.monotonic() + self.negative_ttl_s
+            )
         addresses: list[IPAddress] = []
         for _family, _type, _proto, _name, sockaddr in infos:
             address = ipaddress.ip_address(sockaddr[0].split("%")[0])

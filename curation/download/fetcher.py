@@ -8,6 +8,7 @@ body under a byte limit, aborting early if its first bytes are not an image. Tra
 (timeouts, dropped connections, 429, 5xx) are retried with exponential backoff and jitter,
 honouring Retry-After.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,7 +70,9 @@ class FetchConfig:
 
     @property
     def user_agent(self) -> str:
-        return f"Mozilla/5.0 (compatible; {self.user_agent_token}/1.0; image dataset research crawler)"
+        return (
+            f"Mozilla/5.0 (compatible; {self.user_agent_token}/1.0; image dataset research crawler)"
+        )
 
 
 @dataclass
@@ -181,12 +184,19 @@ class Fetcher:
         allowed = [address for address in addresses if self.policy.allows(address)]
         if not allowed:
             category = self.policy.refusal(addresses[0])
-            raise DownloadFailure(FORBIDDEN_ADDRESS, f"{parts.hostname} -> {addresses[0]} ({category})")
+            raise DownloadFailure(
+                FORBIDDEN_ADDRESS, f"{parts.hostname} -> {addresses[0]} ({category})"
+            )
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return Destination(parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme],
-                           allowed[0], path), parts
+        return Destination(
+            parts.scheme,
+            parts.hostname,
+            parts.port or DEFAULT_PORTS[parts.scheme],
+            allowed[0],
+            path,
+        ), parts
 
     def _fetch_following_redirects(self, url: str, *, for_image: bool) -> FetchResult:
         deadline = time.monotonic() + self.config.timeouts.total_s
@@ -199,13 +209,20 @@ class Fetcher:
                 if refusal is not None:
                     raise DownloadFailure(refusal, current)
             with self.host_slots.hold(destination.host):
-                response = send_request(self.connections, destination, self.request_headers,
-                                        self.config.timeouts, deadline)
+                response = send_request(
+                    self.connections,
+                    destination,
+                    self.request_headers,
+                    self.config.timeouts,
+                    deadline,
+                )
                 if response.status in REDIRECT_STATUSES:
                     location = response.headers.get("Location")
                     response.discard()
                     if not location:
-                        raise DownloadFailure(http_reason(response.status), "redirect without Location")
+                        raise DownloadFailure(
+                            http_reason(response.status), "redirect without Location"
+                        )
                     current = urllib.parse.urljoin(current, location.strip())
                     if current in seen:
                         raise DownloadFailure(REDIRECT_LOOP, f"back to {current}")
@@ -214,16 +231,24 @@ class Fetcher:
                 if not 200 <= response.status < 300:
                     retry_after = retry_after_seconds(response)
                     response.discard()
-                    raise DownloadFailure(http_reason(response.status), current, retry_after=retry_after)
+                    raise DownloadFailure(
+                        http_reason(response.status), current, retry_after=retry_after
+                    )
                 return self._read(response, current, hop, for_image)
-        raise DownloadFailure(TOO_MANY_REDIRECTS, f"more than {self.config.max_redirects} from {url}")
+        raise DownloadFailure(
+            TOO_MANY_REDIRECTS, f"more than {self.config.max_redirects} from {url}"
+        )
 
     def _read(self, response: Response, url: str, hops: int, for_image: bool) -> FetchResult:
         if not for_image:
-            return FetchResult(response.read_body(ROBOTS_MAX_BYTES), url, response.destination.host,
-                               None, 1, hops)
-        if x_robots_tag_forbids(response.header_values("X-Robots-Tag"),
-                                self.config.user_agent_token, self.config.opt_out_directives):
+            return FetchResult(
+                response.read_body(ROBOTS_MAX_BYTES), url, response.destination.host, None, 1, hops
+            )
+        if x_robots_tag_forbids(
+            response.header_values("X-Robots-Tag"),
+            self.config.user_agent_token,
+            self.config.opt_out_directives,
+        ):
             response.close()  # hang up: we never read the body of an opted-out image
             raise DownloadFailure(X_ROBOTS_TAG, url)
         sniffed: list[str] = []

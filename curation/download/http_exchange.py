@@ -6,6 +6,7 @@ byte is read, so opt-out headers and oversized `Content-Length` cost no transfer
 in chunks under a byte limit, a per-read timeout and a total deadline, and the first bytes can be
 inspected (content sniffing) before the rest is fetched.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -53,18 +54,25 @@ class Destination:
         return (self.scheme, self.host, self.port, str(self.address))
 
 
-def _pinned_connection(destination: Destination, connect_timeout: float) -> http.client.HTTPConnection:
+def _pinned_connection(
+    destination: Destination, connect_timeout: float
+) -> http.client.HTTPConnection:
     def connect_to_checked_address(address, timeout, source_address=None):
-        return socket.create_connection((str(destination.address), address[1]), connect_timeout,
-                                        source_address)
+        return socket.create_connection(
+            (str(destination.address), address[1]), connect_timeout, source_address
+        )
 
     if destination.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            destination.host, destination.port, timeout=connect_timeout,
-            context=ssl.create_default_context())
+            destination.host,
+            destination.port,
+            timeout=connect_timeout,
+            context=ssl.create_default_context(),
+        )
     else:
-        connection = http.client.HTTPConnection(destination.host, destination.port,
-                                                timeout=connect_timeout)
+        connection = http.client.HTTPConnection(
+            destination.host, destination.port, timeout=connect_timeout
+        )
     connection._create_connection = connect_to_checked_address  # type: ignore[attr-defined]
     return connection
 
@@ -93,9 +101,15 @@ class ConnectionPool:
 class Response:
     """A response whose headers have arrived and whose body has not been read yet."""
 
-    def __init__(self, destination: Destination, connection: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse, pool: ConnectionPool, deadline: float,
-                 read_timeout: float):
+    def __init__(
+        self,
+        destination: Destination,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        pool: ConnectionPool,
+        deadline: float,
+        read_timeout: float,
+    ):
         self.destination = destination
         self.status = response.status
         self.headers: Message = response.msg
@@ -116,7 +130,9 @@ class Response:
         except ValueError:
             return None
 
-    def read_body(self, max_bytes: int, inspect_head: Callable[[bytes], None] | None = None) -> bytes:
+    def read_body(
+        self, max_bytes: int, inspect_head: Callable[[bytes], None] | None = None
+    ) -> bytes:
         """The whole body; aborts (closing the connection) past `max_bytes` or the deadline.
 
         `inspect_head` sees the first bytes before the rest is read and may raise to abort.
@@ -147,8 +163,10 @@ class Response:
                 inspect_head(b"".join(parts))  # type: ignore[misc]
         except http.client.IncompleteRead as exc:
             self.close()
-            raise DownloadFailure(TRUNCATED, f"got {len(exc.partial) + self.bytes_read} bytes, "
-                                             f"{exc.expected} more expected") from None
+            raise DownloadFailure(
+                TRUNCATED,
+                f"got {len(exc.partial) + self.bytes_read} bytes, {exc.expected} more expected",
+            ) from None
         except BaseException as exc:  # noqa: BLE001 - hang up whatever happened; re-raised below
             self.close()
             raise translate_network_error(exc) from None
@@ -204,8 +222,13 @@ def translate_network_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def send_request(pool: ConnectionPool, destination: Destination, headers: dict[str, str],
-                 timeouts: Timeouts, deadline: float) -> Response:
+def send_request(
+    pool: ConnectionPool,
+    destination: Destination,
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    deadline: float,
+) -> Response:
     """Send a GET and wait for the response headers (reusing an idle connection if one is kept)."""
     reused = pool.take(destination)
     for connection in ([reused] if reused is not None else []) + [None]:
@@ -224,7 +247,8 @@ def send_request(pool: ConnectionPool, destination: Destination, headers: dict[s
         except BaseException as exc:  # noqa: BLE001 - hang up whatever happened; re-raised below
             connection.close()
             stale_keep_alive = not fresh and isinstance(
-                exc, (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine))
+                exc, (http.client.RemoteDisconnected, ConnectionError, http.client.BadStatusLine)
+            )
             if stale_keep_alive:
                 continue  # the server closed an idle connection; that is not the URL's fault
             raise translate_network_error(exc) from None

@@ -8,6 +8,7 @@ img2dataset's: `keep_ratio` (shorter side = size), `keep_ratio_largest` (longer 
 `center_crop` (shorter side = size, then a centred square), `border` (longer side = size, then
 padded to a black square) and `no`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,9 @@ class ImageOptions:
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
+            raise ValueError(
+                f"resize mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}"
+            )
         if self.image_size < 1:
             raise ValueError(f"image size must be positive, got {self.image_size}")
 
@@ -94,7 +97,9 @@ def decode_rgb(image: Image.Image, wanted: tuple[int, int] | None) -> Image.Imag
         raise DownloadFailure(reason, str(exc)) from None
     except (SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise DownloadFailure(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
     if has_alpha:
         rgba = image.convert("RGBA")
         flattened = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -107,7 +112,9 @@ def resize_rgb(image: Image.Image, original: tuple[int, int], options: ImageOpti
     target = scaled_size(*original, options)
     if image.size != target:
         downscaling = target[0] < image.size[0]
-        image = image.resize(target, Image.Resampling.BOX if downscaling else Image.Resampling.LANCZOS)
+        image = image.resize(
+            target, Image.Resampling.BOX if downscaling else Image.Resampling.LANCZOS
+        )
     size = options.image_size
     if options.resize_mode == "center_crop":
         left, top = (image.width - size) // 2, (image.height - size) // 2
@@ -123,7 +130,11 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
     """JPEG bytes of the resized image plus its sizes and hash; raises DownloadFailure."""
     image = open_checked(data, options.max_pixels)
     original = image.size
-    wanted = scaled_size(*original, options) if options.use_draft and options.resize_mode != "no" else None
+    wanted = (
+        scaled_size(*original, options)
+        if options.use_draft and options.resize_mode != "no"
+        else None
+    )
     try:
         rgb = resize_rgb(decode_rgb(image, wanted), original, options)
         out = io.BytesIO()
@@ -133,5 +144,6 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DownloadFailure(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
     jpeg = out.getvalue()
-    return ProcessedImage(jpeg, rgb.width, rgb.height, original[0], original[1],
-                          hashlib.sha256(jpeg).hexdigest())
+    return ProcessedImage(
+        jpeg, rgb.width, rgb.height, original[0], original[1], hashlib.sha256(jpeg).hexdigest()
+    )

@@ -5,6 +5,7 @@ globally, and pool shard k holds rows [k * N, (k + 1) * N). The plan is saved be
 re-run (or `--retry-failed`) maps every shard to the same rows, and a re-run with different inputs
 fails fast instead of mixing two pools.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,13 +46,17 @@ class DownloadPlan:
         return {f"{index:05d}": tuple(slices) for index, slices in sorted(shards.items())}
 
     def to_json(self) -> dict:
-        return {"samples_per_shard": self.samples_per_shard,
-                "inputs": [{"url": url, "rows": rows} for url, rows in self.inputs]}
+        return {
+            "samples_per_shard": self.samples_per_shard,
+            "inputs": [{"url": url, "rows": rows} for url, rows in self.inputs],
+        }
 
     @classmethod
     def from_json(cls, record: dict) -> DownloadPlan:
-        return cls(tuple((item["url"], int(item["rows"])) for item in record["inputs"]),
-                   int(record["samples_per_shard"]))
+        return cls(
+            tuple((item["url"], int(item["rows"])) for item in record["inputs"]),
+            int(record["samples_per_shard"]),
+        )
 
 
 def input_files(patterns: list[str]) -> list[str]:
@@ -59,7 +64,8 @@ def input_files(patterns: list[str]) -> list[str]:
     urls: list[str] = []
     for pattern in patterns:
         if not any(ch in pattern for ch in "*?[{") and fsio.filesystem(pattern)[0].isdir(
-                fsio.filesystem(pattern)[1]):
+            fsio.filesystem(pattern)[1]
+        ):
             urls.extend(fsio.expand(fsio.join(pattern, "*.parquet")))
         else:
             urls.extend(fsio.expand(pattern))
@@ -73,7 +79,9 @@ def parquet_rows(url: str) -> int:
             parquet = pq.ParquetFile(handle)
             missing = [c for c in REQUIRED_COLUMNS if c not in parquet.schema_arrow.names]
             if missing:
-                raise ValueError(f"{url}: not a candidate table, missing column(s) {', '.join(missing)}")
+                raise ValueError(
+                    f"{url}: not a candidate table, missing column(s) {', '.join(missing)}"
+                )
             return parquet.metadata.num_rows
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValueError(f"{url}: cannot read as Parquet: {exc}") from None
@@ -81,7 +89,9 @@ def parquet_rows(url: str) -> int:
 
 def make_plan(patterns: list[str], samples_per_shard: int) -> DownloadPlan:
     if not 1 <= samples_per_shard <= MAX_SAMPLES_PER_SHARD:
-        raise ValueError(f"--samples-per-shard must be in 1..{MAX_SAMPLES_PER_SHARD}, got {samples_per_shard}")
+        raise ValueError(
+            f"--samples-per-shard must be in 1..{MAX_SAMPLES_PER_SHARD}, got {samples_per_shard}"
+        )
     urls = input_files(patterns)
     if not urls:
         raise ValueError(f"no candidate Parquet files match {' '.join(patterns)}")
@@ -99,8 +109,10 @@ def save_or_check_plan(pool: str, plan: DownloadPlan) -> None:
     if existing is None:
         fsio.write_json(fsio.join(pool, PLAN_FILE), plan.to_json())
     elif existing != plan:
-        raise ValueError(f"{pool} was planned from other inputs or --samples-per-shard "
-                         f"(see {PLAN_FILE}); write to a new --out or use the same inputs")
+        raise ValueError(
+            f"{pool} was planned from other inputs or --samples-per-shard "
+            f"(see {PLAN_FILE}); write to a new --out or use the same inputs"
+        )
 
 
 def read_slice(piece: InputSlice) -> pa.Table:

@@ -6,6 +6,7 @@ body cut short, failures for the first N requests. The server logs every request
 number of simultaneous requests (per path and in all), so tests can assert what a downloader did (and did not)
 ask for. It refuses to bind anything but a loopback address.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -127,9 +128,13 @@ class PlantedWeb:
             route = Route(b"not found", status=404, content_type="text/plain")
         if nth <= route.fail_first:
             headers = {"Retry-After": route.retry_after} if route.retry_after else {}
-            route = Route(b"try later", status=route.fail_status, content_type="text/plain", headers=headers)
+            route = Route(
+                b"try later", status=route.fail_status, content_type="text/plain", headers=headers
+            )
         if route.redirect_to is not None:
-            route = Route(b"", status=route.redirect_status, headers={"Location": route.redirect_to})
+            route = Route(
+                b"", status=route.redirect_status, headers={"Location": route.redirect_to}
+            )
         handler.send_response(route.status)
         handler.send_header("Content-Type", route.content_type)
         for name, value in route.headers.items():
@@ -145,11 +150,11 @@ class PlantedWeb:
         time.sleep(route.delay_body_s)
         if route.chunked:
             for start in range(0, len(route.body), 16 * 1024):
-                piece = route.body[start:start + 16 * 1024]
+                piece = route.body[start : start + 16 * 1024]
                 handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             handler.wfile.write(b"0\r\n\r\n")
         elif route.truncate_at is not None:
-            handler.wfile.write(route.body[:route.truncate_at])
+            handler.wfile.write(route.body[: route.truncate_at])
             handler.close_connection = True
         else:
             handler.wfile.write(route.body)

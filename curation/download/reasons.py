@@ -3,6 +3,7 @@
 Every failure is a `DownloadFailure` carrying a short reason code (e.g. "http_404", "timeout");
 the code alone decides the row's status and whether the failure is worth retrying later.
 """
+
 from __future__ import annotations
 
 SUCCESS = "success"
@@ -16,7 +17,9 @@ FORBIDDEN_ADDRESS = "forbidden_address"
 ROBOTS_DISALLOWED = "robots_disallowed"
 ROBOTS_UNREACHABLE = "robots_unreachable"
 X_ROBOTS_TAG = "x_robots_tag"
-REFUSAL_REASONS = frozenset({FORBIDDEN_ADDRESS, ROBOTS_DISALLOWED, ROBOTS_UNREACHABLE, X_ROBOTS_TAG})
+REFUSAL_REASONS = frozenset(
+    {FORBIDDEN_ADDRESS, ROBOTS_DISALLOWED, ROBOTS_UNREACHABLE, X_ROBOTS_TAG}
+)
 
 # The bytes arrived but are not a usable image.
 DECOMPRESSION_BOMB = "decompression_bomb"

@@ -4,6 +4,7 @@ robots.txt follows RFC 9309: a 2xx body is parsed and honoured for our user-agen
 back to `*`); a 4xx means there are no rules; a 5xx or an unreachable server means "crawl
 nothing" for now (recorded as the transient `robots_unreachable`, so `--retry-failed` tries again).
 """
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,9 @@ from curation.download.reasons import ROBOTS_DISALLOWED, ROBOTS_UNREACHABLE, Dow
 ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB
 DEFAULT_OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "noimageindex"})
 # X-Robots-Tag directives that carry a value after a colon (so the colon names no user agent).
-VALUED_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview",
-                               "max-video-preview"})
+VALUED_DIRECTIVES = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class RobotsRules:
         return ROBOTS_DISALLOWED
 
 
-def rules_from_response(status: int | None, body: bytes, failure: DownloadFailure | None) -> RobotsRules:
+def rules_from_response(
+    status: int | None, body: bytes, failure: DownloadFailure | None
+) -> RobotsRules:
     """Turn the outcome of fetching /robots.txt into rules, per RFC 9309 section 2.3.1."""
     if failure is not None and failure.reason.startswith("http_"):
         status = int(failure.reason[5:])
@@ -101,8 +105,11 @@ class RobotsCache:
         return None
 
 
-def x_robots_tag_forbids(values: Iterable[str], user_agent_token: str,
-                         directives: frozenset[str] = DEFAULT_OPT_OUT_DIRECTIVES) -> bool:
+def x_robots_tag_forbids(
+    values: Iterable[str],
+    user_agent_token: str,
+    directives: frozenset[str] = DEFAULT_OPT_OUT_DIRECTIVES,
+) -> bool:
     """Whether X-Robots-Tag header values opt out of our use.
 
     Items are comma-separated; `agent: directive` scopes that item and the ones after it to an

@@ -5,6 +5,7 @@ decode, resize and encode (Pillow releases the GIL in its C loops), so threads o
 of work with a plain blocking client; an event loop would still need a thread or process pool for
 the CPU half. Each distinct URL is fetched once even if the shard lists it twice.
 """
+
 from __future__ import annotations
 
 import threading
@@ -70,7 +71,9 @@ def host_of(url: str) -> str | None:
 
 
 class ShardDownloader:
-    def __init__(self, fetcher: Fetcher, image_options: ImageOptions, threads: int, spool: JpegSpool):
+    def __init__(
+        self, fetcher: Fetcher, image_options: ImageOptions, threads: int, spool: JpegSpool
+    ):
         self.fetcher = fetcher
         self.image_options = image_options
         self.threads = threads
@@ -85,39 +88,76 @@ class ShardDownloader:
             fetched = self.fetcher.fetch(url)
         except DownloadFailure as failure:
             self.times.add(time.perf_counter() - started, 0.0)
-            return UrlOutcome(status_of(failure.reason), failure.reason, failure.detail, host,
-                              retried_reasons=failure.retried_reasons)
+            return UrlOutcome(
+                status_of(failure.reason),
+                failure.reason,
+                failure.detail,
+                host,
+                retried_reasons=failure.retried_reasons,
+            )
         except Exception as exc:  # noqa: BLE001 - one odd URL must not end the shard
-            return UrlOutcome(FAILED_TO_DOWNLOAD, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", host)
+            return UrlOutcome(
+                FAILED_TO_DOWNLOAD, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", host
+            )
         fetched_at = time.perf_counter()
         try:
             image = process_image(fetched.body, self.image_options)
         except DownloadFailure as failure:
             self.times.add(fetched_at - started, time.perf_counter() - fetched_at)
-            return UrlOutcome(status_of(failure.reason, decoding=True), failure.reason, failure.detail,
-                              host, len(fetched.body), retried_reasons=fetched.retried_reasons,
-                              redirects=fetched.redirects)
+            return UrlOutcome(
+                status_of(failure.reason, decoding=True),
+                failure.reason,
+                failure.detail,
+                host,
+                len(fetched.body),
+                retried_reasons=fetched.retried_reasons,
+                redirects=fetched.redirects,
+            )
         except Exception as exc:  # noqa: BLE001
-            return UrlOutcome(FAILED_TO_RESIZE, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}", host,
-                              len(fetched.body))
+            return UrlOutcome(
+                FAILED_TO_RESIZE,
+                UNEXPECTED_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                host,
+                len(fetched.body),
+            )
         self.times.add(fetched_at - started, time.perf_counter() - fetched_at)
-        return UrlOutcome(SUCCESS, None, "", host, len(fetched.body), image.width, image.height,
-                          image.original_width, image.original_height, image.sha256,
-                          self.spool.add(image.jpeg), fetched.retried_reasons, fetched.redirects)
+        return UrlOutcome(
+            SUCCESS,
+            None,
+            "",
+            host,
+            len(fetched.body),
+            image.width,
+            image.height,
+            image.original_width,
+            image.original_height,
+            image.sha256,
+            self.spool.add(image.jpeg),
+            fetched.retried_reasons,
+            fetched.redirects,
+        )
 
     def download_all(self, urls: Iterable[str]) -> dict[str, UrlOutcome]:
         unique = list(dict.fromkeys(urls))
-        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(unique))),
-                                thread_name_prefix="download") as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.threads, len(unique))), thread_name_prefix="download"
+        ) as pool:
             return dict(zip(unique, pool.map(self.download_url, unique)))
 
 
 def apply_outcome(row: dict[str, Any], outcome: UrlOutcome) -> dict[str, Any]:
     """The sidecar row of an input row given what happened to its URL."""
     return {
-        **row, "status": outcome.status, "error_message": outcome.reason, "host": outcome.host,
-        "width": outcome.width, "height": outcome.height, "original_width": outcome.original_width,
-        "original_height": outcome.original_height, "sha256": outcome.sha256,
+        **row,
+        "status": outcome.status,
+        "error_message": outcome.reason,
+        "host": outcome.host,
+        "width": outcome.width,
+        "height": outcome.height,
+        "original_width": outcome.original_width,
+        "original_height": outcome.original_height,
+        "sha256": outcome.sha256,
         "download_bytes": outcome.download_bytes,
     }
 
@@ -132,8 +172,11 @@ def retry_summary(outcomes: Iterable[UrlOutcome]) -> dict[str, Any]:
         if outcome.status == SUCCESS:
             recovered.update(set(outcome.retried_reasons))
             redirected += outcome.redirects > 0
-    return {"retried": dict(sorted(retried.items())), "recovered_after_retry": dict(sorted(recovered.items())),
-            "redirected_successes": redirected}
+    return {
+        "retried": dict(sorted(retried.items())),
+        "recovered_after_retry": dict(sorted(recovered.items())),
+        "redirected_successes": redirected,
+    }
 
 
 def shard_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,8 +190,12 @@ def shard_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry["successes"] += row["status"] == SUCCESS
         entry["bytes"] += row["download_bytes"] or 0
     return {
-        "count": len(rows), "successes": statuses[SUCCESS],
-        "failed_to_download": statuses[FAILED_TO_DOWNLOAD], "failed_to_resize": statuses[FAILED_TO_RESIZE],
-        "refused": statuses[REFUSED], "status_dict": dict(sorted(status_dict.items())),
-        "bytes": sum(row["download_bytes"] or 0 for row in rows), "hosts": dict(sorted(hosts.items())),
+        "count": len(rows),
+        "successes": statuses[SUCCESS],
+        "failed_to_download": statuses[FAILED_TO_DOWNLOAD],
+        "failed_to_resize": statuses[FAILED_TO_RESIZE],
+        "refused": statuses[REFUSED],
+        "status_dict": dict(sorted(status_dict.items())),
+        "bytes": sum(row["download_bytes"] or 0 for row in rows),
+        "hosts": dict(sorted(hosts.items())),
     }

@@ -6,6 +6,7 @@ file as they arrive and the tar is written in key order at the end, with fixed m
 The tar is committed before the sidecar, so a crash between the two leaves a sidecar that never
 promises a sample the tar lacks.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,24 @@ from curation import fsio
 from curation.download.reasons import SUCCESS
 from curation.tars import add_member
 
-SIDECAR_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("key", pa.string()), ("url", pa.string()), ("text", pa.string()),
-    ("texts", pa.list_(pa.string())), ("status", pa.string()), ("error_message", pa.string()),
-    ("width", pa.int32()), ("height", pa.int32()), ("original_width", pa.int32()),
-    ("original_height", pa.int32()), ("sha256", pa.string()), ("host", pa.string()),
-    ("download_bytes", pa.int64()),
-])
+SIDECAR_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("key", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("texts", pa.list_(pa.string())),
+        ("status", pa.string()),
+        ("error_message", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("original_width", pa.int32()),
+        ("original_height", pa.int32()),
+        ("sha256", pa.string()),
+        ("host", pa.string()),
+        ("download_bytes", pa.int64()),
+    ]
+)
 
 OpenOutput = Callable[[str], AbstractContextManager[BinaryIO]]
 
@@ -70,21 +82,31 @@ def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "caption": row["text"]}
 
 
-def write_pool_shard(open_output: OpenOutput, shard_id: str, rows: list[dict[str, Any]],
-                     jpeg_of: Callable[[dict[str, Any]], bytes]) -> None:
+def write_pool_shard(
+    open_output: OpenOutput,
+    shard_id: str,
+    rows: list[dict[str, Any]],
+    jpeg_of: Callable[[dict[str, Any]], bytes],
+) -> None:
     """Write `{shard}.tar` (successes, in key order) then `{shard}.parquet` (every row)."""
     rows = sorted(rows, key=lambda row: row["key"])
-    with open_output(f"{shard_id}.tar") as handle, \
-            tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with (
+        open_output(f"{shard_id}.tar") as handle,
+        tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
         for row in rows:
             if row["status"] != SUCCESS:
                 continue
             key = row["key"]
             add_member(tar, f"{key}.jpg", jpeg_of(row))
             add_member(tar, f"{key}.txt", (row["text"] or "").encode())
-            add_member(tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode())
-    table = pa.Table.from_pylist([{name: row.get(name) for name in SIDECAR_SCHEMA.names} for row in rows],
-                                 schema=SIDECAR_SCHEMA)
+            add_member(
+                tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode()
+            )
+    table = pa.Table.from_pylist(
+        [{name: row.get(name) for name in SIDECAR_SCHEMA.names} for row in rows],
+        schema=SIDECAR_SCHEMA,
+    )
     with open_output(f"{shard_id}.parquet") as handle:
         pq.write_table(table, handle, compression="zstd")
 
@@ -107,5 +129,7 @@ def iter_tar_images(url: str, keys: set[str]) -> Iterator[tuple[str, bytes]]:
                     yield key, extracted.read()
 
 
-def spool_existing_images(url: str, keys: Iterable[str], spool: JpegSpool) -> dict[str, tuple[int, int]]:
+def spool_existing_images(
+    url: str, keys: Iterable[str], spool: JpegSpool
+) -> dict[str, tuple[int, int]]:
     return {key: spool.add(data) for key, data in iter_tar_images(url, set(keys))}

@@ -1,4 +1,5 @@
 """Recognise image formats by their first bytes; servers' Content-Type headers often lie."""
+
 from __future__ import annotations
 
 SNIFF_PREFIXES: tuple[tuple[bytes, str], ...] = (

@@ -6,6 +6,7 @@ fractions of the image) and origin (0-based continuous coordinates, or 1-based p
 in VOC-style files). A `BoxConvention` names one combination; `normalise_box` applies it, clips
 the box to the image and reports why a box is unusable instead of raising.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ class BoxConvention:
         """`xywh-pixel`, `xyxy-normalised`, `xyxy-pixel-1` (1-based), ... as on the command line."""
         parts = spec.split("-")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("0", "1")):
-            raise ValueError(f"box convention {spec!r}: expected LAYOUT-UNITS[-0|-1], e.g. xywh-pixel")
+            raise ValueError(
+                f"box convention {spec!r}: expected LAYOUT-UNITS[-0|-1], e.g. xywh-pixel"
+            )
         return cls(parts[0], parts[1], len(parts) == 3 and parts[2] == "1")
 
     def spec(self) -> str:
@@ -57,8 +60,9 @@ def corners(values: Sequence[float], layout: str) -> tuple[float, float, float, 
     return a, b, c, d
 
 
-def normalise_box(values: object, convention: BoxConvention, width: int, height: int
-                  ) -> tuple[list[float] | None, str | None]:
+def normalise_box(
+    values: object, convention: BoxConvention, width: int, height: int
+) -> tuple[list[float] | None, str | None]:
     """(normalised [x0, y0, x1, y1] clipped to the image, None) or (None, drop reason)."""
     if not isinstance(values, (list, tuple)) or len(values) != 4:
         return None, MALFORMED_BOX
@@ -77,7 +81,12 @@ def normalise_box(values: object, convention: BoxConvention, width: int, height:
             # coordinates, so the box from first to last pixel spans [x0-1, x1).
             x0, y0 = x0 - 1, y0 - 1
         x0, x1, y0, y1 = x0 / width, x1 / width, y0 / height, y1 / height
-    clipped = [min(max(x0, 0.0), 1.0), min(max(y0, 0.0), 1.0), min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0)]
+    clipped = [
+        min(max(x0, 0.0), 1.0),
+        min(max(y0, 0.0), 1.0),
+        min(max(x1, 0.0), 1.0),
+        min(max(y1, 0.0), 1.0),
+    ]
     if x1 <= 0 or y1 <= 0 or x0 >= 1 or y0 >= 1:
         return None, OUTSIDE_IMAGE
     if clipped[2] - clipped[0] <= 0 or clipped[3] - clipped[1] <= 0:
@@ -88,4 +97,9 @@ def normalise_box(values: object, convention: BoxConvention, width: int, height:
 def pixel_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
     """A normalised box as the pixel rectangle it covers (left, top, right, bottom exclusive)."""
     x0, y0, x1, y1 = box
-    return (math.floor(x0 * width), math.floor(y0 * height), math.ceil(x1 * width), math.ceil(y1 * height))
+    return (
+        math.floor(x0 * width),
+        math.floor(y0 * height),
+        math.ceil(x1 * width),
+        math.ceil(y1 * height),
+    )

@@ -9,6 +9,7 @@ download's own shard writer. POOL/curation/blur_faces/{shard}.parquet, written f
 blurred sample's hash before and after; a re-run after a crash anywhere in between finds samples
 already blurred by their hash and never blurs twice, so it ends with the same bytes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,12 +36,22 @@ from curation.runner import ShardContext, ShardTask
 STAGE = "blur_faces"
 METHODS = ("gaussian", "pixelate")
 SAME_ASPECT_MODES = ("keep_ratio_largest", "keep_ratio", "no")
-RECORD_SCHEMA = pa.schema([("uid", pa.string()), ("faces_blurred", pa.int32()),
-                           ("sha256_before", pa.string()), ("sha256_after", pa.string())])
+RECORD_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("faces_blurred", pa.int32()),
+        ("sha256_before", pa.string()),
+        ("sha256_after", pa.string()),
+    ]
+)
 
 
-def blur_regions(image: Image.Image, boxes: Sequence[Sequence[float]], method: str = "gaussian",
-                 strength: float = 0.15) -> Image.Image:
+def blur_regions(
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    method: str = "gaussian",
+    strength: float = 0.15,
+) -> Image.Image:
     """A copy of `image` with each normalised [x0, y0, x1, y1] box blurred beyond recognition.
 
     `strength` is relative to the box: the Gaussian radius (or the pixelation block) is that
@@ -61,13 +72,19 @@ def blur_regions(image: Image.Image, boxes: Sequence[Sequence[float]], method: s
             region = region.filter(ImageFilter.GaussianBlur(radius=scale))
         else:
             small = (max(1, round(region.width / scale)), max(1, round(region.height / scale)))
-            region = region.resize(small, Image.Resampling.BOX).resize(region.size, Image.Resampling.NEAREST)
+            region = region.resize(small, Image.Resampling.BOX).resize(
+                region.size, Image.Resampling.NEAREST
+            )
         out.paste(region, (left, top))
     return out
 
 
-def stored_frame_boxes(boxes: Sequence[Sequence[float]], original: tuple[int, int],
-                       stored: tuple[int, int], resize_mode: str) -> list[list[float]]:
+def stored_frame_boxes(
+    boxes: Sequence[Sequence[float]],
+    original: tuple[int, int],
+    stored: tuple[int, int],
+    resize_mode: str,
+) -> list[list[float]]:
     """Boxes normalised to the original image, re-normalised to the stored (resized) image."""
     if resize_mode in SAME_ASPECT_MODES:
         return [list(map(float, box)) for box in boxes]
@@ -76,12 +93,21 @@ def stored_frame_boxes(boxes: Sequence[Sequence[float]], original: tuple[int, in
     # and pads: either way a uniform scale plus an offset (see curation.download.imaging).
     scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
     dx, dy = (sw - ow * scale) / 2, (sh - oh * scale) / 2
-    mapped = [[(box[0] * ow * scale + dx) / sw, (box[1] * oh * scale + dy) / sh,
-               (box[2] * ow * scale + dx) / sw, (box[3] * oh * scale + dy) / sh] for box in boxes]
+    mapped = [
+        [
+            (box[0] * ow * scale + dx) / sw,
+            (box[1] * oh * scale + dy) / sh,
+            (box[2] * ow * scale + dx) / sw,
+            (box[3] * oh * scale + dy) / sh,
+        ]
+        for box in boxes
+    ]
     return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]  # a crop cuts faces too
 
 
-def blur_jpeg(data: bytes, boxes: Sequence[Sequence[float]], method: str, quality: int = 95) -> bytes:
+def blur_jpeg(
+    data: bytes, boxes: Sequence[Sequence[float]], method: str, quality: int = 95
+) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         blurred = blur_regions(image, boxes, method)
     out = io.BytesIO()
@@ -96,8 +122,10 @@ def face_boxes_for(box_files: Sequence[str], urls: list[str]) -> dict[str, list[
     dataset = ds.dataset(list(box_files), format="parquet")
     missing = [c for c in ("url", "face_bboxes") if c not in dataset.schema.names]
     if missing:
-        raise ValueError(f"face boxes {box_files[0]}...: no column(s) {', '.join(missing)} "
-                         "(give the ingest-urls output of a DataComp list)")
+        raise ValueError(
+            f"face boxes {box_files[0]}...: no column(s) {', '.join(missing)} "
+            "(give the ingest-urls output of a DataComp list)"
+        )
     table = dataset.to_table(columns=["url", "face_bboxes"], filter=ds.field("url").isin(urls))
     boxes: dict[str, list[list[float]]] = {}
     for url, faces in zip(table["url"].to_pylist(), table["face_bboxes"].to_pylist()):
@@ -125,11 +153,14 @@ class BlurPoolShard:
         record: dict[str, list] = {name: [] for name in RECORD_SCHEMA.names}
         images: dict[str, bytes] = {}
         with JpegSpool() as spool:
-            stored = spool_existing_images(fsio.join(pool, f"{task.shard_id}.tar"),
-                                           [row["key"] for row in successes], spool)
+            stored = spool_existing_images(
+                fsio.join(pool, f"{task.shard_id}.tar"), [row["key"] for row in successes], spool
+            )
             for row in successes:
                 if row["key"] not in stored:
-                    raise ValueError(f"{pool}/{task.shard_id}.tar lacks sample {row['key']} its sidecar lists")
+                    raise ValueError(
+                        f"{pool}/{task.shard_id}.tar lacks sample {row['key']} its sidecar lists"
+                    )
                 data = spool.read(stored[row["key"]])
                 boxes = faces.get(row["url"])
                 if not boxes:
@@ -138,13 +169,19 @@ class BlurPoolShard:
                 digest = hashlib.sha256(data).hexdigest()
                 before, after = done_before.get(row["uid"], (digest, None))
                 if digest != after:
-                    frame = stored_frame_boxes(boxes, (row["original_width"], row["original_height"]),
-                                               (row["width"], row["height"]), self.resize_mode)
+                    frame = stored_frame_boxes(
+                        boxes,
+                        (row["original_width"], row["original_height"]),
+                        (row["width"], row["height"]),
+                        self.resize_mode,
+                    )
                     data = blur_jpeg(data, frame, self.method)
                     after = hashlib.sha256(data).hexdigest()
                 images[row["key"]] = data
                 row["sha256"] = after
-                for name, value in zip(RECORD_SCHEMA.names, (row["uid"], len(boxes), before, after)):
+                for name, value in zip(
+                    RECORD_SCHEMA.names, (row["uid"], len(boxes), before, after)
+                ):
                     record[name].append(value)
         ctx.write_parquet(record_name, pa.table(record, schema=RECORD_SCHEMA))
         write_pool_shard(ctx.open_output, task.shard_id, rows, lambda row: images[row["key"]])
@@ -159,5 +196,11 @@ def _blurred_by_earlier_run(url: str) -> dict[str, tuple[str, str]]:
     fs, path = fsio.filesystem(url)
     with fs.open(path, "rb") as handle:
         table = pq.read_table(handle)
-    return {uid: (before, after) for uid, before, after in zip(
-        table["uid"].to_pylist(), table["sha256_before"].to_pylist(), table["sha256_after"].to_pylist())}
+    return {
+        uid: (before, after)
+        for uid, before, after in zip(
+            table["uid"].to_pylist(),
+            table["sha256_before"].to_pylist(),
+            table["sha256_after"].to_pylist(),
+        )
+    }

@@ -8,6 +8,7 @@
    unusable ones by reason), write `KEY.jpg` (the source JPEG as is, or re-encoded) and `KEY.json`
    `{"source", "licence", "image_id", "refs": [{"phrase", "box"}]}`, plus OUT/{shard}.parquet.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,15 +37,30 @@ PLAN = "_plan/grounding.parquet"
 PLAN_RECORD = "_plan/grounding.json"
 EVALUATION_IMAGE = "evaluation_image"
 JPEG_MAGIC = b"\xff\xd8\xff"
-PLAN_SCHEMA = pa.schema([
-    ("shard", pa.string()), ("key", pa.string()), ("source", pa.string()), ("image_id", pa.string()),
-    ("image_path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-    ("phrases", pa.list_(pa.string())), ("boxes", pa.list_(pa.list_(pa.float64()))),
-])
-INDEX_SCHEMA = pa.schema([
-    ("key", pa.string()), ("source", pa.string()), ("image_id", pa.string()), ("refs", pa.int32()),
-    ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string()),
-])
+PLAN_SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("image_id", pa.string()),
+        ("image_path", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("phrases", pa.list_(pa.string())),
+        ("boxes", pa.list_(pa.list_(pa.float64()))),
+    ]
+)
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("image_id", pa.string()),
+        ("refs", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+    ]
+)
 
 
 def _number_or_nan(value: object) -> float:
@@ -61,9 +77,14 @@ def _raw_box(box: object) -> list[float]:
     return [float("nan")] * 4
 
 
-def plan_grounding(images: Iterable[GroundingImage], samples_per_shard: int, *,
-                   exclude_coco_ids: Collection[int] = (), max_samples: int | None = None,
-                   seed: int = 0) -> tuple[pa.Table, Counter]:
+def plan_grounding(
+    images: Iterable[GroundingImage],
+    samples_per_shard: int,
+    *,
+    exclude_coco_ids: Collection[int] = (),
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> tuple[pa.Table, Counter]:
     """The ordered, decontaminated, quota-limited plan; and the images dropped per reason."""
     drops: Counter = Counter()
     kept: list[GroundingImage] = []
@@ -110,15 +131,19 @@ def check_or_save_plan(out: str, plan: pa.Table, record: dict[str, Any]) -> None
         fs, path = fsio.filesystem(url)
         with fs.open(path, "rb") as handle:
             if not pq.read_table(handle).equals(plan):
-                raise ValueError(f"{out} holds grounding shards planned from other inputs or settings; "
-                                 "use a new --out (or delete it)")
+                raise ValueError(
+                    f"{out} holds grounding shards planned from other inputs or settings; "
+                    "use a new --out (or delete it)"
+                )
         return
     with fsio.open_atomic(url) as handle:
         pq.write_table(plan, handle)
     fsio.write_json(fsio.join(out, PLAN_RECORD), record)
 
 
-def training_jpeg(data: bytes, max_side: int | None) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+def training_jpeg(
+    data: bytes, max_side: int | None
+) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
     """JPEG bytes for the shard, the source image's size and the stored size.
 
     A JPEG within `max_side` is kept byte for byte; anything else is re-encoded (downscaled).
@@ -137,8 +162,9 @@ def training_jpeg(data: bytes, max_side: int | None) -> tuple[bytes, tuple[int, 
     return out.getvalue(), size, rgb.size
 
 
-def normalised_refs(row: dict[str, Any], convention: BoxConvention, width: int, height: int,
-                    box_drops: Counter) -> list[dict[str, Any]]:
+def normalised_refs(
+    row: dict[str, Any], convention: BoxConvention, width: int, height: int, box_drops: Counter
+) -> list[dict[str, Any]]:
     refs = []
     for phrase, box in zip(row["phrases"], row["boxes"]):
         normalised, reason = normalise_box(box, convention, width, height)
@@ -163,13 +189,17 @@ class WriteGroundingShard:
         ctx.stats.rows_in = len(rows)
         box_drops: Counter = Counter()
         index: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA.names}
-        with ctx.open_output(f"{task.shard_id}.tar") as handle, \
-                tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        with (
+            ctx.open_output(f"{task.shard_id}.tar") as handle,
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
+        ):
             for row in rows:
                 image_url = fsio.join(self.images_root, row["image_path"])
                 try:
                     data = fsio.read_bytes(image_url)
-                    jpeg, (source_width, source_height), (width, height) = training_jpeg(data, self.max_side)
+                    jpeg, (source_width, source_height), (width, height) = training_jpeg(
+                        data, self.max_side
+                    )
                 except FileNotFoundError:
                     ctx.stats.drop("missing_image")
                     ctx.stats.error("missing_image", image_url, "no such file")
@@ -185,14 +215,27 @@ class WriteGroundingShard:
                 if not refs:
                     ctx.stats.drop("no_valid_refs")
                     continue
-                meta = {"source": row["source"], "licence": licence_of(row["source"]),
-                        "image_id": row["image_id"], "refs": refs}
+                meta = {
+                    "source": row["source"],
+                    "licence": licence_of(row["source"]),
+                    "image_id": row["image_id"],
+                    "refs": refs,
+                }
                 add_member(archive, f"{row['key']}.jpg", jpeg)
-                add_member(archive, f"{row['key']}.json",
-                            json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
-                for name, value in (("key", row["key"]), ("source", row["source"]),
-                                    ("image_id", row["image_id"]), ("refs", len(refs)), ("width", width),
-                                    ("height", height), ("sha256", hashlib.sha256(jpeg).hexdigest())):
+                add_member(
+                    archive,
+                    f"{row['key']}.json",
+                    json.dumps(meta, ensure_ascii=False, sort_keys=True).encode(),
+                )
+                for name, value in (
+                    ("key", row["key"]),
+                    ("source", row["source"]),
+                    ("image_id", row["image_id"]),
+                    ("refs", len(refs)),
+                    ("width", width),
+                    ("height", height),
+                    ("sha256", hashlib.sha256(jpeg).hexdigest()),
+                ):
                     index[name].append(value)
                 ctx.stats.bytes_in += len(data)
         ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(index, schema=INDEX_SCHEMA))

@@ -4,6 +4,7 @@ What we know is stated; what we could not verify says "check the dataset's terms
 record for the people who assemble a training mix, not legal advice: the terms that bind are the
 dataset's own, and the images keep their owners' rights whatever the annotation licence is.
 """
+
 from __future__ import annotations
 
 CHECK = "check the dataset's terms"

@@ -5,6 +5,7 @@ keeping beside them (their CLIP scores, face boxes for blurring, the original im
 Ingested rows have no page: `page_url` is null, `warc_path` is the list file and `warc_offset` the
 row's position in it, which gives dedup a stable first-seen order across sources.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -43,32 +44,56 @@ class UrlListFormat:
 # LAION-400M parquet: SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity;
 # LAION-5B adds hash, punsafe, pwatermark and (multi) LANGUAGE.
 LAION = UrlListFormat(
-    "laion", url="URL", text="TEXT", width="WIDTH", height="HEIGHT", lang="LANGUAGE",
-    extras={"similarity": ("laion_clip_similarity", pa.float32()),
-            "NSFW": ("laion_nsfw", pa.string()),
-            "punsafe": ("laion_punsafe", pa.float32()),
-            "pwatermark": ("laion_pwatermark", pa.float32()),
-            "LICENSE": ("laion_license", pa.string()),
-            "SAMPLE_ID": ("laion_sample_id", pa.int64())},
+    "laion",
+    url="URL",
+    text="TEXT",
+    width="WIDTH",
+    height="HEIGHT",
+    lang="LANGUAGE",
+    extras={
+        "similarity": ("laion_clip_similarity", pa.float32()),
+        "NSFW": ("laion_nsfw", pa.string()),
+        "punsafe": ("laion_punsafe", pa.float32()),
+        "pwatermark": ("laion_pwatermark", pa.float32()),
+        "LICENSE": ("laion_license", pa.string()),
+        "SAMPLE_ID": ("laion_sample_id", pa.int64()),
+    },
 )
 # DataComp CommonPool metadata: uid, url, text, original_width, original_height,
 # clip_b32_similarity_score, clip_l14_similarity_score, face_bboxes (normalised xyxy), sha256.
 DATACOMP = UrlListFormat(
-    "datacomp", url="url", text="text", width="original_width", height="original_height",
-    extras={"uid": ("datacomp_uid", pa.string()),
-            "clip_b32_similarity_score": ("clip_b32_similarity_score", pa.float32()),
-            "clip_l14_similarity_score": ("clip_l14_similarity_score", pa.float32()),
-            "face_bboxes": ("face_bboxes", FACE_BOXES),
-            "sha256": ("source_sha256", pa.string())},
+    "datacomp",
+    url="url",
+    text="text",
+    width="original_width",
+    height="original_height",
+    extras={
+        "uid": ("datacomp_uid", pa.string()),
+        "clip_b32_similarity_score": ("clip_b32_similarity_score", pa.float32()),
+        "clip_l14_similarity_score": ("clip_l14_similarity_score", pa.float32()),
+        "face_bboxes": ("face_bboxes", FACE_BOXES),
+        "sha256": ("source_sha256", pa.string()),
+    },
 )
 FORMATS = {"laion": LAION, "datacomp": DATACOMP}
 
 
-def generic_format(url: str = "url", text: str = "text", width: str | None = None,
-                   height: str | None = None, keep: tuple[str, ...] = ()) -> UrlListFormat:
+def generic_format(
+    url: str = "url",
+    text: str = "text",
+    width: str | None = None,
+    height: str | None = None,
+    keep: tuple[str, ...] = (),
+) -> UrlListFormat:
     """Any Parquet list: name its URL and text columns; `keep` columns are carried as they are."""
-    return UrlListFormat("parquet", url=url, text=text, width=width, height=height,
-                         extras={column: (column, None) for column in keep})
+    return UrlListFormat(
+        "parquet",
+        url=url,
+        text=text,
+        width=width,
+        height=height,
+        extras={column: (column, None) for column in keep},
+    )
 
 
 def _dimension(value: object) -> int | None:
@@ -82,8 +107,10 @@ def _dimension(value: object) -> int | None:
 def _required_columns(fmt: UrlListFormat, available: list[str], where: str) -> None:
     missing = [c for c in (fmt.url, fmt.text) if c not in available]
     if missing:
-        raise ValueError(f"{where}: not a {fmt.name} URL list, missing column(s) {', '.join(missing)} "
-                         f"(has {', '.join(available[:12])})")
+        raise ValueError(
+            f"{where}: not a {fmt.name} URL list, missing column(s) {', '.join(missing)} "
+            f"(has {', '.join(available[:12])})"
+        )
 
 
 def resolved_schema(fmt: UrlListFormat, input_schema: pa.Schema) -> pa.Schema:
@@ -92,19 +119,30 @@ def resolved_schema(fmt: UrlListFormat, input_schema: pa.Schema) -> pa.Schema:
     for theirs, (ours, kind) in fmt.extras.items():
         if kind is None:
             if theirs not in input_schema.names:
-                raise ValueError(f"--keep column {theirs!r} is not in the list (has {input_schema.names[:12]})")
+                raise ValueError(
+                    f"--keep column {theirs!r} is not in the list (has {input_schema.names[:12]})"
+                )
             kind = input_schema.field(theirs).type
         schema = schema.append(pa.field(ours, kind))
     return schema
 
 
-def map_batch(batch: pa.RecordBatch, fmt: UrlListFormat, schema: pa.Schema, source: str,
-              list_path: str, first_row: int, drops: Counter) -> pa.Table:
+def map_batch(
+    batch: pa.RecordBatch,
+    fmt: UrlListFormat,
+    schema: pa.Schema,
+    source: str,
+    list_path: str,
+    first_row: int,
+    drops: Counter,
+) -> pa.Table:
     """One input batch → candidate rows; rows without a usable URL or text are counted and dropped."""
     present = set(batch.schema.names)
 
     def column(name: str | None) -> list:
-        return batch.column(name).to_pylist() if name and name in present else [None] * batch.num_rows
+        return (
+            batch.column(name).to_pylist() if name and name in present else [None] * batch.num_rows
+        )
 
     urls, texts = column(fmt.url), column(fmt.text)
     widths, heights, langs = column(fmt.width), column(fmt.height), column(fmt.lang)
@@ -146,13 +184,16 @@ def map_batch(batch: pa.RecordBatch, fmt: UrlListFormat, schema: pa.Schema, sour
         try:
             values = batch.column(theirs).take(taken).cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"{list_path}: column {theirs!r} cannot be read as {kind}: {exc}") from None
+            raise ValueError(
+                f"{list_path}: column {theirs!r} cannot be read as {kind}: {exc}"
+            ) from None
         table = table.append_column(pa.field(ours, kind), values)
     return table
 
 
-def iter_candidate_batches(list_url: str, fmt: UrlListFormat, source: str, drops: Counter,
-                           batch_rows: int = 65_536) -> Iterator[pa.Table]:
+def iter_candidate_batches(
+    list_url: str, fmt: UrlListFormat, source: str, drops: Counter, batch_rows: int = 65_536
+) -> Iterator[pa.Table]:
     """Stream one URL-list Parquet file as candidate tables (bounded memory)."""
     fs, path = fsio.filesystem(list_url)
     with fs.open(path, "rb") as handle:

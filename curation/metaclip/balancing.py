@@ -10,6 +10,7 @@ the same text gets the same decision however the pool is sharded, re-sharded or 
 Counts are kept per group: the group is the text's language when MetaCLIP 2's per-language t is
 used, and "" otherwise.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,9 @@ NO_GROUP = ""
 def uid_uniforms(uids: Sequence[object], seed: int, purpose: str) -> np.ndarray:
     """One uniform number in [0, 1) per uid, a pure function of (seed, purpose, uid)."""
     key = f"{purpose}:{seed}".encode()[:64]
-    digests = b"".join(hashlib.blake2b(str(uid).encode(), digest_size=8, key=key).digest()
-                       for uid in uids)
+    digests = b"".join(
+        hashlib.blake2b(str(uid).encode(), digest_size=8, key=key).digest() for uid in uids
+    )
     return (np.frombuffer(digests, dtype="<u8") >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
@@ -45,9 +47,13 @@ def count_entries(entries: pa.ListArray, groups: np.ndarray, eligible: np.ndarra
     """Sparse (lang, entry, count) over the eligible rows: how many texts match each entry."""
     row_of_match, entry_ids = _flatten(entries)
     keep = eligible[row_of_match]
-    table = pa.table({"lang": pa.array(groups[row_of_match][keep], pa.string()),
-                      "entry": pa.array(entry_ids[keep], pa.int32()),
-                      "count": pa.array(np.ones(int(keep.sum()), dtype=np.int64))})
+    table = pa.table(
+        {
+            "lang": pa.array(groups[row_of_match][keep], pa.string()),
+            "entry": pa.array(entry_ids[keep], pa.int32()),
+            "count": pa.array(np.ones(int(keep.sum()), dtype=np.int64)),
+        }
+    )
     return sum_counts([table])
 
 
@@ -61,8 +67,9 @@ def sum_counts(tables: Sequence[pa.Table]) -> pa.Table:
     return summed.sort_by([("lang", "ascending"), ("entry", "ascending")])
 
 
-def entry_probabilities(counts: pa.Table, num_entries: int, t: float,
-                        t_per_lang: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+def entry_probabilities(
+    counts: pa.Table, num_entries: int, t: float, t_per_lang: Mapping[str, float] | None = None
+) -> dict[str, np.ndarray]:
     """Per group, p(e) = min(1, t_group / count(e)) over all entry ids (1 where count is 0)."""
     if t <= 0 or any(value <= 0 for value in (t_per_lang or {}).values()):
         raise ValueError(f"t must be positive, got t={t}, t_per_lang={t_per_lang}")
@@ -78,8 +85,9 @@ def entry_probabilities(counts: pa.Table, num_entries: int, t: float,
     return probabilities
 
 
-def keep_probabilities(entries: pa.ListArray, groups: np.ndarray,
-                       probabilities: Mapping[str, np.ndarray]) -> np.ndarray:
+def keep_probabilities(
+    entries: pa.ListArray, groups: np.ndarray, probabilities: Mapping[str, np.ndarray]
+) -> np.ndarray:
     """P = 1 - prod(1 - p(e)) per row, with p from the row's group (0 for rows matching nothing)."""
     row_of_match, entry_ids = _flatten(entries)
     p = np.ones(len(entry_ids), dtype=np.float64)  # an entry no count saw is never capped

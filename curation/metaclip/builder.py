@@ -20,6 +20,7 @@ MetaCLIP's ~500k English entries are the union of four parts. Each part reads on
 Entries are deduplicated keeping the first source's order (WordNet, unigrams, bigrams, titles).
 Bad lines are counted per source and skipped, never fatal; `BuildReport` says how many.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -70,7 +71,7 @@ def wordnet_lemmas(wordnet_dir: str, report: BuildReport) -> list[str]:
             fields = line.split()
             try:
                 word_count = int(fields[3], 16)
-                words = fields[4:4 + 2 * word_count:2]
+                words = fields[4 : 4 + 2 * word_count : 2]
             except (IndexError, ValueError):
                 report.bad("wordnet", f"{url}:{number}", line)
                 continue
@@ -79,7 +80,9 @@ def wordnet_lemmas(wordnet_dir: str, report: BuildReport) -> list[str]:
                 continue
             lemmas.extend(_ADJECTIVE_MARKER.sub("", word).replace("_", " ") for word in words)
     if not lemmas:
-        raise FileNotFoundError(f"{wordnet_dir}: none of {', '.join(WORDNET_DATA_FILES)} has a synset")
+        raise FileNotFoundError(
+            f"{wordnet_dir}: none of {', '.join(WORDNET_DATA_FILES)} has a synset"
+        )
     return lemmas
 
 
@@ -103,8 +106,13 @@ def frequent_unigrams(unigram_counts: Counter, min_count: int) -> list[str]:
     return [word for word, count in unigram_counts.most_common() if count >= min_count]
 
 
-def high_pmi_bigrams(bigram_counts: Counter, unigram_counts: Counter, min_pmi: float,
-                     min_bigram_count: int, report: BuildReport) -> list[str]:
+def high_pmi_bigrams(
+    bigram_counts: Counter,
+    unigram_counts: Counter,
+    min_pmi: float,
+    min_bigram_count: int,
+    report: BuildReport,
+) -> list[str]:
     """Bigrams whose log2 pointwise mutual information is at least `min_pmi`, highest first."""
     total = sum(unigram_counts.values())
     scored: list[tuple[float, str]] = []
@@ -123,8 +131,9 @@ def high_pmi_bigrams(bigram_counts: Counter, unigram_counts: Counter, min_pmi: f
     return [bigram for _pmi, bigram in scored]
 
 
-def popular_titles(pageview_urls: Iterable[str], min_views: int, domain: str,
-                   report: BuildReport) -> list[str]:
+def popular_titles(
+    pageview_urls: Iterable[str], min_views: int, domain: str, report: BuildReport
+) -> list[str]:
     """Titles of `domain` with at least `min_views` views summed over the pageview files."""
     views: Counter = Counter()
     for url in pageview_urls:
@@ -138,11 +147,18 @@ def popular_titles(pageview_urls: Iterable[str], min_views: int, domain: str,
     return [title.replace("_", " ") for title, count in views.most_common() if count >= min_views]
 
 
-def build_metadata(*, wordnet_dir: str | None = None, unigrams: str | None = None,
-                   bigrams: str | None = None, pageviews: Iterable[str] = (),
-                   min_unigram_count: int = 100, min_pmi: float = 30.0, min_bigram_count: int = 1,
-                   min_title_views: int = 70, pageview_domain: str = "en",
-                   ) -> tuple[list[str], BuildReport]:
+def build_metadata(
+    *,
+    wordnet_dir: str | None = None,
+    unigrams: str | None = None,
+    bigrams: str | None = None,
+    pageviews: Iterable[str] = (),
+    min_unigram_count: int = 100,
+    min_pmi: float = 30.0,
+    min_bigram_count: int = 1,
+    min_title_views: int = 70,
+    pageview_domain: str = "en",
+) -> tuple[list[str], BuildReport]:
     """The union of the sources given (any subset), deduplicated in source order."""
     if bigrams and not unigrams:
         raise ValueError("bigram PMI needs the unigram counts: pass unigrams too")
@@ -155,11 +171,17 @@ def build_metadata(*, wordnet_dir: str | None = None, unigrams: str | None = Non
         parts.append(("unigrams", frequent_unigrams(unigram_counts, min_unigram_count)))
     if bigrams:
         bigram_counts = read_counts(bigrams, "bigrams", report)
-        parts.append(("bigrams", high_pmi_bigrams(bigram_counts, unigram_counts, min_pmi,
-                                                  min_bigram_count, report)))
+        parts.append(
+            (
+                "bigrams",
+                high_pmi_bigrams(bigram_counts, unigram_counts, min_pmi, min_bigram_count, report),
+            )
+        )
     pageviews = list(pageviews)
     if pageviews:
-        parts.append(("titles", popular_titles(pageviews, min_title_views, pageview_domain, report)))
+        parts.append(
+            ("titles", popular_titles(pageviews, min_title_views, pageview_domain, report))
+        )
     if not parts:
         raise ValueError("no metadata source given")
     entries: list[str] = []

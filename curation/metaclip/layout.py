@@ -10,6 +10,7 @@ The passes (match, reduce, sample) each leave done markers. OUT/_config.json rem
 produced them: new metadata or text columns redo every pass, a new t or seed redoes only the
 sampling, which is the cheap re-run MetaCLIP's "rebalance with another t" needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,12 @@ def resolve_inputs(spec: str | list[str]) -> BalanceInputs:
     if not urls:
         raise FileNotFoundError(f"balance: no Parquet files in {', '.join(specs)}")
     stems = [posixpath.splitext(posixpath.basename(url))[0] for url in urls]
-    if len(folders) == 1 and len(specs) == 1 and all(POOL_SHARD.match(s) for s in stems) and \
-            fsio.exists(fsio.join(folders[0], f"{stems[0]}.tar")):
+    if (
+        len(folders) == 1
+        and len(specs) == 1
+        and all(POOL_SHARD.match(s) for s in stems)
+        and fsio.exists(fsio.join(folders[0], f"{stems[0]}.tar"))
+    ):
         return BalanceInputs(tuple(ShardTask(s, (u,)) for s, u in zip(stems, urls)), folders[0])
     if len(set(stems)) == len(stems) and all(SAFE_SHARD_NAME.match(s) for s in stems):
         ids = stems
@@ -83,18 +88,24 @@ def check_input_list(out_dir: str, inputs: BalanceInputs) -> None:
     current = {task.shard_id: task.inputs[0] for task in inputs.tasks}
     if fsio.exists(url):
         previous = fsio.read_json(url)
-        changed = sorted(shard for shard in current if shard in previous
-                         and previous[shard] != current[shard])
+        changed = sorted(
+            shard for shard in current if shard in previous and previous[shard] != current[shard]
+        )
         if changed:
-            raise ValueError(f"balance: {out_dir} holds a run whose shard {changed[0]} read "
-                             f"{previous[changed[0]]}, now {current[changed[0]]}: use a new --out")
+            raise ValueError(
+                f"balance: {out_dir} holds a run whose shard {changed[0]} read "
+                f"{previous[changed[0]]}, now {current[changed[0]]}: use a new --out"
+            )
         current = {**previous, **current}
     fsio.write_json(url, current)
 
 
-def invalidate_stale_passes(out_dir: str, match_config: Mapping[str, Any],
-                            sample_config: Mapping[str, Any], passes: Mapping[str, list[str]]
-                            ) -> list[str]:
+def invalidate_stale_passes(
+    out_dir: str,
+    match_config: Mapping[str, Any],
+    sample_config: Mapping[str, Any],
+    passes: Mapping[str, list[str]],
+) -> list[str]:
     """Remove the done markers of passes whose configuration changed; returns the stages reset.
 
     `passes` maps "match" and "sample" to the stage names whose markers depend on them.

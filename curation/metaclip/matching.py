@@ -16,6 +16,7 @@ match across two texts. Each match's end position is mapped back to its text wit
 over the separator positions, and the (text, entry) pairs are sorted and deduplicated with NumPy,
 so the per-text Python work is a handful of C-level string operations.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -94,8 +95,9 @@ class EntryMatcher:
         if n == 0 or not self._searchable:
             return _list_array(np.zeros(n + 1, dtype=np.int32), np.zeros(0, dtype=np.int32))
         joined = _spaced_batch([text or "" for text in texts])
-        matches = np.fromiter(itertools.chain.from_iterable(self._automaton.iter(joined)),
-                              dtype=np.int64).reshape(-1, 2)
+        matches = np.fromiter(
+            itertools.chain.from_iterable(self._automaton.iter(joined)), dtype=np.int64
+        ).reshape(-1, 2)
         ends, entry_ids = matches[:, 0], matches[:, 1]
         separators = _separator_positions(joined)
         text_index = np.searchsorted(separators, ends)
@@ -111,16 +113,19 @@ class EntryMatcher:
         offsets = np.searchsorted(text_index, np.arange(n + 1)).astype(np.int32)
         return _list_array(offsets, entry_ids.astype(np.int32))
 
-    def _add_duplicates(self, text_index: np.ndarray, entry_ids: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def _add_duplicates(
+        self, text_index: np.ndarray, entry_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         extra_texts: list[int] = []
         extra_ids: list[int] = []
         for position in np.flatnonzero(np.isin(entry_ids, list(self._duplicate_ids))):
             for duplicate in self._duplicate_ids[int(entry_ids[position])]:
                 extra_texts.append(int(text_index[position]))
                 extra_ids.append(duplicate)
-        return (np.concatenate([text_index, np.asarray(extra_texts, dtype=np.int64)]),
-                np.concatenate([entry_ids, np.asarray(extra_ids, dtype=np.int64)]))
+        return (
+            np.concatenate([text_index, np.asarray(extra_texts, dtype=np.int64)]),
+            np.concatenate([entry_ids, np.asarray(extra_ids, dtype=np.int64)]),
+        )
 
 
 def _spaced_batch(texts: list[str]) -> str:

@@ -13,6 +13,7 @@ inside the wheel, so nothing is fetched at run time. It is a stand-in for MetaCL
 phrases, bigrams or titles; build those with `curation.metaclip.builder` when you have the dumps.
 NLTK's WordNet is not used because its data is downloaded at run time, not shipped in a package.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ def load_metadata(spec: str) -> list[str]:
     """The metadata entries named by `spec` (see the module docstring); entry id = list position."""
     if spec == WORDFREQ_SPEC or spec.startswith(WORDFREQ_SPEC + ":"):
         languages = spec.partition(":")[2] or "en"
-        return wordfreq_entries(tuple(lang.strip() for lang in languages.split(",") if lang.strip()))
+        return wordfreq_entries(
+            tuple(lang.strip() for lang in languages.split(",") if lang.strip())
+        )
     url = spec
     if not posixpath.splitext(url)[1] and fsio.exists(fsio.join(url, "world.json")):
         url = fsio.join(url, "world.json")
@@ -49,16 +52,19 @@ def load_metadata(spec: str) -> list[str]:
         raise MetadataError(f"metadata {url}: not JSON ({exc})") from exc
     if isinstance(document, dict):
         if "concepts" not in document:
-            raise MetadataError(f"metadata {url}: a JSON object needs a 'concepts' list, "
-                                f"found keys {sorted(document)[:10]}")
+            raise MetadataError(
+                f"metadata {url}: a JSON object needs a 'concepts' list, "
+                f"found keys {sorted(document)[:10]}"
+            )
         document = document["concepts"]
     return _validated(url, document)
 
 
 def _validated(url: str, entries: object) -> list[str]:
     if not isinstance(entries, list):
-        raise MetadataError(f"metadata {url}: expected a JSON list of strings, got "
-                            f"{type(entries).__name__}")
+        raise MetadataError(
+            f"metadata {url}: expected a JSON list of strings, got {type(entries).__name__}"
+        )
     for position, entry in enumerate(entries):
         if not isinstance(entry, str):
             raise MetadataError(f"metadata {url}: entry {position} is {entry!r}, not a string")
@@ -67,8 +73,9 @@ def _validated(url: str, entries: object) -> list[str]:
     return entries
 
 
-def wordfreq_entries(languages: tuple[str, ...] = ("en",), min_zipf: float = DEFAULT_MIN_ZIPF
-                     ) -> list[str]:
+def wordfreq_entries(
+    languages: tuple[str, ...] = ("en",), min_zipf: float = DEFAULT_MIN_ZIPF
+) -> list[str]:
     """Words with Zipf frequency >= `min_zipf` in wordfreq's large lists, most frequent first.
 
     Tokens without a letter (numbers, punctuation) are left out, as are duplicates across
@@ -79,8 +86,9 @@ def wordfreq_entries(languages: tuple[str, ...] = ("en",), min_zipf: float = DEF
     entries: list[str] = []
     seen: set[str] = set()
     for language in languages:
-        if language not in wordfreq.available_languages("large") and \
-                language not in wordfreq.available_languages("best"):
+        if language not in wordfreq.available_languages(
+            "large"
+        ) and language not in wordfreq.available_languages("best"):
             raise MetadataError(f"wordfreq has no word list for language {language!r}")
         wordlist = "large" if language in wordfreq.available_languages("large") else "best"
         min_frequency = 10 ** (min_zipf - 9)

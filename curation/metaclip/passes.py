@@ -2,6 +2,7 @@
 
 `curation.stages.balance` drives them; see its docstring for the data flow and output layout.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,9 @@ _matcher_cache: dict[str, EntryMatcher] = {}
 
 
 def metadata_fingerprint(entries: list[str]) -> str:
-    return hashlib.blake2b("\n".join(entries).encode("utf-8", "surrogatepass"),
-                           digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        "\n".join(entries).encode("utf-8", "surrogatepass"), digest_size=16
+    ).hexdigest()
 
 
 def cached_matcher(spec: str, fingerprint: str) -> EntryMatcher:
@@ -56,15 +58,20 @@ class TextColumns:
         wanted = ["uid", self.texts or self.text] + ([self.lang] if self.lang else [])
         missing = [name for name in wanted if name not in schema.names]
         if missing:
-            raise ValueError(f"{url}: no column {', '.join(missing)} (has {', '.join(schema.names)})")
+            raise ValueError(
+                f"{url}: no column {', '.join(missing)} (has {', '.join(schema.names)})"
+            )
         text_types = (pa.string(), pa.large_string())
         if self.texts and schema.field(self.texts).type not in [pa.list_(t) for t in text_types]:
-            raise ValueError(f"{url}: column {self.texts} is {schema.field(self.texts).type}, "
-                             "not a list of strings")
+            raise ValueError(
+                f"{url}: column {self.texts} is {schema.field(self.texts).type}, "
+                "not a list of strings"
+            )
         optional = [name for name in (self.text, "status") if name in schema.names]
         if self.text in optional and schema.field(self.text).type not in text_types:
-            raise ValueError(f"{url}: column {self.text} is {schema.field(self.text).type}, "
-                             "not a string")
+            raise ValueError(
+                f"{url}: column {self.text} is {schema.field(self.text).type}, not a string"
+            )
         return list(dict.fromkeys(wanted + optional))
 
 
@@ -95,32 +102,43 @@ class MatchShard:
         texts = self._texts(table, uids)
         matcher = cached_matcher(self.metadata_spec, self.fingerprint)
         with ctx.stats.timer("match"):
-            matched = pa.concat_arrays([
-                matcher.match_batch(texts[start:start + MATCH_BATCH_ROWS])
-                for start in range(0, max(len(texts), 1), MATCH_BATCH_ROWS)])[:table.num_rows]
+            matched = pa.concat_arrays(
+                [
+                    matcher.match_batch(texts[start : start + MATCH_BATCH_ROWS])
+                    for start in range(0, max(len(texts), 1), MATCH_BATCH_ROWS)
+                ]
+            )[: table.num_rows]
         groups = self._groups(table)
-        result = {"uid": table.column("uid"), "metaclip_entries": matched,
-                  "group": pa.array(groups, pa.string()), "downloaded": pa.array(downloaded),
-                  "has_text": pa.array([bool(text) for text in texts])}
+        result = {
+            "uid": table.column("uid"),
+            "metaclip_entries": matched,
+            "group": pa.array(groups, pa.string()),
+            "downloaded": pa.array(downloaded),
+            "has_text": pa.array([bool(text) for text in texts]),
+        }
         if self.columns.texts:
             result["metaclip_text"] = pa.array(texts, pa.string())
         ctx.write_parquet(f"_matches/{task.shard_id}.parquet", pa.table(result))
-        ctx.write_parquet(f"_counts/{task.shard_id}.parquet",
-                          balancing.count_entries(matched, groups, eligible))
+        ctx.write_parquet(
+            f"_counts/{task.shard_id}.parquet", balancing.count_entries(matched, groups, eligible)
+        )
         lengths = np.asarray(pc.list_value_length(matched).to_numpy(zero_copy_only=False))
         match_seconds = ctx.stats.timings["match"]
-        ctx.stats.extra.update({
-            "eligible": int(eligible.sum()),
-            "matched": int(((lengths > 0) & eligible).sum()),
-            "matches": int(lengths[eligible].sum()),
-            "texts_per_second": len(texts) / match_seconds if match_seconds else None,
-        })
+        ctx.stats.extra.update(
+            {
+                "eligible": int(eligible.sum()),
+                "matched": int(((lengths > 0) & eligible).sum()),
+                "matches": int(lengths[eligible].sum()),
+                "texts_per_second": len(texts) / match_seconds if match_seconds else None,
+            }
+        )
 
     def _texts(self, table: pa.Table, uids: list[object]) -> list[str | None]:
         if not self.columns.texts:
             return table.column(self.columns.text).to_pylist()
-        chosen = balancing.choose_texts(table.column(self.columns.texts).combine_chunks(), uids,
-                                        self.seed)
+        chosen = balancing.choose_texts(
+            table.column(self.columns.texts).combine_chunks(), uids, self.seed
+        )
         if self.columns.text in table.column_names:  # an empty list falls back to the text
             fallback = table.column(self.columns.text).to_pylist()
             chosen = [text if text is not None else alt for text, alt in zip(chosen, fallback)]
@@ -167,41 +185,58 @@ class SampleShard:
         draws = balancing.uid_uniforms(uids, self.seed, "keep")
         keep = eligible & (draws < keep_p)
         self._count(ctx, downloaded, has_uid, has_text, keep_p, keep)
-        ctx.write_parquet(f"_kept/{task.shard_id}.parquet",
-                          balancing.count_entries(entries, groups, keep))
+        ctx.write_parquet(
+            f"_kept/{task.shard_id}.parquet", balancing.count_entries(entries, groups, keep)
+        )
         if self.pool:
-            columns = {"uid": matches.column("uid"), "metaclip_entries": entries,
-                       "keep_balance": pa.array(keep)}
+            columns = {
+                "uid": matches.column("uid"),
+                "metaclip_entries": entries,
+                "keep_balance": pa.array(keep),
+            }
             if "metaclip_text" in matches.column_names:
                 columns["metaclip_text"] = matches.column("metaclip_text")
             ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(columns))
             return
         rows = read_parquet(task.inputs[0])
         if rows.num_rows != matches.num_rows:
-            raise RuntimeError(f"{task.inputs[0]} has {rows.num_rows} rows but its matches "
-                               f"{matches.num_rows}: the input changed since pass 1")
+            raise RuntimeError(
+                f"{task.inputs[0]} has {rows.num_rows} rows but its matches "
+                f"{matches.num_rows}: the input changed since pass 1"
+            )
         rows = rows.append_column("metaclip_entries", entries)
         if "metaclip_text" in matches.column_names:
             rows = rows.append_column("metaclip_text", matches.column("metaclip_text"))
         ctx.write_parquet(f"{task.shard_id}.parquet", rows.append_column("keep", pa.array(keep)))
 
     @staticmethod
-    def _count(ctx: ShardContext, downloaded: np.ndarray, has_uid: np.ndarray,
-               has_text: np.ndarray, keep_p: np.ndarray, keep: np.ndarray) -> None:
+    def _count(
+        ctx: ShardContext,
+        downloaded: np.ndarray,
+        has_uid: np.ndarray,
+        has_text: np.ndarray,
+        keep_p: np.ndarray,
+        keep: np.ndarray,
+    ) -> None:
         n = len(downloaded)
         ctx.stats.rows_in, ctx.stats.rows_out = n, int(keep.sum())
         eligible = downloaded & has_uid
         matched = eligible & (keep_p > 0)
-        for reason, count in (("not_downloaded", int((~downloaded).sum())),
-                              ("missing_uid", int((downloaded & ~has_uid).sum())),
-                              ("no_text", int((eligible & ~has_text & ~matched).sum())),
-                              ("no_entry", int((eligible & has_text & ~matched).sum())),
-                              ("balanced_out", int((matched & ~keep).sum()))):
+        for reason, count in (
+            ("not_downloaded", int((~downloaded).sum())),
+            ("missing_uid", int((downloaded & ~has_uid).sum())),
+            ("no_text", int((eligible & ~has_text & ~matched).sum())),
+            ("no_entry", int((eligible & has_text & ~matched).sum())),
+            ("balanced_out", int((matched & ~keep).sum())),
+        ):
             if count:
                 ctx.stats.drop(reason, count)
-        ctx.stats.extra.update({
-            "eligible": int(eligible.sum()), "matched": int(matched.sum()),
-            "kept": int(keep.sum()),
-            "kept_fraction": float(keep.sum() / eligible.sum()) if eligible.any() else 0.0,
-            "expected_kept": float(keep_p[eligible].sum()),
-        })
+        ctx.stats.extra.update(
+            {
+                "eligible": int(eligible.sum()),
+                "matched": int(matched.sum()),
+                "kept": int(keep.sum()),
+                "kept_fraction": float(keep.sum() / eligible.sum()) if eligible.any() else 0.0,
+                "expected_kept": float(keep_p[eligible].sum()),
+            }
+        )

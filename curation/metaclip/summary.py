@@ -3,6 +3,7 @@
 An entry is in the head when count(e) > t (its group's t with per-language thresholds): balancing
 caps it near t. The tail (count <= t) is kept whole, because p(e) = 1 keeps every text matching it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -14,30 +15,48 @@ import pyarrow as pa
 TOP_ENTRIES = 25
 
 
-def entry_table(counts: pa.Table, kept: pa.Table, probabilities: Mapping[str, np.ndarray],
-                entries: Sequence[str], with_lang: bool) -> pa.Table:
+def entry_table(
+    counts: pa.Table,
+    kept: pa.Table,
+    probabilities: Mapping[str, np.ndarray],
+    entries: Sequence[str],
+    with_lang: bool,
+) -> pa.Table:
     """entry_counts.parquet: entry id, its text, matched count, p, and texts kept per entry."""
-    kept_by_key = {(lang, entry): count for lang, entry, count in zip(
-        kept.column("lang").to_pylist(), kept.column("entry").to_pylist(),
-        kept.column("count").to_pylist())}
+    kept_by_key = {
+        (lang, entry): count
+        for lang, entry, count in zip(
+            kept.column("lang").to_pylist(),
+            kept.column("entry").to_pylist(),
+            kept.column("count").to_pylist(),
+        )
+    }
     langs = counts.column("lang").to_pylist()
     entry_ids = counts.column("entry").to_numpy()
     columns: dict[str, Any] = {
         "entry": pa.array(entry_ids, pa.int32()),
         "entry_text": pa.array([entries[i] for i in entry_ids], pa.string()),
         "count": counts.column("count"),
-        "p": pa.array([float(probabilities[lang][i]) for lang, i in zip(langs, entry_ids)],
-                      pa.float64()),
-        "kept": pa.array([kept_by_key.get((lang, int(i)), 0) for lang, i in zip(langs, entry_ids)],
-                         pa.int64()),
+        "p": pa.array(
+            [float(probabilities[lang][i]) for lang, i in zip(langs, entry_ids)], pa.float64()
+        ),
+        "kept": pa.array(
+            [kept_by_key.get((lang, int(i)), 0) for lang, i in zip(langs, entry_ids)], pa.int64()
+        ),
     }
     if with_lang:
         columns = {"lang": pa.array(langs, pa.string()), **columns}
     return pa.table(columns)
 
 
-def summarize_balance(table: pa.Table, t: float, t_per_lang: Mapping[str, float] | None,
-                      eligible_rows: int, matched_rows: int, kept_rows: int) -> dict[str, Any]:
+def summarize_balance(
+    table: pa.Table,
+    t: float,
+    t_per_lang: Mapping[str, float] | None,
+    eligible_rows: int,
+    matched_rows: int,
+    kept_rows: int,
+) -> dict[str, Any]:
     """Head/tail numbers and the top entries before and after balancing."""
     counts = table.column("count").to_numpy()
     kept = table.column("kept").to_numpy()
@@ -48,8 +67,15 @@ def summarize_balance(table: pa.Table, t: float, t_per_lang: Mapping[str, float]
 
     def top(values: np.ndarray) -> list[dict[str, Any]]:
         order = np.argsort(-values, kind="stable")[:TOP_ENTRIES]
-        return [{"entry": table.column("entry_text")[int(i)].as_py(), "lang": langs[i],
-                 "count": int(counts[i]), "kept": int(kept[i])} for i in order]
+        return [
+            {
+                "entry": table.column("entry_text")[int(i)].as_py(),
+                "lang": langs[i],
+                "count": int(counts[i]),
+                "kept": int(kept[i]),
+            }
+            for i in order
+        ]
 
     return {
         "t": t,
@@ -67,7 +93,8 @@ def summarize_balance(table: pa.Table, t: float, t_per_lang: Mapping[str, float]
         "max_count_before": int(counts.max()) if len(counts) else 0,
         "max_count_after": int(kept.max()) if len(kept) else 0,
         "tail_kept_fraction": float(kept[~head].sum() / counts[~head].sum())
-        if counts[~head].sum() else 1.0,
+        if counts[~head].sum()
+        else 1.0,
         "count_histogram": _log_histogram(counts),
         "top_before": top(counts),
         "top_after": top(kept),
@@ -79,18 +106,24 @@ def _log_histogram(counts: np.ndarray) -> list[dict[str, int]]:
     if not len(counts):
         return []
     decades = np.floor(np.log10(np.maximum(counts, 1))).astype(int)
-    return [{"from": int(10 ** k), "to": int(10 ** (k + 1)), "entries": int((decades == k).sum())}
-            for k in range(int(decades.max()) + 1)]
+    return [
+        {"from": int(10**k), "to": int(10 ** (k + 1)), "entries": int((decades == k).sum())}
+        for k in range(int(decades.max()) + 1)
+    ]
 
 
 def format_summary(summary: Mapping[str, Any], limit: int = 10) -> str:
     lines = [
-        (f"balance: t={summary['t']:g}  eligible={summary['eligible_rows']}  "
-         f"matched={summary['matched_rows']} ({summary['matched_fraction']:.1%})  "
-         f"kept={summary['kept_rows']} ({summary['kept_fraction']:.1%})"),
-        (f"  entries matched={summary['entries_matched']}  above t={summary['entries_above_t']}  "
-         f"head share of matches {summary['head_match_share']:.1%} -> of kept "
-         f"{summary['head_kept_share']:.1%}  tail kept {summary['tail_kept_fraction']:.1%}"),
+        (
+            f"balance: t={summary['t']:g}  eligible={summary['eligible_rows']}  "
+            f"matched={summary['matched_rows']} ({summary['matched_fraction']:.1%})  "
+            f"kept={summary['kept_rows']} ({summary['kept_fraction']:.1%})"
+        ),
+        (
+            f"  entries matched={summary['entries_matched']}  above t={summary['entries_above_t']}  "
+            f"head share of matches {summary['head_match_share']:.1%} -> of kept "
+            f"{summary['head_kept_share']:.1%}  tail kept {summary['tail_kept_fraction']:.1%}"
+        ),
         f"  {'entry':<24}{'before':>10}{'after':>10}",
     ]
     for row in summary["top_before"][:limit]:

@@ -1,12 +1,13 @@
 """`minicc build`: plan the world from a seed, render it, and write every artefact under one root.
 
-    DIR/crawl-data/CC-MAIN-MINI-<seed>/...   WARC + WAT files, warc.paths.gz, wat.paths.gz
-    DIR/www/<host>/<path>, DIR/www/routes.json   what the server serves, and how
-    DIR/truth.parquet, DIR/truth_images.parquet  the answer key
-    DIR/eval/<set>/...                        held-out evaluation sets (CLIP_benchmark layout)
-    DIR/grounding/{00000..}.tar               grounding shards
-    DIR/world.json                            hosts, allow-list, concepts, counts
+DIR/crawl-data/CC-MAIN-MINI-<seed>/...   WARC + WAT files, warc.paths.gz, wat.paths.gz
+DIR/www/<host>/<path>, DIR/www/routes.json   what the server serves, and how
+DIR/truth.parquet, DIR/truth_images.parquet  the answer key
+DIR/eval/<set>/...                        held-out evaluation sets (CLIP_benchmark layout)
+DIR/grounding/{00000..}.tar               grounding shards
+DIR/world.json                            hosts, allow-list, concepts, counts
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ WORLD_FILE = "world.json"
 # that reuse a built world (the demo, the quality benchmarks) check it: a world from an older
 # generator silently gave them outdated grounding phrases. Worlds without the field are 1.
 GENERATOR_VERSION = 2
-_BUILD_OUTPUTS = ("crawl-data", "www", "eval", "grounding", "truth.parquet",
-                  "truth_images.parquet", WORLD_FILE)
+_BUILD_OUTPUTS = (
+    "crawl-data",
+    "www",
+    "eval",
+    "grounding",
+    "truth.parquet",
+    "truth_images.parquet",
+    WORLD_FILE,
+)
 
 
 def _prepare_output(out: Path) -> None:
@@ -49,8 +57,10 @@ def _prepare_output(out: Path) -> None:
     entries = {p.name for p in out.iterdir()}
     foreign = entries - set(_BUILD_OUTPUTS) - {"requests.jsonl", "server.json"}
     if foreign:
-        raise ValueError(f"{out} holds files that are not a minicc build ({sorted(foreign)[:5]}); "
-                         "choose an empty or new folder")
+        raise ValueError(
+            f"{out} holds files that are not a minicc build ({sorted(foreign)[:5]}); "
+            "choose an empty or new folder"
+        )
     for name in _BUILD_OUTPUTS:
         target = out / name
         if target.is_dir():
@@ -59,8 +69,14 @@ def _prepare_output(out: Path) -> None:
             target.unlink()
 
 
-def _counts(occurrences: list[dict], images: list[dict], pages, snapshot_files,
-            eval_counts: dict[str, int], grounding: int) -> dict[str, Any]:
+def _counts(
+    occurrences: list[dict],
+    images: list[dict],
+    pages,
+    snapshot_files,
+    eval_counts: dict[str, int],
+    grounding: int,
+) -> dict[str, Any]:
     pairs = [r for r in occurrences if r["image_url"] and r["text"] and r["page_fault"] is None]
     fault_urls = Counter(r["fault"] for r in images if r["fault"])
     # Concepts as the pairs show them (what MetaCLIP balancing sees): head and long tail.
@@ -94,8 +110,13 @@ def _counts(occurrences: list[dict], images: list[dict], pages, snapshot_files,
     }
 
 
-def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = DEFAULT_PORT,
-                processes: int | None = None) -> dict[str, Any]:
+def build_world(
+    out: Path,
+    seed: int = 0,
+    scale_name: str = "tiny",
+    port: int = DEFAULT_PORT,
+    processes: int | None = None,
+) -> dict[str, Any]:
     """Build the whole mini Common Crawl under `out`; returns the world description."""
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be in 1..65535, got {port}")
@@ -113,8 +134,9 @@ def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = 
 
     concepts = ConceptSampler(seed)
     eval_plans = evalsets.plan_eval_sets(seed, scale.eval_per_set)
-    catalog = plan_catalog(seed, scale, port, concepts,
-                           evalsets.contaminant_scenes(eval_plans, scale.contaminants))
+    catalog = plan_catalog(
+        seed, scale, port, concepts, evalsets.contaminant_scenes(eval_plans, scale.contaminants)
+    )
     page_faults = planned_page_faults(scale.pages, scale.pages_per_warc)
     pages = plan_pages(seed, scale, port, catalog, page_faults)
     lap("plan")
@@ -131,16 +153,24 @@ def build_world(out: Path, seed: int = 0, scale_name: str = "tiny", port: int = 
     lap("eval_grounding")
     world = {
         "generator_version": GENERATOR_VERSION,
-        "seed": seed, "scale": scale.name, "port": port, "snapshot": snapshot_name(seed),
-        "hosts": list(HOSTS), "base_urls": [f"http://{h}:{port}" for h in HOSTS],
-        "allowed_cidr": ALLOWED_CIDR, "forbidden_addresses": list(FORBIDDEN_ADDRESSES),
+        "seed": seed,
+        "scale": scale.name,
+        "port": port,
+        "snapshot": snapshot_name(seed),
+        "hosts": list(HOSTS),
+        "base_urls": [f"http://{h}:{port}" for h in HOSTS],
+        "allowed_cidr": ALLOWED_CIDR,
+        "forbidden_addresses": list(FORBIDDEN_ADDRESSES),
         "warc_paths": f"crawl-data/{snapshot_name(seed)}/warc.paths.gz",
         "wat_paths": f"crawl-data/{snapshot_name(seed)}/wat.paths.gz",
-        "robots": {"agent_token": faults.ROBOTS_AGENT_TOKEN,
-                   "disallowed_for_all": faults.DISALLOWED_FOR_ALL,
-                   "disallowed_for_agent": faults.DISALLOWED_FOR_AGENT,
-                   "hosts_without_robots_txt": [HOSTS[0]]},
-        "faults": faults.FAULT_KINDS, "slow_delay_s": faults.SLOW_DELAY_S,
+        "robots": {
+            "agent_token": faults.ROBOTS_AGENT_TOKEN,
+            "disallowed_for_all": faults.DISALLOWED_FOR_ALL,
+            "disallowed_for_agent": faults.DISALLOWED_FOR_AGENT,
+            "hosts_without_robots_txt": [HOSTS[0]],
+        },
+        "faults": faults.FAULT_KINDS,
+        "slow_delay_s": faults.SLOW_DELAY_S,
         "url_normalisation": "urljoin(<base href> or page URL, raw attribute), fragment dropped",
         "wat_img_link_paths": [f"IMG@/{a}" for a in IMG_LINK_ATTRIBUTES],
         "concepts": concept_list(),
@@ -161,8 +191,10 @@ def stale_world_reason(root: Path, seed: int | None = None, scale: str | None = 
     world = json.loads(path.read_text())
     version = world.get("generator_version", 1)
     if version != GENERATOR_VERSION:
-        return (f"{root} was built by minicc generator version {version}; this code builds "
-                f"version {GENERATOR_VERSION}")
+        return (
+            f"{root} was built by minicc generator version {version}; this code builds "
+            f"version {GENERATOR_VERSION}"
+        )
     for name, wanted in (("seed", seed), ("scale", scale)):
         if wanted is not None and world.get(name) != wanted:
             return f"{root} was built with {name} {world.get(name)!r}, not {wanted!r}"
@@ -172,6 +204,7 @@ def stale_world_reason(root: Path, seed: int | None = None, scale: str | None = 
 def load_world(root: Path) -> dict[str, Any]:
     path = Path(root) / WORLD_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build the world first "
-                                "(python -m curation minicc build --out DIR)")
+        raise FileNotFoundError(
+            f"{path} not found: build the world first (python -m curation minicc build --out DIR)"
+        )
     return json.loads(path.read_text())

@@ -4,6 +4,7 @@
 near-duplicate and srcset variants, the planted eval contaminants and the fault URLs, and the
 route (served behaviour) of every path. Nothing is rendered here; `RenderJob`s say what to draw.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,18 +29,25 @@ _DEAD_WITH_FILE = frozenset({"truncated"})
 BLANK_GIF_PATH = "/static/blank.gif"
 # The smallest valid GIF: 1x1 transparent pixel (the lazy-loading placeholder).
 BLANK_GIF = bytes.fromhex(
-    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
 
 _SITE_STYLES: tuple[str, ...] = (
-    "/img/{y}/{m:02d}/{slug}.{ext}", "/media/uploads/{slug}.{ext}", "/photos/{n}/{slug}.{ext}",
-    "/assets/images/{slug}.{ext}", "/cdn/i/{hex}.{ext}", "/wp-content/uploads/{y}/{m:02d}/{slug}.{ext}",
-    "/gallery/full/{slug}.{ext}", "/static/pics/{hex}.{ext}",
+    "/img/{y}/{m:02d}/{slug}.{ext}",
+    "/media/uploads/{slug}.{ext}",
+    "/photos/{n}/{slug}.{ext}",
+    "/assets/images/{slug}.{ext}",
+    "/cdn/i/{hex}.{ext}",
+    "/wp-content/uploads/{y}/{m:02d}/{slug}.{ext}",
+    "/gallery/full/{slug}.{ext}",
+    "/static/pics/{hex}.{ext}",
 )
 
 
 @dataclass
 class WebImage:
     """One image URL that pages may reference (a row of truth_images.parquet)."""
+
     url: str
     host: str
     path: str
@@ -110,12 +118,21 @@ class _CatalogPlanner:
         digest = hashlib.sha1(f"{self.seed}:{n}".encode()).hexdigest()[:12]
         first = scene.shapes[0]
         slug_choice = self.rng.random()
-        slug = (f"{first.colour}-{first.kind}-{n}" if slug_choice < 0.4
-                else f"DSC{n:05d}" if slug_choice < 0.6 else f"pic-{n}")
-        style = _SITE_STYLES[HOSTS.index(host) % len(_SITE_STYLES)] if host in HOSTS \
+        slug = (
+            f"{first.colour}-{first.kind}-{n}"
+            if slug_choice < 0.4
+            else f"DSC{n:05d}"
+            if slug_choice < 0.6
+            else f"pic-{n}"
+        )
+        style = (
+            _SITE_STYLES[HOSTS.index(host) % len(_SITE_STYLES)]
+            if host in HOSTS
             else "/internal/{hex}.{ext}"
-        path = prefix + style.format(y=2015 + n % 10, m=1 + n % 12, n=n % 997, slug=slug,
-                                     hex=digest, ext=ext)
+        )
+        path = prefix + style.format(
+            y=2015 + n % 10, m=1 + n % 12, n=n % 997, slug=slug, hex=digest, ext=ext
+        )
         if path in self.catalog.routes.get(host, {}):
             raise AssertionError(f"path collision on {host}: {path}")
         return path
@@ -123,19 +140,32 @@ class _CatalogPlanner:
     def new_scene(self) -> Scene:
         index = self.scene_count
         self.scene_count += 1
-        return sample_scene(np.random.default_rng([self.seed, 21, index]), f"s{index:06d}",
-                            self.concepts)
+        return sample_scene(
+            np.random.default_rng([self.seed, 21, index]), f"s{index:06d}", self.concepts
+        )
 
     def random_host(self, with_robots: bool = False) -> str:
         hosts = HOSTS[1:] if with_robots else HOSTS  # HOSTS[0] has no robots.txt
         return hosts[int(self.rng.integers(len(hosts)))]
 
     # -- building blocks ----------------------------------------------------------------------
-    def add_served_picture(self, scene: Scene, image_id: str, variant: str, job: RenderJob, *,
-                           host: str | None = None, fmt: str = "jpeg", quality: int = 88,
-                           resize: float = 1.0, crop_fraction: float = 0.0, prefix: str = "",
-                           route_extra: Route | None = None, fault: str | None = None,
-                           eval_key: str | None = None) -> WebImage:
+    def add_served_picture(
+        self,
+        scene: Scene,
+        image_id: str,
+        variant: str,
+        job: RenderJob,
+        *,
+        host: str | None = None,
+        fmt: str = "jpeg",
+        quality: int = 88,
+        resize: float = 1.0,
+        crop_fraction: float = 0.0,
+        prefix: str = "",
+        route_extra: Route | None = None,
+        fault: str | None = None,
+        eval_key: str | None = None,
+    ) -> WebImage:
         host = host or self.random_host()
         path = self.new_path(host, scene, "png" if fmt == "png" else "jpg", prefix)
         crop = None
@@ -146,17 +176,28 @@ class _CatalogPlanner:
             w, h = w - 2 * dx, h - 2 * dy
         size = (max(1, round(w * resize)), max(1, round(h * resize)))
         file = www_file(host, path)
-        job.outputs.append(RenderOutput(file=file, image_id=image_id, fmt=fmt, quality=quality,
-                                        size=size, crop=crop))
+        job.outputs.append(
+            RenderOutput(
+                file=file, image_id=image_id, fmt=fmt, quality=quality, size=size, crop=crop
+            )
+        )
         route: Route = {"file": file, "content_type": f"image/{fmt}"}
         route.update(route_extra or {})
         if fault:
             route["fault"] = fault
         self.catalog.routes[host][path] = route
-        image = WebImage(url=self.url(host, path), host=host, path=path, scene=scene,
-                         image_id=image_id if fault not in _DEAD_WITH_FILE else None,
-                         variant=variant, fault=fault, eval_key=eval_key,
-                         width=size[0], height=size[1])
+        image = WebImage(
+            url=self.url(host, path),
+            host=host,
+            path=path,
+            scene=scene,
+            image_id=image_id if fault not in _DEAD_WITH_FILE else None,
+            variant=variant,
+            fault=fault,
+            eval_key=eval_key,
+            width=size[0],
+            height=size[1],
+        )
         self.catalog.images.append(image)
         return image
 
@@ -164,8 +205,15 @@ class _CatalogPlanner:
         path = self.new_path(host, scene, "jpg")
         if route is not None:
             self.catalog.routes[host][path] = {**route, "fault": fault}
-        image = WebImage(url=self.url(host, path), host=host, path=path, scene=scene,
-                         image_id=None, variant="fault", fault=fault)
+        image = WebImage(
+            url=self.url(host, path),
+            host=host,
+            path=path,
+            scene=scene,
+            image_id=None,
+            variant="fault",
+            fault=fault,
+        )
         self.catalog.images.append(image)
         return image
 
@@ -178,14 +226,24 @@ class _CatalogPlanner:
         for number, (eval_key, scene) in enumerate(contaminant_scenes):
             job = RenderJob(scene=scene, outputs=[])
             self.catalog.jobs.append(job)
-            self.add_served_picture(scene, f"c{number:05d}", "contaminant", job,
-                                    quality=75, resize=0.9, eval_key=eval_key)
+            self.add_served_picture(
+                scene,
+                f"c{number:05d}",
+                "contaminant",
+                job,
+                quality=75,
+                resize=0.9,
+                eval_key=eval_key,
+            )
         for host in HOSTS:
-            self.catalog.routes[host][BLANK_GIF_PATH] = {"file": "static/blank.gif",
-                                                         "content_type": "image/gif"}
+            self.catalog.routes[host][BLANK_GIF_PATH] = {
+                "file": "static/blank.gif",
+                "content_type": "image/gif",
+            }
         self.catalog.static_files["static/blank.gif"] = BLANK_GIF
-        self.catalog.referenceable = [im for im in self.catalog.images
-                                      if im.variant != "srcset_small"]
+        self.catalog.referenceable = [
+            im for im in self.catalog.images if im.variant != "srcset_small"
+        ]
         healthy = [im for im in self.catalog.referenceable if im.fault is None]
         self.catalog.popularity = [healthy[i] for i in self.rng.permutation(len(healthy))]
         return self.catalog
@@ -211,9 +269,15 @@ class _CatalogPlanner:
         if scene.width >= 400 and self.rng.random() < SRCSET_SHARE:
             candidates = []
             for factor in SRCSET_FACTORS:
-                small = self.add_served_picture(scene, f"{base_id}-{round(factor * 100)}w",
-                                                "srcset_small", job, host=original.host,
-                                                fmt=fmt, resize=factor)
+                small = self.add_served_picture(
+                    scene,
+                    f"{base_id}-{round(factor * 100)}w",
+                    "srcset_small",
+                    job,
+                    host=original.host,
+                    fmt=fmt,
+                    resize=factor,
+                )
                 candidates.append((small, small.width))
             self.catalog.srcset[original.url] = candidates
         return original
@@ -224,21 +288,33 @@ class _CatalogPlanner:
             job = RenderJob(scene=scene, outputs=[])
             self.catalog.jobs.append(job)
             extra: Route = {
-                "retry_503": {"fail_first": {"count": 2, "status": 503,
-                                             "retry_after": faults.RETRY_AFTER_S}},
-                "retry_429": {"fail_first": {"count": 1, "status": 429,
-                                             "retry_after": faults.RETRY_AFTER_S}},
+                "retry_503": {
+                    "fail_first": {"count": 2, "status": 503, "retry_after": faults.RETRY_AFTER_S}
+                },
+                "retry_429": {
+                    "fail_first": {"count": 1, "status": 429, "retry_after": faults.RETRY_AFTER_S}
+                },
                 "slow": {"delay_s": faults.SLOW_DELAY_S},
                 "x_robots_noai": {"headers": {"X-Robots-Tag": "noai"}},
                 "x_robots_noimageai": {"headers": {"X-Robots-Tag": "noimageai"}},
                 "robots_disallowed": {},
                 "robots_disallowed_agent": {},
             }[kind]
-            prefix = {"robots_disallowed": faults.DISALLOWED_FOR_ALL.rstrip("/"),
-                      "robots_disallowed_agent": faults.DISALLOWED_FOR_AGENT.rstrip("/")}.get(kind, "")
+            prefix = {
+                "robots_disallowed": faults.DISALLOWED_FOR_ALL.rstrip("/"),
+                "robots_disallowed_agent": faults.DISALLOWED_FOR_AGENT.rstrip("/"),
+            }.get(kind, "")
             host = self.random_host(with_robots=bool(prefix))
-            self.add_served_picture(scene, f"f{self.scene_count - 1:06d}", "fault", job,
-                                    host=host, prefix=prefix, route_extra=extra, fault=kind)
+            self.add_served_picture(
+                scene,
+                f"f{self.scene_count - 1:06d}",
+                "fault",
+                job,
+                host=host,
+                prefix=prefix,
+                route_extra=extra,
+                fault=kind,
+            )
             return
         if kind == "redirect_chain":
             final = originals[int(self.rng.integers(len(originals)))]
@@ -246,11 +322,14 @@ class _CatalogPlanner:
             location = final.url
             for host in reversed(hops[1:]):
                 path = self.new_path(host, final.scene, "jpg", prefix="/go")
-                self.catalog.routes[host][path] = {"redirect": {"status": 302, "location": location},
-                                                   "fault": kind}
+                self.catalog.routes[host][path] = {
+                    "redirect": {"status": 302, "location": location},
+                    "fault": kind,
+                }
                 location = self.url(host, path)
-            start = self.add_unserved(final.scene, kind, hops[0],
-                                      {"redirect": {"status": 301, "location": location}})
+            start = self.add_unserved(
+                final.scene, kind, hops[0], {"redirect": {"status": 301, "location": location}}
+            )
             start.image_id, start.final_url = final.image_id, final.url
             start.width, start.height = final.width, final.height
             return
@@ -259,23 +338,29 @@ class _CatalogPlanner:
         if kind == "truncated":
             job = RenderJob(scene=scene, outputs=[])
             self.catalog.jobs.append(job)
-            image = self.add_served_picture(scene, f"t{self.scene_count - 1:06d}", "fault", job,
-                                            host=host, fault=kind)
+            image = self.add_served_picture(
+                scene, f"t{self.scene_count - 1:06d}", "fault", job, host=host, fault=kind
+            )
             self.catalog.routes[host][image.path]["truncate_fraction"] = 0.5
         elif kind == "forbidden_address":
             self.add_unserved(scene, kind, FORBIDDEN_ADDRESSES[0], route=None)
         elif kind == "redirect_to_forbidden":
-            target = self.url(FORBIDDEN_ADDRESSES[0],
-                              self.new_path(FORBIDDEN_ADDRESSES[0], scene, "jpg"))
+            target = self.url(
+                FORBIDDEN_ADDRESSES[0], self.new_path(FORBIDDEN_ADDRESSES[0], scene, "jpg")
+            )
             self.add_unserved(scene, kind, host, {"redirect": {"status": 302, "location": target}})
         elif kind == "redirect_loop":
             other = self.random_host()
             first = self.add_unserved(scene, kind, host, None)
             back_path = self.new_path(other, scene, "jpg", prefix="/go")
             self.catalog.routes[other][back_path] = {
-                "redirect": {"status": 302, "location": first.url}, "fault": kind}
+                "redirect": {"status": 302, "location": first.url},
+                "fault": kind,
+            }
             self.catalog.routes[host][first.path] = {
-                "redirect": {"status": 302, "location": self.url(other, back_path)}, "fault": kind}
+                "redirect": {"status": 302, "location": self.url(other, back_path)},
+                "fault": kind,
+            }
         else:
             self.add_unserved(scene, kind, host, self.dead_route(kind))
 
@@ -294,13 +379,18 @@ class _CatalogPlanner:
         if kind == "corrupt_image":
             name = f"static/corrupt-{self.serial}.jpg"
             self.catalog.static_files[name] = faults.corrupt_jpeg_bytes(
-                hashlib.sha256(f"{self.seed}:{name}".encode()).digest())
+                hashlib.sha256(f"{self.seed}:{name}".encode()).digest()
+            )
             return {"file": name, "content_type": "image/jpeg"}
         raise ValueError(f"no dead route for fault kind {kind!r}")
 
 
-
-def plan_catalog(seed: int, scale: Scale, port: int, concepts: ConceptSampler,
-                 contaminant_scenes: list[tuple[str, Scene]]) -> Catalog:
+def plan_catalog(
+    seed: int,
+    scale: Scale,
+    port: int,
+    concepts: ConceptSampler,
+    contaminant_scenes: list[tuple[str, Scene]],
+) -> Catalog:
     """Plan every image URL of the web; `contaminant_scenes` are (eval key, scene) to plant."""
     return _CatalogPlanner(seed, scale, port, concepts).plan(contaminant_scenes)

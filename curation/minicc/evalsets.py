@@ -8,6 +8,7 @@
 
 Concepts here are uniform (balanced classes), unlike the Zipf-distributed web.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,10 @@ from curation.minicc.world import EXTREME_ASPECT_RATIOS, Scene, sample_scene
 
 EVAL_SETS: tuple[str, ...] = ("zeroshot", "extreme_aspect", "retrieval", "refexp", "segmentation")
 ZEROSHOT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {c}.", "a drawing of a {c}.", "a {c} shape.", "an image of a {c}.",
+    "a photo of a {c}.",
+    "a drawing of a {c}.",
+    "a {c} shape.",
+    "an image of a {c}.",
     "a picture with a {c} in it.",
 )
 EVAL_QUALITY = 92
@@ -52,11 +56,18 @@ class EvalItem:
     label: int | None = None  # class index for the zero-shot sets
 
 
-def single_shape_scene(rng: np.random.Generator, scene_id: str, kind: str,
-                       ratio: tuple[float, float] | None = None) -> Scene:
+def single_shape_scene(
+    rng: np.random.Generator, scene_id: str, kind: str, ratio: tuple[float, float] | None = None
+) -> Scene:
     """A zero-shot set's picture: one shape of `kind` in a uniformly drawn colour, 224-640 px."""
-    return sample_scene(rng, scene_id, _UniformConcepts(kind), shape_count=1, ratio=ratio,
-                        long_side_range=(224, 640))
+    return sample_scene(
+        rng,
+        scene_id,
+        _UniformConcepts(kind),
+        shape_count=1,
+        ratio=ratio,
+        long_side_range=(224, 640),
+    )
 
 
 def labelled_shape_picture(seed: int, index: int) -> tuple[bytes, int]:
@@ -79,14 +90,18 @@ def plan_eval_sets(seed: int, per_set: int) -> dict[str, list[EvalItem]]:
             scene_id = f"{name}-{i:06d}"
             if name in ("zeroshot", "extreme_aspect"):
                 label = i % len(KINDS)
-                ratio = (EXTREME_ASPECT_RATIOS[i % len(EXTREME_ASPECT_RATIOS)]
-                         if name == "extreme_aspect" else None)
+                ratio = (
+                    EXTREME_ASPECT_RATIOS[i % len(EXTREME_ASPECT_RATIOS)]
+                    if name == "extreme_aspect"
+                    else None
+                )
                 scene = single_shape_scene(rng, scene_id, KINDS[label], ratio)
                 items.append(EvalItem(key=f"{i:06d}", scene=scene, label=label))
             else:
                 count = None if name == "retrieval" else int(rng.integers(2, 4))
-                scene = sample_scene(rng, scene_id, _UniformConcepts(), shape_count=count,
-                                     long_side_range=(224, 640))
+                scene = sample_scene(
+                    rng, scene_id, _UniformConcepts(), shape_count=count, long_side_range=(224, 640)
+                )
                 items.append(EvalItem(key=f"{i:06d}", scene=scene))
         plans[name] = items
     return plans
@@ -112,20 +127,23 @@ def _sample(task: tuple[str, EvalItem]) -> Sample:
     return item.key, members
 
 
-def write_eval_sets(root: Path, plans: dict[str, list[EvalItem]],
-                    processes: int = 1) -> dict[str, int]:
+def write_eval_sets(
+    root: Path, plans: dict[str, list[EvalItem]], processes: int = 1
+) -> dict[str, int]:
     """Write every set under root/eval; returns the number of samples per set."""
     counts = {}
     for name, items in plans.items():
         folder = root / "eval" / name
-        samples = list(ordered_map(_sample, [(name, item) for item in items], processes,
-                                   f"eval set {name}"))
+        samples = list(
+            ordered_map(_sample, [(name, item) for item in items], processes, f"eval set {name}")
+        )
         write_tar(folder / "test" / "0.tar", samples)
         (folder / "test" / "nshards.txt").write_text("1\n")
         if name in ("zeroshot", "extreme_aspect"):
             (folder / "classnames.txt").write_text("\n".join(KINDS) + "\n")
             (folder / "zeroshot_classification_templates.txt").write_text(
-                "\n".join(ZEROSHOT_TEMPLATES) + "\n")
+                "\n".join(ZEROSHOT_TEMPLATES) + "\n"
+            )
         if name == "segmentation":
             (folder / "classnames.txt").write_text("\n".join(("background", *KINDS)) + "\n")
         counts[name] = len(items)

@@ -6,6 +6,7 @@ A route is a plain JSON-able dict the server interprets; the builder writes them
 the whole file), `fail_first` ({"count", "status", "retry_after"}: fail the first N requests), and
 `redirect` ({"status", "location"}), and `fault` (the planted fault kind, echoed in the request log).
 """
+
 from __future__ import annotations
 
 import struct
@@ -36,10 +37,18 @@ FAULT_KINDS: dict[str, str] = {
 }
 
 # Faults whose URL still yields the scene's picture when fetched (or retried, or followed).
-PICTURE_BEARING_FAULTS = frozenset({
-    "retry_503", "retry_429", "slow", "redirect_chain", "x_robots_noai", "x_robots_noimageai",
-    "robots_disallowed", "robots_disallowed_agent",
-})
+PICTURE_BEARING_FAULTS = frozenset(
+    {
+        "retry_503",
+        "retry_429",
+        "slow",
+        "redirect_chain",
+        "x_robots_noai",
+        "x_robots_noimageai",
+        "robots_disallowed",
+        "robots_disallowed_agent",
+    }
+)
 
 SLOW_DELAY_S = 8.0  # past common 5 s read timeouts, under the server's 10 s bound
 RETRY_AFTER_S = 1
@@ -76,15 +85,22 @@ def robots_txt(host_index: int) -> str | None:
 
 def decompression_bomb_png(side: int = BOMB_SIDE) -> bytes:
     """A valid 1-bit greyscale PNG of side x side black pixels: tens of KB on disk."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" + b"\x00" * ((side + 7) // 8)  # filter byte + packed bits
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def corrupt_jpeg_bytes(seed_bytes: bytes) -> bytes:

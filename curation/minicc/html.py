@@ -3,6 +3,7 @@
 Malformed pages keep their <img> tags readable by a lenient parser but drop closing tags, shout
 tag names and leave safe attribute values unquoted, as much of the real web does.
 """
+
 from __future__ import annotations
 
 import html
@@ -12,8 +13,12 @@ from curation.minicc.pages import ImgTag, Page
 
 # Declared names as servers and authors write them (Python's codecs accept all of them).
 DECLARED_CHARSET_NAMES: dict[str, str] = {
-    "utf-8": "utf-8", "windows-1251": "windows-1251", "koi8-r": "KOI8-R",
-    "shift_jis": "Shift_JIS", "gbk": "GBK", "euc-kr": "EUC-KR",
+    "utf-8": "utf-8",
+    "windows-1251": "windows-1251",
+    "koi8-r": "KOI8-R",
+    "shift_jis": "Shift_JIS",
+    "gbk": "GBK",
+    "euc-kr": "EUC-KR",
 }
 _UNQUOTED_SAFE = re.compile(r"^[A-Za-z0-9_./:-]+$")
 
@@ -57,8 +62,10 @@ def render_html(page: Page) -> str:
     loose = page.malformed
     close_p = "" if loose else "</p>"
     lines = ["<!DOCTYPE html>", f'<html lang="{page.lang}">', *_head(page), "<body>"]
-    nav = " ".join(f'<a href="{html.escape(link)}">{html.escape(page.title)} {i}</a>'
-                   for i, link in enumerate(page.links))
+    nav = " ".join(
+        f'<a href="{html.escape(link)}">{html.escape(page.title)} {i}</a>'
+        for i, link in enumerate(page.links)
+    )
     lines.append(f"<nav>{nav}</nav>")
     lines.append(f"<h1>{html.escape(page.title)}</h1>")
     for number, tag in enumerate(page.tags):
@@ -82,5 +89,7 @@ def render_page(page: Page) -> tuple[str, bytes]:
     try:
         body = text.encode(page.charset)
     except UnicodeEncodeError as error:
-        raise ValueError(f"page {page.url}: text does not encode in {page.charset}: {error}") from None
+        raise ValueError(
+            f"page {page.url}: text does not encode in {page.charset}: {error}"
+        ) from None
     return content_type_header(page), body

@@ -4,6 +4,7 @@
 their kinds, junk sources) and records the truth an extractor should recover from each tag.
 `html.render_page` turns a `Page` into bytes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,17 +20,49 @@ from curation.minicc.vocab import FILLER_SENTENCES
 # language -> (share of pages, [(codec, declared where, share within the language)])
 PAGE_LANGUAGES: dict[str, tuple[float, list[tuple[str, str, float]]]] = {
     "en": (0.76, [("utf-8", "meta", 0.75), ("utf-8", "http_header", 0.2), ("utf-8", "none", 0.05)]),
-    "ru": (0.07, [("utf-8", "meta", 0.3), ("windows-1251", "http_header", 0.35),
-                  ("koi8-r", "http_header", 0.25), ("windows-1251", "none", 0.1)]),
-    "ja": (0.06, [("utf-8", "meta", 0.35), ("shift_jis", "meta", 0.35),
-                  ("shift_jis", "http_equiv", 0.2), ("shift_jis", "none", 0.1)]),
-    "zh": (0.06, [("utf-8", "meta", 0.35), ("gbk", "meta", 0.3), ("gbk", "http_equiv", 0.25),
-                  ("gbk", "none", 0.1)]),
-    "ko": (0.05, [("utf-8", "meta", 0.35), ("euc-kr", "meta", 0.3),
-                  ("euc-kr", "http_equiv", 0.25), ("euc-kr", "none", 0.1)]),
+    "ru": (
+        0.07,
+        [
+            ("utf-8", "meta", 0.3),
+            ("windows-1251", "http_header", 0.35),
+            ("koi8-r", "http_header", 0.25),
+            ("windows-1251", "none", 0.1),
+        ],
+    ),
+    "ja": (
+        0.06,
+        [
+            ("utf-8", "meta", 0.35),
+            ("shift_jis", "meta", 0.35),
+            ("shift_jis", "http_equiv", 0.2),
+            ("shift_jis", "none", 0.1),
+        ],
+    ),
+    "zh": (
+        0.06,
+        [
+            ("utf-8", "meta", 0.35),
+            ("gbk", "meta", 0.3),
+            ("gbk", "http_equiv", 0.25),
+            ("gbk", "none", 0.1),
+        ],
+    ),
+    "ko": (
+        0.05,
+        [
+            ("utf-8", "meta", 0.35),
+            ("euc-kr", "meta", 0.3),
+            ("euc-kr", "http_equiv", 0.25),
+            ("euc-kr", "none", 0.1),
+        ],
+    ),
 }
 CAPTION_KIND_WEIGHTS: dict[str, float] = {
-    "good": 0.52, "noisy": 0.18, "mismatched": 0.10, "empty": 0.12, "title_only": 0.08,
+    "good": 0.52,
+    "noisy": 0.18,
+    "mismatched": 0.10,
+    "empty": 0.12,
+    "title_only": 0.08,
 }
 JUNK_SHARE = 0.05
 LAZY_SHARE = 0.08
@@ -41,12 +74,22 @@ POPULARITY_EXPONENT = 0.6
 TITLE_NOISE = ("Click to enlarge", "Open in new window", "View full size")
 
 _PAGE_PATHS: tuple[str, ...] = (
-    "/blog/post-{n}.html", "/gallery/{slug}/index.html", "/news/{y}/{m:02d}/story-{n}.html",
-    "/shop/item-{n}.html", "/forum/thread-{n}.html?page={p}", "/p/{n}", "/photos/album-{n}/",
+    "/blog/post-{n}.html",
+    "/gallery/{slug}/index.html",
+    "/news/{y}/{m:02d}/story-{n}.html",
+    "/shop/item-{n}.html",
+    "/forum/thread-{n}.html?page={p}",
+    "/p/{n}",
+    "/photos/album-{n}/",
     "/wiki/Shapes_{n}",
 )
-_PAGE_TITLE_WORD = {"en": "Gallery", "ru": "Галерея", "ja": "ギャラリー", "zh": "画廊",
-                    "ko": "갤러리"}
+_PAGE_TITLE_WORD = {
+    "en": "Gallery",
+    "ru": "Галерея",
+    "ja": "ギャラリー",
+    "zh": "画廊",
+    "ko": "갤러리",
+}
 
 
 @dataclass
@@ -124,8 +167,9 @@ class _PagePlanner:
         slots = self.assign_targets(pages)
         for page, targets in zip(pages, slots):
             page.tags = [self.plan_tag(page, target) for target in targets]
-            page.links = [p.url for p in (pages[int(j)] for j in
-                                          self.rng.integers(0, len(pages), size=3))]
+            page.links = [
+                p.url for p in (pages[int(j)] for j in self.rng.integers(0, len(pages), size=3))
+            ]
         return pages
 
     def plan_page(self, index: int) -> Page:
@@ -134,8 +178,9 @@ class _PagePlanner:
         lang = _choice(rng, list(PAGE_LANGUAGES), [v[0] for v in PAGE_LANGUAGES.values()])
         options = PAGE_LANGUAGES[lang][1]
         charset, declared, _ = _choice(rng, options, [o[2] for o in options])
-        path = _choice(rng, _PAGE_PATHS).format(n=index, slug=f"set-{index}", y=2016 + index % 9,
-                                                m=1 + index % 12, p=1 + index % 4)
+        path = _choice(rng, _PAGE_PATHS).format(
+            n=index, slug=f"set-{index}", y=2016 + index % 9, m=1 + index % 12, p=1 + index % 4
+        )
         url = f"http://{host}:{self.port}{path}"
         base_href = None
         if rng.random() < BASE_HREF_SHARE:
@@ -144,10 +189,18 @@ class _PagePlanner:
             base_href = f"http://{base_host}:{self.port}{folder}"
         filler_pool = FILLER_SENTENCES[lang]
         filler = [filler_pool[int(i)] for i in rng.integers(0, len(filler_pool), size=3)]
-        return Page(index=index, url=url, host=host, lang=lang, charset=charset,
-                    charset_declared=declared, base_href=base_href,
-                    malformed=bool(rng.random() < MALFORMED_SHARE),
-                    title=f"{_PAGE_TITLE_WORD[lang]} {index}", filler=filler)
+        return Page(
+            index=index,
+            url=url,
+            host=host,
+            lang=lang,
+            charset=charset,
+            charset_declared=declared,
+            base_href=base_href,
+            malformed=bool(rng.random() < MALFORMED_SHARE),
+            title=f"{_PAGE_TITLE_WORD[lang]} {index}",
+            filler=filler,
+        )
 
     def assign_targets(self, pages: list[Page]) -> list[list[WebImage | None]]:
         """Every catalog URL once on a healthy page, the rest by Zipf popularity."""
@@ -155,12 +208,18 @@ class _PagePlanner:
         low, high = self.scale.images_per_page
         counts = rng.integers(low, high + 1, size=len(pages))
         slots: list[list[WebImage | None]] = [[None] * int(c) for c in counts]
-        open_slots = [(p, s) for p, page in enumerate(pages) if page.page_fault is None
-                      for s in range(counts[p])]
+        open_slots = [
+            (p, s)
+            for p, page in enumerate(pages)
+            if page.page_fault is None
+            for s in range(counts[p])
+        ]
         must_place = self.catalog.referenceable
         if len(must_place) > len(open_slots):
-            raise ValueError(f"scale {self.scale.name}: {len(must_place)} image URLs do not fit "
-                             f"in {len(open_slots)} <img> slots; raise pages or images_per_page")
+            raise ValueError(
+                f"scale {self.scale.name}: {len(must_place)} image URLs do not fit "
+                f"in {len(open_slots)} <img> slots; raise pages or images_per_page"
+            )
         chosen = rng.choice(len(open_slots), size=len(must_place), replace=False)
         placed = set()
         for image, slot_index in zip(must_place, chosen):
@@ -185,8 +244,11 @@ class _PagePlanner:
         alt, title, lang = self.caption(page, target, caption_kind)
         base = page.effective_base
         same_host = urlforms.host_of(base) == urlforms.host_of(target.url)
-        forms, weights = ((urlforms.SAME_HOST_FORMS, urlforms.SAME_HOST_WEIGHTS) if same_host
-                          else (urlforms.OTHER_HOST_FORMS, urlforms.OTHER_HOST_WEIGHTS))
+        forms, weights = (
+            (urlforms.SAME_HOST_FORMS, urlforms.SAME_HOST_WEIGHTS)
+            if same_host
+            else (urlforms.OTHER_HOST_FORMS, urlforms.OTHER_HOST_WEIGHTS)
+        )
         form = _choice(rng, forms, weights)
         attrs: list[tuple[str, str | None]] = []
         candidates = self.catalog.srcset.get(target.url)
@@ -198,8 +260,9 @@ class _PagePlanner:
             attrs.append(("srcset", ", ".join(parts)))
             url_form = f"srcset+{form}"
         elif rng.random() < LAZY_SHARE:
-            placeholder = (urlforms.LAZY_PLACEHOLDER_DATA_URI if rng.random() < 0.5
-                           else BLANK_GIF_PATH)
+            placeholder = (
+                urlforms.LAZY_PLACEHOLDER_DATA_URI if rng.random() < 0.5 else BLANK_GIF_PATH
+            )
             attrs.append(("src", placeholder))
             lazy_attr = _choice(rng, urlforms.LAZY_ATTRIBUTES)
             attrs.append((lazy_attr, urlforms.write_reference(form, base, target.url)))
@@ -218,15 +281,27 @@ class _PagePlanner:
             attrs.extend([("width", str(target.width)), ("height", str(target.height))])
         # Self-check: the reference as written must resolve to the truth URL.
         written = [v for k, v in attrs if k in ("src", *urlforms.LAZY_ATTRIBUTES)][-1]
-        resolved = target.url if url_form.startswith("srcset") else urlforms.normalise(base, written)
+        resolved = (
+            target.url if url_form.startswith("srcset") else urlforms.normalise(base, written)
+        )
         if resolved != target.url:
-            raise AssertionError(f"page {page.url}: {written!r} resolves to {resolved}, "
-                                 f"expected {target.url}")
-        return ImgTag(attrs=attrs, target=target, image_url=target.url, url_form=url_form,
-                      caption_kind=caption_kind, alt=alt, title=title, lang=lang)
+            raise AssertionError(
+                f"page {page.url}: {written!r} resolves to {resolved}, expected {target.url}"
+            )
+        return ImgTag(
+            attrs=attrs,
+            target=target,
+            image_url=target.url,
+            url_form=url_form,
+            caption_kind=caption_kind,
+            alt=alt,
+            title=title,
+            lang=lang,
+        )
 
-    def caption(self, page: Page, target: WebImage,
-                kind: str) -> tuple[str | None, str | None, str | None]:
+    def caption(
+        self, page: Page, target: WebImage, kind: str
+    ) -> tuple[str | None, str | None, str | None]:
         """(alt, title, caption language) for a tag of caption `kind` showing `target`."""
         rng = self.rng
         lang = page.lang if page.lang != "en" and rng.random() < 0.75 else "en"
@@ -250,12 +325,20 @@ class _PagePlanner:
     def junk_tag(self) -> ImgTag:
         source = _choice(self.rng, urlforms.JUNK_SOURCES)
         alt = "" if self.rng.random() < 0.5 else "spacer"
-        return ImgTag(attrs=[("src", source), ("alt", alt)], target=None, image_url=None,
-                      url_form="junk", caption_kind="empty" if alt == "" else "noisy",
-                      alt=alt, title=None, lang=None)
+        return ImgTag(
+            attrs=[("src", source), ("alt", alt)],
+            target=None,
+            image_url=None,
+            url_form="junk",
+            caption_kind="empty" if alt == "" else "noisy",
+            alt=alt,
+            title=None,
+            lang=None,
+        )
 
 
-def plan_pages(seed: int, scale: Scale, port: int, catalog: Catalog,
-               faulty_pages: dict[int, str]) -> list[Page]:
+def plan_pages(
+    seed: int, scale: Scale, port: int, catalog: Catalog, faulty_pages: dict[int, str]
+) -> list[Page]:
     """All pages, in WARC order; `faulty_pages` maps page index -> planted page fault."""
     return _PagePlanner(seed, scale, port, catalog).plan(faulty_pages)

@@ -1,4 +1,5 @@
 """Order-preserving parallel map with a progress bar, for the build's CPU-bound steps."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -14,8 +15,9 @@ Result = TypeVar("Result")
 MIN_ITEMS_FOR_POOL = 50
 
 
-def ordered_map(function: Callable[[Item], Result], items: Sequence[Item], processes: int,
-                description: str) -> Iterator[Result]:
+def ordered_map(
+    function: Callable[[Item], Result], items: Sequence[Item], processes: int, description: str
+) -> Iterator[Result]:
     """Yield function(item) for every item, in input order, using `processes` forked workers.
 
     Results never depend on scheduling, so a build is byte-identical for any worker count.

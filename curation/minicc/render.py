@@ -1,4 +1,5 @@
 """Scene description -> pixels: the RGB image, a per-pixel shape-index mask, and each shape's box."""
+
 from __future__ import annotations
 
 import io
@@ -36,28 +37,36 @@ def _background(scene: Scene) -> Image.Image:
         t = xs * np.cos(angle) + ys * np.sin(angle)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         mask = Image.fromarray((t * 255).astype(np.uint8), "L").resize((w, h), Image.BILINEAR)
-        return Image.composite(Image.new("RGB", (w, h), second), Image.new("RGB", (w, h), first),
-                               mask)
+        return Image.composite(
+            Image.new("RGB", (w, h), second), Image.new("RGB", (w, h), first), mask
+        )
     if scene.background in ("stripes", "checker"):
         period = max(4, int(min(w, h) * rng.uniform(0.04, 0.12)))
         cells_x, cells_y = -(-w // period), -(-h // period)
         if scene.background == "stripes":
             vertical = rng.random() < 0.5
             pattern = (np.arange(cells_x if vertical else cells_y) % 2).reshape(
-                (1, -1) if vertical else (-1, 1))
+                (1, -1) if vertical else (-1, 1)
+            )
         else:
             pattern = np.add.outer(np.arange(cells_y), np.arange(cells_x)) % 2
         tones = np.array([first, second], dtype=np.uint8)
         cells = Image.fromarray(tones[pattern], "RGB")
-        upscaled = cells.resize((cells.width * period if cells.width > 1 else w,
-                                 cells.height * period if cells.height > 1 else h), Image.NEAREST)
+        upscaled = cells.resize(
+            (
+                cells.width * period if cells.width > 1 else w,
+                cells.height * period if cells.height > 1 else h,
+            ),
+            Image.NEAREST,
+        )
         return upscaled.crop((0, 0, w, h))
     if scene.background == "noise":
         # Blocky noise, coarse enough that JPEG files stay web-sized.
         small = (max(1, h // 8), max(1, w // 8), 3)
         cells = np.array(first, dtype=np.float32) + rng.normal(0, 28, size=small)
         return Image.fromarray(np.clip(cells, 0, 255).astype(np.uint8), "RGB").resize(
-            (w, h), Image.BILINEAR)
+            (w, h), Image.BILINEAR
+        )
     raise ValueError(f"scene {scene.scene_id}: unknown background {scene.background!r}")
 
 
@@ -86,8 +95,9 @@ def render_scene(scene: Scene) -> RenderedScene:
         for polygon, filled in outline:
             draw.polygon([(x - left, y - top) for x, y in polygon], fill=255 if filled else 0)
         bbox = mask.getbbox() or (0, 0, 0, 0)
-        boxes.append(((bbox[0] + left) / w, (bbox[1] + top) / h,
-                      (bbox[2] + left) / w, (bbox[3] + top) / h))
+        boxes.append(
+            ((bbox[0] + left) / w, (bbox[1] + top) / h, (bbox[2] + left) / w, (bbox[3] + top) / h)
+        )
         image.paste(COLOURS[shape.colour], (left, top, right, bottom), mask=mask)
         shape_index.paste(index, (left, top, right, bottom), mask=mask)
     return RenderedScene(image=image, shape_index=shape_index, boxes=boxes)

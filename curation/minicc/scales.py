@@ -1,4 +1,5 @@
 """Sizes of the mini web at each scale, and the simulated hosts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,14 +27,39 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "tiny": Scale("tiny", scenes=80, pages=160, images_per_page=(3, 10), urls_per_fault=2,
-                  pages_per_warc=40, eval_per_set=24, contaminants=3, grounding_shard_size=1000),
-    "small": Scale("small", scenes=2400, pages=2800, images_per_page=(3, 12), urls_per_fault=12,
-                   pages_per_warc=350, eval_per_set=250, contaminants=20,
-                   grounding_shard_size=1000),
-    "medium": Scale("medium", scenes=24000, pages=28000, images_per_page=(3, 12),
-                    urls_per_fault=100, pages_per_warc=1000, eval_per_set=1000, contaminants=100,
-                    grounding_shard_size=5000),
+    "tiny": Scale(
+        "tiny",
+        scenes=80,
+        pages=160,
+        images_per_page=(3, 10),
+        urls_per_fault=2,
+        pages_per_warc=40,
+        eval_per_set=24,
+        contaminants=3,
+        grounding_shard_size=1000,
+    ),
+    "small": Scale(
+        "small",
+        scenes=2400,
+        pages=2800,
+        images_per_page=(3, 12),
+        urls_per_fault=12,
+        pages_per_warc=350,
+        eval_per_set=250,
+        contaminants=20,
+        grounding_shard_size=1000,
+    ),
+    "medium": Scale(
+        "medium",
+        scenes=24000,
+        pages=28000,
+        images_per_page=(3, 12),
+        urls_per_fault=100,
+        pages_per_warc=1000,
+        eval_per_set=1000,
+        contaminants=100,
+        grounding_shard_size=5000,
+    ),
 }
 
 

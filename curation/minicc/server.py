@@ -4,6 +4,7 @@ Each host answers from its slice of www/routes.json (see faults.py for the route
 own robots.txt. The forbidden address gets a listener too, which answers anything and records it,
 so a test can prove a downloader never went there. Every request is appended to a JSONL log.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ REQUEST_LOG = "requests.jsonl"
 SERVER_STATE = "server.json"
 
 
-def find_free_port(addresses: tuple[str, ...] = (*HOSTS, *FORBIDDEN_ADDRESSES),
-                   attempts: int = 50) -> int:
+def find_free_port(
+    addresses: tuple[str, ...] = (*HOSTS, *FORBIDDEN_ADDRESSES), attempts: int = 50
+) -> int:
     """A port that every given address can bind now (for building a world to serve in tests)."""
     for _ in range(attempts):
         with socket.socket() as probe:
@@ -69,8 +71,9 @@ class _RequestLog:
 class _HostState:
     """What one host serves, plus its per-route request counters (for fail-first routes)."""
 
-    def __init__(self, address: str, www_root: Path, table: dict[str, Any] | None,
-                 log: _RequestLog) -> None:
+    def __init__(
+        self, address: str, www_root: Path, table: dict[str, Any] | None, log: _RequestLog
+    ) -> None:
         self.address, self.www_root, self.log = address, www_root, log
         self.forbidden = table is None
         self.routes: dict[str, dict[str, Any]] = (table or {}).get("routes", {})
@@ -100,21 +103,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, status: int) -> None:
         route = self.state.routes.get(urlsplit(self.path).path, {})
         fault = "forbidden_address" if self.state.forbidden else route.get("fault")
-        self.state.log.write({
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "host": self.state.address, "port": self.server.server_address[1],
-            "method": self.command, "path": self.path,
-            "user_agent": self.headers.get("User-Agent", ""), "status": status, "fault": fault,
-        })
+        self.state.log.write(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "host": self.state.address,
+                "port": self.server.server_address[1],
+                "method": self.command,
+                "path": self.path,
+                "user_agent": self.headers.get("User-Agent", ""),
+                "status": status,
+                "fault": fault,
+            }
+        )
 
-    def _send(self, status: int, body: bytes = b"", content_type: str = "text/plain",
-              headers: dict[str, str] | None = None, send_body: bool = True,
-              declared_length: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+        send_body: bool = True,
+        declared_length: int | None = None,
+    ) -> None:
         self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body) if declared_length is None
-                                               else declared_length))
+        self.send_header(
+            "Content-Length", str(len(body) if declared_length is None else declared_length)
+        )
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Connection", "close")
@@ -140,15 +156,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fail_first = route.get("fail_first")
         if fail_first and state.count(path) <= fail_first["count"]:
-            self._send(fail_first["status"], b"try again later\n",
-                       headers={"Retry-After": str(fail_first["retry_after"])},
-                       send_body=send_body)
+            self._send(
+                fail_first["status"],
+                b"try again later\n",
+                headers={"Retry-After": str(fail_first["retry_after"])},
+                send_body=send_body,
+            )
             return
         if route.get("delay_s"):
             time.sleep(min(float(route["delay_s"]), MAX_DELAY_S))
         if "redirect" in route:
-            self._send(route["redirect"]["status"], b"",
-                       headers={"Location": route["redirect"]["location"]}, send_body=send_body)
+            self._send(
+                route["redirect"]["status"],
+                b"",
+                headers={"Location": route["redirect"]["location"]},
+                send_body=send_body,
+            )
             return
         if "file" not in route:
             self._send(int(route.get("status", 500)), b"error\n", send_body=send_body)
@@ -157,12 +180,23 @@ class _Handler(BaseHTTPRequestHandler):
         if "truncate_fraction" in route:
             # Promise the whole file, send part of it, then close the connection.
             sent = body[: int(len(body) * route["truncate_fraction"])]
-            self._send(200, sent, route["content_type"], route.get("headers"), send_body,
-                       declared_length=len(body))
+            self._send(
+                200,
+                sent,
+                route["content_type"],
+                route.get("headers"),
+                send_body,
+                declared_length=len(body),
+            )
             self.close_connection = True
             return
-        self._send(int(route.get("status", 200)), body, route["content_type"],
-                   route.get("headers"), send_body)
+        self._send(
+            int(route.get("status", 200)),
+            body,
+            route["content_type"],
+            route.get("headers"),
+            send_body,
+        )
 
 
 class _LoopbackHTTPServer(ThreadingHTTPServer):
@@ -177,9 +211,11 @@ class WorldServer:
         world = load_world(self.root)
         self.port = int(port if port is not None else world["port"])
         if self.port != world["port"]:
-            raise ValueError(f"{self.root} was built for port {world['port']} (its pages and "
-                             f"redirects name it); serve on that port or rebuild with --port "
-                             f"{self.port}")
+            raise ValueError(
+                f"{self.root} was built for port {world['port']} (its pages and "
+                f"redirects name it); serve on that port or rebuild with --port "
+                f"{self.port}"
+            )
         routes_path = self.root / "www" / ROUTES_FILE
         if not routes_path.exists():
             raise FileNotFoundError(f"{routes_path} is missing; rebuild the world")
@@ -202,18 +238,26 @@ class WorldServer:
         listeners += [(h, None) for h in self.forbidden_addresses]
         try:
             for address, table in listeners:
-                handler = type("HostHandler", (_Handler,),
-                               {"state": _HostState(address, www_root, table, self._log)})
+                handler = type(
+                    "HostHandler",
+                    (_Handler,),
+                    {"state": _HostState(address, www_root, table, self._log)},
+                )
                 try:
                     server = _LoopbackHTTPServer((address, self.port), handler)
                 except OSError as error:
                     raise RuntimeError(
                         f"cannot listen on {address}:{self.port} ({error}). The mini web needs "
                         f"every address of 127.0.0.0/8 on the loopback interface (Linux default) "
-                        f"and the port free on each of them") from error
+                        f"and the port free on each of them"
+                    ) from error
                 self._servers.append(server)
-                thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                          name=f"minicc-{address}", daemon=True)
+                thread = threading.Thread(
+                    target=server.serve_forever,
+                    kwargs={"poll_interval": 0.1},
+                    name=f"minicc-{address}",
+                    daemon=True,
+                )
                 thread.start()
                 self._threads.append(thread)
         except BaseException:
@@ -232,8 +276,13 @@ class WorldServer:
             self._log = None
 
     def state(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "port": self.port, "base_urls": self.base_urls,
-                "forbidden_urls": self.forbidden_urls, "log": str(self.log_path)}
+        return {
+            "pid": os.getpid(),
+            "port": self.port,
+            "base_urls": self.base_urls,
+            "forbidden_urls": self.forbidden_urls,
+            "log": str(self.log_path),
+        }
 
     def __enter__(self) -> Self:
         return self.start()

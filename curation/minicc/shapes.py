@@ -4,6 +4,7 @@ Each kind is a list of (polygon, filled) pairs: a filled polygon adds to the sha
 cuts a hole (the ring). Polygons are in pixels, for a shape of radius `r` centred at (cx, cy) and
 rotated by `rotation` degrees, so one code path draws every kind and yields its exact mask.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,20 @@ def _heart(segments: int = 80) -> list[Point]:
     return pts
 
 
-_CROSS = [(-0.33, -1), (0.33, -1), (0.33, -0.33), (1, -0.33), (1, 0.33), (0.33, 0.33),
-          (0.33, 1), (-0.33, 1), (-0.33, 0.33), (-1, 0.33), (-1, -0.33), (-0.33, -0.33)]
+_CROSS = [
+    (-0.33, -1),
+    (0.33, -1),
+    (0.33, -0.33),
+    (1, -0.33),
+    (1, 0.33),
+    (0.33, 0.33),
+    (0.33, 1),
+    (-0.33, 1),
+    (-0.33, 0.33),
+    (-1, 0.33),
+    (-1, -0.33),
+    (-0.33, -0.33),
+]
 _ARROW = [(-1, -0.3), (0.2, -0.3), (0.2, -0.75), (1, 0), (0.2, 0.75), (0.2, 0.3), (-1, 0.3)]
 
 # Unit outlines (radius 1); a False flag marks a hole.
@@ -79,8 +92,9 @@ def shape_outline(kind: str, cx: float, cy: float, r: float, rotation: float) ->
     cos_a, sin_a = math.cos(angle), math.sin(angle)
     outline: Outline = []
     for polygon, filled in unit:
-        placed = [(cx + r * (x * cos_a - y * sin_a), cy + r * (x * sin_a + y * cos_a))
-                  for x, y in polygon]
+        placed = [
+            (cx + r * (x * cos_a - y * sin_a), cy + r * (x * sin_a + y * cos_a)) for x, y in polygon
+        ]
         outline.append((placed, filled))
     return outline
 

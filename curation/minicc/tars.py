@@ -1,4 +1,5 @@
 """Deterministic WebDataset tar writing (fixed mtime, owner and order, so builds are byte-equal)."""
+
 from __future__ import annotations
 
 import io

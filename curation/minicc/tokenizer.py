@@ -10,6 +10,7 @@ this module.
 
     python -m curation minicc tokenizer --out training/tokenizers/minicc_bpe.json
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -44,8 +45,9 @@ def corpus(seed: int = 0, scenes: int = DEFAULT_SCENES) -> Iterator[str]:
     yield from (template.format(c=kind) for template in ZEROSHOT_TEMPLATES for kind in KINDS)
 
 
-def train_tokenizer(out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
-                    scenes: int = DEFAULT_SCENES) -> Path:
+def train_tokenizer(
+    out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0, scenes: int = DEFAULT_SCENES
+) -> Path:
     """Train the byte-level BPE on `corpus` and write a Hugging Face tokenizer.json to `out`.
     Lowercasing is part of the file, as the trainer lowercases every text."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -55,8 +57,11 @@ def train_tokenizer(out: Path, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int =
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator((text.lower() for text in corpus(seed, scenes)), trainer)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")

@@ -3,6 +3,7 @@
 The expected (truth) URL of any reference is `normalise(effective_base, raw)`: RFC 3986 resolution
 against the page's <base href> (or the page URL) with the fragment dropped; nothing else changes.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -45,7 +46,7 @@ def write_reference(form: str, base_url: str, target_url: str) -> str:
     if form == "absolute_fragment":
         return target_url + "#main"
     if form == "protocol_relative":
-        return target_url[len(target.scheme) + 1:]
+        return target_url[len(target.scheme) + 1 :]
     if form == "root_relative":
         if host_of(base_url) != target.netloc:
             raise ValueError(f"root-relative {target_url} needs base on {target.netloc}")
@@ -58,7 +59,11 @@ def write_reference(form: str, base_url: str, target_url: str) -> str:
 
 
 SAME_HOST_FORMS: tuple[str, ...] = (
-    "relative", "relative_dot", "root_relative", "absolute", "protocol_relative",
+    "relative",
+    "relative_dot",
+    "root_relative",
+    "absolute",
+    "protocol_relative",
     "absolute_fragment",
 )
 SAME_HOST_WEIGHTS: tuple[float, ...] = (0.32, 0.08, 0.28, 0.18, 0.1, 0.04)

@@ -3,6 +3,7 @@
 Written by hand (not with warcio) so that every byte is under our control: record ids and dates
 derive from the seed, gzip members carry mtime 0, and faults can be planted in exact places.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,12 @@ class WrittenRecord:
 
 def encode_record(headers: list[tuple[str, str]], block: bytes) -> tuple[bytes, int]:
     """Uncompressed record bytes and the length of its header section."""
-    head = b"WARC/1.0" + CRLF + b"".join(
-        f"{name}: {value}".encode() + CRLF for name, value in headers) + CRLF
+    head = (
+        b"WARC/1.0"
+        + CRLF
+        + b"".join(f"{name}: {value}".encode() + CRLF for name, value in headers)
+        + CRLF
+    )
     return head + block + CRLF + CRLF, len(head)
 
 
@@ -51,40 +56,71 @@ class WarcWriter:
         self.compresslevel = compresslevel
         self.position = 0
 
-    def write(self, warc_type: str, headers: list[tuple[str, str]], block: bytes,
-              record_id_value: str, date: str) -> WrittenRecord:
+    def write(
+        self,
+        warc_type: str,
+        headers: list[tuple[str, str]],
+        block: bytes,
+        record_id_value: str,
+        date: str,
+    ) -> WrittenRecord:
         """Write one record; WARC-Type, -Date, -Record-ID and Content-Length are filled in."""
-        full_headers = [("WARC-Type", warc_type), ("WARC-Date", date),
-                        ("WARC-Record-ID", record_id_value), ("Content-Length", str(len(block))),
-                        *headers]
+        full_headers = [
+            ("WARC-Type", warc_type),
+            ("WARC-Date", date),
+            ("WARC-Record-ID", record_id_value),
+            ("Content-Length", str(len(block))),
+            *headers,
+        ]
         raw, header_length = encode_record(full_headers, block)
         member = gzip.compress(raw, compresslevel=self.compresslevel, mtime=0)
         offset = self.position
         self.stream.write(member)
         self.position += len(member)
-        return WrittenRecord(offset=offset, length=len(member), header_length=header_length,
-                             block=block, headers=tuple(full_headers))
+        return WrittenRecord(
+            offset=offset,
+            length=len(member),
+            header_length=header_length,
+            block=block,
+            headers=tuple(full_headers),
+        )
 
 
 def http_request_block(url_path: str, host: str) -> bytes:
-    lines = [f"GET {url_path} HTTP/1.1", f"Host: {host}", f"User-Agent: {CRAWLER_USER_AGENT}",
-             "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-             "Accept-Language: en-US,en;q=0.5", "Accept-Encoding: br,gzip", "Connection: close"]
+    lines = [
+        f"GET {url_path} HTTP/1.1",
+        f"Host: {host}",
+        f"User-Agent: {CRAWLER_USER_AGENT}",
+        "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "Accept-Language: en-US,en;q=0.5",
+        "Accept-Encoding: br,gzip",
+        "Connection: close",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 def http_response_head(content_type: str, body_length: int, date_http: str) -> bytes:
-    lines = ["HTTP/1.1 200 OK", f"Date: {date_http}", "Server: nginx/1.18.0",
-             f"Content-Type: {content_type}", f"Content-Length: {body_length}",
-             "Connection: close"]
+    lines = [
+        "HTTP/1.1 200 OK",
+        f"Date: {date_http}",
+        "Server: nginx/1.18.0",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {body_length}",
+        "Connection: close",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 def broken_http_response_head(content_type: str, body_length: int, date_http: str) -> bytes:
     """A response head no HTTP parser can make sense of: garbled status line, colon-less fields."""
-    lines = ["HTTP/1.1 2OO Okay?!", f"Date {date_http}", "Server:: nginx/1.18.0",
-             f"Content-Type {content_type}", f"Content-Length: {body_length}x",
-             "\x00\x01garbage"]
+    lines = [
+        "HTTP/1.1 2OO Okay?!",
+        f"Date {date_http}",
+        "Server:: nginx/1.18.0",
+        f"Content-Type {content_type}",
+        f"Content-Length: {body_length}x",
+        "\x00\x01garbage",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

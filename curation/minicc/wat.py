@@ -11,6 +11,7 @@ and `alt` / `title` are present when the tag has that attribute (possibly empty)
 extractor reports IMG@/src; the extra attribute paths are our choice, documented in world.json,
 so that a WAT-based extractor can recover lazy-loaded and srcset images if it wants to.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,15 @@ def _envelope(warc_filename: str, record: WrittenRecord, payload: dict[str, Any]
     inflated = record.header_length + len(record.block) + 4
     return {
         "Container": {
-            "Filename": warc_filename, "Compressed": True, "Offset": str(record.offset),
-            "Gzip-Metadata": {"Deflate-Length": str(record.length - 18), "Header-Length": "10",
-                              "Footer-Length": "8", "Inflated-Length": str(inflated)},
+            "Filename": warc_filename,
+            "Compressed": True,
+            "Offset": str(record.offset),
+            "Gzip-Metadata": {
+                "Deflate-Length": str(record.length - 18),
+                "Header-Length": "10",
+                "Footer-Length": "8",
+                "Inflated-Length": str(inflated),
+            },
         },
         "Envelope": {
             "Format": "WARC",
@@ -53,8 +60,10 @@ def _parse_http_head(head: bytes) -> tuple[list[str], dict[str, str]]:
 
 
 def html_metadata(page: Page) -> dict[str, Any]:
-    metas = [{"name": "description", "content": page.filler[0]},
-             {"property": "og:title", "content": page.title}]
+    metas = [
+        {"name": "description", "content": page.filler[0]},
+        {"property": "og:title", "content": page.title},
+    ]
     head: dict[str, Any] = {"Title": page.title, "Metas": metas}
     if page.base_href:
         head["Base"] = page.base_href
@@ -78,26 +87,38 @@ def html_metadata(page: Page) -> dict[str, Any]:
 def request_metadata(record: WrittenRecord) -> dict[str, Any]:
     head = record.block.split(b"\r\n\r\n", 1)[0]
     (method, path, version), headers = _parse_http_head(head)
-    return {"Actual-Content-Type": "application/http; msgtype=request",
-            "HTTP-Request-Metadata": {
-                "Request-Message": {"Method": method, "Path": path, "Version": version},
-                "Headers-Length": str(len(head) + 4), "Headers": headers,
-                "Entity-Length": "0", "Entity-Trailing-Slop-Length": "0"}}
+    return {
+        "Actual-Content-Type": "application/http; msgtype=request",
+        "HTTP-Request-Metadata": {
+            "Request-Message": {"Method": method, "Path": path, "Version": version},
+            "Headers-Length": str(len(head) + 4),
+            "Headers": headers,
+            "Entity-Length": "0",
+            "Entity-Trailing-Slop-Length": "0",
+        },
+    }
 
 
 def response_metadata(record: WrittenRecord, page: Page, parseable: bool) -> dict[str, Any]:
     if not parseable:  # what a WAT generator can say about a response it could not parse
-        return {"Actual-Content-Type": "application/http; msgtype=response",
-                "Trailing-Slop-Length": "0"}
+        return {
+            "Actual-Content-Type": "application/http; msgtype=response",
+            "Trailing-Slop-Length": "0",
+        }
     head, body = record.block.split(b"\r\n\r\n", 1)
     (version, status, reason), headers = _parse_http_head(head)
-    return {"Actual-Content-Type": "application/http; msgtype=response",
-            "HTTP-Response-Metadata": {
-                "Response-Message": {"Version": version, "Status": status, "Reason": reason},
-                "Headers-Length": str(len(head) + 4), "Headers": headers,
-                "Entity-Length": str(len(body)), "Entity-Digest": sha1_digest(body),
-                "Entity-Trailing-Slop-Length": "0",
-                "HTML-Metadata": html_metadata(page)}}
+    return {
+        "Actual-Content-Type": "application/http; msgtype=response",
+        "HTTP-Response-Metadata": {
+            "Response-Message": {"Version": version, "Status": status, "Reason": reason},
+            "Headers-Length": str(len(head) + 4),
+            "Headers": headers,
+            "Entity-Length": str(len(body)),
+            "Entity-Digest": sha1_digest(body),
+            "Entity-Trailing-Slop-Length": "0",
+            "HTML-Metadata": html_metadata(page),
+        },
+    }
 
 
 def fields_metadata(record: WrittenRecord, key: str) -> dict[str, Any]:
@@ -108,10 +129,13 @@ def fields_metadata(record: WrittenRecord, key: str) -> dict[str, Any]:
             fields[name] = value
     if key == "WARC-Info-Metadata":
         return {"Actual-Content-Type": "application/warc-fields", key: fields}
-    return {"Actual-Content-Type": "application/warc-fields",
-            key: {"Metadata-Records": [{"Name": k, "Value": v} for k, v in fields.items()]}}
+    return {
+        "Actual-Content-Type": "application/warc-fields",
+        key: {"Metadata-Records": [{"Name": k, "Value": v} for k, v in fields.items()]},
+    }
 
 
 def wat_record_block(warc_filename: str, record: WrittenRecord, payload: dict[str, Any]) -> bytes:
-    return json.dumps(_envelope(warc_filename, record, payload), ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        _envelope(warc_filename, record, payload), ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")

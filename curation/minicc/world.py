@@ -5,6 +5,7 @@ label mask and boxes. Concepts are Zipf-distributed: kinds and colours are ranke
 permutation and drawn with probability ~ 1 / rank**ZIPF_EXPONENT, so a few "head" concepts dominate
 and the kind+colour pairs have a long tail, which is what MetaCLIP balancing is meant to flatten.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,20 +19,36 @@ ZIPF_EXPONENT = 1.3
 
 # (width : height, weight). A share of extreme ratios so aspect-ratio handling matters.
 ASPECT_RATIOS: tuple[tuple[float, float, float], ...] = (
-    (1, 1, 0.28), (4, 3, 0.18), (3, 4, 0.12), (16, 9, 0.14), (9, 16, 0.08),
-    (3, 2, 0.08), (3, 1, 0.06), (1, 3, 0.06),
+    (1, 1, 0.28),
+    (4, 3, 0.18),
+    (3, 4, 0.12),
+    (16, 9, 0.14),
+    (9, 16, 0.08),
+    (3, 2, 0.08),
+    (3, 1, 0.06),
+    (1, 3, 0.06),
 )
 EXTREME_ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((3, 1), (1, 3), (4, 1), (1, 4))
 
 # Long-side pixel ranges and their weights: most images are small, a share is large.
 LONG_SIDE_BANDS: tuple[tuple[int, int, float], ...] = (
-    (128, 400, 0.45), (400, 900, 0.35), (900, 1600, 0.20),
+    (128, 400, 0.45),
+    (400, 900, 0.35),
+    (900, 1600, 0.20),
 )
 
 # Muted background tones; a tone is only used when it stands apart from every shape colour.
 BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
-    (236, 226, 205), (205, 214, 222), (60, 66, 80), (222, 236, 222), (180, 170, 150),
-    (40, 44, 52), (238, 238, 238), (150, 160, 175), (90, 110, 90), (215, 200, 225),
+    (236, 226, 205),
+    (205, 214, 222),
+    (60, 66, 80),
+    (222, 236, 222),
+    (180, 170, 150),
+    (40, 44, 52),
+    (238, 238, 238),
+    (150, 160, 175),
+    (90, 110, 90),
+    (215, 200, 225),
 )
 _MIN_TONE_DISTANCE = 110.0
 
@@ -74,8 +91,10 @@ class Scene:
     def grounding_refs(self, boxes) -> list[dict]:
         """[{"phrase", "box"}] per shape, as grounding shards and the refexp eval set store them:
         the shape's referring expression and its rendered box (normalised, 5 decimals)."""
-        return [{"phrase": shape.referring_expression, "box": [round(float(v), 5) for v in box]}
-                for shape, box in zip(self.shapes, boxes)]
+        return [
+            {"phrase": shape.referring_expression, "box": [round(float(v), 5) for v in box]}
+            for shape, box in zip(self.shapes, boxes)
+        ]
 
 
 def zipf_weights(n: int, exponent: float = ZIPF_EXPONENT) -> np.ndarray:
@@ -89,9 +108,7 @@ class ConceptSampler:
     def __init__(self, seed: int) -> None:
         rng = np.random.default_rng([seed, 0x5EED])
         self.kind_ranking: list[str] = [KINDS[i] for i in rng.permutation(len(KINDS))]
-        self.colour_ranking: list[str] = [
-            list(COLOURS)[i] for i in rng.permutation(len(COLOURS))
-        ]
+        self.colour_ranking: list[str] = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))]
         self._kind_p = zipf_weights(len(KINDS))
         self._colour_p = zipf_weights(len(COLOURS))
 
@@ -107,17 +124,24 @@ def _tone_distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
 
 
 def _pick_tones(rng: np.random.Generator, colours: list[str]) -> tuple[tuple[int, int, int], ...]:
-    usable = [t for t in BACKGROUND_TONES
-              if all(_tone_distance(t, COLOURS[c]) >= _MIN_TONE_DISTANCE for c in colours)]
+    usable = [
+        t
+        for t in BACKGROUND_TONES
+        if all(_tone_distance(t, COLOURS[c]) >= _MIN_TONE_DISTANCE for c in colours)
+    ]
     if len(usable) < 2:
-        usable = sorted(BACKGROUND_TONES,
-                        key=lambda t: -min(_tone_distance(t, COLOURS[c]) for c in colours))[:2]
+        usable = sorted(
+            BACKGROUND_TONES, key=lambda t: -min(_tone_distance(t, COLOURS[c]) for c in colours)
+        )[:2]
     first, second = rng.choice(len(usable), size=2, replace=False)
     return usable[first], usable[second]
 
 
-def sample_size(rng: np.random.Generator, ratio: tuple[float, float],
-                long_side_range: tuple[int, int] | None = None) -> tuple[int, int]:
+def sample_size(
+    rng: np.random.Generator,
+    ratio: tuple[float, float],
+    long_side_range: tuple[int, int] | None = None,
+) -> tuple[int, int]:
     if long_side_range is None:
         band = rng.choice(len(LONG_SIDE_BANDS), p=[b[2] for b in LONG_SIDE_BANDS])
         long_side_range = LONG_SIDE_BANDS[band][:2]
@@ -155,16 +179,25 @@ def sample_scene(
                 break
         seen_phrases.add(f"{colour} {kind}")
         size = list(SIZES)[int(rng.choice(len(SIZES), p=[0.35, 0.4, 0.25]))]
-        shapes.append(Shape(
-            kind=kind, colour=colour, size=size, position=position,
-            rotation=float(rng.uniform(-12, 12)),
-            offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
-        ))
+        shapes.append(
+            Shape(
+                kind=kind,
+                colour=colour,
+                size=size,
+                position=position,
+                rotation=float(rng.uniform(-12, 12)),
+                offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
+            )
+        )
     background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
     return Scene(
-        scene_id=scene_id, width=width, height=height, background=background,
+        scene_id=scene_id,
+        width=width,
+        height=height,
+        background=background,
         tones=_pick_tones(rng, [s.colour for s in shapes]),
-        texture_seed=int(rng.integers(2**31)), shapes=tuple(shapes),
+        texture_seed=int(rng.integers(2**31)),
+        shapes=tuple(shapes),
     )
 
 

@@ -1,4 +1,5 @@
 """Render the catalog's pictures into DIR/www/ (in parallel) and write the server's route table."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ ROUTES_FILE = "routes.json"
 RenderedInfo = dict[str, tuple[int, int, list[Box]]]
 
 
-def _crop_boxes(boxes: list[Box], full: tuple[int, int],
-                crop: tuple[int, int, int, int]) -> list[Box]:
+def _crop_boxes(
+    boxes: list[Box], full: tuple[int, int], crop: tuple[int, int, int, int]
+) -> list[Box]:
     """Re-express normalised boxes of the full render in the cropped picture's frame."""
     w, h = full
     x0, y0, x1, y1 = crop
@@ -68,8 +70,10 @@ def write_routes(catalog: Catalog, www_root: Path, port: int) -> Path:
     """The route table the server loads: per host its robots.txt and path -> route."""
     table = {
         "port": port,
-        "hosts": {host: {"robots_txt": robots_txt(index), "routes": catalog.routes[host]}
-                  for index, host in enumerate(HOSTS)},
+        "hosts": {
+            host: {"robots_txt": robots_txt(index), "routes": catalog.routes[host]}
+            for index, host in enumerate(HOSTS)
+        },
         "forbidden_addresses": list(FORBIDDEN_ADDRESSES),
     }
     path = www_root / ROUTES_FILE

@@ -5,6 +5,7 @@ L2-normalised image and text embeddings; the cosine score is their row-wise dot 
 actor (`start_embedder_actors`) the model stays loaded across every shard it serves, and the
 shard tasks that decode JPEGs on other CPUs keep it fed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,16 +28,22 @@ class ClipEmbedder:
 
     def describe(self) -> dict[str, Any]:
         """What shard tasks need to preprocess for this model, and what it is."""
-        return {"preprocess_cfg": self.preprocess_cfg(), "random_init": self.scorer.random_init,
-                "device": self.device, "image_size": self.scorer.image_size,
-                "embed_dim": int(self.scorer.config["model_cfg"]["embed_dim"])}
+        return {
+            "preprocess_cfg": self.preprocess_cfg(),
+            "random_init": self.scorer.random_init,
+            "device": self.device,
+            "image_size": self.scorer.image_size,
+            "embed_dim": int(self.scorer.config["model_cfg"]["embed_dim"]),
+        }
 
     def preprocess_cfg(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
-        merged = merge_preprocess_dict(asdict(PreprocessCfg()), self.scorer.config.get("preprocess_cfg", {}))
+        merged = merge_preprocess_dict(
+            asdict(PreprocessCfg()), self.scorer.config.get("preprocess_cfg", {})
+        )
         merged["size"] = self.scorer.image_size
         return merged
 
@@ -55,7 +62,9 @@ class ClipEmbedder:
         import torch
 
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            features = self.scorer.model.encode_image(_as_tensor(pixels).to(self.device), normalize=True)
+            features = self.scorer.model.encode_image(
+                _as_tensor(pixels).to(self.device), normalize=True
+            )
         return features.float().cpu().numpy()
 
 
@@ -81,12 +90,17 @@ class ActorPlan:
     decode_cpus: int  # CPUs left for the shard tasks that read and decode
 
     def describe(self) -> str:
-        device = f"{self.gpus_per_actor} GPU + {self.cpus_per_actor} CPU" if self.gpus_per_actor \
+        device = (
+            f"{self.gpus_per_actor} GPU + {self.cpus_per_actor} CPU"
+            if self.gpus_per_actor
             else f"{self.cpus_per_actor} CPU"
+        )
         return f"{self.actors} scoring actor(s) × {device}, {self.decode_cpus} CPU(s) decoding"
 
 
-def plan_actor_pool(cluster_cpus: float, cluster_gpus: float, requested: int | None = None) -> ActorPlan:
+def plan_actor_pool(
+    cluster_cpus: float, cluster_gpus: float, requested: int | None = None
+) -> ActorPlan:
     """One actor per GPU when there are GPUs; on CPUs, half the CPUs score and half decode.
 
     Actors hold their CPUs for the whole run, so the pool is always sized to leave at least one
@@ -95,7 +109,9 @@ def plan_actor_pool(cluster_cpus: float, cluster_gpus: float, requested: int | N
     """
     cpus, gpus = int(cluster_cpus), int(cluster_gpus)
     if cpus < 2:
-        raise ValueError(f"scoring needs at least 2 CPUs (one to decode, one to score); the cluster has {cpus}")
+        raise ValueError(
+            f"scoring needs at least 2 CPUs (one to decode, one to score); the cluster has {cpus}"
+        )
     if gpus:
         actors = min(requested or gpus, gpus)
         return ActorPlan(actors, 1, 1, max(1, cpus - actors))
@@ -111,8 +127,11 @@ def start_embedder_actors(spec: ScorerSpec, plan: ActorPlan) -> list[Any]:
     import ray
 
     actor_class = ray.remote(ClipEmbedder).options(
-        num_cpus=plan.cpus_per_actor, num_gpus=plan.gpus_per_actor, max_restarts=2,
-        max_task_retries=2)
+        num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor,
+        max_restarts=2,
+        max_task_retries=2,
+    )
     return [actor_class.remote(spec, threads=plan.cpus_per_actor) for _ in range(plan.actors)]
 
 

@@ -1,5 +1,6 @@
 """Images of held-out evaluation sets, for decontamination: WebDataset tars (the CLIP_benchmark
 layout: SET/test/*.tar with KEY.jpg|png|webp) and loose image files, found recursively."""
+
 from __future__ import annotations
 
 import hashlib

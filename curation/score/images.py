@@ -1,4 +1,5 @@
 """Image decoding for scoring, and a pixel-level signature for duplicate search."""
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,9 @@ def pixel_signature(image: Image.Image) -> np.ndarray:
     tighter (distinct up to 0.952) and a 64-bit dHash worse still: on flat synthetic backgrounds
     distinct pictures often share it exactly. A flat grey image has no signature (all zeros).
     """
-    thumb = np.asarray(image.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.BILINEAR), dtype=np.float32)
+    thumb = np.asarray(
+        image.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.BILINEAR), dtype=np.float32
+    )
     vector = thumb.ravel() - thumb.mean()
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 1e-3 else np.zeros_like(vector)

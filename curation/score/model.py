@@ -10,6 +10,7 @@ model config or the exporter's `{"model_cfg": ..., "preprocess_cfg": ...}`), an
 `open_clip_config.json` next to the weights, the config embedded in the weights' metadata, or
 open_clip's built-in config of that name. The model is always created with `pretrained=None`.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,11 @@ class ScorerSpec:
     model_config: str | None = None  # path of a JSON config; None = sidecar / embedded / built-in
 
     def to_record(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "weights": self.weights,
-                "model_config": self.model_config}
+        return {
+            "model_name": self.model_name,
+            "weights": self.weights,
+            "model_config": self.model_config,
+        }
 
 
 @dataclass
@@ -81,7 +85,8 @@ def _as_full_config(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if hub_tokenizer or text_cfg.get("hf_model_name"):
         raise ScorerConfigError(
             f"model config from {source} needs a Hugging Face text model/tokenizer, which would be "
-            "fetched from the hub; only configs with open_clip's built-in text tower work offline")
+            "fetched from the hub; only configs with open_clip's built-in text tower work offline"
+        )
     return full
 
 
@@ -104,23 +109,34 @@ def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from safetensors.torch import load
 
         # The header is an 8-byte little-endian length then JSON; metadata sits under __metadata__.
-        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
         return load(data), dict(header.get("__metadata__") or {})
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ScorerConfigError(f"weights file {path}: not a torch checkpoint ({exc})") from exc
     if not isinstance(checkpoint, dict):
-        raise ScorerConfigError(f"weights file {path}: expected a dict, got {type(checkpoint).__name__}")
+        raise ScorerConfigError(
+            f"weights file {path}: expected a dict, got {type(checkpoint).__name__}"
+        )
     state = checkpoint.get("state_dict", checkpoint)
-    metadata = {k: v for k, v in checkpoint.items() if k in (MODEL_NAME_KEY, MODEL_CONFIG_KEY, RANDOM_INIT_KEY)}
-    state = {(k.removeprefix("module.")): v
-             for k, v in state.items() if isinstance(v, torch.Tensor)}
+    metadata = {
+        k: v
+        for k, v in checkpoint.items()
+        if k in (MODEL_NAME_KEY, MODEL_CONFIG_KEY, RANDOM_INIT_KEY)
+    }
+    state = {
+        (k.removeprefix("module.")): v for k, v in state.items() if isinstance(v, torch.Tensor)
+    }
     return state, metadata
 
 
-def resolve_config(model_name: str, model_config: str | None, weights: str | None = None,
-                   metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_config(
+    model_name: str,
+    model_config: str | None,
+    weights: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The architecture: explicit JSON, sidecar JSON, embedded metadata, or open_clip built-in."""
     if model_config:
         return _as_full_config(_read_json(model_config, "model config"), model_config)
@@ -137,7 +153,8 @@ def resolve_config(model_name: str, model_config: str | None, weights: str | Non
     if builtin is None:
         raise ScorerConfigError(
             f"model {model_name!r} is not an open_clip architecture and no config was given "
-            f"(--model-config, {SIDECAR_CONFIG_NAME} beside the weights, or embedded metadata)")
+            f"(--model-config, {SIDECAR_CONFIG_NAME} beside the weights, or embedded metadata)"
+        )
     return _as_full_config(builtin, f"open_clip built-in {model_name}")
 
 
@@ -158,7 +175,8 @@ def _create_from_config(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, A
         name = f"local-dir:{folder}"
         # The folder holds no weights, so open_clip initialises randomly and fetches nothing.
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained_text=False, pretrained_image=False)
+            name, pretrained_text=False, pretrained_image=False
+        )
         tokenizer = open_clip.get_tokenizer(name)
     root_logger.setLevel(level)
     return model, preprocess, tokenizer
@@ -169,14 +187,16 @@ def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
     named = metadata.get(MODEL_NAME_KEY)
     if named and named != spec.model_name:
         raise ScorerConfigError(
-            f"weights {spec.weights} were saved for model {named!r}, not {spec.model_name!r}")
+            f"weights {spec.weights} were saved for model {named!r}, not {spec.model_name!r}"
+        )
     config = resolve_config(spec.model_name, spec.model_config, spec.weights, metadata)
     model, preprocess, tokenizer = _create_from_config(config)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise ScorerConfigError(
             f"weights {spec.weights} do not fit model {spec.model_name!r}: missing "
-            f"{len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}")
+            f"{len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}"
+        )
     model.eval().to(device)
     image_size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
     image_size = image_size if isinstance(image_size, int) else max(image_size)
@@ -184,8 +204,9 @@ def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
     return LoadedScorer(model, preprocess, tokenizer, image_size, random_init, config)
 
 
-def save_random_weights(model_name: str, path: str, model_config: str | None = None,
-                        seed: int = 0) -> dict[str, Any]:
+def save_random_weights(
+    model_name: str, path: str, model_config: str | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Initialise `model_name` randomly (seeded) and save it, flagged as random, to `path`."""
     import torch
     from safetensors.torch import save
@@ -195,8 +216,12 @@ def save_random_weights(model_name: str, path: str, model_config: str | None = N
     torch.manual_seed(seed)
     model, _, _ = _create_from_config(config)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    metadata = {MODEL_NAME_KEY: model_name, MODEL_CONFIG_KEY: json.dumps(config),
-                RANDOM_INIT_KEY: "true", "seed": str(seed)}
+    metadata = {
+        MODEL_NAME_KEY: model_name,
+        MODEL_CONFIG_KEY: json.dumps(config),
+        RANDOM_INIT_KEY: "true",
+        "seed": str(seed),
+    }
     fsio.write_bytes(path, save(state, metadata=metadata))
     return {**spec.to_record(), "parameters": sum(v.numel() for v in state.values())}
 

@@ -6,6 +6,7 @@ lists, `hnsw` walks a graph; `auto` takes flat up to FLAT_LIMIT vectors. faiss-g
 flat/IVF when it is importable and sees a GPU. The same search serves the CLIP embeddings and the
 pixel signatures. Matches become clusters with a union-find.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def build_index(vectors: np.ndarray, kind: str = "auto", seed: int = 0):
     return index
 
 
-def similar_pairs(vectors: np.ndarray, threshold: float, kind: str = "auto", k: int = 16,
-                  batch: int = 65536) -> np.ndarray:
+def similar_pairs(
+    vectors: np.ndarray, threshold: float, kind: str = "auto", k: int = 16, batch: int = 65536
+) -> np.ndarray:
     """[m, 2] row pairs (i < j) whose cosine is >= threshold, among each row's k nearest."""
     if len(vectors) < 2:
         return np.empty((0, 2), dtype=np.int64)
@@ -64,14 +66,16 @@ def similar_pairs(vectors: np.ndarray, threshold: float, kind: str = "auto", k: 
     k = min(k, len(vectors))
     found = []
     for start in range(0, len(vectors), batch):
-        sims, ids = index.search(vectors[start:start + batch], k)
+        sims, ids = index.search(vectors[start : start + batch], k)
         rows = np.arange(start, start + len(sims))[:, None].repeat(k, axis=1)
         hit = (sims >= threshold) & (ids >= 0) & (ids != rows)
         found.append(np.stack([rows[hit], ids[hit]], axis=1))
     return _canonical_pairs(np.concatenate(found))
 
 
-def nearest(queries: np.ndarray, references: np.ndarray, kind: str = "flat") -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries: np.ndarray, references: np.ndarray, kind: str = "flat"
+) -> tuple[np.ndarray, np.ndarray]:
     """(cosine, index) of each query's nearest reference vector."""
     if len(references) == 0:
         return np.full(len(queries), -np.inf, np.float32), np.full(len(queries), -1, np.int64)
@@ -79,12 +83,16 @@ def nearest(queries: np.ndarray, references: np.ndarray, kind: str = "flat") -> 
     return sims[:, 0], ids[:, 0]
 
 
-def nearest_k(queries: np.ndarray, references: np.ndarray, k: int,
-              kind: str = "flat") -> tuple[np.ndarray, np.ndarray]:
+def nearest_k(
+    queries: np.ndarray, references: np.ndarray, k: int, kind: str = "flat"
+) -> tuple[np.ndarray, np.ndarray]:
     """[n, k] cosines and indices of each query's k nearest reference vectors (best first; -1 pads)."""
     k = max(1, min(k, len(references)))
     if len(references) == 0 or len(queries) == 0:
-        return (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
+        return (
+            np.full((len(queries), k), -np.inf, np.float32),
+            np.full((len(queries), k), -1, np.int64),
+        )
     return build_index(references, kind).search(queries, k)
 
 

@@ -4,6 +4,7 @@ The sidecar has a row for every input URL of the shard; the tar holds KEY.jpg / 
 KEY.json for the successes. Readers here join the two by `key`, so a sample missing from the tar
 (a truncated tar, a crashed writer) is reported instead of silently vanishing.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,10 +50,14 @@ def list_pool_shards(pool: str) -> list[PoolShard]:
     return shards
 
 
-def read_sidecar(url: str, columns: list[str] | None = None, successes_only: bool = True) -> pa.Table:
+def read_sidecar(
+    url: str, columns: list[str] | None = None, successes_only: bool = True
+) -> pa.Table:
     fs, path = fsio.filesystem(url)
     with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle, columns=None if columns is None else sorted(set(columns) | {"status"}))
+        table = pq.read_table(
+            handle, columns=None if columns is None else sorted(set(columns) | {"status"})
+        )
     if successes_only:
         table = table.filter(pc.equal(table["status"], SUCCESS))
     if columns is not None and "status" not in columns:
@@ -82,8 +87,9 @@ def iter_tar_members(url: str) -> Iterator[tuple[str, str, bytes]]:
             return
 
 
-def iter_samples(url: str, extensions: tuple[str, ...] = ("jpg", "txt", "json")
-                 ) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_samples(
+    url: str, extensions: tuple[str, ...] = ("jpg", "txt", "json")
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) for each sample of a tar, members grouped by key."""
     current_key: str | None = None
     current: dict[str, bytes] = {}

@@ -4,6 +4,7 @@ Their shard markers record the digest of the decision they applied. When the dec
 (new threshold, new eval sets), the markers made under the old one are removed, so exactly the
 affected shards are rewritten and the others are skipped as usual.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ DIGEST_KEY = "decision_digest"
 
 
 def decision_digest(decision: Any) -> str:
-    return hashlib.blake2b(json.dumps(decision, sort_keys=True, default=str).encode(),
-                           digest_size=8).hexdigest()
+    return hashlib.blake2b(
+        json.dumps(decision, sort_keys=True, default=str).encode(), digest_size=8
+    ).hexdigest()
 
 
 def invalidate_other_decisions(out_dir: str, stage: str, digest: str) -> int:

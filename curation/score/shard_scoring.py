@@ -8,6 +8,7 @@ Pass 2 (`ApplyScoreDecision`, stage "score_filter"): after the driver fixed the 
 write the contract file {shard}.parquet with keep_score.
 Rows follow the sidecar's order of successful samples, so outputs do not depend on tar order.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -98,15 +99,21 @@ class ScoreShard:
                 collect_oldest()
             embedder = self.embedders[turn % len(self.embedders)]
             turn += 1
-            queue.append((batch_rows, _submit(embedder, np.stack(batch_pixels),
-                                              [texts[i] for i in batch_rows])))
+            queue.append(
+                (
+                    batch_rows,
+                    _submit(embedder, np.stack(batch_pixels), [texts[i] for i in batch_rows]),
+                )
+            )
             batch_rows, batch_pixels = [], []
 
         for key, members in iter_samples(tar_url):
             row = position.get(key)
             where = f"{tar_url}:{key}"
             if row is None:
-                ctx.stats.error("key_not_in_sidecar", where, "tar sample has no success row in the sidecar")
+                ctx.stats.error(
+                    "key_not_in_sidecar", where, "tar sample has no success row in the sidecar"
+                )
                 continue
             seen[row] = True
             if "jpg" not in members:
@@ -128,16 +135,23 @@ class ScoreShard:
         while queue:
             collect_oldest()
         for row in np.flatnonzero(~seen):
-            ctx.stats.error("missing_in_tar", f"{tar_url}:{keys[row]}", "sidecar success row has no tar sample")
+            ctx.stats.error(
+                "missing_in_tar", f"{tar_url}:{keys[row]}", "sidecar success row has no tar sample"
+            )
 
         unscored = int(np.count_nonzero(np.isnan(scores)))
         ctx.stats.drop("unscored", unscored)
         ctx.stats.rows_out = n - unscored
         finite = scores[np.isfinite(scores)]
-        ctx.stats.extra.update({"scored": int(finite.size),
-                                "score_mean": float(finite.mean()) if finite.size else None})
-        table = pa.table({"uid": rows["uid"], "key": rows["key"],
-                          "clip_score": pa.array(scores, pa.float32())})
+        ctx.stats.extra.update(
+            {
+                "scored": int(finite.size),
+                "score_mean": float(finite.mean()) if finite.size else None,
+            }
+        )
+        table = pa.table(
+            {"uid": rows["uid"], "key": rows["key"], "clip_score": pa.array(scores, pa.float32())}
+        )
         ctx.write_parquet(raw_scores_name(task.shard_id), table)
         with ctx.open_output(embeddings_name(task.shard_id)) as handle:
             np.save(handle, embeddings)
@@ -173,10 +187,13 @@ class ApplyScoreDecision:
             with np.errstate(invalid="ignore"):
                 failures["below_score_threshold"] = ~(scores >= self.decision.threshold)
         if self.decision.basic is not None:
-            sidecar = read_sidecar(sidecar_url, ["uid", "text", "width", "height",
-                                                 "original_width", "original_height"])
+            sidecar = read_sidecar(
+                sidecar_url, ["uid", "text", "width", "height", "original_width", "original_height"]
+            )
             if sidecar["uid"].to_pylist() != raw["uid"].to_pylist():
-                raise ValueError(f"{raw_url}: rows no longer match {sidecar_url}; re-run the score stage")
+                raise ValueError(
+                    f"{raw_url}: rows no longer match {sidecar_url}; re-run the score stage"
+                )
             failures.update(basic_rule_failures(sidecar, self.decision.basic))
         keep = np.ones(raw.num_rows, dtype=bool)
         for reason, failed in failures.items():
@@ -185,7 +202,11 @@ class ApplyScoreDecision:
             keep &= ~failed
         ctx.stats.rows_out = int(keep.sum())
         ctx.stats.extra[DIGEST_KEY] = self.decision.digest
-        table = pa.table({"uid": raw["uid"],
-                          f"clip_score_{self.decision.tag}": raw["clip_score"],
-                          "keep_score": pa.array(keep)})
+        table = pa.table(
+            {
+                "uid": raw["uid"],
+                f"clip_score_{self.decision.tag}": raw["clip_score"],
+                "keep_score": pa.array(keep),
+            }
+        )
         ctx.write_parquet(f"{task.shard_id}.parquet", table)

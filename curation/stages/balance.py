@@ -22,6 +22,7 @@ use t_pre = 2 * t (enough for s >= 0.5) so the rebalance after download still ha
 from, while most of what the final balance would drop is never fetched. Give the download only
 the rows with keep = true (e.g. a filtered copy of the candidates).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,9 @@ class BalanceResult:
         return all(report.ok for report in self.reports)
 
 
-def reduce_counts(urls: list[str], work_dir: str, config: BalanceConfig, label: str
-                  ) -> tuple[pa.Table, list[StageReport]]:
+def reduce_counts(
+    urls: list[str], work_dir: str, config: BalanceConfig, label: str
+) -> tuple[pa.Table, list[StageReport]]:
     """Sum sparse count files: Ray tasks of `fan_in` files per level until the driver can finish."""
     if config.fan_in < 2:
         raise ValueError(f"fan-in must be at least 2, got {config.fan_in}")
@@ -85,11 +87,20 @@ def reduce_counts(urls: list[str], work_dir: str, config: BalanceConfig, label: 
     level = 0
     while len(urls) > config.fan_in:
         level_dir = fsio.join(work_dir, f"{label}_level{level}")
-        tasks = [ShardTask(f"{i:05d}", tuple(urls[start:start + config.fan_in]))
-                 for i, start in enumerate(range(0, len(urls), config.fan_in))]
-        report = run_stage(REDUCE_STAGE, ReduceCounts(), tasks, level_dir, seed=config.seed,
-                           num_cpus=config.num_cpus, use_ray=config.use_ray,
-                           progress=config.progress)
+        tasks = [
+            ShardTask(f"{i:05d}", tuple(urls[start : start + config.fan_in]))
+            for i, start in enumerate(range(0, len(urls), config.fan_in))
+        ]
+        report = run_stage(
+            REDUCE_STAGE,
+            ReduceCounts(),
+            tasks,
+            level_dir,
+            seed=config.seed,
+            num_cpus=config.num_cpus,
+            use_ray=config.use_ray,
+            progress=config.progress,
+        )
         reports.append(report)
         if not report.ok:
             return balancing.sum_counts([]), reports
@@ -113,15 +124,28 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
     layout.check_input_list(out_dir, inputs)
     layout.invalidate_stale_passes(
         out_dir,
-        match_config={"metadata": fingerprint, "columns": columns.__dict__,
-                      "seed": config.seed if columns.texts else None},
+        match_config={
+            "metadata": fingerprint,
+            "columns": columns.__dict__,
+            "seed": config.seed if columns.texts else None,
+        },
         sample_config={"t": config.t, "t_per_lang": config.t_per_lang, "seed": config.seed},
-        passes={"match": [MATCH_STAGE], "sample": [SAMPLE_STAGE]})
+        passes={"match": [MATCH_STAGE], "sample": [SAMPLE_STAGE]},
+    )
     tasks = list(inputs.tasks)
-    run = {"seed": config.seed, "num_cpus": config.num_cpus, "use_ray": config.use_ray,
-           "progress": config.progress}
-    match = run_stage(MATCH_STAGE, MatchShard(config.metadata, fingerprint, columns, config.seed),
-                      tasks, out_dir, **run)
+    run = {
+        "seed": config.seed,
+        "num_cpus": config.num_cpus,
+        "use_ray": config.use_ray,
+        "progress": config.progress,
+    }
+    match = run_stage(
+        MATCH_STAGE,
+        MatchShard(config.metadata, fingerprint, columns, config.seed),
+        tasks,
+        out_dir,
+        **run,
+    )
     reports = [match]
     if not match.ok:
         return BalanceResult(out_dir, reports, {})
@@ -130,16 +154,22 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
         _clear_folder(work_dir)
         layout.clear_markers(out_dir, SAMPLE_STAGE)
     counts, reduce_reports = reduce_counts(
-        [fsio.join(out_dir, "_counts", f"{t.shard_id}.parquet") for t in tasks], work_dir, config,
-        "counts")
+        [fsio.join(out_dir, "_counts", f"{t.shard_id}.parquet") for t in tasks],
+        work_dir,
+        config,
+        "counts",
+    )
     reports += reduce_reports
     if not all(r.ok for r in reduce_reports):
         return BalanceResult(out_dir, reports, {})
     probabilities = balancing.entry_probabilities(counts, len(entries), config.t, config.t_per_lang)
-    sample = run_stage(SAMPLE_STAGE,
-                       SampleShard(probabilities, config.seed, inputs.is_pool,
-                                   fsio.join(out_dir, "_matches")),
-                       tasks, out_dir, **run)
+    sample = run_stage(
+        SAMPLE_STAGE,
+        SampleShard(probabilities, config.seed, inputs.is_pool, fsio.join(out_dir, "_matches")),
+        tasks,
+        out_dir,
+        **run,
+    )
     reports.append(sample)
     if not sample.ok:
         return BalanceResult(out_dir, reports, {})
@@ -147,8 +177,11 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
     if sample.completed:
         _clear_folder(kept_work_dir)
     kept, kept_reports = reduce_counts(
-        [fsio.join(out_dir, "_kept", f"{t.shard_id}.parquet") for t in tasks], kept_work_dir,
-        config, "kept")
+        [fsio.join(out_dir, "_kept", f"{t.shard_id}.parquet") for t in tasks],
+        kept_work_dir,
+        config,
+        "kept",
+    )
     reports += kept_reports
     table = entry_table(counts, kept, probabilities, entries, with_lang=bool(config.t_per_lang))
     fsio.makedirs(out_dir)
@@ -162,7 +195,9 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
 def _row_totals(out_dir: str) -> dict[str, int]:
     from curation.stats import read_stage_records
 
-    records = [r for r in read_stage_records(out_dir, SAMPLE_STAGE) if r.get("stage") == SAMPLE_STAGE]
+    records = [
+        r for r in read_stage_records(out_dir, SAMPLE_STAGE) if r.get("stage") == SAMPLE_STAGE
+    ]
     total = {"eligible_rows": 0, "matched_rows": 0, "kept_rows": 0}
     for record in records:
         extra = record.get("extra", {})
@@ -188,17 +223,24 @@ def _t_per_lang(value: str | None) -> dict[str, float] | None:
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--t-per-lang {value}: not JSON ({exc})") from exc
     if not isinstance(mapping, dict) or not all(
-            isinstance(v, (int, float)) and v > 0 for v in mapping.values()):
+        isinstance(v, (int, float)) and v > 0 for v in mapping.values()
+    ):
         raise SystemExit(f"--t-per-lang {value}: expected an object of language -> positive t")
     return {str(k): float(v) for k, v in mapping.items()}
 
 
 def main(args: argparse.Namespace) -> int:
     config = BalanceConfig(
-        input=args.input, metadata=args.metadata, t=args.t, out=args.out, seed=args.seed,
+        input=args.input,
+        metadata=args.metadata,
+        t=args.t,
+        out=args.out,
+        seed=args.seed,
         columns=TextColumns(args.text_column, args.texts_column, args.lang_column),
-        t_per_lang=_t_per_lang(args.t_per_lang), fan_in=args.fan_in,
-        use_ray=not args.no_ray)
+        t_per_lang=_t_per_lang(args.t_per_lang),
+        fan_in=args.fan_in,
+        use_ray=not args.no_ray,
+    )
     result = run_balance(config)
     for report in result.reports:
         print(report.describe())
@@ -219,11 +261,16 @@ def build_metadata_main(args: argparse.Namespace) -> int:
 
     try:
         entries, report = build_metadata(
-            wordnet_dir=args.wordnet, unigrams=args.unigrams, bigrams=args.bigrams,
+            wordnet_dir=args.wordnet,
+            unigrams=args.unigrams,
+            bigrams=args.bigrams,
             pageviews=fsio.expand(args.pageviews) if args.pageviews else (),
-            min_unigram_count=args.min_unigram_count, min_pmi=args.min_pmi,
-            min_bigram_count=args.min_bigram_count, min_title_views=args.min_title_views,
-            pageview_domain=args.pageview_domain)
+            min_unigram_count=args.min_unigram_count,
+            min_pmi=args.min_pmi,
+            min_bigram_count=args.min_bigram_count,
+            min_title_views=args.min_title_views,
+            pageview_domain=args.pageview_domain,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"balance-metadata: {exc}")
         return 2
@@ -238,8 +285,11 @@ def build_metadata_main(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     meta = subparsers.add_parser(
-        "balance-metadata", help="build MetaCLIP metadata.json from WordNet/Wikipedia dumps",
-        description=build_metadata_docstring(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        "balance-metadata",
+        help="build MetaCLIP metadata.json from WordNet/Wikipedia dumps",
+        description=build_metadata_docstring(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     meta.add_argument("--out", required=True, help="metadata.json to write (fsspec URL)")
     meta.add_argument("--wordnet", help="WordNet 3.x dict/ folder with data.noun, data.verb, ...")
     meta.add_argument("--unigrams", help="TSV word<TAB>count from Wikipedia text")
@@ -252,26 +302,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     meta.add_argument("--pageview-domain", default="en")
     meta.set_defaults(func=build_metadata_main)
     parser = subparsers.add_parser(
-        "balance", help="MetaCLIP matching + balancing (adds metaclip_entries and keep)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, nargs="+",
-                        help="Parquet folder(s), glob(s) or file(s); a download pool folder "
-                             "gets the POOL/curation/balance layout")
-    parser.add_argument("--metadata", required=True,
-                        help="metadata.json (JSON list), a .txt (one entry per line), a world.json "
-                             "or mini Common Crawl folder (its concepts), or wordfreq[:LANGS]")
-    parser.add_argument("--t", required=True, type=float,
-                        help="balancing threshold: 20000 for 400M from 1.6B, 170000 for 2.5B; "
-                             "about 2x the post-download t when run on candidates")
+        "balance",
+        help="MetaCLIP matching + balancing (adds metaclip_entries and keep)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        help="Parquet folder(s), glob(s) or file(s); a download pool folder "
+        "gets the POOL/curation/balance layout",
+    )
+    parser.add_argument(
+        "--metadata",
+        required=True,
+        help="metadata.json (JSON list), a .txt (one entry per line), a world.json "
+        "or mini Common Crawl folder (its concepts), or wordfreq[:LANGS]",
+    )
+    parser.add_argument(
+        "--t",
+        required=True,
+        type=float,
+        help="balancing threshold: 20000 for 400M from 1.6B, 170000 for 2.5B; "
+        "about 2x the post-download t when run on candidates",
+    )
     parser.add_argument("--out", help="output folder (default for a pool: POOL/curation/balance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--texts-column", default=None,
-                        help="a list<string> column: pick one text per image, seeded by uid")
-    parser.add_argument("--t-per-lang", default=None,
-                        help='MetaCLIP 2 per-language t: JSON {"en": 20000, ...} or a JSON file')
+    parser.add_argument(
+        "--texts-column",
+        default=None,
+        help="a list<string> column: pick one text per image, seeded by uid",
+    )
+    parser.add_argument(
+        "--t-per-lang",
+        default=None,
+        help='MetaCLIP 2 per-language t: JSON {"en": 20000, ...} or a JSON file',
+    )
     parser.add_argument("--lang-column", default="lang", help="read only with --t-per-lang")
-    parser.add_argument("--fan-in", type=int, default=DEFAULT_FAN_IN,
-                        help="count files summed per reduce task")
+    parser.add_argument(
+        "--fan-in", type=int, default=DEFAULT_FAN_IN, help="count files summed per reduce task"
+    )
     parser.add_argument("--no-ray", action="store_true", help="run in this process (debugging)")
     parser.set_defaults(func=main)

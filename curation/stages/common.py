@@ -43,7 +43,9 @@ class RunOptions:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="run seed (per-shard seeds derive from it)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="run seed (per-shard seeds derive from it)"
+    )
     parser.add_argument(
         "--no-ray", action="store_true", help="run the shards one by one in this process"
     )

@@ -10,6 +10,7 @@ frequent first (ties: first seen in (warc_path, warc_offset) order), capped at -
 sources, the first few page URLs and how many distinct pages showed it. Both passes go through the
 runner, so a killed dedup resumes where it stopped and ends with the same files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,22 @@ MAX_PAGE_URLS = 5
 # Within one candidate file rows are in page order; this column keeps that order across the shuffle.
 ROW_COLUMN = "row_in_file"
 
-DEDUP_SCHEMA = pa.schema([
-    ("uid", pa.string()),
-    ("url", pa.string()),
-    ("text", pa.string()),
-    ("texts", pa.list_(pa.string())),
-    ("text_sources", pa.list_(pa.string())),
-    ("page_urls", pa.list_(pa.string())),
-    ("num_pages", pa.int32()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("lang", pa.string()),
-    ("source", pa.string()),
-    ("sources", pa.list_(pa.string())),  # every source that listed the URL, first-seen order
-])
+DEDUP_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("texts", pa.list_(pa.string())),
+        ("text_sources", pa.list_(pa.string())),
+        ("page_urls", pa.list_(pa.string())),
+        ("num_pages", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("lang", pa.string()),
+        ("source", pa.string()),
+        ("sources", pa.list_(pa.string())),  # every source that listed the URL, first-seen order
+    ]
+)
 
 
 def bucket_of(url: str, buckets: int) -> int:
@@ -73,12 +76,14 @@ class PartitionStage:
         table = _read_candidates(url)
         ctx.stats.rows_in = ctx.stats.rows_out = table.num_rows
         table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), pa.int64()))
-        assignment = pa.array([bucket_of(u, self.buckets) for u in table.column("url").to_pylist()],
-                              pa.int32())
+        assignment = pa.array(
+            [bucket_of(u, self.buckets) for u in table.column("url").to_pylist()], pa.int32()
+        )
         for bucket in sorted(set(assignment.to_pylist())):
             part = table.filter(pc.equal(assignment, bucket))
-            ctx.write_parquet(posixpath.join(PARTITIONS_DIR, bucket_id(bucket),
-                                             f"{task.shard_id}.parquet"), part)
+            ctx.write_parquet(
+                posixpath.join(PARTITIONS_DIR, bucket_id(bucket), f"{task.shard_id}.parquet"), part
+            )
 
 
 def _read_candidates(url: str) -> pa.Table:
@@ -100,18 +105,26 @@ class MergeStage:
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         parts = [_read_partition(url) for url in task.inputs]
         table = pa.concat_tables(parts) if parts else _empty_partition()
-        table = table.sort_by([("url", "ascending"), ("warc_path", "ascending"),
-                               ("warc_offset", "ascending"), (ROW_COLUMN, "ascending")])
+        table = table.sort_by(
+            [
+                ("url", "ascending"),
+                ("warc_path", "ascending"),
+                ("warc_offset", "ascending"),
+                (ROW_COLUMN, "ascending"),
+            ]
+        )
         rows = merge_sorted_occurrences(table, self.max_texts)
         ctx.stats.rows_in = table.num_rows
         ctx.stats.rows_out = len(rows["url"])
         if table.num_rows > len(rows["url"]):
             ctx.stats.drop("duplicate_url", table.num_rows - len(rows["url"]))
-        ctx.stats.extra.update({
-            "urls": len(rows["url"]),
-            "urls_with_capped_texts": rows.pop("_capped"),
-            "distinct_pairs": rows.pop("_distinct_pairs"),
-        })
+        ctx.stats.extra.update(
+            {
+                "urls": len(rows["url"]),
+                "urls_with_capped_texts": rows.pop("_capped"),
+                "distinct_pairs": rows.pop("_distinct_pairs"),
+            }
+        )
         ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(rows, schema=DEDUP_SCHEMA))
 
 
@@ -196,15 +209,24 @@ def _check_same_plan(out_dir: str, files: list[str], buckets: int) -> None:
     plan = {"inputs": files, "buckets": buckets}
     if fsio.exists(manifest):
         if fsio.read_json(manifest) != plan:
-            raise ValueError(f"dedup: {out_dir} holds a dedup of other inputs or another bucket "
-                             f"count (see {manifest}); use a new --out folder")
+            raise ValueError(
+                f"dedup: {out_dir} holds a dedup of other inputs or another bucket "
+                f"count (see {manifest}); use a new --out folder"
+            )
         return
     fsio.write_json(manifest, plan)
 
 
-def run(input_dir: str, out_dir: str, *, buckets: int = DEFAULT_BUCKETS,
-        max_texts: int = DEFAULT_MAX_TEXTS, seed: int = 0, use_ray: bool = True,
-        progress: bool = True) -> tuple[StageReport, StageReport | None]:
+def run(
+    input_dir: str,
+    out_dir: str,
+    *,
+    buckets: int = DEFAULT_BUCKETS,
+    max_texts: int = DEFAULT_MAX_TEXTS,
+    seed: int = 0,
+    use_ray: bool = True,
+    progress: bool = True,
+) -> tuple[StageReport, StageReport | None]:
     """Both passes; the merge pass runs only if every partition task succeeded."""
     if buckets < 1 or max_texts < 1:
         raise ValueError("dedup: --buckets and --max-texts must be at least 1")
@@ -215,13 +237,27 @@ def run(input_dir: str, out_dir: str, *, buckets: int = DEFAULT_BUCKETS,
     fsio.makedirs(out_dir)
     _check_same_plan(out_dir, files, buckets)
     partition_tasks = [ShardTask(stem, (f,)) for stem, f in zip(stems, files)]
-    first = run_stage(PARTITION_STAGE, PartitionStage(buckets), partition_tasks, out_dir, seed=seed,
-                      use_ray=use_ray, progress=progress)
+    first = run_stage(
+        PARTITION_STAGE,
+        PartitionStage(buckets),
+        partition_tasks,
+        out_dir,
+        seed=seed,
+        use_ray=use_ray,
+        progress=progress,
+    )
     if not first.ok:
         return first, None
     merge_tasks = bucket_tasks(out_dir, buckets)
-    second = run_stage(MERGE_STAGE, MergeStage(max_texts), merge_tasks, out_dir, seed=seed,
-                       use_ray=use_ray, progress=progress)
+    second = run_stage(
+        MERGE_STAGE,
+        MergeStage(max_texts),
+        merge_tasks,
+        out_dir,
+        seed=seed,
+        use_ray=use_ray,
+        progress=progress,
+    )
     return first, second
 
 
@@ -238,22 +274,37 @@ def bucket_tasks(out_dir: str, buckets: int) -> list[ShardTask]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        MERGE_STAGE, help="deduplicate candidates: one row per image URL (hash-partitioned)")
+        MERGE_STAGE, help="deduplicate candidates: one row per image URL (hash-partitioned)"
+    )
     parser.add_argument("--input", required=True, help="folder of candidate *.parquet files")
     parser.add_argument("--out", required=True, help="output folder for {bucket}.parquet")
-    parser.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS,
-                        help="hash partitions (each must fit in one worker's memory)")
-    parser.add_argument("--max-texts", type=int, default=DEFAULT_MAX_TEXTS,
-                        help="distinct texts kept per URL")
+    parser.add_argument(
+        "--buckets",
+        type=int,
+        default=DEFAULT_BUCKETS,
+        help="hash partitions (each must fit in one worker's memory)",
+    )
+    parser.add_argument(
+        "--max-texts", type=int, default=DEFAULT_MAX_TEXTS, help="distinct texts kept per URL"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ray", action="store_true",
-                        help="run the shards one after another in this process (debugging)")
+    parser.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run the shards one after another in this process (debugging)",
+    )
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    first, second = run(args.input, args.out, buckets=args.buckets, max_texts=args.max_texts,
-                        seed=args.seed, use_ray=not args.no_ray)
+    first, second = run(
+        args.input,
+        args.out,
+        buckets=args.buckets,
+        max_texts=args.max_texts,
+        seed=args.seed,
+        use_ray=not args.no_ray,
+    )
     print(first.describe())
     if second is None:
         print(f"{MERGE_STAGE}: not started, pass 1 has failed shards (re-run to retry them)")

@@ -6,6 +6,7 @@ commits `{shard}.tar` + `{shard}.parquet` atomically, then its stats marker, so 
 re-run redoes only unfinished shards. `--retry-failed` then re-fetches the rows whose failure
 may be transient (timeouts, 429, 5xx, dropped connections) and rewrites those shards atomically.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,13 +75,21 @@ def input_rows(shard_id: str, slices: tuple[InputSlice, ...]) -> list[dict[str, 
     for piece in slices:
         for record in read_slice(piece).to_pylist():
             texts = record.get("texts")
-            rows.append({"uid": record["uid"], "key": f"{shard_id}{len(rows):04d}", "url": record["url"],
-                         "text": record["text"], "texts": list(texts) if texts else [record["text"]]})
+            rows.append(
+                {
+                    "uid": record["uid"],
+                    "key": f"{shard_id}{len(rows):04d}",
+                    "url": record["url"],
+                    "text": record["text"],
+                    "texts": list(texts) if texts else [record["text"]],
+                }
+            )
     return rows
 
 
-def download_rows(config: DownloadConfig, rows: list[dict[str, Any]], spool: JpegSpool,
-                  ctx: ShardContext) -> tuple[list[dict[str, Any]], dict[str, UrlOutcome], ShardDownloader]:
+def download_rows(
+    config: DownloadConfig, rows: list[dict[str, Any]], spool: JpegSpool, ctx: ShardContext
+) -> tuple[list[dict[str, Any]], dict[str, UrlOutcome], ShardDownloader]:
     """Download the rows' URLs (each once); returns the sidecar rows and the outcome per URL."""
     downloader = ShardDownloader(shared_fetcher(config.fetch), config.image, config.threads, spool)
     with ctx.stats.timer("download"):
@@ -91,8 +100,13 @@ def download_rows(config: DownloadConfig, rows: list[dict[str, Any]], spool: Jpe
     return [apply_outcome(row, outcomes[row["url"]]) for row in rows], outcomes, downloader
 
 
-def record_stats(ctx: ShardContext, rows: list[dict[str, Any]], outcomes: dict[str, UrlOutcome],
-                 downloader: ShardDownloader, elapsed_s: float) -> None:
+def record_stats(
+    ctx: ShardContext,
+    rows: list[dict[str, Any]],
+    outcomes: dict[str, UrlOutcome],
+    downloader: ShardDownloader,
+    elapsed_s: float,
+) -> None:
     summary = shard_summary(rows)
     ctx.stats.rows_in = summary["count"]
     ctx.stats.rows_out = summary["successes"]
@@ -102,12 +116,16 @@ def record_stats(ctx: ShardContext, rows: list[dict[str, Any]], outcomes: dict[s
             ctx.stats.drop(reason, count)
     ctx.stats.extra.update(summary)
     ctx.stats.extra.update(retry_summary(outcomes.values()))
-    ctx.stats.extra.update({
-        "threads": downloader.threads, "duration": elapsed_s,
-        "fetch_thread_seconds": downloader.times.fetch_s, "image_thread_seconds": downloader.times.image_s,
-        "robots_txt_fetches_in_process": downloader.fetcher.robots.fetches,
-        "dns_lookups_in_process": downloader.fetcher.dns.lookups,
-    })
+    ctx.stats.extra.update(
+        {
+            "threads": downloader.threads,
+            "duration": elapsed_s,
+            "fetch_thread_seconds": downloader.times.fetch_s,
+            "image_thread_seconds": downloader.times.image_s,
+            "robots_txt_fetches_in_process": downloader.fetcher.robots.fetches,
+            "dns_lookups_in_process": downloader.fetcher.dns.lookups,
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +140,12 @@ class DownloadShard:
         rows = input_rows(task.shard_id, self.slices[task.shard_id])
         with JpegSpool() as spool:
             final, outcomes, downloader = download_rows(self.config, rows, spool, ctx)
-            write_pool_shard(ctx.open_output, task.shard_id, final,
-                             lambda row: spool.read(outcomes[row["url"]].spool_location))
+            write_pool_shard(
+                ctx.open_output,
+                task.shard_id,
+                final,
+                lambda row: spool.read(outcomes[row["url"]].spool_location),
+            )
         record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
 
 
@@ -151,8 +173,10 @@ class RetryFailedShard:
             existing = spool_existing_images(fsio.join(pool, f"{task.shard_id}.tar"), kept, spool)
             missing = kept - set(existing)
             if missing:
-                raise ValueError(f"{pool}/{task.shard_id}.tar lacks {len(missing)} sample(s) its sidecar "
-                                 f"lists, e.g. {min(missing)}; delete the shard and re-run")
+                raise ValueError(
+                    f"{pool}/{task.shard_id}.tar lacks {len(missing)} sample(s) its sidecar "
+                    f"lists, e.g. {min(missing)}; delete the shard and re-run"
+                )
             retried, outcomes, downloader = download_rows(self.config, retry, spool, ctx)
             by_key = {row["key"]: row for row in retried}
             final = [by_key.get(row["key"], row) for row in rows]
@@ -168,7 +192,9 @@ class RetryFailedShard:
         ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)
         marker = marker_url(pool, STAGE, task.shard_id)
         record = fsio.read_json(marker)
-        record.update({key: value for key, value in ctx.stats.to_record().items() if key != "timings"})
+        record.update(
+            {key: value for key, value in ctx.stats.to_record().items() if key != "timings"}
+        )
         record["retried_at"] = time.time()
         fsio.write_json(marker, record)
 
@@ -189,10 +215,18 @@ def shards_with_retryable_rows(pool: str, shard_ids: list[str]) -> list[str]:
     return found
 
 
-def download_pool(inputs: list[str] | None, pool: str, config: DownloadConfig, *,
-                  samples_per_shard: int = 10_000, retry_failed: bool = False, seed: int = 0,
-                  use_ray: bool = True, max_in_flight: int | None = None,
-                  progress: bool = True) -> list[StageReport]:
+def download_pool(
+    inputs: list[str] | None,
+    pool: str,
+    config: DownloadConfig,
+    *,
+    samples_per_shard: int = 10_000,
+    retry_failed: bool = False,
+    seed: int = 0,
+    use_ray: bool = True,
+    max_in_flight: int | None = None,
+    progress: bool = True,
+) -> list[StageReport]:
     """Download every unfinished shard of the pool, then (optionally) retry transient failures."""
     fsio.makedirs(pool)
     if inputs:
@@ -203,10 +237,22 @@ def download_pool(inputs: list[str] | None, pool: str, config: DownloadConfig, *
         if plan is None:
             raise ValueError(f"{pool} has no download plan yet: give --input")
     slices = plan.shards()
-    tasks = [ShardTask(shard_id, tuple(dict.fromkeys(piece.url for piece in pieces)))
-             for shard_id, pieces in slices.items()]
-    reports = [run_stage(STAGE, DownloadShard(config, slices), tasks, pool, seed=seed, use_ray=use_ray,
-                         max_in_flight=max_in_flight, progress=progress)]
+    tasks = [
+        ShardTask(shard_id, tuple(dict.fromkeys(piece.url for piece in pieces)))
+        for shard_id, pieces in slices.items()
+    ]
+    reports = [
+        run_stage(
+            STAGE,
+            DownloadShard(config, slices),
+            tasks,
+            pool,
+            seed=seed,
+            use_ray=use_ray,
+            max_in_flight=max_in_flight,
+            progress=progress,
+        )
+    ]
     if retry_failed:
         # Each --retry-failed invocation looks at the sidecars afresh, so its markers are per call.
         fs, path = fsio.filesystem(stats_dir(pool, RETRY_STAGE))
@@ -214,30 +260,53 @@ def download_pool(inputs: list[str] | None, pool: str, config: DownloadConfig, *
             fs.rm(path, recursive=True)
         retry_ids = shards_with_retryable_rows(pool, list(slices))
         retry_tasks = [task for task in tasks if task.shard_id in retry_ids]
-        reports.append(run_stage(RETRY_STAGE, RetryFailedShard(config), retry_tasks, pool, seed=seed,
-                                 use_ray=use_ray, max_in_flight=max_in_flight, progress=progress))
+        reports.append(
+            run_stage(
+                RETRY_STAGE,
+                RetryFailedShard(config),
+                retry_tasks,
+                pool,
+                seed=seed,
+                use_ray=use_ray,
+                max_in_flight=max_in_flight,
+                progress=progress,
+            )
+        )
     return reports
 
 
 def config_from_args(args: argparse.Namespace) -> DownloadConfig:
     fetch = FetchConfig(
-        user_agent_token=args.user_agent_token, allow_networks=tuple(args.allow_network or ()),
+        user_agent_token=args.user_agent_token,
+        allow_networks=tuple(args.allow_network or ()),
         timeouts=Timeouts(args.connect_timeout, args.read_timeout, args.total_timeout),
-        max_bytes=args.max_bytes, retries=args.retries, per_host_connections=args.per_host_connections,
+        max_bytes=args.max_bytes,
+        retries=args.retries,
+        per_host_connections=args.per_host_connections,
         respect_robots_txt=not args.ignore_robots_txt,
     )
     parse_networks(fetch.allow_networks)  # a malformed CIDR fails here, not in every worker
-    image = ImageOptions(image_size=args.image_size, resize_mode=args.resize_mode,
-                         max_pixels=args.max_pixels, jpeg_quality=args.jpeg_quality)
+    image = ImageOptions(
+        image_size=args.image_size,
+        resize_mode=args.resize_mode,
+        max_pixels=args.max_pixels,
+        jpeg_quality=args.jpeg_quality,
+    )
     return DownloadConfig(fetch, image, args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        reports = download_pool(args.input, args.out, config, samples_per_shard=args.samples_per_shard,
-                                retry_failed=args.retry_failed, seed=args.seed,
-                                use_ray=not args.no_ray)
+        reports = download_pool(
+            args.input,
+            args.out,
+            config,
+            samples_per_shard=args.samples_per_shard,
+            retry_failed=args.retry_failed,
+            seed=args.seed,
+            use_ray=not args.no_ray,
+        )
     except ValueError as exc:
         print(f"download: {exc}")
         return 2
@@ -247,31 +316,55 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("download", help="download candidate images into the pool",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", nargs="+", help="deduplicated candidate Parquet: folders, files or globs "
-                        "(optional with --retry-failed on an existing pool)")
+    parser = subparsers.add_parser(
+        "download",
+        help="download candidate images into the pool",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        help="deduplicated candidate Parquet: folders, files or globs "
+        "(optional with --retry-failed on an existing pool)",
+    )
     parser.add_argument("--out", required=True, help="pool folder (fsspec URL)")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--resize-mode", choices=RESIZE_MODES, default="keep_ratio_largest")
     parser.add_argument("--samples-per-shard", type=int, default=10_000)
-    parser.add_argument("--allow-network", action="extend", nargs="+", metavar="CIDR",
-                        help="non-public networks we may fetch from (e.g. the mini web's 127.0.0.0/24)")
-    parser.add_argument("--user-agent-token", default="openvision",
-                        help="our name in robots.txt and X-Robots-Tag")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="re-fetch rows that failed transiently in finished shards")
+    parser.add_argument(
+        "--allow-network",
+        action="extend",
+        nargs="+",
+        metavar="CIDR",
+        help="non-public networks we may fetch from (e.g. the mini web's 127.0.0.0/24)",
+    )
+    parser.add_argument(
+        "--user-agent-token", default="openvision", help="our name in robots.txt and X-Robots-Tag"
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="re-fetch rows that failed transiently in finished shards",
+    )
     parser.add_argument("--threads", type=int, default=64, help="download threads per shard task")
     parser.add_argument("--per-host-connections", type=int, default=16)
-    parser.add_argument("--retries", type=int, default=2, help="immediate retries of transient failures")
+    parser.add_argument(
+        "--retries", type=int, default=2, help="immediate retries of transient failures"
+    )
     parser.add_argument("--connect-timeout", type=float, default=5.0)
     parser.add_argument("--read-timeout", type=float, default=10.0)
     parser.add_argument("--total-timeout", type=float, default=30.0)
     parser.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024, help="per image")
     parser.add_argument("--max-pixels", type=int, default=80_000_000, help="decoded pixel cap")
     parser.add_argument("--jpeg-quality", type=int, default=95)
-    parser.add_argument("--ignore-robots-txt", action="store_true",
-                        help="only for sources you own; X-Robots-Tag is still honoured")
+    parser.add_argument(
+        "--ignore-robots-txt",
+        action="store_true",
+        help="only for sources you own; X-Robots-Tag is still honoured",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ray", action="store_true", help="run shards one by one in this process")
+    parser.add_argument(
+        "--no-ray", action="store_true", help="run shards one by one in this process"
+    )
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ OUT/_inputs/extract.json, so a re-run (after a crash, or with another --max-file
 to the same shard; a re-run whose list is not a prefix of the saved one (or the other way round) is
 refused rather than silently mixing two extractions in one folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,8 @@ def plan_tasks(inputs: list[str], out_dir: str) -> list[ShardTask]:
     if longer[: len(shorter)] != shorter:
         raise ValueError(
             f"extract: {out_dir} already holds an extraction of a different input list "
-            f"({len(previous)} files, see {manifest}); use a new --out folder")
+            f"({len(previous)} files, see {manifest}); use a new --out folder"
+        )
     if len(inputs) > len(previous):
         fsio.write_json(manifest, {"inputs": inputs})
     digits = max(SHARD_ID_DIGITS, len(str(len(inputs) - 1)))
@@ -74,39 +76,64 @@ def filters_from_args(args: argparse.Namespace) -> TextFilters:
     return TextFilters(min_words=args.min_words, min_chars=args.min_chars, languages=languages)
 
 
-def run(inputs: list[str], out_dir: str, *, file_format: str | None = None,
-        filters: TextFilters | None = None, seed: int = 0, use_ray: bool = True,
-        progress: bool = True) -> StageReport:
+def run(
+    inputs: list[str],
+    out_dir: str,
+    *,
+    file_format: str | None = None,
+    filters: TextFilters | None = None,
+    seed: int = 0,
+    use_ray: bool = True,
+    progress: bool = True,
+) -> StageReport:
     """Extract every input file into `out_dir` (resumable: finished shards are skipped)."""
     tasks = plan_tasks(inputs, out_dir)
     stage = ExtractStage(file_format=file_format, filters=filters or TextFilters())
-    return run_stage(STAGE, stage, tasks, out_dir, seed=seed, num_cpus=1, use_ray=use_ray,
-                     progress=progress)
+    return run_stage(
+        STAGE, stage, tasks, out_dir, seed=seed, num_cpus=1, use_ray=use_ray, progress=progress
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        STAGE, help="extract image-text candidates from Common Crawl WARC/WAT files")
+        STAGE, help="extract image-text candidates from Common Crawl WARC/WAT files"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--snapshot", help="snapshot id, e.g. CC-MAIN-2024-10")
-    source.add_argument("--input", nargs="+", metavar="PATH_OR_GLOB",
-                        help="explicit WARC/WAT files (fsspec URLs, globs, {a..b} ranges)")
-    parser.add_argument("--cc-root", default=PUBLIC_CC_BUCKET,
-                        help="where crawl-data/ lives (default: the public bucket, anonymous)")
+    source.add_argument(
+        "--input",
+        nargs="+",
+        metavar="PATH_OR_GLOB",
+        help="explicit WARC/WAT files (fsspec URLs, globs, {a..b} ranges)",
+    )
+    parser.add_argument(
+        "--cc-root",
+        default=PUBLIC_CC_BUCKET,
+        help="where crawl-data/ lives (default: the public bucket, anonymous)",
+    )
     parser.add_argument("--out", required=True, help="output folder for {shard}.parquet")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="warc (parse HTML) or wat (pre-parsed links); default: warc for "
-                             "--snapshot, from each file's name for --input")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="warc (parse HTML) or wat (pre-parsed links); default: warc for "
+        "--snapshot, from each file's name for --input",
+    )
     parser.add_argument("--max-files", type=int, default=None, help="only the first N files")
-    parser.add_argument("--no-text-filters", action="store_true",
-                        help="keep every non-empty alt/title text")
+    parser.add_argument(
+        "--no-text-filters", action="store_true", help="keep every non-empty alt/title text"
+    )
     parser.add_argument("--min-words", type=int, default=TextFilters.min_words)
     parser.add_argument("--min-chars", type=int, default=TextFilters.min_chars)
-    parser.add_argument("--languages", default=None,
-                        help="comma-separated language codes to keep (default: all)")
+    parser.add_argument(
+        "--languages", default=None, help="comma-separated language codes to keep (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ray", action="store_true",
-                        help="run the files one after another in this process (debugging)")
+    parser.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run the files one after another in this process (debugging)",
+    )
     parser.set_defaults(func=_main)
 
 
@@ -115,7 +142,13 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit("extract: --max-files must be at least 1")
     inputs = resolve_inputs(args)
     file_format = args.format if args.input else (args.format or "warc")
-    report = run(inputs, args.out, file_format=file_format, filters=filters_from_args(args),
-                 seed=args.seed, use_ray=not args.no_ray)
+    report = run(
+        inputs,
+        args.out,
+        file_format=file_format,
+        filters=filters_from_args(args),
+        seed=args.seed,
+        use_ray=not args.no_ray,
+    )
     print(report.describe())
     return 0 if report.ok else 1

@@ -12,6 +12,7 @@ grounding shards (see curation.ingest.grounding_shards) and, with --mix-config, 
 in the mix file the trainer reads (curation.ingest.mix). blur-faces blurs the given face boxes in
 a downloaded pool, in place (curation.ingest.face_blur); run it before the curation stages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,28 +71,53 @@ def url_list_tasks(inputs: list[str], out: str, source: str) -> list[ShardTask]:
     manifest = fsio.join(out, "_inputs", f"{URLS_STAGE}-{source}.json")
     if fsio.exists(manifest):
         if fsio.read_json(manifest)["inputs"] != files:
-            raise ValueError(f"ingest-urls: {out} already holds source {source!r} from other lists "
-                             f"(see {manifest}); use another --source or --out")
+            raise ValueError(
+                f"ingest-urls: {out} already holds source {source!r} from other lists "
+                f"(see {manifest}); use another --source or --out"
+            )
     else:
         fsio.write_json(manifest, {"inputs": files})
     return [ShardTask(f"{source}-{index:05d}", (url,)) for index, url in enumerate(files)]
 
 
-def ingest_url_lists(inputs: list[str], out: str, fmt: UrlListFormat, source: str, *, seed: int = 0,
-                     use_ray: bool = True) -> StageReport:
+def ingest_url_lists(
+    inputs: list[str],
+    out: str,
+    fmt: UrlListFormat,
+    source: str,
+    *,
+    seed: int = 0,
+    use_ray: bool = True,
+) -> StageReport:
     if not source or "/" in source:
         raise ValueError(f"ingest-urls: --source must be a plain name, got {source!r}")
     fsio.makedirs(out)
-    return run_stage(URLS_STAGE, IngestUrlList(fmt, source), url_list_tasks(inputs, out, source), out,
-                     seed=seed, use_ray=use_ray)
+    return run_stage(
+        URLS_STAGE,
+        IngestUrlList(fmt, source),
+        url_list_tasks(inputs, out, source),
+        out,
+        seed=seed,
+        use_ray=use_ray,
+    )
 
 
-def convert_grounding(format_name: str, images_root: str, annotations: list[str], out: str, *,
-                      samples_per_shard: int = 5000, max_samples: int | None = None,
-                      exclude_coco_files: tuple[str, ...] = (), convention: BoxConvention | None = None,
-                      max_side: int | None = None, mix_config: str | None = None,
-                      source: str | None = None, seed: int = 0, use_ray: bool = True,
-                      ) -> tuple[StageReport, dict]:
+def convert_grounding(
+    format_name: str,
+    images_root: str,
+    annotations: list[str],
+    out: str,
+    *,
+    samples_per_shard: int = 5000,
+    max_samples: int | None = None,
+    exclude_coco_files: tuple[str, ...] = (),
+    convention: BoxConvention | None = None,
+    max_side: int | None = None,
+    mix_config: str | None = None,
+    source: str | None = None,
+    seed: int = 0,
+    use_ray: bool = True,
+) -> tuple[StageReport, dict]:
     """Plan and write one dataset's grounding shards; returns the report and the plan record."""
     fmt = grounding_formats()[format_name]
     source = source or format_name
@@ -110,28 +136,47 @@ def convert_grounding(format_name: str, images_root: str, annotations: list[str]
         excluded |= own
     reader_drops: Counter = Counter()
     plan, image_drops = grounding_shards.plan_grounding(
-        fmt.read(annotation_urls, reader_drops), samples_per_shard, exclude_coco_ids=excluded,
-        max_samples=max_samples, seed=seed)
+        fmt.read(annotation_urls, reader_drops),
+        samples_per_shard,
+        exclude_coco_ids=excluded,
+        max_samples=max_samples,
+        seed=seed,
+    )
     convention = convention or fmt.convention
-    record = {"format": format_name, "source": source, "annotations": annotation_urls,
-              "images": images_root, "box_convention": convention.spec(), "planned": plan.num_rows,
-              "annotation_drops": dict(reader_drops), "image_drops": dict(image_drops),
-              "excluded_coco_ids": len(excluded), "max_samples": max_samples, "seed": seed}
+    record = {
+        "format": format_name,
+        "source": source,
+        "annotations": annotation_urls,
+        "images": images_root,
+        "box_convention": convention.spec(),
+        "planned": plan.num_rows,
+        "annotation_drops": dict(reader_drops),
+        "image_drops": dict(image_drops),
+        "excluded_coco_ids": len(excluded),
+        "max_samples": max_samples,
+        "seed": seed,
+    }
     grounding_shards.check_or_save_plan(out, plan, record)
     plan_url = fsio.join(out, grounding_shards.PLAN)
     tasks = [ShardTask(shard) for shard in sorted(set(plan["shard"].to_pylist()))]
     writer = grounding_shards.WriteGroundingShard(plan_url, images_root, convention, max_side)
     report = run_stage(grounding_shards.STAGE, writer, tasks, out, seed=seed, use_ray=use_ray)
     if mix_config and report.ok:
-        written = sum(r["rows_out"] for r in report.completed) + _samples_already_written(out, report)
+        written = sum(r["rows_out"] for r in report.completed) + _samples_already_written(
+            out, report
+        )
         mix.record_source(mix_config, source, fsio.join(out, "*.tar"), written, licence_of(source))
     return report, record
 
 
 def _samples_already_written(out: str, report: StageReport) -> int:
     """Samples of shards an earlier run finished (their markers hold the counts)."""
-    return sum(fsio.read_json(fsio.join(out, "_stats", grounding_shards.STAGE, f"{shard}.json"))["rows_out"]
-               for shard in report.skipped)
+    return sum(
+        fsio.read_json(fsio.join(out, "_stats", grounding_shards.STAGE, f"{shard}.json"))[
+            "rows_out"
+        ]
+        for shard in report.skipped
+    )
 
 
 def input_paths(patterns: list[str]) -> list[str]:
@@ -156,9 +201,18 @@ def face_box_files(inputs: list[str]) -> tuple[str, ...]:
     return tuple(files)
 
 
-def blur_pool_faces(pool: str, face_boxes: list[str], *, resize_mode: str = "keep_ratio_largest",
-                    method: str = "gaussian", seed: int = 0, use_ray: bool = True) -> StageReport:
-    tasks = [ShardTask(shard.shard_id, (shard.tar, shard.sidecar)) for shard in list_pool_shards(pool)]
+def blur_pool_faces(
+    pool: str,
+    face_boxes: list[str],
+    *,
+    resize_mode: str = "keep_ratio_largest",
+    method: str = "gaussian",
+    seed: int = 0,
+    use_ray: bool = True,
+) -> StageReport:
+    tasks = [
+        ShardTask(shard.shard_id, (shard.tar, shard.sidecar)) for shard in list_pool_shards(pool)
+    ]
     stage = face_blur.BlurPoolShard(face_box_files(face_boxes), resize_mode, method)
     return run_stage(face_blur.STAGE, stage, tasks, pool, seed=seed, use_ray=use_ray)
 
@@ -166,7 +220,9 @@ def blur_pool_faces(pool: str, face_boxes: list[str], *, resize_mode: str = "kee
 def _url_format(args: argparse.Namespace) -> UrlListFormat:
     if args.format != "parquet":
         return FORMATS[args.format]
-    return generic_format(args.url_col, args.text_col, args.width_col, args.height_col, tuple(args.keep))
+    return generic_format(
+        args.url_col, args.text_col, args.width_col, args.height_col, tuple(args.keep)
+    )
 
 
 def _ingest_urls_main(args: argparse.Namespace) -> int:
@@ -174,8 +230,14 @@ def _ingest_urls_main(args: argparse.Namespace) -> int:
         print("ingest-urls: --format parquet needs --source NAME (the dataset the list comes from)")
         return 2
     try:
-        report = ingest_url_lists(args.input, args.out, _url_format(args), args.source or args.format,
-                                  seed=args.seed, use_ray=not args.no_ray)
+        report = ingest_url_lists(
+            args.input,
+            args.out,
+            _url_format(args),
+            args.source or args.format,
+            seed=args.seed,
+            use_ray=not args.no_ray,
+        )
     except ValueError as exc:
         print(f"ingest-urls: {exc}")
         return 2
@@ -187,26 +249,46 @@ def _grounding_main(args: argparse.Namespace) -> int:
     try:
         convention = BoxConvention.parse(args.box_convention) if args.box_convention else None
         report, record = convert_grounding(
-            args.format, args.images, args.annotations, args.out, samples_per_shard=args.samples_per_shard,
-            max_samples=args.max_samples, exclude_coco_files=tuple(args.exclude_coco_ids or ()),
-            convention=convention, max_side=args.max_side, mix_config=args.mix_config, source=args.source,
-            seed=args.seed, use_ray=not args.no_ray)
+            args.format,
+            args.images,
+            args.annotations,
+            args.out,
+            samples_per_shard=args.samples_per_shard,
+            max_samples=args.max_samples,
+            exclude_coco_files=tuple(args.exclude_coco_ids or ()),
+            convention=convention,
+            max_side=args.max_side,
+            mix_config=args.mix_config,
+            source=args.source,
+            seed=args.seed,
+            use_ray=not args.no_ray,
+        )
     except ValueError as exc:
         print(f"grounding: {exc}")
         return 2
     print(report.describe())
-    print(f"grounding: {record['planned']:,} images planned; dropped annotations {record['annotation_drops']}, "
-          f"images {record['image_drops']}")
+    print(
+        f"grounding: {record['planned']:,} images planned; dropped annotations {record['annotation_drops']}, "
+        f"images {record['image_drops']}"
+    )
     if args.mix_config and report.ok:
         for source, entry in sorted(mix.read_mix(args.mix_config).items()):
-            print(f"  mix {source}: {entry.samples} samples x repeat {entry.repeat} ({entry.shards})")
+            print(
+                f"  mix {source}: {entry.samples} samples x repeat {entry.repeat} ({entry.shards})"
+            )
     return 0 if report.ok else 1
 
 
 def _blur_main(args: argparse.Namespace) -> int:
     try:
-        report = blur_pool_faces(args.pool, args.face_boxes, resize_mode=args.resize_mode, method=args.method,
-                                 seed=args.seed, use_ray=not args.no_ray)
+        report = blur_pool_faces(
+            args.pool,
+            args.face_boxes,
+            resize_mode=args.resize_mode,
+            method=args.method,
+            seed=args.seed,
+            use_ray=not args.no_ray,
+        )
     except ValueError as exc:
         print(f"blur-faces: {exc}")
         return 2
@@ -216,47 +298,85 @@ def _blur_main(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-ray", action="store_true", help="run the shards one by one in this process")
+    parser.add_argument(
+        "--no-ray", action="store_true", help="run the shards one by one in this process"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    urls = subparsers.add_parser("ingest-urls", help="LAION / DataComp / Parquet URL lists -> candidates")
+    urls = subparsers.add_parser(
+        "ingest-urls", help="LAION / DataComp / Parquet URL lists -> candidates"
+    )
     urls.add_argument("--format", required=True, choices=[*FORMATS, "parquet"])
-    urls.add_argument("--input", nargs="+", required=True, help="list Parquet files, folders or globs")
-    urls.add_argument("--out", required=True, help="candidates folder (may be shared with extract's)")
+    urls.add_argument(
+        "--input", nargs="+", required=True, help="list Parquet files, folders or globs"
+    )
+    urls.add_argument(
+        "--out", required=True, help="candidates folder (may be shared with extract's)"
+    )
     urls.add_argument("--source", help="source name in the rows (default: the format)")
     urls.add_argument("--url-col", default="url", help="--format parquet: the URL column")
     urls.add_argument("--text-col", default="text", help="--format parquet: the caption column")
     urls.add_argument("--width-col", help="--format parquet: original width column")
     urls.add_argument("--height-col", help="--format parquet: original height column")
-    urls.add_argument("--keep", nargs="*", default=[], help="--format parquet: columns carried along")
+    urls.add_argument(
+        "--keep", nargs="*", default=[], help="--format parquet: columns carried along"
+    )
     _common(urls)
     urls.set_defaults(func=_ingest_urls_main)
 
-    ground = subparsers.add_parser("grounding", help="grounding datasets (native files) -> grounding shards")
-    ground.add_argument("--format", required=True, choices=sorted(grounding_formats()),
-                        help="; ".join(f"{name}: {fmt.help}" for name, fmt in sorted(grounding_formats().items())))
-    ground.add_argument("--images", required=True, help="image root the annotations' file names are under")
-    ground.add_argument("--annotations", nargs="+", required=True, help="annotation files (globs allowed)")
+    ground = subparsers.add_parser(
+        "grounding", help="grounding datasets (native files) -> grounding shards"
+    )
+    ground.add_argument(
+        "--format",
+        required=True,
+        choices=sorted(grounding_formats()),
+        help="; ".join(f"{name}: {fmt.help}" for name, fmt in sorted(grounding_formats().items())),
+    )
+    ground.add_argument(
+        "--images", required=True, help="image root the annotations' file names are under"
+    )
+    ground.add_argument(
+        "--annotations", nargs="+", required=True, help="annotation files (globs allowed)"
+    )
     ground.add_argument("--out", required=True, help="grounding shard folder")
     ground.add_argument("--source", help="name in the mix config (default: the format)")
     ground.add_argument("--samples-per-shard", type=int, default=5000)
-    ground.add_argument("--max-samples", type=int, help="quota: a seeded random subset of this many images")
-    ground.add_argument("--exclude-coco-ids", nargs="*",
-                        help="JSON lists of COCO ids to leave out (e.g. a refcoco run's "
-                             f"{DECONTAMINATION_FILE})")
-    ground.add_argument("--box-convention", help="override the dataset's box convention, e.g. xyxy-pixel")
+    ground.add_argument(
+        "--max-samples", type=int, help="quota: a seeded random subset of this many images"
+    )
+    ground.add_argument(
+        "--exclude-coco-ids",
+        nargs="*",
+        help=f"JSON lists of COCO ids to leave out (e.g. a refcoco run's {DECONTAMINATION_FILE})",
+    )
+    ground.add_argument(
+        "--box-convention", help="override the dataset's box convention, e.g. xyxy-pixel"
+    )
     ground.add_argument("--max-side", type=int, help="downscale images whose longer side is larger")
-    ground.add_argument("--mix-config", help="mix file to record this source in (and read its quota from)")
+    ground.add_argument(
+        "--mix-config", help="mix file to record this source in (and read its quota from)"
+    )
     _common(ground)
     ground.set_defaults(func=_grounding_main)
 
-    blur = subparsers.add_parser("blur-faces", help="blur given face boxes in a downloaded pool, in place")
+    blur = subparsers.add_parser(
+        "blur-faces", help="blur given face boxes in a downloaded pool, in place"
+    )
     blur.add_argument("--pool", required=True)
-    blur.add_argument("--face-boxes", nargs="+", required=True,
-                      help="ingest-urls output (folders/files) whose face_bboxes are used, joined by URL")
-    blur.add_argument("--resize-mode", choices=RESIZE_MODES, default="keep_ratio_largest",
-                      help="the resize mode the pool was downloaded with")
+    blur.add_argument(
+        "--face-boxes",
+        nargs="+",
+        required=True,
+        help="ingest-urls output (folders/files) whose face_bboxes are used, joined by URL",
+    )
+    blur.add_argument(
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        default="keep_ratio_largest",
+        help="the resize mode the pool was downloaded with",
+    )
     blur.add_argument("--method", choices=face_blur.METHODS, default="gaussian")
     _common(blur)
     blur.set_defaults(func=_blur_main)

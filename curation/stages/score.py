@@ -10,6 +10,7 @@ The driver then fixes the global rule (a threshold, or the top fraction of the w
 curation/filters.py) into POOL/curation/score/thresholds.json, and pass 2 ("score_filter") writes
 {shard}.parquet with keep_score. Changing only the rule re-runs pass 2, not the model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ from curation.score.shard_scoring import (
 
 SCORER_RECORD = "scorer.json"
 THRESHOLDS_RECORD = "thresholds.json"
-RANDOM_WEIGHTS_WARNING = ("WARNING: scoring with RANDOMLY INITIALISED weights ({weights}): the scores "
-                          "carry no image-text meaning until a trained model replaces them")
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: scoring with RANDOMLY INITIALISED weights ({weights}): the scores "
+    "carry no image-text meaning until a trained model replaces them"
+)
 
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "score" / "configs"
@@ -64,14 +67,23 @@ def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
         previous = fsio.read_json(url)
         fields = ("model_name", "weights", "model_config", "tag")
         if any(previous.get(k) != record.get(k) for k in fields):
-            raise SystemExit(f"{out} holds scores from {[previous.get(k) for k in fields]}, not "
-                             f"{[record.get(k) for k in fields]}: use another --out or remove it")
+            raise SystemExit(
+                f"{out} holds scores from {[previous.get(k) for k in fields]}, not "
+                f"{[record.get(k) for k in fields]}: use another --out or remove it"
+            )
     else:
         fsio.write_json(url, record)
 
 
-def score_pool(pool: str, out: str, spec: ScorerSpec, tag: str, batch_size: int = 64,
-               actors: int | None = None, seed: int = 0) -> StageReport:
+def score_pool(
+    pool: str,
+    out: str,
+    spec: ScorerSpec,
+    tag: str,
+    batch_size: int = 64,
+    actors: int | None = None,
+    seed: int = 0,
+) -> StageReport:
     """Pass 1: embed and score every shard not scored yet."""
     tasks = pool_tasks(pool)
     random_init = weights_are_random(spec.weights)
@@ -92,8 +104,9 @@ def score_pool(pool: str, out: str, spec: ScorerSpec, tag: str, batch_size: int 
     try:
         model = ray.get(handles[0].describe.remote())
         stage = ScoreShard(tuple(handles), model["preprocess_cfg"], model["embed_dim"], batch_size)
-        return run_stage("score", stage, tasks, out, seed=seed, num_cpus=1,
-                         max_in_flight=plan.decode_cpus)
+        return run_stage(
+            "score", stage, tasks, out, seed=seed, num_cpus=1, max_in_flight=plan.decode_cpus
+        )
     finally:
         for handle in handles:
             ray.kill(handle)
@@ -103,7 +116,9 @@ def _raw_score_chunks(out: str, tasks: list[ShardTask]):
     for task in tasks:
         fs, path = fsio.filesystem(fsio.join(out, raw_scores_name(task.shard_id)))
         with fs.open(path, "rb") as handle:
-            yield pq.read_table(handle, columns=["clip_score"])["clip_score"].to_numpy(zero_copy_only=False)
+            yield pq.read_table(handle, columns=["clip_score"])["clip_score"].to_numpy(
+                zero_copy_only=False
+            )
 
 
 def _raw_score_count(out: str, tasks: list[ShardTask]) -> int:
@@ -115,29 +130,55 @@ def _raw_score_count(out: str, tasks: list[ShardTask]) -> int:
     return total
 
 
-def decide(pool: str, out: str, tag: str, threshold: float | None, top_fraction: float | None,
-           quantile: str, basic: BasicRules | None) -> tuple[ScoreDecision, QuantileResult | None]:
+def decide(
+    pool: str,
+    out: str,
+    tag: str,
+    threshold: float | None,
+    top_fraction: float | None,
+    quantile: str,
+    basic: BasicRules | None,
+) -> tuple[ScoreDecision, QuantileResult | None]:
     """The global keep rule, recorded in OUT/thresholds.json."""
     tasks = pool_tasks(pool)
     quantile_result = None
     if top_fraction is not None:
         quantile_result = top_fraction_threshold(
-            _raw_score_chunks(out, tasks), top_fraction, quantile, total=_raw_score_count(out, tasks))
+            _raw_score_chunks(out, tasks),
+            top_fraction,
+            quantile,
+            total=_raw_score_count(out, tasks),
+        )
         threshold = quantile_result.threshold
-    rule = {"tag": tag, "threshold": threshold, "top_fraction": top_fraction,
-            "basic": basic.to_record() if basic else None}
+    rule = {
+        "tag": tag,
+        "threshold": threshold,
+        "top_fraction": top_fraction,
+        "basic": basic.to_record() if basic else None,
+    }
     digest = decision_digest(rule)
-    fsio.write_json(fsio.join(out, THRESHOLDS_RECORD),
-                    {**rule, "digest": digest,
-                     "quantile": quantile_result.to_record() if quantile_result else None})
+    fsio.write_json(
+        fsio.join(out, THRESHOLDS_RECORD),
+        {
+            **rule,
+            "digest": digest,
+            "quantile": quantile_result.to_record() if quantile_result else None,
+        },
+    )
     return ScoreDecision(tag, threshold, basic, digest), quantile_result
 
 
 def apply_decision(pool: str, out: str, decision: ScoreDecision, seed: int = 0) -> StageReport:
     """Pass 2: write {shard}.parquet with keep_score; shards made under another rule are redone."""
     invalidate_other_decisions(out, "score_filter", decision.digest)
-    return run_stage("score_filter", ApplyScoreDecision(decision, out), pool_tasks(pool), out,
-                     seed=seed, num_cpus=1)
+    return run_stage(
+        "score_filter",
+        ApplyScoreDecision(decision, out),
+        pool_tasks(pool),
+        out,
+        seed=seed,
+        num_cpus=1,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -146,20 +187,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="default: POOL/curation/score")
     parser.add_argument("--model", required=True, help="open_clip architecture name")
     parser.add_argument("--weights", help="local weights file (.safetensors / .pt)")
-    parser.add_argument("--model-config", default=None,
-                        help="open_clip model config JSON (for architectures open_clip lacks; "
-                             f"bundled: {', '.join(p.stem for p in sorted(BUNDLED_CONFIGS.glob('*.json')))})")
-    parser.add_argument("--init-random-weights", metavar="PATH", default=None,
-                        help="only save a randomly initialised --model to PATH (flagged random)")
+    parser.add_argument(
+        "--model-config",
+        default=None,
+        help="open_clip model config JSON (for architectures open_clip lacks; "
+        f"bundled: {', '.join(p.stem for p in sorted(BUNDLED_CONFIGS.glob('*.json')))})",
+    )
+    parser.add_argument(
+        "--init-random-weights",
+        metavar="PATH",
+        default=None,
+        help="only save a randomly initialised --model to PATH (flagged random)",
+    )
     parser.add_argument("--tag", default=None, help="score column suffix (default: from --model)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--actors", type=int, default=None, help="scoring actors (default: planned)")
+    parser.add_argument(
+        "--actors", type=int, default=None, help="scoring actors (default: planned)"
+    )
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, default=None, help="keep score >= X")
-    rule.add_argument("--top-fraction", type=float, default=None,
-                      help="keep the top F of the whole pool by score (global quantile)")
-    parser.add_argument("--quantile", choices=("auto", "exact", "histogram"), default="auto",
-                        help=f"top-fraction method (auto: exact up to {200_000_000:,} scores)")
+    rule.add_argument(
+        "--top-fraction",
+        type=float,
+        default=None,
+        help="keep the top F of the whole pool by score (global quantile)",
+    )
+    parser.add_argument(
+        "--quantile",
+        choices=("auto", "exact", "histogram"),
+        default="auto",
+        help=f"top-fraction method (auto: exact up to {200_000_000:,} scores)",
+    )
     parser.add_argument("--basic-filter", action="store_true", help="apply DataComp's basic rules")
     defaults = BasicRules()
     parser.add_argument("--min-side", type=int, default=defaults.min_side)
@@ -174,8 +232,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.init_random_weights:
         config = args.model_config or bundled_config(args.model)
         saved = save_random_weights(args.model, args.init_random_weights, config, args.seed)
-        print(f"saved randomly initialised {args.model} ({saved['parameters']:,} parameters) to "
-              f"{args.init_random_weights}")
+        print(
+            f"saved randomly initialised {args.model} ({saved['parameters']:,} parameters) to "
+            f"{args.init_random_weights}"
+        )
         return 0
     if not args.pool or not args.weights:
         raise SystemExit("score: --pool and --weights are required (or --init-random-weights PATH)")
@@ -186,13 +246,19 @@ def _main(args: argparse.Namespace) -> int:
     print(report.describe())
     if not report.ok:
         return 1
-    basic = BasicRules(args.min_side, args.max_aspect, args.min_caption_words,
-                       args.min_caption_chars) if args.basic_filter else None
-    decision, quantile = decide(args.pool, out, tag, args.threshold, args.top_fraction,
-                                args.quantile, basic)
+    basic = (
+        BasicRules(args.min_side, args.max_aspect, args.min_caption_words, args.min_caption_chars)
+        if args.basic_filter
+        else None
+    )
+    decision, quantile = decide(
+        args.pool, out, tag, args.threshold, args.top_fraction, args.quantile, basic
+    )
     if quantile is not None:
-        print(f"top {args.top_fraction:.2%} of {quantile.scores:,} scores: keep clip_score_{tag} >= "
-              f"{quantile.threshold:.6f} ({quantile.method}; up to {quantile.max_extra_kept} extra kept)")
+        print(
+            f"top {args.top_fraction:.2%} of {quantile.scores:,} scores: keep clip_score_{tag} >= "
+            f"{quantile.threshold:.6f} ({quantile.method}; up to {quantile.max_extra_kept} extra kept)"
+        )
     report = apply_decision(args.pool, out, decision, args.seed)
     print(report.describe())
     kept = sum(r.get("rows_out", 0) for r in report.completed)

@@ -1,4 +1,5 @@
 """minicc_quality.py --fresh: never-repeated pictures of the web's distribution, as shards."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,11 @@ import minicc_quality
 
 
 def read(pattern: str) -> dict[str, dict[str, bytes]]:
-    return {sample.key: sample.files for url in expand_shard_urls(pattern)
-            for sample in iter_tar_samples(url)}
+    return {
+        sample.key: sample.files
+        for url in expand_shard_urls(pattern)
+        for sample in iter_tar_samples(url)
+    }
 
 
 @pytest.fixture

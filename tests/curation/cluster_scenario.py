@@ -3,6 +3,7 @@
 Used by test_fault_tolerance.py in a subprocess (it needs its own Ray cluster, apart from the test
 session's). Prints one JSON line: the report and the output files' digests.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,16 +26,21 @@ class SlowSquares:
         values = ctx.rng.integers(0, 1 << 30, size=100)
         ctx.stats.rows_in = ctx.stats.rows_out = len(values)
         ctx.stats.extra["node_id"] = ray.get_runtime_context().get_node_id()
-        ctx.write_parquet(f"{task.shard_id}.parquet", pa.table({"v": values, "sq": values * values}))
+        ctx.write_parquet(
+            f"{task.shard_id}.parquet", pa.table({"v": values, "sq": values * values})
+        )
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))
+    }
 
 
 def main(out: str, kill: bool) -> None:
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
+    )
     workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -52,9 +58,18 @@ def main(out: str, kill: bool) -> None:
     if kill:
         killer.join(timeout=30)
     nodes_used = sorted({r["extra"]["node_id"] for r in report.completed})
-    print("RESULT " + json.dumps({"ok": report.ok, "failed": report.failed,
-                                  "killed_node": workers[1].node_id if kill else None,
-                                  "nodes_used": nodes_used, "digests": digests(Path(out))}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "ok": report.ok,
+                "failed": report.failed,
+                "killed_node": workers[1].node_id if kill else None,
+                "nodes_used": nodes_used,
+                "digests": digests(Path(out)),
+            }
+        )
+    )
     ray.shutdown()
     cluster.shutdown()
 

@@ -12,8 +12,14 @@ SCENARIO = Path(__file__).with_name("cluster_scenario.py")
 def run_scenario(out: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, str(SCENARIO), str(out), mode], env=env, check=False,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(SCENARIO), str(out), mode],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert result, done.stdout[-3000:]

@@ -20,7 +20,8 @@ def test_expand_brace_ranges_and_globs(tmp_path):
     for i in range(3):
         (tmp_path / f"{i:05d}.tar").write_bytes(b"")
     assert fsio.expand(str(tmp_path / "{00000..00002}.tar")) == [
-        str(tmp_path / f"{i:05d}.tar") for i in range(3)]
+        str(tmp_path / f"{i:05d}.tar") for i in range(3)
+    ]
     assert fsio.expand(str(tmp_path / "*.tar")) == sorted(str(p) for p in tmp_path.glob("*.tar"))
 
 
@@ -29,7 +30,7 @@ def test_s3_multipart_object_is_committed_whole(s3_bucket):
     payload = bytes(range(256)) * (12 * 4096)  # 12 MiB: several multipart parts
     with fsio.open_atomic(url) as handle:
         for start in range(0, len(payload), 1 << 20):
-            handle.write(payload[start:start + (1 << 20)])
+            handle.write(payload[start : start + (1 << 20)])
     assert fsio.read_bytes(url) == payload
 
 
@@ -54,7 +55,9 @@ def test_stage_on_s3_writes_outputs_and_markers_and_resumes(s3_bucket, ray_sessi
     first = run_stage("numbers", ParquetPerShard(), tasks, out, seed=5, progress=False)
     assert first.ok and len(first.completed) == 4
     fs = s3fs.S3FileSystem()
-    names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(out.removeprefix("s3://")) if p.endswith(".parquet"))
+    names = sorted(
+        p.rsplit("/", 1)[1] for p in fs.ls(out.removeprefix("s3://")) if p.endswith(".parquet")
+    )
     assert names == [f"{i:05d}.parquet" for i in range(4)]
     again = run_stage("numbers", ParquetPerShard(), tasks, out, seed=5, progress=False)
     assert sorted(again.skipped) == [t.shard_id for t in tasks] and not again.completed

@@ -63,34 +63,72 @@ def test_runtime_env_ships_credentials_but_not_the_venv(monkeypatch):
 @pytest.mark.slow
 def test_submit_runs_the_command_on_a_cluster_through_the_jobs_api(tmp_path):
     run = tmp_path / "run"
-    run_stage("one", OneRow(), [ShardTask("00000"), ShardTask("00001")], str(run), use_ray=False,
-              progress=False)
+    run_stage(
+        "one",
+        OneRow(),
+        [ShardTask("00000"), ShardTask("00001")],
+        str(run),
+        use_ray=False,
+        progress=False,
+    )
     dashboard_port, gcs_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     # Ray's dashboard asks for a token; the cluster and the submitting client share one.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": os.urandom(16).hex(),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": os.urandom(16).hex(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("RAY_ADDRESS", None)
     # `ray start --block` keeps the head in this child's process group, so the test stops exactly
     # this cluster (never `ray stop`, which would kill every Ray instance on the machine).
     # Every port of its own: the test session's Ray instance already holds the default agent ports.
-    agent_ports = [f"--{name}={free_port()}" for name in (
-        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-        "metrics-export-port", "ray-client-server-port", "node-manager-port",
-        "object-manager-port")]
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={gcs_port}", "--num-cpus=1", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}",
-                             "--include-dashboard=true", *agent_ports],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    agent_ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    ]
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs_port}",
+            "--num-cpus=1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=true",
+            *agent_ports,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_port(dashboard_port, head)
         env["RAY_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
-        done = subprocess.run([sys.executable, "-m", "curation", "submit", "--", "stats", str(run)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "curation", "submit", "--", "stats", str(run)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "SUCCEEDED" in done.stdout
         summary = [line for line in done.stdout.splitlines() if line.startswith("one ")]

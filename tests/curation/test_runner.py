@@ -76,11 +76,19 @@ def test_killed_shard_rerun_gives_identical_output(tmp_path, ray_session):
 def test_ray_retries_a_worker_that_died(tmp_path, ray_session):
     tasks = write_inputs(tmp_path / "in", 3)
     stage = CountingStage(crash_flag=str(tmp_path / "flag"), crash_shard="00001")
-    report = run_stage("count", stage, tasks, str(tmp_path / "out"), seed=1, max_retries=2,
-                       progress=False)
+    report = run_stage(
+        "count", stage, tasks, str(tmp_path / "out"), seed=1, max_retries=2, progress=False
+    )
     assert report.ok and len(report.completed) == 3
-    reference = run_stage("count", CountingStage(), tasks, str(tmp_path / "ref"), seed=1,
-                          use_ray=False, progress=False)
+    reference = run_stage(
+        "count",
+        CountingStage(),
+        tasks,
+        str(tmp_path / "ref"),
+        seed=1,
+        use_ray=False,
+        progress=False,
+    )
     assert reference.ok
     assert output_bytes(tmp_path / "out") == output_bytes(tmp_path / "ref")
 
@@ -114,16 +122,31 @@ def test_stats_records_merge_into_one_table(tmp_path):
 
 def test_duplicate_shard_ids_fail_fast(tmp_path):
     with pytest.raises(ValueError, match="unique"):
-        run_stage("count", CountingStage(), [ShardTask("a"), ShardTask("a")], str(tmp_path),
-                  use_ray=False, progress=False)
+        run_stage(
+            "count",
+            CountingStage(),
+            [ShardTask("a"), ShardTask("a")],
+            str(tmp_path),
+            use_ray=False,
+            progress=False,
+        )
 
 
 def test_one_stage_in_two_folders_is_summarised_per_folder(tmp_path):
     """A run that scores its pool twice: the latest folder keeps the bare stage name."""
     for folder, start, rows in (("pool/first", 100.0, 5), ("pool/second", 200.0, 7)):
-        fsio.write_json(str(tmp_path / folder / "_stats" / "score" / "00000.json"),
-                        {"stage": "score", "shard": "00000", "rows_in": rows, "rows_out": rows,
-                         "started_at": start, "finished_at": start + 1.0, "wall_seconds": 1.0})
+        fsio.write_json(
+            str(tmp_path / folder / "_stats" / "score" / "00000.json"),
+            {
+                "stage": "score",
+                "shard": "00000",
+                "rows_in": rows,
+                "rows_out": rows,
+                "started_at": start,
+                "finished_at": start + 1.0,
+                "wall_seconds": 1.0,
+            },
+        )
     records = read_stage_records(str(tmp_path))
     assert sorted(r["folder"] for r in records) == ["pool/first", "pool/second"]
     rows = {row["stage"]: row for row in summarize(records).to_pylist()}

@@ -25,8 +25,16 @@ def _model_and_optimizer(seed: int):
 
 
 def _save(root, step, model, optimizer, keep=3):
-    return save_checkpoint(root, step, model, optimizer, {"scheduler": {"last_epoch": step}},
-                           {"position": step}, {"model": {"width": 8}}, keep)
+    return save_checkpoint(
+        root,
+        step,
+        model,
+        optimizer,
+        {"scheduler": {"last_epoch": step}},
+        {"position": step},
+        {"model": {"width": 8}},
+        keep,
+    )
 
 
 def _draws():

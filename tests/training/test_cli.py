@@ -7,8 +7,15 @@ from training.metrics_log import read_metrics
 
 
 def test_presets_load_and_overrides_are_typed():
-    args = load_args("tiny", ["optim.lr=1e-3", "data.batch_size=64", "optim.betas=[0.9, 0.99]",
-                              "model.overrides={vision.depth: 1}"])
+    args = load_args(
+        "tiny",
+        [
+            "optim.lr=1e-3",
+            "data.batch_size=64",
+            "optim.betas=[0.9, 0.99]",
+            "model.overrides={vision.depth: 1}",
+        ],
+    )
     assert args.optim.lr == 1e-3 and isinstance(args.optim.lr, float)
     assert args.data.batch_size == 64 and args.optim.betas == (0.9, 0.99)
     assert args.model.overrides == {"vision.depth": 1}
@@ -36,9 +43,18 @@ def test_unknown_or_mistyped_keys_fail_with_their_dotted_name():
 
 
 def test_grounding_share_must_leave_both_kinds_of_samples():
-    args = from_dict(TrainArgs, apply_overrides({}, [
-        "data.text_shards=x.tar", "data.grounding_shards=g.tar", "data.batch_size=2",
-        "data.grounding_fraction=0.1"]))
+    args = from_dict(
+        TrainArgs,
+        apply_overrides(
+            {},
+            [
+                "data.text_shards=x.tar",
+                "data.grounding_shards=g.tar",
+                "data.batch_size=2",
+                "data.grounding_fraction=0.1",
+            ],
+        ),
+    )
     with pytest.raises(ConfigError, match="grounding"):
         args.resolve()
     args.data.batch_size = 32
@@ -51,10 +67,26 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
 
 
 def test_cli_trains_from_brace_patterns_and_writes_a_checkpoint(shard_world, tmp_path):
-    code = main(["train", "--preset", "tiny", "--data", shard_world.text_pattern,
-                 "--grounding", shard_world.grounding_pattern, "--out", str(tmp_path / "run"),
-                 "--steps", "2", "data.batch_size=8", "data.num_workers=0", "logging.every=1",
-                 "logging.tensorboard=false", "logging.progress_bar=false"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            shard_world.text_pattern,
+            "--grounding",
+            shard_world.grounding_pattern,
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "2",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "logging.every=1",
+            "logging.tensorboard=false",
+            "logging.progress_bar=false",
+        ]
+    )
     assert code == 0
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_00000002"
@@ -72,8 +104,12 @@ def test_model_vocabulary_follows_a_local_tokenizer_file(tmp_path):
     hf = HFTokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     hf.pre_tokenizer = Whitespace()
     hf.save(str(tmp_path / "tokenizer.json"))
-    args = from_dict(TrainArgs, apply_overrides({}, [
-        "data.text_shards=x.tar", f"model.tokenizer={tmp_path / 'tokenizer.json'}"])).resolve()
+    args = from_dict(
+        TrainArgs,
+        apply_overrides(
+            {}, ["data.text_shards=x.tar", f"model.tokenizer={tmp_path / 'tokenizer.json'}"]
+        ),
+    ).resolve()
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
     assert trainer.model_cfg.text.vocab_size == trainer.tokenizer.vocab_size < 2000
     assert trainer.tokenizer.encode(["a red rectangle"]).max() < trainer.model_cfg.text.vocab_size

@@ -1,4 +1,5 @@
 """A CPU run leaves a core to each data-loader worker instead of oversubscribing OpenMP."""
+
 import os
 
 import torch

@@ -1,6 +1,7 @@
 """Two CPU processes on 127.0.0.1 with gloo: DDP ranks stay identical and FSDP2 matches DDP,
 through all three phases (one step each: sigmoid + LocCa, then self-distillation against the
 EMA and Gram teachers, then the same on a NaFlex batch)."""
+
 import os
 import socket
 import subprocess
@@ -34,20 +35,35 @@ def free_port() -> int:
 
 
 def args_for(text_pattern: str, grounding_pattern: str, parallelism: str) -> TrainArgs:
-    return from_dict(TrainArgs, {
-        "model": {"preset": "tiny"},
-        "data": {"text_shards": text_pattern, "grounding_shards": grounding_pattern,
-                 "batch_size": 4, "grounding_fraction": 0.25, "num_workers": 0,
-                 "local_crops": 2, "local_crop_size": 24, "naflex_token_budget": 512},
-        "loss": {"sigmoid_backend": "ring"},
-        "schedule": {"steps": STEPS, "phase2_start": 1 / STEPS, "phase3_start": 2 / STEPS},
-        "distributed": {"parallelism": parallelism},
-    }).resolve()
+    return from_dict(
+        TrainArgs,
+        {
+            "model": {"preset": "tiny"},
+            "data": {
+                "text_shards": text_pattern,
+                "grounding_shards": grounding_pattern,
+                "batch_size": 4,
+                "grounding_fraction": 0.25,
+                "num_workers": 0,
+                "local_crops": 2,
+                "local_crop_size": 24,
+                "naflex_token_budget": 512,
+            },
+            "loss": {"sigmoid_backend": "ring"},
+            "schedule": {"steps": STEPS, "phase2_start": 1 / STEPS, "phase3_start": 2 / STEPS},
+            "distributed": {"parallelism": parallelism},
+        },
+    ).resolve()
 
 
 def train_both_ways(rank: int, world_size: int, port: int, patterns: tuple[str, str], out: str):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     env = init_distributed()
     try:
@@ -87,8 +103,16 @@ def gathered_weights(model: torch.nn.Module, world_size: int) -> list[torch.Tens
 def save_and_restore(trainer: Trainer, env, root: Path) -> bool:
     """Checkpoint a sharded model and optimizer, load them into a fresh sharded trainer, and
     check the full weights and optimizer state came back."""
-    save_checkpoint(root, trainer.step, trainer.model, trainer.optimizer, trainer.state_dict(),
-                    {"position": env.rank}, {}, keep=1)
+    save_checkpoint(
+        root,
+        trainer.step,
+        trainer.model,
+        trainer.optimizer,
+        trainer.state_dict(),
+        {"position": env.rank},
+        {},
+        keep=1,
+    )
     fresh = Trainer(trainer.args, env)
     restored = load_checkpoint(latest_checkpoint(root), fresh.model, fresh.optimizer)
     options = StateDictOptions(full_state_dict=True)
@@ -96,11 +120,17 @@ def save_and_restore(trainer: Trainer, env, root: Path) -> bool:
     after = get_model_state_dict(fresh.model, options=options)
     moments_before = get_optimizer_state_dict(trainer.model, trainer.optimizer, options=options)
     moments_after = get_optimizer_state_dict(fresh.model, fresh.optimizer, options=options)
-    return (restored.data_state == {"position": env.rank} and bool(moments_before["state"])
-            and all(torch.equal(before[k], after[k]) for k in before)
-            and all(torch.equal(moments_before["state"][k][m], moments_after["state"][k][m])
-                    for k in moments_before["state"] for m in moments_before["state"][k]
-                    if isinstance(moments_before["state"][k][m], torch.Tensor)))
+    return (
+        restored.data_state == {"position": env.rank}
+        and bool(moments_before["state"])
+        and all(torch.equal(before[k], after[k]) for k in before)
+        and all(
+            torch.equal(moments_before["state"][k][m], moments_after["state"][k][m])
+            for k in moments_before["state"]
+            for m in moments_before["state"][k]
+            if isinstance(moments_before["state"][k][m], torch.Tensor)
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +169,42 @@ def test_fsdp2_checkpoint_restores_sharded_weights_and_optimizer_state(two_rank_
 
 @pytest.mark.slow
 def test_cli_trains_under_torchrun_with_two_processes(shard_world, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "training", "train", "--preset", "tiny", "--data", shard_world.text_pattern,
-               "--grounding", shard_world.grounding_pattern, "--out", str(tmp_path / "run"),
-               "--steps", "2", "data.batch_size=4", "data.num_workers=0", "logging.every=1",
-               "logging.progress_bar=false", "loss.sigmoid_backend=ring"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "training",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        shard_world.text_pattern,
+        "--grounding",
+        shard_world.grounding_pattern,
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "2",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "logging.every=1",
+        "logging.progress_bar=false",
+        "loss.sigmoid_backend=ring",
+    ]
     subprocess.run(command, check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["contrastive_samples"] == 3.0 for r in records)  # mean over ranks of 3 each
     folder = tmp_path / "run" / "checkpoints" / "step_00000002"
-    assert {p.name for p in folder.iterdir()} >= {"data_rank00000.json", "data_rank00001.json",
-                                                  "model.safetensors"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "data_rank00000.json",
+        "data_rank00001.json",
+        "model.safetensors",
+    }

@@ -1,6 +1,7 @@
 """The tiny preset's shipped tokenizer (training/tokenizers/minicc_bpe.json): loads offline by
 name, round-trips any text, keeps the mini web's captions short, and exports to the Hugging Face
 files open_clip and transformers read, with the same ids."""
+
 import pytest
 import torch
 
@@ -9,8 +10,10 @@ from training.config import load_args
 from training.tokenizer import BUNDLED_DIR, Tokenizer, resolve_tokenizer_file
 
 CAPTIONS = [
-    ("a photo of a small red star at the top left, a large blue circle in the center and a medium "
-     "green ring at the bottom right on a striped background"),
+    (
+        "a photo of a small red star at the top left, a large blue circle in the center and a medium "
+        "green ring at the bottom right on a striped background"
+    ),
     "Фигуры: круг (красный, маленький, слева вверху). Фон: шум",
     "下に中くらいの紫の六角形（背景：ノイズ）",
     "IMG_2041.jpg",
@@ -19,8 +22,10 @@ CAPTIONS = [
 
 @pytest.fixture(scope="module")
 def minicc_tokenizer():
-    return load_offline("the shipped tokenizer", lambda: Tokenizer.from_file(
-        load_args("tiny").model.tokenizer, context_length=32))
+    return load_offline(
+        "the shipped tokenizer",
+        lambda: Tokenizer.from_file(load_args("tiny").model.tokenizer, context_length=32),
+    )
 
 
 def test_tiny_preset_names_the_shipped_file():
@@ -35,7 +40,9 @@ def test_an_unknown_name_lists_the_shipped_tokenizers():
 
 def test_vocabulary_is_small_with_box_and_task_tokens_after_it(minicc_tokenizer):
     assert minicc_tokenizer.box_token_offset <= 2048
-    assert minicc_tokenizer.vocab_size == minicc_tokenizer.box_token_offset + 1000 + 3  # default bins
+    assert (
+        minicc_tokenizer.vocab_size == minicc_tokenizer.box_token_offset + 1000 + 3
+    )  # default bins
 
 
 @pytest.mark.parametrize("text", [*CAPTIONS, "Any text at all: ünïcode, 123, emoji 🙂"])
@@ -102,5 +109,6 @@ def test_open_clip_export_of_a_model_on_the_shipped_tokenizer_tokenizes_like_our
     ids = open_clip.get_tokenizer(exported.open_clip_name())(texts)
     assert torch.equal(ids, tokenizer.encode(texts, model.cfg.text.context_length))
     with torch.no_grad():
-        torch.testing.assert_close(theirs.eval().encode_text(ids), model.encode_text(ids),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            theirs.eval().encode_text(ids), model.encode_text(ids), atol=1e-5, rtol=1e-4
+        )

@@ -102,13 +102,21 @@ def test_text_tower_encodes_only_contrastive_rows_with_the_same_gradients(model,
     # Reference: every row encoded, the grounding rows masked out of the loss.
     model.zero_grad()
     out = model(image=batch["image"], text=batch["text"])
-    sigmoid_loss(F.normalize(out["image_embeds"], dim=-1), F.normalize(out["text_embeds"], dim=-1),
-                 out["logit_scale"], out["logit_bias"], CONTRASTIVE).backward()
+    sigmoid_loss(
+        F.normalize(out["image_embeds"], dim=-1),
+        F.normalize(out["text_embeds"], dim=-1),
+        out["logit_scale"],
+        out["logit_bias"],
+        CONTRASTIVE,
+    ).backward()
     compared = [n for n, p in model.named_parameters() if n in skipped and p.grad is not None]
-    assert any(n.startswith("text.") for n in compared) and any(n.startswith("vision.") for n in compared)
+    assert any(n.startswith("text.") for n in compared) and any(
+        n.startswith("vision.") for n in compared
+    )
     for name in compared:
-        torch.testing.assert_close(skipped[name], model.get_parameter(name).grad, rtol=1e-5,
-                                   atol=1e-7, msg=name)
+        torch.testing.assert_close(
+            skipped[name], model.get_parameter(name).grad, rtol=1e-5, atol=1e-7, msg=name
+        )
     model.zero_grad()
 
 

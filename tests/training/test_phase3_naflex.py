@@ -1,5 +1,6 @@
 """Phase 2 → phase 3 (NaFlex) in one run: the per-step length, the objective, and exact resumes
 around the boundary."""
+
 import shutil
 
 import pytest
@@ -52,22 +53,31 @@ def test_phase_3_trains_on_naflex_lengths_with_the_phase_2_objective(uninterrupt
 
 @pytest.mark.parametrize("crash_after", [2, 4], ids=["before_phase3", "inside_phase3"])
 def test_resume_around_the_phase_3_boundary_matches_the_uninterrupted_run(
-        native_world, uninterrupted, tmp_path, one_thread, crash_after):  # noqa: F811 (fixture)
+    native_world, uninterrupted, tmp_path, one_thread, crash_after
+):  # noqa: F811 (fixture)
     run = tmp_path / "run"
     shutil.copytree(uninterrupted, run)
     checkpoints = run / "checkpoints"
-    final = {name: load_file(checkpoints / step_dir_name(5) / name)
-             for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")}
+    final = {
+        name: load_file(checkpoints / step_dir_name(5) / name)
+        for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")
+    }
     rewind_run(run, crash_after, last_step=5)
     train(phase3_args(native_world, run, checkpoint={"every": 2}))
 
     reference = read_metrics(uninterrupted / "metrics.jsonl")
     resumed = read_metrics(run / "metrics.jsonl")
     for before, after in zip(reference, resumed, strict=True):
-        keys = LOGGED + (PHASE2_TERMS if before["phase"] >= 2 else ()) + (
-            ("seq_len",) if before["phase"] == 3 else ())
+        keys = (
+            LOGGED
+            + (PHASE2_TERMS if before["phase"] >= 2 else ())
+            + (("seq_len",) if before["phase"] == 3 else ())
+        )
         for key in keys:
-            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), (before["step"], key)
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), (
+                before["step"],
+                key,
+            )
     for name, weights in final.items():
         again = load_file(checkpoints / step_dir_name(5) / name)
         for key, tensor in weights.items():
@@ -75,10 +85,12 @@ def test_resume_around_the_phase_3_boundary_matches_the_uninterrupted_run(
 
 
 def test_phase_3_without_distillation_trains_phase_1_losses_and_leaves_the_teachers(
-        shard_world, tmp_path):
+    shard_world, tmp_path
+):
     run = tmp_path / "run"
-    args = phase3_args(shard_world, run, steps=4, phase2_start=0.25, phase3_start=0.5,
-                       checkpoint={"every": 2})
+    args = phase3_args(
+        shard_world, run, steps=4, phase2_start=0.25, phase3_start=0.5, checkpoint={"every": 2}
+    )
     args.schedule.phase3_distill = False
     train(args)
     records = read_metrics(run / "metrics.jsonl")
@@ -86,8 +98,9 @@ def test_phase_3_without_distillation_trains_phase_1_losses_and_leaves_the_teach
     assert "silc" in records[1] and not any(t in records[3] for t in PHASE2_TERMS)
     assert "seq_len" in records[3] and "sigmoid" in records[3]
     # The teacher stops moving when distillation stops.
-    at_2, at_4 = (load_file(run / "checkpoints" / step_dir_name(s) / "teacher.safetensors")
-                  for s in (2, 4))
+    at_2, at_4 = (
+        load_file(run / "checkpoints" / step_dir_name(s) / "teacher.safetensors") for s in (2, 4)
+    )
     assert all(torch.equal(at_2[k], at_4[k]) for k in at_2)
 
 
@@ -106,15 +119,26 @@ def test_default_lengths_scale_siglip2s_list_to_the_preset(shard_world, tmp_path
     assert naflex_schedule(args, model_config("tiny")) is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"schedule": {"phase2_start": 0.8, "phase3_start": 0.5}}, "phase3_start"),
-    ({"schedule": {"phase3_start": 1.5}}, "phase3_start"),
-    ({"schedule": {"phase3_start": 0.5}, "data": {"naflex_seq_lens": [0, 64]}}, "naflex_seq_lens"),
-    ({"schedule": {"phase3_start": 0.5}, "data": {"naflex_token_budget": 0}}, "naflex_token_budget"),
-    # 300 patches hold only one sample of tiny's longest length (256).
-    ({"schedule": {"phase3_start": 0.5}, "data": {"naflex_token_budget": 300}},
-     "naflex_token_budget=300 leaves fewer than 2"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"schedule": {"phase2_start": 0.8, "phase3_start": 0.5}}, "phase3_start"),
+        ({"schedule": {"phase3_start": 1.5}}, "phase3_start"),
+        (
+            {"schedule": {"phase3_start": 0.5}, "data": {"naflex_seq_lens": [0, 64]}},
+            "naflex_seq_lens",
+        ),
+        (
+            {"schedule": {"phase3_start": 0.5}, "data": {"naflex_token_budget": 0}},
+            "naflex_token_budget",
+        ),
+        # 300 patches hold only one sample of tiny's longest length (256).
+        (
+            {"schedule": {"phase3_start": 0.5}, "data": {"naflex_token_budget": 300}},
+            "naflex_token_budget=300 leaves fewer than 2",
+        ),
+    ],
+)
 def test_bad_phase3_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         tiny_args(shard_world, tmp_path, **override).resolve()

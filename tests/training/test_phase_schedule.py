@@ -1,5 +1,6 @@
 """Phase 1 → phase 2 in one run: the teachers, the phase-2 terms, and exact resumes around the
 boundary."""
+
 import json
 import shutil
 
@@ -31,8 +32,14 @@ def rewind_run(run, crash_after: int, last_step: int) -> None:
 
 def phase2_args(world, out, steps, phase2_start, **sections):
     data = {**CROPS, **sections.pop("data", {})}
-    return tiny_args(world, out, steps=steps, schedule={"steps": steps, "phase2_start": phase2_start},
-                     data=data, **sections)
+    return tiny_args(
+        world,
+        out,
+        steps=steps,
+        schedule={"steps": steps, "phase2_start": phase2_start},
+        data=data,
+        **sections,
+    )
 
 
 def test_a_run_crossing_into_phase_2_logs_finite_distillation_terms(shard_world, tmp_path):
@@ -44,23 +51,29 @@ def test_a_run_crossing_into_phase_2_logs_finite_distillation_terms(shard_world,
     for term in ("loss", *PHASE2_TERMS):
         assert torch.isfinite(torch.tensor(records[2][term])), term
     folder = tmp_path / "run" / "checkpoints" / step_dir_name(3)
-    assert (folder / "teacher.safetensors").exists() and (folder / "gram_teacher.safetensors").exists()
+    assert (folder / "teacher.safetensors").exists() and (
+        folder / "gram_teacher.safetensors"
+    ).exists()
 
 
 @pytest.mark.parametrize("crash_after", [2, 4], ids=["before_boundary", "inside_phase2"])
 def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
-        shard_world, tmp_path, one_thread, crash_after):  # noqa: F811 (fixture)
+    shard_world, tmp_path, one_thread, crash_after
+):  # noqa: F811 (fixture)
     # 5 steps, phase 2 from step index 3: the step-2 checkpoint has no teachers (the resume
     # creates them at the boundary), the step-4 checkpoint restores them.
-    args = phase2_args(shard_world, tmp_path / "run", steps=5, phase2_start=0.6,
-                       checkpoint={"every": 2})
+    args = phase2_args(
+        shard_world, tmp_path / "run", steps=5, phase2_start=0.6, checkpoint={"every": 2}
+    )
     train(args)
     run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
     uninterrupted = read_metrics(run / "metrics.jsonl")
     assert not (checkpoints / step_dir_name(2) / "teacher.safetensors").exists()
     assert (checkpoints / step_dir_name(4) / "teacher.safetensors").exists()
-    final = {name: load_file(checkpoints / step_dir_name(5) / name)
-             for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")}
+    final = {
+        name: load_file(checkpoints / step_dir_name(5) / name)
+        for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")
+    }
 
     rewind_run(run, crash_after, last_step=5)
     train(args)
@@ -69,7 +82,10 @@ def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
     assert [r["phase"] for r in resumed] == [1, 1, 1, 2, 2]
     for before, after in zip(uninterrupted, resumed, strict=True):
         for key in LOGGED + (PHASE2_TERMS if before["phase"] == 2 else ()):
-            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), (before["step"], key)
+            assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), (
+                before["step"],
+                key,
+            )
     for name, weights in final.items():
         again = load_file(checkpoints / step_dir_name(5) / name)
         for key, tensor in weights.items():
@@ -78,8 +94,9 @@ def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
 
 def test_the_teacher_is_an_exponential_moving_average_of_the_student(shard_world, tmp_path):
     momentum = 0.9
-    args = phase2_args(shard_world, tmp_path / "run", steps=4, phase2_start=0.0,
-                       loss={"ema_momentum": momentum}).resolve()
+    args = phase2_args(
+        shard_world, tmp_path / "run", steps=4, phase2_start=0.0, loss={"ema_momentum": momentum}
+    ).resolve()
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
     loader = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
     trainer.train_step(next(loader))  # creates the teachers from the student, then moves one
@@ -99,9 +116,15 @@ def named(module, name="vision.patch_embedding.weight"):
 
 
 def test_the_gram_teacher_is_refreshed_from_the_ema_teacher_every_k_steps_at_most_m_times(
-        shard_world, tmp_path):
-    args = phase2_args(shard_world, tmp_path / "run", steps=8, phase2_start=0.25,
-                       loss={"gram_refresh_every": 2, "gram_refresh_max": 2}).resolve()
+    shard_world, tmp_path
+):
+    args = phase2_args(
+        shard_world,
+        tmp_path / "run",
+        steps=8,
+        phase2_start=0.25,
+        loss={"gram_refresh_every": 2, "gram_refresh_max": 2},
+    ).resolve()
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
     loader = make_loader(args, trainer.model_cfg, trainer.env, trainer.tokenizer)
     gram, teacher = [], []
@@ -119,24 +142,34 @@ def test_the_gram_teacher_is_refreshed_from_the_ema_teacher_every_k_steps_at_mos
     assert trainer.gram_refreshes == 2 and trainer.state_dict()["gram_refreshes"] == 2
 
 
-def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(shard_world, tmp_path,
-                                                                      one_thread):  # noqa: F811
-    args = phase2_args(shard_world, tmp_path / "run", steps=6, phase2_start=0.0,
-                       loss={"gram_refresh_every": 2, "gram_refresh_max": 2},
-                       checkpoint={"every": 3})
+def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(
+    shard_world, tmp_path, one_thread
+):  # noqa: F811
+    args = phase2_args(
+        shard_world,
+        tmp_path / "run",
+        steps=6,
+        phase2_start=0.0,
+        loss={"gram_refresh_every": 2, "gram_refresh_max": 2},
+        checkpoint={"every": 3},
+    )
     train(args)
     checkpoints = tmp_path / "run" / "checkpoints"
     final = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
-    assert json.loads((checkpoints / step_dir_name(3) / "trainer.json").read_text())[
-        "gram_refreshes"] == 1
+    assert (
+        json.loads((checkpoints / step_dir_name(3) / "trainer.json").read_text())["gram_refreshes"]
+        == 1
+    )
     shutil.rmtree(checkpoints / step_dir_name(6))
     (checkpoints / LATEST).write_text(step_dir_name(3))
     train(args)
     again = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
     for key, tensor in final.items():
         torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
-    assert json.loads((checkpoints / step_dir_name(6) / "trainer.json").read_text())[
-        "gram_refreshes"] == 2
+    assert (
+        json.loads((checkpoints / step_dir_name(6) / "trainer.json").read_text())["gram_refreshes"]
+        == 2
+    )
 
 
 def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tmp_path):
@@ -149,16 +182,20 @@ def test_phase2_batches_carry_local_crops_of_the_configured_size(shard_world, tm
     assert batch["local_crops"].shape == (8, 2, 3, 24, 24)
     assert batch["local_crops"].abs().max() <= 1.0 + 1e-4
     phase1_only = tiny_args(shard_world, tmp_path / "p1").resolve()
-    assert "local_crops" not in next(make_loader(phase1_only, trainer.model_cfg, trainer.env,
-                                                 trainer.tokenizer))
+    assert "local_crops" not in next(
+        make_loader(phase1_only, trainer.model_cfg, trainer.env, trainer.tokenizer)
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
-    ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
-    ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
-    ({"loss": {"gram_refresh_every": -1}}, "gram_refresh_every"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"schedule": {"phase2_start": 1.5}}, "phase2_start"),
+        ({"schedule": {"phase2_start": 0.5}, "data": {"local_crops": 0}}, "local_crops"),
+        ({"schedule": {"phase2_start": 0.5}, "loss": {"ema_momentum": 1.2}}, "ema_momentum"),
+        ({"loss": {"gram_refresh_every": -1}}, "gram_refresh_every"),
+    ],
+)
 def test_bad_phase_settings_are_refused_with_the_key(shard_world, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         tiny_args(shard_world, tmp_path, **override).resolve()

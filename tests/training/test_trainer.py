@@ -15,8 +15,13 @@ def tiny_args(world, out, steps=6, **sections) -> TrainArgs:
     values = {
         "out": str(out),
         "model": {"preset": "tiny"},
-        "data": {"text_shards": world.text_pattern, "grounding_shards": world.grounding_pattern,
-                 "batch_size": 8, "grounding_fraction": 0.25, "num_workers": 0},
+        "data": {
+            "text_shards": world.text_pattern,
+            "grounding_shards": world.grounding_pattern,
+            "batch_size": 8,
+            "grounding_fraction": 0.25,
+            "num_workers": 0,
+        },
         "optim": {"lr": 3e-3, "warmup_steps": 2},
         "schedule": {"steps": steps},
         "checkpoint": {"every": 3, "keep": 5},
@@ -51,20 +56,29 @@ def test_run_resumed_after_a_crash_matches_the_uninterrupted_run(shard_world, tm
     shutil.rmtree(checkpoints / step_dir_name(4))
     (checkpoints / LATEST).write_text(step_dir_name(2))
     (tmp_path / "run" / "metrics.jsonl").write_text(
-        "".join(line + "\n" for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[:2]))
+        "".join(
+            line + "\n"
+            for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[:2]
+        )
+    )
     train(args)
 
     resumed = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     for before, after in zip(uninterrupted, resumed):
         for key in LOGGED:
-            assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-7), (before["step"], key)
+            assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-7), (
+                before["step"],
+                key,
+            )
     resumed_weights = load_file(checkpoints / step_dir_name(4) / MODEL_FILE)
     for name, tensor in final_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-6, atol=1e-7)
 
 
-def test_every_step_trains_on_exactly_the_contrastive_share_and_logs_throughput(shard_world, tmp_path):
+def test_every_step_trains_on_exactly_the_contrastive_share_and_logs_throughput(
+    shard_world, tmp_path
+):
     train(tiny_args(shard_world, tmp_path / "run", steps=2))
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["contrastive_samples"] for r in records] == [6.0, 6.0]

@@ -8,6 +8,7 @@ the same on every rank and every step. Grounding rows come last and are marked
 A `ConsumerState` (the position of each stream plus bad-sample counters) travels with every batch,
 which is what makes the loader resumable exactly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,8 +83,12 @@ class ConsumerState:
     def from_dict(cls, state: dict) -> ConsumerState:
         positions = {name: StreamPosition.from_dict(p) for name, p in state["positions"].items()}
         # States saved before the step was recorded resume as if the run had just started.
-        return cls(state["slot"], positions, Counter(state.get("bad_samples", {})),
-                   state.get("step", state["slot"]))
+        return cls(
+            state["slot"],
+            positions,
+            Counter(state.get("bad_samples", {})),
+            state.get("step", state["slot"]),
+        )
 
 
 class SampleReader:
@@ -113,8 +118,13 @@ class SampleReader:
                 consecutive_bad = 0
             except BadSample as bad:
                 self.state.bad_samples[f"{self.name}/{bad.reason}"] += 1
-                log.warning("skipping %s sample %s in %s: %s", self.name, item.sample.key,
-                            item.shard_url, bad)
+                log.warning(
+                    "skipping %s sample %s in %s: %s",
+                    self.name,
+                    item.sample.key,
+                    item.shard_url,
+                    bad,
+                )
                 consecutive_bad += 1
                 if consecutive_bad >= self.max_consecutive_bad:
                     raise RuntimeError(
@@ -146,23 +156,36 @@ def assemble_batch(
     # Grounding rows have no caption; their text slot is padding the contrastive mask ignores.
     captions = [sample.caption or "" for _, sample, _ in samples]
     examples = [
-        make_locca_example(tokenizer, sample.caption, sample.refs, locca_rng(seed, stream, pos),
-                           max_len=shape.locca_max_len)
+        make_locca_example(
+            tokenizer,
+            sample.caption,
+            sample.refs,
+            locca_rng(seed, stream, pos),
+            max_len=shape.locca_max_len,
+        )
         for stream, sample, pos in samples
     ]
     if shape.naflex_seq_len:
         batch = naflex_batch(images, shape.patch_size, shape.naflex_seq_len)
     else:
         batch = {"image": torch.stack([square_image(image, shape.image_size) for image in images])}
-    batch.update({
-        "text": tokenizer.encode(captions, context_length=shape.context_length),
-        "contrastive": torch.tensor([sample.contrastive for _, sample, _ in samples]),
-    })
+    batch.update(
+        {
+            "text": tokenizer.encode(captions, context_length=shape.context_length),
+            "contrastive": torch.tensor([sample.contrastive for _, sample, _ in samples]),
+        }
+    )
     batch.update(collate_locca(examples, shape.locca_max_len))
     if shape.local_crops:
-        batch["local_crops"] = torch.stack([
-            random_resized_crops(sample.image, shape.local_crops, shape.local_crop_size,
-                                 crops_rng(seed, stream, pos))
-            for stream, sample, pos in samples
-        ])
+        batch["local_crops"] = torch.stack(
+            [
+                random_resized_crops(
+                    sample.image,
+                    shape.local_crops,
+                    shape.local_crop_size,
+                    crops_rng(seed, stream, pos),
+                )
+                for stream, sample, pos in samples
+            ]
+        )
     return batch

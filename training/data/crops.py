@@ -7,6 +7,7 @@ holds real detail. The crop boxes come from a generator seeded by the sample's i
 batches.crops_rng), so a resumed run, any number of loader workers, and a re-built prefetched
 batch all see the same crops.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,13 @@ def crop_source_side(crop_size: int) -> int:
     return math.ceil(crop_size / math.sqrt(LOCAL_SCALE[0]))
 
 
-def crop_box(height: int, width: int, rng: random.Random,
-             scale: tuple[float, float] = LOCAL_SCALE,
-             ratio: tuple[float, float] = LOCAL_RATIO) -> tuple[int, int, int, int]:
+def crop_box(
+    height: int,
+    width: int,
+    rng: random.Random,
+    scale: tuple[float, float] = LOCAL_SCALE,
+    ratio: tuple[float, float] = LOCAL_RATIO,
+) -> tuple[int, int, int, int]:
     """(top, left, h, w) of a crop with area share in `scale` and log-uniform aspect ratio in
     `ratio`, clamped to fit the image."""
     area = height * width * rng.uniform(*scale)
@@ -40,8 +45,9 @@ def crop_box(height: int, width: int, rng: random.Random,
     return rng.randint(0, height - crop_h), rng.randint(0, width - crop_w), crop_h, crop_w
 
 
-def random_resized_crops(image: Image.Image, count: int, size: int,
-                         rng: random.Random) -> torch.Tensor:
+def random_resized_crops(
+    image: Image.Image, count: int, size: int, rng: random.Random
+) -> torch.Tensor:
     """`count` crops of the RGB `image`, each resized (antialiased bilinear) to size × size:
     [count, 3, size, size] in [-1, 1]."""
     width, height = image.size

@@ -17,6 +17,7 @@ repeats become the per-source sampling rates.
 `python -m training train --grounding MIX.yaml` reads it directly; the curation converters write it
 through this module (the trainer never imports `curation`; curation may import the trainer's).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def read_mix(url: str) -> dict[str, MixEntry]:
         document = _parse(handle.read(), url)
     sources = document.get("sources") if isinstance(document, dict) else None
     if not isinstance(sources, dict):
-        raise MixConfigError(f"{url}: a mix config is {{'sources': {{SOURCE: {{'shards': ..., 'repeat': ...}}}}}}")
+        raise MixConfigError(
+            f"{url}: a mix config is {{'sources': {{SOURCE: {{'shards': ..., 'repeat': ...}}}}}}"
+        )
     entries = {}
     for source, spec in sources.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("shards"), str):
@@ -68,11 +71,21 @@ def read_mix(url: str) -> dict[str, MixEntry]:
         repeat = spec.get("repeat", 1.0)
         quota = spec.get("max_samples")
         if not isinstance(repeat, (int, float)) or repeat < 0 or not math.isfinite(repeat):
-            raise MixConfigError(f"{url}: source {source!r}: repeat must be a number >= 0, got {repeat!r}")
+            raise MixConfigError(
+                f"{url}: source {source!r}: repeat must be a number >= 0, got {repeat!r}"
+            )
         if quota is not None and (not isinstance(quota, int) or quota < 0):
-            raise MixConfigError(f"{url}: source {source!r}: max_samples must be a whole number >= 0")
-        entries[source] = MixEntry(str(source), spec["shards"], float(repeat), quota,
-                                   spec.get("samples"), spec.get("licence"))
+            raise MixConfigError(
+                f"{url}: source {source!r}: max_samples must be a whole number >= 0"
+            )
+        entries[source] = MixEntry(
+            str(source),
+            spec["shards"],
+            float(repeat),
+            quota,
+            spec.get("samples"),
+            spec.get("licence"),
+        )
     return entries
 
 
@@ -85,8 +98,11 @@ def write_mix(url: str, entries: dict[str, MixEntry]) -> None:
                 spec[name] = getattr(entry, name)
         sources[source] = spec
     document = {"sources": sources}
-    text = json.dumps(document, indent=1) if url.endswith(".json") else yaml.safe_dump(
-        document, sort_keys=False, allow_unicode=True)
+    text = (
+        json.dumps(document, indent=1)
+        if url.endswith(".json")
+        else yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    )
     fs, path = fsspec.core.url_to_fs(url)
     tmp = f"{path}.tmp-mix"
     with fs.open(tmp, "w", encoding="utf-8") as handle:
@@ -137,6 +153,8 @@ def record_source(url: str, source: str, shards: str, samples: int, licence: str
     """Add or refresh one source after conversion, keeping the repeat and quota a person set."""
     entries = read_mix(url)
     previous = entries.get(source, MixEntry(source, shards))
-    entries[source] = MixEntry(source, shards, previous.repeat, previous.max_samples, samples, licence)
+    entries[source] = MixEntry(
+        source, shards, previous.repeat, previous.max_samples, samples, licence
+    )
     write_mix(url, entries)
     return entries[source]

@@ -11,6 +11,7 @@ Batch k is for training step k, so slot s builds the batches of steps s, s + W, 
 its state records the next one: phase-3 (NaFlex) batches take their sequence length and batch
 size from their step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,9 @@ class PackedBatch:
     CPU, against ~2.5 ms for two. Packed, a batch is one block; `unpack` returns views into it,
     no copies. `pin_memory` pins the one buffer (the DataLoader's pin thread calls it)."""
 
-    layout: tuple[tuple[str, torch.dtype, tuple[int, ...], int, int], ...]  # name, dtype, shape, offset, bytes
+    layout: tuple[
+        tuple[str, torch.dtype, tuple[int, ...], int, int], ...
+    ]  # name, dtype, shape, offset, bytes
     buffer: torch.Tensor  # uint8
 
     ALIGN = 16  # every tensor starts at a multiple of this, so dtype views are aligned
@@ -58,12 +61,14 @@ class PackedBatch:
             offset += -(-tensor.nbytes // cls.ALIGN) * cls.ALIGN
         buffer = torch.empty(offset, dtype=torch.uint8)
         for (_, _, _, start, size), tensor in zip(layout, batch.values()):
-            buffer[start:start + size] = tensor.contiguous().reshape(-1).view(torch.uint8)
+            buffer[start : start + size] = tensor.contiguous().reshape(-1).view(torch.uint8)
         return cls(tuple(layout), buffer)
 
     def unpack(self) -> dict[str, torch.Tensor]:
-        return {name: self.buffer[start:start + size].view(dtype).view(shape)
-                for name, dtype, shape, start, size in self.layout}
+        return {
+            name: self.buffer[start : start + size].view(dtype).view(shape)
+            for name, dtype, shape, start, size in self.layout
+        }
 
     def pin_memory(self) -> PackedBatch:
         return PackedBatch(self.layout, self.buffer.pin_memory())
@@ -98,15 +103,22 @@ class LoaderSpec:
         grounding = base.grounding_per_batch
         if grounding:
             grounding = min(size - 1, max(1, round(size * grounding / base.batch_size)))
-        return dataclasses.replace(base, batch_size=size, grounding_per_batch=grounding,
-                                   naflex_seq_len=seq_len)
+        return dataclasses.replace(
+            base, batch_size=size, grounding_per_batch=grounding, naflex_seq_len=seq_len
+        )
 
 
 class MixedBatchDataset(IterableDataset):
     """Yields (batch, ConsumerState) forever; one instance per worker process after fork."""
 
-    def __init__(self, spec: LoaderSpec, urls: dict[str, list[str]], tokenizer,
-                 states: list[ConsumerState], rotation: int):
+    def __init__(
+        self,
+        spec: LoaderSpec,
+        urls: dict[str, list[str]],
+        tokenizer,
+        states: list[ConsumerState],
+        rotation: int,
+    ):
         super().__init__()
         self.spec, self.urls, self.tokenizer = spec, urls, tokenizer
         self.states, self.rotation = states, rotation
@@ -121,8 +133,13 @@ class MixedBatchDataset(IterableDataset):
         readers = {
             name: SampleReader(
                 name,
-                ConsumerPlan(tuple(urls), consumer, self.spec.world_size * workers,
-                             self.spec.seed, STREAM_IDS[name]),
+                ConsumerPlan(
+                    tuple(urls),
+                    consumer,
+                    self.spec.world_size * workers,
+                    self.spec.seed,
+                    STREAM_IDS[name],
+                ),
                 parsers[name],
                 state,
                 self.spec.max_consecutive_bad,
@@ -131,8 +148,10 @@ class MixedBatchDataset(IterableDataset):
         }
         while True:
             shape = self.spec.shape_at(state.step)
-            counts = {TEXT_STREAM: shape.text_per_batch,
-                      GROUNDING_STREAM: shape.grounding_per_batch}
+            counts = {
+                TEXT_STREAM: shape.text_per_batch,
+                GROUNDING_STREAM: shape.grounding_per_batch,
+            }
             samples = [
                 (name, sample, position)
                 for name, reader in readers.items()
@@ -141,7 +160,10 @@ class MixedBatchDataset(IterableDataset):
             batch = assemble_batch(samples, self.tokenizer, shape, self.spec.seed)
             state.step += workers
             # In a worker process, one shared-memory block per batch (see PackedBatch).
-            yield (PackedBatch.pack(batch) if info else batch), ConsumerState.from_dict(state.to_dict())
+            yield (
+                (PackedBatch.pack(batch) if info else batch),
+                ConsumerState.from_dict(state.to_dict()),
+            )
 
 
 class ResumableLoader:
@@ -153,7 +175,9 @@ class ResumableLoader:
         self.urls = {TEXT_STREAM: expand_shard_urls(spec.text_shards)}
         if spec.shape.grounding_per_batch:
             if spec.grounding_shards is None:
-                raise ValueError("grounding_per_batch > 0 needs grounding shards (data.grounding_shards)")
+                raise ValueError(
+                    "grounding_per_batch > 0 needs grounding shards (data.grounding_shards)"
+                )
             self.urls[GROUNDING_STREAM] = expand_shard_urls(spec.grounding_shards)
         self.workers = max(spec.num_workers, 1)
         self.states = [self._fresh_state(slot) for slot in range(self.workers)]
@@ -162,8 +186,9 @@ class ResumableLoader:
 
     @staticmethod
     def _fresh_state(slot: int) -> ConsumerState:
-        return ConsumerState(slot, {TEXT_STREAM: StreamPosition(), GROUNDING_STREAM: StreamPosition()},
-                             step=slot)
+        return ConsumerState(
+            slot, {TEXT_STREAM: StreamPosition(), GROUNDING_STREAM: StreamPosition()}, step=slot
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -197,14 +222,17 @@ class ResumableLoader:
         if isinstance(batch, PackedBatch):
             batch = batch.unpack()
         if consumer_state.slot != self.next_slot:
-            raise RuntimeError(f"loader order broken: got slot {consumer_state.slot}, "
-                               f"expected {self.next_slot}")
+            raise RuntimeError(
+                f"loader order broken: got slot {consumer_state.slot}, expected {self.next_slot}"
+            )
         self.states[consumer_state.slot] = consumer_state
         self.next_slot = (consumer_state.slot + 1) % self.workers
         return batch
 
     def _make_dataloader(self) -> DataLoader:
-        dataset = MixedBatchDataset(self.spec, self.urls, self.tokenizer, self.states, self.next_slot)
+        dataset = MixedBatchDataset(
+            self.spec, self.urls, self.tokenizer, self.states, self.next_slot
+        )
         return DataLoader(
             dataset,
             batch_size=None,  # workers build whole batches

@@ -9,6 +9,7 @@ batch carries `patches [B, L, p·p·3]`, `patch_coords [B, L, 2]` (row, col) and
 Memory stays bounded by a token budget: a step of length L takes min(batch_size, budget // L)
 samples, so no step holds more patches per rank than the budget (by default phase 1's).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,20 +34,30 @@ class NaFlexSchedule:
     seed: int
 
     @classmethod
-    def build(cls, start_step: int, seed: int, batch_size: int, phase1_patches: int,
-              seq_lens: Sequence[int] | None = None,
-              token_budget: int | None = None) -> NaFlexSchedule:
+    def build(
+        cls,
+        start_step: int,
+        seed: int,
+        batch_size: int,
+        phase1_patches: int,
+        seq_lens: Sequence[int] | None = None,
+        token_budget: int | None = None,
+    ) -> NaFlexSchedule:
         """Defaults: SigLIP 2's lengths scaled by phase1_patches / 256, and a budget of
         batch_size × phase1_patches, raised to 2 samples of the longest length. Raises
         ValueError if a given budget leaves fewer than 2 samples per batch at the longest length
         (the sigmoid loss needs negatives)."""
-        lengths = tuple(seq_lens or sorted(
-            {max(1, round(length * phase1_patches / 256)) for length in SIGLIP2_SEQ_LENS}))
+        lengths = tuple(
+            seq_lens
+            or sorted({max(1, round(length * phase1_patches / 256)) for length in SIGLIP2_SEQ_LENS})
+        )
         budget = token_budget or max(batch_size * phase1_patches, 2 * max(lengths))
         schedule = cls(start_step, lengths, budget, seed)
         if schedule.batch_size(max(lengths), batch_size) < 2:
-            raise ValueError(f"naflex_token_budget={schedule.token_budget} leaves fewer than 2 "
-                             f"samples per batch at sequence length {max(lengths)}")
+            raise ValueError(
+                f"naflex_token_budget={schedule.token_budget} leaves fewer than 2 "
+                f"samples per batch at sequence length {max(lengths)}"
+            )
         return schedule
 
     def seq_len(self, step: int) -> int | None:
@@ -67,8 +78,10 @@ def patch_grid(height: int, width: int, patch: int, seq_len: int) -> tuple[int, 
         raise ValueError(f"sequence length must be positive, got {seq_len}")
 
     def grid(scale: float) -> tuple[int, int]:
-        return (min(seq_len, max(1, math.floor(height * scale / patch))),
-                min(seq_len, max(1, math.floor(width * scale / patch))))
+        return (
+            min(seq_len, max(1, math.floor(height * scale / patch))),
+            min(seq_len, max(1, math.floor(width * scale / patch))),
+        )
 
     # Without the clamps, this scale gives exactly seq_len patches before rounding down; with
     # them the product stays <= seq_len too (a side clamped to 1 leaves the other <= seq_len).
@@ -81,8 +94,9 @@ def patch_grid(height: int, width: int, patch: int, seq_len: int) -> tuple[int, 
         rows, cols = bigger
 
 
-def naflex_patches(image: Image.Image, patch: int, seq_len: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def naflex_patches(
+    image: Image.Image, patch: int, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Resize `image` to its patch grid within `seq_len` and patchify: patches [L, p·p·3] in
     [-1, 1], coords [L, 2] (row, col) and mask [L], padded with zeros (mask False) to L."""
     width, height = image.size
@@ -99,7 +113,11 @@ def naflex_patches(image: Image.Image, patch: int, seq_len: int
 
 def naflex_batch(images: list[Image.Image], patch: int, seq_len: int) -> dict[str, torch.Tensor]:
     """The NaFlex image keys of a batch (see training.objectives)."""
-    patches, coords, mask = zip(*(naflex_patches(image, patch, seq_len) for image in images),
-                                strict=True)
-    return {"patches": torch.stack(patches), "patch_coords": torch.stack(coords),
-            "patch_mask": torch.stack(mask)}
+    patches, coords, mask = zip(
+        *(naflex_patches(image, patch, seq_len) for image in images), strict=True
+    )
+    return {
+        "patches": torch.stack(patches),
+        "patch_coords": torch.stack(coords),
+        "patch_mask": torch.stack(mask),
+    }

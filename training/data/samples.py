@@ -9,6 +9,7 @@ contrastive loss (Raon's separate grounding batches).
 Anything wrong with one record raises `BadSample` with a reason; the batch builder counts it, logs
 the shard and key, and moves on.
 """
+
 from __future__ import annotations
 
 import io

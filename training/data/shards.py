@@ -6,6 +6,7 @@ all *consumers* (ranks × loader workers). Each epoch reshuffles the shard order
 from (run seed, stream, epoch), so every consumer can compute its own plan without talking to the
 others, and a resumed run recomputes exactly the same plan.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ class ConsumerPlan:
         return len(self.urls) < self.num_consumers
 
     def shards_for_epoch(self, epoch: int) -> list[str]:
-        order = np.random.default_rng([self.seed, self.stream_id, epoch]).permutation(len(self.urls))
+        order = np.random.default_rng([self.seed, self.stream_id, epoch]).permutation(
+            len(self.urls)
+        )
         shuffled = [self.urls[i] for i in order]
         if self.splits_samples:
             return shuffled

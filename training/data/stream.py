@@ -6,6 +6,7 @@ advances the position, whether it is later kept, skipped as bad, or (when shards
 sample) left to another consumer, so a position saved in a checkpoint names exactly where the
 stream continues, independently of how many workers decode ahead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,5 +72,7 @@ def iter_stream(plan: ConsumerPlan, start: StreamPosition) -> Iterator[StreamIte
                 log.error("shard %s unreadable after sample %d: %s", url, sample_index, error)
             skip = 0
         if reads_whole_epoch and not yielded_this_epoch:
-            raise ShardReadError(f"no readable samples in any of {len(shards)} shards, e.g. {shards[0]}")
+            raise ShardReadError(
+                f"no readable samples in any of {len(shards)} shards, e.g. {shards[0]}"
+            )
         epoch, shard_index = epoch + 1, 0

@@ -6,6 +6,7 @@ learn from it. Tests, smoke runs and the training-step benchmark use it when no 
 at hand. A few records are broken on purpose (a truncated JPEG, a missing caption) so the
 bad-record path is always exercised.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,12 +19,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220),
-           "yellow": (230, 210, 40)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 60),
+    "blue": (40, 60, 220),
+    "yellow": (230, 210, 40),
+}
 
 
-def rectangle_image(rng: np.random.Generator, size: int,
-                    shape: tuple[int, int] | None = None) -> tuple[bytes, str, list[float]]:
+def rectangle_image(
+    rng: np.random.Generator, size: int, shape: tuple[int, int] | None = None
+) -> tuple[bytes, str, list[float]]:
     """A JPEG with one coloured rectangle; returns (bytes, colour name, normalised box). With
     `shape` (height, width) the size × size picture is stretched to it (the box stays valid)."""
     name = list(COLOURS)[rng.integers(len(COLOURS))]
@@ -56,11 +62,17 @@ class SyntheticShards:
     bad_text_keys: set[str]
 
 
-def write_synthetic_shards(root: Path, text_shards: int = 4, per_shard: int = 12,
-                           grounding_shards: int = 1, grounding_per_shard: int = 10,
-                           image_size: int = 48, seed: int = 0,
-                           with_bad_records: bool = True,
-                           image_shapes: list[tuple[int, int]] | None = None) -> SyntheticShards:
+def write_synthetic_shards(
+    root: Path,
+    text_shards: int = 4,
+    per_shard: int = 12,
+    grounding_shards: int = 1,
+    grounding_per_shard: int = 10,
+    image_size: int = 48,
+    seed: int = 0,
+    with_bad_records: bool = True,
+    image_shapes: list[tuple[int, int]] | None = None,
+) -> SyntheticShards:
     """`image_shapes` (height, width): cycle the images through these sizes and aspect ratios,
     like shards that keep the source size (curation `shards --keep-source-size`)."""
     rng = np.random.default_rng(seed)
@@ -90,7 +102,10 @@ def write_synthetic_shards(root: Path, text_shards: int = 4, per_shard: int = 12
                 key = f"g{shard:04d}{index:04d}"
                 keys.append(key)
                 image, colour, box = rectangle_image(rng, image_size, next(shapes))
-                refs = {"source": "synthetic", "refs": [{"phrase": f"{colour} rectangle", "box": box}]}
+                refs = {
+                    "source": "synthetic",
+                    "refs": [{"phrase": f"{colour} rectangle", "box": box}],
+                }
                 _add_file(archive, f"{key}.jpg", image)
                 _add_file(archive, f"{key}.json", json.dumps(refs).encode())
         grounding_keys.append(keys)

@@ -5,6 +5,7 @@ A WebDataset sample is the run of consecutive tar members sharing a key: `KEY.jp
 up to the first dot of its file name, as in the webdataset library, so keys may contain folders.
 The tar is read as a stream (`r|*`), which works the same for local files, s3:// and http://.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -45,7 +46,9 @@ def iter_tar_samples(url: str) -> Iterator[RawSample]:
             payload = archive.extractfile(member)
             data = payload.read() if payload is not None else b""
             if len(data) != member.size:  # a stream cut mid-file ends quietly in tarfile
-                raise tarfile.ReadError(f"member {member.name} truncated ({len(data)}/{member.size} bytes)")
+                raise tarfile.ReadError(
+                    f"member {member.name} truncated ({len(data)}/{member.size} bytes)"
+                )
             if current is not None and current.key != key:
                 yield current
                 current = None

@@ -6,6 +6,7 @@ keeping their aspect ratio to the largest patch grid within a sequence length (b
 square input's patch count, so both see the same number of patches) and padded with masks.
 A model adapted with phase 3 should gain on the second; a phase-1-only model usually does not.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ from training.tokenizer import Tokenizer
 
 
 @torch.no_grad()
-def embed_naflex(model: SigLIP2, images: list[bytes], seq_len: int, batch_size: int = 64) -> torch.Tensor:
+def embed_naflex(
+    model: SigLIP2, images: list[bytes], seq_len: int, batch_size: int = 64
+) -> torch.Tensor:
     """[N, D] unit vectors of images given to the model at their own aspect ratio."""
     device = next(model.parameters()).device
     patch = model.cfg.vision.patch_size
@@ -34,8 +37,13 @@ def embed_naflex(model: SigLIP2, images: list[bytes], seq_len: int, batch_size: 
     return torch.cat(out)
 
 
-def aspect_zeroshot(model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test",
-                    seq_len: int | None = None) -> dict[str, float]:
+def aspect_zeroshot(
+    model: SigLIP2,
+    tokenizer: Tokenizer,
+    dataset: str,
+    split: str = "test",
+    seq_len: int | None = None,
+) -> dict[str, float]:
     """Top-1 accuracy with square inputs and with NaFlex inputs of `seq_len` patches."""
     model.eval()
     classnames, templates = classnames_and_templates(dataset)
@@ -43,10 +51,16 @@ def aspect_zeroshot(model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: s
     size, patch = model.cfg.vision.image_size, model.cfg.vision.patch_size
     seq_len = seq_len or (size // patch) ** 2
     classes = class_embeddings(model, tokenizer, classnames, templates)
-    square = embed_images(model, torch.stack([decode_image(data, size) for data in images])) @ classes.T
+    square = (
+        embed_images(model, torch.stack([decode_image(data, size) for data in images])) @ classes.T
+    )
     naflex = embed_naflex(model, images, seq_len) @ classes.T
     majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
-    return {"square_top1": (square.argmax(1) == labels).float().mean().item(),
-            "naflex_top1": (naflex.argmax(1) == labels).float().mean().item(),
-            "chance": majority, "seq_len": seq_len, "classes": len(classnames),
-            "samples": len(labels)}
+    return {
+        "square_top1": (square.argmax(1) == labels).float().mean().item(),
+        "naflex_top1": (naflex.argmax(1) == labels).float().mean().item(),
+        "chance": majority,
+        "seq_len": seq_len,
+        "classes": len(classnames),
+        "samples": len(labels),
+    }

@@ -8,6 +8,7 @@
 A user can point these readers at real ImageNet / COCO / RefCOCO shards in the same layout; the
 mini Common Crawl writes its held-out sets this way too.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -50,4 +51,3 @@ def classnames_and_templates(dataset: str) -> tuple[list[str], list[str]]:
     fs, path = fsspec.core.url_to_fs(templates_url)
     templates = read_lines(templates_url) if fs.exists(path) else list(DEFAULT_TEMPLATES)
     return classnames, templates
-

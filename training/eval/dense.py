@@ -12,6 +12,7 @@ Dataset (the mini Common Crawl writes it this way):
 Probe-train images come from DATASET/train when it exists; otherwise the test images are split
 in two halves by a seeded permutation (the mini Common Crawl ships one small split).
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,9 @@ def decode_mask(data: bytes, size: int) -> torch.Tensor:
         raise BadSample("corrupt_mask", str(error)) from error
 
 
-def load_segmentation(dataset: str, image_size: int, split: str = "test"
-                      ) -> tuple[torch.Tensor, torch.Tensor, int]:
+def load_segmentation(
+    dataset: str, image_size: int, split: str = "test"
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Images [N, 3, S, S], masks [N, S, S] and the number of bad samples skipped."""
     images, masks, skipped = [], [], 0
     for raw in iter_split(dataset, split):
@@ -68,7 +70,9 @@ def patch_features(model: SigLIP2, images: torch.Tensor, batch_size: int = 64) -
     model.eval()
     device = next(model.parameters()).device
     grid = images.shape[-1] // model.cfg.vision.patch_size
-    chunks = [model.encode_image(chunk.to(device))[1].float().cpu() for chunk in images.split(batch_size)]
+    chunks = [
+        model.encode_image(chunk.to(device))[1].float().cpu() for chunk in images.split(batch_size)
+    ]
     tokens = torch.cat(chunks)
     return tokens.view(tokens.shape[0], grid, grid, tokens.shape[-1])
 
@@ -79,9 +83,14 @@ def patch_class_fractions(masks: torch.Tensor, grid: int, classes: int) -> torch
     return F.adaptive_avg_pool2d(one_hot, grid).permute(0, 2, 3, 1)
 
 
-def train_linear_probe(features: torch.Tensor, targets: torch.Tensor, steps: int = 300,
-                       lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0
-                       ) -> torch.nn.Module:
+def train_linear_probe(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A standardise-then-linear classifier fitted to soft targets ([M, D] → [M, C]) by
     full-batch AdamW: the probe sets are small, and full batches make it deterministic."""
     generator = torch.Generator().manual_seed(seed)
@@ -152,8 +161,9 @@ def _probe_split(dataset: str, count: int, seed: int) -> tuple[str, torch.Tensor
         return "test", order[:half], order[half:]
 
 
-def segmentation_probe(model: SigLIP2, dataset: str, seed: int = 0, steps: int = 300
-                       ) -> dict[str, object]:
+def segmentation_probe(
+    model: SigLIP2, dataset: str, seed: int = 0, steps: int = 300
+) -> dict[str, object]:
     """mIoU, pixel accuracy and per-class IoU of a linear probe on frozen patch tokens, with the
     all-majority-class predictor's mIoU as the floor."""
     classnames = read_lines(f"{dataset.rstrip('/')}/classnames.txt")
@@ -169,20 +179,26 @@ def segmentation_probe(model: SigLIP2, dataset: str, seed: int = 0, steps: int =
     else:
         train_features, train_masks = features[train_index], masks[train_index]
     targets = patch_class_fractions(train_masks, grid, classes)
-    probe = train_linear_probe(train_features.flatten(0, 2), targets.flatten(0, 2), steps=steps,
-                               seed=seed)
+    probe = train_linear_probe(
+        train_features.flatten(0, 2), targets.flatten(0, 2), steps=steps, seed=seed
+    )
     predicted = predict_masks(probe, features[eval_index], size)
     truth = masks[eval_index]
     confusion = confusion_matrix(predicted, truth, classes)
-    majority = int(torch.bincount(train_masks.flatten().clamp(0, classes - 1), minlength=classes).argmax())
+    majority = int(
+        torch.bincount(train_masks.flatten().clamp(0, classes - 1), minlength=classes).argmax()
+    )
     floor = confusion_matrix(torch.full_like(truth, majority), truth, classes)
     ious = iou_per_class(confusion)
     return {
         "mIoU": mean_iou(confusion),
         "pixel_accuracy": float(confusion.diag().sum() / confusion.sum().clamp_min(1)),
         "baseline_majority_mIoU": mean_iou(floor),
-        "iou_per_class": {name: (None if iou.isnan() else float(iou))
-                          for name, iou in zip(classnames, ious)},
-        "probe_train_images": len(train_features), "eval_images": len(eval_index),
-        "probe_train_split": source, "skipped": skipped,
+        "iou_per_class": {
+            name: (None if iou.isnan() else float(iou)) for name, iou in zip(classnames, ious)
+        },
+        "probe_train_images": len(train_features),
+        "eval_images": len(eval_index),
+        "probe_train_split": source,
+        "skipped": skipped,
     }

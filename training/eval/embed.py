@@ -1,4 +1,5 @@
 """Normalised image and text embeddings of a trained SigLIP2, in batches, without gradients."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -21,16 +22,23 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 def embed_images(model: SigLIP2, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """[N, 3, S, S] in [-1, 1] → [N, D] unit vectors (on CPU)."""
     device = next(model.parameters()).device
-    out = [F.normalize(model.encode_image(chunk.to(device))[0].float(), dim=-1).cpu()
-           for chunk in images.split(batch_size)]
+    out = [
+        F.normalize(model.encode_image(chunk.to(device))[0].float(), dim=-1).cpu()
+        for chunk in images.split(batch_size)
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def embed_texts(model: SigLIP2, tokenizer: Tokenizer, texts: list[str],
-                batch_size: int = 256) -> torch.Tensor:
+def embed_texts(
+    model: SigLIP2, tokenizer: Tokenizer, texts: list[str], batch_size: int = 256
+) -> torch.Tensor:
     device = next(model.parameters()).device
     length = model.cfg.text.context_length
-    out = [F.normalize(model.encode_text(tokenizer.encode(chunk, length).to(device)).float(), dim=-1).cpu()
-           for chunk in batched(texts, batch_size)]
+    out = [
+        F.normalize(
+            model.encode_text(tokenizer.encode(chunk, length).to(device)).float(), dim=-1
+        ).cpu()
+        for chunk in batched(texts, batch_size)
+    ]
     return torch.cat(out)

@@ -4,6 +4,7 @@ Acc@0.5 is the share of (image, phrase) pairs whose decoded box overlaps the tru
 IoU ≥ 0.5. Two trivial baselines put the number in context: the whole image, and a centred box
 of the average true box size (what a model that ignores both image and phrase could learn).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ def box_iou(a: Box, b: Box) -> float:
     return intersection / union if union > 0 else 0.0
 
 
-def load_referring_expressions(dataset: str, image_size: int, split: str = "test"
-                               ) -> tuple[torch.Tensor, list[tuple[int, str, Box]]]:
+def load_referring_expressions(
+    dataset: str, image_size: int, split: str = "test"
+) -> tuple[torch.Tensor, list[tuple[int, str, Box]]]:
     """Images and (image index, phrase, true box) triples."""
     images, queries = [], []
     for raw in iter_split(dataset, split):
@@ -42,8 +44,13 @@ def load_referring_expressions(dataset: str, image_size: int, split: str = "test
 
 
 @torch.no_grad()
-def predict_boxes(model: SigLIP2, tokenizer: Tokenizer, images: torch.Tensor,
-                  queries: list[tuple[int, str, Box]], batch_size: int = 64) -> list[Box | None]:
+def predict_boxes(
+    model: SigLIP2,
+    tokenizer: Tokenizer,
+    images: torch.Tensor,
+    queries: list[tuple[int, str, Box]],
+    batch_size: int = 64,
+) -> list[Box | None]:
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.decoder.max_len
@@ -52,12 +59,15 @@ def predict_boxes(model: SigLIP2, tokenizer: Tokenizer, images: torch.Tensor,
     for chunk in batched(queries, batch_size):
         indices = torch.tensor([index for index, _, _ in chunk])
         _, patch_tokens = model.encode_image(images[indices].to(device))
-        prefixes = [[tokenizer.task_token("aref")] + tokenizer.text_ids(phrase)[: max_len - 5]
-                    for _, phrase, _ in chunk]
+        prefixes = [
+            [tokenizer.task_token("aref")] + tokenizer.text_ids(phrase)[: max_len - 5]
+            for _, phrase, _ in chunk
+        ]
         # A box's far corner lies past its near one (x1 > x0, y1 > y0 in either box format): a
         # barely trained decoder otherwise repeats one coordinate and outputs a zero-width box.
-        decoded = model.decoder.greedy_decode(patch_tokens, prefixes, steps=4, allowed=box_ids,
-                                              increasing={2: 0, 3: 1})
+        decoded = model.decoder.greedy_decode(
+            patch_tokens, prefixes, steps=4, allowed=box_ids, increasing={2: 0, 3: 1}
+        )
         predictions += [tokenizer.decode_box(tokens) for tokens in decoded]
     return predictions
 
@@ -73,8 +83,9 @@ def centred_box(truth: list[Box]) -> Box:
     return (0.5 - width / 2, 0.5 - height / 2, 0.5 + width / 2, 0.5 + height / 2)
 
 
-def aref_accuracy(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
-                  split: str = "test") -> dict[str, float]:
+def aref_accuracy(
+    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
+) -> dict[str, float]:
     images, queries = load_referring_expressions(dataset, model.cfg.vision.image_size, split)
     truth = [box for _, _, box in queries]
     predicted = predict_boxes(model, tokenizer, images, queries)

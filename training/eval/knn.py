@@ -4,6 +4,7 @@ query's k most cosine-similar memory images vote for their class with weight exp
 The memory bank is DATASET/train when it exists; otherwise every test image is classified by
 the other test images (leave-one-out), which needs no split of a small evaluation set.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,15 @@ DEFAULT_KS = (1, 10)
 TEMPERATURE = 0.07
 
 
-def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int,
-                classes: int, temperature: float = TEMPERATURE, leave_one_out: bool = False
-                ) -> torch.Tensor:
+def knn_predict(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    classes: int,
+    temperature: float = TEMPERATURE,
+    leave_one_out: bool = False,
+) -> torch.Tensor:
     """Class predictions [Q] for unit-vector `queries` [Q, D] from a unit-vector `bank` [M, D].
     With `leave_one_out`, queries are the bank itself and each skips its own row."""
     similarity = queries @ bank.T
@@ -34,8 +41,9 @@ def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Te
     return votes.argmax(dim=1)
 
 
-def knn_accuracy(model: SigLIP2, dataset: str, ks: tuple[int, ...] = DEFAULT_KS
-                 ) -> dict[str, object]:
+def knn_accuracy(
+    model: SigLIP2, dataset: str, ks: tuple[int, ...] = DEFAULT_KS
+) -> dict[str, object]:
     """Top-1 accuracy for each k, with the majority class's share as chance."""
     classnames, _ = classnames_and_templates(dataset)
     size = model.cfg.vision.image_size
@@ -49,10 +57,15 @@ def knn_accuracy(model: SigLIP2, dataset: str, ks: tuple[int, ...] = DEFAULT_KS
         bank, bank_labels, leave_one_out = queries, labels, True
     metrics: dict[str, object] = {}
     for k in ks:
-        predicted = knn_predict(bank, bank_labels, queries, k, len(classnames),
-                                leave_one_out=leave_one_out)
+        predicted = knn_predict(
+            bank, bank_labels, queries, k, len(classnames), leave_one_out=leave_one_out
+        )
         metrics[f"top1@k{k}"] = (predicted == labels).float().mean().item()
     chance = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
-    metrics.update(chance=chance, samples=len(labels), memory=len(bank_labels),
-                   memory_split="test (leave-one-out)" if leave_one_out else "train")
+    metrics.update(
+        chance=chance,
+        samples=len(labels),
+        memory=len(bank_labels),
+        memory_split="test (leave-one-out)" if leave_one_out else "train",
+    )
     return metrics

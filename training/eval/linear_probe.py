@@ -6,6 +6,7 @@ Where k-NN asks whether neighbours in the embedding share a class, the probe ask
 class can be read off the features linearly at all, however little of the embedding's geometry
 it takes up (a colour-dominated embedding can hide a kind direction from k-NN, not from a probe).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,13 +30,20 @@ class LinearProbe:
         return ((features.float() - self.mean) / self.std) @ self.weight + self.bias
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, classes: int,
-                     l2: float = 1e-3, max_iter: int = 300) -> LinearProbe:
+def fit_linear_probe(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    l2: float = 1e-3,
+    max_iter: int = 300,
+) -> LinearProbe:
     """Fit on features [N, D] with labels [N] in [0, classes); `l2` weighs the squared weights
     against the mean cross-entropy."""
     if features.ndim != 2 or labels.shape != features.shape[:1]:
-        raise ValueError(f"features must be [N, D] and labels [N]; got {tuple(features.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"features must be [N, D] and labels [N]; got {tuple(features.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= classes:
         raise ValueError(f"labels must be non-empty and in [0, {classes})")
     features = features.float()
@@ -43,8 +51,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, classes: int,
     standard = (features - mean) / std
     weight = torch.zeros(features.shape[1], classes, requires_grad=True)
     bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -57,14 +64,24 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, classes: int,
     return LinearProbe(weight.detach(), bias.detach(), mean, std)
 
 
-def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor,
-                          test_features: torch.Tensor, test_labels: torch.Tensor,
-                          classes: int, l2: float = 1e-3) -> dict[str, float | int]:
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    classes: int,
+    l2: float = 1e-3,
+) -> dict[str, float | int]:
     """Top-1 of a probe fitted on the training features, on both splits, with the test set's
     majority-class share as chance."""
     probe = fit_linear_probe(train_features, train_labels, classes, l2)
     train_top1 = (probe.predict(train_features) == train_labels).float().mean().item()
     top1 = (probe.predict(test_features) == test_labels).float().mean().item()
     chance = torch.bincount(test_labels, minlength=classes).max().item() / len(test_labels)
-    return {"top1": top1, "train_top1": train_top1, "chance": chance,
-            "train_samples": len(train_labels), "samples": len(test_labels)}
+    return {
+        "top1": top1,
+        "train_top1": train_top1,
+        "chance": chance,
+        "train_samples": len(train_labels),
+        "samples": len(test_labels),
+    }

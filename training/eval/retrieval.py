@@ -1,4 +1,5 @@
 """Image ↔ text retrieval recall@K; an image may have several captions (one per line)."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,9 @@ from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
 
-def load_pairs(dataset: str, image_size: int, split: str = "test"
-               ) -> tuple[torch.Tensor, list[str], list[int]]:
+def load_pairs(
+    dataset: str, image_size: int, split: str = "test"
+) -> tuple[torch.Tensor, list[str], list[int]]:
     """Images, all captions, and for each caption the index of its image."""
     images, captions, owner = [], [], []
     for raw in iter_split(dataset, split):
@@ -25,23 +27,27 @@ def load_pairs(dataset: str, image_size: int, split: str = "test"
     return torch.stack(images), captions, owner
 
 
-def recall_at_k(similarity: torch.Tensor, image_of_text: torch.Tensor,
-                ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+def recall_at_k(
+    similarity: torch.Tensor, image_of_text: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
     """`similarity` is [images, texts]. Text→image: is the caption's own image in its top K?
     Image→text: is any of the image's captions in its top K?"""
     metrics = {}
     images = similarity.shape[0]
     for k in ks:
         top_images = similarity.T.topk(min(k, images), dim=1).indices  # [texts, k]
-        metrics[f"text_to_image_R@{k}"] = (top_images == image_of_text[:, None]).any(1).float().mean().item()
+        metrics[f"text_to_image_R@{k}"] = (
+            (top_images == image_of_text[:, None]).any(1).float().mean().item()
+        )
         top_texts = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # [images, k]
         hits = image_of_text[top_texts] == torch.arange(images)[:, None]
         metrics[f"image_to_text_R@{k}"] = hits.any(1).float().mean().item()
     return metrics
 
 
-def retrieval_recall(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
-                     split: str = "test") -> dict[str, float]:
+def retrieval_recall(
+    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
+) -> dict[str, float]:
     model.eval()
     images, captions, owner = load_pairs(dataset, model.cfg.vision.image_size, split)
     similarity = embed_images(model, images) @ embed_texts(model, tokenizer, captions).T

@@ -9,6 +9,7 @@ During training, call `evaluate_checkpoint(folder, data, tasks)` on one rank rig
 checkpoint is saved (it reads the weights from disk, so it works under any parallelism) and log
 `flatten_metrics(report["results"])`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,14 @@ DEFAULT_SETS: dict[str, str] = {
 }
 TASKS = tuple(DEFAULT_SETS)
 # The headline number of each task, for the table.
-_HEADLINE = {"zeroshot": "top1", "retrieval": "text_to_image_R@1", "grounding": "acc@0.5",
-             "dense": "mIoU", "knn": "top1@k10", "aspect": "naflex_top1"}
+_HEADLINE = {
+    "zeroshot": "top1",
+    "retrieval": "text_to_image_R@1",
+    "grounding": "acc@0.5",
+    "dense": "mIoU",
+    "knn": "top1@k10",
+    "aspect": "naflex_top1",
+}
 
 
 def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> dict[str, Any]:
@@ -70,8 +77,13 @@ def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> 
     return knn_accuracy(model, dataset)
 
 
-def evaluate(model: SigLIP2, data: str, tasks: Sequence[str], sets: dict[str, str] | None = None,
-             tokenizer: Tokenizer | None = None) -> dict[str, dict[str, Any]]:
+def evaluate(
+    model: SigLIP2,
+    data: str,
+    tasks: Sequence[str],
+    sets: dict[str, str] | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> dict[str, dict[str, Any]]:
     """{task: metrics (+ "dataset", "seconds")}. A task whose set is missing or unreadable
     reports {"error": ...} instead of stopping the others."""
     unknown = [task for task in tasks if task not in DEFAULT_SETS]
@@ -90,15 +102,22 @@ def evaluate(model: SigLIP2, data: str, tasks: Sequence[str], sets: dict[str, st
         except (FileNotFoundError, BadSample, ValueError) as error:
             log.warning("eval %s on %s failed: %s", task, dataset, error)
             metrics = {"error": f"{type(error).__name__}: {error}"}
-        results[task] = {**metrics, "dataset": dataset,
-                         "seconds": round(time.perf_counter() - started, 3)}
+        results[task] = {
+            **metrics,
+            "dataset": dataset,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
     model.train(was_training)
     return results
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str = DEFAULT_DATA,
-                        tasks: Sequence[str] = TASKS, sets: dict[str, str] | None = None,
-                        out_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str = DEFAULT_DATA,
+    tasks: Sequence[str] = TASKS,
+    sets: dict[str, str] | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
     """Evaluate a checkpoint (run, checkpoints/ or step folder) and write
     OUT_DIR/step_NNNNNNNN.json (default RUN/eval/); returns the report written."""
     folder = resolve_checkpoint(checkpoint)
@@ -106,8 +125,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str = DEFAULT_DATA,
     step = json.loads(trainer_state.read_text()).get("step", 0) if trainer_state.is_file() else 0
     model = load_encoder(folder)
     tokenizer = tokenizer_for_checkpoint(folder, model.cfg.text.context_length)
-    report = {"checkpoint": str(folder), "step": step, "data": data,
-              "results": evaluate(model, data, tasks, sets, tokenizer)}
+    report = {
+        "checkpoint": str(folder),
+        "step": step,
+        "data": data,
+        "results": evaluate(model, data, tasks, sets, tokenizer),
+    }
     out_dir = out_dir or run_of_checkpoint(folder) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     report["path"] = str(out_dir / f"step_{step:08d}.json")
@@ -120,7 +143,11 @@ def flatten_metrics(results: dict[str, dict[str, Any]], prefix: str = "eval") ->
     flat = {}
     for task, metrics in results.items():
         for name, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "seconds":
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and name != "seconds"
+            ):
                 flat[f"{prefix}/{task}/{name}"] = float(value)
     return flat
 
@@ -134,23 +161,49 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             continue
         numbers = [k for k, v in metrics.items() if isinstance(v, float) and k != "seconds"]
         headline = _HEADLINE[task] if _HEADLINE[task] in metrics else numbers[0]
-        floor = next((metrics[k] for k in ("chance", "baseline_majority_mIoU", "baseline_centre_box")
-                      if k in metrics), None)
+        floor = next(
+            (
+                metrics[k]
+                for k in ("chance", "baseline_majority_mIoU", "baseline_centre_box")
+                if k in metrics
+            ),
+            None,
+        )
         others = ", ".join(f"{k}={metrics[k]:.3f}" for k in numbers if k != headline)
-        rows.append((task, headline, f"{metrics[headline]:.3f}",
-                     "-" if floor is None else f"{floor:.3f}", others))
+        rows.append(
+            (
+                task,
+                headline,
+                f"{metrics[headline]:.3f}",
+                "-" if floor is None else f"{floor:.3f}",
+                others,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4]
+        for row in rows
+    )
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("eval", help="zero-shot, retrieval, grounding, dense probe, k-NN")
-    parser.add_argument("--ckpt", required=True, help="run folder, checkpoints/ folder or step folder")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="CLIP_benchmark-style root of eval sets")
-    parser.add_argument("--set", action="append", default=[], metavar="TASK=PATH",
-                        help="evaluation set of one task (repeatable)")
+    parser.add_argument(
+        "--ckpt", required=True, help="run folder, checkpoints/ folder or step folder"
+    )
+    parser.add_argument(
+        "--tasks", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}"
+    )
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="CLIP_benchmark-style root of eval sets"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TASK=PATH",
+        help="evaluation set of one task (repeatable)",
+    )
     parser.add_argument("--out", default=None, help="folder for the JSON (default RUN/eval)")
     parser.set_defaults(handler=run_eval)
 
@@ -171,8 +224,13 @@ def run_eval(options: argparse.Namespace) -> int:
         unknown = [task for task in tasks if task not in DEFAULT_SETS]
         if unknown:
             raise ValueError(f"unknown eval tasks {unknown}; choose from {list(TASKS)}")
-        report = evaluate_checkpoint(options.ckpt, options.data, tasks, _parse_sets(options.set),
-                                     Path(options.out) if options.out else None)
+        report = evaluate_checkpoint(
+            options.ckpt,
+            options.data,
+            tasks,
+            _parse_sets(options.set),
+            Path(options.out) if options.out else None,
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2

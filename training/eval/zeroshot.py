@@ -1,4 +1,5 @@
 """Zero-shot classification: class embeddings from prompt templates, accuracy vs chance."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,9 @@ from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
 
-def class_embeddings(model: SigLIP2, tokenizer: Tokenizer, classnames: list[str],
-                     templates: list[str]) -> torch.Tensor:
+def class_embeddings(
+    model: SigLIP2, tokenizer: Tokenizer, classnames: list[str], templates: list[str]
+) -> torch.Tensor:
     """[C, D]: the renormalised mean of each class's prompt embeddings (CLIP's prompt ensemble)."""
     prompts = [template.replace("{c}", name) for name in classnames for template in templates]
     embeddings = embed_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
@@ -31,20 +33,28 @@ def labelled_image_bytes(dataset: str, split: str = "test") -> tuple[list[bytes]
     return images, torch.tensor(labels)
 
 
-def load_labelled_images(dataset: str, image_size: int, split: str = "test"
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_labelled_images(
+    dataset: str, image_size: int, split: str = "test"
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = labelled_image_bytes(dataset, split)
     return torch.stack([decode_image(data, image_size) for data in images]), labels
 
 
-def zeroshot_accuracy(model: SigLIP2, tokenizer: Tokenizer, dataset: str,
-                      split: str = "test") -> dict[str, float]:
+def zeroshot_accuracy(
+    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
+) -> dict[str, float]:
     """Top-1 accuracy, and chance (the most frequent class's share, the best a blind guess gets)."""
     model.eval()
     classnames, templates = classnames_and_templates(dataset)
     images, labels = load_labelled_images(dataset, model.cfg.vision.image_size, split)
-    scores = embed_images(model, images) @ class_embeddings(model, tokenizer, classnames, templates).T
+    scores = (
+        embed_images(model, images) @ class_embeddings(model, tokenizer, classnames, templates).T
+    )
     predictions = scores.argmax(dim=1)
     majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
-    return {"top1": (predictions == labels).float().mean().item(), "chance": majority,
-            "classes": len(classnames), "samples": len(labels)}
+    return {
+        "top1": (predictions == labels).float().mean().item(),
+        "chance": majority,
+        "classes": len(classnames),
+        "samples": len(labels),
+    }

@@ -28,6 +28,7 @@ and initialisation, not ARef grounding. The folder's tokenizer.json (Gemma's, fo
 SigLIP 2) is copied beside the weights and named in config.json, and `python -m training eval`
 tokenizes with it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,9 @@ def _hf_config(cfg: ModelConfig, tokenizer: Tokenizer):
     return transformers.Siglip2Config(**kwargs)
 
 
-def export_hf(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path,
-              tokenizer: Tokenizer | None = None) -> Path:
+def export_hf(
+    state: Mapping[str, Tensor], cfg: ModelConfig, out: Path, tokenizer: Tokenizer | None = None
+) -> Path:
     """Write a transformers Siglip2 folder for our weights; returns the folder."""
     import transformers
 
@@ -80,8 +82,11 @@ def export_hf(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path,
     save_tokenizer_files(tokenizer, out)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     transformers.Siglip2ImageProcessor(
-        patch_size=cfg.vision.patch_size, max_num_patches=grid * grid,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=2,  # PIL bilinear
+        patch_size=cfg.vision.patch_size,
+        max_num_patches=grid * grid,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        resample=2,  # PIL bilinear
     ).save_pretrained(str(out))
     return out
 
@@ -102,19 +107,24 @@ def import_hf_siglip2(folder: Path, run: Path, decoder_depth: int = 1) -> Path:
     """Convert a local Siglip2 folder into RUN/checkpoints/step_00000000 (weights + config, and
     `latest` pointing at it), readable by `python -m training eval` and export."""
     hf_model = load_hf_siglip2(folder)
-    cfg = dataclasses.replace(model_config_from_hf(hf_model.config, decoder_depth=decoder_depth),
-                              distill=None)
+    cfg = dataclasses.replace(
+        model_config_from_hf(hf_model.config, decoder_depth=decoder_depth), distill=None
+    )
     model = SigLIP2(cfg)
     result = model.load_state_dict(state_dict_from_hf(hf_model.state_dict()), strict=False)
     stray = [key for key in result.missing_keys if not key.startswith(_LOCAL_ONLY_PREFIXES)]
     if stray or result.unexpected_keys:
-        raise KeyError(f"{folder}: weights do not fit; missing {stray[:5]}, "
-                       f"unexpected {result.unexpected_keys[:5]}")
+        raise KeyError(
+            f"{folder}: weights do not fit; missing {stray[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
     checkpoints = run / "checkpoints"
     step_folder = checkpoints / step_dir_name(0)
     step_folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-              step_folder / MODEL_FILE)
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        step_folder / MODEL_FILE,
+    )
     config = {"model": cfg.to_dict(), "imported_from": str(folder.resolve())}
     if (folder / "tokenizer.json").is_file():
         # Released SigLIP 2 text towers read Gemma ids: evaluation must use their tokenizer.
@@ -133,6 +143,8 @@ def pixel_inputs(images: Tensor, patch_size: int) -> dict[str, Tensor]:
     patches, _ = patchify(images, patch_size)
     rows, cols = images.shape[-2] // patch_size, images.shape[-1] // patch_size
     batch = images.shape[0]
-    return {"pixel_values": patches,
-            "pixel_attention_mask": torch.ones(batch, rows * cols, dtype=torch.long),
-            "spatial_shapes": torch.tensor([[rows, cols]] * batch)}
+    return {
+        "pixel_values": patches,
+        "pixel_attention_mask": torch.ones(batch, rows * cols, dtype=torch.long),
+        "spatial_shapes": torch.tensor([[rows, cols]] * batch),
+    }

@@ -17,6 +17,7 @@ absolute path: move the folder and re-export (or edit that one path).
 The position grid is resized once to the export resolution (image_size / patch_size patches per
 side) with our own resize, so the fixed-size timm model sees exactly what ours sees there.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ _TIMM_ARCHITECTURE = "vit_base_patch16_siglip_256"
 # timm builds its LayerNorms with this epsilon; it cannot be set from a config.
 _TIMM_LAYER_NORM_EPS = 1e-6
 # Our preprocessing (training.data.samples.decode_image): squash-resize, bilinear, to [-1, 1].
-PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear",
-              "resize_mode": "squash"}
+PREPROCESS = {
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bilinear",
+    "resize_mode": "squash",
+}
 
 
 def _mlp_ratio(width: int, mlp_dim: int) -> float:
@@ -61,20 +66,30 @@ def timm_vision_config(cfg: ModelConfig) -> dict[str, Any]:
     """config.json for timm's `local-dir:` loader: our vision tower's sizes at export resolution."""
     vision = cfg.vision
     if vision.layer_norm_eps != _TIMM_LAYER_NORM_EPS:
-        raise ValueError(f"timm's ViT uses LayerNorm eps {_TIMM_LAYER_NORM_EPS}, this model "
-                         f"{vision.layer_norm_eps}: the open_clip export would not match")
+        raise ValueError(
+            f"timm's ViT uses LayerNorm eps {_TIMM_LAYER_NORM_EPS}, this model "
+            f"{vision.layer_norm_eps}: the open_clip export would not match"
+        )
     return {
         "architecture": _TIMM_ARCHITECTURE,
         "model_args": {
-            "img_size": vision.image_size, "patch_size": vision.patch_size,
-            "in_chans": vision.channels, "embed_dim": vision.width, "depth": vision.depth,
-            "num_heads": vision.heads, "mlp_ratio": _mlp_ratio(vision.width, vision.mlp_dim),
-            "act_layer": "gelu_tanh", "class_token": False, "global_pool": "map",
+            "img_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "in_chans": vision.channels,
+            "embed_dim": vision.width,
+            "depth": vision.depth,
+            "num_heads": vision.heads,
+            "mlp_ratio": _mlp_ratio(vision.width, vision.mlp_dim),
+            "act_layer": "gelu_tanh",
+            "class_token": False,
+            "global_pool": "map",
         },
         "pretrained_cfg": {
             "input_size": [vision.channels, vision.image_size, vision.image_size],
-            "mean": PREPROCESS["mean"], "std": PREPROCESS["std"],
-            "interpolation": PREPROCESS["interpolation"], "num_classes": 0,
+            "mean": PREPROCESS["mean"],
+            "std": PREPROCESS["std"],
+            "interpolation": PREPROCESS["interpolation"],
+            "num_classes": 0,
         },
     }
 
@@ -111,8 +126,7 @@ def open_clip_config(cfg: ModelConfig, timm_folder: Path, tokenizer_folder: Path
             "norm_kwargs": {"eps": text.layer_norm_eps},
         },
     }
-    return {"model_cfg": model_cfg,
-            "preprocess_cfg": {**PREPROCESS, "size": cfg.vision.image_size}}
+    return {"model_cfg": model_cfg, "preprocess_cfg": {**PREPROCESS, "size": cfg.vision.image_size}}
 
 
 def _fused(state: Mapping[str, Tensor], prefix: str, parts: tuple[str, ...], suffix: str) -> Tensor:
@@ -127,18 +141,24 @@ def state_dict_to_open_clip(state: Mapping[str, Tensor], cfg: ModelConfig) -> di
     out: dict[str, Tensor] = {}
     trunk = "visual.trunk."
     out[trunk + "pos_embed"] = resize_position_grid(
-        state["vision.position_embedding"], grid, grid).reshape(1, grid * grid, width)
+        state["vision.position_embedding"], grid, grid
+    ).reshape(1, grid * grid, width)
     patch = vision.patch_size
     # Our patches are flattened (row, col, channel); a conv kernel is (channel, row, col).
-    out[trunk + "patch_embed.proj.weight"] = state["vision.patch_embedding.weight"].reshape(
-        width, patch, patch, vision.channels).permute(0, 3, 1, 2)
+    out[trunk + "patch_embed.proj.weight"] = (
+        state["vision.patch_embedding.weight"]
+        .reshape(width, patch, patch, vision.channels)
+        .permute(0, 3, 1, 2)
+    )
     out[trunk + "patch_embed.proj.bias"] = state["vision.patch_embedding.bias"]
     for index in range(vision.depth):
         ours, theirs = f"vision.layers.{index}.", f"{trunk}blocks.{index}."
         for suffix in ("weight", "bias"):
             out[f"{theirs}norm1.{suffix}"] = state[f"{ours}layer_norm1.{suffix}"]
             out[f"{theirs}norm2.{suffix}"] = state[f"{ours}layer_norm2.{suffix}"]
-            out[f"{theirs}attn.qkv.{suffix}"] = _fused(state, f"{ours}self_attn.", ("q", "k", "v"), suffix)
+            out[f"{theirs}attn.qkv.{suffix}"] = _fused(
+                state, f"{ours}self_attn.", ("q", "k", "v"), suffix
+            )
             out[f"{theirs}attn.proj.{suffix}"] = state[f"{ours}self_attn.out_proj.{suffix}"]
             for fc in ("fc1", "fc2"):
                 out[f"{theirs}mlp.{fc}.{suffix}"] = state[f"{ours}mlp.{fc}.{suffix}"]
@@ -160,7 +180,9 @@ def state_dict_to_open_clip(state: Mapping[str, Tensor], cfg: ModelConfig) -> di
         for suffix in ("weight", "bias"):
             out[f"{theirs}ln_1.{suffix}"] = state[f"{ours}layer_norm1.{suffix}"]
             out[f"{theirs}ln_2.{suffix}"] = state[f"{ours}layer_norm2.{suffix}"]
-            out[f"{theirs}attn.in_proj_{suffix}"] = _fused(state, f"{ours}self_attn.", ("q", "k", "v"), suffix)
+            out[f"{theirs}attn.in_proj_{suffix}"] = _fused(
+                state, f"{ours}self_attn.", ("q", "k", "v"), suffix
+            )
             out[f"{theirs}attn.out_proj.{suffix}"] = state[f"{ours}self_attn.out_proj.{suffix}"]
             out[f"{theirs}mlp.c_fc.{suffix}"] = state[f"{ours}mlp.fc1.{suffix}"]
             out[f"{theirs}mlp.c_proj.{suffix}"] = state[f"{ours}mlp.fc2.{suffix}"]
@@ -180,16 +202,23 @@ class OpenClipExport:
 
     def scorer_arguments(self) -> list[str]:
         """The `python -m curation score` arguments that load this export."""
-        return ["--model", MODEL_NAME, "--weights", str(self.weights),
-                "--model-config", str(self.config)]
+        return [
+            "--model",
+            MODEL_NAME,
+            "--weights",
+            str(self.weights),
+            "--model-config",
+            str(self.config),
+        ]
 
     def open_clip_name(self) -> str:
         """The name `open_clip.create_model_and_transforms` / `get_tokenizer` take."""
         return f"local-dir:{self.folder}"
 
 
-def export_open_clip(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path,
-                     tokenizer: Tokenizer | None = None) -> OpenClipExport:
+def export_open_clip(
+    state: Mapping[str, Tensor], cfg: ModelConfig, out: Path, tokenizer: Tokenizer | None = None
+) -> OpenClipExport:
     """Write the open_clip folder for a model's state dict and config; see the module doc."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +230,10 @@ def export_open_clip(state: Mapping[str, Tensor], cfg: ModelConfig, out: Path,
     config_path.write_text(json.dumps(config, indent=1))
     weights_path = out / WEIGHTS_NAME
     # The metadata lets the curation scorer check the model name and rebuild without a sidecar.
-    save_file(state_dict_to_open_clip(state, cfg), weights_path,
-              metadata={"open_clip_model": MODEL_NAME, "open_clip_config": json.dumps(config)})
+    save_file(
+        state_dict_to_open_clip(state, cfg),
+        weights_path,
+        metadata={"open_clip_model": MODEL_NAME, "open_clip_config": json.dumps(config)},
+    )
     save_tokenizer_files(tokenizer or Tokenizer(context_length=cfg.text.context_length), out)
     return OpenClipExport(out, weights_path, config_path)

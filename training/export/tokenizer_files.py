@@ -11,6 +11,7 @@ A tokenizer read from a tokenizer.json (e.g. the `tiny` preset's minicc BPE) is 
 file with the same additions: lowercasing in front of its normaliser, the box and task tokens,
 and an EOS-appending post-processor.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,22 +41,36 @@ def _clip_bpe_model() -> BPE:
 
     clip = SimpleTokenizer(clean="lower")
     merges = sorted(clip.bpe_ranks, key=clip.bpe_ranks.__getitem__)
-    return BPE(vocab=dict(clip.encoder), merges=list(merges), end_of_word_suffix=END_OF_WORD,
-               continuing_subword_prefix="", fuse_unk=False)
+    return BPE(
+        vocab=dict(clip.encoder),
+        merges=list(merges),
+        end_of_word_suffix=END_OF_WORD,
+        continuing_subword_prefix="",
+        fuse_unk=False,
+    )
 
 
 def _clip_hf_tokenizer() -> HFTokenizer:
     hf = HFTokenizer(_clip_bpe_model())
     # NFC + whitespace collapse + lowercase mirror open_clip's "lower" cleaning (minus ftfy's
     # mojibake repair, which has no `tokenizers` equivalent).
-    hf.normalizer = normalizers.Sequence([
-        normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(),
-        normalizers.Lowercase()])
-    hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_CLIP_WORD_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    hf.decoder = decoders.Sequence([decoders.Replace(END_OF_WORD, " "), decoders.ByteLevel(),
-                                    decoders.Strip(" ", 0, 1)])
+    hf.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFC(),
+            normalizers.Replace(Regex(r"\s+"), " "),
+            normalizers.Strip(),
+            normalizers.Lowercase(),
+        ]
+    )
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_CLIP_WORD_PATTERN), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    hf.decoder = decoders.Sequence(
+        [decoders.Replace(END_OF_WORD, " "), decoders.ByteLevel(), decoders.Strip(" ", 0, 1)]
+    )
     hf.add_special_tokens([START_TOKEN, END_TOKEN])
     return hf
 
@@ -63,8 +78,11 @@ def _clip_hf_tokenizer() -> HFTokenizer:
 def _file_hf_tokenizer(path: Path) -> HFTokenizer:
     hf = HFTokenizer.from_file(str(path))
     # Tokenizer.text_ids lowercases before the file's own normaliser runs.
-    hf.normalizer = (normalizers.Sequence([normalizers.Lowercase(), hf.normalizer])
-                     if hf.normalizer is not None else normalizers.Lowercase())
+    hf.normalizer = (
+        normalizers.Sequence([normalizers.Lowercase(), hf.normalizer])
+        if hf.normalizer is not None
+        else normalizers.Lowercase()
+    )
     return hf
 
 
@@ -73,18 +91,23 @@ def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     the padding, which the caller requests with padding="max_length")."""
     hf = _file_hf_tokenizer(tokenizer.file) if tokenizer.file else _clip_hf_tokenizer()
     if hf.get_vocab_size(with_added_tokens=True) != tokenizer.box_token_offset:
-        raise ValueError(f"the rebuilt base vocabulary has {hf.get_vocab_size()} ids, the "
-                         f"tokenizer {tokenizer.box_token_offset}")
+        raise ValueError(
+            f"the rebuilt base vocabulary has {hf.get_vocab_size()} ids, the "
+            f"tokenizer {tokenizer.box_token_offset}"
+        )
     # Added tokens take the next free ids, in order: box bins, then LocCa task tokens.
     hf.add_special_tokens([box_token_name(i) for i in range(tokenizer.box_bins)])
     hf.add_special_tokens([task_token_name(task) for task in TASKS])
-    for name, expected in ((box_token_name(0), tokenizer.box_token_offset),
-                           (task_token_name(TASKS[0]), tokenizer.task_token_offset)):
+    for name, expected in (
+        (box_token_name(0), tokenizer.box_token_offset),
+        (task_token_name(TASKS[0]), tokenizer.task_token_offset),
+    ):
         if hf.token_to_id(name) != expected:
             raise AssertionError(f"{name} got id {hf.token_to_id(name)}, expected {expected}")
     eos = hf.id_to_token(tokenizer.eos_id)
     hf.post_processor = processors.TemplateProcessing(
-        single=f"$A {eos}", special_tokens=[(eos, tokenizer.eos_id)])
+        single=f"$A {eos}", special_tokens=[(eos, tokenizer.eos_id)]
+    )
     return hf
 
 
@@ -97,8 +120,13 @@ def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
     hf = build_hf_tokenizer(tokenizer)
     eos = hf.id_to_token(tokenizer.eos_id)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=hf, eos_token=eos, pad_token=eos,
-        model_max_length=tokenizer.context_length, padding_side="right", truncation_side="right",
+        tokenizer_object=hf,
+        eos_token=eos,
+        pad_token=eos,
+        model_max_length=tokenizer.context_length,
+        padding_side="right",
+        truncation_side="right",
         # The text tower attends to its EOS padding, as in training: no attention mask.
-        model_input_names=["input_ids"])
+        model_input_names=["input_ids"],
+    )
     return [Path(name) for name in wrapped.save_pretrained(str(folder))]

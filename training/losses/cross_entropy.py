@@ -105,7 +105,8 @@ def linear_cross_entropy(
         # One block holds the whole vocabulary: the logits are kept either way, and autograd
         # through the plain ops is faster than the blockwise function (no recompute, fused CE).
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            logits = F.linear(hidden.float(), weight.float(),
-                              bias.float() if bias is not None else None)
+            logits = F.linear(
+                hidden.float(), weight.float(), bias.float() if bias is not None else None
+            )
             return F.cross_entropy(logits, targets, reduction="none")
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_size)

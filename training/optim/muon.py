@@ -168,15 +168,28 @@ class Muon(torch.optim.Optimizer):
             return [t.to_local() if fused and isinstance(t, DTensor) else t for t in tensors]
 
         beta1, beta2 = group["betas"]
-        adamw(local(params), local([p.grad for p in params]), local([s["exp_avg"] for s in states]),
-              local([s["exp_avg_sq"] for s in states]), [], [s["step"] for s in states],
-              foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
-              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
-              maximize=False)
+        adamw(
+            local(params),
+            local([p.grad for p in params]),
+            local([s["exp_avg"] for s in states]),
+            local([s["exp_avg_sq"] for s in states]),
+            [],
+            [s["step"] for s in states],
+            foreach=not fused,
+            fused=fused,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
 
-def _orthogonalised(params: list[Tensor], updates: list[Tensor], steps: int,
-                    dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+def _orthogonalised(
+    params: list[Tensor], updates: list[Tensor], steps: int, dtype: torch.dtype
+) -> list[tuple[Tensor, Tensor]]:
     """(param, orthogonalised update) pairs; plain tensors of one shape go through one batched
     Newton–Schulz, FSDP2 shards (DTensors) one by one on their gathered matrices."""
     from torch.distributed.tensor import DTensor
@@ -190,7 +203,9 @@ def _orthogonalised(params: list[Tensor], updates: list[Tensor], steps: int,
             by_shape.setdefault((update.shape, update.device), []).append(index)
     for indices in by_shape.values():
         stacked = orthogonalise(torch.stack([updates[i] for i in indices]), steps, dtype)
-        pairs.extend((params[i], matrix) for i, matrix in zip(indices, stacked.unbind(), strict=True))
+        pairs.extend(
+            (params[i], matrix) for i, matrix in zip(indices, stacked.unbind(), strict=True)
+        )
     return pairs
 
 

@@ -5,6 +5,7 @@ them* (the dataset's `BoxConvention` says how to read them). Bad records are cou
 `Counter` the reader is given and skipped; a file that is not the expected format raises a
 ValueError naming it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -46,5 +47,11 @@ def clean_phrase(text: object) -> str:
 def grounding_formats() -> dict[str, GroundingFormat]:
     from curation.ingest.formats import coco_style, grand, openimages, refcoco, visualgenome
 
-    formats = [openimages.FORMAT, coco_style.OBJECTS365, visualgenome.FORMAT, refcoco.FORMAT, grand.FORMAT]
+    formats = [
+        openimages.FORMAT,
+        coco_style.OBJECTS365,
+        visualgenome.FORMAT,
+        refcoco.FORMAT,
+        grand.FORMAT,
+    ]
     return {fmt.name: fmt for fmt in formats}

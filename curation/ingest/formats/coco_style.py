@@ -3,6 +3,7 @@
 COCO coordinates are continuous and 0-based: a box [x, y, w, h] spans x..x+w. Crowd boxes (a
 region of many objects, `iscrowd: 1`) name no single object, so they are not referring targets.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,11 @@ def coco_images(document: dict[str, Any], counts: Counter) -> dict[Any, dict[str
 def read_objects365(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
     for url in urls:
         document = load_coco_json(url)
-        names = {c["id"]: clean_phrase(c.get("name")) for c in document.get("categories", [])
-                 if isinstance(c, dict) and "id" in c}
+        names = {
+            c["id"]: clean_phrase(c.get("name"))
+            for c in document.get("categories", [])
+            if isinstance(c, dict) and "id" in c
+        }
         images = coco_images(document, counts)
         grouped: dict[Any, GroundingImage] = {}
         for ann in document["annotations"]:
@@ -59,13 +63,20 @@ def read_objects365(urls: list[str], counts: Counter) -> Iterator[GroundingImage
             record = grouped.get(ann["image_id"])
             if record is None:
                 record = grouped[ann["image_id"]] = GroundingImage(
-                    "objects365", str(ann["image_id"]), image["file_name"],
-                    width=image.get("width"), height=image.get("height"))
+                    "objects365",
+                    str(ann["image_id"]),
+                    image["file_name"],
+                    width=image.get("width"),
+                    height=image.get("height"),
+                )
             record.phrases.append(phrase)
             record.boxes.append(ann.get("bbox"))
         yield from grouped.values()
 
 
 OBJECTS365 = GroundingFormat(
-    "objects365", XYWH_PIXEL, read_objects365,
-    "COCO-style JSON (zhiyuan_objv2_train.json): xywh pixel boxes, category names as phrases")
+    "objects365",
+    XYWH_PIXEL,
+    read_objects365,
+    "COCO-style JSON (zhiyuan_objv2_train.json): xywh pixel boxes, category names as phrases",
+)

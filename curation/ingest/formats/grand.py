@@ -7,6 +7,7 @@ object's attribute sentence when it has one (a referring expression), else its f
 underscores as spaces. The pipeline's attribute sentences sometimes keep a chat-role prefix
 ("Assistant: ..."), which is removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,5 +64,8 @@ def read_grand(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
 
 
 FORMAT = GroundingFormat(
-    "grand", XYXY_PIXEL, read_grand,
-    "per-image JSON {IMAGE_NAME: {'objects': [{'bbox' xyxy pixels, 'labels', 'attributes'}]}}")
+    "grand",
+    XYXY_PIXEL,
+    read_grand,
+    "per-image JSON {IMAGE_NAME: {'objects': [{'bbox' xyxy pixels, 'labels', 'attributes'}]}}",
+)

@@ -6,6 +6,7 @@ the order x-min, x-max, y-min, y-max. The class descriptions map a MID (`/m/011k
 name; the v5/v6 file has no header, the v7 one has `LabelName,DisplayName`. Group-of boxes cover
 several objects at once, so they are not referring targets. Images are `{ImageID}.jpg`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,10 @@ BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
 def _csv_rows(url: str) -> Iterator[Iterator[list[str]]]:
     """The CSV rows of a (possibly huge) file, streamed."""
     fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+    with (
+        fs.open(path, "rb") as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text,
+    ):
         yield csv.reader(text)
 
 
@@ -43,7 +47,9 @@ def split_files(urls: list[str]) -> tuple[list[str], dict[str, str]]:
         if "ImageID" in header:
             missing = [c for c in BOX_COLUMNS if c not in header]
             if missing:
-                raise ValueError(f"{url}: OpenImages box CSV without column(s) {', '.join(missing)}")
+                raise ValueError(
+                    f"{url}: OpenImages box CSV without column(s) {', '.join(missing)}"
+                )
             boxes.append(url)
         elif len(header) == 2:
             with _csv_rows(url) as rows:
@@ -51,11 +57,15 @@ def split_files(urls: list[str]) -> tuple[list[str], dict[str, str]]:
                     next(rows)
                 names.update({r[0]: clean_phrase(r[1]) for r in rows if len(r) == 2})
         else:
-            raise ValueError(f"{url}: neither an OpenImages box CSV (ImageID, ...) nor a class "
-                             "descriptions CSV (MID, name)")
+            raise ValueError(
+                f"{url}: neither an OpenImages box CSV (ImageID, ...) nor a class "
+                "descriptions CSV (MID, name)"
+            )
     if not names:
-        raise ValueError("openimages: give the class descriptions CSV (class-descriptions-boxable.csv) "
-                         "with --annotations")
+        raise ValueError(
+            "openimages: give the class descriptions CSV (class-descriptions-boxable.csv) "
+            "with --annotations"
+        )
     return boxes, names
 
 
@@ -68,8 +78,12 @@ def read_openimages(urls: list[str], counts: Counter) -> Iterator[GroundingImage
     yield from grouped.values()
 
 
-def add_box_rows(rows: Iterator[list[str]], names: dict[str, str], grouped: dict[str, GroundingImage],
-                 counts: Counter) -> None:
+def add_box_rows(
+    rows: Iterator[list[str]],
+    names: dict[str, str],
+    grouped: dict[str, GroundingImage],
+    counts: Counter,
+) -> None:
     """Add one box file's rows to `grouped` (an image's boxes may span files)."""
     header = next(rows)
     at = {name: index for index, name in enumerate(header)}
@@ -93,5 +107,8 @@ def add_box_rows(rows: Iterator[list[str]], names: dict[str, str], grouped: dict
 
 
 FORMAT = GroundingFormat(
-    "openimages", XXYY_NORMALISED, read_openimages,
-    "box CSVs (XMin, XMax, YMin, YMax as fractions) + class-descriptions CSV; images {ImageID}.jpg")
+    "openimages",
+    XXYY_NORMALISED,
+    read_openimages,
+    "box CSVs (XMin, XMax, YMin, YMax as fractions) + class-descriptions CSV; images {ImageID}.jpg",
+)

@@ -9,6 +9,7 @@ becomes training data. The three datasets share COCO train2014 images and split 
 split of any given file is an evaluation image, excluded from all training grounding shards;
 `evaluation_coco_ids` lists them for the other sources (Visual Genome overlaps COCO too).
 """
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,9 @@ class _PlainDataUnpickler(pickle.Unpickler):
     """refs(*).p holds only lists, dicts, strings and numbers: refuse anything that names code."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refs pickle refers to {module}.{name}; only plain data is accepted")
+        raise pickle.UnpicklingError(
+            f"refs pickle refers to {module}.{name}; only plain data is accepted"
+        )
 
 
 def load_refs(url: str) -> list[dict[str, Any]]:
@@ -65,8 +68,11 @@ def evaluation_coco_ids(urls: list[str]) -> set[int]:
     ids: set[int] = set()
     for url in urls:
         if not _is_instances(url):
-            ids.update(int(ref["image_id"]) for ref in load_refs(url)
-                       if isinstance(ref, dict) and ref.get("split") != TRAIN_SPLIT and "image_id" in ref)
+            ids.update(
+                int(ref["image_id"])
+                for ref in load_refs(url)
+                if isinstance(ref, dict) and ref.get("split") != TRAIN_SPLIT and "image_id" in ref
+            )
     return ids
 
 
@@ -74,13 +80,18 @@ def read_refcoco(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
     instances = {posixpath.dirname(u): u for u in urls if _is_instances(u)}
     refs_files = [u for u in urls if not _is_instances(u)]
     if not refs_files or not instances:
-        raise ValueError("refcoco: give each dataset's refs(*).p and instances.json with --annotations")
+        raise ValueError(
+            "refcoco: give each dataset's refs(*).p and instances.json with --annotations"
+        )
     for url in refs_files:
         instances_url = instances.get(posixpath.dirname(url)) or next(iter(instances.values()))
         document = load_coco_json(instances_url)
         images = coco_images(document, counts)
-        boxes = {ann["id"]: ann.get("bbox") for ann in document["annotations"]
-                 if isinstance(ann, dict) and "id" in ann}
+        boxes = {
+            ann["id"]: ann.get("bbox")
+            for ann in document["annotations"]
+            if isinstance(ann, dict) and "id" in ann
+        }
         source = dataset_of(url)
         grouped: dict[int, GroundingImage] = {}
         for ref in load_refs(url):
@@ -97,10 +108,19 @@ def read_refcoco(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
             record = grouped.get(ref["image_id"])
             if record is None:
                 record = grouped[ref["image_id"]] = GroundingImage(
-                    source, str(ref["image_id"]), image["file_name"], width=image.get("width"),
-                    height=image.get("height"), coco_id=int(ref["image_id"]))
+                    source,
+                    str(ref["image_id"]),
+                    image["file_name"],
+                    width=image.get("width"),
+                    height=image.get("height"),
+                    coco_id=int(ref["image_id"]),
+                )
             for sentence in ref.get("sentences") or []:
-                phrase = clean_phrase(sentence.get("sent") or sentence.get("raw")) if isinstance(sentence, dict) else ""
+                phrase = (
+                    clean_phrase(sentence.get("sent") or sentence.get("raw"))
+                    if isinstance(sentence, dict)
+                    else ""
+                )
                 if not phrase:
                     counts["empty_phrase"] += 1
                     continue
@@ -110,5 +130,8 @@ def read_refcoco(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
 
 
 FORMAT = GroundingFormat(
-    "refcoco", XYWH_PIXEL, read_refcoco,
-    "refs(*).p or .json + instances.json per dataset folder (refcoco, refcoco+, refcocog); train split only")
+    "refcoco",
+    XYWH_PIXEL,
+    read_refcoco,
+    "refs(*).p or .json + instances.json per dataset folder (refcoco, refcoco+, refcocog); train split only",
+)

@@ -6,6 +6,7 @@ or "id", "width", "height", "coco_id", "url"}`) gives the size the boxes were dr
 id (about half of VG is COCO, so RefCOCO's evaluation images must be excluded) and the image's
 folder (VG_100K or VG_100K_2, from its URL). Some regions stick out of their image: clipped later.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ def _load_list(url: str) -> list[Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{url}: not JSON: {exc}") from None
     if not isinstance(document, list):
-        raise ValueError(f"{url}: expected a JSON list (region_descriptions.json or image_data.json)")  # noqa: TRY004 - bad input file
+        raise ValueError(
+            f"{url}: expected a JSON list (region_descriptions.json or image_data.json)"
+        )  # noqa: TRY004 - bad input file
     return document
 
 
@@ -62,9 +65,14 @@ def read_visualgenome(urls: list[str], counts: Counter) -> Iterator[GroundingIma
                 continue
             image_id = entry.get("id", entry.get("image_id"))
             meta = image_data.get(image_id, {})
-            record = GroundingImage("visualgenome", str(image_id), _image_path(image_id, meta),
-                                    width=meta.get("width"), height=meta.get("height"),
-                                    coco_id=meta.get("coco_id"))
+            record = GroundingImage(
+                "visualgenome",
+                str(image_id),
+                _image_path(image_id, meta),
+                width=meta.get("width"),
+                height=meta.get("height"),
+                coco_id=meta.get("coco_id"),
+            )
             for region in entry["regions"]:
                 phrase = clean_phrase(region.get("phrase")) if isinstance(region, dict) else ""
                 if not phrase:
@@ -76,5 +84,8 @@ def read_visualgenome(urls: list[str], counts: Counter) -> Iterator[GroundingIma
 
 
 FORMAT = GroundingFormat(
-    "visualgenome", XYWH_PIXEL, read_visualgenome,
-    "region_descriptions.json (+ image_data.json for sizes, COCO ids, VG_100K folders)")
+    "visualgenome",
+    XYWH_PIXEL,
+    read_visualgenome,
+    "region_descriptions.json (+ image_data.json for sizes, COCO ids, VG_100K folders)",
+)

@@ -7,9 +7,11 @@ from curation.cc.html_images import extract_page_images
 
 RUSSIAN = "Красный круг на синем фоне"
 JAPANESE = "青い空と赤い三角形の写真"
-CHINESE_PAGE = ("<html><head><title>中文网页</title></head><body><p>"
-                + "这是一个关于几何图形的页面，里面有很多不同颜色的圆形、方形和三角形。" * 8
-                + '</p><img src="/c.jpg" alt="蓝色背景上的红色圆形"></body></html>')
+CHINESE_PAGE = (
+    "<html><head><title>中文网页</title></head><body><p>"
+    + "这是一个关于几何图形的页面，里面有很多不同颜色的圆形、方形和三角形。" * 8
+    + '</p><img src="/c.jpg" alt="蓝色背景上的红色圆形"></body></html>'
+)
 
 
 def alts(body: bytes, http_charset: str | None) -> list[str]:
@@ -25,8 +27,10 @@ def test_cp1251_declared_in_the_http_header_decodes_cyrillic():
 
 
 def test_shift_jis_declared_in_a_meta_tag_decodes_japanese():
-    body = (f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">'
-            f'</head><body><img src="a.jpg" alt="{JAPANESE}"></body></html>').encode("shift_jis")
+    body = (
+        f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">'
+        f'</head><body><img src="a.jpg" alt="{JAPANESE}"></body></html>'
+    ).encode("shift_jis")
     assert sniff_encoding(body, None) == ("shift_jis", "meta")
     assert alts(body, None) == [JAPANESE]
 
@@ -39,8 +43,10 @@ def test_undeclared_chinese_page_is_detected():
 
 
 def test_header_charset_wins_over_a_conflicting_meta_tag():
-    body = (f'<html><head><meta charset="utf-8"></head><body><img src="a.jpg" alt="{RUSSIAN}">'
-            f'</body></html>').encode("koi8-r")
+    body = (
+        f'<html><head><meta charset="utf-8"></head><body><img src="a.jpg" alt="{RUSSIAN}">'
+        f"</body></html>"
+    ).encode("koi8-r")
     assert sniff_encoding(body, "koi8-r")[1] == "header"
     assert alts(body, "koi8-r") == [RUSSIAN]
 

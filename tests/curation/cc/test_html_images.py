@@ -12,9 +12,11 @@ def images(html: str, page_url: str = PAGE):
 
 
 def test_lazy_loading_attribute_beats_a_placeholder_src():
-    html = ('<img src="data:image/gif;base64,R0lGOD" data-src="/real/one.jpg" alt="one">'
-            '<img src="/spacer.gif" data-lazy-src="two.jpg" alt="two">'
-            '<img data-original="//cdn.example.com/three.jpg" alt="three">')
+    html = (
+        '<img src="data:image/gif;base64,R0lGOD" data-src="/real/one.jpg" alt="one">'
+        '<img src="/spacer.gif" data-lazy-src="two.jpg" alt="two">'
+        '<img data-original="//cdn.example.com/three.jpg" alt="three">'
+    )
     page, drops = images(html)
     assert [ref.url for ref in page.refs] == [
         "http://shop.example.com/real/one.jpg",
@@ -25,8 +27,10 @@ def test_lazy_loading_attribute_beats_a_placeholder_src():
 
 
 def test_largest_srcset_candidate_is_the_image_url():
-    html = ('<img src="s.jpg" srcset="s.jpg 300w, xl.jpg 2000w, m.jpg 800w" alt="a">'
-            '<img src="p.jpg" data-srcset="p1.jpg 1x, p2.jpg 2x" alt="b">')
+    html = (
+        '<img src="s.jpg" srcset="s.jpg 300w, xl.jpg 2000w, m.jpg 800w" alt="a">'
+        '<img src="p.jpg" data-srcset="p1.jpg 1x, p2.jpg 2x" alt="b">'
+    )
     page, _ = images(html)
     assert [ref.url.rsplit("/", 1)[1] for ref in page.refs] == ["xl.jpg", "p2.jpg"]
 
@@ -44,14 +48,16 @@ def test_texts_are_entity_decoded_and_whitespace_collapsed():
 
 
 def test_dimensions_come_from_the_attributes_when_they_are_pixels():
-    html = ('<img src="a.jpg" width="640" height="480px"><img src="b.jpg" width="50%" height="x">')
+    html = '<img src="a.jpg" width="640" height="480px"><img src="b.jpg" width="50%" height="x">'
     page, _ = images(html)
     assert [(r.width, r.height) for r in page.refs] == [(640, 480), (None, None)]
 
 
 def test_unfetchable_images_are_counted_by_reason():
-    html = ('<img src="data:image/png;base64,iVBOR" alt="inline">'
-            '<img src="javascript:void(0)" alt="js"><img alt="no url at all"><img src="  ">')
+    html = (
+        '<img src="data:image/png;base64,iVBOR" alt="inline">'
+        '<img src="javascript:void(0)" alt="js"><img alt="no url at all"><img src="  ">'
+    )
     page, drops = images(html)
     assert page.refs == []
     assert drops == Counter({"url_scheme": 2, "img_no_url": 1, "url_empty": 1})
@@ -65,8 +71,10 @@ def test_declared_page_language_is_its_primary_subtag():
 
 
 def test_broken_markup_still_yields_the_images_it_contains():
-    html = ('<table><tr><td><p><b><img src="a.jpg" alt="first"></i></table></div></span>'
-            '<<<>\x00<img src=b.jpg alt=second<p>')
+    html = (
+        '<table><tr><td><p><b><img src="a.jpg" alt="first"></i></table></div></span>'
+        "<<<>\x00<img src=b.jpg alt=second<p>"
+    )
     page, _ = images(html)
     assert [ref.url.rsplit("/", 1)[1] for ref in page.refs] == ["a.jpg", "b.jpg"]
     assert page.refs[1].alt == "second<p"

@@ -5,21 +5,24 @@ from curation.cc.text_filters import TextFilters
 FILTERS = TextFilters()
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("a red bicycle leaning on a wall", None),
-    ("red bicycle", None),
-    ("蓝色背景上的红色圆形", None),
-    ("Красный круг на синем фоне", None),
-    ("dog", "text_too_short"),
-    ("Bicycle", "text_too_few_words"),
-    ("click here", "text_boilerplate"),
-    ("Click Here!", "text_boilerplate"),
-    ("IMG_20230514_1234.jpg", "text_file_name"),
-    ("DSC01234", "text_file_name"),
-    ("holiday-photo-2019-07.png", "text_file_name"),
-    ("banner_728x90_v2", "text_file_name"),
-    ("x" * 1001, "text_too_long"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("a red bicycle leaning on a wall", None),
+        ("red bicycle", None),
+        ("蓝色背景上的红色圆形", None),
+        ("Красный круг на синем фоне", None),
+        ("dog", "text_too_short"),
+        ("Bicycle", "text_too_few_words"),
+        ("click here", "text_boilerplate"),
+        ("Click Here!", "text_boilerplate"),
+        ("IMG_20230514_1234.jpg", "text_file_name"),
+        ("DSC01234", "text_file_name"),
+        ("holiday-photo-2019-07.png", "text_file_name"),
+        ("banner_728x90_v2", "text_file_name"),
+        ("x" * 1001, "text_too_long"),
+    ],
+)
 def test_default_filters_drop_non_captions_with_a_reason(text, reason):
     assert FILTERS.rejection(text, lang=None) == reason
 
@@ -38,6 +41,14 @@ def test_language_filter_keeps_only_listed_languages():
 
 
 def test_language_detection_on_longer_texts_and_unknown_on_short_ones():
-    assert FILTERS.detect_language("a photograph of a small dog playing with a ball in the park") == "en"
-    assert FILTERS.detect_language("ein Foto von einem kleinen Hund, der im Park mit einem Ball spielt") == "de"
+    assert (
+        FILTERS.detect_language("a photograph of a small dog playing with a ball in the park")
+        == "en"
+    )
+    assert (
+        FILTERS.detect_language(
+            "ein Foto von einem kleinen Hund, der im Park mit einem Ball spielt"
+        )
+        == "de"
+    )
     assert FILTERS.detect_language("IMG") is None

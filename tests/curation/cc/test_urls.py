@@ -14,46 +14,55 @@ from curation.cc.urls import (
 PAGE = "https://www.example.com/articles/2024/post.html?id=7"
 
 
-@pytest.mark.parametrize("reference, expected", [
-    ("photo.jpg", "https://www.example.com/articles/2024/photo.jpg"),
-    ("../img/a.png", "https://www.example.com/articles/img/a.png"),
-    ("/static/b.webp", "https://www.example.com/static/b.webp"),
-    ("//cdn.example.net/c.jpg", "https://cdn.example.net/c.jpg"),
-    ("?size=large", "https://www.example.com/articles/2024/post.html?size=large"),
-    ("  \n photo.jpg\t ", "https://www.example.com/articles/2024/photo.jpg"),
-    ("http://other.org/x.jpg", "http://other.org/x.jpg"),
-])
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        ("photo.jpg", "https://www.example.com/articles/2024/photo.jpg"),
+        ("../img/a.png", "https://www.example.com/articles/img/a.png"),
+        ("/static/b.webp", "https://www.example.com/static/b.webp"),
+        ("//cdn.example.net/c.jpg", "https://cdn.example.net/c.jpg"),
+        ("?size=large", "https://www.example.com/articles/2024/post.html?size=large"),
+        ("  \n photo.jpg\t ", "https://www.example.com/articles/2024/photo.jpg"),
+        ("http://other.org/x.jpg", "http://other.org/x.jpg"),
+    ],
+)
 def test_relative_and_protocol_relative_urls_resolve_against_the_page(reference, expected):
     assert resolve(reference, PAGE) == expected
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("HTTP://WWW.Example.COM/Path/IMG.JPG", "http://www.example.com/Path/IMG.JPG"),
-    ("http://example.com:80/a.jpg", "http://example.com/a.jpg"),
-    ("https://example.com:443/a.jpg", "https://example.com/a.jpg"),
-    ("https://example.com:8443/a.jpg", "https://example.com:8443/a.jpg"),
-    ("http://example.com/a.jpg#section-2", "http://example.com/a.jpg"),
-    ("http://example.com", "http://example.com/"),
-    ("http://example.com/a/./b/../c.jpg", "http://example.com/a/c.jpg"),
-    ("http://bücher.example/straße.jpg", "http://xn--bcher-kva.example/stra%C3%9Fe.jpg"),
-    ("http://example.com/my photo.jpg?q=a b", "http://example.com/my%20photo.jpg?q=a%20b"),
-    ("http://example.com/already%20encoded.jpg", "http://example.com/already%20encoded.jpg"),
-    ("http://example.com./a.jpg", "http://example.com/a.jpg"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("HTTP://WWW.Example.COM/Path/IMG.JPG", "http://www.example.com/Path/IMG.JPG"),
+        ("http://example.com:80/a.jpg", "http://example.com/a.jpg"),
+        ("https://example.com:443/a.jpg", "https://example.com/a.jpg"),
+        ("https://example.com:8443/a.jpg", "https://example.com:8443/a.jpg"),
+        ("http://example.com/a.jpg#section-2", "http://example.com/a.jpg"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com/a/./b/../c.jpg", "http://example.com/a/c.jpg"),
+        ("http://bücher.example/straße.jpg", "http://xn--bcher-kva.example/stra%C3%9Fe.jpg"),
+        ("http://example.com/my photo.jpg?q=a b", "http://example.com/my%20photo.jpg?q=a%20b"),
+        ("http://example.com/already%20encoded.jpg", "http://example.com/already%20encoded.jpg"),
+        ("http://example.com./a.jpg", "http://example.com/a.jpg"),
+    ],
+)
 def test_normalisation_makes_one_spelling_per_resource(url, expected):
     assert normalize(url) == expected
 
 
-@pytest.mark.parametrize("reference, reason", [
-    ("data:image/gif;base64,R0lGODlhAQABAAAAACw=", "url_scheme"),
-    ("javascript:void(0)", "url_scheme"),
-    ("JavaScript:alert(1)", "url_scheme"),
-    ("mailto:someone@example.com", "url_scheme"),
-    ("ftp://example.com/a.jpg", "url_scheme"),
-    ("   ", "url_empty"),
-    ("http://[::1/a.jpg", "url_invalid"),
-    ("http:///a.jpg", "url_invalid"),
-])
+@pytest.mark.parametrize(
+    "reference, reason",
+    [
+        ("data:image/gif;base64,R0lGODlhAQABAAAAACw=", "url_scheme"),
+        ("javascript:void(0)", "url_scheme"),
+        ("JavaScript:alert(1)", "url_scheme"),
+        ("mailto:someone@example.com", "url_scheme"),
+        ("ftp://example.com/a.jpg", "url_scheme"),
+        ("   ", "url_empty"),
+        ("http://[::1/a.jpg", "url_invalid"),
+        ("http:///a.jpg", "url_invalid"),
+    ],
+)
 def test_unfetchable_urls_are_rejected_with_a_reason(reference, reason):
     with pytest.raises(UrlRejected) as rejected:
         resolve(reference, PAGE)
@@ -65,39 +74,72 @@ def test_resolution_against_a_base_href_that_is_itself_relative():
     assert resolve("x.jpg", base) == "https://www.example.com/media/x.jpg"
 
 
-@pytest.mark.parametrize("srcset, expected", [
-    ("small.jpg 320w, medium.jpg 640w, large.jpg 1280w", "large.jpg"),
-    ("large.jpg 1280w, small.jpg 320w", "large.jpg"),
-    ("a.jpg, b.jpg 2x, c.jpg 1.5x", "b.jpg"),
-    ("https://cdn.example/img,w_640/pic.jpg 640w, https://cdn.example/img,w_1600/pic.jpg 1600w",
-     "https://cdn.example/img,w_1600/pic.jpg"),
-    ("only.jpg", "only.jpg"),
-    ("  a.jpg 100w ,\n b.jpg 900w  ", "b.jpg"),
-    ("", None),
-    (" , , ", None),
-])
+@pytest.mark.parametrize(
+    "srcset, expected",
+    [
+        ("small.jpg 320w, medium.jpg 640w, large.jpg 1280w", "large.jpg"),
+        ("large.jpg 1280w, small.jpg 320w", "large.jpg"),
+        ("a.jpg, b.jpg 2x, c.jpg 1.5x", "b.jpg"),
+        (
+            "https://cdn.example/img,w_640/pic.jpg 640w, https://cdn.example/img,w_1600/pic.jpg 1600w",
+            "https://cdn.example/img,w_1600/pic.jpg",
+        ),
+        ("only.jpg", "only.jpg"),
+        ("  a.jpg 100w ,\n b.jpg 900w  ", "b.jpg"),
+        ("", None),
+        (" , , ", None),
+    ],
+)
 def test_srcset_yields_its_largest_candidate(srcset, expected):
     assert largest_srcset_candidate(srcset) == expected
 
 
-@pytest.mark.parametrize("url", [
-    "http://example.com/a/b.jpg", "https://cdn.example.com/x.jpg?w=640&h=480",
-    "http://example.com/a,b;c=d/e'f(g)*h~i.jpg", "http://example.com/%7Euser/x.png",
-    "https://a-b.example.co.uk/img/2024/01/photo_01.webp?v=1.2", "http://example.com/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/a/b.jpg",
+        "https://cdn.example.com/x.jpg?w=640&h=480",
+        "http://example.com/a,b;c=d/e'f(g)*h~i.jpg",
+        "http://example.com/%7Euser/x.png",
+        "https://a-b.example.co.uk/img/2024/01/photo_01.webp?v=1.2",
+        "http://example.com/",
+    ],
+)
 def test_fast_path_agrees_with_the_full_normalisation(url):
     assert normalize(url) == rebuild_normalized(url) == url
 
 
-@pytest.mark.parametrize("base", [
-    "http://example.com/dir/page.html?x=1#top", "https://Example.COM:8443/a/b/", "http://example.com",
-    "http://example.com/a/b/c/d.html", "https://example.com/dir/../other/page",
-])
-@pytest.mark.parametrize("reference", [
-    "x.jpg", "./x.jpg", "../x.jpg", "../../../../x.jpg", "a/./b/../x.jpg", "/root/x.jpg",
-    "/a/../x.jpg", "//cdn.example.net/x.jpg", "?q=1", "#frag", "x.jpg?w=1#f",
-    "HTTPS://Other.example/X.jpg", "http://other.example/a/./b.jpg", ".hidden/x.jpg", "..x.jpg",
-    "%7Euser/x.jpg", "dir/my photo.jpg",
-])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://example.com/dir/page.html?x=1#top",
+        "https://Example.COM:8443/a/b/",
+        "http://example.com",
+        "http://example.com/a/b/c/d.html",
+        "https://example.com/dir/../other/page",
+    ],
+)
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "x.jpg",
+        "./x.jpg",
+        "../x.jpg",
+        "../../../../x.jpg",
+        "a/./b/../x.jpg",
+        "/root/x.jpg",
+        "/a/../x.jpg",
+        "//cdn.example.net/x.jpg",
+        "?q=1",
+        "#frag",
+        "x.jpg?w=1#f",
+        "HTTPS://Other.example/X.jpg",
+        "http://other.example/a/./b.jpg",
+        ".hidden/x.jpg",
+        "..x.jpg",
+        "%7Euser/x.jpg",
+        "dir/my photo.jpg",
+    ],
+)
 def test_page_base_shortcuts_match_rfc3986_resolution(base, reference):
     assert BaseUrl(base).resolve(reference) == normalize(urljoin(base, reference))

@@ -8,8 +8,10 @@ from curation.stats import ShardStats
 
 
 def page(i: int) -> bytes:
-    return response_member(f"http://example.com/page{i}",
-                           f"<html><img src='img{i}.jpg' alt='picture number {i}'></html>".encode())
+    return response_member(
+        f"http://example.com/page{i}",
+        f"<html><img src='img{i}.jpg' alt='picture number {i}'></html>".encode(),
+    )
 
 
 def read(tmp_path, members, name="a.warc.gz"):
@@ -79,8 +81,11 @@ def test_member_that_is_not_a_warc_record_is_skipped(tmp_path):
 
 
 def test_broken_http_header_skips_the_record_only(tmp_path):
-    broken = response_member("http://example.com/broken", b"<img src=x.jpg alt='x y'>",
-                             raw_header=b"this is no status line\r\n\r\n")
+    broken = response_member(
+        "http://example.com/broken",
+        b"<img src=x.jpg alt='x y'>",
+        raw_header=b"this is no status line\r\n\r\n",
+    )
     records, stats = read(tmp_path, [page(0), broken, page(2)])
     assert [r.target_uri[-1] for r in records] == ["0", "2"]
     assert stats.errors["bad_http_header"] == 1

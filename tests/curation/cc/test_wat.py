@@ -8,10 +8,16 @@ from curation.cc.wat import WatRecordError, page_images_from_wat
 
 def wat_body(links, base=None, warc_type="response", page="http://blog.example.com/2024/post"):
     head = {"Title": "post", **({"Base": base} if base else {})}
-    return json.dumps({"Envelope": {
-        "WARC-Header-Metadata": {"WARC-Type": warc_type, "WARC-Target-URI": page},
-        "Payload-Metadata": {"HTTP-Response-Metadata": {
-            "HTML-Metadata": {"Head": head, "Links": links}}}}}).encode()
+    return json.dumps(
+        {
+            "Envelope": {
+                "WARC-Header-Metadata": {"WARC-Type": warc_type, "WARC-Target-URI": page},
+                "Payload-Metadata": {
+                    "HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head, "Links": links}}
+                },
+            }
+        }
+    ).encode()
 
 
 def test_img_links_resolve_against_the_page_and_keep_alt_and_title():

@@ -1,6 +1,7 @@
 """Every dashboard page in a real headless Chromium: it loads without console errors, shows the
 numbers the fixture's stats and sidecars hold, and its images load. Saves a screenshot per page
 to docs/screenshots/ (the README shows them)."""
+
 from __future__ import annotations
 
 import io
@@ -18,14 +19,23 @@ from curation.dashboard.server import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 # Keep Chromium from calling any host of its own (updates, sync, safe browsing, QUIC probes).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 VIEWPORT = {"width": 1000, "height": 700}
 
 pytestmark = pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK),
-    reason=f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, needs apt-get as root)")
+    reason=f"{CHROMIUM} is missing: install Debian's chromium (`make browser`, needs apt-get as root)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +52,9 @@ def base_url(synthetic_run):
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         yield browser
         browser.close()
 
@@ -83,7 +95,9 @@ class PageVisit:
 
     def images_loaded(self, root: str = "main") -> int:
         """How many <img> there are under `root`, after checking every one decoded (naturalWidth > 0)."""
-        widths = self.page.eval_on_selector_all(f"{root} img", "imgs => imgs.map(i => i.naturalWidth)")
+        widths = self.page.eval_on_selector_all(
+            f"{root} img", "imgs => imgs.map(i => i.naturalWidth)"
+        )
         assert all(w > 0 for w in widths), f"images that did not load: {widths}"
         return len(widths)
 
@@ -104,7 +118,9 @@ def save_screenshot(png: bytes, path: Path) -> None:
         old = Image.open(path).convert("RGB")
         if old.size == image.size:
             # the palette shifts colours a little: count the pixels that moved by more than that
-            moved = np.abs(np.asarray(old, np.int16) - np.asarray(image, np.int16)).max(axis=-1) > 24
+            moved = (
+                np.abs(np.asarray(old, np.int16) - np.asarray(image, np.int16)).max(axis=-1) > 24
+            )
             if moved.mean() < 0.01:
                 return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,32 +134,77 @@ def visit(browser, base_url):
 
 def stage_row(visit: PageVisit, stage: str) -> list[str]:
     return visit.page.eval_on_selector(
-        "#stage-table", f"t => [...t.rows].find(r => r.cells[0].innerText === '{stage}')"
-                        f"  ? [...[...t.rows].find(r => r.cells[0].innerText === '{stage}').cells].map(c => c.innerText) : null")
+        "#stage-table",
+        f"t => [...t.rows].find(r => r.cells[0].innerText === '{stage}')"
+        f"  ? [...[...t.rows].find(r => r.cells[0].innerText === '{stage}').cells].map(c => c.innerText) : null",
+    )
 
 
 def test_overview_shows_each_stage_counts_summed_over_shards(visit):
     visit.open("overview")
     # stage, shards, in, out, dropped, drops by reason, errors: summed over the fixture's records
-    assert stage_row(visit, "extract")[:7] == ["extract", "2", "40", "25", "15", "bad_url: 5, no_alt: 10",
-                                               "truncated_record: 1"]
-    assert stage_row(visit, "download")[:6] == ["download", "2", "10", "7", "3",
-                                                "http_404: 1, robots_disallowed: 1, timeout: 1"]
-    assert stage_row(visit, "score_filter")[:6] == ["score_filter", "2", "7", "4", "3", "below_score_threshold: 3"]
+    assert stage_row(visit, "extract")[:7] == [
+        "extract",
+        "2",
+        "40",
+        "25",
+        "15",
+        "bad_url: 5, no_alt: 10",
+        "truncated_record: 1",
+    ]
+    assert stage_row(visit, "download")[:6] == [
+        "download",
+        "2",
+        "10",
+        "7",
+        "3",
+        "http_404: 1, robots_disallowed: 1, timeout: 1",
+    ]
+    assert stage_row(visit, "score_filter")[:6] == [
+        "score_filter",
+        "2",
+        "7",
+        "4",
+        "3",
+        "below_score_threshold: 3",
+    ]
     assert stage_row(visit, "shards")[:5] == ["shards", "1", "2", "2", "0"]
-    funnel = visit.page.eval_on_selector_all("section:has(h2:text('Funnel')) text", "ts => ts.map(t => t.textContent)")
+    funnel = visit.page.eval_on_selector_all(
+        "section:has(h2:text('Funnel')) text", "ts => ts.map(t => t.textContent)"
+    )
     # label, value pairs from WARC records (60 + 40 in the extract records' extra) to training samples
-    assert funnel == ["WARC records read", "100", "images seen", "40", "candidate pairs", "25",
-                      "unique image URLs", "10", "downloaded", "7", "kept by MetaCLIP balancing", "4",
-                      "kept by CLIP score", "4", "kept by near-dup + decontamination", "4", "training samples", "2"]
+    assert funnel == [
+        "WARC records read",
+        "100",
+        "images seen",
+        "40",
+        "candidate pairs",
+        "25",
+        "unique image URLs",
+        "10",
+        "downloaded",
+        "7",
+        "kept by MetaCLIP balancing",
+        "4",
+        "kept by CLIP score",
+        "4",
+        "kept by near-dup + decontamination",
+        "4",
+        "training samples",
+        "2",
+    ]
     assert "Not run yet" not in visit.text()
     visit.finish("overview")
 
 
 def test_crawl_shows_success_rate_failure_reasons_and_hosts(visit):
     visit.open("crawl")
-    assert (visit.stat("rows"), visit.stat("success"), visit.stat("success_rate"), visit.stat("hosts")) == \
-        ("10", "7", "70.0%", "3")
+    assert (
+        visit.stat("rows"),
+        visit.stat("success"),
+        visit.stat("success_rate"),
+        visit.stat("hosts"),
+    ) == ("10", "7", "70.0%", "3")
     text = visit.text()
     for reason in ("http_404", "timeout", "robots_disallowed"):
         assert reason in text
@@ -161,7 +222,9 @@ def test_metaclip_shows_head_tail_shares_and_entry_search_grid(visit):
     visit.page.fill("#entry-search", "dog")
     visit.page.click("form button")
     visit.page.wait_for_selector("#search-results .grid")
-    visit.page.wait_for_function("[...document.querySelectorAll('#search-results img')].every(i => i.complete)")
+    visit.page.wait_for_function(
+        "[...document.querySelectorAll('#search-results img')].every(i => i.complete)"
+    )
     assert "“dog” (id 1): 3 matches" in visit.page.inner_text("#search-results")
     assert visit.images_loaded("#search-results") == 3  # B, D and F mention a dog
     visit.finish("metaclip")
@@ -169,8 +232,12 @@ def test_metaclip_shows_head_tail_shares_and_entry_search_grid(visit):
 
 def test_score_shows_threshold_counts_and_grids_either_side(visit):
     visit.open("score")
-    assert (visit.stat("rows"), visit.stat("threshold"), visit.stat("above"), visit.stat("below")) == \
-        ("7", "0.25", "4", "3")
+    assert (
+        visit.stat("rows"),
+        visit.stat("threshold"),
+        visit.stat("above"),
+        visit.stat("below"),
+    ) == ("7", "0.25", "4", "3")
     above = visit.page.inner_text("section:has(h2:text('Just above'))")
     below = visit.page.inner_text("section:has(h2:text('Just below'))")
     assert "sample D" in above and "sample B" not in above
@@ -181,34 +248,52 @@ def test_score_shows_threshold_counts_and_grids_either_side(visit):
 
 def test_neardup_shows_clusters_with_members(visit):
     visit.open("neardup")
-    assert (visit.stat("clusters"), visit.stat("in_clusters"), visit.stat("dropped"),
-            visit.stat("contaminated")) == ("2", "4", "2", "1")
+    assert (
+        visit.stat("clusters"),
+        visit.stat("in_clusters"),
+        visit.stat("dropped"),
+        visit.stat("contaminated"),
+    ) == ("2", "4", "2", "1")
     clusters = visit.page.locator(".cluster")
     assert clusters.count() == 2
     largest = {c.inner_text() for c in clusters.all()}
     assert any("cluster 7" in c and "sample A" in c and "sample C" in c for c in largest)
     assert any("cluster 9" in c and "sample D" in c and "sample F" in c for c in largest)
     assert "near eval/000012" in visit.text()
-    assert visit.page.inner_text("#neardup-summary") == \
-        "pairs found by signal: sha256: 1, embedding: 2, dhash: 0 · eval images compared: 20"
+    assert (
+        visit.page.inner_text("#neardup-summary")
+        == "pairs found by signal: sha256: 1, embedding: 2, dhash: 0 · eval images compared: 20"
+    )
     assert visit.images_loaded() == 5
     visit.finish("neardup")
 
 
 def test_training_shows_curves_phases_and_eval_results(visit):
     visit.open("training")
-    assert (visit.stat("steps"), visit.stat("last_step"), visit.stat("last_loss"), visit.stat("phases")) == \
-        ("6", "5", "1.25", "1 → 2")
+    assert (
+        visit.stat("steps"),
+        visit.stat("last_step"),
+        visit.stat("last_loss"),
+        visit.stat("phases"),
+    ) == ("6", "5", "1.25", "1 → 2")
     text = visit.text()
-    for title in ("Loss terms", "LocCa tasks", "Learning rate", "Temperature t and bias b", "Gradient norm",
-                  "Evaluation"):
+    for title in (
+        "Loss terms",
+        "LocCa tasks",
+        "Learning rate",
+        "Temperature t and bias b",
+        "Gradient norm",
+        "Evaluation",
+    ):
         assert title in text
-    loss_legend = visit.page.eval_on_selector_all("section:has(h2:text('Loss terms')) .legend span",
-                                                  "spans => spans.map(s => s.innerText)")
+    loss_legend = visit.page.eval_on_selector_all(
+        "section:has(h2:text('Loss terms')) .legend span", "spans => spans.map(s => s.innerText)"
+    )
     assert loss_legend == ["locca", "loss", "sigmoid", "silc"]
     # phase 1 spans steps 0-3, phase 2 steps 3-5, of a 5-step axis: bands of 3/5 and 2/5 of the width
-    bands = visit.page.eval_on_selector_all("section:has(h2:text('Loss terms')) rect.band",
-                                            "rs => rs.map(r => r.width.baseVal.value)")
+    bands = visit.page.eval_on_selector_all(
+        "section:has(h2:text('Loss terms')) rect.band", "rs => rs.map(r => r.width.baseVal.value)"
+    )
     assert len(bands) == 2 and abs(bands[0] / bands[1] - 1.5) < 0.01
     assert "imagenet_like.top1" in text and "0.125" in text
     visit.finish("training")
@@ -217,8 +302,14 @@ def test_training_shows_curves_phases_and_eval_results(visit):
 def test_sample_browser_filters_by_decision_and_shows_images(visit):
     visit.open("samples")
     options = visit.page.eval_on_selector_all("#decision option", "os => os.map(o => o.innerText)")
-    assert {"all (10)", "kept (2)", "dropped (8)", "balance: not sampled (3)", "score: not kept (2)",
-            "download: http_404 (1)"} <= set(options)
+    assert {
+        "all (10)",
+        "kept (2)",
+        "dropped (8)",
+        "balance: not sampled (3)",
+        "score: not kept (2)",
+        "download: http_404 (1)",
+    } <= set(options)
     assert visit.images_loaded() == 7
     visit.page.select_option("#decision", "kept")
     visit.page.wait_for_function("document.body.dataset.route === '#/samples?decision=kept&page=0'")

@@ -1,4 +1,5 @@
 """The dashboard's data side on the hand-built run (numbers in dashboard_run_fixture's docstring)."""
+
 from __future__ import annotations
 
 import io
@@ -24,26 +25,39 @@ def dashboard(synthetic_run) -> Dashboard:
 
 def test_each_sample_is_counted_under_the_first_check_it_fails(dashboard):
     assert dashboard.decision_index().totals() == {
-        "kept": 2, "balance: not sampled": 3, "score: not kept": 2,
-        "download: http_404": 1, "download: timeout": 1, "download: robots_disallowed": 1}
+        "kept": 2,
+        "balance: not sampled": 3,
+        "score: not kept": 2,
+        "download: http_404": 1,
+        "download: timeout": 1,
+        "download: robots_disallowed": 1,
+    }
 
 
 def test_pages_run_across_shard_boundaries_in_pool_order(dashboard):
     keys = [[s["key"] for s in dashboard.samples("all", page, 4)["samples"]] for page in range(3)]
-    assert keys == [["000000000", "000000001", "000000002", "000000003"],
-                    ["000000004", "000000005", "000010000", "000010001"],
-                    ["000010002", "000010003"]]
+    assert keys == [
+        ["000000000", "000000001", "000000002", "000000003"],
+        ["000000004", "000000005", "000010000", "000010001"],
+        ["000010002", "000010003"],
+    ]
     assert dashboard.samples("all", 3, 4)["samples"] == []
 
 
 def test_a_stage_name_filters_every_reason_of_that_stage(dashboard):
     page = dashboard.samples("download", 0, 10)
     assert page["total"] == 3
-    assert {s["error_message"] for s in page["samples"]} == {"http_404", "timeout", "robots_disallowed"}
+    assert {s["error_message"] for s in page["samples"]} == {
+        "http_404",
+        "timeout",
+        "robots_disallowed",
+    }
     assert not any(s["has_image"] for s in page["samples"])
     kept = dashboard.samples("kept", 0, 10)["samples"]
-    assert [(s["text"], s["clip_score_test"] > 0.25, s["dup_cluster"]) for s in kept] == \
-        [("a photo of sample A", True, 7), ("a photo of sample D", True, 9)]
+    assert [(s["text"], s["clip_score_test"] > 0.25, s["dup_cluster"]) for s in kept] == [
+        ("a photo of sample A", True, 7),
+        ("a photo of sample D", True, 9),
+    ]
 
 
 def test_curation_files_in_pool_order_give_the_same_pages(dashboard, tmp_path):
@@ -51,7 +65,10 @@ def test_curation_files_in_pool_order_give_the_same_pages(dashboard, tmp_path):
     assert in_order.decision_index().same_order[0] == {"balance", "score", "neardup"}
     assert dashboard.decision_index().same_order[0] == frozenset()
     for decision in ("kept", "score", "balance"):
-        assert in_order.samples(decision, 0, 10)["samples"] == dashboard.samples(decision, 0, 10)["samples"]
+        assert (
+            in_order.samples(decision, 0, 10)["samples"]
+            == dashboard.samples(decision, 0, 10)["samples"]
+        )
     for side in ("just_above", "just_below"):
         assert in_order.score()[side] == dashboard.score()[side]
 
@@ -87,9 +104,14 @@ def test_score_grids_hold_the_samples_nearest_the_threshold(dashboard):
 
 def test_neardup_lists_clusters_with_their_members_and_eval_neighbours(dashboard):
     page = dashboard.neardup()
-    members = {c["cluster"]: [(s["text"][-1], s["kept"]) for s in c["members"]] for c in page["top_clusters"]}
+    members = {
+        c["cluster"]: [(s["text"][-1], s["kept"]) for s in c["members"]]
+        for c in page["top_clusters"]
+    }
     assert members == {7: [("A", True), ("C", False)], 9: [("D", True), ("F", False)]}
-    assert [(s["text"][-1], s["nearest_eval"]) for s in page["contaminated_samples"]] == [("E", "eval/000012")]
+    assert [(s["text"][-1], s["nearest_eval"]) for s in page["contaminated_samples"]] == [
+        ("E", "eval/000012")
+    ]
     assert page["size_histogram"] == [{"size": 2, "clusters": 2}]
 
 
@@ -125,7 +147,10 @@ def test_a_tar_is_indexed_once_when_many_images_are_asked_at_once(synthetic_run,
     build = images.build_tar_index
     monkeypatch.setattr(images, "build_tar_index", lambda url: walked.append(url) or build(url))
     tar_images = images.TarImages(lambda shard: str(synthetic_run / "pool" / f"{shard}.tar"))
-    threads = [threading.Thread(target=tar_images.image, args=("00000", f"00000000{i % 4}")) for i in range(8)]
+    threads = [
+        threading.Thread(target=tar_images.image, args=("00000", f"00000000{i % 4}"))
+        for i in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -137,8 +162,12 @@ def test_a_run_without_outputs_names_what_is_missing_and_its_command(tmp_path):
     empty = Dashboard(str(tmp_path))
     assert [m["part"] for m in empty.overview()["missing"]] == ["stats"]
     assert [m["part"] for m in empty.crawl()["missing"]] == ["pool"]
-    for page, part in ((empty.metaclip(), "balance"), (empty.score(), "score"), (empty.neardup(), "neardup"),
-                       (empty.training_page(), "train")):
+    for page, part in (
+        (empty.metaclip(), "balance"),
+        (empty.score(), "score"),
+        (empty.neardup(), "neardup"),
+        (empty.training_page(), "train"),
+    ):
         assert page["missing"][0]["part"] == part and page["missing"][0]["command"]
 
 
@@ -151,7 +180,10 @@ def test_only_loopback_hosts_are_accepted():
 
 
 def test_json_has_no_nan():
-    assert json.loads(to_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
+    assert json.loads(to_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {
+        "a": None,
+        "b": [None, 1.5],
+    }
 
 
 def test_http_api_answers_pages_images_and_errors(dashboard):
@@ -162,11 +194,17 @@ def test_http_api_answers_pages_images_and_errors(dashboard):
         with urllib.request.urlopen(f"{base}/api/samples?decision=kept&size=1&page=1") as response:
             assert json.load(response)["samples"][0]["text"] == "a photo of sample D"
         with urllib.request.urlopen(f"{base}/api/image?shard=00000&key=000000000") as response:
-            assert response.headers["Content-Type"] == "image/jpeg" and response.read(2) == b"\xff\xd8"
+            assert (
+                response.headers["Content-Type"] == "image/jpeg" and response.read(2) == b"\xff\xd8"
+            )
         with urllib.request.urlopen(f"{base}/") as response:
             assert b"/static/app.js" in response.read()
-        for path, status in (("/api/samples?decision=bogus", 400), ("/api/image?shard=00000&key=x", 404),
-                             ("/etc/passwd", 404), ("/static/../server.py", 404)):
+        for path, status in (
+            ("/api/samples?decision=bogus", 400),
+            ("/api/image?shard=00000&key=x", 404),
+            ("/etc/passwd", 404),
+            ("/static/../server.py", 404),
+        ):
             with pytest.raises(urllib.error.HTTPError) as raised:
                 urllib.request.urlopen(base + path)
             assert raised.value.code == status, path

@@ -1,4 +1,5 @@
 """The fetcher against a planted web on 127.0.0.1 (and a 'forbidden' one on 127.0.0.2)."""
+
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,8 +14,12 @@ ALLOW_TEST_SERVER = ("127.0.0.1/32",)
 
 
 def make_fetcher(**overrides) -> Fetcher:
-    settings = {"allow_networks": ALLOW_TEST_SERVER, "backoff_base_s": 0.05, "backoff_max_s": 2.0,
-                "timeouts": Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0)}
+    settings = {
+        "allow_networks": ALLOW_TEST_SERVER,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 2.0,
+        "timeouts": Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0),
+    }
     settings.update(overrides)
     return Fetcher(FetchConfig(**settings))
 
@@ -46,7 +51,9 @@ def test_429_waits_for_retry_after(web, small_jpeg):
 
 
 def test_retry_after_beyond_the_backoff_cap_gives_up_at_once(web, small_jpeg):
-    url = web.plant("/later.jpg", Route(small_jpeg, fail_first=1, fail_status=429, retry_after="3600"))
+    url = web.plant(
+        "/later.jpg", Route(small_jpeg, fail_first=1, fail_status=429, retry_after="3600")
+    )
     assert failure_reason(make_fetcher(retries=3), url) == "http_429"
     assert web.hits("/later.jpg") == 1
 
@@ -78,8 +85,9 @@ def test_total_deadline_bounds_a_trickling_body(web, small_jpeg):
 
 def test_x_robots_tag_refuses_before_reading_the_body(web, small_jpeg):
     # The body comes only after 3 s: a fetcher that read it could not return in under 1.5 s.
-    url = web.plant("/optout.jpg", Route(small_jpeg * 50, headers={"X-Robots-Tag": "noai"},
-                                         delay_body_s=3.0))
+    url = web.plant(
+        "/optout.jpg", Route(small_jpeg * 50, headers={"X-Robots-Tag": "noai"}, delay_body_s=3.0)
+    )
     started = time.monotonic()
     assert failure_reason(make_fetcher(), url) == "x_robots_tag"
     assert time.monotonic() - started < 1.5
@@ -95,7 +103,11 @@ def test_redirects_are_followed_and_loops_detected(web, small_jpeg):
     web.plant("/hop2", Route(redirect_to="/final.jpg", redirect_status=301))
     chain = web.plant("/hop1", Route(redirect_to=web.url("/hop2")))
     result = make_fetcher().fetch(chain)
-    assert result.body == small_jpeg and result.redirects == 2 and result.final_url == web.url("/final.jpg")
+    assert (
+        result.body == small_jpeg
+        and result.redirects == 2
+        and result.final_url == web.url("/final.jpg")
+    )
 
     web.plant("/loop-a", Route(redirect_to="/loop-b"))
     loop = web.plant("/loop-b", Route(redirect_to="/loop-a"))
@@ -117,7 +129,10 @@ def test_forbidden_address_is_refused_directly_and_after_a_redirect(web, small_j
 
 
 def test_robots_txt_is_fetched_once_and_disallowed_paths_never_requested(web, small_jpeg):
-    web.plant("/robots.txt", Route(b"User-agent: openvision\nDisallow: /no-ai/\n", content_type="text/plain"))
+    web.plant(
+        "/robots.txt",
+        Route(b"User-agent: openvision\nDisallow: /no-ai/\n", content_type="text/plain"),
+    )
     allowed = web.plant("/ok/a.jpg", Route(small_jpeg))
     disallowed = web.plant("/no-ai/a.jpg", Route(small_jpeg))
     fetcher = make_fetcher()
@@ -143,7 +158,9 @@ def test_robots_txt_server_error_blocks_the_host_for_now(web, small_jpeg):
 
 
 def test_non_image_is_abandoned_after_its_first_bytes(web):
-    url = web.plant("/page.jpg", Route(b"<!DOCTYPE html><html>" + b"x" * 1_000_000, content_type="image/jpeg"))
+    url = web.plant(
+        "/page.jpg", Route(b"<!DOCTYPE html><html>" + b"x" * 1_000_000, content_type="image/jpeg")
+    )
     assert failure_reason(make_fetcher(), url) == "not_an_image"
 
 

@@ -22,8 +22,10 @@ def photo_like(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=-1)
-    blobs = sum(60 * np.sin(x / rng.uniform(8, 40) + rng.uniform(0, 6)) *
-                np.cos(y / rng.uniform(8, 40)) for _ in range(4))
+    blobs = sum(
+        60 * np.sin(x / rng.uniform(8, 40) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(8, 40))
+        for _ in range(4)
+    )
     noise = rng.normal(0, 6, (height, width, 1))
     return Image.fromarray(np.clip(base + blobs[..., None] + noise, 0, 255).astype(np.uint8))
 
@@ -32,14 +34,21 @@ def decode(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
-@pytest.mark.parametrize("mode, source, expected", [
-    ("keep_ratio_largest", (1000, 500), (512, 256)),
-    ("keep_ratio", (1000, 500), (1024, 512)),
-    ("center_crop", (1000, 500), (512, 512)),
-    ("border", (500, 1000), (512, 512)),
-    ("no", (300, 200), (300, 200)),
-    ("keep_ratio_largest", (100, 50), (512, 256)),  # small images are upscaled, as img2dataset does
-])
+@pytest.mark.parametrize(
+    "mode, source, expected",
+    [
+        ("keep_ratio_largest", (1000, 500), (512, 256)),
+        ("keep_ratio", (1000, 500), (1024, 512)),
+        ("center_crop", (1000, 500), (512, 512)),
+        ("border", (500, 1000), (512, 512)),
+        ("no", (300, 200), (300, 200)),
+        (
+            "keep_ratio_largest",
+            (100, 50),
+            (512, 256),
+        ),  # small images are upscaled, as img2dataset does
+    ],
+)
 def test_resize_modes_give_img2dataset_sizes(mode, source, expected):
     result = process_image(encode(photo_like(*source)), ImageOptions(512, mode))
     assert (result.width, result.height) == expected
@@ -62,7 +71,7 @@ def test_draft_decode_matches_a_full_decode_resize():
     assert (fast.width, fast.height) == (full.width, full.height) == (256, 192)
     a = np.asarray(decode(fast.jpeg), dtype=np.float64)
     b = np.asarray(decode(full.jpeg), dtype=np.float64)
-    psnr = 10 * np.log10(255 ** 2 / np.mean((a - b) ** 2))
+    psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
     assert psnr > 30, psnr
 
 
@@ -74,11 +83,19 @@ def test_transparency_is_flattened_onto_white():
 
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares a huge canvas (a decompression bomb's calling card)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("width, height", [(12_000, 12_000), (100_000, 100_000)])
@@ -93,10 +110,13 @@ def test_pixel_cap_is_configurable():
         process_image(encode(photo_like(200, 200)), ImageOptions(max_pixels=10_000))
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"\xff\xd8\xff\xe0" + b"\x13" * 500, "corrupt_image"),
-    (b"not an image at all", "corrupt_image"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"\xff\xd8\xff\xe0" + b"\x13" * 500, "corrupt_image"),
+        (b"not an image at all", "corrupt_image"),
+    ],
+)
 def test_corrupt_bytes_are_rejected_with_a_reason(data, reason):
     with pytest.raises(DownloadFailure) as caught:
         process_image(data, ImageOptions())

@@ -13,8 +13,13 @@ from curation.download.plan import (
 
 def write_candidates(path, start: int, count: int, row_group_size: int = 4) -> str:
     urls = [f"http://127.0.0.1/{i}.jpg" for i in range(start, start + count)]
-    table = pa.table({"uid": [f"{i:032x}" for i in range(start, start + count)], "url": urls,
-                      "text": [f"caption {i}" for i in range(start, start + count)]})
+    table = pa.table(
+        {
+            "uid": [f"{i:032x}" for i in range(start, start + count)],
+            "url": urls,
+            "text": [f"caption {i}" for i in range(start, start + count)],
+        }
+    )
     pq.write_table(table, path, row_group_size=row_group_size)
     return str(path)
 
@@ -28,13 +33,20 @@ def test_rows_are_cut_into_fixed_size_shards_across_files(tmp_path):
     a, b = str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")
     assert shards["00001"] == (InputSlice(a, 4, 7), InputSlice(b, 0, 1))
     assert shards["00002"] == (InputSlice(b, 1, 5),)
-    urls = [url for pieces in shards.values() for piece in pieces for url in read_slice(piece)["url"].to_pylist()]
+    urls = [
+        url
+        for pieces in shards.values()
+        for piece in pieces
+        for url in read_slice(piece)["url"].to_pylist()
+    ]
     assert urls == [f"http://127.0.0.1/{i}.jpg" for i in range(12)]
 
 
 def test_read_slice_spans_row_groups(tmp_path):
     path = write_candidates(tmp_path / "c.parquet", 0, 20, row_group_size=3)
-    assert read_slice(InputSlice(path, 5, 11))["text"].to_pylist() == [f"caption {i}" for i in range(5, 11)]
+    assert read_slice(InputSlice(path, 5, 11))["text"].to_pylist() == [
+        f"caption {i}" for i in range(5, 11)
+    ]
 
 
 def test_a_pool_refuses_a_plan_from_other_inputs(tmp_path):

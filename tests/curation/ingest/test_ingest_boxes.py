@@ -38,12 +38,16 @@ def test_boxes_sticking_out_are_clipped_and_boxes_outside_or_flat_are_dropped_by
     assert normalise_box([20, 10, 0, 0], BoxConvention("xywh", "pixel"), W, H) == (None, ZERO_AREA)
 
 
-@pytest.mark.parametrize("values", [None, [1, 2, 3], ["a", 0, 1, 1], [0, 0, float("nan"), 1], [30, 0, 10, 5]])
+@pytest.mark.parametrize(
+    "values", [None, [1, 2, 3], ["a", 0, 1, 1], [0, 0, float("nan"), 1], [30, 0, 10, 5]]
+)
 def test_malformed_boxes_are_reported_not_raised(values):
     assert normalise_box(values, BoxConvention("xyxy", "pixel"), W, H) == (None, MALFORMED_BOX)
 
 
-@pytest.mark.parametrize("spec", ["xyxy", "xywh-inches", "cxcywh-pixel", "xyxy-normalised-1", "xyxy-pixel-2"])
+@pytest.mark.parametrize(
+    "spec", ["xyxy", "xywh-inches", "cxcywh-pixel", "xyxy-normalised-1", "xyxy-pixel-2"]
+)
 def test_unknown_conventions_fail_fast(spec):
     with pytest.raises(ValueError, match="box"):
         BoxConvention.parse(spec)

@@ -13,8 +13,13 @@ from curation.metaclip.balancing import (
 
 
 def counts_table(rows):
-    return pa.table({"lang": [r[0] for r in rows], "entry": pa.array([r[1] for r in rows], pa.int32()),
-                     "count": pa.array([r[2] for r in rows], pa.int64())})
+    return pa.table(
+        {
+            "lang": [r[0] for r in rows],
+            "entry": pa.array([r[1] for r in rows], pa.int32()),
+            "count": pa.array([r[2] for r in rows], pa.int64()),
+        }
+    )
 
 
 def test_entry_probability_caps_head_entries_at_t():
@@ -47,8 +52,9 @@ def test_uid_uniforms_are_a_pure_function_of_seed_purpose_and_uid():
     assert draws.min() >= 0 and draws.max() < 1
     assert abs(draws.mean() - 0.5) < 0.01
     permutation = np.random.default_rng(0).permutation(len(uids))
-    np.testing.assert_array_equal(uid_uniforms([uids[i] for i in permutation], 3, "keep"),
-                                  draws[permutation])
+    np.testing.assert_array_equal(
+        uid_uniforms([uids[i] for i in permutation], 3, "keep"), draws[permutation]
+    )
     assert not np.array_equal(uid_uniforms(uids, 4, "keep"), draws)
     assert not np.array_equal(uid_uniforms(uids, 3, "choose_text"), draws)
 
@@ -67,9 +73,11 @@ def test_count_entries_counts_eligible_rows_per_group_and_sums():
     groups = np.array(["en", "en", "ja", "en"], dtype=object)
     eligible = np.array([True, True, True, False])
     counts = count_entries(entries, groups, eligible)
-    assert counts.to_pylist() == [{"lang": "en", "entry": 0, "count": 1},
-                                  {"lang": "en", "entry": 2, "count": 2},
-                                  {"lang": "ja", "entry": 2, "count": 1}]
+    assert counts.to_pylist() == [
+        {"lang": "en", "entry": 0, "count": 1},
+        {"lang": "en", "entry": 2, "count": 2},
+        {"lang": "ja", "entry": 2, "count": 1},
+    ]
     doubled = sum_counts([counts, counts])
     assert doubled.column("count").to_pylist() == [2, 4, 2]
 
@@ -80,7 +88,8 @@ def test_balancing_caps_a_head_entry_near_t_and_keeps_the_tail():
     groups = np.array([""] * len(entries), dtype=object)
     counts = count_entries(entries, groups, np.ones(len(entries), dtype=bool))
     p = entry_probabilities(counts, 2, t=1000)
-    keep = uid_uniforms([f"u{i}" for i in range(len(entries))], 0, "keep") < \
-        keep_probabilities(entries, groups, p)
+    keep = uid_uniforms([f"u{i}" for i in range(len(entries))], 0, "keep") < keep_probabilities(
+        entries, groups, p
+    )
     assert abs(keep[:20_000].sum() - 1000) < 4 * np.sqrt(1000)
     assert keep[20_000:].all()

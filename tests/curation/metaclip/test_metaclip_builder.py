@@ -24,23 +24,38 @@ def dumps(tmp_path):
     (wordnet / "data.noun").write_text(WORDNET_NOUN)
     (wordnet / "data.adj").write_text(WORDNET_ADJ)
     (tmp_path / "unigrams.tsv").write_text(
-        "the\t100000\ngold\t200\nmedal\t150\ndog\t5000\nrare\t99\nbad line\n")
+        "the\t100000\ngold\t200\nmedal\t150\ndog\t5000\nrare\t99\nbad line\n"
+    )
     # N = 105449: "gold medal" 120 times -> PMI = log2(120 * N / (200 * 150)) ~ 8.7;
     # "the dog" 300 times -> log2(300 * N / (100000 * 5000)) < 0.
     (tmp_path / "bigrams.tsv").write_text("gold medal\t120\nthe dog\t300\nsingle\t5\n")
     (tmp_path / "views-1").write_text(
-        "en Gold_medal 50 0\nen Dog 40 0\nde Hund 500 0\nen Cat 69 0\ngarbage\n")
+        "en Gold_medal 50 0\nen Dog 40 0\nde Hund 500 0\nen Cat 69 0\ngarbage\n"
+    )
     (tmp_path / "views-2").write_text("en Gold_medal 30 0\nen Dog 10 0\n")
     return tmp_path
 
 
 def test_builds_union_of_all_sources_in_order(dumps):
     entries, report = build_metadata(
-        wordnet_dir=str(dumps / "wordnet"), unigrams=str(dumps / "unigrams.tsv"),
-        bigrams=str(dumps / "bigrams.tsv"), min_pmi=8.0,
-        pageviews=[str(dumps / "views-1"), str(dumps / "views-2")])
-    assert entries == ["entity", "dog", "domestic dog", "gold medal", "able", "big",
-                       "the", "gold", "medal", "Gold medal"]
+        wordnet_dir=str(dumps / "wordnet"),
+        unigrams=str(dumps / "unigrams.tsv"),
+        bigrams=str(dumps / "bigrams.tsv"),
+        min_pmi=8.0,
+        pageviews=[str(dumps / "views-1"), str(dumps / "views-2")],
+    )
+    assert entries == [
+        "entity",
+        "dog",
+        "domestic dog",
+        "gold medal",
+        "able",
+        "big",
+        "the",
+        "gold",
+        "medal",
+        "Gold medal",
+    ]
     assert report.entries_per_source == {"wordnet": 6, "unigrams": 3, "bigrams": 0, "titles": 1}
     assert report.bad_lines == {"wordnet": 1, "unigrams": 1, "bigrams": 1, "titles": 1}
 
@@ -48,10 +63,12 @@ def test_builds_union_of_all_sources_in_order(dumps):
 def test_pmi_threshold_selects_bigrams(dumps):
     total = 100000 + 200 + 150 + 5000 + 99
     pmi = math.log2(120 * total / (200 * 150))
-    high, _ = build_metadata(unigrams=str(dumps / "unigrams.tsv"),
-                             bigrams=str(dumps / "bigrams.tsv"), min_pmi=pmi - 0.01)
-    low, _ = build_metadata(unigrams=str(dumps / "unigrams.tsv"),
-                            bigrams=str(dumps / "bigrams.tsv"), min_pmi=pmi + 0.01)
+    high, _ = build_metadata(
+        unigrams=str(dumps / "unigrams.tsv"), bigrams=str(dumps / "bigrams.tsv"), min_pmi=pmi - 0.01
+    )
+    low, _ = build_metadata(
+        unigrams=str(dumps / "unigrams.tsv"), bigrams=str(dumps / "bigrams.tsv"), min_pmi=pmi + 0.01
+    )
     assert "gold medal" in high and "gold medal" not in low
     assert "the dog" not in high
 

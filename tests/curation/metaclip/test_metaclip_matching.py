@@ -6,16 +6,39 @@ from curation.metaclip.matching import EntryMatcher, naive_match, space_text
 # Pieces random texts and entries are built from: overlapping words, MetaCLIP's punctuation,
 # whitespace it rewrites, other punctuation it leaves alone, and non-ASCII (accents, CJK, emoji
 # outside the BMP, a combining mark, the separator the batch matcher uses internally).
-WORDS = ["red", "star", "red star", "Red", "st", "art", "a", "b", "é", "café", "東京", "タワー",
-         "😀", "e\u0301", "x-ray", "U.S.", "rock'n'roll", "C++", "\x1f", "ünï"]
+WORDS = [
+    "red",
+    "star",
+    "red star",
+    "Red",
+    "st",
+    "art",
+    "a",
+    "b",
+    "é",
+    "café",
+    "東京",
+    "タワー",
+    "😀",
+    "e\u0301",
+    "x-ray",
+    "U.S.",
+    "rock'n'roll",
+    "C++",
+    "\x1f",
+    "ünï",
+]
 MARKS = [",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "-", "'", "(", ")", "/", "  "]
 
 
 def random_text(rng: np.random.Generator) -> str:
     parts = []
     for _ in range(int(rng.integers(0, 9))):
-        parts.append(WORDS[rng.integers(len(WORDS))] if rng.random() < 0.7
-                     else MARKS[rng.integers(len(MARKS))])
+        parts.append(
+            WORDS[rng.integers(len(WORDS))]
+            if rng.random() < 0.7
+            else MARKS[rng.integers(len(MARKS))]
+        )
         if rng.random() < 0.7:
             parts.append(" ")
     return "".join(parts)

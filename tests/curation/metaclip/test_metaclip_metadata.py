@@ -29,13 +29,16 @@ def test_loads_through_fsspec_urls(tmp_path):
     assert load_metadata(f"file://{path}") == ["cat"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"entries": []}', "'concepts' list"),
-    ('["cat", 3]', "entry 1 is 3"),
-    ('"cat"', "expected a JSON list"),
-    ("[]", "empty"),
-    ("[cat", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"entries": []}', "'concepts' list"),
+        ('["cat", 3]', "entry 1 is 3"),
+        ('"cat"', "expected a JSON list"),
+        ("[]", "empty"),
+        ("[cat", "not JSON"),
+    ],
+)
 def test_bad_metadata_names_the_file_and_cause(tmp_path, content, message):
     path = tmp_path / "metadata.json"
     path.write_text(content)

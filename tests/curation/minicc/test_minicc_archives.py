@@ -1,5 +1,6 @@
 """The WARC and WAT files: readable by warcio and FastWARC, correct headers and digests, HTML that
 matches the truth table, and exactly the planted faults."""
+
 from __future__ import annotations
 
 import base64
@@ -18,13 +19,35 @@ from curation.minicc.urlforms import normalise
 
 REQUIRED_HEADERS = {
     "warcinfo": ("WARC-Record-ID", "WARC-Date", "Content-Length", "Content-Type", "WARC-Filename"),
-    "request": ("WARC-Record-ID", "WARC-Date", "Content-Length", "Content-Type",
-                "WARC-Target-URI", "WARC-Warcinfo-ID"),
-    "response": ("WARC-Record-ID", "WARC-Date", "Content-Length", "Content-Type",
-                 "WARC-Target-URI", "WARC-Concurrent-To", "WARC-Warcinfo-ID",
-                 "WARC-Payload-Digest", "WARC-Block-Digest", "WARC-Identified-Payload-Type"),
-    "metadata": ("WARC-Record-ID", "WARC-Date", "Content-Length", "Content-Type",
-                 "WARC-Target-URI", "WARC-Concurrent-To", "WARC-Warcinfo-ID"),
+    "request": (
+        "WARC-Record-ID",
+        "WARC-Date",
+        "Content-Length",
+        "Content-Type",
+        "WARC-Target-URI",
+        "WARC-Warcinfo-ID",
+    ),
+    "response": (
+        "WARC-Record-ID",
+        "WARC-Date",
+        "Content-Length",
+        "Content-Type",
+        "WARC-Target-URI",
+        "WARC-Concurrent-To",
+        "WARC-Warcinfo-ID",
+        "WARC-Payload-Digest",
+        "WARC-Block-Digest",
+        "WARC-Identified-Payload-Type",
+    ),
+    "metadata": (
+        "WARC-Record-ID",
+        "WARC-Date",
+        "Content-Length",
+        "Content-Type",
+        "WARC-Target-URI",
+        "WARC-Concurrent-To",
+        "WARC-Warcinfo-ID",
+    ),
 }
 
 
@@ -70,8 +93,13 @@ def test_every_record_is_its_own_gzip_member(archive):
     root, world, _, _ = archive
     data = (root / _paths(root, world["warc_paths"])[0]).read_bytes()
     members = data.count(b"\x1f\x8b\x08\x00\x00\x00\x00\x00")  # gzip magic + mtime 0
-    pages_in_file = len({r["page_url"] for r in archive[2] if r["warc_path"] in
-                         _paths(root, world["warc_paths"])[0]})
+    pages_in_file = len(
+        {
+            r["page_url"]
+            for r in archive[2]
+            if r["warc_path"] in _paths(root, world["warc_paths"])[0]
+        }
+    )
     assert members >= 1 + 3 * pages_in_file
 
 
@@ -113,8 +141,9 @@ def test_fastwarc_reads_the_same_records_as_warcio(archive):
     for path in _paths(root, world["warc_paths"]):
         expected = [(t, h["WARC-Record-ID"], p) for t, h, _, p in _warcio_records(root / path)]
         for record in FastArchiveIterator(str(root / path), parse_http=False):
-            if record.headers.get("WARC-Target-URI") not in faulty_pages and \
-                    record.headers.get("WARC-Block-Digest"):
+            if record.headers.get("WARC-Target-URI") not in faulty_pages and record.headers.get(
+                "WARC-Block-Digest"
+            ):
                 assert record.verify_block_digest(consume=True)
         got = []
         for record in FastArchiveIterator(str(root / path), parse_http=True):
@@ -122,8 +151,13 @@ def test_fastwarc_reads_the_same_records_as_warcio(archive):
             if record.headers.get("WARC-Type") == "response" and uri not in faulty_pages:
                 assert record.http_headers.status_code == 200
                 assert record.verify_payload_digest(consume=False)
-            got.append((record.headers.get("WARC-Type"), record.headers.get("WARC-Record-ID"),
-                        record.reader.read()))
+            got.append(
+                (
+                    record.headers.get("WARC-Type"),
+                    record.headers.get("WARC-Record-ID"),
+                    record.reader.read(),
+                )
+            )
         assert got == expected  # same records, same ids, same payload bytes
 
 
@@ -137,7 +171,9 @@ def _pages(root, world):
                     payload = record.content_stream().read()
                     if _sha1(payload) == record.rec_headers.get_header("WARC-Payload-Digest"):
                         pages[record.rec_headers.get_header("WARC-Target-URI")] = (
-                            record.http_headers.get_header("Content-Type"), payload)
+                            record.http_headers.get_header("Content-Type"),
+                            payload,
+                        )
     return pages
 
 
@@ -170,8 +206,9 @@ def test_html_img_tags_match_the_truth_table(archive):
             if row["url_form"] == "junk":
                 assert row["image_url"] is None
             elif row["url_form"].startswith("srcset"):
-                widest = max((c.split() for c in attrs["srcset"].split(",")),
-                             key=lambda c: int(c[1][:-1]))
+                widest = max(
+                    (c.split() for c in attrs["srcset"].split(",")), key=lambda c: int(c[1][:-1])
+                )
                 assert normalise(base_url, widest[0]) == row["image_url"]
             elif row["url_form"].startswith("lazy"):
                 lazy = next(v for k, v in attrs.items() if k.startswith("data-"))
@@ -193,8 +230,10 @@ def test_wat_envelopes_describe_each_warc_record_and_list_img_links(archive):
                     continue
                 envelope = json.loads(record.content_stream().read())["Envelope"]
                 warc_headers = envelope["WARC-Header-Metadata"]
-                assert record.rec_headers.get_header("WARC-Refers-To") == \
-                    warc_headers["WARC-Record-ID"]
+                assert (
+                    record.rec_headers.get_header("WARC-Refers-To")
+                    == warc_headers["WARC-Record-ID"]
+                )
                 response = envelope["Payload-Metadata"].get("HTTP-Response-Metadata")
                 if warc_headers["WARC-Type"] != "response" or response is None:
                     continue

@@ -1,4 +1,5 @@
 """The build's artefacts: determinism, truth tables, evaluation sets, grounding shards, world.json."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,11 @@ SERVER_FILES = {"requests.jsonl", "server.json"}  # written by a server, not by 
 
 
 def _digests(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in SERVER_FILES}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in SERVER_FILES
+    }
 
 
 def _tar(path) -> dict[str, dict[str, bytes]]:
@@ -42,18 +46,26 @@ def _pixels(data: bytes, size=None) -> np.ndarray:
 @pytest.fixture(scope="module")
 def truth(tiny_world):
     root, _ = tiny_world
-    return (pq.read_table(root / "truth.parquet").to_pylist(),
-            pq.read_table(root / "truth_images.parquet").to_pylist())
+    return (
+        pq.read_table(root / "truth.parquet").to_pylist(),
+        pq.read_table(root / "truth_images.parquet").to_pylist(),
+    )
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tiny_world, tmp_path):
     root, world = tiny_world
-    again = build_world(tmp_path / "again", seed=world["seed"], scale_name="tiny",
-                        port=world["port"], processes=1)  # other worker count, same bytes
+    again = build_world(
+        tmp_path / "again", seed=world["seed"], scale_name="tiny", port=world["port"], processes=1
+    )  # other worker count, same bytes
     assert again["counts"] == world["counts"]
     assert _digests(tmp_path / "again") == _digests(root)
-    build_world(tmp_path / "other", seed=world["seed"] + 1, scale_name="tiny",
-                port=world["port"], processes=2)
+    build_world(
+        tmp_path / "other",
+        seed=world["seed"] + 1,
+        scale_name="tiny",
+        port=world["port"],
+        processes=2,
+    )
     other = _digests(tmp_path / "other")
     assert other["truth.parquet"] != _digests(root)["truth.parquet"]
 
@@ -75,7 +87,8 @@ def test_a_world_from_another_generator_version_seed_or_scale_is_stale(tiny_worl
     old = {k: v for k, v in world.items() if k != "generator_version"}  # a build from before
     (tmp_path / WORLD_FILE).write_text(json.dumps(old))
     assert f"generator version 1; this code builds version {GENERATOR_VERSION}" in (
-        stale_world_reason(tmp_path))
+        stale_world_reason(tmp_path)
+    )
 
 
 def test_the_demo_refuses_to_resume_on_a_stale_world(tmp_path):
@@ -111,8 +124,9 @@ def test_truth_rows_are_consistent_with_the_image_table(truth):
         image = by_url[row["image_url"]]
         assert (row["image_id"], row["fault"]) == (image["image_id"], image["fault"])
         if row["caption_kind"] == "good" and row["lang"] == "en":
-            assert row["text"] == image["good_caption"] or \
-                row["text"].endswith(image["good_caption"].split(" ", 1)[1])
+            assert row["text"] == image["good_caption"] or row["text"].endswith(
+                image["good_caption"].split(" ", 1)[1]
+            )
         if row["caption_kind"] == "title_only":
             assert row["alt"] is None and row["title"]
         if row["caption_kind"] == "empty":
@@ -147,8 +161,9 @@ def test_duplicates_and_near_duplicates_share_a_dup_group(tiny_world, truth):
     assert variants
     for group in variants:
         original = next(i for i in group if i["variant"] == "original")
-        reference = _pixels((root / "www" / f"{original['host']}{original['path']}").read_bytes(),
-                            (64, 64))
+        reference = _pixels(
+            (root / "www" / f"{original['host']}{original['path']}").read_bytes(), (64, 64)
+        )
         for image in group:
             data = (root / "www" / f"{image['host']}{image['path']}").read_bytes()
             assert np.abs(_pixels(data, (64, 64)) - reference).mean() < 8
@@ -217,7 +232,8 @@ def test_world_json_allow_list_covers_hosts_but_not_forbidden_addresses(tiny_wor
     allowed = ipaddress.ip_network(saved["allowed_cidr"])
     assert all(ipaddress.ip_address(h) in allowed for h in saved["hosts"])
     assert all(ipaddress.ip_address(a) not in allowed for a in saved["forbidden_addresses"])
-    assert all(ipaddress.ip_address(a).is_loopback for a in saved["hosts"] +
-               saved["forbidden_addresses"])
+    assert all(
+        ipaddress.ip_address(a).is_loopback for a in saved["hosts"] + saved["forbidden_addresses"]
+    )
     assert "red star" in saved["concepts"] and "star" in saved["concepts"]
     assert set(saved["counts"]["fault_urls"]) == set(saved["faults"])

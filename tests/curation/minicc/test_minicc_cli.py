@@ -1,4 +1,5 @@
 """`python -m curation minicc serve` as a process: ready state, answers, clean stop on SIGTERM."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,21 @@ def test_serve_process_writes_ready_state_answers_and_stops_on_sigterm(tmp_path_
     root, world = build_private_world(tmp_path_factory, "minicc-cli")
     log = root.parent / "cli-requests.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "curation", "minicc", "serve", "--root", str(root),
-         "--log", str(log)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "curation",
+            "minicc",
+            "serve",
+            "--root",
+            str(root),
+            "--log",
+            str(log),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     state_path = root / "server.json"

@@ -3,6 +3,7 @@
 Requests use http.client with short timeouts and follow redirects by hand, only inside the
 world's allowed CIDR; nothing here contacts an address outside 127.0.0.0/8.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -93,8 +94,11 @@ def test_every_fault_kind_is_planted_and_referenced_from_a_page(fault_urls):
 
 def test_a_healthy_image_is_served_with_its_recorded_size(web, served_world):
     root, _ = served_world
-    rows = [r for r in pq.read_table(root / "truth_images.parquet").to_pylist()
-            if r["variant"] == "original"]
+    rows = [
+        r
+        for r in pq.read_table(root / "truth_images.parquet").to_pylist()
+        if r["variant"] == "original"
+    ]
     for row in rows[:5]:
         status, headers, body = fetch(row["url"])
         assert status == 200 and headers["Content-Type"].startswith("image/")
@@ -226,8 +230,11 @@ def test_request_log_records_every_request(web):
 
 def test_parallel_requests_are_all_answered_and_logged(web, served_world):
     server, _, root = web
-    urls = [r["url"] for r in pq.read_table(root / "truth_images.parquet").to_pylist()
-            if r["variant"] == "original"][:40]
+    urls = [
+        r["url"]
+        for r in pq.read_table(root / "truth_images.parquet").to_pylist()
+        if r["variant"] == "original"
+    ][:40]
     before = len(server.log_path.read_text().splitlines())
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(pool.map(lambda url: fetch(url)[0], urls))

@@ -1,5 +1,6 @@
 """The BPE the trainer ships for the tiny preset is exactly what `python -m curation minicc
 tokenizer` writes: reproducible from the world's own text."""
+
 from pathlib import Path
 
 from curation.minicc.tokenizer import corpus, train_tokenizer

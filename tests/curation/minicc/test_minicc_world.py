@@ -1,4 +1,5 @@
 """The procedural world, captions, URL forms and fault payloads, without building a whole web."""
+
 from __future__ import annotations
 
 import io
@@ -16,14 +17,24 @@ from curation.minicc.render import render_scene
 from curation.minicc.vocab import FILLER_SENTENCES, KINDS, TRANSLATIONS
 from curation.minicc.world import ConceptSampler, Scene, Shape, sample_scene
 
-LEGACY_CHARSETS = {"ru": ("cp1251", "koi8_r"), "ja": ("shift_jis",), "zh": ("gbk",),
-                   "ko": ("euc_kr",)}
+LEGACY_CHARSETS = {
+    "ru": ("cp1251", "koi8_r"),
+    "ja": ("shift_jis",),
+    "zh": ("gbk",),
+    "ko": ("euc_kr",),
+}
 
 
 def _single_shape_scene(kind: str, position: str = "center", size: str = "large") -> Scene:
-    return Scene(scene_id="t", width=300, height=200, background="solid",
-                 tones=((230, 230, 230), (40, 40, 40)), texture_seed=1,
-                 shapes=(Shape(kind, "red", size, position, 0.0, (0.0, 0.0)),))
+    return Scene(
+        scene_id="t",
+        width=300,
+        height=200,
+        background="solid",
+        tones=((230, 230, 230), (40, 40, 40)),
+        texture_seed=1,
+        shapes=(Shape(kind, "red", size, position, 0.0, (0.0, 0.0)),),
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -67,8 +78,9 @@ def test_scene_sampling_is_a_pure_function_of_its_generator():
     first = sample_scene(np.random.default_rng([1, 7]), "a", concepts)
     second = sample_scene(np.random.default_rng([1, 7]), "a", concepts)
     assert first == second
-    assert np.array_equal(np.asarray(render_scene(first).image),
-                          np.asarray(render_scene(second).image))
+    assert np.array_equal(
+        np.asarray(render_scene(first).image), np.asarray(render_scene(second).image)
+    )
 
 
 @pytest.mark.parametrize("lang", sorted(LEGACY_CHARSETS))
@@ -84,12 +96,22 @@ def test_every_translated_caption_encodes_in_its_legacy_charsets(lang):
 
 
 def test_good_english_caption_names_every_shape():
-    scene = Scene("s", 400, 300, "stripes", ((0, 0, 0), (9, 9, 9)), 0, (
-        Shape("star", "red", "large", "top left", 0, (0, 0)),
-        Shape("circle", "blue", "small", "bottom right", 0, (0, 0)),
-    ))
-    assert good_caption(scene) == ("a large red star at the top left and a small blue circle "
-                                   "at the bottom right on a striped background")
+    scene = Scene(
+        "s",
+        400,
+        300,
+        "stripes",
+        ((0, 0, 0), (9, 9, 9)),
+        0,
+        (
+            Shape("star", "red", "large", "top left", 0, (0, 0)),
+            Shape("circle", "blue", "small", "bottom right", 0, (0, 0)),
+        ),
+    )
+    assert good_caption(scene) == (
+        "a large red star at the top left and a small blue circle "
+        "at the bottom right on a striped background"
+    )
 
 
 BASES = [

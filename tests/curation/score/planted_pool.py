@@ -4,6 +4,7 @@ written exactly in the pool contract layout (NNNNN.tar + NNNNN.parquet), plus it
 Used by the score/neardup/shards tests and the score benchmark until the mini Common Crawl's
 download output is available to them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageEnhance
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220),
-           "yellow": (235, 210, 40), "purple": (140, 50, 170), "orange": (245, 140, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 50, 170),
+    "orange": (245, 140, 30),
+}
 KINDS = ("circle", "square", "triangle")
 
 
@@ -51,8 +58,11 @@ def draw_picture(rng: np.random.Generator, width: int, height: int) -> tuple[Ima
     # Texture so that unrelated pictures do not share a pixel hash by accident.
     for _ in range(12):
         x, y = rng.uniform(0, width), rng.uniform(0, height)
-        draw.line((x, y, x + rng.uniform(-60, 60), y + rng.uniform(-60, 60)),
-                  fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=3)
+        draw.line(
+            (x, y, x + rng.uniform(-60, 60), y + rng.uniform(-60, 60)),
+            fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+            width=3,
+        )
     return image, " and ".join(phrases) + " on a plain background"
 
 
@@ -65,8 +75,9 @@ def jpeg(image: Image.Image, quality: int = 90) -> bytes:
 def near_copy(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A re-upload: rescaled, slightly brighter; the caller re-encodes it at another quality."""
     scale = rng.uniform(0.7, 0.9)
-    copy = image.resize((max(32, round(image.width * scale)), max(32, round(image.height * scale))),
-                        Image.BICUBIC)
+    copy = image.resize(
+        (max(32, round(image.width * scale)), max(32, round(image.height * scale))), Image.BICUBIC
+    )
     return ImageEnhance.Brightness(copy).enhance(rng.uniform(1.03, 1.08))
 
 
@@ -76,9 +87,18 @@ def _tar_add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: int = 0,
-                       exact_dups: int = 4, near_dups: int = 4, contaminants: int = 3,
-                       eval_images: int = 8, min_side: int = 120, max_side: int = 420) -> PlantedPool:
+def build_planted_pool(
+    root: Path,
+    shards: int = 3,
+    per_shard: int = 24,
+    seed: int = 0,
+    exact_dups: int = 4,
+    near_dups: int = 4,
+    contaminants: int = 3,
+    eval_images: int = 8,
+    min_side: int = 120,
+    max_side: int = 420,
+) -> PlantedPool:
     rng = np.random.default_rng(seed)
     pool, eval_dir = root / "pool", root / "eval" / "shapes" / "test"
     pool.mkdir(parents=True)
@@ -101,8 +121,16 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
     for i in range(total - exact_dups - near_dups - contaminants):
         width, height = int(rng.integers(min_side, max_side)), int(rng.integers(min_side, max_side))
         picture, caption = draw_picture(rng, width, height)
-        samples.append({"jpg": jpeg(picture), "text": caption if i % 9 else "img",
-                        "dup_group": None, "eval_name": None, "picture": picture, "caption": caption})
+        samples.append(
+            {
+                "jpg": jpeg(picture),
+                "text": caption if i % 9 else "img",
+                "dup_group": None,
+                "eval_name": None,
+                "picture": picture,
+                "caption": caption,
+            }
+        )
     for i in range(exact_dups):
         original = samples[2 * i]
         original["dup_group"] = original["dup_group"] or f"exact-{i}"
@@ -111,28 +139,58 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
         original = samples[2 * i + 1]
         original["dup_group"] = original["dup_group"] or f"near-{i}"
         copy = near_copy(original["picture"], rng)
-        samples.append({**original, "jpg": jpeg(copy, quality=int(rng.integers(70, 85))),
-                        "picture": copy, "text": original["caption"] + " (copy)"})
+        samples.append(
+            {
+                **original,
+                "jpg": jpeg(copy, quality=int(rng.integers(70, 85))),
+                "picture": copy,
+                "text": original["caption"] + " (copy)",
+            }
+        )
     for i in range(contaminants):
         name, picture = eval_pictures[i]
         copy = near_copy(picture, rng)
-        samples.append({"jpg": jpeg(copy, 85), "text": "a shapes picture found on the web",
-                        "dup_group": None, "eval_name": name, "picture": copy, "caption": ""})
+        samples.append(
+            {
+                "jpg": jpeg(copy, 85),
+                "text": "a shapes picture found on the web",
+                "dup_group": None,
+                "eval_name": name,
+                "picture": copy,
+                "caption": "",
+            }
+        )
     order = rng.permutation(len(samples))
     samples = [samples[i] for i in order]
     corrupt = next(s for s in samples if s["dup_group"] is None and s["eval_name"] is None)
     corrupt["jpg"] = corrupt["jpg"][:200]  # a truncated JPEG the scorer cannot decode
     corrupt["corrupt"] = True
 
-    truth: dict[str, list] = {k: [] for k in ("uid", "key", "shard", "dup_group", "eval_name",
-                                              "corrupt", "status")}
+    truth: dict[str, list] = {
+        k: [] for k in ("uid", "key", "shard", "dup_group", "eval_name", "corrupt", "status")
+    }
     for shard in range(shards):
         shard_id = f"{shard:05d}"
-        sidecar: dict[str, list] = {k: [] for k in (
-            "uid", "key", "url", "text", "texts", "status", "error_message", "width", "height",
-            "original_width", "original_height", "sha256", "host")}
+        sidecar: dict[str, list] = {
+            k: []
+            for k in (
+                "uid",
+                "key",
+                "url",
+                "text",
+                "texts",
+                "status",
+                "error_message",
+                "width",
+                "height",
+                "original_width",
+                "original_height",
+                "sha256",
+                "host",
+            )
+        }
         with tarfile.open(pool / f"{shard_id}.tar", "w") as archive:
-            chunk = samples[shard * per_shard:(shard + 1) * per_shard]
+            chunk = samples[shard * per_shard : (shard + 1) * per_shard]
             for index, sample in enumerate(chunk + [None, None]):
                 key = f"{shard_id}{index:04d}"
                 url = f"http://127.0.0.1:9/img/{shard_id}/{index}.jpg"
@@ -146,22 +204,35 @@ def build_planted_pool(root: Path, shards: int = 3, per_shard: int = 24, seed: i
                     _tar_add(archive, f"{key}.txt", text.encode())
                     _tar_add(archive, f"{key}.json", json.dumps({"uid": uid, "key": key}).encode())
                 for column, value in (
-                        ("uid", uid), ("key", key), ("url", url), ("text", text), ("texts", [text]),
-                        ("status", status), ("error_message", None if sample else "http_404"),
-                        ("width", width), ("height", height), ("original_width", width),
-                        ("original_height", height),
-                        ("sha256", hashlib.sha256(sample["jpg"]).hexdigest() if sample else None),
-                        ("host", "127.0.0.1")):
+                    ("uid", uid),
+                    ("key", key),
+                    ("url", url),
+                    ("text", text),
+                    ("texts", [text]),
+                    ("status", status),
+                    ("error_message", None if sample else "http_404"),
+                    ("width", width),
+                    ("height", height),
+                    ("original_width", width),
+                    ("original_height", height),
+                    ("sha256", hashlib.sha256(sample["jpg"]).hexdigest() if sample else None),
+                    ("host", "127.0.0.1"),
+                ):
                     sidecar[column].append(value)
-                for column, value in (("uid", uid), ("key", key), ("shard", shard_id),
-                                      ("dup_group", sample and sample["dup_group"]),
-                                      ("eval_name", sample and sample["eval_name"]),
-                                      ("corrupt", bool(sample and sample.get("corrupt"))),
-                                      ("status", status)):
+                for column, value in (
+                    ("uid", uid),
+                    ("key", key),
+                    ("shard", shard_id),
+                    ("dup_group", sample and sample["dup_group"]),
+                    ("eval_name", sample and sample["eval_name"]),
+                    ("corrupt", bool(sample and sample.get("corrupt"))),
+                    ("status", status),
+                ):
                     truth[column].append(value)
         table = pa.table(sidecar)
-        table = table.set_column(table.schema.get_field_index("width"), "width",
-                                 pa.array(sidecar["width"], pa.int32()))
+        table = table.set_column(
+            table.schema.get_field_index("width"), "width", pa.array(sidecar["width"], pa.int32())
+        )
         pq.write_table(table, pool / f"{shard_id}.parquet")
     return PlantedPool(pool, root / "eval", pa.table(truth))
 
@@ -172,8 +243,13 @@ def tiny_model_config() -> Path:
     return Path(bundled_config("tiny-clip"))
 
 
-def score_planted_pool(planted: PlantedPool, weights: Path, top_fraction: float | None = None,
-                       threshold: float | None = None, tag: str = "tiny") -> str:
+def score_planted_pool(
+    planted: PlantedPool,
+    weights: Path,
+    top_fraction: float | None = None,
+    threshold: float | None = None,
+    tag: str = "tiny",
+) -> str:
     """Run both score passes over the planted pool (Ray must be up); return the score folder."""
     from curation.score.model import ScorerSpec
     from curation.stages.score import apply_decision, decide, score_pool

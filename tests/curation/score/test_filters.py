@@ -35,7 +35,9 @@ def test_histogram_threshold_is_within_its_stated_bounds_of_the_exact_one(fracti
     rng = np.random.default_rng(1)
     scores = np.clip(rng.normal(0.22, 0.05, size=200_000), -1, 1).astype(np.float32)
     exact = exact_top_fraction([scores], fraction)
-    approx = top_fraction_threshold(np.array_split(scores, 7), fraction, method="histogram", bins=1 << 12)
+    approx = top_fraction_threshold(
+        np.array_split(scores, 7), fraction, method="histogram", bins=1 << 12
+    )
     kept = int(np.count_nonzero(scores >= approx.threshold))
     assert approx.target_keep <= kept <= approx.target_keep + approx.max_extra_kept
     assert exact.threshold - approx.value_error <= approx.threshold <= exact.threshold
@@ -64,13 +66,15 @@ def test_bad_fraction_fails_fast():
 
 
 def test_basic_rules_flag_each_failing_rule_on_original_sizes():
-    table = pa.table({
-        "text": ["a red circle on grass", "two words", "tiny", None, "a blue square in snow"],
-        "width": pa.array([300, 300, 300, 300, 120], pa.int32()),
-        "height": pa.array([300, 300, 300, 1000, 120], pa.int32()),
-        "original_width": pa.array([300, 300, 300, 300, None], pa.int32()),
-        "original_height": pa.array([300, 300, 300, 1000, None], pa.int32()),
-    })
+    table = pa.table(
+        {
+            "text": ["a red circle on grass", "two words", "tiny", None, "a blue square in snow"],
+            "width": pa.array([300, 300, 300, 300, 120], pa.int32()),
+            "height": pa.array([300, 300, 300, 1000, 120], pa.int32()),
+            "original_width": pa.array([300, 300, 300, 300, None], pa.int32()),
+            "original_height": pa.array([300, 300, 300, 1000, None], pa.int32()),
+        }
+    )
     failures = basic_rule_failures(table, BasicRules())
     assert failures["basic_caption_words"].tolist() == [False, True, True, True, False]
     assert failures["basic_caption_chars"].tolist() == [False, False, True, True, False]

@@ -30,7 +30,9 @@ def test_random_weights_are_flagged_and_reload_without_the_config_file(random_we
     assert scorer.random_init and scorer.image_size == 64
 
 
-def test_open_clip_training_checkpoint_with_ddp_prefix_loads_the_same_model(random_weights, tmp_path):
+def test_open_clip_training_checkpoint_with_ddp_prefix_loads_the_same_model(
+    random_weights, tmp_path
+):
     reference = load_scorer(ScorerSpec(TINY, str(random_weights)))
     state = {f"module.{k}": v for k, v in reference.model.state_dict().items()}
     checkpoint = tmp_path / "epoch_1.pt"
@@ -39,7 +41,9 @@ def test_open_clip_training_checkpoint_with_ddp_prefix_loads_the_same_model(rand
     assert not loaded.random_init
     images = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
-        assert torch.allclose(loaded.model.encode_image(images), reference.model.encode_image(images))
+        assert torch.allclose(
+            loaded.model.encode_image(images), reference.model.encode_image(images)
+        )
 
 
 def test_exporter_config_beside_the_weights_is_used(random_weights, tmp_path):
@@ -47,8 +51,10 @@ def test_exporter_config_beside_the_weights_is_used(random_weights, tmp_path):
     folder = tmp_path / "export"
     folder.mkdir()
     torch.save(scorer.model.state_dict(), folder / "open_clip_model.bin")
-    config = {"model_cfg": json.loads(tiny_model_config().read_text()),
-              "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+    config = {
+        "model_cfg": json.loads(tiny_model_config().read_text()),
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     embedder = ClipEmbedder(ScorerSpec(TINY, str(folder / "open_clip_model.bin")))
     assert tuple(embedder.preprocess_cfg()["mean"]) == (0.5, 0.5, 0.5)
@@ -83,13 +89,16 @@ def test_embeddings_are_unit_vectors_and_score_is_their_dot_product(random_weigh
     assert np.allclose(embedder.embed_images(pixels), images, atol=1e-6)
 
 
-@pytest.mark.parametrize("cpus,gpus,requested,expected", [
-    (2, 0, None, (1, 1, 0, 1)),  # the 2-core box: one scorer, one decoder
-    (16, 0, None, (2, 4, 0, 8)),
-    (16, 0, 8, (3, 4, 0, 4)),  # asked for too many: one CPU must stay free for decoding
-    (32, 4, None, (4, 1, 1, 28)),
-    (8, 2, 1, (1, 1, 1, 7)),
-])
+@pytest.mark.parametrize(
+    "cpus,gpus,requested,expected",
+    [
+        (2, 0, None, (1, 1, 0, 1)),  # the 2-core box: one scorer, one decoder
+        (16, 0, None, (2, 4, 0, 8)),
+        (16, 0, 8, (3, 4, 0, 4)),  # asked for too many: one CPU must stay free for decoding
+        (32, 4, None, (4, 1, 1, 28)),
+        (8, 2, 1, (1, 1, 1, 7)),
+    ],
+)
 def test_actor_pool_always_leaves_cpus_for_decoding(cpus, gpus, requested, expected):
     plan = plan_actor_pool(cpus, gpus, requested)
     assert (plan.actors, plan.cpus_per_actor, plan.gpus_per_actor, plan.decode_cpus) == expected

@@ -14,8 +14,9 @@ from curation.score.neighbours import (
 )
 
 
-def clustered_vectors(clusters: int = 20, members: int = 3, dim: int = 32, noise: float = 0.01,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clustered_vectors(
+    clusters: int = 20, members: int = 3, dim: int = 32, noise: float = 0.01, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim))
     labels = np.repeat(np.arange(clusters), members)

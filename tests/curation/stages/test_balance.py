@@ -22,8 +22,12 @@ def zipf_rows(n: int, seed: int = 0) -> dict[str, list]:
     picks = rng.choice(len(CONCEPTS), size=n, p=weights / weights.sum())
     texts = [f"A photo of a {CONCEPTS[i]}." for i in picks]
     texts[::97] = ["IMG_0042.jpg"] * len(texts[::97])  # matches nothing
-    return {"uid": [f"{i:032x}" for i in range(n)], "text": texts, "row": list(range(n)),
-            "lang": ["ja" if i % 3 == 0 else "en" for i in range(n)]}
+    return {
+        "uid": [f"{i:032x}" for i in range(n)],
+        "text": texts,
+        "row": list(range(n)),
+        "lang": ["ja" if i % 3 == 0 else "en" for i in range(n)],
+    }
 
 
 def write_shards(folder, rows: dict[str, list], n_shards: int) -> None:
@@ -31,8 +35,9 @@ def write_shards(folder, rows: dict[str, list], n_shards: int) -> None:
     n = len(rows["uid"])
     bounds = np.linspace(0, n, n_shards + 1).astype(int)
     for shard, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        pq.write_table(pa.table({k: v[start:stop] for k, v in rows.items()}),
-                       folder / f"part-{shard}.parquet")
+        pq.write_table(
+            pa.table({k: v[start:stop] for k, v in rows.items()}), folder / f"part-{shard}.parquet"
+        )
 
 
 @pytest.fixture()
@@ -53,8 +58,9 @@ def keep_by_uid(table: pa.Table, column: str = "keep") -> dict[str, bool]:
 def test_head_capped_near_t_tail_kept_whole_rows_preserved(tmp_path, metadata, ray_session):
     rows = zipf_rows(6000)
     write_shards(tmp_path / "in", rows, 3)
-    result = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, T, str(tmp_path / "out"),
-                                       progress=False))
+    result = run_balance(
+        BalanceConfig(str(tmp_path / "in"), metadata, T, str(tmp_path / "out"), progress=False)
+    )
     assert result.ok
     out = read_outputs(tmp_path / "out")
     assert out.column("row").to_pylist() == rows["row"]  # every input row, in order
@@ -87,17 +93,39 @@ def test_decisions_do_not_depend_on_sharding_or_reduce_fan_in(tmp_path, metadata
     rows = zipf_rows(3000, seed=1)
     write_shards(tmp_path / "two", rows, 2)
     write_shards(tmp_path / "five", rows, 5)
-    first = run_balance(BalanceConfig(str(tmp_path / "two"), metadata, T, str(tmp_path / "a"),
-                                      seed=5, progress=False))
-    second = run_balance(BalanceConfig(str(tmp_path / "five"), metadata, T, str(tmp_path / "b"),
-                                       seed=5, fan_in=2, progress=False))
+    first = run_balance(
+        BalanceConfig(
+            str(tmp_path / "two"), metadata, T, str(tmp_path / "a"), seed=5, progress=False
+        )
+    )
+    second = run_balance(
+        BalanceConfig(
+            str(tmp_path / "five"),
+            metadata,
+            T,
+            str(tmp_path / "b"),
+            seed=5,
+            fan_in=2,
+            progress=False,
+        )
+    )
     assert first.ok and second.ok
     assert any(r.stage == "balance_reduce" for r in second.reports)  # a 3-level tree
     assert keep_by_uid(read_outputs(tmp_path / "a")) == keep_by_uid(read_outputs(tmp_path / "b"))
     assert pq.read_table(tmp_path / "a" / "entry_counts.parquet").equals(
-        pq.read_table(tmp_path / "b" / "entry_counts.parquet"))
-    run_balance(BalanceConfig(str(tmp_path / "two"), metadata, T, str(tmp_path / "c"), seed=6,
-                              use_ray=False, progress=False))
+        pq.read_table(tmp_path / "b" / "entry_counts.parquet")
+    )
+    run_balance(
+        BalanceConfig(
+            str(tmp_path / "two"),
+            metadata,
+            T,
+            str(tmp_path / "c"),
+            seed=6,
+            use_ray=False,
+            progress=False,
+        )
+    )
     assert keep_by_uid(read_outputs(tmp_path / "c")) != keep_by_uid(read_outputs(tmp_path / "a"))
 
 
@@ -116,16 +144,25 @@ def test_new_t_reruns_only_the_sampling_pass(tmp_path, metadata, ray_session):
     assert after < before
 
 
-def test_pool_gets_contract_columns_and_failed_downloads_are_never_kept(tmp_path, metadata,
-                                                                        ray_session):
+def test_pool_gets_contract_columns_and_failed_downloads_are_never_kept(
+    tmp_path, metadata, ray_session
+):
     rows = zipf_rows(1200)
     pool = tmp_path / "pool"
     pool.mkdir()
     status = ["success" if i % 4 else "failed_to_download" for i in range(1200)]
     for shard, part in enumerate((slice(0, 600), slice(600, 1200))):
-        pq.write_table(pa.table({"uid": rows["uid"][part], "key": rows["row"][part],
-                                 "text": rows["text"][part], "status": status[part]}),
-                       pool / f"{shard:05d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": rows["uid"][part],
+                    "key": rows["row"][part],
+                    "text": rows["text"][part],
+                    "status": status[part],
+                }
+            ),
+            pool / f"{shard:05d}.parquet",
+        )
         (pool / f"{shard:05d}.tar").write_bytes(b"")
     result = run_balance(BalanceConfig(str(pool), metadata, 40, progress=False))
     assert result.ok and result.out_dir == f"{pool}/curation/balance"
@@ -137,38 +174,68 @@ def test_pool_gets_contract_columns_and_failed_downloads_are_never_kept(tmp_path
     counts = pq.read_table(pool / "curation" / "balance" / "entry_counts.parquet")
     downloaded_texts = [t for t, s in zip(rows["text"], status) if s == "success"]
     assert sum(counts.column("count").to_pylist()) == sum(
-        map(len, EntryMatcher(CONCEPTS).match_batch(downloaded_texts).to_pylist()))
-    stats = json.loads((pool / "curation" / "balance" / "_stats" / "balance" / "00000.json")
-                       .read_text())
+        map(len, EntryMatcher(CONCEPTS).match_batch(downloaded_texts).to_pylist())
+    )
+    stats = json.loads(
+        (pool / "curation" / "balance" / "_stats" / "balance" / "00000.json").read_text()
+    )
     assert stats["drops"]["not_downloaded"] == 150
 
 
 def test_list_of_texts_picks_one_per_uid_stably(tmp_path, metadata, ray_session):
     uids = [f"{i:032x}" for i in range(400)]
-    texts = [["IMG_1.jpg", f"a {CONCEPTS[i % 5]}", f"the {CONCEPTS[5 + i % 5]}"] for i in range(400)]
+    texts = [
+        ["IMG_1.jpg", f"a {CONCEPTS[i % 5]}", f"the {CONCEPTS[5 + i % 5]}"] for i in range(400)
+    ]
     texts[0] = []
     table = pa.table({"uid": uids, "text": ["a concept30"] * 400, "texts": texts})
     (tmp_path / "in").mkdir()
     pq.write_table(table, tmp_path / "in" / "d.parquet")
-    config = BalanceConfig(str(tmp_path / "in"), metadata, 1e9, str(tmp_path / "out"),
-                           columns=TextColumns(texts="texts"), use_ray=False, progress=False)
+    config = BalanceConfig(
+        str(tmp_path / "in"),
+        metadata,
+        1e9,
+        str(tmp_path / "out"),
+        columns=TextColumns(texts="texts"),
+        use_ray=False,
+        progress=False,
+    )
     run_balance(config)
     out = pq.read_table(tmp_path / "out" / "d.parquet")
     chosen = out.column("metaclip_text").to_pylist()
     assert chosen[0] == "a concept30"  # an empty list falls back to the text column
     assert all(c in options for c, options in zip(chosen[1:], texts[1:]))
     assert {c.split()[0] for c in chosen[1:]} == {"IMG_1.jpg", "a", "the"}
-    rerun = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, 1e9, str(tmp_path / "o2"),
-                                      columns=TextColumns(texts="texts"), progress=False))
+    rerun = run_balance(
+        BalanceConfig(
+            str(tmp_path / "in"),
+            metadata,
+            1e9,
+            str(tmp_path / "o2"),
+            columns=TextColumns(texts="texts"),
+            progress=False,
+        )
+    )
     assert rerun.ok
-    assert pq.read_table(tmp_path / "o2" / "d.parquet").column("metaclip_text").to_pylist() == chosen
+    assert (
+        pq.read_table(tmp_path / "o2" / "d.parquet").column("metaclip_text").to_pylist() == chosen
+    )
     assert out.column("keep").to_pylist() == [c != "IMG_1.jpg" for c in chosen]
 
 
 def test_per_language_t_caps_each_language_separately(tmp_path, metadata, ray_session):
     write_shards(tmp_path / "in", zipf_rows(6000), 2)
-    result = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, 400, str(tmp_path / "out"),
-                                       t_per_lang={"ja": 50}, use_ray=False, progress=False))
+    result = run_balance(
+        BalanceConfig(
+            str(tmp_path / "in"),
+            metadata,
+            400,
+            str(tmp_path / "out"),
+            t_per_lang={"ja": 50},
+            use_ray=False,
+            progress=False,
+        )
+    )
     counts = pq.read_table(tmp_path / "out" / "entry_counts.parquet").to_pylist()
     top = {row["lang"]: row for row in counts if row["entry_text"] == "concept0"}
     assert top["ja"]["count"] > 400 and top["en"]["count"] > 400
@@ -179,12 +246,24 @@ def test_per_language_t_caps_each_language_separately(tmp_path, metadata, ray_se
 
 def test_cli_reports_a_bad_shard_and_finishes_the_others(tmp_path, metadata, ray_session, capsys):
     write_shards(tmp_path / "in", zipf_rows(600), 2)
-    pq.write_table(pa.table({"uid": ["x"], "caption": ["a concept0"]}),
-                   tmp_path / "in" / "part-9.parquet")
+    pq.write_table(
+        pa.table({"uid": ["x"], "caption": ["a concept0"]}), tmp_path / "in" / "part-9.parquet"
+    )
     parser = argparse.ArgumentParser()
     balance.register(parser.add_subparsers())
-    args = parser.parse_args(["balance", "--input", str(tmp_path / "in"), "--metadata", metadata,
-                              "--t", "50", "--out", str(tmp_path / "out")])
+    args = parser.parse_args(
+        [
+            "balance",
+            "--input",
+            str(tmp_path / "in"),
+            "--metadata",
+            metadata,
+            "--t",
+            "50",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert args.func(args) == 1
     printed = capsys.readouterr().out
     assert "FAILED shard part-9" in printed and "no column text" in printed
@@ -202,9 +281,17 @@ def test_metadata_builder_command_writes_a_loadable_metadata_json(tmp_path, caps
     parser = argparse.ArgumentParser()
     balance.register(parser.add_subparsers())
     out = tmp_path / "metadata.json"
-    args = parser.parse_args(["balance-metadata", "--out", str(out), "--unigrams",
-                              str(tmp_path / "unigrams.tsv"), "--pageviews",
-                              str(tmp_path / "page*")])
+    args = parser.parse_args(
+        [
+            "balance-metadata",
+            "--out",
+            str(out),
+            "--unigrams",
+            str(tmp_path / "unigrams.tsv"),
+            "--pageviews",
+            str(tmp_path / "page*"),
+        ]
+    )
     assert args.func(args) == 0
     assert load_metadata(str(out)) == ["cat", "dog", "Red star"]
     assert "unigrams=2, titles=1" in capsys.readouterr().out
@@ -216,10 +303,31 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
 
     snapshot = json.loads((minicc_world / "world.json").read_text())["snapshot"]
     candidates = tmp_path / "candidates"
-    assert cli_main(["extract", "--snapshot", snapshot, "--cc-root", str(minicc_world),
-                     "--out", str(candidates), "--no-ray"]) == 0
-    result = run_balance(BalanceConfig(str(candidates), str(minicc_world), 20, str(tmp_path / "b"),
-                                       use_ray=False, progress=False))
+    assert (
+        cli_main(
+            [
+                "extract",
+                "--snapshot",
+                snapshot,
+                "--cc-root",
+                str(minicc_world),
+                "--out",
+                str(candidates),
+                "--no-ray",
+            ]
+        )
+        == 0
+    )
+    result = run_balance(
+        BalanceConfig(
+            str(candidates),
+            str(minicc_world),
+            20,
+            str(tmp_path / "b"),
+            use_ray=False,
+            progress=False,
+        )
+    )
     assert result.ok
     counts = pq.read_table(tmp_path / "b" / "entry_counts.parquet").to_pylist()
     head = [row for row in counts if row["count"] > 20]
@@ -234,8 +342,11 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
 def test_text_column_of_the_wrong_type_fails_that_shard_with_its_name(tmp_path, metadata):
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"uid": ["a"], "text": [3]}), tmp_path / "in" / "bad.parquet")
-    result = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, 10, str(tmp_path / "out"),
-                                       use_ray=False, progress=False))
+    result = run_balance(
+        BalanceConfig(
+            str(tmp_path / "in"), metadata, 10, str(tmp_path / "out"), use_ray=False, progress=False
+        )
+    )
     assert not result.ok
     failure = result.reports[0].failed[0]
     assert "bad.parquet" in failure["message"] and "not a string" in failure["message"]

@@ -7,15 +7,27 @@ from curation.stages import dedup
 
 
 def candidate(url, text, page, warc_path, offset, source="alt", width=None):
-    return {"uid": pair_uid(url, text), "url": url, "text": text, "text_source": source,
-            "page_url": page, "warc_path": warc_path, "warc_offset": offset, "width": width,
-            "height": None, "lang": "en", "source": "cc"}
+    return {
+        "uid": pair_uid(url, text),
+        "url": url,
+        "text": text,
+        "text_source": source,
+        "page_url": page,
+        "warc_path": warc_path,
+        "warc_offset": offset,
+        "width": width,
+        "height": None,
+        "lang": "en",
+        "source": "cc",
+    }
 
 
 def write_candidates(folder, files: dict[str, list[dict]]):
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
-        pq.write_table(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), folder / f"{name}.parquet")
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), folder / f"{name}.parquet"
+        )
 
 
 def deduped(out) -> dict[str, dict]:
@@ -33,20 +45,24 @@ DOG = "http://img.example/dog.jpg"
 
 def test_one_row_per_url_with_texts_ranked_by_frequency_then_first_seen(tmp_path):
     a, b = "s3://cc/a.warc.gz", "s3://cc/b.warc.gz"
-    write_candidates(tmp_path / "cand", {
-        "00001": [  # read second, but its warc_path sorts first: its rows are seen first
-            candidate(CAT, "a grey cat", "http://p/1", a, 500),
-            candidate(CAT, "kitten", "http://p/2", a, 900, width=120),
-        ],
-        "00000": [
-            candidate(CAT, "sleeping cat", "http://p/3", b, 10, source="title"),
-            candidate(CAT, "sleeping cat", "http://p/4", b, 20, source="alt"),
-            candidate(CAT, "kitten", "http://p/4", b, 20),
-            candidate(DOG, "a dog", "http://p/3", b, 10),
-        ],
-    })
-    first, second = dedup.run(str(tmp_path / "cand"), str(tmp_path / "out"), buckets=1,
-                              use_ray=False, progress=False)
+    write_candidates(
+        tmp_path / "cand",
+        {
+            "00001": [  # read second, but its warc_path sorts first: its rows are seen first
+                candidate(CAT, "a grey cat", "http://p/1", a, 500),
+                candidate(CAT, "kitten", "http://p/2", a, 900, width=120),
+            ],
+            "00000": [
+                candidate(CAT, "sleeping cat", "http://p/3", b, 10, source="title"),
+                candidate(CAT, "sleeping cat", "http://p/4", b, 20, source="alt"),
+                candidate(CAT, "kitten", "http://p/4", b, 20),
+                candidate(DOG, "a dog", "http://p/3", b, 10),
+            ],
+        },
+    )
+    first, second = dedup.run(
+        str(tmp_path / "cand"), str(tmp_path / "out"), buckets=1, use_ray=False, progress=False
+    )
     assert first.ok and second.ok
     rows = deduped(tmp_path / "out")
     assert set(rows) == {CAT, DOG}
@@ -64,8 +80,14 @@ def test_texts_and_page_urls_are_capped(tmp_path):
     rows = [candidate(CAT, f"caption number {i}", f"http://p/{i}", "w.gz", i) for i in range(12)]
     rows += [candidate(CAT, "caption number 11", "http://p/x", "w.gz", 99)]
     write_candidates(tmp_path / "cand", {"00000": rows})
-    dedup.run(str(tmp_path / "cand"), str(tmp_path / "out"), buckets=2, max_texts=3,
-              use_ray=False, progress=False)
+    dedup.run(
+        str(tmp_path / "cand"),
+        str(tmp_path / "out"),
+        buckets=2,
+        max_texts=3,
+        use_ray=False,
+        progress=False,
+    )
     cat = deduped(tmp_path / "out")[CAT]
     assert cat["texts"] == ["caption number 11", "caption number 0", "caption number 1"]
     assert len(cat["page_urls"]) == dedup.MAX_PAGE_URLS and cat["num_pages"] == 13
@@ -73,11 +95,18 @@ def test_texts_and_page_urls_are_capped(tmp_path):
 
 def test_urls_spread_over_buckets_come_out_once_each_on_ray(tmp_path, ray_session):
     urls = [f"http://img{i % 7}.example/{i % 40}.jpg" for i in range(300)]
-    files = {f"{f:05d}": [candidate(u, f"text {i % 3}", f"http://page/{i}", f"w{f}.gz", i)
-                          for i, u in enumerate(urls) if i % 3 == f] for f in range(3)}
+    files = {
+        f"{f:05d}": [
+            candidate(u, f"text {i % 3}", f"http://page/{i}", f"w{f}.gz", i)
+            for i, u in enumerate(urls)
+            if i % 3 == f
+        ]
+        for f in range(3)
+    }
     write_candidates(tmp_path / "cand", files)
-    first, second = dedup.run(str(tmp_path / "cand"), str(tmp_path / "out"), buckets=5,
-                              progress=False)
+    first, second = dedup.run(
+        str(tmp_path / "cand"), str(tmp_path / "out"), buckets=5, progress=False
+    )
     assert first.ok and second.ok
     rows = deduped(tmp_path / "out")
     assert set(rows) == set(urls)
@@ -85,8 +114,9 @@ def test_urls_spread_over_buckets_come_out_once_each_on_ray(tmp_path, ray_sessio
         table = pq.read_table(tmp_path / "out" / f"{bucket:05d}.parquet")
         assert all(dedup.bucket_of(u, 5) == bucket for u in table.column("url").to_pylist())
     assert len({dedup.bucket_of(u, 5) for u in urls}) > 1
-    _, merged = dedup.run(str(tmp_path / "cand"), str(tmp_path / "one"), buckets=1,
-                          use_ray=False, progress=False)
+    _, merged = dedup.run(
+        str(tmp_path / "cand"), str(tmp_path / "one"), buckets=1, use_ray=False, progress=False
+    )
     assert merged.ok and deduped(tmp_path / "one") == rows
     assert sum(r["num_pages"] for r in rows.values()) == len(urls)
 

@@ -1,4 +1,5 @@
 """The download stage end to end, against planted webs on 127.0.0.1 (allowed) and 127.0.0.2 (not)."""
+
 import hashlib
 import io
 import json
@@ -37,33 +38,54 @@ def uid_of(url: str, text: str) -> str:
 
 def write_candidates(path: Path, urls: list[str]) -> Path:
     texts = [f"a picture number {i}" for i in range(len(urls))]
-    table = pa.table({"uid": [uid_of(u, t) for u, t in zip(urls, texts)], "url": urls, "text": texts,
-                      "texts": [[t] for t in texts]})
+    table = pa.table(
+        {
+            "uid": [uid_of(u, t) for u, t in zip(urls, texts)],
+            "url": urls,
+            "text": texts,
+            "texts": [[t] for t in texts],
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
 
 
 def fast_config(**fetch_overrides) -> DownloadConfig:
-    fetch = {"allow_networks": ("127.0.0.1/32",), "retries": 1, "backoff_base_s": 0.05,
-             "timeouts": Timeouts(connect_s=1.0, read_s=1.0, total_s=3.0)}
+    fetch = {
+        "allow_networks": ("127.0.0.1/32",),
+        "retries": 1,
+        "backoff_base_s": 0.05,
+        "timeouts": Timeouts(connect_s=1.0, read_s=1.0, total_s=3.0),
+    }
     fetch.update(fetch_overrides)
     return DownloadConfig(FetchConfig(**fetch), ImageOptions(64, "center_crop"), threads=8)
 
 
 def plant_faults(web: PlantedWeb, internal: PlantedWeb) -> dict[str, str]:
     """One URL per behaviour; returns reason -> URL (the good ones under 'success-N')."""
-    web.plant("/robots.txt", Route(b"User-agent: *\nDisallow: /private/\n", content_type="text/plain"))
+    web.plant(
+        "/robots.txt", Route(b"User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    )
     image = jpeg(120, 80, 10)
-    urls = {f"success-{i}": web.plant(f"/img/{i}.jpg", Route(jpeg(100 + i, 90, 20 * i))) for i in range(6)}
+    urls = {
+        f"success-{i}": web.plant(f"/img/{i}.jpg", Route(jpeg(100 + i, 90, 20 * i)))
+        for i in range(6)
+    }
     urls["http_404"] = web.url("/img/missing.jpg")
     urls["http_500"] = web.plant("/img/error.jpg", Route(b"boom", status=500))
     urls["forbidden_address"] = internal.plant("/secret.jpg", Route(image))
     urls["robots_disallowed"] = web.plant("/private/a.jpg", Route(image))
-    urls["x_robots_tag"] = web.plant("/img/optout.jpg", Route(image, headers={"X-Robots-Tag": "noimageai"}))
+    urls["x_robots_tag"] = web.plant(
+        "/img/optout.jpg", Route(image, headers={"X-Robots-Tag": "noimageai"})
+    )
     urls["truncated"] = web.plant("/img/cut.jpg", Route(image, truncate_at=100))
-    urls["not_an_image"] = web.plant("/img/page.jpg", Route(b"<html>login</html>", content_type="image/jpeg"))
-    urls["corrupt_image"] = web.plant("/img/garbage.jpg", Route(b"\xff\xd8\xff\xe0" + b"\x07" * 300))
+    urls["not_an_image"] = web.plant(
+        "/img/page.jpg", Route(b"<html>login</html>", content_type="image/jpeg")
+    )
+    urls["corrupt_image"] = web.plant(
+        "/img/garbage.jpg", Route(b"\xff\xd8\xff\xe0" + b"\x07" * 300)
+    )
     urls["redirect_loop"] = web.plant("/img/loop", Route(redirect_to="/img/loop2"))
     web.plant("/img/loop2", Route(redirect_to="/img/loop"))
     web.plant("/img/to-internal", Route(redirect_to=urls["forbidden_address"]))
@@ -87,8 +109,9 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         urls = plant_faults(web, internal)
         candidates = write_candidates(tmp_path / "dedup" / "00000.parquet", list(urls.values()))
         pool = tmp_path / "pool"
-        reports = download_pool([str(candidates.parent)], str(pool), fast_config(), samples_per_shard=8,
-                                progress=False)
+        reports = download_pool(
+            [str(candidates.parent)], str(pool), fast_config(), samples_per_shard=8, progress=False
+        )
         assert all(report.ok for report in reports)
         assert internal.requests == []
         assert web.hits("/private/a.jpg") == 0 and web.hits("/robots.txt") <= 2
@@ -99,7 +122,10 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
     for name, url in urls.items():
         expected = "success" if name.startswith("success") else name.split("-after")[0]
         assert (by_url[url]["error_message"] or "success") == expected, name
-    statuses = {by_url[urls[name]]["status"] for name in ("forbidden_address", "robots_disallowed", "x_robots_tag")}
+    statuses = {
+        by_url[urls[name]]["status"]
+        for name in ("forbidden_address", "robots_disallowed", "x_robots_tag")
+    }
     assert statuses == {"refused"}
     assert by_url[urls["corrupt_image"]]["status"] == "failed_to_resize"
     assert by_url[urls["http_404"]]["status"] == "failed_to_download"
@@ -114,12 +140,19 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         assert json.loads(members[f"{row['key']}.json"])["uid"] == row["uid"]
     assert len(members) == 3 * len(successes)
 
-    records = [fsio.read_json(str(p)) for p in sorted((pool / "_stats" / "download").glob("*.json"))]
+    records = [
+        fsio.read_json(str(p)) for p in sorted((pool / "_stats" / "download").glob("*.json"))
+    ]
     status_dict: dict[str, int] = {}
     for record in records:
         extra = record["extra"]
-        assert extra["count"] == extra["successes"] + extra["failed_to_download"] + \
-            extra["failed_to_resize"] + extra["refused"]
+        assert (
+            extra["count"]
+            == extra["successes"]
+            + extra["failed_to_download"]
+            + extra["failed_to_resize"]
+            + extra["refused"]
+        )
         for reason, count in extra["status_dict"].items():
             status_dict[reason] = status_dict.get(reason, 0) + count
     expected_reasons = {name.split("-after")[0] for name in urls if not name.startswith("success")}
@@ -136,12 +169,20 @@ def test_retry_failed_recovers_transient_failures_and_rewrites_only_those(tmp_pa
         candidates = write_candidates(tmp_path / "in.parquet", [*good, flaky, gone])
         pool = tmp_path / "pool"
         config = fast_config(retries=1)
-        download_pool([str(candidates)], str(pool), config, samples_per_shard=10, use_ray=False,
-                      progress=False)
+        download_pool(
+            [str(candidates)],
+            str(pool),
+            config,
+            samples_per_shard=10,
+            use_ray=False,
+            progress=False,
+        )
         before_rows, before_members = read_pool(pool)
         assert {r["url"]: r["error_message"] for r in before_rows}[flaky] == "http_503"
 
-        reports = download_pool(None, str(pool), config, retry_failed=True, use_ray=False, progress=False)
+        reports = download_pool(
+            None, str(pool), config, retry_failed=True, use_ray=False, progress=False
+        )
         assert [len(report.completed) for report in reports] == [0, 1]
         assert web.hits("/gone.jpg") == 1  # a 404 is permanent: not retried
         assert web.hits("/g0.jpg") == 1
@@ -157,20 +198,44 @@ def test_retry_failed_recovers_transient_failures_and_rewrites_only_those(tmp_pa
 
 def run_cli(candidates: Path, pool: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "curation", "download", "--input", str(candidates), "--out", str(pool),
-               "--allow-network", "127.0.0.1/32", "--image-size", "48", "--samples-per-shard", "4",
-               "--threads", "2", "--no-ray", *extra]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    command = [
+        sys.executable,
+        "-m",
+        "curation",
+        "download",
+        "--input",
+        str(candidates),
+        "--out",
+        str(pool),
+        "--allow-network",
+        "127.0.0.1/32",
+        "--image-size",
+        "48",
+        "--samples-per-shard",
+        "4",
+        "--threads",
+        "2",
+        "--no-ray",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def pool_files(pool: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(pool.iterdir()) if p.suffix in (".tar", ".parquet")}
+    return {
+        p.name: p.read_bytes() for p in sorted(pool.iterdir()) if p.suffix in (".tar", ".parquet")
+    }
 
 
 @pytest.mark.slow
 def test_killed_download_rerun_gives_an_identical_pool(tmp_path):
     with PlantedWeb("127.0.0.1") as web:
-        urls = [web.plant(f"/k{i}.jpg", Route(jpeg(60 + i, 50, 7 * i), delay_headers_s=0.15)) for i in range(20)]
+        urls = [
+            web.plant(f"/k{i}.jpg", Route(jpeg(60 + i, 50, 7 * i), delay_headers_s=0.15))
+            for i in range(20)
+        ]
         urls.append(web.url("/absent.jpg"))
         candidates = write_candidates(tmp_path / "in.parquet", urls)
 
@@ -181,7 +246,9 @@ def test_killed_download_rerun_gives_an_identical_pool(tmp_path):
         process = run_cli(candidates, pool)
         markers = pool / "_stats" / "download"
         deadline = time.monotonic() + 60
-        while not (markers.is_dir() and any(markers.glob("*.json"))) and time.monotonic() < deadline:
+        while (
+            not (markers.is_dir() and any(markers.glob("*.json"))) and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -203,13 +270,24 @@ def test_killed_download_rerun_gives_an_identical_pool(tmp_path):
 
 # What a careful downloader concludes for each fault the mini Common Crawl plants (None = clean).
 MINICC_EXPECTED_REASON = {
-    None: "success", "retry_503": "success", "retry_429": "success", "redirect_chain": "success",
-    "not_found": "http_404", "server_error": "http_500", "slow": "timeout", "truncated": "truncated",
-    "not_image": "not_an_image", "corrupt_image": "corrupt_image",
-    "decompression_bomb": "decompression_bomb", "redirect_loop": "redirect_loop",
-    "redirect_to_forbidden": "forbidden_address", "forbidden_address": "forbidden_address",
-    "x_robots_noai": "x_robots_tag", "x_robots_noimageai": "x_robots_tag",
-    "robots_disallowed": "robots_disallowed", "robots_disallowed_agent": "robots_disallowed",
+    None: "success",
+    "retry_503": "success",
+    "retry_429": "success",
+    "redirect_chain": "success",
+    "not_found": "http_404",
+    "server_error": "http_500",
+    "slow": "timeout",
+    "truncated": "truncated",
+    "not_image": "not_an_image",
+    "corrupt_image": "corrupt_image",
+    "decompression_bomb": "decompression_bomb",
+    "redirect_loop": "redirect_loop",
+    "redirect_to_forbidden": "forbidden_address",
+    "forbidden_address": "forbidden_address",
+    "x_robots_noai": "x_robots_tag",
+    "x_robots_noimageai": "x_robots_tag",
+    "robots_disallowed": "robots_disallowed",
+    "robots_disallowed_agent": "robots_disallowed",
 }
 
 
@@ -233,18 +311,39 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     world = build_world(world_dir, seed=0, scale_name="tiny", port=free_port(), processes=2)
     warcs = sorted(str(p) for p in world_dir.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
     # Caption filters off: some fault URLs carry only junk alt text, and the point is to fetch them all.
-    assert extract.run(warcs, str(tmp_path / "candidates"), filters=TextFilters.disabled(), use_ray=False,
-                       progress=False).ok
-    assert all(r.ok for r in dedup.run(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2,
-                                       use_ray=False, progress=False) if r is not None)
+    assert extract.run(
+        warcs,
+        str(tmp_path / "candidates"),
+        filters=TextFilters.disabled(),
+        use_ray=False,
+        progress=False,
+    ).ok
+    assert all(
+        r.ok
+        for r in dedup.run(
+            str(tmp_path / "candidates"),
+            str(tmp_path / "dedup"),
+            buckets=2,
+            use_ray=False,
+            progress=False,
+        )
+        if r is not None
+    )
     config = DownloadConfig(
-        FetchConfig(user_agent_token=world["robots"]["agent_token"], allow_networks=(world["allowed_cidr"],),
-                    timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0), retries=2),
-        ImageOptions(128, "keep_ratio_largest"), threads=16)
+        FetchConfig(
+            user_agent_token=world["robots"]["agent_token"],
+            allow_networks=(world["allowed_cidr"],),
+            timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
+            retries=2,
+        ),
+        ImageOptions(128, "keep_ratio_largest"),
+        threads=16,
+    )
     pool = tmp_path / "pool"
     with serve_world(world_dir) as web:
-        reports = download_pool([str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200,
-                                progress=False)
+        reports = download_pool(
+            [str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200, progress=False
+        )
         assert all(report.ok for report in reports)
         log_path = web.log_path
     requests = [json.loads(line) for line in log_path.read_text().splitlines()]
@@ -253,18 +352,28 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     disallowed = (world["robots"]["disallowed_for_all"], world["robots"]["disallowed_for_agent"])
     assert not [r for r in requests if r["path"].startswith(disallowed)]
 
-    fault_of = dict(zip(*pq.read_table(world_dir / "truth_images.parquet", columns=["url", "fault"])
-                        .to_pydict().values()))
+    fault_of = dict(
+        zip(
+            *pq.read_table(world_dir / "truth_images.parquet", columns=["url", "fault"])
+            .to_pydict()
+            .values()
+        )
+    )
     rows, _ = read_pool(pool)
     seen_faults = set()
     for row in rows:
         if row["url"] in fault_of:
             fault = fault_of[row["url"]]
             seen_faults.add(fault)
-            assert (row["error_message"] or "success") == MINICC_EXPECTED_REASON[fault], (fault, row["url"])
+            assert (row["error_message"] or "success") == MINICC_EXPECTED_REASON[fault], (
+                fault,
+                row["url"],
+            )
     assert set(FAULT_KINDS) <= seen_faults  # every planted kind reached the downloader
     records = [fsio.read_json(str(p)) for p in (pool / "_stats" / "download").glob("*.json")]
     recovered = {reason for r in records for reason in r["extra"]["recovered_after_retry"]}
     assert {"http_503", "http_429"} <= recovered
     assert sum(r["extra"]["redirected_successes"] for r in records) >= 1
-    assert all(set(r["extra"]["status_dict"]) <= set(MINICC_EXPECTED_REASON.values()) for r in records)
+    assert all(
+        set(r["extra"]["status_dict"]) <= set(MINICC_EXPECTED_REASON.values()) for r in records
+    )

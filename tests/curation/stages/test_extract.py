@@ -31,7 +31,9 @@ def make_crawl(root: Path, files: int = 4, pages: int = 6) -> list[str]:
             write_archive(str(root / relative), content)
             listing.append(relative)
     for name, listing in (("warc.paths.gz", warc_paths), ("wat.paths.gz", wat_paths)):
-        (root / "crawl-data/CC-MAIN-TEST" / name).write_bytes(gzip.compress("\n".join(listing).encode()))
+        (root / "crawl-data/CC-MAIN-TEST" / name).write_bytes(
+            gzip.compress("\n".join(listing).encode())
+        )
     return [str(root / p) for p in warc_paths]
 
 
@@ -74,8 +76,19 @@ def test_killed_extract_rerun_gives_identical_output(tmp_path, ray_session):
 def test_snapshot_listing_run_writes_one_candidate_file_per_input(tmp_path, ray_session):
     make_crawl(tmp_path / "cc", files=2)
     out = tmp_path / "candidates"
-    args = ["extract", "--snapshot", "CC-MAIN-TEST", "--cc-root", str(tmp_path / "cc"),
-            "--out", str(out), "--format", "wat", "--max-files", "2"]
+    args = [
+        "extract",
+        "--snapshot",
+        "CC-MAIN-TEST",
+        "--cc-root",
+        str(tmp_path / "cc"),
+        "--out",
+        str(out),
+        "--format",
+        "wat",
+        "--max-files",
+        "2",
+    ]
     assert run_cli(args) == 0
     table = pq.read_table(out / "00001.parquet")
     assert table.num_rows == 6 * 3
@@ -107,13 +120,24 @@ def test_rerun_with_another_input_list_is_refused(tmp_path):
 
 def test_no_text_filters_flag_reaches_the_stage(tmp_path):
     path = tmp_path / "one.warc.gz"
-    write_archive(str(path), [response_member("http://a.example/", b'<img src="x.jpg" alt="logo">')])
+    write_archive(
+        str(path), [response_member("http://a.example/", b'<img src="x.jpg" alt="logo">')]
+    )
     out = tmp_path / "out"
-    assert run_cli(["extract", "--input", str(path), "--out", str(out), "--no-text-filters",
-                    "--no-ray"]) == 0
+    assert (
+        run_cli(
+            ["extract", "--input", str(path), "--out", str(out), "--no-text-filters", "--no-ray"]
+        )
+        == 0
+    )
     assert pq.read_table(out / "00000.parquet").column("text").to_pylist() == ["logo"]
-    filtered = extract.run([str(path)], str(tmp_path / "filtered"), filters=TextFilters(),
-                           use_ray=False, progress=False)
+    filtered = extract.run(
+        [str(path)],
+        str(tmp_path / "filtered"),
+        filters=TextFilters(),
+        use_ray=False,
+        progress=False,
+    )
     assert filtered.completed[0]["drops"] == {"text_too_short": 1}
 
 
@@ -121,28 +145,56 @@ def planted_pairs(world: Path) -> Counter:
     """(page URL, absolute image URL, text, text source) of every <img> with a URL and a text, on
     the pages without a planted page fault (those records are unreadable by design)."""
     truth = pq.read_table(world / "truth.parquet").to_pylist()
-    return Counter((t["page_url"], t["image_url"], t["text"], "alt" if t["alt"] else "title")
-                   for t in truth if t["image_url"] and t["text"] and t["page_fault"] is None)
+    return Counter(
+        (t["page_url"], t["image_url"], t["text"], "alt" if t["alt"] else "title")
+        for t in truth
+        if t["image_url"] and t["text"] and t["page_fault"] is None
+    )
 
 
 @pytest.mark.parametrize("file_format", ["warc", "wat"])
-def test_every_planted_pair_is_extracted_from_the_mini_crawl(minicc_world, tmp_path, ray_session,
-                                                             file_format):
+def test_every_planted_pair_is_extracted_from_the_mini_crawl(
+    minicc_world, tmp_path, ray_session, file_format
+):
     snapshot = json.loads((minicc_world / "world.json").read_text())["snapshot"]
     out = tmp_path / "candidates"
-    assert run_cli(["extract", "--snapshot", snapshot, "--cc-root", str(minicc_world), "--out",
-                    str(out), "--format", file_format, "--no-text-filters"]) == 0
-    rows = [row for path in sorted(out.glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    assert (
+        run_cli(
+            [
+                "extract",
+                "--snapshot",
+                snapshot,
+                "--cc-root",
+                str(minicc_world),
+                "--out",
+                str(out),
+                "--format",
+                file_format,
+                "--no-text-filters",
+            ]
+        )
+        == 0
+    )
+    rows = [
+        row for path in sorted(out.glob("*.parquet")) for row in pq.read_table(path).to_pylist()
+    ]
     extracted = Counter((r["page_url"], r["url"], r["text"], r["text_source"]) for r in rows)
     expected = planted_pairs(minicc_world)
     truth = pq.read_table(minicc_world / "truth.parquet").to_pylist()
-    with_alt = {(t["page_url"], t["image_url"], t["alt"]) for t in truth
-                if t["alt"] and t["image_url"] and t["page_fault"] is None}
-    non_utf8 = [t for t in truth if t["alt"] and t["charset"] != "utf-8" and t["page_fault"] is None]
+    with_alt = {
+        (t["page_url"], t["image_url"], t["alt"])
+        for t in truth
+        if t["alt"] and t["image_url"] and t["page_fault"] is None
+    }
+    non_utf8 = [
+        t for t in truth if t["alt"] and t["charset"] != "utf-8" and t["page_fault"] is None
+    ]
     assert len(with_alt) > 500 and non_utf8, "the world is too small to check anything"
     assert with_alt <= {(p, u, text) for p, u, text, source in extracted if source == "alt"}
     assert extracted == expected  # as multisets: a page may show one image twice
-    records = [json.loads(p.read_text()) for p in sorted((out / "_stats" / "extract").glob("*.json"))]
+    records = [
+        json.loads(p.read_text()) for p in sorted((out / "_stats" / "extract").glob("*.json"))
+    ]
     if file_format == "warc":  # the planted faults are counted, not fatal
         errors = sum((Counter(r["errors"]) for r in records), Counter())
         assert errors == Counter({"bad_http_header": 1, "truncated_record": 1})

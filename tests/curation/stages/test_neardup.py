@@ -29,8 +29,9 @@ def deduped(tmp_path_factory, ray_session):
     planted = build_planted_pool(root, exact_dups=4, near_dups=5, contaminants=3)
     score_dir = score_planted_pool(planted, random_tiny_weights(root))
     out = planted.pool / "curation" / "neardup"
-    report, summary = run_neardup(str(planted.pool), str(out), score_dir, NeardupConfig(),
-                                  [str(planted.eval_dir)])
+    report, summary = run_neardup(
+        str(planted.pool), str(out), score_dir, NeardupConfig(), [str(planted.eval_dir)]
+    )
     assert report.ok
     decisions = pa.concat_tables([pq.read_table(out / f"{s}.parquet") for s in SHARDS]).to_pandas()
     merged = decisions.merge(planted.truth.to_pandas(), on="uid")
@@ -52,8 +53,10 @@ def dup_removal_quality(merged) -> tuple[float, float]:
 def test_planted_duplicates_and_near_duplicates_collapse_to_one_each(deduped):
     _planted, _out, summary, merged = deduped
     precision, recall = dup_removal_quality(merged)
-    print(f"dup removal precision={precision:.3f} recall={recall:.3f} "
-          f"(groups={merged.dup_group.nunique()}, removed={int((~merged.keep_dedup).sum())})")
+    print(
+        f"dup removal precision={precision:.3f} recall={recall:.3f} "
+        f"(groups={merged.dup_group.nunique()}, removed={int((~merged.keep_dedup).sum())})"
+    )
     assert precision == 1.0 and recall == 1.0
     assert summary["pairs"]["embedding"] == 0  # random-init scorer: embeddings are not trusted
     assert summary["pairs"]["sha256"] == 4
@@ -66,29 +69,40 @@ def test_eval_images_planted_in_the_pool_are_flagged_with_their_source(deduped):
     _planted, _out, _summary, merged = deduped
     flagged = merged[merged.contaminated]
     assert set(flagged.uid) == set(merged[merged.eval_name.notna()].uid)
-    assert all(found.endswith(f"/{name}") for found, name in zip(flagged.nearest_eval, flagged.eval_name))
+    assert all(
+        found.endswith(f"/{name}") for found, name in zip(flagged.nearest_eval, flagged.eval_name)
+    )
     assert merged[~merged.contaminated].nearest_eval.isna().all()
 
 
 def test_same_decision_skips_and_a_changed_one_rewrites(deduped):
     planted, out, _summary, _merged = deduped
     score_dir = str(planted.pool / "curation" / "score")
-    again, _ = run_neardup(str(planted.pool), str(out), score_dir, NeardupConfig(), [str(planted.eval_dir)])
+    again, _ = run_neardup(
+        str(planted.pool), str(out), score_dir, NeardupConfig(), [str(planted.eval_dir)]
+    )
     assert sorted(again.skipped) == list(SHARDS) and not again.completed
     without_eval, summary = run_neardup(str(planted.pool), str(out), score_dir, NeardupConfig(), [])
     assert sorted(r["shard"] for r in without_eval.completed) == list(SHARDS)
     assert summary["contaminated_direct"] == 0
     code = main(["neardup", "--pool", str(planted.pool), "--world", str(planted.eval_dir.parent)])
     assert code == 0
-    flagged = pa.concat_tables([pq.read_table(out / f"{s}.parquet") for s in SHARDS])["contaminated"]
+    flagged = pa.concat_tables([pq.read_table(out / f"{s}.parquet") for s in SHARDS])[
+        "contaminated"
+    ]
     assert sum(flagged.to_pylist()) == 3
 
 
 def synthetic_pool(vectors: np.ndarray, scores: list[float]) -> PoolEmbeddings:
     n = len(vectors)
-    return PoolEmbeddings(shard=["00000"] * n, uid=[f"u{i:02d}" for i in range(n)], sha256=[None] * n,
-                          score=[np.array(scores, np.float32)], pixels=[np.zeros((n, SIGNATURE_DIM), np.float32)],
-                          vectors=[vectors.astype(np.float32)])
+    return PoolEmbeddings(
+        shard=["00000"] * n,
+        uid=[f"u{i:02d}" for i in range(n)],
+        sha256=[None] * n,
+        score=[np.array(scores, np.float32)],
+        pixels=[np.zeros((n, SIGNATURE_DIM), np.float32)],
+        vectors=[vectors.astype(np.float32)],
+    )
 
 
 def test_embedding_clusters_keep_the_highest_scoring_member():
@@ -111,21 +125,31 @@ def test_pixel_matches_need_agreeing_aspect_ratios():
     rng = np.random.default_rng(1)
     signature = rng.normal(size=SIGNATURE_DIM).astype(np.float32)
     n = 3
-    pool = PoolEmbeddings(shard=["00000"] * n, uid=[f"u{i}" for i in range(n)], sha256=[None] * n,
-                          score=[np.array([0.3, 0.2, 0.1], np.float32)],
-                          pixels=[np.stack([signature, signature * 1.01, signature])],
-                          vectors=[rng.normal(size=(n, 8)).astype(np.float32)],
-                          aspect=[log_aspect(np.array([256, 250, 256]), np.array([256, 256, 64]))])
+    pool = PoolEmbeddings(
+        shard=["00000"] * n,
+        uid=[f"u{i}" for i in range(n)],
+        sha256=[None] * n,
+        score=[np.array([0.3, 0.2, 0.1], np.float32)],
+        pixels=[np.stack([signature, signature * 1.01, signature])],
+        vectors=[rng.normal(size=(n, 8)).astype(np.float32)],
+        aspect=[log_aspect(np.array([256, 250, 256]), np.array([256, 256, 64]))],
+    )
     table, summary = decide_duplicates(pool, NeardupConfig(use_embeddings=False), None)
     assert table["dup_cluster"].to_pylist() == [0, 0, -1]  # the strip (u2) stays apart
     assert summary["pairs"]["pixel"] == 1
     unit = signature / np.linalg.norm(signature)
-    strip_eval = EvalReference(["eval:strip"], ["x"], np.zeros((1, 8), np.float32), unit[None, :],
-                               np.log(np.array([4.0])))
+    strip_eval = EvalReference(
+        ["eval:strip"], ["x"], np.zeros((1, 8), np.float32), unit[None, :], np.log(np.array([4.0]))
+    )
     table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), strip_eval)
     assert table["contaminated"].to_pylist() == [False, False, True]
-    both = EvalReference(["eval:strip", "eval:square"], ["x", "y"], np.zeros((2, 8), np.float32),
-                         np.stack([unit, unit]), np.log(np.array([4.0, 1.0])))
+    both = EvalReference(
+        ["eval:strip", "eval:square"],
+        ["x", "y"],
+        np.zeros((2, 8), np.float32),
+        np.stack([unit, unit]),
+        np.log(np.array([4.0, 1.0])),
+    )
     table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), both)
     assert table["contaminated"].to_pylist() == [True, True, True]
     assert table["nearest_eval"].to_pylist() == ["eval:square", "eval:square", "eval:strip"]

@@ -72,7 +72,9 @@ def test_top_fraction_is_global_and_a_new_rule_rewrites_only_the_keep_pass(score
     planted, _weights, out = scored
     tables = [read(Path(out) / f"{s}.parquet") for s in ("00000", "00001", "00002")]
     scores = np.concatenate([t["clip_score_tiny"].to_numpy(zero_copy_only=False) for t in tables])
-    kept = sum(int(np.count_nonzero(t["keep_score"].to_numpy(zero_copy_only=False))) for t in tables)
+    kept = sum(
+        int(np.count_nonzero(t["keep_score"].to_numpy(zero_copy_only=False))) for t in tables
+    )
     finite = scores[np.isfinite(scores)]
     assert kept == math.ceil(0.25 * finite.size)
     assert fsio.read_json(f"{out}/thresholds.json")["quantile"]["method"] == "exact"
@@ -84,8 +86,12 @@ def test_top_fraction_is_global_and_a_new_rule_rewrites_only_the_keep_pass(score
     assert sorted(r["shard"] for r in report.completed) == ["00000", "00001", "00002"]
     again = apply_decision(str(planted.pool), out, decision)
     assert again.skipped == ["00000", "00001", "00002"] and not again.completed
-    keep = np.concatenate([read(Path(out) / f"{s}.parquet")["keep_score"].to_numpy(zero_copy_only=False)
-                           for s in ("00000", "00001", "00002")])
+    keep = np.concatenate(
+        [
+            read(Path(out) / f"{s}.parquet")["keep_score"].to_numpy(zero_copy_only=False)
+            for s in ("00000", "00001", "00002")
+        ]
+    )
     with np.errstate(invalid="ignore"):
         assert np.array_equal(keep, scores >= threshold)
     assert (Path(out) / "00000.emb.npy").stat().st_mtime_ns == embeddings_before
@@ -97,15 +103,31 @@ def test_a_rescored_shard_after_a_lost_marker_is_byte_identical(scored):
     before = raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()
     (Path(out) / "_stats" / "score" / "00002.json").unlink()
     raw.unlink()
-    report = score_pool(str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "tiny", batch_size=16)
+    report = score_pool(
+        str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "tiny", batch_size=16
+    )
     assert [r["shard"] for r in report.completed] == ["00002"]
     assert (raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()) == before
 
 
 def test_cli_announces_random_weights_and_basic_rules_drop_short_captions(scored, capsys):
     planted, weights, out = scored
-    code = main(["score", "--pool", str(planted.pool), "--model", "tiny-clip", "--weights",
-                 str(weights), "--tag", "tiny", "--basic-filter", "--min-side", "100"])
+    code = main(
+        [
+            "score",
+            "--pool",
+            str(planted.pool),
+            "--model",
+            "tiny-clip",
+            "--weights",
+            str(weights),
+            "--tag",
+            "tiny",
+            "--basic-filter",
+            "--min-side",
+            "100",
+        ]
+    )
     assert code == 0
     assert "RANDOMLY INITIALISED" in capsys.readouterr().out
     drops = {}
@@ -116,7 +138,9 @@ def test_cli_announces_random_weights_and_basic_rules_drop_short_captions(scored
     for shard in ("00000", "00001", "00002"):
         text = read_sidecar(str(planted.pool / f"{shard}.parquet"), ["text"])["text"].to_pylist()
         scores = read(Path(out) / f"{shard}.parquet")["clip_score_tiny"].to_pylist()
-        short_scored_captions += sum(1 for t, s in zip(text, scores) if len(t.split()) < 3 and not math.isnan(s))
+        short_scored_captions += sum(
+            1 for t, s in zip(text, scores) if len(t.split()) < 3 and not math.isnan(s)
+        )
     # Unscored rows are counted under "unscored" first; every other short caption is dropped.
     assert drops["basic_caption_words"] == short_scored_captions > 0
 
@@ -137,8 +161,12 @@ def test_in_process_embedder_writes_the_same_scores_as_the_actor_pool(scored, tm
     stage = ScoreShard((embedder,), embedder.preprocess_cfg(), 64, batch_size=16)
     task = pool_tasks(str(planted.pool))[0]
     assert run_stage("score", stage, [task], str(tmp_path), use_ray=False, progress=False).ok
-    local = read(tmp_path / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
-    actors = read(Path(out) / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(zero_copy_only=False)
+    local = read(tmp_path / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(
+        zero_copy_only=False
+    )
+    actors = read(Path(out) / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(
+        zero_copy_only=False
+    )
     assert np.allclose(local, actors, atol=1e-5, equal_nan=True)
 
 

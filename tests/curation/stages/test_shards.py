@@ -25,8 +25,13 @@ def curated(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("shards")
     planted = build_planted_pool(root, per_shard=30)
     score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
-    report, _ = run_neardup(str(planted.pool), str(planted.pool / "curation" / "neardup"), score_dir,
-                            NeardupConfig(), [str(planted.eval_dir)])
+    report, _ = run_neardup(
+        str(planted.pool),
+        str(planted.pool / "curation" / "neardup"),
+        score_dir,
+        NeardupConfig(),
+        [str(planted.eval_dir)],
+    )
     assert report.ok
     train = root / "train"
     ok, record = build_training_shards(str(planted.pool), str(train), REQUIRE, 16, 96, seed=5)
@@ -42,13 +47,17 @@ def expected_kept_uids(pool: Path) -> set[str]:
         rows = rows[rows.status == "success"]
         score = pq.read_table(pool / "curation" / "score" / f"{shard}.parquet").to_pandas()
         dedup = pq.read_table(pool / "curation" / "neardup" / f"{shard}.parquet").to_pandas()
-        keep = set(score[score.keep_score].uid) & set(dedup[dedup.keep_dedup & ~dedup.contaminated].uid)
+        keep = set(score[score.keep_score].uid) & set(
+            dedup[dedup.keep_dedup & ~dedup.contaminated].uid
+        )
         kept |= set(rows.uid) & keep
     return kept
 
 
 def read_training_shards(train: Path) -> tuple[list[dict], list[dict]]:
-    index = pa.concat_tables([pq.read_table(p) for p in sorted(train.glob("*.parquet"))]).to_pylist()
+    index = pa.concat_tables(
+        [pq.read_table(p) for p in sorted(train.glob("*.parquet"))]
+    ).to_pylist()
     samples = []
     for tar_path in sorted(train.glob("*.tar")):
         members: dict[str, dict[str, bytes]] = {}
@@ -61,7 +70,9 @@ def read_training_shards(train: Path) -> tuple[list[dict], list[dict]]:
 
 
 def shard_bytes(train: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(train.iterdir()) if p.suffix in (".tar", ".parquet")}
+    return {
+        p.name: p.read_bytes() for p in sorted(train.iterdir()) if p.suffix in (".tar", ".parquet")
+    }
 
 
 def test_training_shards_hold_exactly_the_kept_uids(curated):
@@ -122,8 +133,23 @@ def test_lost_outputs_are_rebuilt_identically_and_other_settings_are_refused(cur
 def test_keep_source_size_copies_the_pool_jpegs(curated, tmp_path):
     planted, _train, _record = curated
     out = tmp_path / "naflex"
-    assert main(["shards", "--pool", str(planted.pool), "--out", str(out), "--keep-source-size",
-                 "--samples-per-shard", "50", "--require", "score"]) == 0
+    assert (
+        main(
+            [
+                "shards",
+                "--pool",
+                str(planted.pool),
+                "--out",
+                str(out),
+                "--keep-source-size",
+                "--samples-per-shard",
+                "50",
+                "--require",
+                "score",
+            ]
+        )
+        == 0
+    )
     index, _ = read_training_shards(out)
     pool_sha = {}
     for sidecar in planted.pool.glob("*.parquet"):
@@ -153,15 +179,28 @@ sys.exit(main(sys.argv[1:]))
 def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
     planted, train, _record = curated
     out = tmp_path / "killed"
-    args = ["shards", "--pool", str(planted.pool), "--out", str(out), "--samples-per-shard", "16",
-            "--image-size", "96", "--seed", "5"]
-    killed = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, *args], check=False,
-                            capture_output=True, timeout=400)
+    args = [
+        "shards",
+        "--pool",
+        str(planted.pool),
+        "--out",
+        str(out),
+        "--samples-per-shard",
+        "16",
+        "--image-size",
+        "96",
+        "--seed",
+        "5",
+    ]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, *args], check=False, capture_output=True, timeout=400
+    )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert len(list((out / "_stats" / "shards").iterdir())) == 2
     assert (out / "_spill").is_dir()  # killed before the spill buffer was cleaned up
-    resumed = subprocess.run([sys.executable, "-m", "curation", *args], check=False,
-                             capture_output=True, timeout=400)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "curation", *args], check=False, capture_output=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     total = len(list(train.glob("*.tar")))
     assert f"shards: {total - 2} shards done, 2 already done, 0 failed" in resumed.stdout.decode()
@@ -170,8 +209,9 @@ def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
 
 
 @pytest.mark.slow
-def test_mini_common_crawl_curation_drops_dups_and_eval_images(minicc_world, minicc_server, tmp_path,
-                                                                ray_session):
+def test_mini_common_crawl_curation_drops_dups_and_eval_images(
+    minicc_world, minicc_server, tmp_path, ray_session
+):
     """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world."""
     from curation.download.fetcher import FetchConfig
     from curation.download.http_exchange import Timeouts
@@ -182,34 +222,66 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(minicc_world, min
     world = json.loads((minicc_world / "world.json").read_text())
     warcs = sorted(str(p) for p in minicc_world.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
     assert extract.run(warcs, str(tmp_path / "candidates"), use_ray=False, progress=False).ok
-    assert all(r.ok for r in dedup.run(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2,
-                                       use_ray=False, progress=False) if r is not None)
+    assert all(
+        r.ok
+        for r in dedup.run(
+            str(tmp_path / "candidates"),
+            str(tmp_path / "dedup"),
+            buckets=2,
+            use_ray=False,
+            progress=False,
+        )
+        if r is not None
+    )
     config = DownloadConfig(
-        FetchConfig(user_agent_token=world["robots"]["agent_token"], allow_networks=(world["allowed_cidr"],),
-                    timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0), retries=2),
-        ImageOptions(256, "keep_ratio_largest"), threads=16)
+        FetchConfig(
+            user_agent_token=world["robots"]["agent_token"],
+            allow_networks=(world["allowed_cidr"],),
+            timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
+            retries=2,
+        ),
+        ImageOptions(256, "keep_ratio_largest"),
+        threads=16,
+    )
     pool = tmp_path / "pool"
-    assert all(r.ok for r in download_pool([str(tmp_path / "dedup")], str(pool), config,
-                                           samples_per_shard=200, progress=False))
+    assert all(
+        r.ok
+        for r in download_pool(
+            [str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200, progress=False
+        )
+    )
     weights = random_tiny_weights(tmp_path)
     args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
     assert main(["score", *args, "--top-fraction", "0.9"]) == 0
     assert main(["neardup", "--pool", str(pool), "--world", str(minicc_world)]) == 0
     train = tmp_path / "train"
-    assert main(["shards", "--pool", str(pool), "--out", str(train), "--samples-per-shard", "32"]) == 0
+    assert (
+        main(["shards", "--pool", str(pool), "--out", str(train), "--samples-per-shard", "32"]) == 0
+    )
 
-    sidecars = pa.concat_tables([pq.read_table(p, columns=["uid", "url", "status"]) for p in sorted(pool.glob("*.parquet"))])
-    decisions = pa.concat_tables([pq.read_table(p) for p in sorted((pool / "curation" / "neardup").glob("0*.parquet"))])
-    truth = pq.read_table(minicc_world / "truth_images.parquet",
-                          columns=["url", "dup_group", "is_eval_contaminant"]).to_pandas()
-    merged = decisions.to_pandas().merge(sidecars.to_pandas(), on="uid").merge(truth, on="url", how="left")
+    sidecars = pa.concat_tables(
+        [pq.read_table(p, columns=["uid", "url", "status"]) for p in sorted(pool.glob("*.parquet"))]
+    )
+    decisions = pa.concat_tables(
+        [pq.read_table(p) for p in sorted((pool / "curation" / "neardup").glob("0*.parquet"))]
+    )
+    truth = pq.read_table(
+        minicc_world / "truth_images.parquet", columns=["url", "dup_group", "is_eval_contaminant"]
+    ).to_pandas()
+    merged = (
+        decisions.to_pandas()
+        .merge(sidecars.to_pandas(), on="uid")
+        .merge(truth, on="url", how="left")
+    )
     removed = merged[~merged.keep_dedup]
     in_groups = merged[merged.dup_group.notna()]
     kept_per_group = in_groups.groupby("dup_group").keep_dedup.sum()
     groups = kept_per_group[in_groups.groupby("dup_group").size() > 1]
     precision = (removed.dup_group.map(kept_per_group) >= 1).mean()
     recall = (groups == 1).mean()
-    print(f"mini CC dup removal: precision={precision:.3f} recall={recall:.3f} over {len(groups)} groups")
+    print(
+        f"mini CC dup removal: precision={precision:.3f} recall={recall:.3f} over {len(groups)} groups"
+    )
     assert precision == 1.0
     assert recall >= 0.75  # crops (5% of the picture cut) stay below the pixel threshold
     contaminants = merged[merged.is_eval_contaminant.fillna(False).astype(bool)]

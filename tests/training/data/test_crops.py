@@ -1,4 +1,5 @@
 """Phase-2 local crops: seeded, inside the image, and cut from the original resolution."""
+
 import io
 import random
 
@@ -35,8 +36,15 @@ def photo_jpeg(height: int, width: int) -> bytes:
 
 
 def test_local_crops_are_cut_from_the_decoded_original_not_from_the_square_input():
-    shape = BatchShape(batch_size=1, grounding_per_batch=0, image_size=64, context_length=16,
-                       locca_max_len=16, local_crops=4, local_crop_size=24)
+    shape = BatchShape(
+        batch_size=1,
+        grounding_per_batch=0,
+        image_size=64,
+        context_length=16,
+        locca_max_len=16,
+        local_crops=4,
+        local_crop_size=24,
+    )
     # Even the smallest crop (5% of the area) is cut at >= 24 px: the decoder keeps more than
     # the 64-px square input needs (here a 1/4-scale JPEG decode of 256 x 128, not 1/8).
     assert shape.decode_min_side == crop_source_side(24) > 64

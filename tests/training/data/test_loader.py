@@ -7,8 +7,9 @@ from training.data.batches import BatchShape
 from training.data.loader import LoaderSpec, PackedBatch, ResumableLoader
 from training.tokenizer import Tokenizer
 
-SHAPE = BatchShape(batch_size=8, grounding_per_batch=2, image_size=32, context_length=64,
-                   locca_max_len=32)
+SHAPE = BatchShape(
+    batch_size=8, grounding_per_batch=2, image_size=32, context_length=64, locca_max_len=32
+)
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +18,15 @@ def tokenizer():
 
 
 def _loader(world, tokenizer, num_workers=0, rank=0, world_size=1, shape=SHAPE):
-    spec = LoaderSpec(world.text_pattern, world.grounding_pattern, shape, seed=7, rank=rank,
-                      world_size=world_size, num_workers=num_workers)
+    spec = LoaderSpec(
+        world.text_pattern,
+        world.grounding_pattern,
+        shape,
+        seed=7,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+    )
     return ResumableLoader(spec, tokenizer)
 
 
@@ -46,7 +54,8 @@ def test_every_batch_has_the_exact_grounding_share_last_and_non_contrastive(shar
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_loader_resumed_from_its_state_yields_exactly_the_remaining_batches(
-        shard_world, tokenizer, num_workers):
+    shard_world, tokenizer, num_workers
+):
     reference = _take(_loader(shard_world, tokenizer, num_workers), 9)
     for cut in (3, 4):
         first = _loader(shard_world, tokenizer, num_workers)
@@ -99,8 +108,10 @@ def test_packed_batch_round_trips_every_tensor_exactly():
         assert unpacked[name].dtype == tensor.dtype and unpacked[name].shape == tensor.shape, name
         assert torch.equal(unpacked[name], tensor), name
     # one buffer behind every tensor: views, not copies
-    assert all(t.untyped_storage().data_ptr() == packed.buffer.untyped_storage().data_ptr()
-               for t in unpacked.values())
+    assert all(
+        t.untyped_storage().data_ptr() == packed.buffer.untyped_storage().data_ptr()
+        for t in unpacked.values()
+    )
 
 
 def test_worker_batches_arrive_packed_and_equal_the_in_process_ones(shard_world, tokenizer):

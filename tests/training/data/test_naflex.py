@@ -1,4 +1,5 @@
 """Phase-3 NaFlex batches: the patch grid, the per-step length, padding, and the loader."""
+
 import math
 
 import numpy as np
@@ -27,8 +28,9 @@ def brute_force_grid(height, width, patch, seq_len):
     return best
 
 
-@pytest.mark.parametrize("height, width", [(64, 64), (48, 96), (120, 40), (24, 160), (7, 1000),
-                                           (333, 517), (1000, 9)])
+@pytest.mark.parametrize(
+    "height, width", [(64, 64), (48, 96), (120, 40), (24, 160), (7, 1000), (333, 517), (1000, 9)]
+)
 @pytest.mark.parametrize("seq_len", [16, 32, 64, 144, 256])
 def test_patch_grid_is_the_largest_aspect_preserving_grid_within_the_length(height, width, seq_len):
     rows, cols = patch_grid(height, width, 8, seq_len)
@@ -54,8 +56,10 @@ def test_a_naflex_batch_gives_each_image_the_outputs_of_its_own_resized_grid():
     torch.manual_seed(0)
     model = SigLIP2(model_config("tiny")).eval()
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-              for h, w in [(48, 96), (120, 40), (30, 200), (64, 64)]]
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for h, w in [(48, 96), (120, 40), (30, 200), (64, 64)]
+    ]
     batch = naflex_batch(images, patch=8, seq_len=64)
     assert batch["patches"].shape == (4, 64, 8 * 8 * 3)
     pooled, tokens = model.encode_image(**batch)
@@ -65,17 +69,31 @@ def test_a_naflex_batch_gives_each_image_the_outputs_of_its_own_resized_grid():
         alone = to_tensor(image.resize((cols * 8, rows * 8), Image.Resampling.BILINEAR))[None]
         alone_pooled, alone_tokens = model.encode_image(alone)
         torch.testing.assert_close(pooled[row], alone_pooled[0], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(tokens[row, : rows * cols], alone_tokens[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            tokens[row, : rows * cols], alone_tokens[0], rtol=1e-4, atol=1e-5
+        )
 
 
-SHAPE = BatchShape(batch_size=8, grounding_per_batch=2, image_size=64, context_length=64,
-                   locca_max_len=32, patch_size=8)
+SHAPE = BatchShape(
+    batch_size=8,
+    grounding_per_batch=2,
+    image_size=64,
+    context_length=64,
+    locca_max_len=32,
+    patch_size=8,
+)
 NAFLEX = NaFlexSchedule(start_step=2, seq_lens=(32, 64, 256), token_budget=8 * 64, seed=7)
 
 
 def naflex_loader(world, num_workers=0):
-    spec = LoaderSpec(world.text_pattern, world.grounding_pattern, SHAPE, seed=7,
-                      num_workers=num_workers, naflex=NAFLEX)
+    spec = LoaderSpec(
+        world.text_pattern,
+        world.grounding_pattern,
+        SHAPE,
+        seed=7,
+        num_workers=num_workers,
+        naflex=NAFLEX,
+    )
     return ResumableLoader(spec, Tokenizer())
 
 
@@ -107,8 +125,9 @@ def test_phase3_batches_are_padded_patch_sets_sized_by_the_token_budget(request,
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_loader_resumed_inside_phase_3_yields_the_same_lengths_and_samples(native_world,
-                                                                            num_workers):
+def test_a_loader_resumed_inside_phase_3_yields_the_same_lengths_and_samples(
+    native_world, num_workers
+):
     loader = naflex_loader(native_world, num_workers)
     reference = [next(loader) for _ in range(7)]
     first = naflex_loader(native_world, num_workers)

@@ -40,21 +40,30 @@ def test_image_text_sample_without_caption_is_bad():
 
 
 def test_grounding_sample_keeps_valid_refs_and_is_not_contrastive():
-    refs = [{"phrase": "red box", "box": [0.1, 0.2, 0.5, 0.6]}, {"phrase": "x", "box": [0.5, 0, 0.4, 1]}]
-    raw = RawSample("k", {"jpg": _jpeg(), "json": json.dumps({"source": "t", "refs": refs}).encode()})
+    refs = [
+        {"phrase": "red box", "box": [0.1, 0.2, 0.5, 0.6]},
+        {"phrase": "x", "box": [0.5, 0, 0.4, 1]},
+    ]
+    raw = RawSample(
+        "k", {"jpg": _jpeg(), "json": json.dumps({"source": "t", "refs": refs}).encode()}
+    )
     sample = grounding_sample(raw, 16)
     assert sample.caption is None and not sample.contrastive
     assert sample.refs == [{"phrase": "red box", "box": [0.1, 0.2, 0.5, 0.6]}]
 
 
 def test_grounding_sample_with_no_usable_ref_is_bad():
-    raw = RawSample("k", {"jpg": _jpeg(), "json": b'{"refs": [{"phrase": "", "box": [0, 0, 1, 1]}]}'})
+    raw = RawSample(
+        "k", {"jpg": _jpeg(), "json": b'{"refs": [{"phrase": "", "box": [0, 0, 1, 1]}]}'}
+    )
     with pytest.raises(BadSample, match="no_valid_refs"):
         grounding_sample(raw, 16)
     with pytest.raises(BadSample, match="bad_json"):
         grounding_sample(RawSample("k", {"jpg": _jpeg(), "json": b"{oops"}), 16)
 
 
-@pytest.mark.parametrize("box", [[0, 0, 1.2, 1], [0.5, 0.5, 0.5, 0.9], [0, 0, float("nan"), 1], [0, 0, 1]])
+@pytest.mark.parametrize(
+    "box", [[0, 0, 1.2, 1], [0.5, 0.5, 0.5, 0.9], [0, 0, float("nan"), 1], [0, 0, 1]]
+)
 def test_invalid_boxes_are_dropped(box):
     assert valid_refs([{"phrase": "p", "box": box}]) == []

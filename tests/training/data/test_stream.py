@@ -27,7 +27,9 @@ def _plan(world, consumer=0, consumers=1):
 def test_one_epoch_reads_every_sample_once_then_the_next_epoch_starts(shard_world):
     total = sum(len(keys) for keys in shard_world.text_keys)
     items = list(itertools.islice(iter_stream(_plan(shard_world), StreamPosition()), total + 1))
-    assert sorted(i.sample.key for i in items[:total]) == sorted(k for keys in shard_world.text_keys for k in keys)
+    assert sorted(i.sample.key for i in items[:total]) == sorted(
+        k for keys in shard_world.text_keys for k in keys
+    )
     assert items[total].position == StreamPosition(1, 0, 0)
 
 

@@ -1,5 +1,6 @@
 """Small evaluation sets in CLIP_benchmark's WebDataset layout, with known answers: flat
 backgrounds with one coloured square whose colour decides the class."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,8 @@ def square_scene(label: int, corner: tuple[int, int]) -> tuple[Image.Image, Imag
     pixels = np.full((SIZE, SIZE, 3), 40, dtype=np.uint8)
     mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
     y, x = corner
-    pixels[y:y + 32, x:x + 32] = COLOURS[label - 1]
-    mask[y:y + 32, x:x + 32] = label
+    pixels[y : y + 32, x : x + 32] = COLOURS[label - 1]
+    mask[y : y + 32, x : x + 32] = label
     return Image.fromarray(pixels), Image.fromarray(mask, mode="L")
 
 
@@ -52,7 +53,9 @@ def write_segmentation_set(folder: Path, train: int = 4, test: int = 2) -> None:
         samples = []
         for i in range(count):
             image, mask = square_scene(1 + i % 2, CORNERS[i % len(CORNERS)])
-            samples.append((f"{i:06d}", {"jpg": encode(image, "JPEG"), "seg.png": encode(mask, "PNG")}))
+            samples.append(
+                (f"{i:06d}", {"jpg": encode(image, "JPEG"), "seg.png": encode(mask, "PNG")})
+            )
         if count:
             write_shard(folder / split / "0.tar", samples)
 
@@ -62,7 +65,15 @@ def write_classification_set(folder: Path, count: int = 6) -> list[int]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "classnames.txt").write_text("red square\nblue square\n")
     labels = [i % 2 for i in range(count)]
-    samples = [(f"{i:06d}", {"jpg": encode(square_scene(label + 1, CORNERS[i % len(CORNERS)])[0], "JPEG"),
-                             "cls": str(label).encode()}) for i, label in enumerate(labels)]
+    samples = [
+        (
+            f"{i:06d}",
+            {
+                "jpg": encode(square_scene(label + 1, CORNERS[i % len(CORNERS)])[0], "JPEG"),
+                "cls": str(label).encode(),
+            },
+        )
+        for i, label in enumerate(labels)
+    ]
     write_shard(folder / "test" / "0.tar", samples)
     return labels

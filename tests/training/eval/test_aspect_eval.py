@@ -47,8 +47,10 @@ def test_extreme_aspect_images_keep_their_shape_under_naflex(model, tmp_path):
     folder = tmp_path / "extreme_aspect"
     folder.mkdir()
     (folder / "classnames.txt").write_text("red square\nblue square\n")
-    samples = [(f"{i:06d}", {"jpg": jpeg(strip(i % 2, wide=i % 4 < 2)), "cls": str(i % 2).encode()})
-               for i in range(8)]
+    samples = [
+        (f"{i:06d}", {"jpg": jpeg(strip(i % 2, wide=i % 4 < 2)), "cls": str(i % 2).encode()})
+        for i in range(8)
+    ]
     write_shard(folder / "test" / "0.tar", samples)
     tokenizer = Tokenizer(context_length=model.cfg.text.context_length)
     metrics = aspect_zeroshot(model, tokenizer, str(folder))

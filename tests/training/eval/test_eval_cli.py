@@ -33,8 +33,19 @@ def test_eval_cli_writes_json_and_prints_a_table(tmp_path, capsys):
 
 def test_a_missing_set_is_reported_without_stopping_the_other_tasks(tmp_path, capsys):
     run, data = make_run_and_data(tmp_path)
-    code = main(["eval", "--ckpt", str(run), "--tasks", "retrieval,knn", "--data", str(data),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "eval",
+            "--ckpt",
+            str(run),
+            "--tasks",
+            "retrieval,knn",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 1
     results = json.loads((tmp_path / "out" / "step_00000012.json").read_text())["results"]
     assert "error" in results["retrieval"] and f"{data}/retrieval" in results["retrieval"]["error"]
@@ -43,16 +54,32 @@ def test_a_missing_set_is_reported_without_stopping_the_other_tasks(tmp_path, ca
 
 def test_set_override_and_bad_arguments(tmp_path, capsys):
     run, data = make_run_and_data(tmp_path)
-    assert main(["eval", "--ckpt", str(run), "--tasks", "knn", "--data", str(tmp_path / "none"),
-                 "--set", f"knn={data}/zeroshot"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(run),
+                "--tasks",
+                "knn",
+                "--data",
+                str(tmp_path / "none"),
+                "--set",
+                f"knn={data}/zeroshot",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--ckpt", str(run), "--tasks", "nope"]) == 2
     assert main(["eval", "--ckpt", str(run), "--set", "knn"]) == 2
     assert "unknown eval tasks ['nope']" in capsys.readouterr().err
 
 
 def test_flatten_metrics_keeps_numbers_only():
-    results = {"knn": {"top1@k1": 0.5, "memory_split": "train", "samples": 6, "seconds": 1.2},
-               "retrieval": {"error": "FileNotFoundError: x", "dataset": "d"}}
+    results = {
+        "knn": {"top1@k1": 0.5, "memory_split": "train", "samples": 6, "seconds": 1.2},
+        "retrieval": {"error": "FileNotFoundError: x", "dataset": "d"},
+    }
     assert flatten_metrics(results) == {"eval/knn/top1@k1": 0.5, "eval/knn/samples": 6.0}
     table = format_table(results)
     assert "knn" in table and "error" in table

@@ -17,13 +17,14 @@ def test_accuracy_counts_missing_predictions_as_misses():
 
 
 def test_centred_box_has_the_mean_true_size():
-    assert centred_box([(0, 0, 0.2, 0.4), (0.5, 0.5, 0.9, 0.7)]) == pytest.approx((0.35, 0.35, 0.65, 0.65))
+    assert centred_box([(0, 0, 0.2, 0.4), (0.5, 0.5, 0.9, 0.7)]) == pytest.approx(
+        (0.35, 0.35, 0.65, 0.65)
+    )
 
 
 def test_recall_with_two_captions_per_image():
     # images 0, 1; captions 0, 1 belong to image 0, caption 2 to image 1
-    similarity = torch.tensor([[0.9, 0.1, 0.8],
-                               [0.2, 0.3, 0.1]])
+    similarity = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.3, 0.1]])
     metrics = recall_at_k(similarity, torch.tensor([0, 0, 1]), ks=(1, 2))
     # text→image top-1: caption 0 → 0 ✓, caption 1 → 1 ✗, caption 2 → 0 ✗
     assert metrics["text_to_image_R@1"] == pytest.approx(1 / 3)

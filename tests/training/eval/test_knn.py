@@ -42,8 +42,9 @@ def test_leave_one_out_needs_two_images():
 def test_knn_accuracy_on_a_test_only_set_runs_leave_one_out(tmp_path):
     labels = write_classification_set(tmp_path / "shapes", count=6)
     torch.manual_seed(0)
-    metrics = knn_accuracy(SigLIP2(model_config("tiny", distill=None)), str(tmp_path / "shapes"),
-                           ks=(1, 3))
+    metrics = knn_accuracy(
+        SigLIP2(model_config("tiny", distill=None)), str(tmp_path / "shapes"), ks=(1, 3)
+    )
     assert metrics["memory_split"] == "test (leave-one-out)"
     assert metrics["samples"] == metrics["memory"] == len(labels) == 6
     assert metrics["chance"] == 0.5

@@ -41,8 +41,9 @@ def test_probe_is_unchanged_by_shifting_and_scaling_features():
     assert torch.allclose(probe.logits(train), moved.logits(train * 7 + 3), atol=1e-3)
 
 
-@pytest.mark.parametrize("labels", [torch.tensor([0, 1, 3]), torch.tensor([-1, 0, 1]),
-                                    torch.tensor([0, 1])])
+@pytest.mark.parametrize(
+    "labels", [torch.tensor([0, 1, 3]), torch.tensor([-1, 0, 1]), torch.tensor([0, 1])]
+)
 def test_probe_rejects_bad_labels(labels):
     with pytest.raises(ValueError):
         fit_linear_probe(torch.randn(3, 2), labels, classes=3)

@@ -1,4 +1,5 @@
 """One checkpoint of a randomly initialised tiny model, shared by the export tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

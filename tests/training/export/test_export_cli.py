@@ -18,24 +18,41 @@ def test_ckpt_resolves_from_run_checkpoints_or_step_folder(tiny_run):
 def test_ckpt_that_is_not_a_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         resolve_checkpoint(tmp_path)
-    assert main(["export", "--ckpt", str(tmp_path), "--format", "open_clip",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt",
+                str(tmp_path),
+                "--format",
+                "open_clip",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_open_clip_export_prints_scorer_arguments_that_load_the_model(tiny_run, tmp_path, capsys):
     import open_clip
 
     run, model = tiny_run
-    assert main(["export", "--ckpt", str(run), "--format", "open_clip", "--out", str(tmp_path)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("curation scorer"))
+    assert (
+        main(["export", "--ckpt", str(run), "--format", "open_clip", "--out", str(tmp_path)]) == 0
+    )
+    line = next(
+        text for text in capsys.readouterr().out.splitlines() if text.startswith("curation scorer")
+    )
     arguments = shlex.split(line.split(":", 1)[1])
     assert arguments[::2] == ["--model", "--weights", "--model-config"]
     assert arguments[3] == str(tmp_path / "open_clip_model.safetensors")
     theirs, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path}")
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(theirs.eval().encode_image(images), model.encode_image(images)[0],
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            theirs.eval().encode_image(images), model.encode_image(images)[0], atol=1e-5, rtol=1e-4
+        )
 
 
 def test_encoder_loads_despite_a_changed_distillation_head_layout(tiny_run, tmp_path):

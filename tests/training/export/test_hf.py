@@ -1,6 +1,7 @@
 """HF transformers round trip: our checkpoint → Siglip2 folder that transformers loads offline
 with the same embeddings (1e-4); a randomly initialised Siglip2 saved to disk → our checkpoint
 with the same embeddings."""
+
 import json
 
 import pytest
@@ -34,12 +35,15 @@ def test_transformers_loads_the_export_offline_with_our_embeddings(exported):
 
     folder, ours = exported
     hf_model = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    hf_tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+    hf_tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(
+        folder, local_files_only=True
+    )
     assert isinstance(hf_model, transformers.Siglip2Model)
     encoded = hf_tokenizer(TEXTS, padding="max_length", truncation=True, return_tensors="pt")
     assert list(encoded) == ["input_ids"]
-    assert torch.equal(encoded.input_ids,
-                       Tokenizer(context_length=ours.cfg.text.context_length).encode(TEXTS))
+    assert torch.equal(
+        encoded.input_ids, Tokenizer(context_length=ours.cfg.text.context_length).encode(TEXTS)
+    )
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         hf_images = features(hf_model.get_image_features(**pixel_inputs(images, 8)))
@@ -61,9 +65,13 @@ def test_naflex_inputs_of_another_shape_match_too(exported):
     image = torch.randn(1, 3, 24, 40)
     patches, coords = patchify(image, 8)
     with torch.no_grad():
-        theirs = features(hf_model.get_image_features(
-            pixel_values=patches, pixel_attention_mask=torch.ones(1, 15, dtype=torch.long),
-            spatial_shapes=torch.tensor([[3, 5]])))
+        theirs = features(
+            hf_model.get_image_features(
+                pixel_values=patches,
+                pixel_attention_mask=torch.ones(1, 15, dtype=torch.long),
+                spatial_shapes=torch.tensor([[3, 5]]),
+            )
+        )
         mine = ours.encode_image(patches=patches, patch_coords=coords)[0]
     torch.testing.assert_close(theirs, mine, atol=1e-4, rtol=1e-4)
 
@@ -72,11 +80,23 @@ def test_random_siglip2_folder_imports_as_a_checkpoint_with_the_same_embeddings(
     import transformers
 
     config = transformers.Siglip2Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "patch_size": 4, "num_patches": 16},
-        text_config={"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "max_position_embeddings": 16})
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "patch_size": 4,
+            "num_patches": 16,
+        },
+        text_config={
+            "vocab_size": 100,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 16,
+        },
+    )
     torch.manual_seed(3)
     released = transformers.Siglip2Model(config).eval()
     with torch.no_grad():
@@ -84,20 +104,28 @@ def test_random_siglip2_folder_imports_as_a_checkpoint_with_the_same_embeddings(
         released.logit_bias.fill_(-7.0)
     released.save_pretrained(tmp_path / "siglip2")
     write_word_tokenizer(tmp_path / "siglip2" / "tokenizer.json")
-    assert main(["import-siglip2", "--hf", str(tmp_path / "siglip2"),
-                 "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(["import-siglip2", "--hf", str(tmp_path / "siglip2"), "--out", str(tmp_path / "run")])
+        == 0
+    )
     step = tmp_path / "run" / "checkpoints" / "step_00000000"
     ours = load_trained_model(step)
     assert json.loads((step / "config.json").read_text())["model"]["distill"] is None
     images = torch.randn(2, 3, 16, 16)
     tokens = torch.randint(0, 100, (2, 16))
     with torch.no_grad():
-        torch.testing.assert_close(ours.encode_image(images)[0],
-                                   features(released.get_image_features(**pixel_inputs(images, 4))),
-                                   atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(ours.encode_text(tokens),
-                                   features(released.get_text_features(input_ids=tokens)),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            ours.encode_image(images)[0],
+            features(released.get_image_features(**pixel_inputs(images, 4))),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+        torch.testing.assert_close(
+            ours.encode_text(tokens),
+            features(released.get_text_features(input_ids=tokens)),
+            atol=1e-4,
+            rtol=1e-4,
+        )
     assert ours.logit_scale.item() == pytest.approx(2.0)
     assert ours.logit_bias.item() == pytest.approx(-7.0)
     # Evaluation tokenizes with the released model's own tokenizer, copied beside the weights.

@@ -1,5 +1,6 @@
 """The open_clip export: open_clip 3.3 rebuilds model, transform and tokenizer offline from the
 folder and gives our embeddings; the curation scorer loads it and scores the pool with it."""
+
 import io
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def test_open_clip_rebuilds_model_transform_and_tokenizer_that_match_ours(ours, 
     model, _, preprocess = open_clip.create_model_and_transforms(exported.open_clip_name())
     tokenizer = open_clip.get_tokenizer(exported.open_clip_name())
     model.eval()
-    pictures = [png_bytes(seed, size) for seed, size in ((0, (90, 150)), (1, (64, 64)), (2, (200, 80)))]
+    pictures = [
+        png_bytes(seed, size) for seed, size in ((0, (90, 150)), (1, (64, 64)), (2, (200, 80)))
+    ]
     their_pixels = torch.stack([preprocess(Image.open(io.BytesIO(p))) for p in pictures])
     our_pixels = torch.stack([decode_image(p, ours.cfg.vision.image_size) for p in pictures])
     torch.testing.assert_close(their_pixels, our_pixels, atol=1e-5, rtol=0)
@@ -55,10 +58,12 @@ def test_open_clip_rebuilds_model_transform_and_tokenizer_that_match_ours(ours, 
     our_tokens = Tokenizer().encode(TEXTS, ours.cfg.text.context_length)
     assert torch.equal(tokenizer(TEXTS), our_tokens)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_image(our_pixels), ours.encode_image(our_pixels)[0],
-                                   atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(model.encode_text(our_tokens), ours.encode_text(our_tokens),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            model.encode_image(our_pixels), ours.encode_image(our_pixels)[0], atol=1e-5, rtol=1e-4
+        )
+        torch.testing.assert_close(
+            model.encode_text(our_tokens), ours.encode_text(our_tokens), atol=1e-5, rtol=1e-4
+        )
     assert model.logit_scale.item() == pytest.approx(1.3)
     assert model.logit_bias.item() == pytest.approx(-4.0)
 
@@ -73,8 +78,9 @@ def test_export_at_a_resolution_other_than_the_stored_grid_matches_ours_there(tm
     theirs, _, _ = open_clip.create_model_and_transforms(exported.open_clip_name())
     images = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
-        torch.testing.assert_close(theirs.eval().encode_image(images), model.encode_image(images)[0],
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            theirs.eval().encode_image(images), model.encode_image(images)[0], atol=1e-5, rtol=1e-4
+        )
 
 
 def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
@@ -87,14 +93,17 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
     image_units, text_units = embedder.embed(pixels.numpy(), TEXTS[:2])
     with torch.no_grad():
         expected_images = F.normalize(ours.encode_image(pixels)[0], dim=-1)
-        expected_texts = F.normalize(ours.encode_text(Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)), dim=-1)
+        expected_texts = F.normalize(
+            ours.encode_text(Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)), dim=-1
+        )
     np.testing.assert_allclose(image_units, expected_images.numpy(), atol=1e-5)
     np.testing.assert_allclose(text_units, expected_texts.numpy(), atol=1e-5)
 
 
 @pytest.mark.slow
-def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, exported, tmp_path,
-                                                                    ray_session):
+def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(
+    ours, exported, tmp_path, ray_session
+):
     import json
 
     from curation.cli import main as curation_main
@@ -106,18 +115,31 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
 
     # In-process first: inside the CLI the same failure would surface as a Ray actor error.
     load_scorer(ScorerSpec(MODEL_NAME, str(exported.weights), str(exported.config)))
-    planted = build_planted_pool(tmp_path, shards=1, per_shard=8, exact_dups=0, near_dups=0,
-                                 contaminants=0, eval_images=2)
+    planted = build_planted_pool(
+        tmp_path, shards=1, per_shard=8, exact_dups=0, near_dups=0, contaminants=0, eval_images=2
+    )
     out = tmp_path / "scores"
-    argv = ["score", "--pool", str(planted.pool), "--out", str(out), "--tag", "round1",
-            "--top-fraction", "0.5", *exported.scorer_arguments()]
+    argv = [
+        "score",
+        "--pool",
+        str(planted.pool),
+        "--out",
+        str(out),
+        "--tag",
+        "round1",
+        "--top-fraction",
+        "0.5",
+        *exported.scorer_arguments(),
+    ]
     assert curation_main(argv) == 0
 
     # Expected: our model's cosine on the scorer's own decode + transform of each pool image.
     preprocess = json.loads(exported.config.read_text())["preprocess_cfg"]
     transform = build_transform({**preprocess, "size": ours.cfg.vision.image_size})
     shard = list_pool_shards(str(planted.pool))[0]
-    captions = dict(zip(*pq.read_table(shard.sidecar, columns=["key", "text"]).to_pydict().values()))
+    captions = dict(
+        zip(*pq.read_table(shard.sidecar, columns=["key", "text"]).to_pydict().values())
+    )
     expected = {}
     for key, members in iter_samples(shard.tar):
         try:
@@ -126,7 +148,10 @@ def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(ours, export
             continue
         with torch.no_grad():
             image = F.normalize(ours.encode_image(pixels)[0], dim=-1)
-            text = F.normalize(ours.encode_text(Tokenizer().encode(captions[key], ours.cfg.text.context_length)), dim=-1)
+            text = F.normalize(
+                ours.encode_text(Tokenizer().encode(captions[key], ours.cfg.text.context_length)),
+                dim=-1,
+            )
         expected[key] = float((image * text).sum())
     from curation.score.shard_scoring import raw_scores_name
 

@@ -134,8 +134,9 @@ def test_greedy_decode_keeps_a_box_far_corner_past_its_near_corner(decoder):
     memory = torch.randn(8, 5, 24, generator=torch.Generator().manual_seed(5))
     prefixes = [[3, 9], [7]] * 4
     allowed = range(20, 40)
-    decoded = decoder.greedy_decode(memory, prefixes, steps=4, allowed=allowed,
-                                    increasing={2: 0, 3: 1})
+    decoded = decoder.greedy_decode(
+        memory, prefixes, steps=4, allowed=allowed, increasing={2: 0, 3: 1}
+    )
     for x0, y0, x1, y1 in decoded:
         assert all(t in allowed for t in (x0, y0, x1, y1))
         assert (x1 > x0 or x0 == x1 == 39) and (y1 > y0 or y0 == y1 == 39)

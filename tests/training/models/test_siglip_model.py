@@ -132,7 +132,9 @@ def test_temperature_and_bias_start_at_siglip_values(tiny_model):
     assert tiny_model.logit_bias.item() == -3.0
     for preset in ("b16", "so400m"):
         cfg = model_config(preset)
-        assert math.exp(cfg.init_logit_scale) == pytest.approx(10.0) and cfg.init_logit_bias == -10.0
+        assert (
+            math.exp(cfg.init_logit_scale) == pytest.approx(10.0) and cfg.init_logit_bias == -10.0
+        )
 
 
 def test_encode_image_rejects_ambiguous_or_incomplete_inputs(tiny_model):

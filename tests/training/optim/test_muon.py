@@ -101,7 +101,8 @@ def test_batched_orthogonalise_equals_matrix_by_matrix():
 def test_a_group_of_same_shape_matrices_steps_like_separate_optimizers():
     generator = torch.Generator().manual_seed(4)
     initial = [torch.randn(16, 24, generator=generator) for _ in range(3)] + [
-        torch.randn(24, 16, generator=generator)]
+        torch.randn(24, 16, generator=generator)
+    ]
     together = [torch.nn.Parameter(t.clone()) for t in initial]
     apart = [torch.nn.Parameter(t.clone()) for t in initial]
     kwargs = {"lr": 0.02, "weight_decay": 0.1, "ns_dtype": torch.float32}
