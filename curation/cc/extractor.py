@@ -2,8 +2,8 @@
 
 Counting convention (so the dashboard's funnel adds up): `rows_in` is every <img> seen, `rows_out`
 the pairs kept, and the drops are per image (no usable URL, no text, a text filter). Record-level
-numbers (records read, HTML pages, pages skipped for their status or type) go to `extra`, with the
-throughput in MB/s of the compressed file.
+numbers (records read, HTML pages, pages skipped for their status or type, pages cut before
+parsing by `html_limits`) go to `extra`, with the throughput in MB/s of the compressed file.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pyarrow as pa
 from curation.cc.candidates import CandidateTable, PageImages
 from curation.cc.charset import markup_for_parser, sniff_encoding
 from curation.cc.html_images import extract_page_images
+from curation.cc.html_limits import bounded_page
 from curation.cc.snapshot import FORMATS
 from curation.cc.text_filters import TextFilters
 from curation.cc.warc_reader import (
@@ -71,6 +72,7 @@ def extract_file(url: str, file_format: str, filters: TextFilters, stats: ShardS
             "images": images,
             "pairs": counts["pairs"],
             "skipped_records": _with_prefix(counts, "skip_"),
+            "cut_pages": _with_prefix(counts, "cut_"),
             "charset_sources": _with_prefix(counts, "charset_"),
             "file_bytes": size,
             "mb_per_s": round(size / 1e6 / seconds, 3) if seconds > 0 else None,
@@ -96,12 +98,13 @@ def _warc_pages(
         if not is_html(record):
             counts["skip_not_html"] += 1
             continue
-        encoding, source = sniff_encoding(record.body, record.http_charset)
+        body, cut = bounded_page(record.body)
+        if cut is not None:
+            counts[f"cut_{cut}"] += 1
+        encoding, source = sniff_encoding(body, record.http_charset)
         counts[f"charset_{source}"] += 1
         try:
-            page = extract_page_images(
-                markup_for_parser(record.body, encoding), record.target_uri, drops
-            )
+            page = extract_page_images(markup_for_parser(body, encoding), record.target_uri, drops)
         except Exception as exc:  # noqa: BLE001 - one unparseable page must not stop the file
             stats.error(
                 "unparseable_html", f"{url}@{record.offset}", f"{type(exc).__name__}: {exc}"

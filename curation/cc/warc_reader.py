@@ -10,6 +10,7 @@ recorded in the shard stats as an error naming the file, the byte offset and the
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,10 +22,18 @@ from fsspec.implementations.local import LocalFileSystem
 from curation.stats import ShardStats
 
 GZIP_MEMBER_MAGIC = b"\x1f\x8b\x08"
-WARC_RECORD_MAGIC = b"WARC/1."
+WARC_RECORD_MAGIC = b"WARC/"  # 1.0, 1.1, and the 0.18 of ClueWeb09/12
 RESYNC_CHUNK_BYTES = 1 << 20
 HTML_CONTENT_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 PUBLIC_CC_BUCKET = "s3://commoncrawl/"
+# A Content-Type line anywhere in the raw HTTP header, also after a bare-LF line break.
+_CONTENT_TYPE_LINE = re.compile(
+    r"^content-type[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE
+)
+
+
+class UnreadableArchiveError(ValueError):
+    """A file in which not one record could be read: not a WARC/WAT file, or damaged throughout."""
 
 
 @dataclass(slots=True)
@@ -77,9 +86,12 @@ def iter_records(
 
     Damaged members are skipped (counted as errors "corrupt_member"); records whose body is
     shorter than their declared length are skipped ("truncated_record"); with `parse_http`,
-    records whose HTTP header does not parse are skipped ("bad_http_header").
+    records whose HTTP header does not parse are skipped ("bad_http_header"). A file that yields
+    no record of these types at all (empty, random bytes, a gzip of something else, or damaged
+    throughout) raises `UnreadableArchiveError`, so its shard fails and a re-run retries it.
     """
     magic = GZIP_MEMBER_MAGIC if url.endswith(".gz") else WARC_RECORD_MAGIC
+    records_seen = 0
     with open_archive(url) as handle:
         start: int | None = 0
         in_damage = False  # one damaged stretch can take several resync attempts: count it once
@@ -89,10 +101,11 @@ def iter_records(
             try:
                 for record in ArchiveIterator(handle, record_types=record_types, parse_http=False):
                     last_offset, in_damage = record.stream_pos, False
+                    records_seen += 1
                     parsed = _read_record(url, record, stats, parse_http)
                     if parsed is not None:
                         yield parsed
-                return
+                break
             except OSError as exc:  # FastWARC: undecompressable member or unparseable header
                 resumed_at = last_offset if last_offset is not None else start
                 if not in_damage:
@@ -105,6 +118,11 @@ def iter_records(
                 # Resume at the next member header after the last good record (or after where we
                 # last resumed, if not one record came out since), so every attempt moves forward.
                 start = find_next_member(handle, resumed_at + 1, magic)
+    if records_seen == 0:
+        damage = (
+            f"; {stats.error_examples[-1]['message']}" if stats.errors.get("corrupt_member") else ""
+        )
+        raise UnreadableArchiveError(f"{url}: no readable WARC record in the file{damage}")
 
 
 def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRecord | None:
@@ -126,7 +144,7 @@ def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRe
             )
             record.reader.consume()
             return None
-        content_type, charset = record.http_content_type, record.http_charset
+        content_type, charset = http_content_type(record)
     expected = record.content_length
     body = record.reader.read()
     if len(body) < expected:
@@ -145,6 +163,31 @@ def _read_record(url: str, record, stats: ShardStats, parse_http: bool) -> RawRe
         charset,
         record.headers.get("WARC-Identified-Payload-Type"),
     )
+
+
+def http_content_type(record) -> tuple[str | None, str | None]:
+    """The HTTP media type and charset of a parsed record.
+
+    FastWARC's shortcut is None for some older archives (ClueWeb09/12's WARC/0.18 records, and
+    headers with bare-LF line breaks, whose later lines FastWARC folds into the line before):
+    then the Content-Type line is read from the raw header itself."""
+    if record.http_content_type:
+        return record.http_content_type, record.http_charset
+    headers = record.http_headers
+    value = headers.get("Content-Type")
+    if value is None:
+        found = _CONTENT_TYPE_LINE.search(str(headers))
+        value = found.group(1) if found else None
+    if not value:
+        return None, None
+    media_type, *parameters = value.split(";")
+    charset = None
+    for parameter in parameters:
+        name, _, argument = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = argument.strip().strip("\"'").lower() or None
+            break
+    return media_type.strip().lower() or None, charset
 
 
 def is_html(record: RawRecord) -> bool:

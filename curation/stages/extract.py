@@ -20,9 +20,35 @@ from curation.cc.snapshot import FORMATS, list_snapshot_files
 from curation.cc.text_filters import TextFilters
 from curation.cc.warc_reader import PUBLIC_CC_BUCKET
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
+from curation.stages.common import (
+    ConfigError,
+    RunOptions,
+    add_run_options,
+    cli_main,
+)
 
 STAGE = "extract"
 SHARD_ID_DIGITS = 5
+# The report names at most this many files with damaged records (each shard's record has them all).
+MAX_DAMAGED_FILES_LISTED = 5
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Which files to extract (fsspec URLs, in shard order), where to, and how."""
+
+    inputs: tuple[str, ...]
+    out: str
+    file_format: str | None = None  # None: per file, from its name (…wat.gz → wat)
+    filters: TextFilters = field(default_factory=TextFilters)
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("extract: no input files")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise ConfigError("extract: the input list names a file more than once")
+        if self.file_format is not None and self.file_format not in FORMATS:
+            raise ConfigError(f"extract: unknown format {self.file_format!r}; expected {FORMATS}")
 
 
 @dataclass(frozen=True)
@@ -43,16 +69,14 @@ def inputs_manifest_url(out_dir: str) -> str:
 
 
 def plan_tasks(inputs: list[str], out_dir: str) -> list[ShardTask]:
-    """One task per input file with a stable shard id; records the list in the output folder."""
-    if not inputs:
-        raise ValueError("extract: no input files")
-    if len(set(inputs)) != len(inputs):
-        raise ValueError("extract: the input list names a file more than once")
+    """One task per input file with a stable shard id; records the list in the output folder.
+
+    A re-run may extend the list (a larger --max-files) but not change what is already there."""
     manifest = inputs_manifest_url(out_dir)
-    previous = fsio.read_json(manifest)["inputs"] if fsio.exists(manifest) else []
+    previous = fsio.read_json(manifest, expect=dict)["inputs"] if fsio.exists(manifest) else []
     shorter, longer = sorted((previous, inputs), key=len)
     if longer[: len(shorter)] != shorter:
-        raise ValueError(
+        raise fsio.PlanMismatchError(
             f"extract: {out_dir} already holds an extraction of a different input list "
             f"({len(previous)} files, see {manifest}); use a new --out folder"
         )
@@ -60,6 +84,51 @@ def plan_tasks(inputs: list[str], out_dir: str) -> list[ShardTask]:
         fsio.write_json(manifest, {"inputs": inputs})
     digits = max(SHARD_ID_DIGITS, len(str(len(inputs) - 1)))
     return [ShardTask(f"{index:0{digits}d}", (url,)) for index, url in enumerate(inputs)]
+
+
+def run(config: ExtractConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    """Extract every input file into `config.out` (resumable: finished shards are skipped)."""
+    tasks = plan_tasks(list(config.inputs), config.out)
+    stage = ExtractStage(file_format=config.file_format, filters=config.filters)
+    report = run_stage(
+        STAGE,
+        stage,
+        tasks,
+        config.out,
+        seed=options.seed,
+        num_cpus=1,
+        use_ray=options.use_ray,
+        progress=options.progress,
+    )
+    report.summary = summarize(report)
+    report.notes.extend(damage_notes(report))
+    return [report]
+
+
+def summarize(report: StageReport) -> dict[str, int]:
+    """This run's totals over the shards it completed."""
+    totals = {"records": 0, "pairs": 0, "damaged_files": 0, "cut_pages": 0}
+    for record in report.completed:
+        extra = record.get("extra", {})
+        totals["records"] += extra.get("records", 0)
+        totals["pairs"] += extra.get("pairs", 0)
+        totals["cut_pages"] += sum(extra.get("cut_pages", {}).values())
+        totals["damaged_files"] += bool(record.get("errors"))
+    return totals
+
+
+def damage_notes(report: StageReport) -> list[str]:
+    """One line per file that was read only in part (its good records were kept)."""
+    damaged = [record for record in report.completed if record.get("errors")]
+    lines = []
+    for record in damaged[:MAX_DAMAGED_FILES_LISTED]:
+        errors = ", ".join(f"{kind} {n}" for kind, n in sorted(record["errors"].items()))
+        example = record["error_examples"][0] if record.get("error_examples") else None
+        where = f"; first at {example['where']}: {example['message']}" if example else ""
+        lines.append(f"  damaged records in {record['inputs'][0]}: {errors}{where}")
+    if len(damaged) > MAX_DAMAGED_FILES_LISTED:
+        lines.append(f"  … and {len(damaged) - MAX_DAMAGED_FILES_LISTED} more files (see _stats/)")
+    return lines
 
 
 def resolve_inputs(args: argparse.Namespace) -> list[str]:
@@ -76,21 +145,14 @@ def filters_from_args(args: argparse.Namespace) -> TextFilters:
     return TextFilters(min_words=args.min_words, min_chars=args.min_chars, languages=languages)
 
 
-def run(
-    inputs: list[str],
-    out_dir: str,
-    *,
-    file_format: str | None = None,
-    filters: TextFilters | None = None,
-    seed: int = 0,
-    use_ray: bool = True,
-    progress: bool = True,
-) -> StageReport:
-    """Extract every input file into `out_dir` (resumable: finished shards are skipped)."""
-    tasks = plan_tasks(inputs, out_dir)
-    stage = ExtractStage(file_format=file_format, filters=filters or TextFilters())
-    return run_stage(
-        STAGE, stage, tasks, out_dir, seed=seed, num_cpus=1, use_ray=use_ray, progress=progress
+def config_from_args(args: argparse.Namespace) -> ExtractConfig:
+    if args.max_files is not None and args.max_files < 1:
+        raise ConfigError("extract: --max-files must be at least 1")
+    return ExtractConfig(
+        inputs=tuple(resolve_inputs(args)),
+        out=args.out,
+        file_format=args.format if args.input else (args.format or "warc"),
+        filters=filters_from_args(args),
     )
 
 
@@ -128,27 +190,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--languages", default=None, help="comma-separated language codes to keep (default: all)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--no-ray",
-        action="store_true",
-        help="run the files one after another in this process (debugging)",
-    )
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.max_files is not None and args.max_files < 1:
-        raise SystemExit("extract: --max-files must be at least 1")
-    inputs = resolve_inputs(args)
-    file_format = args.format if args.input else (args.format or "warc")
-    report = run(
-        inputs,
-        args.out,
-        file_format=file_format,
-        filters=filters_from_args(args),
-        seed=args.seed,
-        use_ray=not args.no_ray,
-    )
-    print(report.describe())
-    return 0 if report.ok else 1
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))

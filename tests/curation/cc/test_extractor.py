@@ -1,9 +1,11 @@
 import gzip
+import time
 
 import pytest
 
 from curation.cc.extractor import extract_file, infer_format
 from curation.cc.text_filters import TextFilters
+from curation.cc.warc_reader import UnreadableArchiveError
 from curation.cc.warc_writer import response_member, wat_member, write_archive
 from curation.stats import ShardStats
 
@@ -149,3 +151,71 @@ def test_malformed_wat_record_is_counted(tmp_path):
 )
 def test_format_is_inferred_from_the_file_name(url, expected):
     assert infer_format(url) == expected
+
+
+def test_deeply_nested_10mb_page_is_cut_quickly_and_counted(tmp_path):
+    """2M nested <div>s: lexbor's time grows with the square of the depth (minutes unbounded)."""
+    image = b'<img src="/a.jpg" alt="a lighthouse on a rocky coast at dusk">'
+    hostile = b"<html><body>" + image + b"<div>" * 2_000_000 + image.replace(b"/a.", b"/b.")
+    assert len(hostile) > 10_000_000
+    path = gallery_archive(tmp_path, [response_member("http://deep.example/", hostile)])
+    stats = ShardStats()
+    started = time.process_time()
+    table = extract_file(path, "warc", TextFilters(), stats)
+    assert time.process_time() - started < 5
+    assert stats.extra["cut_pages"] == {"depth": 1}
+    urls = table.column("url").to_pylist()
+    assert "http://deep.example/a.jpg" in urls  # what comes before the cut is kept
+    assert "http://photos.example.com/img/sunset.jpg" in urls  # and the other pages
+
+
+def test_page_over_one_mib_is_cut_at_one_mib_and_counted(tmp_path):
+    filler = b"<p>" + b"plain text " * 200_000  # 2.2 MB, shallow
+    late_image = b'<img src="/late.jpg" alt="an image past the first MiB of the page">'
+    early_image = b'<img src="/early.jpg" alt="an image at the start of the page">'
+    body = b"<html><body>" + early_image + filler + late_image
+    path = gallery_archive(tmp_path, [response_member("http://big.example/", body)])
+    stats = ShardStats()
+    urls = extract_file(path, "warc", TextFilters(), stats).column("url").to_pylist()
+    assert "http://big.example/early.jpg" in urls
+    assert "http://big.example/late.jpg" not in urls
+    assert stats.extra["cut_pages"] == {"size": 1}
+
+
+def clueweb_record(page_url: str, http_header: bytes, body: bytes) -> bytes:
+    """A ClueWeb09-style WARC/0.18 response record, its HTTP header lines ending in a bare LF."""
+    block = http_header + body
+    header = (
+        "WARC/0.18\r\nWARC-Type: response\r\n"
+        f"WARC-Target-URI: {page_url}\r\nWARC-Date: 2009-01-13T18:05:10-0800\r\n"
+        "WARC-TREC-ID: clueweb09-en0000-00-00000\r\n"
+        "Content-Type: application/http;msgtype=response\r\n"
+        f"Content-Length: {len(block)}\r\n\r\n"
+    ).encode()
+    return gzip.compress(header + block + b"\r\n\r\n", mtime=0)
+
+
+def test_clueweb_warc_018_records_are_read_as_html_with_their_charset(tmp_path):
+    alt = "港の夕焼けと帆船の写真"
+    body = f'<html><body><img src="/harbour.jpg" alt="{alt}"></body></html>'.encode("euc-jp")
+    header = b"HTTP/1.1 200 OK\nContent-Type: text/html; charset=EUC-JP\r\nServer: x\r\n\r\n"
+    path = tmp_path / "clueweb.warc.gz"
+    write_archive(str(path), [clueweb_record("http://jp.example/", header, body)])
+    stats = ShardStats()
+    table = extract_file(str(path), "warc", TextFilters.disabled(), stats)
+    assert stats.extra["skipped_records"] == {}
+    assert stats.extra["charset_sources"] == {"header": 1}
+    assert table.to_pylist()[0]["url"] == "http://jp.example/harbour.jpg"
+    assert table.to_pylist()[0]["text"] == alt
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", bytes(range(256)) * 400, gzip.compress(b"not a WARC file\n" * 1000)],
+    ids=["empty", "random-bytes", "gzip-of-text"],
+)
+def test_file_without_one_readable_record_is_an_error(tmp_path, content):
+    path = tmp_path / "bad.warc.gz"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableArchiveError, match="no readable WARC record"):
+        extract_file(str(path), "warc", TextFilters(), ShardStats())

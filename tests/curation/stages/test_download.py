@@ -306,18 +306,19 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     from curation.minicc.faults import FAULT_KINDS
     from curation.minicc.server import serve_world
     from curation.stages import dedup, extract
+    from curation.stages.common import RunOptions
 
     world_dir = tmp_path / "world"
     world = build_world(world_dir, seed=0, scale_name="tiny", port=free_port(), processes=2)
     warcs = sorted(str(p) for p in world_dir.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
     # Caption filters off: some fault URLs carry only junk alt text, and the point is to fetch them all.
-    assert extract.run(
-        warcs,
-        str(tmp_path / "candidates"),
-        filters=TextFilters.disabled(),
-        use_ray=False,
-        progress=False,
-    ).ok
+    [extracted] = extract.run(
+        extract.ExtractConfig(
+            tuple(warcs), str(tmp_path / "candidates"), filters=TextFilters.disabled()
+        ),
+        RunOptions(use_ray=False, progress=False),
+    )
+    assert extracted.ok
     assert all(
         r.ok
         for r in dedup.run(

@@ -11,7 +11,8 @@ from curation.cc.text_filters import TextFilters
 from curation.cc.warc_writer import response_member, wat_member, write_archive
 from curation.runner import ShardContext, ShardTask, run_stage
 from curation.stages import extract
-from curation.stages.extract import ExtractStage, plan_tasks
+from curation.stages.common import RunOptions
+from curation.stages.extract import ExtractConfig, ExtractStage, plan_tasks
 
 
 def make_crawl(root: Path, files: int = 4, pages: int = 6) -> list[str]:
@@ -37,6 +38,13 @@ def make_crawl(root: Path, files: int = 4, pages: int = 6) -> list[str]:
     return [str(root / p) for p in warc_paths]
 
 
+def run_extract(files: list[str], out: Path, use_ray: bool = False, **settings):
+    """The extract driver on these files; its one report."""
+    options = RunOptions(use_ray=use_ray, progress=False)
+    [report] = extract.run(ExtractConfig(tuple(files), str(out), **settings), options)
+    return report
+
+
 def outputs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
 
@@ -60,14 +68,14 @@ class CrashOnce:
 def test_killed_extract_rerun_gives_identical_output(tmp_path, ray_session):
     files = make_crawl(tmp_path / "cc")
     reference = tmp_path / "reference"
-    assert extract.run(files, str(reference), progress=False).ok
+    assert run_extract(files, reference, use_ray=True).ok
 
     out = tmp_path / "killed"
     tasks = plan_tasks(files, str(out))
     crashing = CrashOnce(str(tmp_path / "crashed"), "00002")
     first = run_stage("extract", crashing, tasks, str(out), max_retries=0, progress=False)
     assert [f["shard"] for f in first.failed] == ["00002"]
-    second = extract.run(files, str(out), progress=False)
+    second = run_extract(files, out, use_ray=True)
     assert second.ok and [r["shard"] for r in second.completed] == ["00002"]
     assert outputs(out) == outputs(reference)
     assert len(outputs(out)) == 4
@@ -131,13 +139,7 @@ def test_no_text_filters_flag_reaches_the_stage(tmp_path):
         == 0
     )
     assert pq.read_table(out / "00000.parquet").column("text").to_pylist() == ["logo"]
-    filtered = extract.run(
-        [str(path)],
-        str(tmp_path / "filtered"),
-        filters=TextFilters(),
-        use_ray=False,
-        progress=False,
-    )
+    filtered = run_extract([str(path)], tmp_path / "filtered", filters=TextFilters())
     assert filtered.completed[0]["drops"] == {"text_too_short": 1}
 
 
@@ -198,3 +200,32 @@ def test_every_planted_pair_is_extracted_from_the_mini_crawl(
     if file_format == "warc":  # the planted faults are counted, not fatal
         errors = sum((Counter(r["errors"]) for r in records), Counter())
         assert errors == Counter({"bad_http_header": 1, "truncated_record": 1})
+
+
+def test_unreadable_file_is_an_error_that_a_rerun_retries(tmp_path):
+    good = response_member(
+        "http://a.example/", b'<img src="x.jpg" alt="a red kite over the hills">'
+    )
+    files = [tmp_path / "good.warc.gz", tmp_path / "bad.warc.gz", tmp_path / "damaged.warc.gz"]
+    write_archive(str(files[0]), [good])
+    files[1].write_bytes(bytes(range(256)) * 100)  # random bytes named .warc.gz
+    write_archive(str(files[2]), [good, b"\x1f\x8b\x08 damaged member", good])
+    out = tmp_path / "out"
+    names = [str(f) for f in files]
+
+    first = run_extract(names, out)
+    assert [f["shard"] for f in first.failed] == ["00001"]
+    error = json.loads((out / "_errors" / "extract" / "00001.json").read_text())
+    assert error["inputs"] == [names[1]] and "no readable WARC record" in error["message"]
+    assert not (out / "_stats" / "extract" / "00001.json").exists()
+    # The partly damaged file keeps its two good records and is named in the report.
+    damaged = json.loads((out / "_stats" / "extract" / "00002.json").read_text())
+    assert damaged["rows_out"] == 2 and damaged["errors"] == {"corrupt_member": 1}
+    assert damaged["error_examples"][0]["where"].startswith(names[2] + "@")
+    assert any(names[2] in line and "corrupt_member 1" in line for line in first.notes)
+    assert first.summary["damaged_files"] == 1
+
+    write_archive(str(files[1]), [good])  # the file is fixed (re-downloaded): a re-run takes it
+    second = run_extract(names, out)
+    assert [r["shard"] for r in second.completed] == ["00001"] and second.ok
+    assert not (out / "_errors" / "extract" / "00001.json").exists()

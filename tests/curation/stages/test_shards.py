@@ -217,11 +217,16 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
     from curation.stages import dedup, extract
+    from curation.stages.common import RunOptions
     from curation.stages.download import DownloadConfig, download_pool
 
     world = json.loads((minicc_world / "world.json").read_text())
     warcs = sorted(str(p) for p in minicc_world.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
-    assert extract.run(warcs, str(tmp_path / "candidates"), use_ray=False, progress=False).ok
+    [extracted] = extract.run(
+        extract.ExtractConfig(tuple(warcs), str(tmp_path / "candidates")),
+        RunOptions(use_ray=False, progress=False),
+    )
+    assert extracted.ok
     assert all(
         r.ok
         for r in dedup.run(
