@@ -13,6 +13,7 @@ import sys
 
 from training.config import ConfigError, load_args
 from training.data.grounding_mix import MixConfigError, grounding_mix_shards
+from training.data.shards import expand_shard_urls
 from training.eval.run import add_command as add_eval_command
 from training.export_cli import add_commands as add_export_commands
 from training.trainer import train
@@ -45,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_shards_exist(args) -> None:
+    """A shard pattern that matches nothing is a typo: say so before building anything."""
+    for flag, spec in (
+        ("--data", args.data.text_shards),
+        ("--grounding", args.data.grounding_shards),
+    ):
+        if spec:
+            try:
+                expand_shard_urls(spec)
+            except FileNotFoundError as error:
+                raise ConfigError(f"{flag}: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -68,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.steps:
             args.schedule.steps = options.steps
         args.resolve()
+        check_shards_exist(args)
     except (ConfigError, MixConfigError, ValueError) as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

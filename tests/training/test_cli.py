@@ -113,3 +113,12 @@ def test_model_vocabulary_follows_a_local_tokenizer_file(tmp_path):
     trainer = Trainer(args, DistEnv(0, 1, 0, torch.device("cpu")))
     assert trainer.model_cfg.text.vocab_size == trainer.tokenizer.vocab_size < 2000
     assert trainer.tokenizer.encode(["a red rectangle"]).max() < trainer.model_cfg.text.vocab_size
+
+
+def test_data_pattern_matching_no_file_is_one_line_and_exit_2(tmp_path, capsys):
+    pattern = str(tmp_path / "nothing-here" / "*.tar")
+    code = main(["train", "--preset", "tiny", "--data", pattern, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and pattern in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
