@@ -93,9 +93,15 @@ train:  ## DATA='DIR/*.tar' [GROUNDING='DIR/*.tar'] RUN=DIR [PRESET=b16] [NPROC=
 	  --preset $(PRESET) --data '$(DATA)' $(if $(GROUNDING),--grounding '$(GROUNDING)') --out $(RUN) \
 	  $(if $(STEPS),--steps $(STEPS))
 
-.PHONY: dashboard browser
+.PHONY: dashboard browser screenshots
 dashboard:  ## serve the curation dashboard for RUN (a local folder or s3://) on 127.0.0.1
 	$(PY) -m curation dashboard --run $(RUN)
+
+screenshots: RUN ?= $(DEMO_DIR)
+screenshots:  ## [RUN=demo-run]: the README's dashboard screenshots (docs/screenshots/) of a run, e.g. after make demo
+	@test -d "$(RUN)" || { echo "make screenshots: no run folder $(RUN) (run make demo, or pass RUN=DIR)"; exit 2; }
+	DASHBOARD_RUN=$(RUN) DASHBOARD_SCREENSHOTS=docs/screenshots \
+	  $(PY) -m pytest -q tests/curation/dashboard/test_browser.py -k test_screenshots_of_a_run -rs
 
 browser:  ## the headless Chromium the dashboard's browser tests drive (Debian package)
 	@if [ ! -x /usr/bin/chromium ]; then \

@@ -70,3 +70,24 @@ def test_documented_make_targets_expand_to_commands_that_parse(target):
     for line in lines:
         package, rest = re.search(r"-m (curation|training) (.*)", line).groups()
         PARSERS[package]().parse_args(shlex.split(rest))
+
+
+def dashboard_commands() -> list[tuple[str, str]]:
+    """(part, command) for every command a dashboard page suggests for a missing part."""
+    from curation.dashboard.layout import PRODUCERS
+
+    return [(part, command) for part, (_, commands) in PRODUCERS.items() for command in commands]
+
+
+@pytest.mark.parametrize("part,command", dashboard_commands(), ids=lambda x: str(x)[:60])
+def test_every_command_the_dashboard_suggests_exists(part, command):
+    if command.startswith("make "):
+        target = command.split()[1]
+        plan = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+        assert plan.returncode == 0, f"{part}: `{command}`: {plan.stderr.strip()}"
+        return
+    package, rest = re.fullmatch(r"python -m (curation|training) (.*)", command).groups()
+    try:
+        PARSERS[package]().parse_args(shlex.split(rest))
+    except SystemExit as exit_:
+        pytest.fail(f"{part}: `{command}` does not parse (exit {exit_.code})")

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from curation import fsio
 from curation.dashboard import crawl, decisions, metaclip, neardup, score
 from curation.dashboard.images import TarImages
 from curation.dashboard.layout import RunLayout, missing
 from curation.dashboard.pool import PoolTable
 from curation.dashboard.stage_stats import PIPELINE_ORDER, StageStats, funnel
-from curation.dashboard.training import TrainingLog
+from curation.dashboard.training import TrainingLog, training_page
 
 
 class Dashboard:
+    """Each page is a dict of JSON; every page also lists the run's files found unreadable so far
+    (`unreadable`: shard, file, cause), whose shards its numbers leave out."""
+
     def __init__(self, run: str, threads: int | None = None):
         self.layout = RunLayout(run.rstrip("/"))
         self.pool = PoolTable(self.layout, threads)
         self.stats = StageStats(self.layout.root)
-        self.training = TrainingLog(self.layout)
+        self._training_logs: dict[str, TrainingLog] = {}
         self.images = TarImages(self.pool.tar_url)
 
     def overview(self) -> dict[str, Any]:
@@ -48,8 +52,12 @@ class Dashboard:
     def neardup(self) -> dict[str, Any]:
         return neardup.neardup_page(self.pool, self.stats)
 
-    def training_page(self) -> dict[str, Any]:
-        return self.training.page()
+    def training_page(self, run: str | None = None) -> dict[str, Any]:
+        names = self.layout.training_runs()
+        for name in names:  # one log object per run: each caches its parsed log
+            if name not in self._training_logs:
+                self._training_logs[name] = TrainingLog(fsio.join(self.layout.root, name))
+        return training_page([self._training_logs[name] for name in names], run)
 
     def decision_index(self) -> decisions.DecisionIndex:
         return self.pool.memo.get("decisions", lambda: decisions.build_index(self.pool))
@@ -58,6 +66,11 @@ class Dashboard:
         if not self.pool.shards:
             return {"missing": [missing("pool")], "samples": [], "total": 0, "counts": {}}
         return decisions.sample_page(self.pool, self.decision_index(), decision, page, size)
+
+    def page(self, name: str, *args: Any) -> dict[str, Any]:
+        """Page `name` (a method above) with the unreadable files listed."""
+        page = getattr(self, name)(*args)
+        return {**page, "unreadable": self.pool.unreadable()}
 
     def image(self, shard: str, key: str) -> tuple[bytes, str]:
         return self.images.image(shard, key)

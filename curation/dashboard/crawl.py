@@ -23,7 +23,7 @@ def crawl_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
     page: dict[str, Any] = {"download_stats": download}
     if not pool.shards:
         return page
-    parts = pool.map_shards(lambda shard: _shard_crawl(pool, shard))
+    parts = pool.map_shards(lambda shard: _shard_crawl(pool, shard)).values()
     status, reasons, hosts = Counter(), Counter(), {}
     sides = np.zeros(len(SIDE_EDGES) + 1, dtype=np.int64)
     aspects = np.zeros(len(ASPECT_EDGES) + 1, dtype=np.int64)

@@ -87,7 +87,8 @@ class DecisionIndex:
 
 def build_index(pool: PoolTable) -> DecisionIndex:
     applied = [stage for stage in dict.fromkeys(c[0] for c in CHECKS) if pool.has_stage(stage)]
-    per_shard = pool.map_shards(lambda shard: _shard_reasons(pool, shard, applied))
+    by_shard = pool.map_shards(lambda shard: _shard_reasons(pool, shard, applied))
+    per_shard = list(by_shard.values())
     ids: dict[str, int] = {KEPT: 0}
     codes = []
     for names, local_codes, _ in per_shard:
@@ -99,7 +100,7 @@ def build_index(pool: PoolTable) -> DecisionIndex:
         counts[row] = np.bincount(shard_codes, minlength=len(categories))
     return DecisionIndex(
         categories,
-        list(pool.shards),
+        list(by_shard),  # the readable shards
         codes,
         counts,
         applied,

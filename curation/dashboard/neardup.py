@@ -31,8 +31,10 @@ def neardup_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
 
 
 def _build(pool: PoolTable) -> dict[str, Any]:
-    shards = pool.stage_shards("neardup")
-    parts = pool.map_shards(lambda shard: _shard_summary(pool, shard), shards)
+    by_shard = pool.map_shards(
+        lambda shard: _shard_summary(pool, shard), pool.stage_shards("neardup")
+    )
+    shards, parts = list(by_shard), list(by_shard.values())
     # Cluster sizes over the whole pool: a cluster's members may sit in several shards.
     ids = np.concatenate([p["cluster_ids"] for p in parts] or [np.zeros(0, np.int64)])
     counts = np.concatenate([p["cluster_counts"] for p in parts] or [np.zeros(0, np.int64)])

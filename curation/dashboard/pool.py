@@ -3,6 +3,10 @@
 The pool is `POOL/{shard}.parquet` (one row per input URL) plus `POOL/curation/STAGE/{shard}.parquet`
 (one row per uid, same shard ids). Every aggregate the dashboard shows is a map over shards that
 reads only the columns it needs, run on a few threads (pyarrow releases the GIL while decoding).
+
+A file that cannot be read (a broken Parquet footer, a truncated upload) does not fail a page: its
+shard is left out of that page's numbers and listed, with the file and the cause, in
+`PoolTable.unreadable()`, which every page shows.
 """
 
 from __future__ import annotations
@@ -25,6 +29,17 @@ from curation.dashboard.layout import RunLayout
 
 T = TypeVar("T")
 CURATION_STAGES = ("balance", "score", "neardup")
+# What a damaged or vanished file raises from pyarrow or fsspec.
+READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)
+
+
+class UnreadableFileError(Exception):
+    """One of the run's files could not be read; names the file and the cause."""
+
+    def __init__(self, url: str, cause: BaseException):
+        super().__init__(f"{url}: {type(cause).__name__}: {cause}")
+        self.url = url
+        self.cause = f"{type(cause).__name__}: {cause}"
 
 
 class Memo:
@@ -53,6 +68,19 @@ class PoolTable:
         self.layout = layout
         self.threads = threads or min(8, (os.cpu_count() or 2) + 2)
         self.memo = Memo()
+        self._unreadable: dict[str, dict[str, str]] = {}  # by file URL
+        self._unreadable_lock = threading.Lock()
+
+    def note_unreadable(self, shard: str, error: UnreadableFileError) -> None:
+        with self._unreadable_lock:
+            self._unreadable.setdefault(
+                error.url, {"shard": shard, "file": error.url, "error": error.cause}
+            )
+
+    def unreadable(self) -> list[dict[str, str]]:
+        """The files found unreadable so far (shard, file, cause), in shard order."""
+        with self._unreadable_lock:
+            return sorted(self._unreadable.values(), key=lambda u: (u["shard"], u["file"]))
 
     @cached_property
     def shards(self) -> list[str]:
@@ -90,8 +118,11 @@ class PoolTable:
 
     def schema(self, url: str) -> pa.Schema:
         fs, path = fsio.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            return pq.read_schema(handle)
+        try:
+            with fs.open(path, "rb") as handle:
+                return pq.read_schema(handle)
+        except READ_ERRORS as exc:
+            raise UnreadableFileError(url, exc) from exc
 
     def read(self, url: str, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table:
         """Read only `columns` of one Parquet file; columns the file lacks come back as nulls.
@@ -99,10 +130,13 @@ class PoolTable:
         Columns named in `dictionary` are read dictionary-encoded (cheap to count: few distinct
         values such as status or host, counted by code instead of by string)."""
         fs, path = fsio.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle, read_dictionary=list(dictionary))
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            table = parquet.read(columns=present)
+        try:
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle, read_dictionary=list(dictionary))
+                present = [c for c in columns if c in parquet.schema_arrow.names]
+                table = parquet.read(columns=present)
+        except READ_ERRORS as exc:
+            raise UnreadableFileError(url, exc) from exc
         for name in columns:
             if name not in table.column_names:
                 table = table.append_column(name, pa.nulls(table.num_rows))
@@ -111,16 +145,22 @@ class PoolTable:
     def read_rows(self, url: str, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Rows `rows` (ascending positions) of a Parquet file, decoding only the row groups holding them."""
         fs, path = fsio.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            present = [c for c in columns if c in parquet.schema_arrow.names]
-            bounds = np.cumsum(
-                [0]
-                + [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-            )
-            rows = rows[rows < bounds[-1]]  # a position past the end (a stale hint) has no row
-            groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
-            table = parquet.read_row_groups(groups, columns=present)
+        try:
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                present = [c for c in columns if c in parquet.schema_arrow.names]
+                bounds = np.cumsum(
+                    [0]
+                    + [
+                        parquet.metadata.row_group(i).num_rows
+                        for i in range(parquet.num_row_groups)
+                    ]
+                )
+                rows = rows[rows < bounds[-1]]  # a position past the end (a stale hint): no row
+                groups = sorted({int(g) for g in np.searchsorted(bounds, rows, side="right") - 1})
+                table = parquet.read_row_groups(groups, columns=present)
+        except READ_ERRORS as exc:
+            raise UnreadableFileError(url, exc) from exc
         offsets = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups] or [[]])
         table = table.take(pa.array(np.searchsorted(offsets, rows), pa.int64()))
         for name in columns:
@@ -173,11 +213,25 @@ class PoolTable:
             found.update(self.lookup(None, shard, missing, columns))
         return found
 
-    def map_shards(self, fn: Callable[[str], T], shards: Sequence[str] | None = None) -> list[T]:
-        """`fn(shard)` for every shard (default: the pool's), in shard order, on a thread pool."""
+    def map_shards(
+        self, fn: Callable[[str], T], shards: Sequence[str] | None = None
+    ) -> dict[str, T]:
+        """`fn(shard)` for every shard (default: the pool's) on a thread pool, by shard in shard
+        order; a shard with an unreadable file is left out and noted (see `unreadable`)."""
         shards = self.shards if shards is None else shards
+
+        def attempt(shard: str) -> tuple[str, T | UnreadableFileError]:
+            try:
+                return shard, fn(shard)
+            except UnreadableFileError as error:
+                self.note_unreadable(shard, error)
+                return shard, error
+
         with ThreadPoolExecutor(self.threads) as pool:
-            return list(pool.map(fn, shards))
+            results = list(pool.map(attempt, shards))
+        return {
+            shard: value for shard, value in results if not isinstance(value, UnreadableFileError)
+        }
 
     def sample_cards(
         self,
@@ -193,10 +247,13 @@ class PoolTable:
         by_shard: dict[str, list[str]] = {}
         for shard, uid in refs:
             by_shard.setdefault(shard, []).append(uid)
-        found = {
-            shard: self._rows_by_uid(shard, uids, row_hints or {})
-            for shard, uids in by_shard.items()
-        }
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for shard, uids in by_shard.items():
+            try:
+                found[shard] = self._rows_by_uid(shard, uids, row_hints or {})
+            except UnreadableFileError as error:  # the cards show no text and no image
+                self.note_unreadable(shard, error)
+                found[shard] = {}
         cards = []
         for shard, uid in refs:
             row = found[shard].get(uid, {})

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from curation import fsio
 from curation.dashboard.layout import missing
-from curation.dashboard.pool import PoolTable
+from curation.dashboard.pool import PoolTable, UnreadableFileError
 from curation.dashboard.stage_stats import StageStats
 
 BINS = 50
@@ -19,11 +19,14 @@ THRESHOLDS_RECORD = "thresholds.json"  # written by curation/stages/score.py
 
 
 def score_column(pool: PoolTable) -> str | None:
-    shards = pool.stage_shards("score")
-    if not shards:
-        return None
-    names = pool.schema(pool.curation_url("score", shards[0])).names
-    return next((n for n in names if n.startswith("clip_score_")), None)
+    for shard in pool.stage_shards("score"):  # the first shard whose file can be read
+        try:
+            names = pool.schema(pool.curation_url("score", shard)).names
+        except UnreadableFileError as error:
+            pool.note_unreadable(shard, error)
+            continue
+        return next((n for n in names if n.startswith("clip_score_")), None)
+    return None
 
 
 def score_rule(pool: PoolTable) -> dict[str, Any]:
@@ -48,7 +51,8 @@ def _build(pool: PoolTable, stats: StageStats, column: str) -> dict[str, Any]:
         keep = pc.fill_null(table.column("keep_score"), False).to_numpy(zero_copy_only=False)
         return scores, keep
 
-    parts = pool.map_shards(read, shards)
+    by_shard = pool.map_shards(read, shards)
+    shards, parts = list(by_shard), list(by_shard.values())
     valid = [s[np.isfinite(s)] for s, _ in parts]
     every = np.concatenate(valid) if valid else np.zeros(0, np.float32)
     if not len(every):

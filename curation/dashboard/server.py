@@ -1,7 +1,9 @@
 """A small HTTP server for the dashboard: JSON under /api/, the static front end, pool images.
 
 Stdlib only (ThreadingHTTPServer): the pages are a static HTML/JS app with hand-drawn SVG charts,
-so there is nothing to fetch from a CDN and nothing to install. It binds loopback addresses only.
+so there is nothing to fetch from a CDN and nothing to install. It binds loopback addresses only,
+and answers only requests whose Host header names the bound address or `localhost`: otherwise a
+web page could point a name of its own at 127.0.0.1 (DNS rebinding) and read this login-less API.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def check_loopback(host: str) -> None:
         )
 
 
+def host_name(header: str | None) -> str | None:
+    """The host of a Host header, without its port and IPv6 brackets, lower-cased."""
+    if not header:
+        return None
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else None
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 def to_json(payload: Any) -> bytes:
     """JSON with NaN/inf as null (JSON has no NaN; browsers reject it)."""
     return json.dumps(_finite(payload), allow_nan=False, default=_default).encode()
@@ -79,15 +91,15 @@ def _default(value: Any) -> Any:
 def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
     files = static_files()
     pages = {
-        "/api/overview": lambda q: dashboard.overview(),
-        "/api/crawl": lambda q: dashboard.crawl(),
-        "/api/metaclip": lambda q: dashboard.metaclip(),
-        "/api/metaclip/search": lambda q: dashboard.metaclip_search(q.get("q", "")),
-        "/api/score": lambda q: dashboard.score(),
-        "/api/neardup": lambda q: dashboard.neardup(),
-        "/api/training": lambda q: dashboard.training_page(),
-        "/api/samples": lambda q: dashboard.samples(
-            q.get("decision", "all"), int(q.get("page", 0)), int(q.get("size", 24))
+        "/api/overview": lambda q: dashboard.page("overview"),
+        "/api/crawl": lambda q: dashboard.page("crawl"),
+        "/api/metaclip": lambda q: dashboard.page("metaclip"),
+        "/api/metaclip/search": lambda q: dashboard.page("metaclip_search", q.get("q", "")),
+        "/api/score": lambda q: dashboard.page("score"),
+        "/api/neardup": lambda q: dashboard.page("neardup"),
+        "/api/training": lambda q: dashboard.page("training_page", q.get("run") or None),
+        "/api/samples": lambda q: dashboard.page(
+            "samples", q.get("decision", "all"), int(q.get("page", 0)), int(q.get("size", 24))
         ),
     }
 
@@ -95,6 +107,9 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         server_version = "curation-dashboard"
 
         def do_GET(self) -> None:
+            if host_name(self.headers.get("Host")) not in self.server.allowed_hosts:
+                self._error(HTTPStatus.FORBIDDEN, "this dashboard answers only its own address")
+                return
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
@@ -148,4 +163,5 @@ def make_server(
     server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
     server = server_class((host, port), make_handler(dashboard))
     server.daemon_threads = True
+    server.allowed_hosts = {"localhost", host.lower(), server.server_address[0]}
     return server

@@ -1,7 +1,10 @@
 """The Training page: loss curves per term and phase, learning rate, t and b, eval metrics.
 
-Reads the trainer's `RUN/train/metrics.jsonl` (one JSON object per logged step, see
-training/metrics_log.py) and `RUN/eval/*.json`. The log is re-read when it grows, so the page
+A run folder may hold several training runs: `make demo` trains `train_round0/` and then `train/`.
+Each has the trainer's `metrics.jsonl` (one JSON object per logged step, see
+training/metrics_log.py) and the reports `python -m training eval --ckpt RUN/train…` writes to
+`eval/step_NNNNNNNN.json`. The page draws one run's curves (`train` unless asked for another) and
+the evaluation results of every run side by side. A log is re-read when it grows, so the page
 follows a run in progress.
 """
 
@@ -13,10 +16,10 @@ import threading
 from typing import Any
 
 from curation import fsio
-from curation.dashboard.layout import RunLayout, missing
+from curation.dashboard.layout import EVAL_DIR, METRICS_FILE, missing
 
 MAX_POINTS = 1000
-METRICS_FILE = "metrics.jsonl"
+DEFAULT_RUN = "train"
 # The trainer's loss terms (training/objectives.py): the total, phase 1's sigmoid and LocCa, and
 # phase 2's SILC, TIPS, KoLeo and Gram.
 LOSS_TERMS = ("loss", "sigmoid", "locca", "silc", "tips", "koleo", "gram")
@@ -33,9 +36,12 @@ OTHER = "Throughput and other"
 
 
 class TrainingLog:
-    def __init__(self, layout: RunLayout):
-        self.url = fsio.join(layout.train, METRICS_FILE)
-        self.eval_dir = layout.eval
+    """One training run folder: its metrics log and its evaluation reports."""
+
+    def __init__(self, folder: str):
+        self.name = folder.rstrip("/").rsplit("/", 1)[-1]
+        self.url = fsio.join(folder, METRICS_FILE)
+        self.eval_dir = fsio.join(folder, EVAL_DIR)
         self._lock = threading.Lock()
         self._cached: tuple[int, list[dict[str, Any]], int] | None = (
             None  # (file size, records, bad lines)
@@ -50,39 +56,52 @@ class TrainingLog:
                 self._cached = (size, *_parse(fs.cat_file(path).decode("utf-8", "replace")))
             return self._cached[1], self._cached[2]
 
-    def page(self) -> dict[str, Any]:
-        page: dict[str, Any] = {"evals": self.eval_results(), "missing": []}
+    def curves(self) -> dict[str, Any]:
+        """The log's numbers for the charts; `missing` when there is no log."""
         if not fsio.exists(self.url):
-            page["missing"].append(missing("train"))
-            return page
+            return {"missing": [missing("train")]}
         records, bad_lines = self.records()
-        page.update(
-            {
-                "steps": len(records),
-                "bad_lines": bad_lines,
-                "last": records[-1] if records else None,
-                "phases": _phases(records),
-                "charts": _charts(records),
-            }
-        )
-        if not page["evals"]:
-            page["missing"].append(missing("eval"))
-        return page
+        return {
+            "steps": len(records),
+            "bad_lines": bad_lines,
+            "last": records[-1] if records else None,
+            "phases": _phases(records),
+            "charts": _charts(records),
+        }
 
     def eval_results(self) -> list[dict[str, Any]]:
+        """Every evaluation report of this run, by step (numeric leaves flattened to dotted names)."""
         fs, path = fsio.filesystem(self.eval_dir)
         if not fs.exists(path):
             return []
         results = []
         for name in sorted(p for p in fs.ls(path, detail=False) if p.endswith(".json")):
+            file = f"{self.name}/{EVAL_DIR}/{name.rsplit('/', 1)[-1]}"
             try:
                 record = json.loads(fs.cat_file(name))
             except ValueError as exc:
-                results.append({"file": name.rsplit("/", 1)[-1], "error": f"not JSON: {exc}"})
+                results.append({"run": self.name, "file": file, "error": f"not JSON: {exc}"})
                 continue
             metrics = dict(_numeric_leaves(record))
-            results.append({"file": name.rsplit("/", 1)[-1], "metrics": metrics})
+            results.append({"run": self.name, "file": file, "metrics": metrics})
         return results
+
+
+def training_page(logs: list[TrainingLog], run: str | None = None) -> dict[str, Any]:
+    """The curves of run `run` (default `train`, else the last run), every run's eval results."""
+    names = [log.name for log in logs]
+    if run is not None and run not in names:
+        raise KeyError(f"no training run {run!r} in this run folder (runs: {names})")
+    chosen = run or (DEFAULT_RUN if DEFAULT_RUN in names else (names[-1] if names else None))
+    page: dict[str, Any] = {"runs": names, "run": chosen, "missing": []}
+    if chosen is None:
+        page["missing"].append(missing("train"))
+    else:
+        page.update(next(log for log in logs if log.name == chosen).curves())
+    page["evals"] = [result for log in logs for result in log.eval_results()]
+    if not page["evals"]:
+        page["missing"].append(missing("eval"))
+    return page
 
 
 def _parse(text: str) -> tuple[list[dict[str, Any]], int]:

@@ -43,6 +43,13 @@ function missingNotes(list) {
                                  " — produce it with ", h("code", {}, m.command)));
 }
 
+// Files the server could not read: their shards are left out of the page's numbers.
+function unreadableNotes(list) {
+  if (!list || !list.length) return [];
+  return [h("div", {class: "missing", id: "unreadable"}, h("b", {}, `Unreadable (${list.length}, left out of the numbers): `),
+            h("ul", {}, list.map(u => h("li", {}, `shard ${u.shard}: `, h("code", {}, u.file), ` — ${u.error}`))))];
+}
+
 function imageTile(s) {
   if (s.has_image && s.key) {
     const q = new URLSearchParams({shard: s.shard, key: s.key});
@@ -175,6 +182,12 @@ function renderNeardup(d) {
 
 function renderTraining(d) {
   const out = missingNotes(d.missing);
+  if (d.runs.length > 1) {  // e.g. make demo's two rounds: train_round0/ and train/
+    const select = h("select", {id: "training-run", onchange: e => { location.hash = `#/training?run=${encodeURIComponent(e.target.value)}`; }},
+      d.runs.map(r => h("option", {value: r}, r)));
+    select.value = d.run;
+    out.push(h("div", {class: "pager"}, "Curves of: ", select));
+  }
   if (d.steps !== undefined) {
     const last = d.last || {};
     out.push(cards([["logged steps", fmt(d.steps), "steps"], ["last step", fmt(last.step), "last_step"],
@@ -183,21 +196,26 @@ function renderTraining(d) {
     const bands = d.phases.map((p, i) => ({x0: p.first_step, x1: i + 1 < d.phases.length ? d.phases[i + 1].first_step : p.last_step,
                                            label: `phase ${p.phase}`, odd: i % 2 === 1}));
     for (const c of d.charts) {
-      out.push(section(c.title, lineChart(c.series, {width: 900, height: 240, bands, xLabel: "step"})));
+      out.push(section(`${c.title} · ${d.run}`, lineChart(c.series, {width: 900, height: 240, bands, xLabel: "step"})));
     }
     if (d.bad_lines) out.push(h("p", {class: "note"}, `${d.bad_lines} unreadable log lines skipped`));
   }
   if (d.evals.length) {
-    out.push(section("Evaluation results", ...d.evals.map(e => h("div", {}, h("h3", {}, e.file),
-      e.error ? h("p", {class: "missing"}, e.error)
-              : table(["metric", "value"], Object.entries(e.metrics).map(([k, v]) => [k, fmt(v)]))))));
+    // One column per report (every run's, e.g. both demo rounds), one row per metric.
+    const good = d.evals.filter(e => !e.error);
+    const metrics = [...new Set(good.flatMap(e => Object.keys(e.metrics)))].sort();
+    out.push(section("Evaluation results",
+      ...d.evals.filter(e => e.error).map(e => h("p", {class: "missing"}, `${e.file}: ${e.error}`)),
+      good.length ? table(["metric", ...good.map(e => e.file)],
+                          metrics.map(m => [m, ...good.map(e => m in e.metrics ? fmt(e.metrics[m]) : "–")]),
+                          {id: "eval-table"}) : null));
   }
   return out;
 }
 
 async function renderSamples(d, params) {
   const out = missingNotes(d.missing);
-  if (!d.samples) return out;
+  if (!d.samples || !d.counts || (d.missing || []).length) return out;
   const go = (decision, page) => { location.hash = `#/samples?${new URLSearchParams({decision, page})}`; };
   const select = h("select", {id: "decision", onchange: e => go(e.target.value, 0)},
     [["all", Object.values(d.counts).reduce((a, b) => a + b, 0)], ["kept", d.counts.kept || 0],
@@ -209,7 +227,7 @@ async function renderSamples(d, params) {
     h("button", {id: "prev", onclick: () => go(d.decision, d.page - 1), ...(d.page <= 0 ? {disabled: ""} : {})}, "‹ prev"),
     h("span", {id: "page-info"}, `page ${fmt(d.page + 1)} of ${fmt(Math.max(d.pages, 1))} · ${fmt(d.total)} samples`),
     h("button", {id: "next", onclick: () => go(d.decision, d.page + 1), ...(d.page + 1 >= d.pages ? {disabled: ""} : {})}, "next ›"));
-  out.push(nav, h("p", {class: "note"}, "curation stages applied: " + (d.applied.join(", ") || "none")));
+  out.push(nav, h("p", {class: "note"}, "curation stages applied: " + ((d.applied || []).join(", ") || "none")));
   out.push(sampleGrid(d.samples.map(s => ({...s, kept: s.decision === "kept"})), s => {
     const score = Object.entries(s).filter(([k]) => k.startsWith("clip_score_")).map(([k, v]) => `${k.slice(11)} ${fmt(v)}`);
     return [s.decision, ...score, s.dup_cluster >= 0 && s.dup_cluster !== undefined ? `cluster ${s.dup_cluster}` : null,
@@ -234,10 +252,11 @@ async function route() {
   try {
     const api = page === "samples" ? `/api/samples?${new URLSearchParams({decision: params.get("decision") || "all",
                                                                           page: params.get("page") || 0})}`
-                                   : `/api/${page}`;
+              : page === "training" && params.get("run") ? `/api/training?${new URLSearchParams({run: params.get("run")})}`
+              : `/api/${page}`;
     const data = await getJSON(api);
     const content = await PAGES[page][1](data, params);
-    main.replaceChildren(h("h1", {}, PAGES[page][0]), ...content);
+    main.replaceChildren(h("h1", {}, PAGES[page][0]), ...unreadableNotes(data.unreadable), ...content);
     await imagesLoaded(main);
   } catch (err) {
     main.replaceChildren(h("h1", {}, PAGES[page][0]), h("div", {class: "missing"}, "Could not load this page: " + err.message));

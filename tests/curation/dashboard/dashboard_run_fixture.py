@@ -16,6 +16,9 @@ so (first failing check wins) A and D are kept, B and E fail the score, C, F and
 Entry counts before: cat 5, dog 3, red car 1, tree 1 (10 matches); after (kept by balancing:
 A, B, D, E): cat 3, dog 2, red car 1, tree 1 (7). With t = 2 the head is {cat, dog}: 80% of
 matches before, 5/7 = 71.4% after.
+
+Training: `train_round0/` (steps 0-2) and `train/` (steps 0-5), each with one evaluation report
+(eval/step_00000005.json: imagenet_like top1 0.0625 and 0.125).
 """
 
 from __future__ import annotations
@@ -308,10 +311,15 @@ def build_run(root: Path, curation_in_pool_order: bool = False) -> Path:
     train = root / "train"
     train.mkdir()
     (train / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS))
-    (root / "eval").mkdir()
-    (root / "eval" / "zeroshot.json").write_text(
-        json.dumps({"imagenet_like": {"top1": 0.125, "top5": 0.5}})
-    )
+    # Two rounds as `make demo` lays them out, each evaluated where `training eval` writes.
+    round0 = root / "train_round0"
+    round0.mkdir()
+    (round0 / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in METRICS[:3]))
+    for folder, top1 in ((round0, 0.0625), (train, 0.125)):
+        (folder / "eval").mkdir()
+        (folder / "eval" / "step_00000005.json").write_text(
+            json.dumps({"step": 5, "imagenet_like": {"top1": top1, "top5": 0.5}})
+        )
     return root
 
 

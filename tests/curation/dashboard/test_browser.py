@@ -1,12 +1,18 @@
 """Every dashboard page in a real headless Chromium: it loads without console errors, shows the
-numbers the fixture's stats and sidecars hold, and its images load. Saves a screenshot per page
-to docs/screenshots/ (the README shows them)."""
+numbers the fixture's stats and sidecars hold, and its images load.
+
+Each test saves a screenshot of its page to a temporary folder. `make screenshots RUN=demo-run`
+sets DASHBOARD_RUN (a run folder, e.g. from `make demo`) and DASHBOARD_SCREENSHOTS=docs/screenshots:
+then `test_screenshots_of_a_run` photographs every page of that run for the README."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
+SCREENSHOTS_ENV, RUN_ENV = "DASHBOARD_SCREENSHOTS", "DASHBOARD_RUN"
 VIEWPORT = {"width": 1000, "height": 700}
 
 pytestmark = pytest.mark.skipif(
@@ -38,14 +44,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def base_url(synthetic_run):
-    server = make_server(Dashboard(str(synthetic_run)), "127.0.0.1", 0)
+@contextlib.contextmanager
+def serving(run: Path) -> Iterator[str]:
+    server = make_server(Dashboard(str(run)), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def base_url(synthetic_run):
+    with serving(synthetic_run) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """docs/screenshots/ only when `make screenshots` asks; else a temporary folder."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +83,9 @@ def browser():
 class PageVisit:
     """A browser tab that records console errors and refuses every request off 127.0.0.1."""
 
-    def __init__(self, browser, base_url: str):
+    def __init__(self, browser, base_url: str, screenshots: Path):
         self.base_url = base_url
+        self.screenshots = screenshots
         self.context = browser.new_context(viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -105,7 +127,7 @@ class PageVisit:
         assert self.errors == [], f"console errors: {self.errors}"
         assert self.refused == [], f"requests off 127.0.0.1: {self.refused}"
         self.page.evaluate("window.scrollTo(0, 0)")
-        save_screenshot(self.page.screenshot(), SCREENSHOTS / f"{screenshot}.png")
+        save_screenshot(self.page.screenshot(), self.screenshots / f"{screenshot}.png")
         self.context.close()
 
 
@@ -128,8 +150,8 @@ def save_screenshot(png: bytes, path: Path) -> None:
 
 
 @pytest.fixture()
-def visit(browser, base_url):
-    return PageVisit(browser, base_url)
+def visit(browser, base_url, screenshots):
+    return PageVisit(browser, base_url, screenshots)
 
 
 def stage_row(visit: PageVisit, stage: str) -> list[str]:
@@ -295,7 +317,24 @@ def test_training_shows_curves_phases_and_eval_results(visit):
         "section:has(h2:text('Loss terms')) rect.band", "rs => rs.map(r => r.width.baseVal.value)"
     )
     assert len(bands) == 2 and abs(bands[0] / bands[1] - 1.5) < 0.01
-    assert "imagenet_like.top1" in text and "0.125" in text
+    # Both rounds' reports, from where `training eval` writes them, side by side.
+    header = visit.page.eval_on_selector_all("#eval-table th", "ths => ths.map(t => t.innerText)")
+    assert header == [
+        "metric",
+        "train/eval/step_00000005.json",
+        "train_round0/eval/step_00000005.json",
+    ]
+    row = visit.page.eval_on_selector(
+        "#eval-table",
+        "t => [...[...t.rows].find(r => r.cells[0].innerText === 'imagenet_like.top1').cells]"
+        ".map(c => c.innerText)",
+    )
+    assert row == ["imagenet_like.top1", "0.125", "0.0625"]
+    assert "Missing" not in text
+    visit.page.select_option("#training-run", "train_round0")
+    visit.page.wait_for_function("document.body.dataset.route === '#/training?run=train_round0'")
+    assert visit.stat("steps") == "3"
+    visit.open("training")
     visit.finish("training")
 
 
@@ -321,3 +360,47 @@ def test_sample_browser_filters_by_decision_and_shows_images(visit):
     assert "score: not kept" in visit.text() and "sample E" in visit.text()
     visit.open("samples")
     visit.finish("samples")
+
+
+def test_every_page_of_a_run_with_only_candidates_says_what_is_missing(browser, tmp_path):
+    stats = tmp_path / "candidates" / "_stats" / "extract"
+    stats.mkdir(parents=True)
+    (stats / "00000.json").write_text(
+        '{"stage": "extract", "shard": "00000", "rows_in": 5, "rows_out": 4}'
+    )
+    with serving(tmp_path) as url:
+        visit = PageVisit(browser, url, tmp_path / "screenshots")
+        for page in ("crawl", "metaclip", "score", "neardup", "training", "samples"):
+            visit.open(page)
+            notes = visit.page.eval_on_selector_all(
+                "main .missing", "ms => ms.map(m => m.innerText)"
+            )
+            assert notes and all(n.startswith("Missing: ") for n in notes), (page, notes)
+            assert visit.errors == [], (page, visit.errors)
+        visit.finish("candidates-only")
+
+
+def test_a_corrupt_shard_is_named_on_the_page(browser, synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    sidecar = run / "pool" / "00001.parquet"
+    sidecar.write_bytes(sidecar.read_bytes()[:-100])
+    with serving(run) as url:
+        visit = PageVisit(browser, url, tmp_path / "screenshots")
+        visit.open("crawl")
+        assert str(sidecar) in visit.page.inner_text("#unreadable")
+        visit.open("samples")
+        assert str(sidecar) in visit.page.inner_text("#unreadable")
+        assert visit.images_loaded() == 4  # shard 00000's downloaded samples
+        visit.finish("corrupt-shard")
+
+
+@pytest.mark.skipif(not os.environ.get(RUN_ENV), reason=f"{RUN_ENV} names no run folder")
+def test_screenshots_of_a_run(browser, screenshots):
+    """`make screenshots RUN=demo-run`: every page of a real run, for the README."""
+    with serving(Path(os.environ[RUN_ENV])) as url:
+        for page in ("overview", "crawl", "metaclip", "score", "neardup", "training", "samples"):
+            visit = PageVisit(browser, url, screenshots)
+            visit.open(page)
+            visit.images_loaded()
+            visit.finish(page)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
+import shutil
 import tarfile
 import threading
 import urllib.error
@@ -13,9 +15,8 @@ import pytest
 from dashboard_run_fixture import build_run
 
 from curation.dashboard.app import Dashboard
-from curation.dashboard.layout import RunLayout
 from curation.dashboard.server import check_loopback, make_server, to_json
-from curation.dashboard.training import TrainingLog
+from curation.dashboard.training import TrainingLog, training_page
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +121,11 @@ def test_training_log_skips_a_cut_line_and_follows_a_growing_file(tmp_path):
     train.mkdir()
     log = train / "metrics.jsonl"
     log.write_text('{"step": 1, "loss": 2.0, "phase": 1}\n{"step": 2, "lo')
-    reader = TrainingLog(RunLayout(str(tmp_path)))
-    page = reader.page()
+    reader = TrainingLog(str(train))
+    page = training_page([reader])
     assert (page["steps"], page["bad_lines"]) == (1, 1)
     log.write_text('{"step": 1, "loss": 2.0, "phase": 1}\n{"step": 2, "loss": 1.5, "phase": 2}\n')
-    page = reader.page()
+    page = training_page([reader])
     assert page["steps"] == 2 and page["phases"][1] == {"phase": 2, "first_step": 2, "last_step": 2}
     assert page["charts"][0]["series"]["loss"] == [[1, 2.0], [2, 1.5]]
     assert [m["part"] for m in page["missing"]] == ["eval"]
@@ -223,3 +224,111 @@ def test_reads_a_run_on_s3(synthetic_run, s3_bucket):
     assert remote.decision_index().totals()["kept"] == 2
     data, _ = remote.image("00001", "000010000")
     assert io.BytesIO(data).read(2) == b"\xff\xd8"
+
+
+@pytest.fixture()
+def served(request):
+    """A server on 127.0.0.1 for the run folder `request.param`-style factory: served(run) → base."""
+    servers = []
+
+    def serve(run) -> str:
+        server = make_server(Dashboard(str(run)), "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def get(address: str, path: str, host: str | None = None) -> tuple[int, dict]:
+    """GET over a plain connection to `address`, with `host` as the Host header (default: address)."""
+    connection = http.client.HTTPConnection(address, timeout=30)
+    connection.putrequest("GET", path, skip_host=True)
+    connection.putheader("Host", address if host is None else host)
+    connection.endheaders()
+    response = connection.getresponse()
+    body = (
+        json.loads(response.read() or b"{}")
+        if "json" in (response.getheader("Content-Type") or "")
+        else {}
+    )
+    connection.close()
+    return response.status, body
+
+
+def test_requests_naming_another_host_are_refused(synthetic_run, served):
+    """DNS rebinding: a page on evil.example resolves its name to 127.0.0.1 and calls the API."""
+    address = served(synthetic_run)
+    port = address.rsplit(":", 1)[1]
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", ""):
+        status, body = get(address, "/api/overview", host)
+        assert status == 403, host
+        assert "stages" not in body
+    for host in (address, f"localhost:{port}", "localhost", "LOCALHOST:" + port):
+        assert get(address, "/api/overview", host)[0] == 200, host
+
+
+PAGES = ("overview", "crawl", "metaclip", "score", "neardup", "training", "samples")
+
+
+def test_a_corrupt_pool_shard_is_named_and_left_out_of_every_page(synthetic_run, tmp_path, served):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    sidecar = run / "pool" / "00001.parquet"
+    sidecar.write_bytes(sidecar.read_bytes()[:-100])  # the Parquet footer is gone
+    address = served(run)
+    # The overview reads only stats records: it lists the file once another page has found it.
+    for page in (*PAGES[1:], PAGES[0]):
+        status, body = get(address, f"/api/{page}")
+        assert status == 200, (page, body)
+        assert [(u["shard"], u["file"]) for u in body["unreadable"]] == [("00001", str(sidecar))]
+    assert get(address, "/api/crawl")[1]["rows"] == 6  # shard 00000's six URLs only
+    samples = get(address, "/api/samples")[1]
+    assert samples["total"] == 6 and {s["shard"] for s in samples["samples"]} == {"00000"}
+
+
+def test_a_corrupt_curation_file_is_named_too(synthetic_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "pool" / "curation" / "score" / "00000.parquet").write_bytes(b"PAR1 not really")
+    dashboard = Dashboard(str(run))
+    page = dashboard.page("score")
+    assert page["rows"] == 3  # the 3 rows of shard 00001's score file
+    assert [u["shard"] for u in page["unreadable"]] == ["00000"]
+
+
+def test_training_page_reads_both_demo_rounds_where_training_eval_writes(synthetic_run):
+    dashboard = Dashboard(str(synthetic_run))
+    page = dashboard.training_page()
+    assert page["runs"] == ["train", "train_round0"] and page["run"] == "train"
+    assert page["missing"] == [] and page["steps"] == 6
+    assert [(e["file"], e["metrics"]["imagenet_like.top1"]) for e in page["evals"]] == [
+        ("train/eval/step_00000005.json", 0.125),
+        ("train_round0/eval/step_00000005.json", 0.0625),
+    ]
+    round0 = dashboard.training_page("train_round0")
+    assert round0["run"] == "train_round0" and round0["steps"] == 3
+    with pytest.raises(KeyError):
+        dashboard.training_page("train_shards")
+
+
+def test_a_run_with_only_candidates_names_what_every_page_misses(tmp_path):
+    stats = tmp_path / "candidates" / "_stats" / "extract"
+    stats.mkdir(parents=True)
+    (stats / "00000.json").write_text(
+        json.dumps({"stage": "extract", "shard": "00000", "rows_in": 5, "rows_out": 4})
+    )
+    dashboard = Dashboard(str(tmp_path))
+    assert dashboard.overview()["missing"] == []
+    for page, part in (
+        ("crawl", "pool"),
+        ("metaclip", "balance"),
+        ("score", "score"),
+        ("neardup", "neardup"),
+        ("training_page", "train"),
+        ("samples", "pool"),
+    ):
+        assert dashboard.page(page)["missing"][0]["part"] == part, page
