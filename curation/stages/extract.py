@@ -7,6 +7,11 @@ Shard ids are the file's index in the input list ("00000", "00001", ...). The li
 OUT/_inputs/extract.json, so a re-run (after a crash, or with another --max-files) maps every file
 to the same shard; a re-run whose list is not a prefix of the saved one (or the other way round) is
 refused rather than silently mixing two extractions in one folder.
+
+Bad input: a damaged record is skipped and counted (the file's good records are kept, and the
+report names the file); a file with no readable record at all fails its shard into
+OUT/_errors/extract/, so a re-run retries it; a page is cut before parsing at 1 MiB and at a
+nesting depth the parser cannot afford (curation/cc/html_limits.py), and counted.
 """
 
 from __future__ import annotations
