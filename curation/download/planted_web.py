@@ -53,6 +53,7 @@ class PlantedWeb:
         self.host = host
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request, in `requests` order
         self.peak_concurrency: Counter = Counter()  # per path
         self.peak_total_concurrency = 0
         self._active_total = 0
@@ -85,6 +86,7 @@ class PlantedWeb:
     def _enter(self, path: str) -> int:
         with self._lock:
             self.requests.append(path)
+            self.arrivals.append(time.monotonic())
             self._active[path] += 1
             self.peak_concurrency[path] = max(self.peak_concurrency[path], self._active[path])
             self._active_total += 1

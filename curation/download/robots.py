@@ -94,7 +94,8 @@ class RobotsCache:
         """None if robots.txt of `origin` ("scheme://host:port") lets us fetch `url`."""
         return self.rules_for(origin).refusal(url, self.user_agent_token)
 
-    def rules_for(self, origin: str) -> RobotsRules:
+    def rules_for(self, origin: str, fetch_rules: RobotsFetch | None = None) -> RobotsRules:
+        """The rules of `origin`; on a miss, fetched with `fetch_rules` (default: the cache's)."""
         cached = self._cached(origin)
         if cached is not None:
             return cached
@@ -104,7 +105,7 @@ class RobotsCache:
             cached = self._cached(origin)
             if cached is None:
                 self.fetches += 1
-                cached = self._fetch_rules(origin + "/robots.txt")
+                cached = (fetch_rules or self._fetch_rules)(origin + "/robots.txt")
                 with self._lock:
                     self._rules[origin] = (cached, time.monotonic() + self.ttl_s)
         return cached
