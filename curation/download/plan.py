@@ -6,7 +6,9 @@ Two passes through the runner, each resumable; no process ever holds every URL:
    (B = `--plan-buckets`), written to POOL/_plan/partitions/BUCKET/FILE.parquet. A file that
    cannot be read (a broken Parquet footer, a missing column) fails its task alone: it is reported
    in POOL/_errors/download_partition/ with its path and the cause, and the rest is planned and
-   downloaded.
+   downloaded. The readable inputs are then fixed (POOL/_plan/readable_inputs.json): a re-run
+   retries the unreadable ones, and if one reads now, it refuses (that file needs a new pool, as
+   planning it would move rows between shards that may be downloaded already).
 2. `download_plan`, one task per bucket: the bucket's rows sorted by (host, url, uid); a host with
    n rows is cut into k = ceil(n / samples_per_shard) sub-partitions of near-equal, contiguous
    runs; the sub-partitions are packed in that order into shards of at most samples_per_shard

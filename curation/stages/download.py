@@ -31,6 +31,7 @@ from curation.download.plan import (
     DEFAULT_PLAN_BUCKETS,
     MAX_SAMPLES_PER_SHARD,
     PARTITION_STAGE,
+    PLAN_DIR,
     PLAN_STAGE,
     PartitionByHost,
     PlanSettings,
@@ -60,7 +61,14 @@ from curation.download.shard_writer import (
     spool_existing_images,
     write_pool_shard,
 )
-from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
+from curation.runner import (
+    ShardContext,
+    ShardTask,
+    StageReport,
+    completed_shards,
+    marker_url,
+    run_stage,
+)
 from curation.stages.common import (
     ConfigError,
     RunOptions,
@@ -70,6 +78,7 @@ from curation.stages.common import (
 from curation.stats import stats_dir
 
 STAGE = "download"
+PLANNED_INPUTS = "readable_inputs.json"  # under PLAN_DIR
 RETRY_STAGE = "download-retry"
 
 
@@ -281,16 +290,26 @@ def plan_settings(config: DownloadConfig) -> PlanSettings:
     return saved
 
 
-def check_buckets_unchanged(pool: str, tasks: list[ShardTask]) -> None:
-    """A bucket planned before an input became readable would silently leave that input out."""
-    for task in tasks:
-        marker = marker_url(pool, PLAN_STAGE, task.shard_id)
-        if fsio.exists(marker) and tuple(fsio.read_json(marker)["inputs"]) != task.inputs:
-            raise fsio.PlanMismatchError(
-                f"{pool}: an input that could not be read when this pool was planned reads now "
-                f"(bucket {task.shard_id}); download it into a new --out, or delete {pool} to "
-                "plan again"
-            )
+def fix_planned_inputs(pool: str, settings: PlanSettings) -> None:
+    """Record which inputs pass 1 could read when the shards are first planned; refuse a re-run in
+    which another one reads (a repaired file): planning it now would move rows between shards
+    that may be downloaded already, so it belongs in a new pool."""
+    done = completed_shards(pool, PARTITION_STAGE)
+    readable = [
+        url
+        for task, url in zip(partition_tasks(settings), settings.inputs)
+        if task.shard_id in done
+    ]
+    record_url = fsio.join(pool, PLAN_DIR, PLANNED_INPUTS)
+    if not fsio.exists(record_url):
+        fsio.write_json(record_url, readable)
+        return
+    newly_readable = sorted(set(readable) - set(fsio.read_json(record_url, expect=list)))
+    if newly_readable:
+        raise fsio.PlanMismatchError(
+            f"{newly_readable[0]} could not be read when this pool was planned and reads now; "
+            f"download it into a new --out (or delete {pool} to plan everything again)"
+        )
 
 
 def run(config: DownloadConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
@@ -310,8 +329,8 @@ def run(config: DownloadConfig, options: RunOptions = RunOptions()) -> list[Stag
             **passes,
         )
     ]
+    fix_planned_inputs(pool, settings)
     buckets = bucket_tasks(pool)
-    check_buckets_unchanged(pool, buckets)
     reports.append(
         run_stage(PLAN_STAGE, PlanShards(settings.samples_per_shard), buckets, pool, **passes)
     )

@@ -539,3 +539,35 @@ def test_per_host_limits_hold_across_two_download_processes(tmp_path_factory, ra
     assert load["peak_requests_per_s"] <= rate + 2, load
     assert two_second["peak_requests_per_s"] <= 2 * rate + 2, two_second
     assert elapsed >= (12 + 2) / rate - 1.0
+
+
+def test_bad_settings_fail_fast_with_a_config_error(tmp_path):
+    from curation.stages.common import ConfigError
+
+    pool = tmp_path / "pool"
+    with pytest.raises(ConfigError, match="samples-per-shard"):
+        fast_config(pool, samples_per_shard=20_000)
+    with pytest.raises(ConfigError):
+        fast_config(pool, allow_networks=("not-a-cidr",))
+    with pytest.raises(ConfigError, match="connections"):
+        fast_config(pool, per_host_connections=0)
+    with pytest.raises(ConfigError, match="no candidate Parquet"):
+        download.run(fast_config(pool, [tmp_path / "nothing-*.parquet"]), QUIET_LOCAL)
+    with pytest.raises(ConfigError, match="no download plan"):
+        download.run(fast_config(pool), QUIET_LOCAL)
+
+
+def test_a_pool_refuses_to_quietly_leave_out_an_input_that_reads_after_planning(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/p{i}.jpg", Route(jpeg(40, 40, 30 * i))) for i in range(2)]
+        first = write_candidates(tmp_path / "dedup" / "00000.parquet", urls[:1])
+        later = write_candidates(tmp_path / "dedup" / "00001.parquet", urls[1:])
+        intact = later.read_bytes()
+        later.write_bytes(intact[:-8])
+        config = fast_config(tmp_path / "pool", [first.parent])
+        assert not download.run(config, QUIET_LOCAL)[0].ok
+        later.write_bytes(intact)  # repaired: planning it now would change the planned shards
+        with pytest.raises(
+            fsio.PlanMismatchError, match="could not be read when this pool was planned"
+        ):
+            download.run(config, QUIET_LOCAL)
