@@ -52,7 +52,7 @@ def test_request_starts_are_spaced_by_the_host_interval(limits, parts, crawl_del
     assert gate.interval_s("h", crawl_delay_s) == pytest.approx(interval)
     starts, _ = starts_through(gate, "h", 5, hold_s=0.0, crawl_delay_s=crawl_delay_s)
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
-    assert min(gaps) >= interval - 0.005, gaps
+    assert min(gaps) >= interval - 0.03, gaps
 
 
 def test_no_limit_means_no_waiting_and_bad_limits_are_refused():
