@@ -114,7 +114,9 @@ def _deadline_tls_context() -> ssl.SSLContext:
     return _tls_context
 
 
-def _pinned_connection(destination: Destination, timeouts: Timeouts, deadline: float):
+def _pinned_connection(
+    destination: Destination, timeouts: Timeouts, deadline: float
+) -> http.client.HTTPConnection:
     def connect_to_checked_address(address, timeout, source_address=None):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
