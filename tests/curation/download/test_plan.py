@@ -1,5 +1,6 @@
 """The download plan: hosts partitioned into shards by a hash, giant hosts split into k shards."""
 
+import hashlib
 import math
 from collections import Counter
 
@@ -27,7 +28,7 @@ from curation.runner import run_stage
 
 def write_candidates(path, urls: list[str], with_texts: bool = True) -> str:
     columns = {
-        "uid": [f"{hash(u) & 0xFFFFFFFF:032x}" for u in urls],
+        "uid": [hashlib.md5(u.encode()).hexdigest() for u in urls],
         "url": urls,
         "text": [f"caption of {u}" for u in urls],
     }
