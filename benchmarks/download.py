@@ -209,7 +209,9 @@ def child_ours(args: argparse.Namespace) -> dict:
     from curation.download.fetcher import FetchConfig
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
-    from curation.stages.download import DownloadConfig, download_pool
+    from curation.stages import download
+    from curation.stages.common import RunOptions
+    from curation.stages.download import DownloadConfig
 
     started = time.perf_counter()
     # A private local cluster with exactly `processes` CPUs (never join another session's cluster).
@@ -218,22 +220,19 @@ def child_ours(args: argparse.Namespace) -> dict:
     )
     ray_start_s = time.perf_counter() - started
     config = DownloadConfig(
-        FetchConfig(
+        out=args.out,
+        inputs=(args.candidates,),
+        fetch=FetchConfig(
             user_agent_token=args.agent,
             allow_networks=(args.allow,),
             timeouts=Timeouts(connect_s=5.0, read_s=args.timeout, total_s=3 * args.timeout),
         ),
-        ImageOptions(args.image_size, "keep_ratio_largest", jpeg_quality=95),
+        image=ImageOptions(args.image_size, "keep_ratio_largest", jpeg_quality=95),
         threads=args.threads,
+        samples_per_shard=args.samples_per_shard,
     )
     started = time.perf_counter()
-    reports = download_pool(
-        [args.candidates],
-        args.out,
-        config,
-        samples_per_shard=args.samples_per_shard,
-        progress=False,
-    )
+    reports = download.run(config, RunOptions(progress=False))
     wall = time.perf_counter() - started
     if not all(report.ok for report in reports):
         raise RuntimeError("\n".join(report.describe() for report in reports))

@@ -2,7 +2,8 @@
 
 Per attempt: parse the URL; resolve the host (cached) and refuse addresses the policy forbids;
 consult robots.txt (cached per host); send the request on a connection to the checked address,
-holding one of the host's connection slots; follow redirects ourselves (limit, loop detection,
+holding one of the host's connection slots and keeping its minimum interval (`HostGate`, from
+--per-host-connections, --per-host-rate and the host's Crawl-delay); follow redirects ourselves (limit, loop detection,
 every hop re-checked); refuse X-Robots-Tag opt-outs from the headers, before the body; read the
 body under a byte limit, aborting early if its first bytes are not an image. Transient failures
 (timeouts, dropped connections, 429, 5xx) are retried with exponential backoff and jitter,
@@ -11,12 +12,10 @@ honouring Retry-After.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from curation.download.address_policy import AddressPolicy
@@ -28,6 +27,7 @@ from curation.download.http_exchange import (
     Timeouts,
     send_request,
 )
+from curation.download.politeness import HostGate, HostLimits
 from curation.download.reasons import (
     BAD_URL,
     FORBIDDEN_ADDRESS,
@@ -65,8 +65,13 @@ class FetchConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     per_host_connections: int = 16
+    per_host_requests_per_s: float = 0.0  # 0: only robots.txt's Crawl-delay paces a host
     respect_robots_txt: bool = True
     opt_out_directives: frozenset[str] = DEFAULT_OPT_OUT_DIRECTIVES
+
+    @property
+    def host_limits(self) -> HostLimits:
+        return HostLimits(self.per_host_connections, self.per_host_requests_per_s)
 
     @property
     def user_agent(self) -> str:
@@ -84,22 +89,6 @@ class FetchResult:
     attempts: int
     redirects: int
     retried_reasons: list[str] = field(default_factory=list)  # transient failures overcome
-
-
-class HostSlots:
-    """At most `limit` simultaneous requests per host name, across all worker threads."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._semaphores: dict[str, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, host: str) -> Iterator[None]:
-        with self._lock:
-            semaphore = self._semaphores.setdefault(host, threading.BoundedSemaphore(self.limit))
-        with semaphore:
-            yield
 
 
 def parse_url(url: str) -> urllib.parse.SplitResult:
@@ -138,25 +127,31 @@ def retry_after_seconds(response: Response) -> float | None:
 
 
 class Fetcher:
-    """Thread-safe: one instance serves all worker threads of a process."""
+    """Thread-safe: one instance serves all worker threads of a process, and its DNS, robots.txt
+    and keep-alive caches outlive a task. Politeness belongs to the task that owns the hosts: pass
+    its `HostGate` to `fetch` (without one, the fetcher's own gate applies the configured limits)."""
 
     def __init__(self, config: FetchConfig, *, dns: DnsCache | None = None, seed: int = 0):
         self.config = config
         self.policy = AddressPolicy.from_cidrs(config.allow_networks)
         self.dns = dns or DnsCache()
-        self.robots = RobotsCache(self._fetch_robots_rules, config.user_agent_token)
-        self.host_slots = HostSlots(config.per_host_connections)
+        self.robots = RobotsCache(
+            lambda robots_url: self._fetch_robots_rules(robots_url, self.gate),
+            config.user_agent_token,
+        )
+        self.gate = HostGate(config.host_limits)
         self.connections = ConnectionPool()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.request_headers = {"User-Agent": config.user_agent, "Accept": "image/*,*/*;q=0.5"}
 
-    def fetch(self, url: str) -> FetchResult:
+    def fetch(self, url: str, gate: HostGate | None = None) -> FetchResult:
         """The image bytes behind `url`; raises DownloadFailure with the reason otherwise."""
+        gate = gate or self.gate
         retried: list[str] = []
         while True:
             try:
-                result = self._fetch_following_redirects(url, for_image=True)
+                result = self._fetch_following_redirects(url, gate, for_image=True)
                 result.attempts, result.retried_reasons = len(retried) + 1, retried
                 return result
             except DownloadFailure as failure:
@@ -198,17 +193,26 @@ class Fetcher:
             path,
         ), parts
 
-    def _fetch_following_redirects(self, url: str, *, for_image: bool) -> FetchResult:
-        deadline = time.monotonic() + self.config.timeouts.total_s
+    def _fetch_following_redirects(
+        self, url: str, gate: HostGate, *, for_image: bool
+    ) -> FetchResult:
         seen = {url}
         current = url
         for hop in range(self.config.max_redirects + 1):
             destination, parts = self.destination(current)
+            crawl_delay_s = 0.0
             if for_image and self.config.respect_robots_txt:
-                refusal = self.robots.refusal(origin_of(parts), current)
+                rules = self.robots.rules_for(
+                    origin_of(parts), lambda robots_url: self._fetch_robots_rules(robots_url, gate)
+                )
+                refusal = rules.refusal(current, self.config.user_agent_token)
                 if refusal is not None:
                     raise DownloadFailure(refusal, current)
-            with self.host_slots.hold(destination.host):
+                crawl_delay_s = rules.min_interval_s(self.config.user_agent_token)
+            with gate.hold(destination.host, crawl_delay_s):
+                # The deadline starts once the gate admits us: waiting for a slot is not the
+                # server's slowness.
+                deadline = time.monotonic() + self.config.timeouts.total_s
                 response = send_request(
                     self.connections,
                     destination,
@@ -262,9 +266,9 @@ class Fetcher:
         body = response.read_body(self.config.max_bytes, inspect_head=require_image)
         return FetchResult(body, url, response.destination.host, sniffed[0], 1, hops)
 
-    def _fetch_robots_rules(self, robots_url: str) -> RobotsRules:
+    def _fetch_robots_rules(self, robots_url: str, gate: HostGate) -> RobotsRules:
         try:
-            result = self._fetch_following_redirects(robots_url, for_image=False)
+            result = self._fetch_following_redirects(robots_url, gate, for_image=False)
         except DownloadFailure as failure:  # a robots.txt we cannot read (even a forbidden hop)
             return rules_from_response(None, b"", failure)
         return rules_from_response(200, result.body, None)

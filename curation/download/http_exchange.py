@@ -3,13 +3,19 @@
 `http.client` on a socket connected to the pinned IP (TLS still verifies the host name), kept
 alive per worker thread and per destination. The response headers are available before any body
 byte is read, so opt-out headers and oversized `Content-Length` cost no transfer; the body is read
-in chunks under a byte limit, a per-read timeout and a total deadline, and the first bytes can be
-inspected (content sniffing) before the rest is fetched.
+in chunks under a byte limit, and the first bytes can be inspected (content sniffing) before the
+rest is fetched.
+
+One deadline covers the whole request (connect, TLS handshake, headers, body): the socket itself
+waits at most min(read timeout, time left) on every receive and send, so a server that trickles
+its headers or body a byte at a time (each receive returning, none timing out) is cut off at the
+deadline instead of holding a worker thread, and with it the shard, for as long as it likes.
 """
 
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import ssl
 import threading
@@ -54,24 +60,86 @@ class Destination:
         return (self.scheme, self.host, self.port, str(self.address))
 
 
+class _Deadline:
+    """Bounds every blocking call of a socket by min(read timeout, time left before the deadline).
+
+    http.client reads through a buffered file that loops on `recv_into` until it has what it asked
+    for, so a per-call socket timeout alone never fires against a server sending a byte a second.
+    """
+
+    deadline: float = math.inf
+    read_timeout: float | None = None
+
+    def arm(self, deadline: float, read_timeout: float) -> None:
+        self.deadline, self.read_timeout = deadline, read_timeout
+
+    def _wait_at_most(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("total time limit reached")
+        limit = remaining if self.read_timeout is None else min(self.read_timeout, remaining)
+        self.settimeout(None if math.isinf(limit) else limit)  # type: ignore[attr-defined]
+
+    def recv_into(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._wait_at_most()
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc]
+
+    def recv(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._wait_at_most()
+        return super().recv(*args, **kwargs)  # type: ignore[misc]
+
+    def sendall(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._wait_at_most()
+        return super().sendall(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_Deadline, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_Deadline, ssl.SSLSocket):
+    pass
+
+
+_tls_context: ssl.SSLContext | None = None
+
+
+def _deadline_tls_context() -> ssl.SSLContext:
+    """The default verifying context, making SSL sockets that keep the request's deadline."""
+    global _tls_context
+    if _tls_context is None:
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        _tls_context = context
+    return _tls_context
+
+
 def _pinned_connection(
-    destination: Destination, connect_timeout: float
+    destination: Destination, timeouts: Timeouts, deadline: float
 ) -> http.client.HTTPConnection:
     def connect_to_checked_address(address, timeout, source_address=None):
-        return socket.create_connection(
-            (str(destination.address), address[1]), connect_timeout, source_address
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("total time limit reached before connecting")
+        wait = min(timeouts.connect_s, remaining)
+        plain = socket.create_connection(
+            (str(destination.address), address[1]), wait, source_address
         )
+        sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        sock.settimeout(wait)  # bounds the TLS handshake that may follow
+        sock.arm(deadline, timeouts.connect_s)
+        return sock
 
     if destination.scheme == "https":
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
             destination.host,
             destination.port,
-            timeout=connect_timeout,
-            context=ssl.create_default_context(),
+            timeout=timeouts.connect_s,
+            context=_deadline_tls_context(),
         )
     else:
         connection = http.client.HTTPConnection(
-            destination.host, destination.port, timeout=connect_timeout
+            destination.host, destination.port, timeout=timeouts.connect_s
         )
     connection._create_connection = connect_to_checked_address  # type: ignore[attr-defined]
     return connection
@@ -107,8 +175,6 @@ class Response:
         connection: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
         pool: ConnectionPool,
-        deadline: float,
-        read_timeout: float,
     ):
         self.destination = destination
         self.status = response.status
@@ -117,8 +183,6 @@ class Response:
         self._connection = connection
         self._response = response
         self._pool = pool
-        self._deadline = deadline
-        self._read_timeout = read_timeout
 
     def header_values(self, name: str) -> list[str]:
         return self.headers.get_all(name) or []
@@ -145,7 +209,6 @@ class Response:
         head_checked = inspect_head is None
         try:
             while True:
-                self._set_read_timeout()
                 chunk = self._response.read(CHUNK_BYTES)
                 if not chunk:
                     break
@@ -178,7 +241,6 @@ class Response:
         length = self.content_length()
         if length is not None and length <= max_drain_bytes:
             try:
-                self._set_read_timeout()
                 self._response.read()
                 self.finish()
                 return
@@ -194,13 +256,6 @@ class Response:
 
     def close(self) -> None:
         self._connection.close()
-
-    def _set_read_timeout(self) -> None:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise DownloadFailure(TIMEOUT, "total time limit reached")
-        if self._connection.sock is not None:
-            self._connection.sock.settimeout(min(self._read_timeout, remaining))
 
 
 def translate_network_error(exc: BaseException) -> BaseException:
@@ -234,14 +289,11 @@ def send_request(
     for connection in ([reused] if reused is not None else []) + [None]:
         fresh = connection is None
         if fresh:
-            connection = _pinned_connection(destination, timeouts.connect_s)
+            connection = _pinned_connection(destination, timeouts, deadline)
         try:
             if connection.sock is None:
                 connection.connect()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DownloadFailure(TIMEOUT, "total time limit reached")
-            connection.sock.settimeout(min(timeouts.read_s, remaining))
+            connection.sock.arm(deadline, timeouts.read_s)
             connection.request("GET", destination.path, headers=headers)
             response = connection.getresponse()
         except BaseException as exc:  # noqa: BLE001 - hang up whatever happened; re-raised below
@@ -252,5 +304,5 @@ def send_request(
             if stale_keep_alive:
                 continue  # the server closed an idle connection; that is not the URL's fault
             raise translate_network_error(exc) from None
-        return Response(destination, connection, response, pool, deadline, timeouts.read_s)
+        return Response(destination, connection, response, pool)
     raise AssertionError("unreachable: a fresh connection either answers or raises")

@@ -40,6 +40,8 @@ class Route:
     retry_after: str | None = None
     redirect_to: str | None = None
     redirect_status: int = 302
+    trickle: str | None = None  # "headers" or "body": sent one byte per `trickle_interval_s`
+    trickle_interval_s: float = 1.0
 
 
 class PlantedWeb:
@@ -51,6 +53,7 @@ class PlantedWeb:
         self.host = host
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request, in `requests` order
         self.peak_concurrency: Counter = Counter()  # per path
         self.peak_total_concurrency = 0
         self._active_total = 0
@@ -83,6 +86,7 @@ class PlantedWeb:
     def _enter(self, path: str) -> int:
         with self._lock:
             self.requests.append(path)
+            self.arrivals.append(time.monotonic())
             self._active[path] += 1
             self.peak_concurrency[path] = max(self.peak_concurrency[path], self._active[path])
             self._active_total += 1
@@ -135,6 +139,14 @@ class PlantedWeb:
             route = Route(
                 b"", status=route.redirect_status, headers={"Location": route.redirect_to}
             )
+        if route.trickle == "headers":
+            head = (
+                f"HTTP/1.1 {route.status} OK\r\nContent-Type: {route.content_type}\r\n"
+                f"Content-Length: {len(route.body)}\r\n\r\n"
+            ).encode()
+            PlantedWeb._trickle(handler, head, route.trickle_interval_s)
+            handler.wfile.write(route.body)
+            return
         handler.send_response(route.status)
         handler.send_header("Content-Type", route.content_type)
         for name, value in route.headers.items():
@@ -153,8 +165,20 @@ class PlantedWeb:
                 piece = route.body[start : start + 16 * 1024]
                 handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             handler.wfile.write(b"0\r\n\r\n")
+        elif route.trickle == "body":
+            PlantedWeb._trickle(handler, route.body, route.trickle_interval_s)
         elif route.truncate_at is not None:
             handler.wfile.write(route.body[: route.truncate_at])
             handler.close_connection = True
         else:
             handler.wfile.write(route.body)
+
+    @staticmethod
+    def _trickle(
+        handler: http.server.BaseHTTPRequestHandler, data: bytes, interval_s: float
+    ) -> None:
+        """Send `data` a byte at a time: every read on the other side returns, none times out."""
+        for index in range(len(data)):
+            handler.wfile.write(data[index : index + 1])
+            handler.wfile.flush()
+            time.sleep(interval_s)

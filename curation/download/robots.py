@@ -1,17 +1,21 @@
 """Publishers' opt-outs: robots.txt (fetched once per host) and the X-Robots-Tag header.
 
-robots.txt follows RFC 9309: a 2xx body is parsed and honoured for our user-agent token (falling
-back to `*`); a 4xx means there are no rules; a 5xx or an unreachable server means "crawl
-nothing" for now (recorded as the transient `robots_unreachable`, so `--retry-failed` tries again).
+robots.txt follows RFC 9309: a 2xx body is parsed by Protego (Scrapy's RFC 9309 parser: the
+longest matching rule wins, an Allow wins a tie, `*` and `$` are wildcards, the groups naming our
+user-agent token replace the `*` group) and honoured for our token; a 4xx means there are no
+rules; a 5xx or an unreachable server means "crawl nothing" for now (recorded as the transient
+`robots_unreachable`, so `--retry-failed` tries again). A Crawl-delay or Request-rate for our token
+becomes the host's minimum interval between requests (see `curation.download.politeness`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import urllib.robotparser
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from protego import Protego
 
 from curation.download.reasons import ROBOTS_DISALLOWED, ROBOTS_UNREACHABLE, DownloadFailure
 
@@ -27,14 +31,12 @@ VALUED_DIRECTIVES = frozenset(
 class RobotsRules:
     """The parsed rules of one host, or a blanket verdict when there is no usable file."""
 
-    parser: urllib.robotparser.RobotFileParser | None
+    parser: Protego | None
     blanket_refusal: str | None = None  # set when the file could not be fetched (5xx, network)
 
     @classmethod
     def from_text(cls, text: str) -> RobotsRules:
-        parser = urllib.robotparser.RobotFileParser()
-        parser.parse(text.splitlines())
-        return cls(parser)
+        return cls(Protego.parse(text))
 
     @classmethod
     def allow_all(cls) -> RobotsRules:
@@ -43,9 +45,19 @@ class RobotsRules:
     def refusal(self, url: str, user_agent_token: str) -> str | None:
         if self.blanket_refusal is not None:
             return self.blanket_refusal
-        if self.parser is None or self.parser.can_fetch(user_agent_token, url):
+        if self.parser is None or self.parser.can_fetch(url, user_agent_token):
             return None
         return ROBOTS_DISALLOWED
+
+    def min_interval_s(self, user_agent_token: str) -> float:
+        """Seconds the file asks between two requests (Crawl-delay, or Request-rate n/s); 0 if none."""
+        if self.parser is None:
+            return 0.0
+        delay = self.parser.crawl_delay(user_agent_token) or 0.0
+        rate = self.parser.request_rate(user_agent_token)
+        if rate is not None and rate.requests > 0:
+            delay = max(delay, rate.seconds / rate.requests)
+        return max(0.0, float(delay))
 
 
 def rules_from_response(
@@ -82,7 +94,8 @@ class RobotsCache:
         """None if robots.txt of `origin` ("scheme://host:port") lets us fetch `url`."""
         return self.rules_for(origin).refusal(url, self.user_agent_token)
 
-    def rules_for(self, origin: str) -> RobotsRules:
+    def rules_for(self, origin: str, fetch_rules: RobotsFetch | None = None) -> RobotsRules:
+        """The rules of `origin`; on a miss, fetched with `fetch_rules` (default: the cache's)."""
         cached = self._cached(origin)
         if cached is not None:
             return cached
@@ -92,7 +105,7 @@ class RobotsCache:
             cached = self._cached(origin)
             if cached is None:
                 self.fetches += 1
-                cached = self._fetch_rules(origin + "/robots.txt")
+                cached = (fetch_rules or self._fetch_rules)(origin + "/robots.txt")
                 with self._lock:
                     self._rules[origin] = (cached, time.monotonic() + self.ttl_s)
         return cached

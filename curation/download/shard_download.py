@@ -19,6 +19,7 @@ from typing import Any
 
 from curation.download.fetcher import Fetcher
 from curation.download.imaging import ImageOptions, process_image
+from curation.download.politeness import HostGate
 from curation.download.reasons import (
     FAILED_TO_DOWNLOAD,
     FAILED_TO_RESIZE,
@@ -72,9 +73,15 @@ def host_of(url: str) -> str | None:
 
 class ShardDownloader:
     def __init__(
-        self, fetcher: Fetcher, image_options: ImageOptions, threads: int, spool: JpegSpool
+        self,
+        fetcher: Fetcher,
+        image_options: ImageOptions,
+        threads: int,
+        spool: JpegSpool,
+        gate: HostGate | None = None,
     ):
         self.fetcher = fetcher
+        self.gate = gate or fetcher.gate
         self.image_options = image_options
         self.threads = threads
         self.spool = spool
@@ -85,7 +92,7 @@ class ShardDownloader:
         host = host_of(url)
         started = time.perf_counter()
         try:
-            fetched = self.fetcher.fetch(url)
+            fetched = self.fetcher.fetch(url, self.gate)
         except DownloadFailure as failure:
             self.times.add(time.perf_counter() - started, 0.0)
             return UrlOutcome(

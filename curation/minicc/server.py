@@ -2,7 +2,11 @@
 
 Each host answers from its slice of www/routes.json (see faults.py for the route keys) and has its
 own robots.txt. The forbidden address gets a listener too, which answers anything and records it,
-so a test can prove a downloader never went there. Every request is appended to a JSONL log.
+so a test can prove a downloader never went there. Every request is appended to a JSONL log, with
+the number of requests to that host in flight when it arrived; `host_load()` gives each host's
+peak concurrency and peak requests in any one-second window, so a test can check a crawler's
+politeness where it matters, at the server. `latency_s` delays every answer (a distant host), so
+that concurrency shows.
 """
 
 from __future__ import annotations
@@ -80,6 +84,33 @@ class _HostState:
         self.robots_txt: str | None = (table or {}).get("robots_txt")
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.arrivals: list[float] = []  # time.monotonic() of every request
+
+    def arrive(self) -> int:
+        """A request arrived; returns how many (itself included) are now in flight."""
+        with self._lock:
+            self.arrivals.append(time.monotonic())
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return self.in_flight
+
+    def answering(self) -> None:
+        """The server starts answering: from here on the client is reading, not waiting."""
+        with self._lock:
+            self.in_flight -= 1
+
+    def load(self, window_s: float = 1.0) -> dict[str, Any]:
+        with self._lock:
+            arrivals = sorted(self.arrivals)
+            peak = self.peak_in_flight
+        most, first = 0, 0
+        for last, arrived in enumerate(arrivals):
+            while arrived - arrivals[first] >= window_s:
+                first += 1
+            most = max(most, last - first + 1)
+        return {"requests": len(arrivals), "peak_concurrency": peak, "peak_requests_per_s": most}
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -90,15 +121,36 @@ class _HostState:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "minicc/1.0"
     state: _HostState  # set on the per-host subclass
+    latency_s: float = 0.0  # set on the per-host subclass
+    in_flight: int = 0
+    answered: bool = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # our own JSONL log replaces stderr chatter
 
     def do_GET(self) -> None:
-        self._answer(send_body=True)
+        self._arrive_and_answer(send_body=True)
 
     def do_HEAD(self) -> None:
-        self._answer(send_body=False)
+        self._arrive_and_answer(send_body=False)
+
+    def _arrive_and_answer(self, send_body: bool) -> None:
+        # Counted in flight until the answer starts (route delays included): once the client has
+        # read it, it may send its next request while this thread still winds down, which is not
+        # concurrency it caused.
+        self.in_flight = self.state.arrive()
+        self.answered = False
+        try:
+            if self.latency_s:
+                time.sleep(self.latency_s)
+            self._answer(send_body)
+        finally:
+            self._start_answer()
+
+    def _start_answer(self) -> None:
+        if not self.answered:
+            self.answered = True
+            self.state.answering()
 
     def _record(self, status: int) -> None:
         route = self.state.routes.get(urlsplit(self.path).path, {})
@@ -113,6 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "user_agent": self.headers.get("User-Agent", ""),
                 "status": status,
                 "fault": fault,
+                "in_flight": self.in_flight,
             }
         )
 
@@ -125,6 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         send_body: bool = True,
         declared_length: int | None = None,
     ) -> None:
+        self._start_answer()
         self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -206,8 +260,15 @@ class _LoopbackHTTPServer(ThreadingHTTPServer):
 class WorldServer:
     """All the mini web's listeners. Use as a context manager, or call start() / stop()."""
 
-    def __init__(self, root: Path, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        log_path: Path | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
         self.root = Path(root)
+        self.latency_s = min(float(latency_s), MAX_DELAY_S)
         world = load_world(self.root)
         self.port = int(port if port is not None else world["port"])
         if self.port != world["port"]:
@@ -228,6 +289,11 @@ class WorldServer:
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self._log: _RequestLog | None = None
+        self._states: dict[str, _HostState] = {}
+
+    def host_load(self, window_s: float = 1.0) -> dict[str, dict[str, Any]]:
+        """Per host: requests, peak concurrency, and peak requests in any `window_s` window."""
+        return {address: state.load(window_s) for address, state in self._states.items()}
 
     def start(self) -> WorldServer:
         if self._servers:
@@ -238,10 +304,9 @@ class WorldServer:
         listeners += [(h, None) for h in self.forbidden_addresses]
         try:
             for address, table in listeners:
+                state = self._states[address] = _HostState(address, www_root, table, self._log)
                 handler = type(
-                    "HostHandler",
-                    (_Handler,),
-                    {"state": _HostState(address, www_root, table, self._log)},
+                    "HostHandler", (_Handler,), {"state": state, "latency_s": self.latency_s}
                 )
                 try:
                     server = _LoopbackHTTPServer((address, self.port), handler)
@@ -291,9 +356,11 @@ class WorldServer:
         self.stop()
 
 
-def serve_world(root: Path, port: int | None = None, log_path: Path | None = None) -> WorldServer:
+def serve_world(
+    root: Path, port: int | None = None, log_path: Path | None = None, latency_s: float = 0.0
+) -> WorldServer:
     """Start serving `root` in background threads and return the running handle.
 
     Use `with serve_world(root) as web: ... web.base_urls ...`, or call `web.stop()` yourself.
     """
-    return WorldServer(root, port=port, log_path=log_path).start()
+    return WorldServer(root, port=port, log_path=log_path, latency_s=latency_s).start()

@@ -1,278 +1,198 @@
 """`python -m curation download`: deduplicated candidates -> the image pool.
 
-Pool shard k holds input rows [k*N, (k+1)*N) of the sorted candidate files (see
-curation.download.plan); each shard is a Ray task that downloads its URLs on a thread pool and
-commits `{shard}.tar` + `{shard}.parquet` atomically, then its stats marker, so a killed run
-re-run redoes only unfinished shards. `--retry-failed` then re-fetches the rows whose failure
-may be transient (timeouts, 429, 5xx, dropped connections) and rewrites those shards atomically.
+    python -m curation download --input RUN/dedup --out RUN/pool [--samples-per-shard 10000]
+        [--per-host-connections 16] [--per-host-rate R] [--retry-failed] ...
+
+Planning (curation.download.plan) puts every URL of a host into one pool shard, and splits a
+giant host (more URLs than --samples-per-shard) into k = ceil(urls / samples_per_shard)
+sub-partitions in k shards, each with 1/k of the host's limits; so --per-host-connections,
+--per-host-rate and the host's robots.txt Crawl-delay hold for the whole cluster, not per
+process. Each pool shard is a task that downloads its URLs on a thread pool and commits
+`{shard}.tar` + `{shard}.parquet` atomically, then its stats marker, so a killed run re-run redoes
+only unfinished shards. An unreadable input file is reported in `_errors/download_partition/` and
+the rest is downloaded. `--retry-failed` then re-fetches the rows whose failure may be transient
+(timeouts, 429, 5xx, dropped connections) and rewrites those shards atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from curation import fsio
 from curation.download.address_policy import parse_networks
-from curation.download.fetcher import FetchConfig, Fetcher
+from curation.download.fetcher import FetchConfig
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import RESIZE_MODES, ImageOptions
 from curation.download.plan import (
-    DownloadPlan,
-    InputSlice,
+    DEFAULT_PLAN_BUCKETS,
+    MAX_SAMPLES_PER_SHARD,
+    PARTITION_STAGE,
+    PLAN_DIR,
+    PLAN_STAGE,
+    PartitionByHost,
+    PlanSettings,
+    PlanShards,
+    bucket_tasks,
+    input_files,
     load_plan,
-    make_plan,
-    read_slice,
+    numbered_shards,
+    partition_tasks,
     save_or_check_plan,
 )
-from curation.download.reasons import SUCCESS, is_retryable_later
-from curation.download.shard_download import (
-    UNEXPECTED_ERROR,
-    ShardDownloader,
-    UrlOutcome,
-    apply_outcome,
-    retry_summary,
-    shard_summary,
+from curation.download.shard_tasks import (
+    RETRY_STAGE,
+    STAGE,
+    DownloadSettings,
+    DownloadShard,
+    RetryFailedShard,
+    shards_with_retryable_rows,
 )
-from curation.download.shard_writer import (
-    JpegSpool,
-    read_sidecar,
-    spool_existing_images,
-    write_pool_shard,
-)
-from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
+from curation.runner import ShardTask, StageReport, completed_shards, marker_url, run_stage
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stats import stats_dir
 
-STAGE = "download"
-RETRY_STAGE = "download-retry"
+PLANNED_INPUTS = "readable_inputs.json"  # under PLAN_DIR
 
 
 @dataclass(frozen=True)
 class DownloadConfig:
+    """Inputs, pool folder and settings of one download run (paths are fsspec URLs)."""
+
+    out: str
+    inputs: tuple[str, ...] = ()  # candidate Parquet folders/files/globs; () = the pool's plan
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: ImageOptions = field(default_factory=ImageOptions)
     threads: int = 64
+    samples_per_shard: int = 10_000
+    plan_buckets: int = DEFAULT_PLAN_BUCKETS
+    retry_failed: bool = False
+    max_in_flight: int | None = None  # shard tasks at once (None: as many as Ray has CPUs)
 
-
-_shared_fetchers: dict[FetchConfig, Fetcher] = {}
-_shared_fetchers_lock = threading.Lock()
-
-
-def shared_fetcher(config: FetchConfig) -> Fetcher:
-    """One fetcher per worker process and configuration: its DNS and robots.txt caches outlive
-    a shard, so a Ray worker running many shards asks each host for robots.txt once."""
-    with _shared_fetchers_lock:
-        if config not in _shared_fetchers:
-            _shared_fetchers[config] = Fetcher(config)
-        return _shared_fetchers[config]
-
-
-def input_rows(shard_id: str, slices: tuple[InputSlice, ...]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for piece in slices:
-        for record in read_slice(piece).to_pylist():
-            texts = record.get("texts")
-            rows.append(
-                {
-                    "uid": record["uid"],
-                    "key": f"{shard_id}{len(rows):04d}",
-                    "url": record["url"],
-                    "text": record["text"],
-                    "texts": list(texts) if texts else [record["text"]],
-                }
+    def __post_init__(self) -> None:
+        if not 1 <= self.samples_per_shard <= MAX_SAMPLES_PER_SHARD:
+            raise ConfigError(
+                f"--samples-per-shard must be in 1..{MAX_SAMPLES_PER_SHARD}, "
+                f"got {self.samples_per_shard}"
             )
-    return rows
+        if self.plan_buckets < 1 or self.threads < 1:
+            raise ConfigError("--plan-buckets and --threads must be at least 1")
+        try:
+            self.fetch.host_limits  # noqa: B018 - validates the per-host limits
+            parse_networks(self.fetch.allow_networks)  # a bad CIDR fails here, not in workers
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
-def download_rows(
-    config: DownloadConfig, rows: list[dict[str, Any]], spool: JpegSpool, ctx: ShardContext
-) -> tuple[list[dict[str, Any]], dict[str, UrlOutcome], ShardDownloader]:
-    """Download the rows' URLs (each once); returns the sidecar rows and the outcome per URL."""
-    downloader = ShardDownloader(shared_fetcher(config.fetch), config.image, config.threads, spool)
-    with ctx.stats.timer("download"):
-        outcomes = downloader.download_all(row["url"] for row in rows)
-    for url, outcome in outcomes.items():
-        if outcome.reason == UNEXPECTED_ERROR:
-            ctx.stats.error(UNEXPECTED_ERROR, url, outcome.detail)
-    return [apply_outcome(row, outcomes[row["url"]]) for row in rows], outcomes, downloader
+def task_settings(config: DownloadConfig) -> DownloadSettings:
+    return DownloadSettings(config.fetch, config.image, config.threads)
 
 
-def record_stats(
-    ctx: ShardContext,
-    rows: list[dict[str, Any]],
-    outcomes: dict[str, UrlOutcome],
-    downloader: ShardDownloader,
-    elapsed_s: float,
-) -> None:
-    summary = shard_summary(rows)
-    ctx.stats.rows_in = summary["count"]
-    ctx.stats.rows_out = summary["successes"]
-    ctx.stats.bytes_in = summary["bytes"]
-    for reason, count in summary["status_dict"].items():
-        if reason != SUCCESS:
-            ctx.stats.drop(reason, count)
-    ctx.stats.extra.update(summary)
-    ctx.stats.extra.update(retry_summary(outcomes.values()))
-    ctx.stats.extra.update(
-        {
-            "threads": downloader.threads,
-            "duration": elapsed_s,
-            "fetch_thread_seconds": downloader.times.fetch_s,
-            "image_thread_seconds": downloader.times.image_s,
-            "robots_txt_fetches_in_process": downloader.fetcher.robots.fetches,
-            "dns_lookups_in_process": downloader.fetcher.dns.lookups,
-        }
-    )
+def plan_settings(config: DownloadConfig) -> PlanSettings:
+    """The plan a run asks for: from --input, or (without it) the one saved in the pool."""
+    if config.inputs:
+        files = input_files(config.inputs)
+        if not files:
+            raise ConfigError(f"no candidate Parquet files match {' '.join(config.inputs)}")
+        return PlanSettings(tuple(files), config.samples_per_shard, config.plan_buckets)
+    saved = load_plan(config.out)
+    if saved is None:
+        raise ConfigError(f"{config.out} has no download plan yet: give --input")
+    return saved
 
 
-@dataclass(frozen=True)
-class DownloadShard:
-    """The stage function: download one pool shard from its slice of the candidate rows."""
-
-    config: DownloadConfig
-    slices: dict[str, tuple[InputSlice, ...]]
-
-    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
-        rows = input_rows(task.shard_id, self.slices[task.shard_id])
-        with JpegSpool() as spool:
-            final, outcomes, downloader = download_rows(self.config, rows, spool, ctx)
-            write_pool_shard(
-                ctx.open_output,
-                task.shard_id,
-                final,
-                lambda row: spool.read(outcomes[row["url"]].spool_location),
-            )
-        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
-
-
-def needs_retry(row: dict[str, Any]) -> bool:
-    return row["status"] != SUCCESS and is_retryable_later(row["error_message"] or "")
-
-
-@dataclass(frozen=True)
-class RetryFailedShard:
-    """Re-fetch a finished shard's transiently failed rows and rewrite the shard atomically.
-
-    Successes are carried over from the existing tar; only keys the sidecar marks as successes are
-    trusted (a tar committed just before a crash may hold more), so a killed retry re-run is exact.
-    """
-
-    config: DownloadConfig
-
-    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
-        pool = ctx.out_dir
-        rows = read_sidecar(fsio.join(pool, f"{task.shard_id}.parquet"))
-        retry = [row for row in rows if needs_retry(row)]
-        kept = {row["key"] for row in rows if row["status"] == SUCCESS}
-        with JpegSpool() as spool:
-            existing = spool_existing_images(fsio.join(pool, f"{task.shard_id}.tar"), kept, spool)
-            missing = kept - set(existing)
-            if missing:
-                raise ValueError(
-                    f"{pool}/{task.shard_id}.tar lacks {len(missing)} sample(s) its sidecar "
-                    f"lists, e.g. {min(missing)}; delete the shard and re-run"
-                )
-            retried, outcomes, downloader = download_rows(self.config, retry, spool, ctx)
-            by_key = {row["key"]: row for row in retried}
-            final = [by_key.get(row["key"], row) for row in rows]
-
-            def jpeg_of(row: dict[str, Any]) -> bytes:
-                if row["key"] in existing:
-                    return spool.read(existing[row["key"]])
-                return spool.read(outcomes[row["url"]].spool_location)
-
-            write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of)
-        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
-        ctx.stats.extra["retried_rows"] = len(retry)
-        ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)
-        marker = marker_url(pool, STAGE, task.shard_id)
-        record = fsio.read_json(marker)
-        record.update(
-            {key: value for key, value in ctx.stats.to_record().items() if key != "timings"}
-        )
-        record["retried_at"] = time.time()
-        fsio.write_json(marker, record)
-
-
-def shards_with_retryable_rows(pool: str, shard_ids: list[str]) -> list[str]:
-    import pyarrow.parquet as pq
-
-    found = []
-    for shard_id in shard_ids:
-        sidecar = fsio.join(pool, f"{shard_id}.parquet")
-        if not fsio.exists(sidecar):
-            continue
-        fs, path = fsio.filesystem(sidecar)
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["status", "error_message"]).to_pylist()
-        if any(needs_retry(row) for row in table):
-            found.append(shard_id)
-    return found
-
-
-def download_pool(
-    inputs: list[str] | None,
-    pool: str,
-    config: DownloadConfig,
-    *,
-    samples_per_shard: int = 10_000,
-    retry_failed: bool = False,
-    seed: int = 0,
-    use_ray: bool = True,
-    max_in_flight: int | None = None,
-    progress: bool = True,
-) -> list[StageReport]:
-    """Download every unfinished shard of the pool, then (optionally) retry transient failures."""
-    fsio.makedirs(pool)
-    if inputs:
-        plan: DownloadPlan | None = make_plan(inputs, samples_per_shard)
-        save_or_check_plan(pool, plan)
-    else:
-        plan = load_plan(pool)
-        if plan is None:
-            raise ValueError(f"{pool} has no download plan yet: give --input")
-    slices = plan.shards()
-    tasks = [
-        ShardTask(shard_id, tuple(dict.fromkeys(piece.url for piece in pieces)))
-        for shard_id, pieces in slices.items()
+def fix_planned_inputs(pool: str, settings: PlanSettings) -> None:
+    """Record which inputs pass 1 could read when the shards are first planned; refuse a re-run in
+    which another one reads (a repaired file): planning it now would move rows between shards
+    that may be downloaded already, so it belongs in a new pool."""
+    done = completed_shards(pool, PARTITION_STAGE)
+    readable = [
+        url
+        for task, url in zip(partition_tasks(settings), settings.inputs)
+        if task.shard_id in done
     ]
+    record_url = fsio.join(pool, PLAN_DIR, PLANNED_INPUTS)
+    if not fsio.exists(record_url):
+        fsio.write_json(record_url, readable)
+        return
+    newly_readable = sorted(set(readable) - set(fsio.read_json(record_url, expect=list)))
+    if newly_readable:
+        raise fsio.PlanMismatchError(
+            f"{newly_readable[0]} could not be read when this pool was planned and reads now; "
+            f"download it into a new --out (or delete {pool} to plan everything again)"
+        )
+
+
+def run(config: DownloadConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    """Plan by host (two passes), download every unfinished shard, then optionally retry
+    transient failures. One report per pass that ran; the last one's summary has the totals."""
+    settings = plan_settings(config)
+    pool = config.out
+    fsio.makedirs(pool)
+    save_or_check_plan(pool, settings)
+    passes = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
     reports = [
         run_stage(
-            STAGE,
-            DownloadShard(config, slices),
-            tasks,
+            PARTITION_STAGE,
+            PartitionByHost(settings.buckets),
+            partition_tasks(settings),
             pool,
-            seed=seed,
-            use_ray=use_ray,
-            max_in_flight=max_in_flight,
-            progress=progress,
+            **passes,
         )
     ]
-    if retry_failed:
+    fix_planned_inputs(pool, settings)
+    buckets = bucket_tasks(pool)
+    reports.append(
+        run_stage(PLAN_STAGE, PlanShards(settings.samples_per_shard), buckets, pool, **passes)
+    )
+    if not reports[-1].ok:
+        return reports  # shards are numbered across buckets: every bucket must be planned first
+    sources = numbered_shards(pool, [task.shard_id for task in buckets])
+    tasks = [ShardTask(shard_id, (source.plan_file,)) for shard_id, source in sources.items()]
+    reports.append(
+        run_stage(
+            STAGE,
+            DownloadShard(task_settings(config), sources),
+            tasks,
+            pool,
+            max_in_flight=config.max_in_flight,
+            **passes,
+        )
+    )
+    if config.retry_failed:
         # Each --retry-failed invocation looks at the sidecars afresh, so its markers are per call.
-        fs, path = fsio.filesystem(stats_dir(pool, RETRY_STAGE))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        retry_ids = shards_with_retryable_rows(pool, list(slices))
-        retry_tasks = [task for task in tasks if task.shard_id in retry_ids]
+        fsio.remove(stats_dir(pool, RETRY_STAGE))
+        retry_ids = shards_with_retryable_rows(pool, list(sources))
         reports.append(
             run_stage(
                 RETRY_STAGE,
-                RetryFailedShard(config),
-                retry_tasks,
+                RetryFailedShard(task_settings(config), sources),
+                [task for task in tasks if task.shard_id in retry_ids],
                 pool,
-                seed=seed,
-                use_ray=use_ray,
-                max_in_flight=max_in_flight,
-                progress=progress,
+                max_in_flight=config.max_in_flight,
+                **passes,
             )
         )
+    reports[-1].summary.update(pool_summary(pool, list(sources)))
+    reports[-1].notes.append(
+        f"pool: {reports[-1].summary['successes']} of {reports[-1].summary['count']} rows "
+        f"downloaded in {len(sources)} shards"
+    )
     return reports
+
+
+def pool_summary(pool: str, shard_ids: list[str]) -> dict[str, Any]:
+    """Totals over the shards' markers (the download pass's, updated by any retry)."""
+    totals = {"count": 0, "successes": 0, "shards_done": 0}
+    for shard_id in shard_ids:
+        marker = marker_url(pool, STAGE, shard_id)
+        if fsio.exists(marker):
+            extra = fsio.read_json(marker, expect=dict)["extra"]
+            totals["count"] += extra["count"]
+            totals["successes"] += extra["successes"]
+            totals["shards_done"] += 1
+    return totals
 
 
 def config_from_args(args: argparse.Namespace) -> DownloadConfig:
@@ -283,36 +203,25 @@ def config_from_args(args: argparse.Namespace) -> DownloadConfig:
         max_bytes=args.max_bytes,
         retries=args.retries,
         per_host_connections=args.per_host_connections,
+        per_host_requests_per_s=args.per_host_rate,
         respect_robots_txt=not args.ignore_robots_txt,
     )
-    parse_networks(fetch.allow_networks)  # a malformed CIDR fails here, not in every worker
     image = ImageOptions(
         image_size=args.image_size,
         resize_mode=args.resize_mode,
         max_pixels=args.max_pixels,
         jpeg_quality=args.jpeg_quality,
     )
-    return DownloadConfig(fetch, image, args.threads)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        reports = download_pool(
-            args.input,
-            args.out,
-            config,
-            samples_per_shard=args.samples_per_shard,
-            retry_failed=args.retry_failed,
-            seed=args.seed,
-            use_ray=not args.no_ray,
-        )
-    except ValueError as exc:
-        print(f"download: {exc}")
-        return 2
-    for report in reports:
-        print(report.describe())
-    return 0 if all(report.ok for report in reports) else 1
+    return DownloadConfig(
+        out=args.out,
+        inputs=tuple(args.input or ()),
+        fetch=fetch,
+        image=image,
+        threads=args.threads,
+        samples_per_shard=args.samples_per_shard,
+        plan_buckets=args.plan_buckets,
+        retry_failed=args.retry_failed,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -331,7 +240,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="pool folder (fsspec URL)")
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--resize-mode", choices=RESIZE_MODES, default="keep_ratio_largest")
-    parser.add_argument("--samples-per-shard", type=int, default=10_000)
+    parser.add_argument(
+        "--samples-per-shard",
+        type=int,
+        default=10_000,
+        help="rows per pool shard; a host with more URLs is split into ceil(urls / this) shards, "
+        "each with its share of the per-host limits",
+    )
+    parser.add_argument(
+        "--plan-buckets",
+        type=int,
+        default=DEFAULT_PLAN_BUCKETS,
+        help="host-hash partitions of the plan (each must fit in one worker's memory)",
+    )
     parser.add_argument(
         "--allow-network",
         action="extend",
@@ -348,13 +269,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="re-fetch rows that failed transiently in finished shards",
     )
     parser.add_argument("--threads", type=int, default=64, help="download threads per shard task")
-    parser.add_argument("--per-host-connections", type=int, default=16)
+    parser.add_argument(
+        "--per-host-connections",
+        type=int,
+        default=16,
+        help="simultaneous requests to one host, across the whole cluster",
+    )
+    parser.add_argument(
+        "--per-host-rate",
+        type=float,
+        default=0.0,
+        metavar="REQUESTS_PER_S",
+        help="requests per second to one host, across the whole cluster (0: no limit but the "
+        "host's robots.txt Crawl-delay, which is always honoured)",
+    )
     parser.add_argument(
         "--retries", type=int, default=2, help="immediate retries of transient failures"
     )
     parser.add_argument("--connect-timeout", type=float, default=5.0)
-    parser.add_argument("--read-timeout", type=float, default=10.0)
-    parser.add_argument("--total-timeout", type=float, default=30.0)
+    parser.add_argument("--read-timeout", type=float, default=10.0, help="longest silence")
+    parser.add_argument(
+        "--total-timeout",
+        type=float,
+        default=30.0,
+        help="deadline of one request: connect, headers and body together",
+    )
     parser.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024, help="per image")
     parser.add_argument("--max-pixels", type=int, default=80_000_000, help="decoded pixel cap")
     parser.add_argument("--jpeg-quality", type=int, default=95)
@@ -363,8 +302,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only for sources you own; X-Robots-Tag is still honoured",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--no-ray", action="store_true", help="run shards one by one in this process"
-    )
-    parser.set_defaults(func=run)
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))

@@ -1,5 +1,6 @@
 """The fetcher against a planted web on 127.0.0.1 (and a 'forbidden' one on 127.0.0.2)."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -200,3 +201,20 @@ def test_unsupported_scheme_and_bad_url():
     fetcher = make_fetcher()
     assert failure_reason(fetcher, "ftp://127.0.0.1/a.jpg") == "unsupported_scheme"
     assert failure_reason(fetcher, "http://127.0.0.1:99999999/a.jpg") == "bad_url"
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_one_deadline_cuts_off_headers_or_a_body_trickled_a_byte_at_a_time(web, small_jpeg, part):
+    # Every receive returns within the read timeout, so only the request's deadline can end it.
+    url = web.plant(f"/{part}.jpg", Route(small_jpeg, trickle=part, trickle_interval_s=0.05))
+    fetcher = make_fetcher(retries=0, timeouts=Timeouts(connect_s=1.0, read_s=1.0, total_s=1.0))
+    outcome: list[str] = []
+    started = time.monotonic()
+    worker = threading.Thread(
+        target=lambda: outcome.append(failure_reason(fetcher, url)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=4.0)
+    assert not worker.is_alive(), f"a trickled {part} held the request past its deadline"
+    assert outcome == ["timeout"]
+    assert time.monotonic() - started < 2.0

@@ -30,6 +30,104 @@ def test_rules_honour_our_token_and_fall_back_to_star():
     assert rules.refusal("http://h/public/a.jpg", "openvision") is None
 
 
+# RFC 9309, section 5.1 ("Simple Example"), verbatim.
+RFC_9309_EXAMPLE = """User-Agent: *
+Disallow: *.gif$
+Disallow: /example/
+Allow: /publications/
+
+User-Agent: foobot
+Disallow:/
+Allow:/example/page.html
+Allow:/example/allowed.gif
+
+User-Agent: barbot
+User-Agent: bazbot
+Disallow: /example/page.html
+
+User-Agent: quxbot
+
+EOF
+"""
+
+
+@pytest.mark.parametrize(
+    "agent, path, allowed",
+    [
+        # foobot's own group: everything refused but the two allowed paths.
+        ("foobot", "/example/page.html", True),
+        ("foobot", "/example/allowed.gif", True),
+        ("foobot", "/publications/a.html", False),
+        ("foobot", "/other.gif", False),
+        # barbot and bazbot share one group; the * group no longer applies to them.
+        ("barbot", "/example/page.html", False),
+        ("bazbot", "/example/page.html", False),
+        ("barbot", "/example/other.gif", True),
+        # quxbot's group is empty: everything allowed.
+        ("quxbot", "/example/page.html", True),
+        # Anyone else: the * group, with its $ anchored wildcard.
+        ("otherbot", "/a/b.gif", False),
+        ("otherbot", "/a/b.gif?size=2", True),
+        ("otherbot", "/example/page.html", False),
+        ("otherbot", "/publications/a.html", True),
+        ("otherbot", "/index.html", True),
+    ],
+)
+def test_rfc_9309_simple_example(agent, path, allowed):
+    verdict = RobotsRules.from_text(RFC_9309_EXAMPLE).refusal(f"http://h{path}", agent)
+    assert (verdict is None) is allowed
+
+
+LONGEST_MATCH = (
+    "User-Agent: foobot\nAllow: /example/page/\nDisallow: /example/page/disallowed.gif\n"
+)
+EXACTLY = "User-Agent: *\nDisallow: /\nAllow: /this/path/exactly$\n"
+IMAGES_ONLY = "User-agent: *\nDisallow: /\nAllow: /images/\n"
+NO_JPEG = "User-agent: *\nDisallow: /*.jpg$\n"
+
+
+@pytest.mark.parametrize(
+    "robots, path, allowed",
+    [
+        # RFC 9309 section 5.2, longest match: the longer Disallow beats the shorter Allow.
+        (LONGEST_MATCH, "/example/page/disallowed.gif", False),
+        (LONGEST_MATCH, "/example/page/other.gif", True),
+        # Section 2.2.2: an Allow and a Disallow of equal length: the Allow wins.
+        ("User-Agent: *\nDisallow: /p\nAllow: /p\n", "/p", True),
+        # Section 2.2.3's special characters: $ ends the pattern, * matches any run.
+        (EXACTLY, "/this/path/exactly", True),
+        (EXACTLY, "/this/path/exactly/", False),
+        ("User-Agent: *\nDisallow: /\nAllow: /this/*/exactly\n", "/this/a/b/exactly", True),
+        # Section 2.2.2: a UTF-8 path in the file matches its percent-encoded form.
+        ("User-Agent: *\nDisallow: /foo/bar/\u30c4\n", "/foo/bar/%E3%83%84", False),
+        # User-agent names match case-insensitively.
+        ("User-Agent: FooBot\nDisallow: /a\n", "/a", False),
+        # Issue 20's two cases, which urllib.robotparser got wrong.
+        (IMAGES_ONLY, "/images/a.jpg", True),
+        (IMAGES_ONLY, "/a.jpg", False),
+        (NO_JPEG, "/a.jpg", False),
+        (NO_JPEG, "/img/a.jpg", False),
+        (NO_JPEG, "/a.jpg.html", True),
+    ],
+)
+def test_rules_follow_rfc_9309_matching(robots, path, allowed):
+    assert (RobotsRules.from_text(robots).refusal(f"http://h{path}", "foobot") is None) is allowed
+
+
+@pytest.mark.parametrize(
+    "robots, interval",
+    [
+        ("User-agent: *\nCrawl-delay: 2.5\n", 2.5),
+        ("User-agent: *\nRequest-rate: 1/4s\n", 4.0),
+        ("User-agent: foobot\nCrawl-delay: 3\n\nUser-agent: *\nCrawl-delay: 9\n", 3.0),
+        ("User-agent: *\nDisallow: /x\n", 0.0),
+    ],
+)
+def test_crawl_delay_and_request_rate_become_the_min_interval(robots, interval):
+    assert RobotsRules.from_text(robots).min_interval_s("foobot") == interval
+    assert RobotsRules.allow_all().min_interval_s("foobot") == 0.0
+
+
 @pytest.mark.parametrize(
     "status, failure, verdict",
     [

@@ -242,6 +242,22 @@ def test_parallel_requests_are_all_answered_and_logged(web, served_world):
     assert len(server.log_path.read_text().splitlines()) == before + len(urls)
 
 
+def test_the_server_records_each_hosts_concurrency_and_request_rate(web):
+    server, _, _ = web
+    host = urlsplit(server.base_urls[2]).hostname
+    other = urlsplit(server.base_urls[3]).hostname
+    before = server.host_load()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda _: fetch(server.base_urls[2] + "/robots.txt"), range(6)))
+    after = server.host_load()
+    assert after[host]["requests"] == before[host]["requests"] + 6
+    assert after[other] == before[other]
+    assert 6 <= after[host]["peak_requests_per_s"] <= after[host]["requests"]
+    assert 1 <= after[host]["peak_concurrency"] <= after[host]["requests"]
+    entries = [json.loads(line) for line in server.log_path.read_text().splitlines()[-6:]]
+    assert all(1 <= entry["in_flight"] <= 6 for entry in entries)
+
+
 def test_serving_on_another_port_than_the_build_is_refused(served_world):
     root, world = served_world
     with pytest.raises(ValueError, match="built for port"):

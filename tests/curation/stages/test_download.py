@@ -9,7 +9,9 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +23,12 @@ from curation.download.fetcher import FetchConfig
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import ImageOptions
 from curation.download.planted_web import PlantedWeb, Route
-from curation.stages.download import DownloadConfig, download_pool
+from curation.stages import download
+from curation.stages.common import RunOptions
+from curation.stages.download import DownloadConfig
+
+QUIET = RunOptions(progress=False)
+QUIET_LOCAL = RunOptions(use_ray=False, progress=False)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -51,7 +58,9 @@ def write_candidates(path: Path, urls: list[str]) -> Path:
     return path
 
 
-def fast_config(**fetch_overrides) -> DownloadConfig:
+def fast_config(
+    pool: Path, inputs: list[Path] = (), *, samples_per_shard: int = 10_000, **fetch_overrides
+) -> DownloadConfig:
     fetch = {
         "allow_networks": ("127.0.0.1/32",),
         "retries": 1,
@@ -59,7 +68,14 @@ def fast_config(**fetch_overrides) -> DownloadConfig:
         "timeouts": Timeouts(connect_s=1.0, read_s=1.0, total_s=3.0),
     }
     fetch.update(fetch_overrides)
-    return DownloadConfig(FetchConfig(**fetch), ImageOptions(64, "center_crop"), threads=8)
+    return DownloadConfig(
+        out=str(pool),
+        inputs=tuple(str(path) for path in inputs),
+        fetch=FetchConfig(**fetch),
+        image=ImageOptions(64, "center_crop"),
+        threads=8,
+        samples_per_shard=samples_per_shard,
+    )
 
 
 def plant_faults(web: PlantedWeb, internal: PlantedWeb) -> dict[str, str]:
@@ -109,9 +125,7 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         urls = plant_faults(web, internal)
         candidates = write_candidates(tmp_path / "dedup" / "00000.parquet", list(urls.values()))
         pool = tmp_path / "pool"
-        reports = download_pool(
-            [str(candidates.parent)], str(pool), fast_config(), samples_per_shard=8, progress=False
-        )
+        reports = download.run(fast_config(pool, [candidates.parent], samples_per_shard=8), QUIET)
         assert all(report.ok for report in reports)
         assert internal.requests == []
         assert web.hits("/private/a.jpg") == 0 and web.hits("/robots.txt") <= 2
@@ -158,7 +172,11 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
     expected_reasons = {name.split("-after")[0] for name in urls if not name.startswith("success")}
     assert expected_reasons <= set(status_dict)
     assert status_dict["success"] == 6 and status_dict["forbidden_address"] == 2
-    assert sum(r["extra"]["hosts"]["127.0.0.1"]["successes"] for r in records) == 6
+    # The plan partitions by host: 127.0.0.2 in one shard; 127.0.0.1's 16 URLs, more than the 8
+    # samples per shard, in k = 2 sub-partitions, each a shard of its own.
+    shards_of_host = [host for r in records for host in r["extra"]["hosts"]]
+    assert shards_of_host.count("127.0.0.1") == 2 and shards_of_host.count("127.0.0.2") == 1
+    assert sum(r["extra"]["hosts"].get("127.0.0.1", {}).get("successes", 0) for r in records) == 6
 
 
 def test_retry_failed_recovers_transient_failures_and_rewrites_only_those(tmp_path):
@@ -168,22 +186,13 @@ def test_retry_failed_recovers_transient_failures_and_rewrites_only_those(tmp_pa
         gone = web.url("/gone.jpg")
         candidates = write_candidates(tmp_path / "in.parquet", [*good, flaky, gone])
         pool = tmp_path / "pool"
-        config = fast_config(retries=1)
-        download_pool(
-            [str(candidates)],
-            str(pool),
-            config,
-            samples_per_shard=10,
-            use_ray=False,
-            progress=False,
-        )
+        download.run(fast_config(pool, [candidates], samples_per_shard=10, retries=1), QUIET_LOCAL)
         before_rows, before_members = read_pool(pool)
         assert {r["url"]: r["error_message"] for r in before_rows}[flaky] == "http_503"
 
-        reports = download_pool(
-            None, str(pool), config, retry_failed=True, use_ray=False, progress=False
-        )
-        assert [len(report.completed) for report in reports] == [0, 1]
+        config = replace(fast_config(pool, retries=1), retry_failed=True)
+        reports = download.run(config, QUIET_LOCAL)
+        assert [len(report.completed) for report in reports] == [0, 0, 0, 1]
         assert web.hits("/gone.jpg") == 1  # a 404 is permanent: not retried
         assert web.hits("/g0.jpg") == 1
 
@@ -330,21 +339,22 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
         )
         if r is not None
     )
+    pool = tmp_path / "pool"
     config = DownloadConfig(
-        FetchConfig(
+        out=str(pool),
+        inputs=(str(tmp_path / "dedup"),),
+        fetch=FetchConfig(
             user_agent_token=world["robots"]["agent_token"],
             allow_networks=(world["allowed_cidr"],),
             timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
             retries=2,
         ),
-        ImageOptions(128, "keep_ratio_largest"),
+        image=ImageOptions(128, "keep_ratio_largest"),
         threads=16,
+        samples_per_shard=200,
     )
-    pool = tmp_path / "pool"
     with serve_world(world_dir) as web:
-        reports = download_pool(
-            [str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200, progress=False
-        )
+        reports = download.run(config, QUIET)
         assert all(report.ok for report in reports)
         log_path = web.log_path
     requests = [json.loads(line) for line in log_path.read_text().splitlines()]
@@ -378,3 +388,193 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     assert all(
         set(r["extra"]["status_dict"]) <= set(MINICC_EXPECTED_REASON.values()) for r in records
     )
+
+
+def test_an_unreadable_input_file_is_reported_and_the_rest_is_downloaded(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/ok{i}.jpg", Route(jpeg(70, 60, 9 * i))) for i in range(3)]
+        good = write_candidates(tmp_path / "dedup" / "00000.parquet", urls)
+        broken = write_candidates(tmp_path / "dedup" / "00001.parquet", [web.url("/never.jpg")])
+        broken.write_bytes(broken.read_bytes()[:-8])  # a broken Parquet footer
+        pool = tmp_path / "pool"
+        reports = download.run(fast_config(pool, [good.parent]), QUIET_LOCAL)
+        assert web.hits("/never.jpg") == 0
+
+    partition = reports[0]
+    assert [failure["inputs"] for failure in partition.failed] == [[str(broken)]]
+    record = fsio.read_json(str(pool / "_errors" / "download_partition" / "00001.json"))
+    assert record["inputs"] == [str(broken)] and "cannot read as Parquet" in record["message"]
+    rows, _ = read_pool(pool)
+    assert sorted(row["url"] for row in rows) == sorted(urls)
+    assert all(row["status"] == "success" for row in rows)
+    assert all(report.ok for report in reports[1:])
+
+
+def test_robots_txt_opt_outs_are_obeyed_and_everything_allowed_is_fetched(tmp_path, ray_session):
+    image = jpeg(50, 50, 100)
+    with PlantedWeb("127.0.0.1") as images_only, PlantedWeb("127.0.0.1") as no_jpeg:
+        images_only.plant(
+            "/robots.txt",
+            Route(b"User-agent: *\nDisallow: /\nAllow: /images/\n", content_type="text/plain"),
+        )
+        no_jpeg.plant(
+            "/robots.txt", Route(b"User-agent: *\nDisallow: /*.jpg$\n", content_type="text/plain")
+        )
+        allowed = {
+            images_only: ["/images/a.jpg", "/images/deep/b.jpg"],
+            no_jpeg: ["/a.png", "/b.jpeg", "/c.jpg.png"],
+        }
+        refused = {
+            images_only: ["/a.jpg", "/imagesX/c.jpg", "/other/images/d.jpg"],
+            no_jpeg: ["/a.jpg", "/img/b.jpg"],
+        }
+        urls = []
+        for web in (images_only, no_jpeg):
+            urls += [web.plant(path, Route(image)) for path in allowed[web] + refused[web]]
+        candidates = write_candidates(tmp_path / "dedup" / "00000.parquet", urls)
+        pool = tmp_path / "pool"
+        assert all(report.ok for report in download.run(fast_config(pool, [candidates]), QUIET))
+        for web in (images_only, no_jpeg):
+            # The server's log: every allowed path requested once, no refused path ever.
+            assert sorted(p for p in web.requests if p != "/robots.txt") == sorted(allowed[web])
+            assert web.hits("/robots.txt") == 1
+
+    rows, _ = read_pool(pool)
+    verdicts = {row["url"]: row["error_message"] or "success" for row in rows}
+    for web in (images_only, no_jpeg):
+        assert {verdicts[web.url(p)] for p in allowed[web]} == {"success"}
+        assert {verdicts[web.url(p)] for p in refused[web]} == {"robots_disallowed"}
+
+
+def test_crawl_delay_spaces_the_requests_to_a_host(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        web.plant(
+            "/robots.txt", Route(b"User-agent: *\nCrawl-delay: 0.4\n", content_type="text/plain")
+        )
+        urls = [web.plant(f"/c{i}.jpg", Route(jpeg(40, 40, 20 * i))) for i in range(5)]
+        candidates = write_candidates(tmp_path / "in.parquet", urls)
+        download.run(fast_config(tmp_path / "pool", [candidates]), QUIET_LOCAL)
+        starts = [t for path, t in zip(web.requests, web.arrivals) if path != "/robots.txt"]
+    assert len(starts) == 5
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.3, gaps  # 0.4 s apart when sent; arrival times jitter on a busy host
+
+
+def test_total_timeout_ends_a_download_from_a_trickling_server_in_seconds(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        body = jpeg(80, 80, 50)
+        urls = {
+            "headers": web.plant("/h.jpg", Route(body, trickle="headers", trickle_interval_s=1.0)),
+            "body": web.plant("/b.jpg", Route(body, trickle="body", trickle_interval_s=1.0)),
+            "fine": web.plant("/fine.jpg", Route(body)),
+        }
+        candidates = write_candidates(tmp_path / "in.parquet", list(urls.values()))
+        pool = tmp_path / "pool"
+        started = time.monotonic()
+        process = run_cli(
+            candidates, pool, "--total-timeout", "3", "--read-timeout", "2", "--retries", "0"
+        )
+        try:
+            output = process.communicate(timeout=40)[0].decode()
+        finally:
+            process.kill()
+        elapsed = time.monotonic() - started
+    assert process.returncode == 0, output
+    rows, _ = read_pool(pool)
+    reasons = {row["url"]: row["error_message"] or "success" for row in rows}
+    assert reasons == {urls["headers"]: "timeout", urls["body"]: "timeout", urls["fine"]: "success"}
+    # Python and the CLI's imports take a few seconds; the requests themselves at most 3 s.
+    assert elapsed < 20, elapsed
+
+
+@pytest.mark.slow
+def test_per_host_limits_hold_across_two_download_processes(tmp_path_factory, ray_session):
+    """Two Ray workers download one mini-web host, split into k = 2 sub-partitions; the server
+    counts at most the configured connections at once, and the configured rate."""
+    from curation.minicc.build import build_world
+    from curation.minicc.server import find_free_port, serve_world
+
+    world_dir = tmp_path_factory.mktemp("politeness") / "world"
+    world = build_world(world_dir, seed=3, scale_name="tiny", port=find_free_port(), processes=1)
+    truth = pq.read_table(world_dir / "truth_images.parquet").to_pylist()
+    host = world["hosts"][1]
+    pictures = [
+        row["url"]
+        for row in truth
+        if row["fault"] is None and urlsplit(row["url"]).hostname == host
+    ][:10]
+    # The server answers by path, so a query makes another URL of the same picture: 40 URLs, long
+    # enough for both worker processes to be downloading at the same time.
+    urls = [f"{url}?copy={copy}" for copy in range(4) for url in pictures]
+    assert len(set(urls)) == 40
+    tmp_path = world_dir.parent
+    candidates = write_candidates(tmp_path / "dedup" / "00000.parquet", urls)
+    connections, rate = 4, 4.0
+    config = replace(
+        fast_config(
+            tmp_path / "pool",
+            [candidates],
+            samples_per_shard=20,  # k = ceil(40 / 20) = 2 shards, one per worker process
+            user_agent_token=world["robots"]["agent_token"],
+            allow_networks=(world["allowed_cidr"],),
+            per_host_connections=connections,
+            per_host_requests_per_s=rate,
+            timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0),
+        ),
+        max_in_flight=2,
+    )
+    # Each answer takes 1 s, and each sub-partition may start a request every 1 / (rate / k) =
+    # 0.5 s with connections / k = 2 at a time: each process alone reaches both of its shares.
+    with serve_world(world_dir, latency_s=1.0) as web:
+        started = time.monotonic()
+        reports = download.run(config, QUIET)
+        elapsed = time.monotonic() - started
+        load = web.host_load()[host]
+        two_second = web.host_load(window_s=2.0)[host]
+    assert all(report.ok for report in reports)
+    shard_hosts = [
+        fsio.read_json(str(p))["extra"]["hosts"]
+        for p in (tmp_path / "pool" / "_stats" / "download").glob("*.json")
+    ]
+    assert [list(hosts) for hosts in shard_hosts] == [[host], [host]]
+    assert load["requests"] == 40 + 2  # each process asked for robots.txt once
+    # Concurrency: the whole cluster holds the host to `connections`; above one process's share,
+    # so the two processes did overlap.
+    assert connections // 2 < load["peak_concurrency"] <= connections, load
+    # Rate: each of the k sub-partitions spaces its requests 1 / (rate / k) apart, so a window of
+    # W seconds holds at most rate * W + k of them.
+    assert load["peak_requests_per_s"] <= rate + 2, load
+    assert two_second["peak_requests_per_s"] <= 2 * rate + 2, two_second
+    assert elapsed >= (40 + 2) / rate - 1.0
+
+
+def test_bad_settings_fail_fast_with_a_config_error(tmp_path):
+    from curation.stages.common import ConfigError
+
+    pool = tmp_path / "pool"
+    with pytest.raises(ConfigError, match="samples-per-shard"):
+        fast_config(pool, samples_per_shard=20_000)
+    with pytest.raises(ConfigError):
+        fast_config(pool, allow_networks=("not-a-cidr",))
+    with pytest.raises(ConfigError, match="connections"):
+        fast_config(pool, per_host_connections=0)
+    with pytest.raises(ConfigError, match="no candidate Parquet"):
+        download.run(fast_config(pool, [tmp_path / "nothing-*.parquet"]), QUIET_LOCAL)
+    with pytest.raises(ConfigError, match="no download plan"):
+        download.run(fast_config(pool), QUIET_LOCAL)
+
+
+def test_a_pool_refuses_to_quietly_leave_out_an_input_that_reads_after_planning(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/p{i}.jpg", Route(jpeg(40, 40, 30 * i))) for i in range(2)]
+        first = write_candidates(tmp_path / "dedup" / "00000.parquet", urls[:1])
+        later = write_candidates(tmp_path / "dedup" / "00001.parquet", urls[1:])
+        intact = later.read_bytes()
+        later.write_bytes(intact[:-8])
+        config = fast_config(tmp_path / "pool", [first.parent])
+        assert not download.run(config, QUIET_LOCAL)[0].ok
+        later.write_bytes(intact)  # repaired: planning it now would change the planned shards
+        with pytest.raises(
+            fsio.PlanMismatchError, match="could not be read when this pool was planned"
+        ):
+            download.run(config, QUIET_LOCAL)

@@ -216,9 +216,9 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     from curation.download.fetcher import FetchConfig
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
-    from curation.stages import dedup, extract
+    from curation.stages import dedup, download, extract
     from curation.stages.common import RunOptions
-    from curation.stages.download import DownloadConfig, download_pool
+    from curation.stages.download import DownloadConfig
 
     world = json.loads((minicc_world / "world.json").read_text())
     warcs = sorted(str(p) for p in minicc_world.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
@@ -238,23 +238,21 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
         )
         if r is not None
     )
+    pool = tmp_path / "pool"
     config = DownloadConfig(
-        FetchConfig(
+        out=str(pool),
+        inputs=(str(tmp_path / "dedup"),),
+        fetch=FetchConfig(
             user_agent_token=world["robots"]["agent_token"],
             allow_networks=(world["allowed_cidr"],),
             timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
             retries=2,
         ),
-        ImageOptions(256, "keep_ratio_largest"),
+        image=ImageOptions(256, "keep_ratio_largest"),
         threads=16,
+        samples_per_shard=200,
     )
-    pool = tmp_path / "pool"
-    assert all(
-        r.ok
-        for r in download_pool(
-            [str(tmp_path / "dedup")], str(pool), config, samples_per_shard=200, progress=False
-        )
-    )
+    assert all(r.ok for r in download.run(config, RunOptions(progress=False)))
     weights = random_tiny_weights(tmp_path)
     args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
     assert main(["score", *args, "--top-fraction", "0.9"]) == 0
