@@ -306,6 +306,7 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     from curation.minicc.faults import FAULT_KINDS
     from curation.minicc.server import serve_world
     from curation.stages import dedup, extract
+    from curation.stages.common import RunOptions
 
     world_dir = tmp_path / "world"
     world = build_world(world_dir, seed=0, scale_name="tiny", port=free_port(), processes=2)
@@ -321,13 +322,9 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     assert all(
         r.ok
         for r in dedup.run(
-            str(tmp_path / "candidates"),
-            str(tmp_path / "dedup"),
-            buckets=2,
-            use_ray=False,
-            progress=False,
+            dedup.DedupConfig(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2),
+            RunOptions(use_ray=False, progress=False),
         )
-        if r is not None
     )
     config = DownloadConfig(
         FetchConfig(

@@ -217,6 +217,7 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
     from curation.stages import dedup, extract
+    from curation.stages.common import RunOptions
     from curation.stages.download import DownloadConfig, download_pool
 
     world = json.loads((minicc_world / "world.json").read_text())
@@ -225,13 +226,9 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     assert all(
         r.ok
         for r in dedup.run(
-            str(tmp_path / "candidates"),
-            str(tmp_path / "dedup"),
-            buckets=2,
-            use_ray=False,
-            progress=False,
+            dedup.DedupConfig(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2),
+            RunOptions(use_ray=False, progress=False),
         )
-        if r is not None
     )
     config = DownloadConfig(
         FetchConfig(
