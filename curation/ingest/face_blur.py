@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from PIL import Image, ImageFilter
 
 from curation import fsio
@@ -193,9 +192,7 @@ def _blurred_by_earlier_run(url: str) -> dict[str, tuple[str, str]]:
     """uid -> (hash before, hash after) from an interrupted earlier run's record, if any."""
     if not fsio.exists(url):
         return {}
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle)
+    table = fsio.read_parquet(url)
     return {
         uid: (before, after)
         for uid, before, after in zip(

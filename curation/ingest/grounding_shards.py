@@ -128,13 +128,11 @@ def check_or_save_plan(out: str, plan: pa.Table, record: dict[str, Any]) -> None
     """Save the plan, or insist an earlier (partial) run into this folder made the same one."""
     url = fsio.join(out, PLAN)
     if fsio.exists(url):
-        fs, path = fsio.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            if not pq.read_table(handle).equals(plan):
-                raise ValueError(
-                    f"{out} holds grounding shards planned from other inputs or settings; "
-                    "use a new --out (or delete it)"
-                )
+        if not fsio.read_parquet(url).equals(plan):
+            raise fsio.PlanMismatchError(
+                f"{out} holds grounding shards planned from other inputs or settings; "
+                "use a new --out (or delete it)"
+            )
         return
     with fsio.open_atomic(url) as handle:
         pq.write_table(plan, handle)
@@ -183,9 +181,7 @@ class WriteGroundingShard:
     max_side: int | None = None
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        fs, path = fsio.filesystem(self.plan_url)
-        with fs.open(path, "rb") as handle:
-            rows = pq.read_table(handle, filters=[("shard", "=", task.shard_id)]).to_pylist()
+        rows = fsio.read_parquet(self.plan_url, filters=[("shard", "=", task.shard_id)]).to_pylist()
         ctx.stats.rows_in = len(rows)
         box_drops: Counter = Counter()
         index: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA.names}

@@ -17,12 +17,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import fsio
+from curation.stages.common import ConfigError
 
 SHARD_ID = re.compile(r"^\d{5}$")
 SUCCESS = "success"
 
 
-class PoolError(ValueError):
+class PoolError(ConfigError):
     """The pool folder is missing or does not follow the pool layout."""
 
 
