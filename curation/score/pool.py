@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.stages.common import ConfigError
@@ -54,11 +53,7 @@ def list_pool_shards(pool: str) -> list[PoolShard]:
 def read_sidecar(
     url: str, columns: list[str] | None = None, successes_only: bool = True
 ) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(
-            handle, columns=None if columns is None else sorted(set(columns) | {"status"})
-        )
+    table = fsio.read_parquet(url, None if columns is None else sorted(set(columns) | {"status"}))
     if successes_only:
         table = table.filter(pc.equal(table["status"], SUCCESS))
     if columns is not None and "status" not in columns:
