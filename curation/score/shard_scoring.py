@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from curation import fsio
-from curation.filters import BasicRules, basic_rule_failures
 from curation.runner import ShardContext, ShardTask
 from curation.score.embedder import build_transform, cosine_rows
+from curation.score.filters import BasicRules, basic_rule_failures
 from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.pool import iter_samples, read_sidecar
 from curation.score.reapply import DIGEST_KEY

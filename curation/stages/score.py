@@ -7,7 +7,7 @@ actor-backed per-shard form of a Ray Data ActorPoolStrategy pipeline: the same a
 same overlap, but a shard's outputs are written by the task that owns the shard, not gathered in
 the driver, and a killed run resumes shard by shard.
 The driver then fixes the global rule (a threshold, or the top fraction of the whole pool; see
-curation/filters.py) into POOL/curation/score/thresholds.json, and pass 2 ("score_filter") writes
+curation/score/filters.py) into POOL/curation/score/thresholds.json, and pass 2 ("score_filter") writes
 {shard}.parquet with keep_score. Changing only the rule re-runs pass 2, not the model.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curation import fsio
-from curation.filters import BasicRules, QuantileResult, top_fraction_threshold
 from curation.runner import ShardTask, StageReport, completed_shards, ensure_ray, run_stage
 from curation.score.embedder import ClipEmbedder, plan_actor_pool, start_embedder_actors
+from curation.score.filters import BasicRules, QuantileResult, top_fraction_threshold
 from curation.score.model import ScorerSpec, save_random_weights, weights_are_random
 from curation.score.pool import list_pool_shards
 from curation.score.reapply import decision_digest, invalidate_other_decisions

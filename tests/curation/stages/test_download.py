@@ -16,11 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "download"))
+from planted_web import PlantedWeb, Route
+
 from curation import fsio
 from curation.download.fetcher import FetchConfig
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import ImageOptions
-from curation.download.planted_web import PlantedWeb, Route
 from curation.stages.download import DownloadConfig, download_pool
 
 REPO = Path(__file__).resolve().parents[3]
