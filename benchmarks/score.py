@@ -66,10 +66,11 @@ def plain_loop(pool: Path, weights: Path, model_name: str, batch_size: int) -> d
 
 
 def stage_scores(pool: Path) -> dict[str, float]:
+    from curation.score.pool import read_sidecar
+
     scores: dict[str, float] = {}
     for sidecar in sorted(pool.glob("*.parquet")):
-        keys = pq.read_table(sidecar, columns=["key", "status"]).to_pandas()
-        keys = keys[keys.status == "success"].key.tolist()
+        keys = read_sidecar(str(sidecar), ["key"])["key"].to_pylist()  # successes, in order
         table = pq.read_table(pool / "curation" / "score" / "raw" / sidecar.name)
         scores.update(zip(keys, table["clip_score"].to_pylist()))
     return scores
