@@ -31,6 +31,7 @@ from curation.download.shard_writer import (
 )
 from curation.ingest.boxes import pixel_box
 from curation.runner import ShardContext, ShardTask
+from curation.score.images import encode_jpeg
 
 STAGE = "blur_faces"
 METHODS = ("gaussian", "pixelate")
@@ -109,9 +110,7 @@ def blur_jpeg(
 ) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         blurred = blur_regions(image, boxes, method)
-    out = io.BytesIO()
-    blurred.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return encode_jpeg(blurred, quality)
 
 
 def face_boxes_for(box_files: Sequence[str], urls: list[str]) -> dict[str, list[list[float]]]:

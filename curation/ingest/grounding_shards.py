@@ -30,6 +30,7 @@ from curation.ingest.boxes import BoxConvention, normalise_box
 from curation.ingest.formats import GroundingImage
 from curation.ingest.licences import licence_of
 from curation.runner import ShardContext, ShardTask
+from curation.score.images import decode_rgb, fit_within, resize_and_encode
 from curation.tars import add_member
 
 STAGE = "grounding"
@@ -152,12 +153,12 @@ def training_jpeg(
         too_big = max_side is not None and max(size) > max_side
         if is_jpeg and not too_big:
             return data, size, size
-        rgb = image.convert("RGB")
-    if too_big:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=95)
-    return out.getvalue(), size, rgb.size
+        target = fit_within(size, max_side) if too_big else size
+        # The filter and reducing gap of Pillow's thumbnail(), which this writer used at first.
+        jpeg, stored = resize_and_encode(
+            decode_rgb(image), target, 95, Image.Resampling.LANCZOS, reducing_gap=2.0
+        )
+        return jpeg, size, stored.size
 
 
 def normalised_refs(
