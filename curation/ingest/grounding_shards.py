@@ -31,7 +31,7 @@ from curation.ingest.formats import GroundingImage
 from curation.ingest.licences import licence_of
 from curation.runner import ShardContext, ShardTask
 from curation.score.images import decode_rgb, fit_within, resize_and_encode
-from curation.tars import add_member
+from training.data.tars import add_member
 
 STAGE = "grounding"
 PLAN = "_plan/grounding.parquet"

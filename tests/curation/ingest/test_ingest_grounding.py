@@ -27,7 +27,7 @@ from curation.ingest.licences import licence_of
 from curation.stages.common import RunOptions
 from curation.stages.grounding import DECONTAMINATION_FILE, GroundingConfig, run
 from training.data.samples import grounding_sample, square_image
-from training.data.tar_reader import iter_tar_samples
+from training.data.tars import iter_tar_samples
 
 
 def convert_grounding(format_name, images, annotations, out, *, use_ray=False, **settings):
