@@ -239,7 +239,7 @@ def bucket_tasks(out_dir: str, buckets: int) -> list[ShardTask]:
     by_bucket: dict[str, list[str]] = {bucket_id(b): [] for b in range(buckets)}
     records_dir = stats_dir(out_dir, PARTITION_STAGE)
     for record_url in fsio.expand(fsio.join(records_dir, "*.json")):
-        for output in fsio.read_json(record_url)["outputs"]:
+        for output in fsio.read_json(record_url, expect=dict)["outputs"]:
             bucket = output.split("/")[1]
             by_bucket[bucket].append(fsio.join(out_dir, output))
     return [ShardTask(bucket, tuple(sorted(files))) for bucket, files in by_bucket.items()]
