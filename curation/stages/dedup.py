@@ -26,7 +26,7 @@ from curation import fsio
 from curation.cc.candidates import CANDIDATE_SCHEMA, pair_uid
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
-from curation.stats import stats_dir
+from curation.stats import read_stage_records, stats_dir
 
 PARTITION_STAGE = "dedup_partition"
 MERGE_STAGE = "dedup"
@@ -231,6 +231,17 @@ def run(config: DedupConfig, options: RunOptions = RunOptions()) -> list[StageRe
         return [first]
     merge_tasks = bucket_tasks(config.out, config.buckets)
     second = run_stage(MERGE_STAGE, MergeStage(config.max_texts), merge_tasks, config.out, **passes)
+    if second.ok:
+        records = [r for r in read_stage_records(config.out, MERGE_STAGE) if not r["folder"]]
+        second.summary.update(
+            candidate_rows=sum(r["rows_in"] for r in records),
+            urls=sum(r["rows_out"] for r in records),
+            urls_with_capped_texts=sum(r["extra"]["urls_with_capped_texts"] for r in records),
+        )
+        second.notes.append(
+            f"dedup: {second.summary['candidate_rows']:,} candidate rows -> "
+            f"{second.summary['urls']:,} URLs"
+        )
     return [first, second]
 
 

@@ -79,6 +79,7 @@ def test_one_row_per_url_with_texts_ranked_by_frequency_then_first_seen(tmp_path
     assert cat["page_urls"] == ["http://p/1", "http://p/2", "http://p/3", "http://p/4"]
     assert cat["num_pages"] == 4 and cat["width"] == 120
     assert second.completed[0]["drops"] == {"duplicate_url": 4}
+    assert (second.summary["candidate_rows"], second.summary["urls"]) == (6, 2)
 
 
 def test_texts_and_page_urls_are_capped(tmp_path):
