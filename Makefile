@@ -23,7 +23,7 @@ endif
 setup:  ## create .venv and install the project with its test tools
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(MAKE) browser
 
 test:  ## the whole test suite, end-to-end runs included

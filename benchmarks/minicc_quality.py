@@ -61,14 +61,13 @@ from curation.minicc.captions import good_caption
 from curation.minicc.evalsets import labelled_shape_picture
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
-from curation.minicc.tars import write_tar
 from curation.minicc.vocab import KINDS
 from curation.minicc.world import ConceptSampler, sample_scene
 from training.checkpoint import load_trained_model
 from training.config import load_args
 from training.data.samples import decode_image
 from training.data.shards import expand_shard_urls
-from training.data.tar_reader import iter_tar_samples
+from training.data.tars import iter_tar_samples, write_tar
 from training.eval.embed import embed_images
 from training.eval.grounding import aref_accuracy
 from training.eval.knn import knn_accuracy

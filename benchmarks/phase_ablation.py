@@ -38,7 +38,7 @@ from training.checkpoint import write_json_atomic
 from training.config import load_args
 from training.data.samples import IMAGE_EXTENSIONS
 from training.data.shards import expand_shard_urls
-from training.data.tar_reader import iter_tar_samples
+from training.data.tars import iter_tar_samples
 from training.eval.run import evaluate_checkpoint
 from training.metrics_log import read_metrics
 from training.trainer import train

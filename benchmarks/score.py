@@ -66,10 +66,11 @@ def plain_loop(pool: Path, weights: Path, model_name: str, batch_size: int) -> d
 
 
 def stage_scores(pool: Path) -> dict[str, float]:
+    from curation.score.pool import read_sidecar
+
     scores: dict[str, float] = {}
     for sidecar in sorted(pool.glob("*.parquet")):
-        keys = pq.read_table(sidecar, columns=["key", "status"]).to_pandas()
-        keys = keys[keys.status == "success"].key.tolist()
+        keys = read_sidecar(str(sidecar), ["key"])["key"].to_pylist()  # successes, in order
         table = pq.read_table(pool / "curation" / "score" / "raw" / sidecar.name)
         scores.update(zip(keys, table["clip_score"].to_pylist()))
     return scores
@@ -89,8 +90,8 @@ def main() -> int:
     from planted_pool import build_planted_pool
 
     from curation.runner import ensure_ray
-    from curation.score.model import ScorerSpec, save_random_weights
-    from curation.stages.score import score_pool
+    from curation.score.model import save_random_weights
+    from curation.stages.score import ScoreConfig, score_pass
 
     with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
         root = Path(folder)
@@ -108,12 +109,15 @@ def main() -> int:
         plain_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        report = score_pool(
-            str(planted.pool),
-            str(planted.pool / "curation" / "score"),
-            ScorerSpec(args.model, str(weights)),
-            "bench",
-            args.batch_size,
+        report = score_pass(
+            ScoreConfig(
+                str(planted.pool),
+                args.model,
+                str(weights),
+                str(planted.pool / "curation" / "score"),
+                tag="bench",
+                batch_size=args.batch_size,
+            )
         )
         stage_seconds = time.perf_counter() - started
         if not report.ok:

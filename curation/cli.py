@@ -21,7 +21,9 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.score",
     "curation.stages.neardup",
     "curation.stages.shards",
-    "curation.stages.ingest",
+    "curation.stages.ingest_urls",
+    "curation.stages.grounding",
+    "curation.stages.blur_faces",
     "curation.jobs",
     "curation.demo",
 ]

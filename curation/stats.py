@@ -76,7 +76,7 @@ def read_stage_records(out_dir: str, stage: str | None = None) -> list[dict[str,
     files = sorted(set(fs.glob(pattern)) | set(fs.glob(f"{root}/_stats/{stage or '*'}/*.json")))
     records = []
     for file in files:
-        record = fsio.read_json(_with_protocol(out_dir, file))
+        record = fsio.read_json(_with_protocol(out_dir, file), expect=dict)
         folder = file[: file.rindex("/_stats/")]
         record["folder"] = folder[len(root) :].strip("/") if folder.startswith(root) else folder
         records.append(record)

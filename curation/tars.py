@@ -1,15 +1,6 @@
-"""Deterministic WebDataset tar members: fixed mtime and mode, so a re-run writes identical bytes."""
+"""Where the stages that write tars import `add_member` from; the one tar module (reading and
+writing, webdataset's key rule) is training.data.tars."""
 
-from __future__ import annotations
+from training.data.tars import add_member
 
-import io
-import tarfile
-
-MEMBER_MTIME = 0
-MEMBER_MODE = 0o644
-
-
-def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), MEMBER_MTIME, MEMBER_MODE
-    archive.addfile(info, io.BytesIO(data))
+__all__ = ["add_member"]

@@ -6,7 +6,8 @@ decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (`Image.draft`), which skips 
 decoding work; benchmarks/download.py measures what that costs in PSNR. Resize modes follow
 img2dataset's: `keep_ratio` (shorter side = size), `keep_ratio_largest` (longer side = size),
 `center_crop` (shorter side = size, then a centred square), `border` (longer side = size, then
-padded to a black square) and `no`.
+padded to a black square) and `no`. Decoding (transparency composited onto white) and JPEG
+encoding are curation.score.images'.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from curation.download.reasons import (
     TRUNCATED_IMAGE,
     DownloadFailure,
 )
+from curation.score.images import ImageDecodeError, decode_rgb, encode_jpeg
 
 RESIZE_MODES = ("keep_ratio_largest", "keep_ratio", "center_crop", "border", "no")
 
@@ -86,26 +88,15 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_rgb(image: Image.Image, wanted: tuple[int, int] | None) -> Image.Image:
-    """Decode to RGB (transparency flattened onto white), at reduced scale if `wanted` allows."""
-    if wanted is not None and image.format == "JPEG":
-        image.draft("RGB", wanted)  # picks the smallest DCT scale still >= wanted
+def decoded(image: Image.Image, wanted: tuple[int, int] | None) -> Image.Image:
+    """decode_rgb, its failures as download reasons (the message as the sidecar has it)."""
     try:
-        image.load()
-    except OSError as exc:
-        reason = TRUNCATED_IMAGE if "truncated" in str(exc) else CORRUPT_IMAGE
-        raise DownloadFailure(reason, str(exc)) from None
-    except (SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise DownloadFailure(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    )
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        flattened = Image.new("RGB", rgba.size, (255, 255, 255))
-        flattened.paste(rgba, mask=rgba.getchannel("A"))
-        return flattened
-    return image if image.mode == "RGB" else image.convert("RGB")
+        return decode_rgb(image, wanted=wanted)
+    except ImageDecodeError as exc:
+        if isinstance(exc.cause, OSError):
+            reason = TRUNCATED_IMAGE if exc.truncated else CORRUPT_IMAGE
+            raise DownloadFailure(reason, str(exc.cause)) from None
+        raise DownloadFailure(CORRUPT_IMAGE, str(exc)) from None
 
 
 def resize_rgb(image: Image.Image, original: tuple[int, int], options: ImageOptions) -> Image.Image:
@@ -136,14 +127,12 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
         else None
     )
     try:
-        rgb = resize_rgb(decode_rgb(image, wanted), original, options)
-        out = io.BytesIO()
-        rgb.save(out, format="JPEG", quality=options.jpeg_quality)
+        rgb = resize_rgb(decoded(image, wanted), original, options)
+        jpeg = encode_jpeg(rgb, options.jpeg_quality)
     except DownloadFailure:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DownloadFailure(CORRUPT_IMAGE, f"{type(exc).__name__}: {exc}") from None
-    jpeg = out.getvalue()
     return ProcessedImage(
         jpeg, rgb.width, rgb.height, original[0], original[1], hashlib.sha256(jpeg).hexdigest()
     )

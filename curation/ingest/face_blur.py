@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from PIL import Image, ImageFilter
 
 from curation import fsio
@@ -32,6 +31,7 @@ from curation.download.shard_writer import (
 )
 from curation.ingest.boxes import pixel_box
 from curation.runner import ShardContext, ShardTask
+from curation.score.images import encode_jpeg
 
 STAGE = "blur_faces"
 METHODS = ("gaussian", "pixelate")
@@ -110,9 +110,7 @@ def blur_jpeg(
 ) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         blurred = blur_regions(image, boxes, method)
-    out = io.BytesIO()
-    blurred.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return encode_jpeg(blurred, quality)
 
 
 def face_boxes_for(box_files: Sequence[str], urls: list[str]) -> dict[str, list[list[float]]]:
@@ -193,9 +191,7 @@ def _blurred_by_earlier_run(url: str) -> dict[str, tuple[str, str]]:
     """uid -> (hash before, hash after) from an interrupted earlier run's record, if any."""
     if not fsio.exists(url):
         return {}
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle)
+    table = fsio.read_parquet(url)
     return {
         uid: (before, after)
         for uid, before, after in zip(

@@ -30,7 +30,8 @@ from curation.ingest.boxes import BoxConvention, normalise_box
 from curation.ingest.formats import GroundingImage
 from curation.ingest.licences import licence_of
 from curation.runner import ShardContext, ShardTask
-from curation.tars import add_member
+from curation.score.images import decode_rgb, fit_within, resize_and_encode
+from training.data.tars import add_member
 
 STAGE = "grounding"
 PLAN = "_plan/grounding.parquet"
@@ -128,13 +129,11 @@ def check_or_save_plan(out: str, plan: pa.Table, record: dict[str, Any]) -> None
     """Save the plan, or insist an earlier (partial) run into this folder made the same one."""
     url = fsio.join(out, PLAN)
     if fsio.exists(url):
-        fs, path = fsio.filesystem(url)
-        with fs.open(path, "rb") as handle:
-            if not pq.read_table(handle).equals(plan):
-                raise ValueError(
-                    f"{out} holds grounding shards planned from other inputs or settings; "
-                    "use a new --out (or delete it)"
-                )
+        if not fsio.read_parquet(url).equals(plan):
+            raise fsio.PlanMismatchError(
+                f"{out} holds grounding shards planned from other inputs or settings; "
+                "use a new --out (or delete it)"
+            )
         return
     with fsio.open_atomic(url) as handle:
         pq.write_table(plan, handle)
@@ -154,12 +153,12 @@ def training_jpeg(
         too_big = max_side is not None and max(size) > max_side
         if is_jpeg and not too_big:
             return data, size, size
-        rgb = image.convert("RGB")
-    if too_big:
-        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=95)
-    return out.getvalue(), size, rgb.size
+        target = fit_within(size, max_side) if too_big else size
+        # The filter and reducing gap of Pillow's thumbnail(), which this writer used at first.
+        jpeg, stored = resize_and_encode(
+            decode_rgb(image), target, 95, Image.Resampling.LANCZOS, reducing_gap=2.0
+        )
+        return jpeg, size, stored.size
 
 
 def normalised_refs(
@@ -183,9 +182,7 @@ class WriteGroundingShard:
     max_side: int | None = None
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        fs, path = fsio.filesystem(self.plan_url)
-        with fs.open(path, "rb") as handle:
-            rows = pq.read_table(handle, filters=[("shard", "=", task.shard_id)]).to_pylist()
+        rows = fsio.read_parquet(self.plan_url, filters=[("shard", "=", task.shard_id)]).to_pylist()
         ctx.stats.rows_in = len(rows)
         box_drops: Counter = Counter()
         index: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA.names}

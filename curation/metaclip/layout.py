@@ -22,6 +22,7 @@ from typing import Any
 
 from curation import fsio
 from curation.runner import ShardTask
+from curation.stages.common import ConfigError
 from curation.stats import stats_dir
 
 POOL_SHARD = re.compile(r"^\d{5}$")
@@ -55,7 +56,7 @@ def resolve_inputs(spec: str | list[str]) -> BalanceInputs:
             urls.extend(fsio.expand(item))
     urls = sorted({url for url in urls if _is_input_file(url)})
     if not urls:
-        raise FileNotFoundError(f"balance: no Parquet files in {', '.join(specs)}")
+        raise ConfigError(f"balance: no Parquet files in {', '.join(specs)}")
     stems = [posixpath.splitext(posixpath.basename(url))[0] for url in urls]
     if (
         len(folders) == 1
@@ -78,7 +79,7 @@ def _is_input_file(url: str) -> bool:
 
 def default_out_dir(inputs: BalanceInputs) -> str:
     if not inputs.is_pool:
-        raise ValueError("balance: --out is required unless --input is a download pool")
+        raise ConfigError("balance: --out is required unless --input is a download pool")
     return fsio.join(inputs.pool_dir, "curation", "balance")
 
 
@@ -87,12 +88,12 @@ def check_input_list(out_dir: str, inputs: BalanceInputs) -> None:
     url = fsio.join(out_dir, "_inputs.json")
     current = {task.shard_id: task.inputs[0] for task in inputs.tasks}
     if fsio.exists(url):
-        previous = fsio.read_json(url)
+        previous = fsio.read_json(url, expect=dict)
         changed = sorted(
             shard for shard in current if shard in previous and previous[shard] != current[shard]
         )
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"balance: {out_dir} holds a run whose shard {changed[0]} read "
                 f"{previous[changed[0]]}, now {current[changed[0]]}: use a new --out"
             )
@@ -111,7 +112,7 @@ def invalidate_stale_passes(
     `passes` maps "match" and "sample" to the stage names whose markers depend on them.
     """
     url = fsio.join(out_dir, "_config.json")
-    previous = fsio.read_json(url) if fsio.exists(url) else {}
+    previous = fsio.read_json(url, expect=dict) if fsio.exists(url) else {}
     reset: list[str] = []
     if previous and previous.get("match") != _jsonable(match_config):
         reset = passes["match"] + passes["sample"]
@@ -124,9 +125,7 @@ def invalidate_stale_passes(
 
 
 def clear_markers(out_dir: str, stage: str) -> None:
-    fs, path = fsio.filesystem(stats_dir(out_dir, stage))
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    fsio.remove(stats_dir(out_dir, stage))
 
 
 def _jsonable(config: Mapping[str, Any]) -> Any:

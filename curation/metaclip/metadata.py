@@ -20,6 +20,7 @@ import json
 import posixpath
 
 from curation import fsio
+from curation.stages.common import ConfigError
 
 WORDFREQ_SPEC = "wordfreq"
 # Zipf frequency 1.5 is ~30 occurrences per billion words: on English Wikipedia's ~4 billion
@@ -27,7 +28,7 @@ WORDFREQ_SPEC = "wordfreq"
 DEFAULT_MIN_ZIPF = 1.5
 
 
-class MetadataError(ValueError):
+class MetadataError(ConfigError):
     """A metadata file that is not a list of entry strings."""
 
 

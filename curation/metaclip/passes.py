@@ -41,11 +41,6 @@ def cached_matcher(spec: str, fingerprint: str) -> EntryMatcher:
     return _matcher_cache[fingerprint]
 
 
-def read_parquet(url: str, columns: list[str] | None = None) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    return pq.read_table(path, filesystem=fs, columns=columns)
-
-
 @dataclass(frozen=True)
 class TextColumns:
     """Which input columns hold the text(s), the language, and the download status."""
@@ -88,7 +83,7 @@ class MatchShard:
         url = task.inputs[0]
         fs, path = fsio.filesystem(url)
         schema = pq.read_schema(path, filesystem=fs)
-        table = read_parquet(url, self.columns.needed(schema, url))
+        table = fsio.read_parquet(url, self.columns.needed(schema, url))
         ctx.stats.rows_in = ctx.stats.rows_out = table.num_rows
         ctx.stats.bytes_in = fs.size(path)
         uids = table.column("uid").to_pylist()
@@ -156,7 +151,7 @@ class ReduceCounts:
     """Sum a group of sparse count files into one (a level of the tree reduce)."""
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        tables = [read_parquet(url) for url in task.inputs]
+        tables = [fsio.read_parquet(url) for url in task.inputs]
         ctx.stats.rows_in = sum(t.num_rows for t in tables)
         summed = balancing.sum_counts(tables)
         ctx.stats.rows_out = summed.num_rows
@@ -173,7 +168,7 @@ class SampleShard:
     matches_dir: str
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        matches = read_parquet(fsio.join(self.matches_dir, f"{task.shard_id}.parquet"))
+        matches = fsio.read_parquet(fsio.join(self.matches_dir, f"{task.shard_id}.parquet"))
         entries = matches.column("metaclip_entries").combine_chunks()
         groups = np.asarray(matches.column("group").to_pylist(), dtype=object)
         downloaded = matches.column("downloaded").to_numpy(zero_copy_only=False)
@@ -198,7 +193,7 @@ class SampleShard:
                 columns["metaclip_text"] = matches.column("metaclip_text")
             ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(columns))
             return
-        rows = read_parquet(task.inputs[0])
+        rows = fsio.read_parquet(task.inputs[0])
         if rows.num_rows != matches.num_rows:
             raise RuntimeError(
                 f"{task.inputs[0]} has {rows.num_rows} rows but its matches "

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from curation import fsio
 from curation.minicc import evalsets, faults
 from curation.minicc.catalog import plan_catalog
 from curation.minicc.grounding import write_grounding_shards
@@ -62,11 +62,7 @@ def _prepare_output(out: Path) -> None:
             "choose an empty or new folder"
         )
     for name in _BUILD_OUTPUTS:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+        fsio.remove(str(out / name))
 
 
 def _counts(

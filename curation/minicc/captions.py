@@ -12,8 +12,6 @@ from curation.minicc.vocab import (
 )
 from curation.minicc.world import Scene, Shape
 
-CAPTION_KINDS: tuple[str, ...] = ("good", "noisy", "mismatched", "empty", "title_only")
-
 _ENGLISH_OPENERS: tuple[str, ...] = ("", "a photo of ", "an illustration of ", "drawing: ")
 
 

@@ -20,9 +20,9 @@ import numpy as np
 from curation.minicc.captions import good_caption
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
-from curation.minicc.tars import Sample, write_tar
 from curation.minicc.vocab import COLOURS, KINDS
 from curation.minicc.world import EXTREME_ASPECT_RATIOS, Scene, sample_scene
+from training.data.tars import Sample, write_tar
 
 EVAL_SETS: tuple[str, ...] = ("zeroshot", "extreme_aspect", "retrieval", "refexp", "segmentation")
 ZEROSHOT_TEMPLATES: tuple[str, ...] = (

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from curation.minicc.catalog import Catalog
-from curation.minicc.tars import write_tar
 from curation.minicc.www import RenderedInfo
+from training.data.tars import write_tar
 
 
 def write_grounding_shards(

@@ -97,7 +97,3 @@ def shape_outline(kind: str, cx: float, cy: float, r: float, rotation: float) ->
         ]
         outline.append((placed, filled))
     return outline
-
-
-def known_kinds() -> list[str]:
-    return sorted(_UNIT_OUTLINES)

@@ -38,7 +38,6 @@ from curation.minicc.warc import (
 
 FILES_PER_SEGMENT = 4
 CRAWL_START = datetime(2024, 3, 1, tzinfo=UTC)
-PAGE_FAULTS = ("broken_http_headers", "truncated_record")
 
 
 def snapshot_name(seed: int) -> str:

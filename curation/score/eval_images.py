@@ -1,5 +1,6 @@
 """Images of held-out evaluation sets, for decontamination: WebDataset tars (the CLIP_benchmark
-layout: SET/test/*.tar with KEY.jpg|png|webp) and loose image files, found recursively."""
+layout: SET/test/*.tar with KEY.jpg|png|webp) and loose image files, found recursively. A
+truncated eval tar raises: decontamination against part of a set would pass silently."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.score.pool import iter_tar_members
+from training.data.tars import iter_tar_samples
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -31,9 +32,10 @@ def load_eval_images(folders: list[str]) -> list[EvalImage]:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             label = f"{root.name}/{path.relative_to(root)}"
             if path.suffix == ".tar":
-                for key, extension, data in iter_tar_members(str(path)):
-                    if extension.lower() in IMAGE_EXTENSIONS:
-                        images.append(EvalImage(f"{label}:{key}", data))
+                for sample in iter_tar_samples(str(path)):
+                    for extension, data in sample.files.items():
+                        if extension in IMAGE_EXTENSIONS:
+                            images.append(EvalImage(f"{label}:{sample.key}", data))
             elif path.suffix.lstrip(".").lower() in IMAGE_EXTENSIONS:
                 images.append(EvalImage(label, path.read_bytes()))
     return images

@@ -66,8 +66,8 @@ class LoadedScorer:
 
 def _read_json(path: str | Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(fsio.read_bytes(str(path)))
-    except (OSError, json.JSONDecodeError) as exc:
+        return fsio.read_json(str(path), expect=dict)
+    except (OSError, ValueError) as exc:
         raise ScorerConfigError(f"{what} {path}: cannot read JSON ({exc})") from exc
 
 

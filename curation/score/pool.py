@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation import fsio
+from curation.stages.common import ConfigError
+from training.data.tars import iter_tar_samples
 
 SHARD_ID = re.compile(r"^\d{5}$")
 SUCCESS = "success"
 
 
-class PoolError(ValueError):
+class PoolError(ConfigError):
     """The pool folder is missing or does not follow the pool layout."""
 
 
@@ -53,11 +54,7 @@ def list_pool_shards(pool: str) -> list[PoolShard]:
 def read_sidecar(
     url: str, columns: list[str] | None = None, successes_only: bool = True
 ) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(
-            handle, columns=None if columns is None else sorted(set(columns) | {"status"})
-        )
+    table = fsio.read_parquet(url, None if columns is None else sorted(set(columns) | {"status"}))
     if successes_only:
         table = table.filter(pc.equal(table["status"], SUCCESS))
     if columns is not None and "status" not in columns:
@@ -65,40 +62,17 @@ def read_sidecar(
     return table
 
 
-def iter_tar_members(url: str) -> Iterator[tuple[str, str, bytes]]:
-    """(key, extension, bytes) for each file of a WebDataset tar, in tar order.
+def iter_samples(
+    url: str, extensions: tuple[str, ...] = ("jpg", "txt", "json")
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) for each sample of a pool tar (training.data.tars' reader and
+    key rule), only the given extensions kept.
 
     A tar cut short ends the iteration (what was read before stays valid); the caller notices the
     keys that never came.
     """
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as archive:
-        try:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                name = member.name.rsplit("/", 1)[-1]
-                key, _, extension = name.partition(".")
-                handle = archive.extractfile(member)
-                if handle is None:
-                    continue
-                yield key, extension, handle.read()
-        except (tarfile.ReadError, EOFError):
-            return
-
-
-def iter_samples(
-    url: str, extensions: tuple[str, ...] = ("jpg", "txt", "json")
-) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for each sample of a tar, members grouped by key."""
-    current_key: str | None = None
-    current: dict[str, bytes] = {}
-    for key, extension, data in iter_tar_members(url):
-        if key != current_key:
-            if current_key is not None:
-                yield current_key, current
-            current_key, current = key, {}
-        if extension in extensions:
-            current[extension] = data
-    if current_key is not None:
-        yield current_key, current
+    try:
+        for sample in iter_tar_samples(url):
+            yield sample.key, {e: d for e, d in sample.files.items() if e in extensions}
+    except (tarfile.TarError, EOFError):
+        return

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation import fsio
-from curation.filters import BasicRules, basic_rule_failures
 from curation.runner import ShardContext, ShardTask
 from curation.score.embedder import build_transform, cosine_rows
+from curation.score.filters import BasicRules, basic_rule_failures
 from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.pool import iter_samples, read_sidecar
 from curation.score.reapply import DIGEST_KEY
@@ -177,9 +176,7 @@ class ApplyScoreDecision:
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         _tar_url, sidecar_url = task.inputs
         raw_url = fsio.join(self.score_dir, raw_scores_name(task.shard_id))
-        fs, path = fsio.filesystem(raw_url)
-        with fs.open(path, "rb") as handle:
-            raw = pq.read_table(handle)
+        raw = fsio.read_parquet(raw_url)
         scores = raw["clip_score"].to_numpy(zero_copy_only=False)
         ctx.stats.rows_in = raw.num_rows
         failures: dict[str, np.ndarray] = {"unscored": np.isnan(scores)}

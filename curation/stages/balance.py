@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -42,10 +42,10 @@ from curation.metaclip.passes import (
     SampleShard,
     TextColumns,
     metadata_fingerprint,
-    read_parquet,
 )
 from curation.metaclip.summary import entry_table, format_summary, summarize_balance
 from curation.runner import ShardTask, StageReport, run_stage
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 
 MATCH_STAGE, REDUCE_STAGE, SAMPLE_STAGE = "balance_match", "balance_reduce", "balance"
 DEFAULT_FAN_IN = 256
@@ -53,36 +53,24 @@ DEFAULT_FAN_IN = 256
 
 @dataclass(frozen=True)
 class BalanceConfig:
-    input: str | list[str]
-    metadata: str
+    input: str | Sequence[str]  # Parquet folder(s), glob(s) or file(s), or a download pool
+    metadata: str  # see load_metadata: a JSON list, a .txt, a world, or wordfreq[:LANGS]
     t: float
-    out: str | None = None
-    seed: int = 0
+    out: str | None = None  # default for a pool: POOL/curation/balance
     columns: TextColumns = field(default_factory=TextColumns)
     t_per_lang: Mapping[str, float] | None = None
-    fan_in: int = DEFAULT_FAN_IN
+    fan_in: int = DEFAULT_FAN_IN  # count files summed per reduce task
     num_cpus: float = 1
-    use_ray: bool = True
-    progress: bool = True
 
-
-@dataclass
-class BalanceResult:
-    out_dir: str
-    reports: list[StageReport]
-    summary: dict
-
-    @property
-    def ok(self) -> bool:
-        return all(report.ok for report in self.reports)
+    def __post_init__(self) -> None:
+        if self.fan_in < 2:
+            raise ConfigError(f"balance: fan-in must be at least 2, got {self.fan_in}")
 
 
 def reduce_counts(
-    urls: list[str], work_dir: str, config: BalanceConfig, label: str
+    urls: list[str], work_dir: str, config: BalanceConfig, options: RunOptions, label: str
 ) -> tuple[pa.Table, list[StageReport]]:
     """Sum sparse count files: Ray tasks of `fan_in` files per level until the driver can finish."""
-    if config.fan_in < 2:
-        raise ValueError(f"fan-in must be at least 2, got {config.fan_in}")
     reports: list[StageReport] = []
     level = 0
     while len(urls) > config.fan_in:
@@ -92,25 +80,30 @@ def reduce_counts(
             for i, start in enumerate(range(0, len(urls), config.fan_in))
         ]
         report = run_stage(
-            REDUCE_STAGE,
-            ReduceCounts(),
-            tasks,
-            level_dir,
-            seed=config.seed,
-            num_cpus=config.num_cpus,
-            use_ray=config.use_ray,
-            progress=config.progress,
+            REDUCE_STAGE, ReduceCounts(), tasks, level_dir, **_pass_options(config, options)
         )
         reports.append(report)
         if not report.ok:
             return balancing.sum_counts([]), reports
         urls = [fsio.join(level_dir, f"{task.shard_id}.parquet") for task in tasks]
         level += 1
-    return balancing.sum_counts([read_parquet(url) for url in urls]), reports
+    return balancing.sum_counts([fsio.read_parquet(url) for url in urls]), reports
 
 
-def run_balance(config: BalanceConfig) -> BalanceResult:
-    """Both passes and the reduce between them; resumable, deterministic for a given seed."""
+def _pass_options(config: BalanceConfig, options: RunOptions) -> dict:
+    return {
+        "seed": options.seed,
+        "num_cpus": config.num_cpus,
+        "use_ray": options.use_ray,
+        "progress": options.progress,
+    }
+
+
+def run(config: BalanceConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    """Both passes and the reduce between them; resumable, deterministic for a given seed.
+
+    The last report's summary is the balance summary (also in OUT/balance_summary.json) once
+    every pass succeeded."""
     inputs = layout.resolve_inputs(config.input)
     out_dir = config.out or layout.default_out_dir(inputs)
     fsio.makedirs(out_dir)
@@ -127,59 +120,56 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
         match_config={
             "metadata": fingerprint,
             "columns": columns.__dict__,
-            "seed": config.seed if columns.texts else None,
+            "seed": options.seed if columns.texts else None,
         },
-        sample_config={"t": config.t, "t_per_lang": config.t_per_lang, "seed": config.seed},
+        sample_config={"t": config.t, "t_per_lang": config.t_per_lang, "seed": options.seed},
         passes={"match": [MATCH_STAGE], "sample": [SAMPLE_STAGE]},
     )
     tasks = list(inputs.tasks)
-    run = {
-        "seed": config.seed,
-        "num_cpus": config.num_cpus,
-        "use_ray": config.use_ray,
-        "progress": config.progress,
-    }
+    passes = _pass_options(config, options)
     match = run_stage(
         MATCH_STAGE,
-        MatchShard(config.metadata, fingerprint, columns, config.seed),
+        MatchShard(config.metadata, fingerprint, columns, options.seed),
         tasks,
         out_dir,
-        **run,
+        **passes,
     )
     reports = [match]
     if not match.ok:
-        return BalanceResult(out_dir, reports, {})
+        return reports
     work_dir = fsio.join(out_dir, "_reduce")
     if match.completed:  # new matches: the reduce levels and the sampling are stale
-        _clear_folder(work_dir)
+        fsio.remove(work_dir)
         layout.clear_markers(out_dir, SAMPLE_STAGE)
     counts, reduce_reports = reduce_counts(
         [fsio.join(out_dir, "_counts", f"{t.shard_id}.parquet") for t in tasks],
         work_dir,
         config,
+        options,
         "counts",
     )
     reports += reduce_reports
     if not all(r.ok for r in reduce_reports):
-        return BalanceResult(out_dir, reports, {})
+        return reports
     probabilities = balancing.entry_probabilities(counts, len(entries), config.t, config.t_per_lang)
     sample = run_stage(
         SAMPLE_STAGE,
-        SampleShard(probabilities, config.seed, inputs.is_pool, fsio.join(out_dir, "_matches")),
+        SampleShard(probabilities, options.seed, inputs.is_pool, fsio.join(out_dir, "_matches")),
         tasks,
         out_dir,
-        **run,
+        **passes,
     )
     reports.append(sample)
     if not sample.ok:
-        return BalanceResult(out_dir, reports, {})
+        return reports
     kept_work_dir = fsio.join(out_dir, "_reduce_kept")
     if sample.completed:
-        _clear_folder(kept_work_dir)
+        fsio.remove(kept_work_dir)
     kept, kept_reports = reduce_counts(
         [fsio.join(out_dir, "_kept", f"{t.shard_id}.parquet") for t in tasks],
         kept_work_dir,
         config,
+        options,
         "kept",
     )
     reports += kept_reports
@@ -189,7 +179,9 @@ def run_balance(config: BalanceConfig) -> BalanceResult:
         pq.write_table(table, handle, compression="zstd")
     summary = summarize_balance(table, config.t, config.t_per_lang, **_row_totals(out_dir))
     fsio.write_json(fsio.join(out_dir, layout.SUMMARY), summary)
-    return BalanceResult(out_dir, reports, summary)
+    reports[-1].summary.update(summary)
+    reports[-1].notes += [format_summary(summary), f"wrote {out_dir}"]
+    return reports
 
 
 def _row_totals(out_dir: str) -> dict[str, int]:
@@ -207,12 +199,6 @@ def _row_totals(out_dir: str) -> dict[str, int]:
     return total
 
 
-def _clear_folder(url: str) -> None:
-    fs, path = fsio.filesystem(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
 def _t_per_lang(value: str | None) -> dict[str, float] | None:
     """`--t-per-lang` is inline JSON or the URL of a JSON file: {"en": 20000, "ja": 4000, ...}."""
     if not value:
@@ -221,33 +207,24 @@ def _t_per_lang(value: str | None) -> dict[str, float] | None:
     try:
         mapping = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--t-per-lang {value}: not JSON ({exc})") from exc
+        raise ConfigError(f"--t-per-lang {value}: not JSON ({exc})") from exc
     if not isinstance(mapping, dict) or not all(
         isinstance(v, (int, float)) and v > 0 for v in mapping.values()
     ):
-        raise SystemExit(f"--t-per-lang {value}: expected an object of language -> positive t")
+        raise ConfigError(f"--t-per-lang {value}: expected an object of language -> positive t")
     return {str(k): float(v) for k, v in mapping.items()}
 
 
-def main(args: argparse.Namespace) -> int:
-    config = BalanceConfig(
+def config_from_args(args: argparse.Namespace) -> BalanceConfig:
+    return BalanceConfig(
         input=args.input,
         metadata=args.metadata,
         t=args.t,
         out=args.out,
-        seed=args.seed,
         columns=TextColumns(args.text_column, args.texts_column, args.lang_column),
         t_per_lang=_t_per_lang(args.t_per_lang),
         fan_in=args.fan_in,
-        use_ray=not args.no_ray,
     )
-    result = run_balance(config)
-    for report in result.reports:
-        print(report.describe())
-    if result.summary:
-        print(format_summary(result.summary))
-        print(f"wrote {result.out_dir}")
-    return 0 if result.ok else 1
 
 
 def build_metadata_docstring() -> str:
@@ -328,7 +305,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "about 2x the post-download t when run on candidates",
     )
     parser.add_argument("--out", help="output folder (default for a pool: POOL/curation/balance)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-column", default="text")
     parser.add_argument(
         "--texts-column",
@@ -344,5 +320,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--fan-in", type=int, default=DEFAULT_FAN_IN, help="count files summed per reduce task"
     )
-    parser.add_argument("--no-ray", action="store_true", help="run in this process (debugging)")
-    parser.set_defaults(func=main)
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))

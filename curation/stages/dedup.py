@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.cc.candidates import CANDIDATE_SCHEMA, pair_uid
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
-from curation.stats import stats_dir
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
+from curation.stats import read_stage_records, stats_dir
 
 PARTITION_STAGE = "dedup_partition"
 MERGE_STAGE = "dedup"
@@ -87,9 +87,7 @@ class PartitionStage:
 
 
 def _read_candidates(url: str) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle)
+    table = fsio.read_parquet(url)
     missing = [name for name in CANDIDATE_SCHEMA.names if name not in table.column_names]
     if missing:
         raise ValueError(f"{url}: not a candidates file (missing columns {missing})")
@@ -103,7 +101,7 @@ class MergeStage:
     max_texts: int = DEFAULT_MAX_TEXTS
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        parts = [_read_partition(url) for url in task.inputs]
+        parts = [fsio.read_parquet(url) for url in task.inputs]
         table = pa.concat_tables(parts) if parts else _empty_partition()
         table = table.sort_by(
             [
@@ -126,12 +124,6 @@ class MergeStage:
             }
         )
         ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(rows, schema=DEDUP_SCHEMA))
-
-
-def _read_partition(url: str) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle)
 
 
 def _empty_partition() -> pa.Table:
@@ -199,66 +191,58 @@ def _first_present(values: list, start: int, end: int) -> Any:
 def candidate_files(input_dir: str) -> list[str]:
     files = fsio.expand(fsio.join(input_dir, "*.parquet"))
     if not files:
-        raise ValueError(f"dedup: no candidate files (*.parquet) in {input_dir}")
+        raise ConfigError(f"dedup: no candidate files (*.parquet) in {input_dir}")
     return files
 
 
-def _check_same_plan(out_dir: str, files: list[str], buckets: int) -> None:
-    """A dedup folder belongs to one input list and bucket count; refuse to mix two."""
-    manifest = fsio.join(out_dir, "_inputs", f"{MERGE_STAGE}.json")
-    plan = {"inputs": files, "buckets": buckets}
-    if fsio.exists(manifest):
-        if fsio.read_json(manifest) != plan:
-            raise ValueError(
-                f"dedup: {out_dir} holds a dedup of other inputs or another bucket "
-                f"count (see {manifest}); use a new --out folder"
-            )
-        return
-    fsio.write_json(manifest, plan)
+@dataclass(frozen=True)
+class DedupConfig:
+    input: str  # folder of candidate *.parquet files
+    out: str  # folder for {bucket}.parquet
+    buckets: int = DEFAULT_BUCKETS  # hash partitions (each must fit in one worker's memory)
+    max_texts: int = DEFAULT_MAX_TEXTS  # distinct texts kept per URL
+
+    def __post_init__(self) -> None:
+        if self.buckets < 1 or self.max_texts < 1:
+            raise ConfigError("dedup: --buckets and --max-texts must be at least 1")
 
 
-def run(
-    input_dir: str,
-    out_dir: str,
-    *,
-    buckets: int = DEFAULT_BUCKETS,
-    max_texts: int = DEFAULT_MAX_TEXTS,
-    seed: int = 0,
-    use_ray: bool = True,
-    progress: bool = True,
-) -> tuple[StageReport, StageReport | None]:
+def run(config: DedupConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
     """Both passes; the merge pass runs only if every partition task succeeded."""
-    if buckets < 1 or max_texts < 1:
-        raise ValueError("dedup: --buckets and --max-texts must be at least 1")
-    files = candidate_files(input_dir)
+    files = candidate_files(config.input)
     stems = [posixpath.basename(f)[: -len(".parquet")] for f in files]
     if len(set(stems)) != len(stems):
-        raise ValueError(f"dedup: candidate file names in {input_dir} are not unique")
-    fsio.makedirs(out_dir)
-    _check_same_plan(out_dir, files, buckets)
+        raise ConfigError(f"dedup: candidate file names in {config.input} are not unique")
+    fsio.makedirs(config.out)
+    fsio.check_plan(
+        fsio.join(config.out, "_inputs", f"{MERGE_STAGE}.json"),
+        {"inputs": files, "buckets": config.buckets},
+        f"dedup folder {config.out}",
+    )
+    passes = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
     partition_tasks = [ShardTask(stem, (f,)) for stem, f in zip(stems, files)]
     first = run_stage(
-        PARTITION_STAGE,
-        PartitionStage(buckets),
-        partition_tasks,
-        out_dir,
-        seed=seed,
-        use_ray=use_ray,
-        progress=progress,
+        PARTITION_STAGE, PartitionStage(config.buckets), partition_tasks, config.out, **passes
     )
     if not first.ok:
-        return first, None
-    merge_tasks = bucket_tasks(out_dir, buckets)
-    second = run_stage(
-        MERGE_STAGE,
-        MergeStage(max_texts),
-        merge_tasks,
-        out_dir,
-        seed=seed,
-        use_ray=use_ray,
-        progress=progress,
-    )
-    return first, second
+        first.notes.append(
+            f"{MERGE_STAGE}: not started, pass 1 has failed shards (re-run to retry them)"
+        )
+        return [first]
+    merge_tasks = bucket_tasks(config.out, config.buckets)
+    second = run_stage(MERGE_STAGE, MergeStage(config.max_texts), merge_tasks, config.out, **passes)
+    if second.ok:
+        records = [r for r in read_stage_records(config.out, MERGE_STAGE) if not r["folder"]]
+        second.summary.update(
+            candidate_rows=sum(r["rows_in"] for r in records),
+            urls=sum(r["rows_out"] for r in records),
+            urls_with_capped_texts=sum(r["extra"]["urls_with_capped_texts"] for r in records),
+        )
+        second.notes.append(
+            f"dedup: {second.summary['candidate_rows']:,} candidate rows -> "
+            f"{second.summary['urls']:,} URLs"
+        )
+    return [first, second]
 
 
 def bucket_tasks(out_dir: str, buckets: int) -> list[ShardTask]:
@@ -266,10 +250,14 @@ def bucket_tasks(out_dir: str, buckets: int) -> list[ShardTask]:
     by_bucket: dict[str, list[str]] = {bucket_id(b): [] for b in range(buckets)}
     records_dir = stats_dir(out_dir, PARTITION_STAGE)
     for record_url in fsio.expand(fsio.join(records_dir, "*.json")):
-        for output in fsio.read_json(record_url)["outputs"]:
+        for output in fsio.read_json(record_url, expect=dict)["outputs"]:
             bucket = output.split("/")[1]
             by_bucket[bucket].append(fsio.join(out_dir, output))
     return [ShardTask(bucket, tuple(sorted(files))) for bucket, files in by_bucket.items()]
+
+
+def config_from_args(args: argparse.Namespace) -> DedupConfig:
+    return DedupConfig(args.input, args.out, args.buckets, args.max_texts)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -287,27 +275,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-texts", type=int, default=DEFAULT_MAX_TEXTS, help="distinct texts kept per URL"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--no-ray",
-        action="store_true",
-        help="run the shards one after another in this process (debugging)",
-    )
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    first, second = run(
-        args.input,
-        args.out,
-        buckets=args.buckets,
-        max_texts=args.max_texts,
-        seed=args.seed,
-        use_ray=not args.no_ray,
-    )
-    print(first.describe())
-    if second is None:
-        print(f"{MERGE_STAGE}: not started, pass 1 has failed shards (re-run to retry them)")
-        return 1
-    print(second.describe())
-    return 0 if second.ok else 1
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))

@@ -7,7 +7,7 @@ actor-backed per-shard form of a Ray Data ActorPoolStrategy pipeline: the same a
 same overlap, but a shard's outputs are written by the task that owns the shard, not gathered in
 the driver, and a killed run resumes shard by shard.
 The driver then fixes the global rule (a threshold, or the top fraction of the whole pool; see
-curation/filters.py) into POOL/curation/score/thresholds.json, and pass 2 ("score_filter") writes
+curation/score/filters.py) into POOL/curation/score/thresholds.json, and pass 2 ("score_filter") writes
 {shard}.parquet with keep_score. Changing only the rule re-runs pass 2, not the model.
 """
 
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from curation import fsio
-from curation.filters import BasicRules, QuantileResult, top_fraction_threshold
 from curation.runner import ShardTask, StageReport, completed_shards, ensure_ray, run_stage
-from curation.score.embedder import plan_actor_pool, start_embedder_actors
+from curation.score.embedder import ClipEmbedder, plan_actor_pool, start_embedder_actors
+from curation.score.filters import BasicRules, QuantileResult, top_fraction_threshold
 from curation.score.model import ScorerSpec, save_random_weights, weights_are_random
 from curation.score.pool import list_pool_shards
 from curation.score.reapply import decision_digest, invalidate_other_decisions
@@ -33,7 +34,10 @@ from curation.score.shard_scoring import (
     ScoreShard,
     raw_scores_name,
 )
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 
+SCORE_STAGE, FILTER_STAGE = "score", "score_filter"
+QUANTILE_METHODS = ("auto", "exact", "histogram")
 SCORER_RECORD = "scorer.json"
 THRESHOLDS_RECORD = "thresholds.json"
 RANDOM_WEIGHTS_WARNING = (
@@ -60,14 +64,46 @@ def pool_tasks(pool: str) -> list[ShardTask]:
     return [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in list_pool_shards(pool)]
 
 
+@dataclass(frozen=True)
+class ScoreConfig:
+    pool: str  # pool folder (NNNNN.tar + NNNNN.parquet)
+    model: str  # open_clip architecture name
+    weights: str  # local weights file (.safetensors / .pt)
+    out: str = ""  # default: POOL/curation/score
+    model_config: str | None = None  # open_clip model config JSON
+    tag: str = ""  # score column suffix (default: from the model name)
+    batch_size: int = 64
+    actors: int | None = None  # scoring actors (default: planned from the cluster)
+    threshold: float | None = None  # keep score >= threshold ...
+    top_fraction: float | None = None  # ... or the top fraction of the whole pool
+    quantile: str = "auto"  # top-fraction method: auto, exact or histogram
+    basic: BasicRules | None = None  # DataComp's basic rules, or none
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", self.out or fsio.join(self.pool, "curation", "score"))
+        object.__setattr__(self, "tag", self.tag or default_tag(self.model))
+        if self.threshold is not None and self.top_fraction is not None:
+            raise ConfigError("score: give --threshold or --top-fraction, not both")
+        if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"score: --top-fraction must be in (0, 1], got {self.top_fraction}")
+        if self.quantile not in QUANTILE_METHODS:
+            raise ConfigError(f"score: --quantile must be one of {', '.join(QUANTILE_METHODS)}")
+        if self.batch_size < 1 or (self.actors is not None and self.actors < 1):
+            raise ConfigError("score: --batch-size and --actors must be at least 1")
+
+    @property
+    def spec(self) -> ScorerSpec:
+        return ScorerSpec(self.model, self.weights, self.model_config)
+
+
 def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
     """Refuse to mix scores of two models (or tags) in one output folder."""
     url = fsio.join(out, SCORER_RECORD)
     if fsio.exists(url):
-        previous = fsio.read_json(url)
+        previous = fsio.read_json(url, expect=dict)
         fields = ("model_name", "weights", "model_config", "tag")
         if any(previous.get(k) != record.get(k) for k in fields):
-            raise SystemExit(
+            raise fsio.PlanMismatchError(
                 f"{out} holds scores from {[previous.get(k) for k in fields]}, not "
                 f"{[record.get(k) for k in fields]}: use another --out or remove it"
             )
@@ -75,37 +111,55 @@ def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
         fsio.write_json(url, record)
 
 
-def score_pool(
-    pool: str,
-    out: str,
-    spec: ScorerSpec,
-    tag: str,
-    batch_size: int = 64,
-    actors: int | None = None,
-    seed: int = 0,
-) -> StageReport:
-    """Pass 1: embed and score every shard not scored yet."""
-    tasks = pool_tasks(pool)
-    random_init = weights_are_random(spec.weights)
-    _check_scorer_record(out, {**spec.to_record(), "tag": tag, "random_init": random_init})
+def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> StageReport:
+    """Pass 1: embed and score every shard not scored yet (the model on Ray actors, or in this
+    process without Ray)."""
+    tasks = pool_tasks(config.pool)
+    random_init = weights_are_random(config.weights)
+    record = {**config.spec.to_record(), "tag": config.tag, "random_init": random_init}
+    _check_scorer_record(config.out, record)
     if random_init:
-        print(RANDOM_WEIGHTS_WARNING.format(weights=spec.weights), flush=True)
-    done = completed_shards(out, "score")
+        print(RANDOM_WEIGHTS_WARNING.format(weights=config.weights), flush=True)
+    done = completed_shards(config.out, SCORE_STAGE)
     if all(t.shard_id in done for t in tasks):
         # Nothing to score: do not start (and load the model into) any actor.
-        return StageReport("score", out, skipped=[t.shard_id for t in tasks])
+        return StageReport(SCORE_STAGE, config.out, skipped=[t.shard_id for t in tasks])
+    if not options.use_ray:
+        embedder = ClipEmbedder(config.spec)
+        model = embedder.describe()
+        stage = ScoreShard(
+            (embedder,), model["preprocess_cfg"], model["embed_dim"], config.batch_size
+        )
+        return run_stage(
+            SCORE_STAGE,
+            stage,
+            tasks,
+            config.out,
+            seed=options.seed,
+            use_ray=False,
+            progress=options.progress,
+        )
     import ray
 
     ensure_ray()
     resources = ray.cluster_resources()
-    plan = plan_actor_pool(resources.get("CPU", 1), resources.get("GPU", 0), actors)
+    plan = plan_actor_pool(resources.get("CPU", 1), resources.get("GPU", 0), config.actors)
     print(f"score: {plan.describe()}", flush=True)
-    handles = start_embedder_actors(spec, plan)
+    handles = start_embedder_actors(config.spec, plan)
     try:
         model = ray.get(handles[0].describe.remote())
-        stage = ScoreShard(tuple(handles), model["preprocess_cfg"], model["embed_dim"], batch_size)
+        stage = ScoreShard(
+            tuple(handles), model["preprocess_cfg"], model["embed_dim"], config.batch_size
+        )
         return run_stage(
-            "score", stage, tasks, out, seed=seed, num_cpus=1, max_in_flight=plan.decode_cpus
+            SCORE_STAGE,
+            stage,
+            tasks,
+            config.out,
+            seed=options.seed,
+            num_cpus=1,
+            max_in_flight=plan.decode_cpus,
+            progress=options.progress,
         )
     finally:
         for handle in handles:
@@ -114,11 +168,8 @@ def score_pool(
 
 def _raw_score_chunks(out: str, tasks: list[ShardTask]):
     for task in tasks:
-        fs, path = fsio.filesystem(fsio.join(out, raw_scores_name(task.shard_id)))
-        with fs.open(path, "rb") as handle:
-            yield pq.read_table(handle, columns=["clip_score"])["clip_score"].to_numpy(
-                zero_copy_only=False
-            )
+        table = fsio.read_parquet(fsio.join(out, raw_scores_name(task.shard_id)), ["clip_score"])
+        yield table["clip_score"].to_numpy(zero_copy_only=False)
 
 
 def _raw_score_count(out: str, tasks: list[ShardTask]) -> int:
@@ -130,54 +181,99 @@ def _raw_score_count(out: str, tasks: list[ShardTask]) -> int:
     return total
 
 
-def decide(
-    pool: str,
-    out: str,
-    tag: str,
-    threshold: float | None,
-    top_fraction: float | None,
-    quantile: str,
-    basic: BasicRules | None,
-) -> tuple[ScoreDecision, QuantileResult | None]:
+def decide(config: ScoreConfig) -> tuple[ScoreDecision, QuantileResult | None]:
     """The global keep rule, recorded in OUT/thresholds.json."""
-    tasks = pool_tasks(pool)
-    quantile_result = None
-    if top_fraction is not None:
+    tasks = pool_tasks(config.pool)
+    threshold, quantile_result = config.threshold, None
+    if config.top_fraction is not None:
         quantile_result = top_fraction_threshold(
-            _raw_score_chunks(out, tasks),
-            top_fraction,
-            quantile,
-            total=_raw_score_count(out, tasks),
+            _raw_score_chunks(config.out, tasks),
+            config.top_fraction,
+            config.quantile,
+            total=_raw_score_count(config.out, tasks),
         )
         threshold = quantile_result.threshold
     rule = {
-        "tag": tag,
+        "tag": config.tag,
         "threshold": threshold,
-        "top_fraction": top_fraction,
-        "basic": basic.to_record() if basic else None,
+        "top_fraction": config.top_fraction,
+        "basic": config.basic.to_record() if config.basic else None,
     }
     digest = decision_digest(rule)
     fsio.write_json(
-        fsio.join(out, THRESHOLDS_RECORD),
+        fsio.join(config.out, THRESHOLDS_RECORD),
         {
             **rule,
             "digest": digest,
             "quantile": quantile_result.to_record() if quantile_result else None,
         },
     )
-    return ScoreDecision(tag, threshold, basic, digest), quantile_result
+    return ScoreDecision(config.tag, threshold, config.basic, digest), quantile_result
 
 
-def apply_decision(pool: str, out: str, decision: ScoreDecision, seed: int = 0) -> StageReport:
+def filter_pass(
+    config: ScoreConfig, decision: ScoreDecision, options: RunOptions = RunOptions()
+) -> StageReport:
     """Pass 2: write {shard}.parquet with keep_score; shards made under another rule are redone."""
-    invalidate_other_decisions(out, "score_filter", decision.digest)
+    invalidate_other_decisions(config.out, FILTER_STAGE, decision.digest)
     return run_stage(
-        "score_filter",
-        ApplyScoreDecision(decision, out),
-        pool_tasks(pool),
-        out,
-        seed=seed,
+        FILTER_STAGE,
+        ApplyScoreDecision(decision, config.out),
+        pool_tasks(config.pool),
+        config.out,
+        seed=options.seed,
         num_cpus=1,
+        use_ray=options.use_ray,
+        progress=options.progress,
+    )
+
+
+def run(config: ScoreConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    """Score the pool, fix the global rule, write keep_score; pass 2 runs only if pass 1 did not
+    fail. The last report's summary holds the threshold and how many rows it kept."""
+    scored = score_pass(config, options)
+    if not scored.ok:
+        return [scored]
+    decision, quantile = decide(config)
+    filtered = filter_pass(config, decision, options)
+    if quantile is not None:
+        filtered.notes.append(
+            f"top {config.top_fraction:.2%} of {quantile.scores:,} scores: keep "
+            f"clip_score_{config.tag} >= {quantile.threshold:.6f} ({quantile.method}; up to "
+            f"{quantile.max_extra_kept} extra kept)"
+        )
+    kept = sum(r.get("rows_out", 0) for r in filtered.completed)
+    if filtered.completed:
+        filtered.notes.append(
+            f"keep_score: {kept:,} kept in the {len(filtered.completed)} shards written now"
+        )
+    filtered.summary.update(
+        {"tag": config.tag, "threshold": decision.threshold, "kept_in_shards_written_now": kept}
+    )
+    return [scored, filtered]
+
+
+def config_from_args(args: argparse.Namespace) -> ScoreConfig:
+    if not args.pool or not args.weights:
+        raise ConfigError("--pool and --weights are required (or --init-random-weights PATH)")
+    basic = (
+        BasicRules(args.min_side, args.max_aspect, args.min_caption_words, args.min_caption_chars)
+        if args.basic_filter
+        else None
+    )
+    return ScoreConfig(
+        pool=args.pool,
+        model=args.model,
+        weights=args.weights,
+        out=args.out or "",
+        model_config=args.model_config,
+        tag=args.tag or "",
+        batch_size=args.batch_size,
+        actors=args.actors,
+        threshold=args.threshold,
+        top_fraction=args.top_fraction,
+        quantile=args.quantile,
+        basic=basic,
     )
 
 
@@ -214,7 +310,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quantile",
-        choices=("auto", "exact", "histogram"),
+        choices=QUANTILE_METHODS,
         default="auto",
         help=f"top-fraction method (auto: exact up to {200_000_000:,} scores)",
     )
@@ -224,44 +320,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-aspect", type=float, default=defaults.max_aspect)
     parser.add_argument("--min-caption-words", type=int, default=defaults.min_caption_words)
     parser.add_argument("--min-caption-chars", type=int, default=defaults.min_caption_chars)
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_options(parser)
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.init_random_weights:
-        config = args.model_config or bundled_config(args.model)
-        saved = save_random_weights(args.model, args.init_random_weights, config, args.seed)
-        print(
-            f"saved randomly initialised {args.model} ({saved['parameters']:,} parameters) to "
-            f"{args.init_random_weights}"
-        )
-        return 0
-    if not args.pool or not args.weights:
-        raise SystemExit("score: --pool and --weights are required (or --init-random-weights PATH)")
-    out = args.out or fsio.join(args.pool, "curation", "score")
-    tag = args.tag or default_tag(args.model)
-    spec = ScorerSpec(args.model, args.weights, args.model_config)
-    report = score_pool(args.pool, out, spec, tag, args.batch_size, args.actors, args.seed)
-    print(report.describe())
-    if not report.ok:
-        return 1
-    basic = (
-        BasicRules(args.min_side, args.max_aspect, args.min_caption_words, args.min_caption_chars)
-        if args.basic_filter
-        else None
+    if not args.init_random_weights:
+        return cli_main(run, config_from_args)(args)
+    config = args.model_config or bundled_config(args.model)
+    saved = save_random_weights(args.model, args.init_random_weights, config, args.seed)
+    print(
+        f"saved randomly initialised {args.model} ({saved['parameters']:,} parameters) to "
+        f"{args.init_random_weights}"
     )
-    decision, quantile = decide(
-        args.pool, out, tag, args.threshold, args.top_fraction, args.quantile, basic
-    )
-    if quantile is not None:
-        print(
-            f"top {args.top_fraction:.2%} of {quantile.scores:,} scores: keep clip_score_{tag} >= "
-            f"{quantile.threshold:.6f} ({quantile.method}; up to {quantile.max_extra_kept} extra kept)"
-        )
-    report = apply_decision(args.pool, out, decision, args.seed)
-    print(report.describe())
-    kept = sum(r.get("rows_out", 0) for r in report.completed)
-    if report.completed:
-        print(f"keep_score: {kept:,} kept in the {len(report.completed)} shards written now")
-    return 0 if report.ok else 1
+    return 0

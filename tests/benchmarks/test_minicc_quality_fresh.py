@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.data.shards import expand_shard_urls
-from training.data.tar_reader import iter_tar_samples
+from training.data.tars import iter_tar_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import minicc_quality

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.data.tar_reader import RawSample
+from training.data.tars import RawSample
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from training.data.shards import ConsumerPlan
-from training.data.tar_reader import RawSample, iter_tar_samples
+from training.data.tars import RawSample, iter_tar_samples
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import fsspec
 
-from training.data.tar_reader import RawSample, iter_tar_samples
+from training.data.tars import RawSample, iter_tar_samples
 
 DEFAULT_TEMPLATES = ("a photo of a {c}.",)
 

@@ -6,7 +6,6 @@ region of many objects, `iscrowd: 1`) name no single object, so they are not ref
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,10 +19,10 @@ XYWH_PIXEL = BoxConvention("xywh", "pixel")
 
 def load_coco_json(url: str) -> dict[str, Any]:
     try:
-        document = json.loads(fsio.read_bytes(url))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{url}: not JSON: {exc}") from None
-    if not isinstance(document, dict) or not all(k in document for k in ("images", "annotations")):
+        document = fsio.read_json(url, expect=dict)
+    except ValueError as exc:  # not JSON (decode errors are ValueErrors), or not an object
+        raise ValueError(f"{url}: not a COCO-style JSON object: {exc}") from None
+    if not all(k in document for k in ("images", "annotations")):
         raise ValueError(f"{url}: not a COCO-style file (needs 'images' and 'annotations')")
     return document
 

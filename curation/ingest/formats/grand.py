@@ -10,7 +10,6 @@ underscores as spaces. The pipeline's attribute sentences sometimes keep a chat-
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -42,11 +41,11 @@ def object_phrase(obj: dict[str, Any]) -> str:
 def read_grand(urls: list[str], counts: Counter) -> Iterator[GroundingImage]:
     for url in urls:
         try:
-            document = json.loads(fsio.read_bytes(url))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{url}: not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise ValueError(f"{url}: expected {{IMAGE_NAME: {{'objects': [...]}}}}")  # noqa: TRY004 - bad input file
+            document = fsio.read_json(url, expect=dict)
+        except ValueError as exc:  # not JSON, or not an object
+            raise ValueError(
+                f"{url}: expected {{IMAGE_NAME: {{'objects': [...]}}}}: {exc}"
+            ) from None
         for image_name, content in document.items():
             objects = content.get("objects") if isinstance(content, dict) else None
             if not isinstance(objects, list):

@@ -9,7 +9,6 @@ folder (VG_100K or VG_100K_2, from its URL). Some regions stick out of their ima
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections import Counter
 from collections.abc import Iterator
@@ -24,14 +23,11 @@ XYWH_PIXEL = BoxConvention("xywh", "pixel")
 
 def _load_list(url: str) -> list[Any]:
     try:
-        document = json.loads(fsio.read_bytes(url))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{url}: not JSON: {exc}") from None
-    if not isinstance(document, list):
+        return fsio.read_json(url, expect=list)
+    except ValueError as exc:  # not JSON, or not a list
         raise ValueError(
-            f"{url}: expected a JSON list (region_descriptions.json or image_data.json)"
-        )  # noqa: TRY004 - bad input file
-    return document
+            f"{url}: expected a JSON list (region_descriptions.json or image_data.json): {exc}"
+        ) from None
 
 
 def _is_image_data(document: list[Any]) -> bool:

@@ -2,8 +2,7 @@ import io
 
 import pytest
 from PIL import Image
-
-from curation.download.planted_web import PlantedWeb
+from planted_web import PlantedWeb
 
 
 def jpeg_bytes(width: int = 64, height: int = 48, colour=(200, 40, 40)) -> bytes:

@@ -5,10 +5,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from planted_web import PlantedWeb, Route
 
 from curation.download.fetcher import FetchConfig, Fetcher
 from curation.download.http_exchange import Timeouts
-from curation.download.planted_web import PlantedWeb, Route
 from curation.download.reasons import DownloadFailure
 
 ALLOW_TEST_SERVER = ("127.0.0.1/32",)

@@ -24,9 +24,17 @@ from curation.cli import main
 from curation.ingest.boxes import BoxConvention
 from curation.ingest.formats.refcoco import load_refs
 from curation.ingest.licences import licence_of
-from curation.stages.ingest import DECONTAMINATION_FILE, convert_grounding
+from curation.stages.common import RunOptions
+from curation.stages.grounding import DECONTAMINATION_FILE, GroundingConfig, run
 from training.data.samples import grounding_sample, square_image
-from training.data.tar_reader import iter_tar_samples
+from training.data.tars import iter_tar_samples
+
+
+def convert_grounding(format_name, images, annotations, out, *, use_ray=False, **settings):
+    """One grounding run; its report and the plan record (the report's summary)."""
+    config = GroundingConfig(format_name, images, tuple(annotations), out, **settings)
+    (report,) = run(config, RunOptions(use_ray=use_ray, progress=False))
+    return report, report.summary
 
 
 def read_grounding(out: Path) -> list[tuple[dict, bytes]]:

@@ -8,6 +8,7 @@ from curation.metaclip.layout import (
     invalidate_stale_passes,
     resolve_inputs,
 )
+from curation.stages.common import ConfigError
 from curation.stats import stats_dir
 
 
@@ -34,7 +35,7 @@ def test_plain_dataset_uses_file_names_and_skips_own_outputs(tmp_path):
     inputs = resolve_inputs(str(tmp_path))
     assert not inputs.is_pool
     assert [t.shard_id for t in inputs.tasks] == ["part-a", "part-b"]
-    with pytest.raises(ValueError, match="--out is required"):
+    with pytest.raises(ConfigError, match="--out is required"):
         default_out_dir(inputs)
 
 
@@ -46,7 +47,7 @@ def test_clashing_file_names_fall_back_to_indices(tmp_path):
 
 
 def test_no_input_files_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no Parquet files"):
+    with pytest.raises(ConfigError, match="no Parquet files"):
         resolve_inputs(str(tmp_path))
 
 

@@ -251,15 +251,20 @@ def score_planted_pool(
     tag: str = "tiny",
 ) -> str:
     """Run both score passes over the planted pool (Ray must be up); return the score folder."""
-    from curation.score.model import ScorerSpec
-    from curation.stages.score import apply_decision, decide, score_pool
+    from curation.stages import score
+    from curation.stages.common import RunOptions
 
-    out = str(planted.pool / "curation" / "score")
-    spec = ScorerSpec("tiny-clip", str(weights))
-    assert score_pool(str(planted.pool), out, spec, tag, batch_size=16).ok
-    decision, _ = decide(str(planted.pool), out, tag, threshold, top_fraction, "auto", None)
-    assert apply_decision(str(planted.pool), out, decision).ok
-    return out
+    config = score.ScoreConfig(
+        str(planted.pool),
+        "tiny-clip",
+        str(weights),
+        tag=tag,
+        batch_size=16,
+        threshold=threshold,
+        top_fraction=top_fraction,
+    )
+    assert all(report.ok for report in score.run(config, RunOptions(progress=False)))
+    return config.out
 
 
 def random_tiny_weights(folder: Path) -> Path:

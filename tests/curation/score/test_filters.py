@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation.filters import (
+from curation.score.filters import (
     BasicRules,
     ScoreHistogram,
     basic_rule_failures,

@@ -9,7 +9,16 @@ import pytest
 
 from curation.metaclip.matching import EntryMatcher
 from curation.stages import balance
-from curation.stages.balance import BalanceConfig, TextColumns, run_balance
+from curation.stages.balance import BalanceConfig, TextColumns, run
+from curation.stages.common import RunOptions
+
+ON_RAY = RunOptions(progress=False)
+IN_PROCESS = RunOptions(use_ray=False, progress=False)
+
+
+def all_ok(reports) -> bool:
+    return all(report.ok for report in reports)
+
 
 CONCEPTS = [f"concept{i}" for i in range(40)]
 T = 150
@@ -58,10 +67,8 @@ def keep_by_uid(table: pa.Table, column: str = "keep") -> dict[str, bool]:
 def test_head_capped_near_t_tail_kept_whole_rows_preserved(tmp_path, metadata, ray_session):
     rows = zipf_rows(6000)
     write_shards(tmp_path / "in", rows, 3)
-    result = run_balance(
-        BalanceConfig(str(tmp_path / "in"), metadata, T, str(tmp_path / "out"), progress=False)
-    )
-    assert result.ok
+    reports = run(BalanceConfig(str(tmp_path / "in"), metadata, T, str(tmp_path / "out")), ON_RAY)
+    assert all_ok(reports)
     out = read_outputs(tmp_path / "out")
     assert out.column("row").to_pylist() == rows["row"]  # every input row, in order
     expected = EntryMatcher(CONCEPTS).match_batch(rows["text"]).to_pylist()
@@ -81,9 +88,10 @@ def test_head_capped_near_t_tail_kept_whole_rows_preserved(tmp_path, metadata, r
     kept = out.column("keep").to_numpy(zero_copy_only=False)
     unmatched = np.array([not ids for ids in expected])
     assert not kept[unmatched].any()
-    assert result.summary["entries_above_t"] == len(head)
-    assert result.summary["kept_rows"] == kept.sum()
-    assert result.summary["top_before"][0]["entry"] == "concept0"
+    summary = reports[-1].summary
+    assert summary["entries_above_t"] == len(head)
+    assert summary["kept_rows"] == kept.sum()
+    assert summary["top_before"][0]["entry"] == "concept0"
     stats = json.loads((tmp_path / "out" / "_stats" / "balance" / "part-0.json").read_text())
     assert stats["drops"]["no_entry"] == int(unmatched[:2000].sum())
     assert stats["extra"]["kept"] == int(kept[:2000].sum())
@@ -93,38 +101,20 @@ def test_decisions_do_not_depend_on_sharding_or_reduce_fan_in(tmp_path, metadata
     rows = zipf_rows(3000, seed=1)
     write_shards(tmp_path / "two", rows, 2)
     write_shards(tmp_path / "five", rows, 5)
-    first = run_balance(
-        BalanceConfig(
-            str(tmp_path / "two"), metadata, T, str(tmp_path / "a"), seed=5, progress=False
-        )
+    seed5 = RunOptions(seed=5, progress=False)
+    first = run(BalanceConfig(str(tmp_path / "two"), metadata, T, str(tmp_path / "a")), seed5)
+    second = run(
+        BalanceConfig(str(tmp_path / "five"), metadata, T, str(tmp_path / "b"), fan_in=2), seed5
     )
-    second = run_balance(
-        BalanceConfig(
-            str(tmp_path / "five"),
-            metadata,
-            T,
-            str(tmp_path / "b"),
-            seed=5,
-            fan_in=2,
-            progress=False,
-        )
-    )
-    assert first.ok and second.ok
-    assert any(r.stage == "balance_reduce" for r in second.reports)  # a 3-level tree
+    assert all_ok(first) and all_ok(second)
+    assert any(r.stage == "balance_reduce" for r in second)  # a 3-level tree
     assert keep_by_uid(read_outputs(tmp_path / "a")) == keep_by_uid(read_outputs(tmp_path / "b"))
     assert pq.read_table(tmp_path / "a" / "entry_counts.parquet").equals(
         pq.read_table(tmp_path / "b" / "entry_counts.parquet")
     )
-    run_balance(
-        BalanceConfig(
-            str(tmp_path / "two"),
-            metadata,
-            T,
-            str(tmp_path / "c"),
-            seed=6,
-            use_ray=False,
-            progress=False,
-        )
+    run(
+        BalanceConfig(str(tmp_path / "two"), metadata, T, str(tmp_path / "c")),
+        RunOptions(seed=6, use_ray=False, progress=False),
     )
     assert keep_by_uid(read_outputs(tmp_path / "c")) != keep_by_uid(read_outputs(tmp_path / "a"))
 
@@ -132,12 +122,12 @@ def test_decisions_do_not_depend_on_sharding_or_reduce_fan_in(tmp_path, metadata
 def test_new_t_reruns_only_the_sampling_pass(tmp_path, metadata, ray_session):
     write_shards(tmp_path / "in", zipf_rows(2000), 2)
     out = str(tmp_path / "out")
-    run_balance(BalanceConfig(str(tmp_path / "in"), metadata, T, out, progress=False))
+    run(BalanceConfig(str(tmp_path / "in"), metadata, T, out), ON_RAY)
     before = read_outputs(tmp_path / "out").column("keep").to_numpy(zero_copy_only=False).sum()
-    same = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, T, out, progress=False))
-    assert [len(r.skipped) for r in same.reports if r.stage == "balance"] == [2]
-    lower = run_balance(BalanceConfig(str(tmp_path / "in"), metadata, T / 3, out, progress=False))
-    match, sample = lower.reports[0], lower.reports[-1]
+    same = run(BalanceConfig(str(tmp_path / "in"), metadata, T, out), ON_RAY)
+    assert [len(r.skipped) for r in same if r.stage == "balance"] == [2]
+    lower = run(BalanceConfig(str(tmp_path / "in"), metadata, T / 3, out), ON_RAY)
+    match, sample = lower[0], lower[-1]
     assert (len(match.skipped), len(match.completed)) == (2, 0)
     assert len(sample.completed) == 2
     after = read_outputs(tmp_path / "out").column("keep").to_numpy(zero_copy_only=False).sum()
@@ -164,8 +154,8 @@ def test_pool_gets_contract_columns_and_failed_downloads_are_never_kept(
             pool / f"{shard:05d}.parquet",
         )
         (pool / f"{shard:05d}.tar").write_bytes(b"")
-    result = run_balance(BalanceConfig(str(pool), metadata, 40, progress=False))
-    assert result.ok and result.out_dir == f"{pool}/curation/balance"
+    reports = run(BalanceConfig(str(pool), metadata, 40), ON_RAY)
+    assert all_ok(reports) and reports[0].out_dir == f"{pool}/curation/balance"
     out = read_outputs(pool / "curation" / "balance", "0*.parquet")
     assert out.column_names == ["uid", "metaclip_entries", "keep_balance"]
     assert out.column("uid").to_pylist() == rows["uid"]
@@ -197,26 +187,24 @@ def test_list_of_texts_picks_one_per_uid_stably(tmp_path, metadata, ray_session)
         1e9,
         str(tmp_path / "out"),
         columns=TextColumns(texts="texts"),
-        use_ray=False,
-        progress=False,
     )
-    run_balance(config)
+    run(config, IN_PROCESS)
     out = pq.read_table(tmp_path / "out" / "d.parquet")
     chosen = out.column("metaclip_text").to_pylist()
     assert chosen[0] == "a concept30"  # an empty list falls back to the text column
     assert all(c in options for c, options in zip(chosen[1:], texts[1:]))
     assert {c.split()[0] for c in chosen[1:]} == {"IMG_1.jpg", "a", "the"}
-    rerun = run_balance(
+    rerun = run(
         BalanceConfig(
             str(tmp_path / "in"),
             metadata,
             1e9,
             str(tmp_path / "o2"),
             columns=TextColumns(texts="texts"),
-            progress=False,
-        )
+        ),
+        ON_RAY,
     )
-    assert rerun.ok
+    assert all_ok(rerun)
     assert (
         pq.read_table(tmp_path / "o2" / "d.parquet").column("metaclip_text").to_pylist() == chosen
     )
@@ -225,23 +213,18 @@ def test_list_of_texts_picks_one_per_uid_stably(tmp_path, metadata, ray_session)
 
 def test_per_language_t_caps_each_language_separately(tmp_path, metadata, ray_session):
     write_shards(tmp_path / "in", zipf_rows(6000), 2)
-    result = run_balance(
+    reports = run(
         BalanceConfig(
-            str(tmp_path / "in"),
-            metadata,
-            400,
-            str(tmp_path / "out"),
-            t_per_lang={"ja": 50},
-            use_ray=False,
-            progress=False,
-        )
+            str(tmp_path / "in"), metadata, 400, str(tmp_path / "out"), t_per_lang={"ja": 50}
+        ),
+        IN_PROCESS,
     )
     counts = pq.read_table(tmp_path / "out" / "entry_counts.parquet").to_pylist()
     top = {row["lang"]: row for row in counts if row["entry_text"] == "concept0"}
     assert top["ja"]["count"] > 400 and top["en"]["count"] > 400
     assert abs(top["ja"]["kept"] - 50) < 4 * np.sqrt(50)
     assert abs(top["en"]["kept"] - 400) < 4 * np.sqrt(400)
-    assert result.summary["t_per_lang"] == {"ja": 50}
+    assert reports[-1].summary["t_per_lang"] == {"ja": 50}
 
 
 def test_cli_reports_a_bad_shard_and_finishes_the_others(tmp_path, metadata, ray_session, capsys):
@@ -318,17 +301,10 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
         )
         == 0
     )
-    result = run_balance(
-        BalanceConfig(
-            str(candidates),
-            str(minicc_world),
-            20,
-            str(tmp_path / "b"),
-            use_ray=False,
-            progress=False,
-        )
+    reports = run(
+        BalanceConfig(str(candidates), str(minicc_world), 20, str(tmp_path / "b")), IN_PROCESS
     )
-    assert result.ok
+    assert all_ok(reports)
     counts = pq.read_table(tmp_path / "b" / "entry_counts.parquet").to_pylist()
     head = [row for row in counts if row["count"] > 20]
     tail = [row for row in counts if row["count"] <= 20]
@@ -336,17 +312,28 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
     assert all(row["kept"] == row["count"] for row in tail)
     top = max(counts, key=lambda row: row["count"])
     assert top["kept"] < 0.8 * top["count"]
-    assert result.summary["head_kept_share"] < result.summary["head_match_share"]
+    assert reports[-1].summary["head_kept_share"] < reports[-1].summary["head_match_share"]
 
 
 def test_text_column_of_the_wrong_type_fails_that_shard_with_its_name(tmp_path, metadata):
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"uid": ["a"], "text": [3]}), tmp_path / "in" / "bad.parquet")
-    result = run_balance(
-        BalanceConfig(
-            str(tmp_path / "in"), metadata, 10, str(tmp_path / "out"), use_ray=False, progress=False
-        )
+    reports = run(
+        BalanceConfig(str(tmp_path / "in"), metadata, 10, str(tmp_path / "out")), IN_PROCESS
     )
-    assert not result.ok
-    failure = result.reports[0].failed[0]
+    assert not all_ok(reports)
+    failure = reports[0].failed[0]
     assert "bad.parquet" in failure["message"] and "not a string" in failure["message"]
+
+
+def test_cli_refuses_bad_settings_with_exit_2(tmp_path, metadata, capsys):
+    from curation.cli import main
+
+    write_shards(tmp_path / "in", zipf_rows(10), 1)
+    argv = ["balance", "--input", str(tmp_path / "in"), "--metadata", metadata, "--t", "5"]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--fan-in", "1"]) == 2
+    assert "fan-in must be at least 2" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "o"), "--t-per-lang", "{bad"]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    assert main(argv) == 2  # not a pool: --out is required
+    assert "--out is required" in capsys.readouterr().err

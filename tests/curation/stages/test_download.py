@@ -18,11 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "download"))
+from planted_web import PlantedWeb, Route
+
 from curation import fsio
 from curation.download.fetcher import FetchConfig
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import ImageOptions
-from curation.download.planted_web import PlantedWeb, Route
 from curation.stages import download
 from curation.stages.common import RunOptions
 from curation.stages.download import DownloadConfig
@@ -331,13 +333,9 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
     assert all(
         r.ok
         for r in dedup.run(
-            str(tmp_path / "candidates"),
-            str(tmp_path / "dedup"),
-            buckets=2,
-            use_ray=False,
-            progress=False,
+            dedup.DedupConfig(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2),
+            RunOptions(use_ray=False, progress=False),
         )
-        if r is not None
     )
     pool = tmp_path / "pool"
     config = DownloadConfig(

@@ -11,11 +11,13 @@ from planted_pool import build_planted_pool, random_tiny_weights, score_planted_
 
 from curation import fsio
 from curation.cli import main
+from curation.fsio import PlanMismatchError
 from curation.score.embedder import ClipEmbedder, build_transform, cosine_rows
 from curation.score.images import decode_rgb
 from curation.score.model import ScorerSpec
 from curation.score.pool import iter_samples, read_sidecar
-from curation.stages.score import apply_decision, decide, score_pool
+from curation.stages.common import RunOptions
+from curation.stages.score import ScoreConfig, decide, filter_pass, score_pass
 from curation.stats import read_stage_records
 
 
@@ -69,7 +71,7 @@ def test_actor_scores_equal_a_plain_in_process_loop(scored):
 
 
 def test_top_fraction_is_global_and_a_new_rule_rewrites_only_the_keep_pass(scored):
-    planted, _weights, out = scored
+    planted, weights, out = scored
     tables = [read(Path(out) / f"{s}.parquet") for s in ("00000", "00001", "00002")]
     scores = np.concatenate([t["clip_score_tiny"].to_numpy(zero_copy_only=False) for t in tables])
     kept = sum(
@@ -81,10 +83,11 @@ def test_top_fraction_is_global_and_a_new_rule_rewrites_only_the_keep_pass(score
 
     embeddings_before = (Path(out) / "00000.emb.npy").stat().st_mtime_ns
     threshold = float(np.median(finite))
-    decision, _ = decide(str(planted.pool), out, "tiny", threshold, None, "auto", None)
-    report = apply_decision(str(planted.pool), out, decision)
+    config = ScoreConfig(str(planted.pool), "tiny-clip", str(weights), out, threshold=threshold)
+    decision, _ = decide(config)
+    report = filter_pass(config, decision)
     assert sorted(r["shard"] for r in report.completed) == ["00000", "00001", "00002"]
-    again = apply_decision(str(planted.pool), out, decision)
+    again = filter_pass(config, decision)
     assert again.skipped == ["00000", "00001", "00002"] and not again.completed
     keep = np.concatenate(
         [
@@ -103,8 +106,8 @@ def test_a_rescored_shard_after_a_lost_marker_is_byte_identical(scored):
     before = raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()
     (Path(out) / "_stats" / "score" / "00002.json").unlink()
     raw.unlink()
-    report = score_pool(
-        str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "tiny", batch_size=16
+    report = score_pass(
+        ScoreConfig(str(planted.pool), "tiny-clip", str(weights), out, tag="tiny", batch_size=16)
     )
     assert [r["shard"] for r in report.completed] == ["00002"]
     assert (raw.read_bytes(), (Path(out) / "00002.emb.npy").read_bytes()) == before
@@ -147,27 +150,33 @@ def test_cli_announces_random_weights_and_basic_rules_drop_short_captions(scored
 
 def test_scores_of_another_model_in_the_same_folder_are_refused(scored):
     planted, weights, out = scored
-    with pytest.raises(SystemExit, match="holds scores from"):
-        score_pool(str(planted.pool), out, ScorerSpec("tiny-clip", str(weights)), "other_tag")
+    with pytest.raises(PlanMismatchError, match="holds scores from"):
+        score_pass(ScoreConfig(str(planted.pool), "tiny-clip", str(weights), out, tag="other"))
 
 
-def test_in_process_embedder_writes_the_same_scores_as_the_actor_pool(scored, tmp_path):
-    from curation.runner import run_stage
-    from curation.score.shard_scoring import ScoreShard
-    from curation.stages.score import pool_tasks
-
+def test_no_ray_scores_in_process_the_same_as_the_actor_pool(scored, tmp_path):
     planted, weights, out = scored
-    embedder = ClipEmbedder(ScorerSpec("tiny-clip", str(weights)))
-    stage = ScoreShard((embedder,), embedder.preprocess_cfg(), 64, batch_size=16)
-    task = pool_tasks(str(planted.pool))[0]
-    assert run_stage("score", stage, [task], str(tmp_path), use_ray=False, progress=False).ok
-    local = read(tmp_path / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(
-        zero_copy_only=False
+    config = ScoreConfig(
+        str(planted.pool), "tiny-clip", str(weights), str(tmp_path), tag="tiny", batch_size=16
     )
-    actors = read(Path(out) / "raw" / f"{task.shard_id}.parquet")["clip_score"].to_numpy(
-        zero_copy_only=False
-    )
-    assert np.allclose(local, actors, atol=1e-5, equal_nan=True)
+    report = score_pass(config, RunOptions(use_ray=False, progress=False))
+    assert report.ok and len(report.completed) == 3
+    for shard in ("00000", "00001", "00002"):
+        local = read(tmp_path / "raw" / f"{shard}.parquet")["clip_score"].to_numpy(
+            zero_copy_only=False
+        )
+        actors = read(Path(out) / "raw" / f"{shard}.parquet")["clip_score"].to_numpy(
+            zero_copy_only=False
+        )
+        assert np.allclose(local, actors, atol=1e-5, equal_nan=True)
+
+
+def test_bad_settings_exit_2_before_any_model_loads(tmp_path, capsys):
+    base = ["score", "--pool", str(tmp_path), "--model", "tiny-clip"]
+    assert main(base) == 2
+    assert "--weights are required" in capsys.readouterr().err
+    assert main([*base, "--weights", "w", "--top-fraction", "1.5"]) == 2
+    assert "--top-fraction must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_cli_creates_random_tiny_weights_from_the_bundled_config(tmp_path, capsys):

@@ -230,13 +230,9 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     assert all(
         r.ok
         for r in dedup.run(
-            str(tmp_path / "candidates"),
-            str(tmp_path / "dedup"),
-            buckets=2,
-            use_ray=False,
-            progress=False,
+            dedup.DedupConfig(str(tmp_path / "candidates"), str(tmp_path / "dedup"), buckets=2),
+            RunOptions(use_ray=False, progress=False),
         )
-        if r is not None
     )
     pool = tmp_path / "pool"
     config = DownloadConfig(

@@ -11,7 +11,7 @@ from training.data.samples import (
     image_text_sample,
     valid_refs,
 )
-from training.data.tar_reader import RawSample
+from training.data.tars import RawSample
 
 
 def _jpeg(width=40, height=20, colour=(255, 0, 0)) -> bytes:

@@ -6,7 +6,7 @@ import pytest
 
 from training.data.shards import ConsumerPlan, expand_shard_urls
 from training.data.stream import ShardReadError, StreamPosition, iter_stream
-from training.data.tar_reader import iter_tar_samples, split_member_name
+from training.data.tars import iter_tar_samples, split_member_name
 
 
 def test_member_names_split_into_key_and_extension_like_webdataset():
