@@ -136,7 +136,7 @@ class DownloadShard:
     slices: dict[str, tuple[InputSlice, ...]]
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
+        started, start_time = time.monotonic(), time.time()
         rows = input_rows(task.shard_id, self.slices[task.shard_id])
         with JpegSpool() as spool:
             final, outcomes, downloader = download_rows(self.config, rows, spool, ctx)
@@ -145,6 +145,7 @@ class DownloadShard:
                 task.shard_id,
                 final,
                 lambda row: spool.read(outcomes[row["url"]].spool_location),
+                start_time,
             )
         record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
 
@@ -164,7 +165,7 @@ class RetryFailedShard:
     config: DownloadConfig
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
+        started, start_time = time.monotonic(), time.time()
         pool = ctx.out_dir
         rows = read_sidecar(fsio.join(pool, f"{task.shard_id}.parquet"))
         retry = [row for row in rows if needs_retry(row)]
@@ -186,7 +187,7 @@ class RetryFailedShard:
                     return spool.read(existing[row["key"]])
                 return spool.read(outcomes[row["url"]].spool_location)
 
-            write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of)
+            write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of, start_time)
         record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
         ctx.stats.extra["retried_rows"] = len(retry)
         ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)
