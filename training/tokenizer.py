@@ -4,8 +4,10 @@ Default: the CLIP BPE vocabulary that open_clip ships inside its package (no net
 Hugging Face `tokenizer.json` (e.g. Gemma's) loads with `Tokenizer.from_file`; a bare file name
 that is not a file in the working directory names one shipped in training/tokenizers/ (the `tiny`
 preset's `minicc_bpe.json`, a 1.5k byte-level BPE of the mini web's text, written by
-`python -m curation minicc tokenizer`). Both lowercase the text and pad with the EOS id
-("sticky EOS"), so the text tower's last position is always EOS.
+`python -m curation minicc tokenizer`). Both clean the text with `clean_text` (open_clip's
+"lower" cleaning: ftfy, HTML unescaping, whitespace collapsed, lowercase), the one cleaning that
+training, scoring and every export share, and pad with the EOS id ("sticky EOS"), so the text
+tower's last position is always EOS.
 
 The vocabulary is extended past the base tokenizer with quantised box-coordinate tokens and
 task-prefix tokens for LocCa; `vocab_size` counts them, and the model's embedding tables must use it.
@@ -30,6 +32,15 @@ BUNDLED_DIR = Path(__file__).parent / "tokenizers"
 _EOS_CANDIDATES = ("<eos>", "</s>", "<|endoftext|>", "<end_of_text>", "[SEP]")
 
 
+def clean_text(text: str) -> str:
+    """open_clip's "lower" cleaning (`open_clip.tokenizer.get_clean_fn("lower")`): ftfy's text
+    repair, HTML entities unescaped twice, runs of whitespace collapsed to one space, stripped,
+    lowercased. Exports name the same cleaning, so open_clip's tokenizer gives our ids."""
+    from open_clip.tokenizer import get_clean_fn
+
+    return get_clean_fn("lower")(text)
+
+
 class _BaseTokenizer(Protocol):
     vocab_size: int
     eos_id: int
@@ -40,7 +51,8 @@ class _BaseTokenizer(Protocol):
 
 
 class _ClipBpe:
-    """open_clip's CLIP BPE, without its start/end framing (we frame sequences ourselves)."""
+    """open_clip's CLIP BPE, without its start/end framing (we frame sequences ourselves); its
+    "lower" cleaning is `clean_text`."""
 
     def __init__(self) -> None:
         from open_clip.tokenizer import SimpleTokenizer
@@ -76,7 +88,7 @@ class _HuggingFaceFile:
         self.eos_id = found[0]
 
     def encode_plain(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text.lower(), add_special_tokens=False).ids
+        return self._tokenizer.encode(clean_text(text), add_special_tokens=False).ids
 
     def decode_plain(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode([i for i in ids if i < self.vocab_size]).strip()
@@ -128,7 +140,7 @@ class Tokenizer:
 
     # -- text ---------------------------------------------------------------------------------
     def text_ids(self, text: str) -> list[int]:
-        """Lowercased BPE ids of `text`, no special tokens."""
+        """BPE ids of `clean_text(text)`, no special tokens."""
         return self._base.encode_plain(text)
 
     def encode(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:

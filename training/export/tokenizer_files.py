@@ -8,8 +8,15 @@ in "</w>", a post-processor that appends EOS, EOS as the padding token). Both `t
 (AutoTokenizer) and open_clip (its HFTokenizer, used for `local-dir:` models) read them offline.
 
 A tokenizer read from a tokenizer.json (e.g. the `tiny` preset's minicc BPE) is exported as that
-file with the same additions: lowercasing in front of its normaliser, the box and task tokens,
-and an EOS-appending post-processor.
+file with the same additions: the cleaning normalisers in front of its own, the box and task
+tokens, and an EOS-appending post-processor.
+
+Cleaning: our tokenizer cleans with open_clip's "lower" function (`training.tokenizer.clean_text`)
+and the open_clip export names that same function, so open_clip gives our ids on every text. A
+tokenizer.json alone cannot run ftfy or html.unescape; its normaliser does the rest of that
+cleaning (ftfy's one-character fixes from its own tables, NFC, whitespace collapsed and stripped,
+lowercase), which is what transformers applies. Texts with mojibake or HTML entities ("cafÃ©",
+"&amp;") get other ids through transformers than through ours or open_clip.
 """
 
 from __future__ import annotations
@@ -50,18 +57,36 @@ def _clip_bpe_model() -> BPE:
     )
 
 
+def _character_fixes() -> list[normalizers.Normalizer]:
+    """ftfy's one-character fixes, from ftfy's own tables, in fix_text's order: Latin
+    ligatures, character width (full-width ASCII, half-width katakana), curly quotes, control
+    characters removed."""
+    from ftfy.chardata import CONTROL_CHARS, DOUBLE_QUOTE_RE, LIGATURES, SINGLE_QUOTE_RE, WIDTH_MAP
+
+    replacements = [
+        (chr(code), text) for table in (LIGATURES, WIDTH_MAP) for code, text in table.items()
+    ]
+    replacements += [(Regex(SINGLE_QUOTE_RE.pattern), "'"), (Regex(DOUBLE_QUOTE_RE.pattern), '"')]
+    replacements += [(chr(code), "") for code in CONTROL_CHARS]
+    return [normalizers.Replace(pattern, text) for pattern, text in replacements]
+
+
+def _cleaning() -> list[normalizers.Normalizer]:
+    """`clean_text` as far as `tokenizers` can express it: ftfy's one-character fixes, NFC (ftfy's
+    final normalisation), whitespace collapsed and stripped, lowercase. ftfy's mojibake repair
+    and HTML unescaping cannot be expressed."""
+    return [
+        *_character_fixes(),
+        normalizers.NFC(),
+        normalizers.Replace(Regex(r"\s+"), " "),
+        normalizers.Strip(),
+        normalizers.Lowercase(),
+    ]
+
+
 def _clip_hf_tokenizer() -> HFTokenizer:
     hf = HFTokenizer(_clip_bpe_model())
-    # NFC + whitespace collapse + lowercase mirror open_clip's "lower" cleaning (minus ftfy's
-    # mojibake repair, which has no `tokenizers` equivalent).
-    hf.normalizer = normalizers.Sequence(
-        [
-            normalizers.NFC(),
-            normalizers.Replace(Regex(r"\s+"), " "),
-            normalizers.Strip(),
-            normalizers.Lowercase(),
-        ]
-    )
+    hf.normalizer = normalizers.Sequence(_cleaning())
     hf.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(_CLIP_WORD_PATTERN), behavior="removed", invert=True),
@@ -77,12 +102,9 @@ def _clip_hf_tokenizer() -> HFTokenizer:
 
 def _file_hf_tokenizer(path: Path) -> HFTokenizer:
     hf = HFTokenizer.from_file(str(path))
-    # Tokenizer.text_ids lowercases before the file's own normaliser runs.
-    hf.normalizer = (
-        normalizers.Sequence([normalizers.Lowercase(), hf.normalizer])
-        if hf.normalizer is not None
-        else normalizers.Lowercase()
-    )
+    # Tokenizer.text_ids cleans the text before the file's own normaliser runs.
+    own = [hf.normalizer] if hf.normalizer is not None else []
+    hf.normalizer = normalizers.Sequence([*_cleaning(), *own])
     return hf
 
 
