@@ -27,20 +27,12 @@ from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 
-from training.tokenizer import TASKS, Tokenizer
+from training.tokenizer import TASKS, Tokenizer, box_token_name, task_token_name
 
 # CLIP's word split, applied after lowercasing (open_clip's SimpleTokenizer pattern).
 _CLIP_WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 START_TOKEN, END_TOKEN = "<start_of_text>", "<end_of_text>"
 END_OF_WORD = "</w>"
-
-
-def box_token_name(index: int) -> str:
-    return f"<box_{index:04d}>"
-
-
-def task_token_name(task: str) -> str:
-    return f"<task_{task}>"
 
 
 def _clip_bpe_model() -> BPE:
@@ -100,26 +92,30 @@ def _clip_hf_tokenizer() -> HFTokenizer:
     return hf
 
 
-def _file_hf_tokenizer(path: Path) -> HFTokenizer:
+def _file_hf_tokenizer(path: Path, exported: bool) -> HFTokenizer:
     hf = HFTokenizer.from_file(str(path))
-    # Tokenizer.text_ids cleans the text before the file's own normaliser runs.
-    own = [hf.normalizer] if hf.normalizer is not None else []
-    hf.normalizer = normalizers.Sequence([*_cleaning(), *own])
+    if not exported:  # an export of ours already starts with the cleaning
+        # Tokenizer.text_ids cleans the text before the file's own normaliser runs.
+        own = [hf.normalizer] if hf.normalizer is not None else []
+        hf.normalizer = normalizers.Sequence([*_cleaning(), *own])
     return hf
 
 
 def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     """A `tokenizers.Tokenizer` whose `encode(text).ids` equal `tokenizer.encode(text)` (without
     the padding, which the caller requests with padding="max_length")."""
-    hf = _file_hf_tokenizer(tokenizer.file) if tokenizer.file else _clip_hf_tokenizer()
-    if hf.get_vocab_size(with_added_tokens=True) != tokenizer.box_token_offset:
+    exported = tokenizer.carries_extras
+    hf = _file_hf_tokenizer(tokenizer.file, exported) if tokenizer.file else _clip_hf_tokenizer()
+    expected_size = tokenizer.vocab_size if exported else tokenizer.box_token_offset
+    if hf.get_vocab_size(with_added_tokens=True) != expected_size:
         raise ValueError(
-            f"the rebuilt base vocabulary has {hf.get_vocab_size()} ids, the "
-            f"tokenizer {tokenizer.box_token_offset}"
+            f"the rebuilt vocabulary has {hf.get_vocab_size(with_added_tokens=True)} ids, the "
+            f"tokenizer {expected_size}"
         )
-    # Added tokens take the next free ids, in order: box bins, then LocCa task tokens.
-    hf.add_special_tokens([box_token_name(i) for i in range(tokenizer.box_bins)])
-    hf.add_special_tokens([task_token_name(task) for task in TASKS])
+    if not exported:
+        # Added tokens take the next free ids, in order: box bins, then LocCa task tokens.
+        hf.add_special_tokens([box_token_name(i) for i in range(tokenizer.box_bins)])
+        hf.add_special_tokens([task_token_name(task) for task in TASKS])
     for name, expected in (
         (box_token_name(0), tokenizer.box_token_offset),
         (task_token_name(TASKS[0]), tokenizer.task_token_offset),
