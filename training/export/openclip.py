@@ -235,5 +235,6 @@ def export_open_clip(
         weights_path,
         metadata={"open_clip_model": MODEL_NAME, "open_clip_config": json.dumps(config)},
     )
-    save_tokenizer_files(tokenizer or Tokenizer(context_length=cfg.text.context_length), out)
+    tokenizer = tokenizer or Tokenizer(context_length=cfg.text.context_length)
+    save_tokenizer_files(tokenizer, out, cfg.text.context_length)
     return OpenClipExport(out, weights_path, config_path)

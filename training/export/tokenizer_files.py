@@ -129,9 +129,12 @@ def build_hf_tokenizer(tokenizer: Tokenizer) -> HFTokenizer:
     return hf
 
 
-def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
+def save_tokenizer_files(
+    tokenizer: Tokenizer, folder: Path, context_length: int | None = None
+) -> list[Path]:
     """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into `folder`
-    (AutoTokenizer-loadable, offline); returns the written paths."""
+    (offline); `context_length` (default: the tokenizer's) is the text tower's position count.
+    Returns the written paths."""
     from transformers import PreTrainedTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def save_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> list[Path]:
         tokenizer_object=hf,
         eos_token=eos,
         pad_token=eos,
-        model_max_length=tokenizer.context_length,
+        model_max_length=context_length or tokenizer.context_length,
         padding_side="right",
         truncation_side="right",
         # The text tower attends to its EOS padding, as in training: no attention mask.
