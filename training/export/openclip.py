@@ -11,8 +11,12 @@ embeddings. The vision tower is a timm ViT: open_clip's own ViT always has a cla
 bias-free patch embedding, and timm's ViT with `global_pool="map"` is the SigLIP layout (linear
 patch embedding with bias, no class token, MAP head with residual MLP). open_clip can only name
 timm architectures, and timm's `local-dir:` source lets a folder carry architecture arguments,
-so the trunk's sizes live in OUT/timm_vision/config.json, which the open_clip config names by
-absolute path: move the folder and re-export (or edit that one path).
+so the trunk's sizes live in OUT/timm_vision/config.json, which the open_clip config must name by
+path (timm resolves a relative `local-dir:` path against the working directory, and open_clip
+3.3 passes no architecture arguments to timm otherwise). The config stores absolute paths, so
+open_clip loads the folder from any working directory; the curation scorer finds a moved
+folder's files again beside the config it reads. open_clip itself needs that one path updated
+after a move (re-export, or edit vision_cfg.timm_model_name).
 
 The position grid is resized once to the export resolution (image_size / patch_size patches per
 side) with our own resize, so the fixed-size timm model sees exactly what ours sees there.
@@ -112,7 +116,8 @@ def open_clip_config(cfg: ModelConfig, timm_folder: Path, tokenizer_folder: Path
             "context_length": text.context_length,
             "vocab_size": text.vocab_size,
             # In a `local-dir:` model open_clip reads the tokenizer from that folder; the path
-            # says where the files are for loaders that take the config alone.
+            # says where the files are for loaders that take the config alone (the curation
+            # scorer looks beside the config when it is gone). Cleaning: training.tokenizer's.
             "hf_tokenizer_name": str(tokenizer_folder.resolve()),
             "tokenizer_kwargs": {"clean": "lower"},
             "width": text.width,

@@ -100,6 +100,29 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
     np.testing.assert_allclose(text_units, expected_texts.numpy(), atol=1e-5)
 
 
+def test_a_moved_export_still_loads_in_the_curation_scorer(ours, tmp_path):
+    import shutil
+
+    from curation.score.embedder import ClipEmbedder
+    from curation.score.model import ScorerSpec
+
+    first = export_open_clip(ours.state_dict(), ours.cfg, tmp_path / "first")
+    moved = tmp_path / "moved"
+    shutil.move(str(first.folder), moved)
+    for weights, config in (
+        (moved / first.weights.name, moved / first.config.name),  # --model-config
+        (moved / first.weights.name, None),  # the config in the weights' metadata
+    ):
+        spec = ScorerSpec(MODEL_NAME, str(weights), str(config) if config else None)
+        image_units, text_units = ClipEmbedder(spec).embed(
+            np.zeros((1, 3, 64, 64), dtype=np.float32), TEXTS[:2]
+        )
+        with torch.no_grad():
+            ids = Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)
+            expected = F.normalize(ours.encode_text(ids), dim=-1)
+        np.testing.assert_allclose(text_units, expected.numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(
     ours, exported, tmp_path, ray_session
