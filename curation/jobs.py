@@ -114,10 +114,12 @@ def job_entrypoint(command: list[str], python: str) -> str:
 
 def enable_token_auth_if_token_available() -> None:
     """RAY_AUTH_MODE=token when a token is at hand and the mode is unset (what `ray start` does)."""
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
-
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # Ray before 2.52 has no token authentication
+        return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
@@ -151,8 +153,11 @@ def submit(
     wait: bool = True,
     python: str = sys.executable,
 ) -> int:
-    from ray.exceptions import AuthenticationError
+    import ray.exceptions
     from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # Ray before 2.52 has no token authentication (and no such error).
+    authentication_error = getattr(ray.exceptions, "AuthenticationError", ())
 
     command, changed = absolute_paths(command)
     if changed:
@@ -163,7 +168,7 @@ def submit(
     try:
         client = JobSubmissionClient(address)
         job_id = submit_when_ready(client, entrypoint, runtime_env(working_dir))
-    except AuthenticationError as error:
+    except authentication_error as error:
         print(f"{AUTH_HELP.format(address=address)}\n({error})", file=sys.stderr)
         return 2
     print(f"submitted {job_id} to {address}: {entrypoint}", flush=True)
