@@ -81,12 +81,14 @@ def _moved(path: str, folder: str | None) -> str:
 
 
 def _relocated(model_cfg: dict[str, Any], folder: str | None) -> dict[str, Any]:
-    """The exported config's local paths (tokenizer folder, timm trunk folder) found again in
-    `folder`, the folder the config was read from, when the export was moved."""
+    """The exported config's local paths against `folder`, the folder the config was read from:
+    a relative tokenizer folder, and an absolute one or a timm trunk folder that moved there."""
     text_cfg, vision_cfg = dict(model_cfg["text_cfg"]), dict(model_cfg["vision_cfg"])
     if text_cfg.get("hf_tokenizer_name") and folder is not None:
         tokenizer = Path(text_cfg["hf_tokenizer_name"])
-        if not tokenizer.is_dir() and (Path(folder) / "tokenizer.json").is_file():
+        if not tokenizer.is_absolute():  # our exports name it relative to the config's folder
+            text_cfg["hf_tokenizer_name"] = str(Path(folder) / tokenizer)
+        elif not tokenizer.is_dir() and (Path(folder) / "tokenizer.json").is_file():
             text_cfg["hf_tokenizer_name"] = folder
     timm_name = vision_cfg.get("timm_model_name") or ""
     if timm_name.startswith("local-dir:"):

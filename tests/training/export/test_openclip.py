@@ -194,5 +194,5 @@ def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
     cfg = model_config("so400m")
     ratio = timm_vision_config(cfg)["model_args"]["mlp_ratio"]
     assert int(cfg.vision.width * ratio) == cfg.vision.mlp_dim == 4304
-    text = open_clip_config(cfg, Path("/t"), Path("/k"))["model_cfg"]["text_cfg"]
+    text = open_clip_config(cfg, Path("/t"))["model_cfg"]["text_cfg"]
     assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
