@@ -9,7 +9,10 @@ tower's position count. That cap is what the zero-shot-image-classification pipe
 SigLIP models it always pads to 64 tokens, more than a smaller text tower has positions.
 """
 
-from transformers import TokenizersBackend
+try:
+    from transformers import TokenizersBackend
+except ImportError:  # transformers 4: the fast tokenizer class had this name
+    from transformers import PreTrainedTokenizerFast as TokenizersBackend
 
 
 class OpenVisionTokenizer(TokenizersBackend):
