@@ -168,6 +168,20 @@ def completed_shards(out_dir: str, stage: str) -> set[str]:
     }
 
 
+def _loopback_only() -> None:
+    """Make this process's local Ray instance listen on 127.0.0.1 only.
+
+    Ray turns a node address of 127.0.0.1 into the machine's outward IP, and its servers (GCS,
+    raylet, workers, agents) listen on every interface unless the node IP is loopback. Ray's own
+    switch for single-machine clusters (what it uses on macOS and Windows) makes the node IP
+    127.0.0.1; Ray reads it when imported, so it is set both in the environment (for the
+    processes Ray starts) and in the imported constant."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def ensure_ray() -> None:
     """Start (or join, with RAY_ADDRESS) a Ray session unless one is running."""
     import ray
@@ -182,8 +196,7 @@ def ensure_ray() -> None:
             "RAY_ADDRESS at the cluster's GCS address (HOST:6379) to drive it from here"
         )
     if not address:
-        # A local cluster talks over loopback only, never the machine's outward interface.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        _loopback_only()
     ray.init(
         # "local" starts a private instance: never join a cluster someone else started here.
         address=address or "local",

@@ -15,7 +15,7 @@ from training.config import ConfigError, load_args
 from training.data.grounding_mix import MixConfigError, grounding_mix_shards
 from training.data.shards import expand_shard_urls
 from training.eval.run import add_command as add_eval_command
-from training.export_cli import add_commands as add_export_commands
+from training.export.cli import add_commands as add_export_commands
 from training.trainer import train
 
 MIX_SUFFIXES = (".yaml", ".yml", ".json")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, tensorboard/")
     train.add_argument("--steps", type=int, help="total optimizer steps")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    add_export_commands(commands)  # export, import-siglip2 (training/export_cli.py)
+    add_export_commands(commands)  # export, import-siglip2 (training/export/cli.py)
     add_eval_command(commands)  # eval (training/eval/run.py)
     return parser
 

@@ -4,11 +4,16 @@ Default: the CLIP BPE vocabulary that open_clip ships inside its package (no net
 Hugging Face `tokenizer.json` (e.g. Gemma's) loads with `Tokenizer.from_file`; a bare file name
 that is not a file in the working directory names one shipped in training/tokenizers/ (the `tiny`
 preset's `minicc_bpe.json`, a 1.5k byte-level BPE of the mini web's text, written by
-`python -m curation minicc tokenizer`). Both lowercase the text and pad with the EOS id
-("sticky EOS"), so the text tower's last position is always EOS.
+`python -m curation minicc tokenizer`). Both clean the text with `clean_text` (open_clip's
+"lower" cleaning: ftfy, HTML unescaping, whitespace collapsed, lowercase), the one cleaning that
+training, scoring and every export share, and pad with the EOS id ("sticky EOS"), so the text
+tower's last position is always EOS.
 
 The vocabulary is extended past the base tokenizer with quantised box-coordinate tokens and
 task-prefix tokens for LocCa; `vocab_size` counts them, and the model's embedding tables must use it.
+A tokenizer.json that one of our exports wrote already holds them (`<box_0000>`…, `<task_…>`):
+its base vocabulary ends where they start and its box bins are the ones it holds, so an imported
+or re-exported checkpoint gets the same ids, not a second set.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ BUNDLED_DIR = Path(__file__).parent / "tokenizers"
 _EOS_CANDIDATES = ("<eos>", "</s>", "<|endoftext|>", "<end_of_text>", "[SEP]")
 
 
+def clean_text(text: str) -> str:
+    """open_clip's "lower" cleaning (`open_clip.tokenizer.get_clean_fn("lower")`): ftfy's text
+    repair, HTML entities unescaped twice, runs of whitespace collapsed to one space, stripped,
+    lowercased. Exports name the same cleaning, so open_clip's tokenizer gives our ids."""
+    from open_clip.tokenizer import get_clean_fn
+
+    return get_clean_fn("lower")(text)
+
+
+def box_token_name(index: int) -> str:
+    return f"<box_{index:04d}>"
+
+
+def task_token_name(task: str) -> str:
+    return f"<task_{task}>"
+
+
 class _BaseTokenizer(Protocol):
     vocab_size: int
     eos_id: int
@@ -40,7 +62,8 @@ class _BaseTokenizer(Protocol):
 
 
 class _ClipBpe:
-    """open_clip's CLIP BPE, without its start/end framing (we frame sequences ourselves)."""
+    """open_clip's CLIP BPE, without its start/end framing (we frame sequences ourselves); its
+    "lower" cleaning is `clean_text`."""
 
     def __init__(self) -> None:
         from open_clip.tokenizer import SimpleTokenizer
@@ -66,6 +89,20 @@ class _HuggingFaceFile:
             raise ValueError(f"cannot load tokenizer file {path}: {error}") from error
         self.path = path
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        # Box and task tokens that an export of ours added: the base vocabulary stops before them.
+        self.box_bins = 0
+        first_box = self._tokenizer.token_to_id(box_token_name(0))
+        if first_box is not None:
+            while self._tokenizer.token_to_id(box_token_name(self.box_bins)) is not None:
+                self.box_bins += 1
+            expected = [first_box + self.box_bins + i for i in range(len(TASKS))]
+            found = [self._tokenizer.token_to_id(task_token_name(task)) for task in TASKS]
+            if found != expected or first_box + self.box_bins + len(TASKS) != self.vocab_size:
+                raise ValueError(
+                    f"tokenizer file {path}: its box/task tokens are not the {self.box_bins} box "
+                    f"tokens then {list(TASKS)} at the end of the vocabulary"
+                )
+            self.vocab_size = first_box
         names = (eos_token,) if eos_token else _EOS_CANDIDATES
         ids = [self._tokenizer.token_to_id(name) for name in names]
         found = [i for i in ids if i is not None]
@@ -76,7 +113,7 @@ class _HuggingFaceFile:
         self.eos_id = found[0]
 
     def encode_plain(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text.lower(), add_special_tokens=False).ids
+        return self._tokenizer.encode(clean_text(text), add_special_tokens=False).ids
 
     def decode_plain(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode([i for i in ids if i < self.vocab_size]).strip()
@@ -118,8 +155,22 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path, *, eos_token: str | None = None, **kwargs) -> Tokenizer:
-        """A tokenizer from a local Hugging Face `tokenizer.json` (never a hub id)."""
-        return cls(_HuggingFaceFile(resolve_tokenizer_file(path), eos_token), **kwargs)
+        """A tokenizer from a local Hugging Face `tokenizer.json` (never a hub id). A file our
+        export wrote keeps its box/task tokens, and with them its box bins."""
+        base = _HuggingFaceFile(resolve_tokenizer_file(path), eos_token)
+        if base.box_bins:
+            if kwargs.get("box_bins", base.box_bins) != base.box_bins:
+                raise ValueError(
+                    f"tokenizer file {path} holds {base.box_bins} box tokens, not "
+                    f"box_bins={kwargs['box_bins']}"
+                )
+            kwargs["box_bins"] = base.box_bins
+        return cls(base, **kwargs)
+
+    @property
+    def carries_extras(self) -> bool:
+        """Whether the tokenizer file already holds the box and task tokens (an export of ours)."""
+        return bool(getattr(self._base, "box_bins", 0))
 
     @property
     def file(self) -> Path | None:
@@ -128,7 +179,7 @@ class Tokenizer:
 
     # -- text ---------------------------------------------------------------------------------
     def text_ids(self, text: str) -> list[int]:
-        """Lowercased BPE ids of `text`, no special tokens."""
+        """BPE ids of `clean_text(text)`, no special tokens."""
         return self._base.encode_plain(text)
 
     def encode(self, texts: str | Sequence[str], context_length: int | None = None) -> Tensor:

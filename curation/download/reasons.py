@@ -2,6 +2,10 @@
 
 Every failure is a `DownloadFailure` carrying a short reason code (e.g. "http_404", "timeout");
 the code alone decides the row's status and whether the failure is worth retrying later.
+
+The statuses are img2dataset's three, so successes plus failed_to_* add up to the input. URLs
+we declined to fetch (address policy, robots.txt, opt-out headers) are failed_to_download with
+their reason in error_message; `is_refusal` tells them apart.
 """
 
 from __future__ import annotations
@@ -9,8 +13,7 @@ from __future__ import annotations
 SUCCESS = "success"
 FAILED_TO_DOWNLOAD = "failed_to_download"
 FAILED_TO_RESIZE = "failed_to_resize"
-REFUSED = "refused"
-STATUSES = (SUCCESS, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, REFUSED)
+STATUSES = (SUCCESS, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE)
 
 # We declined to fetch: the address, robots.txt or the server's opt-out header said no.
 FORBIDDEN_ADDRESS = "forbidden_address"
@@ -60,12 +63,17 @@ def is_retryable_later(reason: str) -> bool:
     return is_transient(reason) or reason in (DNS_ERROR, TRUNCATED)
 
 
+def is_refusal(reason: str | None) -> bool:
+    """We declined to fetch (the URL's status is failed_to_download)."""
+    return reason in REFUSAL_REASONS
+
+
 def status_of(reason: str | None, *, decoding: bool = False) -> str:
     """The sidecar status for a reason code; `decoding` marks failures raised after the download."""
     if reason is None:
         return SUCCESS
-    if reason in REFUSAL_REASONS:
-        return REFUSED
+    if is_refusal(reason):
+        return FAILED_TO_DOWNLOAD
     if decoding or reason in RESIZE_REASONS:
         return FAILED_TO_RESIZE
     return FAILED_TO_DOWNLOAD

@@ -23,12 +23,12 @@ from curation.download.politeness import HostGate
 from curation.download.reasons import (
     FAILED_TO_DOWNLOAD,
     FAILED_TO_RESIZE,
-    REFUSED,
     SUCCESS,
     DownloadFailure,
+    is_refusal,
     status_of,
 )
-from curation.download.shard_writer import JpegSpool
+from curation.download.shard_writer import JpegSpool, exif_json, shard_counts
 
 UNEXPECTED_ERROR = "unexpected_error"
 
@@ -48,6 +48,7 @@ class UrlOutcome:
     spool_location: tuple[int, int] | None = None
     retried_reasons: list[str] = field(default_factory=list)
     redirects: int = 0
+    exif: str | None = None
 
 
 @dataclass
@@ -143,6 +144,7 @@ class ShardDownloader:
             self.spool.add(image.jpeg),
             fetched.retried_reasons,
             fetched.redirects,
+            exif_json(fetched.body),
         )
 
     def download_all(self, urls: Iterable[str]) -> dict[str, UrlOutcome]:
@@ -165,6 +167,7 @@ def apply_outcome(row: dict[str, Any], outcome: UrlOutcome) -> dict[str, Any]:
         "original_width": outcome.original_width,
         "original_height": outcome.original_height,
         "sha256": outcome.sha256,
+        "exif": outcome.exif,
         "download_bytes": outcome.download_bytes,
     }
 
@@ -188,8 +191,6 @@ def retry_summary(outcomes: Iterable[UrlOutcome]) -> dict[str, Any]:
 
 def shard_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """img2dataset's _stats.json fields (count, successes, failed_to_*, status_dict) plus ours."""
-    statuses = Counter(row["status"] for row in rows)
-    status_dict = Counter(row["error_message"] or SUCCESS for row in rows)
     hosts: dict[str, dict[str, int]] = {}
     for row in rows:
         entry = hosts.setdefault(row["host"] or "(none)", {"count": 0, "successes": 0, "bytes": 0})
@@ -197,12 +198,9 @@ def shard_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry["successes"] += row["status"] == SUCCESS
         entry["bytes"] += row["download_bytes"] or 0
     return {
-        "count": len(rows),
-        "successes": statuses[SUCCESS],
-        "failed_to_download": statuses[FAILED_TO_DOWNLOAD],
-        "failed_to_resize": statuses[FAILED_TO_RESIZE],
-        "refused": statuses[REFUSED],
-        "status_dict": dict(sorted(status_dict.items())),
+        **shard_counts(rows),
+        # Declined URLs (counted in failed_to_download, as img2dataset has no such status).
+        "refused": sum(is_refusal(row["error_message"]) for row in rows),
         "bytes": sum(row["download_bytes"] or 0 for row in rows),
         "hosts": dict(sorted(hosts.items())),
     }

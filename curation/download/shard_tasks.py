@@ -132,7 +132,7 @@ class DownloadShard:
     sources: dict[str, ShardSource]
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
+        started, start_time = time.monotonic(), time.time()
         source = self.sources[task.shard_id]
         rows = input_rows(task.shard_id, source)
         gate = HostGate(self.settings.fetch.host_limits, host_parts(source))
@@ -143,6 +143,7 @@ class DownloadShard:
                 task.shard_id,
                 final,
                 lambda row: spool.read(outcomes[row["url"]].spool_location),
+                start_time,
             )
         record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
 
@@ -163,7 +164,7 @@ class RetryFailedShard:
     sources: dict[str, ShardSource]
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        started = time.monotonic()
+        started, start_time = time.monotonic(), time.time()
         pool = ctx.out_dir
         gate = HostGate(self.settings.fetch.host_limits, host_parts(self.sources[task.shard_id]))
         rows = read_sidecar(fsio.join(pool, f"{task.shard_id}.parquet"))
@@ -186,7 +187,7 @@ class RetryFailedShard:
                     return spool.read(existing[row["key"]])
                 return spool.read(outcomes[row["url"]].spool_location)
 
-            write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of)
+            write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of, start_time)
         record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
         ctx.stats.extra["retried_rows"] = len(retry)
         ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)

@@ -5,14 +5,24 @@ Images finish in whatever order the network allows; to make the tar identical on
 file as they arrive and the tar is written in key order at the end, with fixed member metadata.
 The tar is committed before the sidecar, so a crash between the two leaves a sidecar that never
 promises a sample the tar lacks.
+
+The layout is img2dataset's (what DataComp and img2dataset users read): `{shard}.tar`,
+`{shard}.parquet` with one row per input URL, and `{shard}_stats.json` with img2dataset's fields
+(count, successes, failed_to_download, failed_to_resize, duration, start_time, end_time,
+status_dict). The sidecar and KEY.json carry img2dataset's `caption` (equal to our `text`),
+`exif` (exifread's tags of the downloaded bytes, as JSON, as img2dataset writes them; null for
+failures) and `status` / `error_message` with img2dataset's values, beside our own columns.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 import tempfile
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Self
@@ -21,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation import fsio
-from curation.download.reasons import SUCCESS
+from curation.download.reasons import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS
 from curation.tars import add_member
 
 SIDECAR_SCHEMA = pa.schema(
@@ -30,6 +40,7 @@ SIDECAR_SCHEMA = pa.schema(
         ("key", pa.string()),
         ("url", pa.string()),
         ("text", pa.string()),
+        ("caption", pa.string()),
         ("texts", pa.list_(pa.string())),
         ("status", pa.string()),
         ("error_message", pa.string()),
@@ -38,6 +49,7 @@ SIDECAR_SCHEMA = pa.schema(
         ("original_width", pa.int32()),
         ("original_height", pa.int32()),
         ("sha256", pa.string()),
+        ("exif", pa.string()),
         ("host", pa.string()),
         ("download_bytes", pa.int64()),
     ]
@@ -77,9 +89,40 @@ class JpegSpool:
         self.close()
 
 
-def sample_metadata(row: dict[str, Any]) -> dict[str, Any]:
-    """KEY.json: the sidecar row, plus img2dataset's name for the caption."""
-    return {**row, "caption": row["text"]}
+def exif_json(data: bytes) -> str | None:
+    """img2dataset's `exif`: the image's EXIF tags read by exifread (no maker notes or thumbnail),
+    as a JSON object of strings; None when the bytes cannot be parsed."""
+    import exifread
+
+    try:
+        tags = exifread.process_file(io.BytesIO(data), details=False)
+        return json.dumps(
+            {key: str(value).strip() for key, value in tags.items() if value is not None}
+        )
+    except Exception:  # noqa: BLE001 - img2dataset records unreadable EXIF as null, never fails
+        return None
+
+
+def shard_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """img2dataset's per-shard counts: every row is exactly one of success / failed_to_*, and
+    status_dict counts error messages (successes under "success")."""
+    statuses = Counter(row["status"] for row in rows)
+    status_dict = Counter(row["error_message"] or SUCCESS for row in rows)
+    return {
+        "count": len(rows),
+        "successes": statuses[SUCCESS],
+        "failed_to_download": statuses[FAILED_TO_DOWNLOAD],
+        "failed_to_resize": statuses[FAILED_TO_RESIZE],
+        "status_dict": dict(sorted(status_dict.items())),
+    }
+
+
+def shard_stats(rows: list[dict[str, Any]], start_time: float, end_time: float) -> dict[str, Any]:
+    """`{shard}_stats.json` with img2dataset's fields, in its order."""
+    counts = shard_counts(rows)
+    status_dict = counts.pop("status_dict")
+    timing = {"duration": end_time - start_time, "start_time": start_time, "end_time": end_time}
+    return {**counts, **timing, "status_dict": status_dict}
 
 
 def write_pool_shard(
@@ -87,9 +130,13 @@ def write_pool_shard(
     shard_id: str,
     rows: list[dict[str, Any]],
     jpeg_of: Callable[[dict[str, Any]], bytes],
+    start_time: float | None = None,
 ) -> None:
-    """Write `{shard}.tar` (successes, in key order) then `{shard}.parquet` (every row)."""
-    rows = sorted(rows, key=lambda row: row["key"])
+    """Write `{shard}.tar` (successes, in key order), `{shard}_stats.json`, then
+    `{shard}.parquet` (every row). `start_time` (epoch seconds) is when work on the shard began
+    (default: now)."""
+    start_time = time.time() if start_time is None else start_time
+    rows = [{**row, "caption": row["text"]} for row in sorted(rows, key=lambda row: row["key"])]
     with (
         open_output(f"{shard_id}.tar") as handle,
         tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar,
@@ -100,9 +147,10 @@ def write_pool_shard(
             key = row["key"]
             add_member(tar, f"{key}.jpg", jpeg_of(row))
             add_member(tar, f"{key}.txt", (row["text"] or "").encode())
-            add_member(
-                tar, f"{key}.json", json.dumps(sample_metadata(row), sort_keys=True).encode()
-            )
+            add_member(tar, f"{key}.json", json.dumps(row, sort_keys=True).encode())
+    with open_output(f"{shard_id}_stats.json") as handle:
+        stats = shard_stats(rows, start_time, time.time())
+        handle.write(json.dumps(stats, indent=4).encode())
     table = pa.Table.from_pylist(
         [{name: row.get(name) for name in SIDECAR_SCHEMA.names} for row in rows],
         schema=SIDECAR_SCHEMA,

@@ -71,12 +71,40 @@ def _read_json(path: str | Path, what: str) -> dict[str, Any]:
         raise ScorerConfigError(f"{what} {path}: cannot read JSON ({exc})") from exc
 
 
-def _as_full_config(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Normalise a bare model config or an exporter config to {"model_cfg", "preprocess_cfg"}."""
+def _moved(path: str, folder: str | None) -> str:
+    """`path`, or the same name inside `folder` when `path` is gone and that one exists: an export
+    folder that was moved still names its old location (timm's `local-dir:` needs a path)."""
+    if folder is None or Path(path).exists() or "://" in folder:
+        return path
+    candidate = Path(folder) / Path(path).name
+    return str(candidate) if candidate.exists() else path
+
+
+def _relocated(model_cfg: dict[str, Any], folder: str | None) -> dict[str, Any]:
+    """The exported config's local paths against `folder`, the folder the config was read from:
+    a relative tokenizer folder, and an absolute one or a timm trunk folder that moved there."""
+    text_cfg, vision_cfg = dict(model_cfg["text_cfg"]), dict(model_cfg["vision_cfg"])
+    if text_cfg.get("hf_tokenizer_name") and folder is not None:
+        tokenizer = Path(text_cfg["hf_tokenizer_name"])
+        if not tokenizer.is_absolute():  # our exports name it relative to the config's folder
+            text_cfg["hf_tokenizer_name"] = str(Path(folder) / tokenizer)
+        elif not tokenizer.is_dir() and (Path(folder) / "tokenizer.json").is_file():
+            text_cfg["hf_tokenizer_name"] = folder
+    timm_name = vision_cfg.get("timm_model_name") or ""
+    if timm_name.startswith("local-dir:"):
+        vision_cfg["timm_model_name"] = "local-dir:" + _moved(timm_name[10:], folder)
+    return {**model_cfg, "text_cfg": text_cfg, "vision_cfg": vision_cfg}
+
+
+def _as_full_config(raw: dict[str, Any], source: str, folder: str | None = None) -> dict[str, Any]:
+    """Normalise a bare model config or an exporter config to {"model_cfg", "preprocess_cfg"};
+    `folder` (local) is where it was read from."""
     if "model_cfg" in raw:
         full = {"model_cfg": raw["model_cfg"], "preprocess_cfg": raw.get("preprocess_cfg", {})}
     else:
         full = {"model_cfg": raw, "preprocess_cfg": {}}
+    if "text_cfg" in full["model_cfg"] and "vision_cfg" in full["model_cfg"]:
+        full["model_cfg"] = _relocated(full["model_cfg"], folder)
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in full["model_cfg"]]
     if missing:
         raise ScorerConfigError(f"model config from {source} lacks {', '.join(missing)}")
@@ -131,6 +159,13 @@ def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, metadata
 
 
+def _local_folder(url: str | None) -> str | None:
+    """The folder holding a local file (None for remote URLs)."""
+    if not url or "://" in url:
+        return None
+    return str(Path(url).resolve().parent)
+
+
 def resolve_config(
     model_name: str,
     model_config: str | None,
@@ -139,14 +174,18 @@ def resolve_config(
 ) -> dict[str, Any]:
     """The architecture: explicit JSON, sidecar JSON, embedded metadata, or open_clip built-in."""
     if model_config:
-        return _as_full_config(_read_json(model_config, "model config"), model_config)
+        return _as_full_config(
+            _read_json(model_config, "model config"), model_config, _local_folder(model_config)
+        )
     sidecar = fsio.join(posixpath.dirname(weights), SIDECAR_CONFIG_NAME) if weights else None
     if sidecar is not None and fsio.exists(sidecar):
-        return _as_full_config(_read_json(sidecar, "model config"), str(sidecar))
+        return _as_full_config(
+            _read_json(sidecar, "model config"), str(sidecar), _local_folder(sidecar)
+        )
     if metadata and metadata.get(MODEL_CONFIG_KEY):
         embedded = metadata[MODEL_CONFIG_KEY]
         raw = json.loads(embedded) if isinstance(embedded, str) else embedded
-        return _as_full_config(raw, f"{weights} metadata")
+        return _as_full_config(raw, f"{weights} metadata", _local_folder(weights))
     import open_clip
 
     builtin = open_clip.get_model_config(model_name)

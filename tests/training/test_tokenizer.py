@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.models.config import TextConfig
-from training.tokenizer import TASKS, Tokenizer
+from training.tokenizer import TASKS, Tokenizer, clean_text
 
 
 def load_offline(what: str, load):
@@ -87,3 +87,25 @@ def test_tokenizer_json_file_loads_by_path_with_its_own_eos(tmp_path):
         Tokenizer.from_file(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="no EOS token"):
         Tokenizer.from_file(path, eos_token="</s>")
+
+
+ISSUE_TEXTS = ["Two  BLUE squares, on grass", "a &amp; b", "cafÃ©  au lait", "  tabs\tand\nlines "]
+
+
+def test_one_cleaning_is_open_clips_lower_cleaning():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    assert clean_text("Two  BLUE squares, on grass") == "two blue squares, on grass"
+    assert clean_text("a &amp;amp; b") == "a & b"
+    assert clean_text("cafÃ©") == "café"
+    theirs = SimpleTokenizer(clean="lower")
+    assert [clean_text(t) for t in ISSUE_TEXTS] == [theirs.clean_fn(t) for t in ISSUE_TEXTS]
+
+
+def test_a_tokenizer_file_cleans_like_the_default_tokenizer(tmp_path):
+    from training.tokenizer import BUNDLED_DIR
+
+    tokenizer = Tokenizer.from_file(BUNDLED_DIR / "minicc_bpe.json")
+    for text in ISSUE_TEXTS:
+        assert tokenizer.text_ids(text) == tokenizer.text_ids(clean_text(text))
+    assert tokenizer.text_ids("Two  BLUE squares") == tokenizer.text_ids("two blue squares")

@@ -4,14 +4,19 @@ SigLIP 2 weights as a checkpoint of ours. Everything reads and writes local fold
 Export writes what `transformers` loads offline:
 
     OUT/config.json, OUT/model.safetensors        Siglip2Model (AutoModel)
-    OUT/tokenizer.json, tokenizer_config.json     our tokenizer (input_ids only)
+    OUT/tokenizer.json, tokenizer_config.json     our tokenizer (input_ids only; AutoTokenizer)
+    OUT/tokenization_openvision.py                its class, for trust_remote_code=True
     OUT/preprocessor_config.json                  Siglip2ImageProcessor (AutoImageProcessor)
 
-Load the tokenizer with `transformers.PreTrainedTokenizerFast.from_pretrained(OUT)`, not
-AutoTokenizer: for model_type "siglip2" transformers 5 always builds its Gemma-style
-`Siglip2Tokenizer` around the vocabulary in tokenizer.json, whatever tokenizer_config.json says,
-which cannot express CLIP's BPE (it fails on the first encode, wanting an "<unk>" token). For
-the same reason AutoProcessor does not apply.
+AutoTokenizer, AutoProcessor and pipeline("zero-shot-image-classification") load the folder as
+it is. For model_type "siglip2" transformers 5 builds its Gemma-style `Siglip2Tokenizer` around
+the vocabulary in tokenizer.json, which cannot express our BPE, unless tokenizer_config.json
+names a tokenizer class through `auto_map`: then it loads tokenizer.json as it is, and with
+trust_remote_code=True the shipped class (see tokenization_openvision.py). Siglip2Processor
+overrides the image processor's patch size and count and the text length with its own defaults
+(16, 256, 64) unless the tokenizer's init arguments carry them, so tokenizer_config.json does.
+The zero-shot pipeline pads text to 64 tokens for every SigLIP model: a text tower with fewer
+positions (the tiny preset's 32) needs trust_remote_code=True, whose class caps the padding.
 
 Siglip2 is the transformers architecture that matches ours (linear patch embedding on flattened
 patches, a learned position grid resized bilinearly with antialias per image, MAP head,
@@ -58,13 +63,38 @@ from training.tokenizer import Tokenizer
 _LOCAL_ONLY_PREFIXES = ("decoder.", "distill_heads.", "vision.mask_token")
 
 
+TOKENIZER_MODULE = Path(__file__).with_name("tokenization_openvision.py")
+
+
 def _hf_config(cfg: ModelConfig, tokenizer: Tokenizer):
     import transformers
 
     kwargs = hf_config_kwargs(cfg)
-    # Our texts are EOS-padded (no start token).
-    kwargs["text_config"].update(eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id)
-    return transformers.Siglip2Config(**kwargs)
+    # Our texts are EOS-padded, with no start token: no id outside the vocabulary.
+    special = {
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.eos_id,
+    }
+    kwargs["text_config"].update(special)
+    return transformers.Siglip2Config(**kwargs, **special)
+
+
+def _ship_tokenizer_class(out: Path, cfg: ModelConfig) -> None:
+    """The tokenizer class and the processor arguments transformers' Auto classes need."""
+    shutil.copy(TOKENIZER_MODULE, out / TOKENIZER_MODULE.name)
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    config.update(
+        tokenizer_class="TokenizersBackend",
+        auto_map={"AutoTokenizer": [None, f"{TOKENIZER_MODULE.stem}.OpenVisionTokenizer"]},
+        # Init arguments the processor prefers to its class defaults.
+        max_length=cfg.text.context_length,
+        patch_size=cfg.vision.patch_size,
+        max_num_patches=grid * grid,
+    )
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def export_hf(
@@ -79,7 +109,8 @@ def export_hf(
     hf_model.load_state_dict(state_dict_to_hf(state), strict=True)
     out.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(str(out))
-    save_tokenizer_files(tokenizer, out)
+    save_tokenizer_files(tokenizer, out, cfg.text.context_length)
+    _ship_tokenizer_class(out, cfg)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     transformers.Siglip2ImageProcessor(
         patch_size=cfg.vision.patch_size,

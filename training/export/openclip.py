@@ -11,8 +11,12 @@ embeddings. The vision tower is a timm ViT: open_clip's own ViT always has a cla
 bias-free patch embedding, and timm's ViT with `global_pool="map"` is the SigLIP layout (linear
 patch embedding with bias, no class token, MAP head with residual MLP). open_clip can only name
 timm architectures, and timm's `local-dir:` source lets a folder carry architecture arguments,
-so the trunk's sizes live in OUT/timm_vision/config.json, which the open_clip config names by
-absolute path: move the folder and re-export (or edit that one path).
+so the trunk's sizes live in OUT/timm_vision/config.json, which the open_clip config must name by
+path (timm resolves a relative `local-dir:` path against the working directory, and open_clip
+3.3 passes no architecture arguments to timm otherwise). That is the config's one absolute path,
+so open_clip loads the folder from any working directory; after a move open_clip needs it
+updated (re-export, or edit vision_cfg.timm_model_name), while the curation scorer finds the
+trunk beside the config it reads. The tokenizer folder is named relative to the config (".").
 
 The position grid is resized once to the export resolution (image_size / patch_size patches per
 side) with our own resize, so the fixed-size timm model sees exactly what ours sees there.
@@ -94,8 +98,9 @@ def timm_vision_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def open_clip_config(cfg: ModelConfig, timm_folder: Path, tokenizer_folder: Path) -> dict[str, Any]:
-    """{"model_cfg", "preprocess_cfg"} for a CustomTextCLIP equal to our towers."""
+def open_clip_config(cfg: ModelConfig, timm_folder: Path) -> dict[str, Any]:
+    """{"model_cfg", "preprocess_cfg"} for a CustomTextCLIP equal to our towers; the tokenizer
+    files sit beside the config."""
     text = cfg.text
     model_cfg = {
         "embed_dim": cfg.embed_dim,
@@ -111,9 +116,10 @@ def open_clip_config(cfg: ModelConfig, timm_folder: Path, tokenizer_folder: Path
         "text_cfg": {
             "context_length": text.context_length,
             "vocab_size": text.vocab_size,
-            # In a `local-dir:` model open_clip reads the tokenizer from that folder; the path
-            # says where the files are for loaders that take the config alone.
-            "hf_tokenizer_name": str(tokenizer_folder.resolve()),
+            # In a `local-dir:` model open_clip reads the tokenizer from that folder; for loaders
+            # that take the config alone (the curation scorer) the path is relative to the
+            # config's folder. Cleaning: training.tokenizer's.
+            "hf_tokenizer_name": ".",
             "tokenizer_kwargs": {"clean": "lower"},
             "width": text.width,
             "heads": text.heads,
@@ -225,7 +231,7 @@ def export_open_clip(
     timm_folder = out / TIMM_FOLDER
     timm_folder.mkdir(exist_ok=True)
     (timm_folder / "config.json").write_text(json.dumps(timm_vision_config(cfg), indent=1))
-    config = open_clip_config(cfg, timm_folder, out)
+    config = open_clip_config(cfg, timm_folder)
     config_path = out / CONFIG_NAME
     config_path.write_text(json.dumps(config, indent=1))
     weights_path = out / WEIGHTS_NAME
@@ -235,5 +241,6 @@ def export_open_clip(
         weights_path,
         metadata={"open_clip_model": MODEL_NAME, "open_clip_config": json.dumps(config)},
     )
-    save_tokenizer_files(tokenizer or Tokenizer(context_length=cfg.text.context_length), out)
+    tokenizer = tokenizer or Tokenizer(context_length=cfg.text.context_length)
+    save_tokenizer_files(tokenizer, out, cfg.text.context_length)
     return OpenClipExport(out, weights_path, config_path)

@@ -47,7 +47,7 @@ POOL_ROWS = [
     ("00001", 0, "success", None, "c.example", (500, 500)),
     ("00001", 1, "success", None, "c.example", (256, 192)),
     ("00001", 2, "success", None, "c.example", (2048, 1024)),
-    ("00001", 3, "refused", "robots_disallowed", "c.example", (None, None)),
+    ("00001", 3, "failed_to_download", "robots_disallowed", "c.example", (None, None)),
 ]
 # Curation columns of the downloaded samples, in POOL_ROWS order (A..G).
 CURATION = [

@@ -35,9 +35,13 @@ QUIET_LOCAL = RunOptions(use_ray=False, progress=False)
 REPO = Path(__file__).resolve().parents[3]
 
 
-def jpeg(width: int, height: int, shade: int) -> bytes:
+def jpeg(width: int, height: int, shade: int, camera: str | None = None) -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", (width, height), (shade, 255 - shade, 90)).save(out, format="JPEG", quality=90)
+    exif = Image.Exif()
+    if camera:
+        exif[0x010F] = camera  # EXIF "Make"
+    image = Image.new("RGB", (width, height), (shade, 255 - shade, 90))
+    image.save(out, format="JPEG", quality=90, exif=exif)
     return out.getvalue()
 
 
@@ -87,7 +91,9 @@ def plant_faults(web: PlantedWeb, internal: PlantedWeb) -> dict[str, str]:
     )
     image = jpeg(120, 80, 10)
     urls = {
-        f"success-{i}": web.plant(f"/img/{i}.jpg", Route(jpeg(100 + i, 90, 20 * i)))
+        f"success-{i}": web.plant(
+            f"/img/{i}.jpg", Route(jpeg(100 + i, 90, 20 * i, camera="Planted" if i == 0 else None))
+        )
         for i in range(6)
     }
     urls["http_404"] = web.url("/img/missing.jpg")
@@ -142,7 +148,9 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         by_url[urls[name]]["status"]
         for name in ("forbidden_address", "robots_disallowed", "x_robots_tag")
     }
-    assert statuses == {"refused"}
+    # img2dataset's three statuses only: what we declined to fetch failed to download.
+    assert statuses == {"failed_to_download"}
+    assert {row["status"] for row in rows} == {"success", "failed_to_download", "failed_to_resize"}
     assert by_url[urls["corrupt_image"]]["status"] == "failed_to_resize"
     assert by_url[urls["http_404"]]["status"] == "failed_to_download"
 
@@ -153,8 +161,13 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         assert hashlib.sha256(image_bytes).hexdigest() == row["sha256"]
         assert Image.open(io.BytesIO(image_bytes)).size == (64, 64) == (row["width"], row["height"])
         assert members[f"{row['key']}.txt"].decode() == row["text"]
-        assert json.loads(members[f"{row['key']}.json"])["uid"] == row["uid"]
+        metadata = json.loads(members[f"{row['key']}.json"])
+        assert metadata["uid"] == row["uid"]
+        assert row["caption"] == metadata["caption"] == row["text"]
+        assert json.loads(metadata["exif"]) == json.loads(row["exif"])
     assert len(members) == 3 * len(successes)
+    assert json.loads(by_url[urls["success-0"]]["exif"])["Image Make"] == "Planted"
+    assert by_url[urls["http_404"]]["exif"] is None
 
     records = [
         fsio.read_json(str(p)) for p in sorted((pool / "_stats" / "download").glob("*.json"))
@@ -164,10 +177,7 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
         extra = record["extra"]
         assert (
             extra["count"]
-            == extra["successes"]
-            + extra["failed_to_download"]
-            + extra["failed_to_resize"]
-            + extra["refused"]
+            == extra["successes"] + extra["failed_to_download"] + extra["failed_to_resize"]
         )
         for reason, count in extra["status_dict"].items():
             status_dict[reason] = status_dict.get(reason, 0) + count
@@ -179,6 +189,46 @@ def test_every_fault_gets_its_own_reason_and_nothing_forbidden_is_requested(tmp_
     shards_of_host = [host for r in records for host in r["extra"]["hosts"]]
     assert shards_of_host.count("127.0.0.1") == 2 and shards_of_host.count("127.0.0.2") == 1
     assert sum(r["extra"]["hosts"].get("127.0.0.1", {}).get("successes", 0) for r in records) == 6
+    assert sum(r["extra"]["refused"] for r in records) == 4
+
+
+def img2dataset_stats_fields(tmp_path: Path) -> list[str]:
+    """The fields img2dataset itself writes into {shard}_stats.json."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from img2dataset.logger import CappedCounter, write_stats
+
+    tmp_path.mkdir()
+    write_stats(str(tmp_path), 0, 1, 1, 0, 0, 0.0, 1.0, CappedCounter(), 5)
+    return list(json.loads((tmp_path / "00000_stats.json").read_text()))
+
+
+def test_each_pool_shard_has_img2dataset_stats_that_add_up(tmp_path, ray_session):
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/g{i}.jpg", Route(jpeg(90, 90, 30 * i))) for i in range(3)]
+        urls += [web.url("/gone.jpg"), web.plant("/bad.jpg", Route(b"\xff\xd8\xff" + b"0" * 99))]
+        candidates = write_candidates(tmp_path / "in.parquet", urls)
+        pool = tmp_path / "pool"
+        download.run(fast_config(pool, [candidates], samples_per_shard=3), QUIET)
+    rows, _ = read_pool(pool)
+    stats_files = sorted(pool.glob("*_stats.json"))
+    assert [p.name for p in stats_files] == ["00000_stats.json", "00001_stats.json"]
+    fields = img2dataset_stats_fields(tmp_path / "reference")
+    totals: dict[str, int] = {}
+    for path in stats_files:
+        stats = json.loads(path.read_text())
+        assert list(stats) == fields
+        assert stats["count"] == (
+            stats["successes"] + stats["failed_to_download"] + stats["failed_to_resize"]
+        )
+        assert stats["end_time"] >= stats["start_time"] and stats["duration"] >= 0
+        for key in ("count", "successes", "failed_to_download", "failed_to_resize"):
+            totals[key] = totals.get(key, 0) + stats[key]
+    assert totals == {
+        "count": len(rows),
+        "successes": 3,
+        "failed_to_download": 1,
+        "failed_to_resize": 1,
+    }
 
 
 def test_retry_failed_recovers_transient_failures_and_rewrites_only_those(tmp_path):

@@ -100,6 +100,29 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
     np.testing.assert_allclose(text_units, expected_texts.numpy(), atol=1e-5)
 
 
+def test_a_moved_export_still_loads_in_the_curation_scorer(ours, tmp_path):
+    import shutil
+
+    from curation.score.embedder import ClipEmbedder
+    from curation.score.model import ScorerSpec
+
+    first = export_open_clip(ours.state_dict(), ours.cfg, tmp_path / "first")
+    moved = tmp_path / "moved"
+    shutil.move(str(first.folder), moved)
+    for weights, config in (
+        (moved / first.weights.name, moved / first.config.name),  # --model-config
+        (moved / first.weights.name, None),  # the config in the weights' metadata
+    ):
+        spec = ScorerSpec(MODEL_NAME, str(weights), str(config) if config else None)
+        image_units, text_units = ClipEmbedder(spec).embed(
+            np.zeros((1, 3, 64, 64), dtype=np.float32), TEXTS[:2]
+        )
+        with torch.no_grad():
+            ids = Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)
+            expected = F.normalize(ours.encode_text(ids), dim=-1)
+        np.testing.assert_allclose(text_units, expected.numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_curation_score_cli_scores_a_pool_with_the_exported_encoder(
     ours, exported, tmp_path, ray_session
@@ -171,5 +194,5 @@ def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
     cfg = model_config("so400m")
     ratio = timm_vision_config(cfg)["model_args"]["mlp_ratio"]
     assert int(cfg.vision.width * ratio) == cfg.vision.mlp_dim == 4304
-    text = open_clip_config(cfg, Path("/t"), Path("/k"))["model_cfg"]["text_cfg"]
+    text = open_clip_config(cfg, Path("/t"))["model_cfg"]["text_cfg"]
     assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
