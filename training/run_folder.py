@@ -29,7 +29,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     for root in (path / "checkpoints", path):
         if root.is_dir() and (folder := latest_checkpoint(root)) is not None:
-            return folder
+            return Path(folder)
     raise FileNotFoundError(
         f"{path}: not a checkpoint (no {MODEL_FILE}), nor a run or checkpoints folder with a "
         "'latest' pointer"
