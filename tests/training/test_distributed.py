@@ -312,3 +312,9 @@ def test_a_run_on_s3_killed_under_two_ranks_resumes_on_one_and_matches_an_uninte
             )
     assert fs.exists(f"{run}/checkpoints/step_00000004/model.safetensors".removeprefix("s3://"))
     assert any("tfevents" in p for p in fs.find(f"{run}/tensorboard".removeprefix("s3://")))
+    # The export reads the resumed run's checkpoint straight from S3.
+    from training.cli import main as training_main
+
+    exported = tmp_path / "hf"
+    assert training_main(["export", "--ckpt", run, "--format", "hf", "--out", str(exported)]) == 0
+    assert (exported / "model.safetensors").is_file()
