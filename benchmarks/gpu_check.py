@@ -19,6 +19,7 @@ Without a GPU and without --dry-run it says so and exits 0 (so `make bench` pass
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -135,10 +136,15 @@ def peak_memory(preset: str, batch: int | None, checkpointing: bool, env, root, 
             trainer.train_step(data)
         synchronize(env.device)
     except torch.OutOfMemoryError:
-        return {"peak_gib": float("nan"), "out_of_memory": True}
-    peak = torch.cuda.max_memory_allocated(env.device) if env.device.type == "cuda" else 0
-    del trainer, data
-    return {"peak_gib": peak / 2**30, "out_of_memory": False, "batch": batch or "preset"}
+        result = {"peak_gib": float("nan"), "out_of_memory": True}
+    else:
+        peak = torch.cuda.max_memory_allocated(env.device) if env.device.type == "cuda" else 0
+        result = {"peak_gib": peak / 2**30, "out_of_memory": False}
+        del trainer, data
+    gc.collect()  # free the model (also after an out-of-memory) for the measurements to come
+    if env.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {**result, "batch": batch or "preset"}
 
 
 def scoring_rate(sizes: Sizes, root: Path) -> dict[str, float]:
