@@ -78,6 +78,10 @@ class ModelArgs:
     tokenizer: str | None = None
     # Quantisation bins per box coordinate (LocCa's box tokens, appended to the vocabulary).
     box_bins: int = 1000
+    # torch.compile each transformer block (GPU runs; slower to start, and on CPU often no gain).
+    compile: bool = False
+    # Recompute each block's activations in backward instead of keeping them (so400m: on).
+    activation_checkpointing: bool = False
 
 
 @dataclass

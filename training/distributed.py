@@ -19,6 +19,8 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from training.models.blocks import RepeatedBlock
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -80,6 +82,19 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return [
         block for module in model.modules() if isinstance(module, nn.ModuleList) for block in module
     ]
+
+
+def set_block_options(model: nn.Module, compile: bool, activation_checkpointing: bool) -> None:
+    """Per transformer block, before wrapping (FSDP2 then shards the compiled, checkpointed
+    blocks): activation checkpointing (see RepeatedBlock) and torch.compile of the block in place
+    (parameter names unchanged, so checkpoints and exports do not see it). Compiling blocks
+    rather than the model keeps graphs small and shared by same-shape blocks; a copy of the
+    model (deepcopy, e.g. the EMA teacher) comes out uncompiled."""
+    for block in transformer_blocks(model):
+        if isinstance(block, RepeatedBlock):
+            block.activation_checkpointing = activation_checkpointing
+        if compile:
+            block.compile()
 
 
 def parallelize(

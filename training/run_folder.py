@@ -1,5 +1,6 @@
 """Find the checkpoint a user means by `--ckpt`: a run folder (its newest complete checkpoint),
-a run's checkpoints/ folder, or one step folder."""
+a run's checkpoints/ folder, or one step folder; local, or an fsspec URL (s3://…), whose step
+folder's weights, config and tokenizer are copied to a local cache for eval and export."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from training.checkpoint import CONFIG_FILE, MODEL_FILE, latest_checkpoint
+from training import run_storage
+from training.checkpoint import CONFIG_FILE, MODEL_FILE, TRAINER_FILE, latest_checkpoint
 from training.models.config import ModelConfig
 from training.models.siglip import SigLIP2
 from training.tokenizer import DEFAULT_BOX_BINS, Tokenizer
@@ -21,7 +23,9 @@ _TRAINING_ONLY_PREFIX = "distill_heads."
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The step folder holding model.safetensors + config.json for `path`."""
+    """The local step folder holding model.safetensors + config.json for `path`."""
+    if not run_storage.is_local(path):
+        return _cached_remote_checkpoint(str(path))
     path = Path(path)
     if (path / MODEL_FILE).is_file():
         if not (path / CONFIG_FILE).is_file():
@@ -29,11 +33,35 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     for root in (path / "checkpoints", path):
         if root.is_dir() and (folder := latest_checkpoint(root)) is not None:
-            return folder
+            return Path(folder)
     raise FileNotFoundError(
         f"{path}: not a checkpoint (no {MODEL_FILE}), nor a run or checkpoints folder with a "
         "'latest' pointer"
     )
+
+
+def _cached_remote_checkpoint(url: str) -> Path:
+    """Copy what eval and export read of a remote checkpoint (not the DCP training state) to
+    RUN's local mirror (see run_storage.local_mirror), once per step."""
+    if run_storage.exists(run_storage.join(url, MODEL_FILE)):
+        folder = url.rstrip("/")
+    else:
+        roots = (run_storage.join(url, "checkpoints"), url)
+        folder = next((f for root in roots if (f := latest_checkpoint(root)) is not None), None)
+        if folder is None:
+            raise FileNotFoundError(f"{url}: not a checkpoint, nor a run or checkpoints folder")
+    run, step = folder.rsplit("/", 2)[0], folder.rsplit("/", 1)[1]
+    local = run_storage.local_mirror(run) / "checkpoints" / step
+    config = json.loads(run_storage.read_text(run_storage.join(folder, CONFIG_FILE)))
+    names = [MODEL_FILE, CONFIG_FILE, TRAINER_FILE] + (
+        [config[TOKENIZER_FILE_KEY]] if config.get(TOKENIZER_FILE_KEY) else []
+    )
+    for name in names:
+        remote, partial = run_storage.join(folder, name), local / f".{name}.part"
+        if not (local / name).exists() and run_storage.exists(remote):
+            run_storage.download(remote, partial)
+            partial.rename(local / name)
+    return local
 
 
 def run_of_checkpoint(folder: Path) -> Path:

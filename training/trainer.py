@@ -24,7 +24,6 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +48,7 @@ from training.distributed import (
     mean_across_ranks,
     parallelize,
     reshard,
+    set_block_options,
     set_cpu_threads,
     shutdown_distributed,
     unwrap,
@@ -59,6 +59,7 @@ from training.models.distill import ema_update, local_parameters, make_ema_teach
 from training.models.siglip import SigLIP2
 from training.objectives import phase1_loss, phase2_loss
 from training.optim import build_optimizer, build_scheduler
+from training.run_storage import join
 from training.tokenizer import DEFAULT_BOX_BINS, TASKS, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Trainer:
         seed_everything(args.seed)
         self.dtype = compute_dtype(args.distributed.precision, env.device)
         bare = SigLIP2(self.model_cfg).to(env.device)
+        set_block_options(bare, args.model.compile, args.model.activation_checkpointing)
         self.model = parallelize(
             bare,
             env,
@@ -360,8 +362,8 @@ def window_means(window: list[dict[str, float]]) -> dict[str, float]:
     return means
 
 
-def train(args: TrainArgs) -> Path:
-    """Run (or resume) training to args.schedule.steps; returns the last checkpoint folder."""
+def train(args: TrainArgs) -> str:
+    """Run (or resume) training to args.schedule.steps; returns the last checkpoint's URL."""
     args.resolve()
     env = init_distributed(args.distributed.timeout_s)
     set_cpu_threads(env, args.data.num_workers)
@@ -371,23 +373,37 @@ def train(args: TrainArgs) -> Path:
         shutdown_distributed()
 
 
-def _train(args: TrainArgs, env: DistEnv) -> Path:
-    out = Path(args.out)
-    checkpoints = out / "checkpoints"
+def _train(args: TrainArgs, env: DistEnv) -> str:
+    checkpoints = join(args.out, "checkpoints")
     trainer = Trainer(args, env)
     loader = make_loader(args, trainer.model_cfg, env, trainer.tokenizer)
     folder = latest_checkpoint(checkpoints) if args.checkpoint.resume else None
     if folder is not None:
         restored = load_checkpoint(folder, trainer.model, trainer.optimizer)
         trainer.load_state_dict(restored.trainer_state)
-        loader.load_state_dict(restored.data_state)
+        if restored.data_state is not None:
+            loader.load_state_dict(restored.data_state)
+        else:
+            log.warning(
+                "the checkpoint was written by %d ranks, this run has %d: weights and optimizer "
+                "are resharded, the data starts a new epoch",
+                restored.saved_world_size,
+                env.world_size,
+            )
+            loader.continue_after(restored.data_states, trainer.step)
+            seed_everything(args.seed, env.rank + 1, trainer.step)
         if has_extra_model(folder, "teacher"):
             trainer.start_phase2()
             load_extra_models(folder, trainer.teacher_models())
         if env.is_main:
             log.info("resumed from %s at step %d", folder, trainer.step)
     config = {"model": trainer.model_cfg.to_dict(), "train": to_dict(args)}
-    metrics = MetricsLogger(out, enabled=env.is_main, tensorboard=args.logging.tensorboard)
+    metrics = MetricsLogger(
+        args.out,
+        enabled=env.is_main,
+        tensorboard=args.logging.tensorboard,
+        start_step=trainer.step,
+    )
     throughput = Throughput(trainer.bare_model, env)
     total = args.schedule.steps
     progress = tqdm(
@@ -427,6 +443,7 @@ def _train(args: TrainArgs, env: DistEnv) -> Path:
                 args.checkpoint.keep,
                 trainer.teacher_models(),
             )
+            metrics.sync()
             throughput.mark()  # saving is not training time
     progress.close()
     metrics.close()

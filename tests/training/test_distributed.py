@@ -2,10 +2,13 @@
 through all three phases (one step each: sigmoid + LocCa, then self-distillation against the
 EMA and Gram teachers, then the same on a NaFlex batch)."""
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +211,110 @@ def test_cli_trains_under_torchrun_with_two_processes(shard_world, tmp_path):
         "data_rank00001.json",
         "model.safetensors",
     }
+
+
+def _train_command(nproc: int, data: str, out: str, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "training",
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        "4",
+        "data.num_workers=0",
+        "data.grounding_fraction=0",
+        "schedule.phase2_start=1.0",
+        "schedule.phase3_start=1.0",
+        "checkpoint.every=2",
+        "logging.every=1",
+        "logging.progress_bar=false",
+        # No random choice of LocCa's decoding mode: ranks draw differently from one process.
+        "loss.parallel_prob=0",
+        *overrides,
+    ]
+
+
+@pytest.mark.slow
+def test_a_run_on_s3_killed_under_two_ranks_resumes_on_one_and_matches_an_uninterrupted_run(
+    tmp_path, s3_bucket
+):
+    """2 gloo ranks × 4 samples hold the same 8 samples per step as 1 process × 8: with one
+    shard and fewer shards than ranks, rank r reads samples r, r+2, ... So the global batches of
+    steps 1-2 agree, and the 16-sample shard ends exactly at the step-2 checkpoint: the resumed
+    single process starts epoch 1, as the uninterrupted one does at step 3. Every step's loss
+    is comparable here; with other shard layouts only the steps before the kill are."""
+    import s3fs
+
+    from training.data.synthetic import write_synthetic_shards
+
+    world = write_synthetic_shards(
+        tmp_path / "shards", text_shards=1, per_shard=16, with_bad_records=False
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run, reference = f"{s3_bucket}/run", f"{s3_bucket}/reference"
+    two_ranks = ("data.batch_size=4", "distributed.parallelism=fsdp", "loss.sigmoid_backend=ring")
+    fs = s3fs.S3FileSystem()
+    killed = subprocess.Popen(
+        _train_command(2, world.text_pattern, run, *two_ranks), env=env, start_new_session=True
+    )
+    pointer = f"{run}/checkpoints/latest".removeprefix("s3://")
+    try:
+        deadline = time.time() + 240
+        while not (fs.exists(pointer) and fs.cat(pointer) == b"step_00000002"):
+            assert killed.poll() is None and time.time() < deadline, "no step-2 checkpoint"
+            time.sleep(0.05)
+            fs.invalidate_cache()
+        os.killpg(killed.pid, signal.SIGKILL)
+    finally:
+        killed.wait(timeout=60)
+    assert killed.returncode != 0  # killed, not finished
+    state = fs.ls(f"{run}/checkpoints/step_00000002/state".removeprefix("s3://"))
+    assert sorted(p.rsplit("/", 1)[1] for p in state) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+    ]
+
+    one_process = ("data.batch_size=8",)
+    subprocess.run(_train_command(1, world.text_pattern, run, *one_process), env=env, check=True)
+    subprocess.run(
+        _train_command(1, world.text_pattern, reference, *one_process), env=env, check=True
+    )
+
+    resumed, uninterrupted = (
+        read_metrics(f"{run}/metrics.jsonl"),
+        read_metrics(f"{reference}/metrics.jsonl"),
+    )
+    raw_steps = [
+        json.loads(line)["step"]
+        for line in fs.cat(f"{run}/metrics.jsonl".removeprefix("s3://")).decode().splitlines()
+    ]
+    assert raw_steps == [1, 2, 3, 4]  # each step once, the killed segment's extra steps dropped
+    for before, after in zip(uninterrupted, resumed, strict=True):
+        for key in ("loss", "sigmoid", "locca", "lr", "grad_norm"):
+            assert after[key] == pytest.approx(before[key], rel=1e-4, abs=1e-6), (
+                before["step"],
+                key,
+            )
+    assert fs.exists(f"{run}/checkpoints/step_00000004/model.safetensors".removeprefix("s3://"))
+    assert any("tfevents" in p for p in fs.find(f"{run}/tensorboard".removeprefix("s3://")))
+    # The export reads the resumed run's checkpoint straight from S3.
+    from training.cli import main as training_main
+
+    exported = tmp_path / "hf"
+    assert training_main(["export", "--ckpt", run, "--format", "hf", "--out", str(exported)]) == 0
+    assert (exported / "model.safetensors").is_file()

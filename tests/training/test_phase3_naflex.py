@@ -5,11 +5,10 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tests.training.test_phase_schedule import PHASE2_TERMS, phase2_args, rewind_run
 from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
-from training.checkpoint import MODEL_FILE, step_dir_name
+from training.checkpoint import has_extra_model, saved_module_weights, step_dir_name
 from training.config import ConfigError
 from training.metrics_log import read_metrics
 from training.models.config import model_config
@@ -48,7 +47,7 @@ def test_phase_3_trains_on_naflex_lengths_with_the_phase_2_objective(uninterrupt
         assert record["seq_len"] in TINY_SEQ_LENS
         for term in ("loss", "sigmoid", "locca", *PHASE2_TERMS):
             assert torch.isfinite(torch.tensor(record[term])), term
-    assert (uninterrupted / "checkpoints" / step_dir_name(5) / "teacher.safetensors").exists()
+    assert has_extra_model(uninterrupted / "checkpoints" / step_dir_name(5), "teacher")
 
 
 @pytest.mark.parametrize("crash_after", [2, 4], ids=["before_phase3", "inside_phase3"])
@@ -59,8 +58,8 @@ def test_resume_around_the_phase_3_boundary_matches_the_uninterrupted_run(
     shutil.copytree(uninterrupted, run)
     checkpoints = run / "checkpoints"
     final = {
-        name: load_file(checkpoints / step_dir_name(5) / name)
-        for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")
+        name: saved_module_weights(checkpoints / step_dir_name(5), name)
+        for name in ("model", "teacher", "gram_teacher")
     }
     rewind_run(run, crash_after, last_step=5)
     train(phase3_args(native_world, run, checkpoint={"every": 2}))
@@ -79,7 +78,7 @@ def test_resume_around_the_phase_3_boundary_matches_the_uninterrupted_run(
                 key,
             )
     for name, weights in final.items():
-        again = load_file(checkpoints / step_dir_name(5) / name)
+        again = saved_module_weights(checkpoints / step_dir_name(5), name)
         for key, tensor in weights.items():
             torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
 
@@ -99,7 +98,7 @@ def test_phase_3_without_distillation_trains_phase_1_losses_and_leaves_the_teach
     assert "seq_len" in records[3] and "sigmoid" in records[3]
     # The teacher stops moving when distillation stops.
     at_2, at_4 = (
-        load_file(run / "checkpoints" / step_dir_name(s) / "teacher.safetensors") for s in (2, 4)
+        saved_module_weights(run / "checkpoints" / step_dir_name(s), "teacher") for s in (2, 4)
     )
     assert all(torch.equal(at_2[k], at_4[k]) for k in at_2)
 

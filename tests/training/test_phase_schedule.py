@@ -6,10 +6,9 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tests.training.test_trainer import LOGGED, one_thread, tiny_args  # noqa: F401 (fixture)
-from training.checkpoint import LATEST, MODEL_FILE, step_dir_name
+from training.checkpoint import LATEST, has_extra_model, saved_module_weights, step_dir_name
 from training.config import ConfigError
 from training.distributed import DistEnv
 from training.metrics_log import read_metrics
@@ -51,9 +50,7 @@ def test_a_run_crossing_into_phase_2_logs_finite_distillation_terms(shard_world,
     for term in ("loss", *PHASE2_TERMS):
         assert torch.isfinite(torch.tensor(records[2][term])), term
     folder = tmp_path / "run" / "checkpoints" / step_dir_name(3)
-    assert (folder / "teacher.safetensors").exists() and (
-        folder / "gram_teacher.safetensors"
-    ).exists()
+    assert has_extra_model(folder, "teacher") and has_extra_model(folder, "gram_teacher")
 
 
 @pytest.mark.parametrize("crash_after", [2, 4], ids=["before_boundary", "inside_phase2"])
@@ -68,11 +65,11 @@ def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
     train(args)
     run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
     uninterrupted = read_metrics(run / "metrics.jsonl")
-    assert not (checkpoints / step_dir_name(2) / "teacher.safetensors").exists()
-    assert (checkpoints / step_dir_name(4) / "teacher.safetensors").exists()
+    assert not has_extra_model(checkpoints / step_dir_name(2), "teacher")
+    assert has_extra_model(checkpoints / step_dir_name(4), "teacher")
     final = {
-        name: load_file(checkpoints / step_dir_name(5) / name)
-        for name in (MODEL_FILE, "teacher.safetensors", "gram_teacher.safetensors")
+        name: saved_module_weights(checkpoints / step_dir_name(5), name)
+        for name in ("model", "teacher", "gram_teacher")
     }
 
     rewind_run(run, crash_after, last_step=5)
@@ -87,7 +84,7 @@ def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
                 key,
             )
     for name, weights in final.items():
-        again = load_file(checkpoints / step_dir_name(5) / name)
+        again = saved_module_weights(checkpoints / step_dir_name(5), name)
         for key, tensor in weights.items():
             torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
 
@@ -155,7 +152,7 @@ def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(
     )
     train(args)
     checkpoints = tmp_path / "run" / "checkpoints"
-    final = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
+    final = saved_module_weights(checkpoints / step_dir_name(6), "gram_teacher")
     assert (
         json.loads((checkpoints / step_dir_name(3) / "trainer.json").read_text())["gram_refreshes"]
         == 1
@@ -163,7 +160,7 @@ def test_resume_between_gram_refreshes_matches_the_uninterrupted_run(
     shutil.rmtree(checkpoints / step_dir_name(6))
     (checkpoints / LATEST).write_text(step_dir_name(3))
     train(args)
-    again = load_file(checkpoints / step_dir_name(6) / "gram_teacher.safetensors")
+    again = saved_module_weights(checkpoints / step_dir_name(6), "gram_teacher")
     for key, tensor in final.items():
         torch.testing.assert_close(again[key], tensor, rtol=1e-5, atol=1e-6)
     assert (

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -52,19 +53,16 @@ def test_run_resumed_after_a_crash_matches_the_uninterrupted_run(shard_world, tm
     uninterrupted = read_metrics(tmp_path / "run" / "metrics.jsonl")
     final_weights = load_file(checkpoints / step_dir_name(4) / MODEL_FILE)
 
-    # Crash after the step-2 checkpoint: steps 3-4 never happened, the log stops at step 2.
+    # Crash during step 4: the step-2 checkpoint is the latest, the log already holds step 3.
     shutil.rmtree(checkpoints / step_dir_name(4))
     (checkpoints / LATEST).write_text(step_dir_name(2))
-    (tmp_path / "run" / "metrics.jsonl").write_text(
-        "".join(
-            line + "\n"
-            for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[:2]
-        )
-    )
+    log = tmp_path / "run" / "metrics.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:3]))
     train(args)
 
-    resumed = read_metrics(tmp_path / "run" / "metrics.jsonl")
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    # The resumed run dropped the killed segment's step 3 before logging it again.
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+    resumed = read_metrics(log)
     for before, after in zip(uninterrupted, resumed):
         for key in LOGGED:
             assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-7), (

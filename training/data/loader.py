@@ -208,6 +208,32 @@ class ResumableLoader:
         self.states = [ConsumerState.from_dict(s) for s in state["consumers"]]
         self.next_slot = state["next_slot"]
 
+    def continue_after(self, saved: list[dict], step: int) -> None:
+        """Resume from loader states that another number of ranks or workers saved. Their
+        stream positions do not map onto this layout's split of the shards, so every stream
+        starts the epoch after the furthest one any saved consumer reached: no sample of the
+        interrupted epoch is seen twice (its unread rest is skipped), and the batches are for
+        the resumed step. Skipped-record counts carry over (to this rank 0's first slot)."""
+        if self._batches is not None:
+            raise RuntimeError("load the loader state before iterating")
+        consumers = [ConsumerState.from_dict(c) for state in saved for c in state["consumers"]]
+        epoch = {
+            name: 1 + max(c.positions.get(name, StreamPosition()).epoch for c in consumers)
+            for name in STREAM_IDS
+        }
+        self.states = [
+            ConsumerState(
+                slot,
+                {name: StreamPosition(epoch[name]) for name in STREAM_IDS},
+                sum((c.bad_samples for c in consumers), Counter())
+                if slot == 0 and self.spec.rank == 0
+                else Counter(),
+                step=step + slot,
+            )
+            for slot in range(self.workers)
+        ]
+        self.next_slot = 0
+
     @property
     def bad_samples(self) -> Counter:
         return sum((state.bad_samples for state in self.states), Counter())

@@ -16,14 +16,16 @@ from training.data.naflex import naflex_batch
 from training.data.samples import decode_image, open_rgb
 from training.eval.datasets import classnames_and_templates
 from training.eval.embed import batched, embed_images
-from training.eval.zeroshot import class_embeddings, labelled_image_bytes
+from training.eval.zeroshot import class_embeddings, iter_labelled_image_bytes
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
+
+BATCH_SIZE = 64
 
 
 @torch.no_grad()
 def embed_naflex(
-    model: SigLIP2, images: list[bytes], seq_len: int, batch_size: int = 64
+    model: SigLIP2, images: list[bytes], seq_len: int, batch_size: int = BATCH_SIZE
 ) -> torch.Tensor:
     """[N, D] unit vectors of images given to the model at their own aspect ratio."""
     device = next(model.parameters()).device
@@ -47,14 +49,18 @@ def aspect_zeroshot(
     """Top-1 accuracy with square inputs and with NaFlex inputs of `seq_len` patches."""
     model.eval()
     classnames, templates = classnames_and_templates(dataset)
-    images, labels = labelled_image_bytes(dataset, split)
     size, patch = model.cfg.vision.image_size, model.cfg.vision.patch_size
     seq_len = seq_len or (size // patch) ** 2
     classes = class_embeddings(model, tokenizer, classnames, templates)
-    square = (
-        embed_images(model, torch.stack([decode_image(data, size) for data in images])) @ classes.T
-    )
-    naflex = embed_naflex(model, images, seq_len) @ classes.T
+    # Streamed: one batch of encoded images at a time, each embedded both ways.
+    square, naflex, labels = [], [], []
+    for chunk in batched(iter_labelled_image_bytes(dataset, split), BATCH_SIZE):
+        images = [data for data, _ in chunk]
+        labels += [label for _, label in chunk]
+        square.append(embed_images(model, torch.stack([decode_image(d, size) for d in images])))
+        naflex.append(embed_naflex(model, images, seq_len))
+    square, naflex = torch.cat(square) @ classes.T, torch.cat(naflex) @ classes.T
+    labels = torch.tensor(labels)
     majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
     return {
         "square_top1": (square.argmax(1) == labels).float().mean().item(),

@@ -1,4 +1,7 @@
-"""Normalised image and text embeddings of a trained SigLIP2, in batches, without gradients."""
+"""Normalised image and text embeddings of a trained SigLIP2, in batches, without gradients.
+
+Evaluation streams its sets: images are decoded as a batch is needed and only their embeddings
+are kept ([N, D]: for ImageNet-val at D = 768, 150 MB instead of ~39 GB of decoded pixels)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,19 @@ def embed_images(model: SigLIP2, images: torch.Tensor, batch_size: int = 64) -> 
         for chunk in images.split(batch_size)
     ]
     return torch.cat(out)
+
+
+def embed_image_stream(
+    model: SigLIP2, images: Iterable[torch.Tensor], batch_size: int = 64
+) -> torch.Tensor:
+    """Like embed_images for [3, S, S] images that arrive one by one (e.g. decoded as read): at
+    most one batch of pixels is held, and the batches, so the results, are embed_images'."""
+    return torch.cat(
+        [
+            embed_images(model, torch.stack(chunk), batch_size)
+            for chunk in batched(images, batch_size)
+        ]
+    )
 
 
 @torch.no_grad()

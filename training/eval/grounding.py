@@ -8,6 +8,7 @@ of the average true box size (what a model that ignores both image and phrase co
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -28,37 +29,43 @@ def box_iou(a: Box, b: Box) -> float:
     return intersection / union if union > 0 else 0.0
 
 
-def load_referring_expressions(
+def iter_referring_expressions(
     dataset: str, image_size: int, split: str = "test"
-) -> tuple[torch.Tensor, list[tuple[int, str, Box]]]:
-    """Images and (image index, phrase, true box) triples."""
-    images, queries = [], []
+) -> Iterator[tuple[torch.Tensor, list[tuple[str, Box]]]]:
+    """Each image, decoded, with its (phrase, true box) pairs, one sample at a time."""
     for raw in iter_split(dataset, split):
         image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
         if image is None or "json" not in raw.files:
             raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
         refs = valid_refs(json.loads(raw.files["json"]).get("refs"))
-        queries += [(len(images), ref["phrase"], tuple(ref["box"])) for ref in refs]
-        images.append(decode_image(image, image_size))
-    return torch.stack(images), queries
+        yield decode_image(image, image_size), [(r["phrase"], tuple(r["box"])) for r in refs]
 
 
 @torch.no_grad()
 def predict_boxes(
     model: SigLIP2,
     tokenizer: Tokenizer,
-    images: torch.Tensor,
-    queries: list[tuple[int, str, Box]],
+    samples: Iterable[tuple[torch.Tensor, list[tuple[str, Box]]]],
     batch_size: int = 64,
-) -> list[Box | None]:
+) -> tuple[list[Box | None], list[Box]]:
+    """Decoded and true boxes of every (image, phrase) query, in batches of `batch_size`
+    queries. Images are held only while a batch may still need them."""
     model.eval()
     device = next(model.parameters()).device
     max_len = model.cfg.decoder.max_len
     box_ids = range(tokenizer.box_token_offset, tokenizer.task_token_offset)
+    window: dict[int, torch.Tensor] = {}  # decoded images that queries not yet run refer to
+
+    def queries() -> Iterator[tuple[int, str, Box]]:
+        for index, (image, refs) in enumerate(samples):
+            window[index] = image
+            yield from ((index, phrase, box) for phrase, box in refs)
+
     predictions: list[Box | None] = []
-    for chunk in batched(queries, batch_size):
-        indices = torch.tensor([index for index, _, _ in chunk])
-        _, patch_tokens = model.encode_image(images[indices].to(device))
+    truth: list[Box] = []
+    for chunk in batched(queries(), batch_size):
+        images = torch.stack([window[index] for index, _, _ in chunk])
+        _, patch_tokens = model.encode_image(images.to(device))
         prefixes = [
             [tokenizer.task_token("aref")] + tokenizer.text_ids(phrase)[: max_len - 5]
             for _, phrase, _ in chunk
@@ -69,7 +76,11 @@ def predict_boxes(
             patch_tokens, prefixes, steps=4, allowed=box_ids, increasing={2: 0, 3: 1}
         )
         predictions += [tokenizer.decode_box(tokens) for tokens in decoded]
-    return predictions
+        truth += [box for _, _, box in chunk]
+        last = chunk[-1][0]  # its image may have queries in the next batch
+        for index in [i for i in window if i < last]:
+            del window[index]
+    return predictions, truth
 
 
 def accuracy_at(predicted: list[Box | None], truth: list[Box], threshold: float = 0.5) -> float:
@@ -86,12 +97,11 @@ def centred_box(truth: list[Box]) -> Box:
 def aref_accuracy(
     model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
 ) -> dict[str, float]:
-    images, queries = load_referring_expressions(dataset, model.cfg.vision.image_size, split)
-    truth = [box for _, _, box in queries]
-    predicted = predict_boxes(model, tokenizer, images, queries)
+    samples = iter_referring_expressions(dataset, model.cfg.vision.image_size, split)
+    predicted, truth = predict_boxes(model, tokenizer, samples)
     return {
         "acc@0.5": accuracy_at(predicted, truth),
         "baseline_whole_image": accuracy_at([(0.0, 0.0, 1.0, 1.0)] * len(truth), truth),
         "baseline_centre_box": accuracy_at([centred_box(truth)] * len(truth), truth),
-        "queries": len(queries),
+        "queries": len(truth),
     }

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from training.eval.datasets import classnames_and_templates, split_shards
-from training.eval.embed import embed_images
-from training.eval.zeroshot import load_labelled_images
+from training.eval.zeroshot import embed_labelled_split
 from training.models.siglip import SigLIP2
 
 DEFAULT_KS = (1, 10)
@@ -46,13 +45,11 @@ def knn_accuracy(
 ) -> dict[str, object]:
     """Top-1 accuracy for each k, with the majority class's share as chance."""
     classnames, _ = classnames_and_templates(dataset)
-    size = model.cfg.vision.image_size
-    images, labels = load_labelled_images(dataset, size, "test")
-    queries = embed_images(model, images)
+    queries, labels = embed_labelled_split(model, dataset, "test")
     try:
         split_shards(dataset, "train")
-        bank_images, bank_labels = load_labelled_images(dataset, size, "train")
-        bank, leave_one_out = embed_images(model, bank_images), False
+        bank, bank_labels = embed_labelled_split(model, dataset, "train")
+        leave_one_out = False
     except FileNotFoundError:
         bank, bank_labels, leave_one_out = queries, labels, True
     metrics: dict[str, object] = {}

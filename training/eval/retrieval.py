@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
 from training.eval.datasets import iter_split
-from training.eval.embed import embed_images, embed_texts
+from training.eval.embed import embed_image_stream, embed_texts
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
 
-def load_pairs(
-    dataset: str, image_size: int, split: str = "test"
+def embed_pairs(
+    model: SigLIP2, dataset: str, split: str = "test"
 ) -> tuple[torch.Tensor, list[str], list[int]]:
-    """Images, all captions, and for each caption the index of its image."""
-    images, captions, owner = [], [], []
-    for raw in iter_split(dataset, split):
-        image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
-        if image is None or "txt" not in raw.files:
-            raise BadSample("incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}")
-        lines = [line.strip() for line in raw.files["txt"].decode().splitlines() if line.strip()]
-        captions += lines
-        owner += [len(images)] * len(lines)
-        images.append(decode_image(image, image_size))
-    return torch.stack(images), captions, owner
+    """Image embeddings (streamed: decoded batch by batch), all captions, and for each caption
+    the index of its image."""
+    captions: list[str] = []
+    owner: list[int] = []
+
+    def decoded() -> Iterator[torch.Tensor]:
+        for index, raw in enumerate(iter_split(dataset, split)):
+            image = next((raw.files[e] for e in IMAGE_EXTENSIONS if e in raw.files), None)
+            if image is None or "txt" not in raw.files:
+                raise BadSample(
+                    "incomplete_eval_sample", f"{dataset} {raw.key}: {sorted(raw.files)}"
+                )
+            text = raw.files["txt"].decode()
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            captions.extend(lines)
+            owner.extend([index] * len(lines))
+            yield decode_image(image, model.cfg.vision.image_size)
+
+    return embed_image_stream(model, decoded()), captions, owner
 
 
 def recall_at_k(
@@ -49,6 +59,6 @@ def retrieval_recall(
     model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
 ) -> dict[str, float]:
     model.eval()
-    images, captions, owner = load_pairs(dataset, model.cfg.vision.image_size, split)
-    similarity = embed_images(model, images) @ embed_texts(model, tokenizer, captions).T
+    images, captions, owner = embed_pairs(model, dataset, split)
+    similarity = images @ embed_texts(model, tokenizer, captions).T
     return recall_at_k(similarity, torch.tensor(owner))

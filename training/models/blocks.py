@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def key_padding_to_attn_mask(key_mask: Tensor | None) -> Tensor | None:
@@ -55,7 +56,24 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-class EncoderBlock(nn.Module):
+class RepeatedBlock(nn.Module):
+    """A block that towers stack. With `activation_checkpointing` on (model.activation_checkpointing,
+    set by training.distributed.set_block_options) a training forward keeps only the block's
+    input and recomputes its activations in backward: same values and gradients, less memory,
+    about one more forward of compute."""
+
+    activation_checkpointing = False
+
+    def forward(self, *args: Tensor | None) -> Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.block_forward, *args, use_reentrant=False)
+        return self.block_forward(*args)
+
+    def block_forward(self, *args: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+
+class EncoderBlock(RepeatedBlock):
     """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
     def __init__(self, width: int, heads: int, mlp_dim: int, eps: float) -> None:
@@ -65,13 +83,13 @@ class EncoderBlock(nn.Module):
         self.layer_norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = MLP(width, mlp_dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def block_forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         normed = self.layer_norm1(x)
         x = x + self.self_attn(normed, normed, attn_mask)
         return x + self.mlp(self.layer_norm2(x))
 
 
-class DecoderBlock(nn.Module):
+class DecoderBlock(RepeatedBlock):
     """Pre-LN decoder block: self-attention, cross-attention to image tokens, MLP."""
 
     def __init__(self, width: int, heads: int, mlp_dim: int, eps: float) -> None:
@@ -83,7 +101,7 @@ class DecoderBlock(nn.Module):
         self.layer_norm3 = nn.LayerNorm(width, eps=eps)
         self.mlp = MLP(width, mlp_dim)
 
-    def forward(
+    def block_forward(
         self,
         x: Tensor,
         memory: Tensor,

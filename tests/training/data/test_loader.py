@@ -121,3 +121,33 @@ def test_worker_batches_arrive_packed_and_equal_the_in_process_ones(shard_world,
     _assert_same_batches(from_worker, in_process)
     image = from_worker[0]["image"]
     assert image.untyped_storage().nbytes() > image.numel() * image.element_size()  # one block
+
+
+def test_a_loader_of_another_layout_continues_at_the_next_epoch_and_step(shard_world, tokenizer):
+    # Saved by 2 ranks after 2 steps; resumed by 3 ranks with one loader worker each.
+    saved = []
+    for rank in (0, 1):
+        loader = _loader(shard_world, tokenizer, rank=rank, world_size=2)
+        _take(loader, 2)
+        saved.append(loader.state_dict())
+    epochs = {
+        name: max(c["positions"][name]["epoch"] for s in saved for c in s["consumers"])
+        for name in ("text", "grounding")
+    }
+    bad_so_far = sum(_loader_bad(s) for s in saved)
+    resumed = [_loader(shard_world, tokenizer, rank=r, world_size=3) for r in range(3)]
+    for loader in resumed:
+        loader.continue_after(saved, step=2)
+        state = loader.state_dict()["consumers"][0]
+        assert state["step"] == 2
+        assert {name: state["positions"][name]["epoch"] for name in epochs} == {
+            name: epoch + 1 for name, epoch in epochs.items()
+        }
+    assert sum(_loader_bad(loader.state_dict()) for loader in resumed) == bad_so_far
+    # The three ranks split the new epoch among themselves.
+    batches = [next(loader) for loader in resumed]
+    assert not torch.equal(batches[0]["image"], batches[1]["image"])
+
+
+def _loader_bad(state) -> int:
+    return sum(sum(c["bad_samples"].values()) for c in state["consumers"])
