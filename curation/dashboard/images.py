@@ -1,8 +1,9 @@
 """Images straight out of the pool's WebDataset tars, by (shard, key).
 
 The first request for a shard walks its tar headers once (tarfile seeks over the member data, so
-on s3:// this reads headers, not images) and keeps {member name: (data offset, size)}; later
-requests read just that byte range. Indexes of the most recently used shards stay in memory.
+on s3:// this reads headers, not images) and keeps {sample key: {extension: (data offset, size)}},
+keys and extensions split by webdataset's rule (training.data.tars); later requests read just
+that byte range. Indexes of the most recently used shards stay in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from curation import fsio
+from training.data.tars import split_member_name
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CONTENT_TYPES = {
@@ -22,17 +24,18 @@ CONTENT_TYPES = {
     "webp": "image/webp",
 }
 CACHED_SHARDS = 64
+TarIndex = dict[str, dict[str, tuple[int, int]]]  # {key: {extension: (data offset, size)}}
 
 
 class TarImages:
     def __init__(self, tar_url_for_shard: Callable[[str], str], cached_shards: int = CACHED_SHARDS):
         self._tar_url = tar_url_for_shard
-        self._indexes: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        self._indexes: OrderedDict[str, TarIndex] = OrderedDict()
         self._capacity = cached_shards
         self._lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}
 
-    def index(self, shard: str) -> dict[str, tuple[int, int]]:
+    def index(self, shard: str) -> TarIndex:
         with self._lock:
             if shard in self._indexes:
                 self._indexes.move_to_end(shard)
@@ -58,9 +61,9 @@ class TarImages:
         url = self._tar_url(shard)
         if not fsio.exists(url):
             raise KeyError(f"no tar for shard {shard} at {url}")
-        members = self.index(shard)
+        files = self.index(shard).get(key, {})
         for extension in IMAGE_EXTENSIONS:
-            member = members.get(f"{key}.{extension}")
+            member = files.get(extension)
             if member is not None:
                 offset, size = member
                 fs, path = fsio.filesystem(url)
@@ -70,12 +73,13 @@ class TarImages:
         raise KeyError(f"no image for key {key!r} in {url}")
 
 
-def build_tar_index(url: str) -> dict[str, tuple[int, int]]:
-    """{member name: (offset of its data, size)} for every regular file in the tar at `url`."""
+def build_tar_index(url: str) -> TarIndex:
+    """{key: {extension: (offset of its data, size)}} for every regular file in the tar at `url`."""
     fs, path = fsio.filesystem(url)
-    index: dict[str, tuple[int, int]] = {}
+    index: TarIndex = {}
     with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
         for member in tar:
             if member.isfile():
-                index[member.name] = (member.offset_data, member.size)
+                key, extension = split_member_name(member.name)
+                index.setdefault(key, {})[extension] = (member.offset_data, member.size)
     return index

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.download.reasons import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS
-from curation.tars import add_member
+from training.data.tars import add_member, iter_tar_samples
 
 SIDECAR_SCHEMA = pa.schema(
     [
@@ -160,21 +160,14 @@ def write_pool_shard(
 
 
 def read_sidecar(url: str) -> list[dict[str, Any]]:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle).to_pylist()
+    return fsio.read_parquet(url).to_pylist()
 
 
 def iter_tar_images(url: str, keys: set[str]) -> Iterator[tuple[str, bytes]]:
     """(key, JPEG bytes) for the wanted keys of an existing pool tar, streamed."""
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-        for member in tar:
-            key, _, extension = member.name.rpartition(".")
-            if extension == "jpg" and key in keys:
-                extracted = tar.extractfile(member)
-                if extracted is not None:
-                    yield key, extracted.read()
+    for sample in iter_tar_samples(url):
+        if sample.key in keys and "jpg" in sample.files:
+            yield sample.key, sample.files["jpg"]
 
 
 def spool_existing_images(
