@@ -56,7 +56,9 @@ def entry_table(pool: PoolTable) -> pa.Table | None:
 
 def balance_summary(pool: PoolTable) -> dict[str, Any]:
     url = fsio.join(pool.layout.curation("balance"), SUMMARY)
-    return pool.memo.get("balance_summary", lambda: fsio.read_json(url) if fsio.exists(url) else {})
+    return pool.memo.get(
+        "balance_summary", lambda: fsio.read_json(url, expect=dict) if fsio.exists(url) else {}
+    )
 
 
 def metaclip_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def neardup_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
         return {"missing": [missing("neardup")]}
     page = pool.memo.get("neardup_page", lambda: _build(pool))
     summary_url = fsio.join(pool.layout.curation("neardup"), SUMMARY)
-    summary = fsio.read_json(summary_url) if fsio.exists(summary_url) else {}
+    summary = fsio.read_json(summary_url, expect=dict) if fsio.exists(summary_url) else {}
     return {**page, "summary": summary, "neardup_stats": stats.stage("neardup")}
 
 

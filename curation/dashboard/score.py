@@ -32,7 +32,7 @@ def score_column(pool: PoolTable) -> str | None:
 def score_rule(pool: PoolTable) -> dict[str, Any]:
     """The score stage's global keep rule (threshold, top_fraction, basic rules), if recorded."""
     url = fsio.join(pool.layout.curation("score"), THRESHOLDS_RECORD)
-    return fsio.read_json(url) if fsio.exists(url) else {}
+    return fsio.read_json(url, expect=dict) if fsio.exists(url) else {}
 
 
 def score_page(pool: PoolTable, stats: StageStats) -> dict[str, Any]:
