@@ -28,7 +28,6 @@ from curation import fsio
 from curation.dashboard.layout import RunLayout
 
 T = TypeVar("T")
-CURATION_STAGES = ("balance", "score", "neardup")
 # What a damaged or vanished file raises from pyarrow or fsspec.
 READ_ERRORS = (pa.ArrowException, OSError, ValueError, EOFError)
 

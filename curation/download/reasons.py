@@ -13,7 +13,6 @@ from __future__ import annotations
 SUCCESS = "success"
 FAILED_TO_DOWNLOAD = "failed_to_download"
 FAILED_TO_RESIZE = "failed_to_resize"
-STATUSES = (SUCCESS, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE)
 
 # We declined to fetch: the address, robots.txt or the server's opt-out header said no.
 FORBIDDEN_ADDRESS = "forbidden_address"
