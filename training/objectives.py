@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.distributed import unwrap
 from training.losses.gram import gram_loss
 from training.losses.koleo import koleo_loss
 from training.losses.sigmoid import BACKENDS, sigmoid_loss
@@ -183,17 +184,12 @@ def phase1_loss(
     return total, to_floats({"loss": total, **terms})
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The SigLIP2 inside a DDP wrapper (FSDP2 keeps the module itself)."""
-    return getattr(model, "module", model)
-
-
 def real_patch_mask(model: torch.nn.Module, image_kwargs: dict[str, Tensor]) -> Tensor:
     """[B, N] True for real patches: the NaFlex patch_mask, or all patches of square images."""
     if "patch_mask" in image_kwargs:
         return image_kwargs["patch_mask"].bool()
     image = image_kwargs["image"]
-    patch = _unwrap(model).cfg.vision.patch_size
+    patch = unwrap(model).cfg.vision.patch_size
     count = (image.shape[-2] // patch) * (image.shape[-1] // patch)
     return torch.ones(image.shape[0], count, dtype=torch.bool, device=image.device)
 
@@ -231,7 +227,7 @@ def phase2_loss(
         local_crops=batch["local_crops"],
     )
     phase1_total, terms = _phase1_terms(out, batch, decoder_batch, cfg)
-    heads = _unwrap(model).distill_heads
+    heads = unwrap(model).distill_heads
     temperatures = (cfg.teacher_temperature, cfg.student_temperature)
     silc = silc_loss(
         teacher_out["silc_logits"], out["silc_student_logits"], heads.silc_center, *temperatures
