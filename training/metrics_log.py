@@ -103,13 +103,17 @@ def read_metrics(path: Path | str) -> list[dict[str, Any]]:
     segment logged from that step on (logs written before resumes truncated them)."""
     records: list[dict[str, Any]] = []
     for line in run_storage.read_text(path).splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        while records and records[-1]["step"] >= record["step"]:
-            records.pop()
-        records.append(record)
+        if line.strip():
+            append_record(records, json.loads(line))
     return records
+
+
+def append_record(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Append the next record of a log to `records`, keeping each step once: a record whose step
+    is not after the last one's starts a resumed segment and replaces the records from its step on."""
+    while records and records[-1]["step"] >= record["step"]:
+        records.pop()
+    records.append(record)
 
 
 # Dense bf16 tensor-core peaks (FLOP/s) of accelerators we expect; MFU is omitted elsewhere.

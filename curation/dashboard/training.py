@@ -5,7 +5,8 @@ Each has the trainer's `metrics.jsonl` (one JSON object per logged step, see
 training/metrics_log.py) and the reports `python -m training eval --ckpt RUN/train…` writes to
 `eval/step_NNNNNNNN.json`. The page draws one run's curves (`train` unless asked for another) and
 the evaluation results of every run side by side. A log is re-read when it grows, so the page
-follows a run in progress.
+follows a run in progress. Logs written before resumes truncated them may repeat steps: each
+step's last record counts, as in training.metrics_log.read_metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from curation import fsio
 from curation.dashboard.layout import EVAL_DIR, METRICS_FILE, missing
+from training.metrics_log import append_record
 
 MAX_POINTS = 1000
 DEFAULT_RUN = "train"
@@ -115,7 +117,7 @@ def _parse(text: str) -> tuple[list[dict[str, Any]], int]:
             bad += 1  # a line cut short by a killed writer
             continue
         if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
-            records.append(record)
+            append_record(records, record)  # a resumed run's log may repeat steps: keep the last
         else:
             bad += 1
     return records, bad

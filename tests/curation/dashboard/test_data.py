@@ -131,6 +131,19 @@ def test_training_log_skips_a_cut_line_and_follows_a_growing_file(tmp_path):
     assert [m["part"] for m in page["missing"]] == ["eval"]
 
 
+def test_training_log_of_a_resumed_run_keeps_the_last_record_of_each_step(tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    steps = [(1, 3.0), (2, 2.5), (3, 2.4), (2, 2.6), (3, 2.2), (4, 2.0)]  # resumed from step 1
+    (train / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {step}, "loss": {loss}}}\n' for step, loss in steps)
+    )
+    page = training_page([TrainingLog(str(train))])
+    assert page["steps"] == 4 and page["bad_lines"] == 0
+    assert page["charts"][0]["series"]["loss"] == [[1, 3.0], [2, 2.6], [3, 2.2], [4, 2.0]]
+    assert page["last"] == {"step": 4, "loss": 2.0}
+
+
 def test_images_come_byte_exact_from_the_pool_tar(dashboard, synthetic_run):
     with tarfile.open(synthetic_run / "pool" / "00001.tar") as tar:
         stored = tar.extractfile("000010002.jpg").read()
