@@ -75,7 +75,7 @@ def imported_modules(folders: tuple[str, ...]) -> dict[str, str]:
 
 def providers(modules: dict[str, str]) -> dict[str, set[str]]:
     """Module -> the installed distributions that provide it (faiss: faiss-cpu, or faiss-gpu
-    too where the [gpu] extra is installed); a module nothing provides fails the test."""
+    where it replaced faiss-cpu as in infra/Dockerfile); a module nothing provides fails the test."""
     installed = packages_distributions()
     missing = {m: f for m, f in modules.items() if m not in installed}
     assert not missing, f"imported, but no installed distribution provides them: {missing}"
