@@ -204,20 +204,19 @@ def wait_for_server(
 
 
 def child_ours(args: argparse.Namespace) -> dict:
-    import ray
-
     from curation.download.fetcher import FetchConfig
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
+    from curation.runner import ensure_ray
     from curation.stages import download
     from curation.stages.common import RunOptions
     from curation.stages.download import DownloadConfig
 
     started = time.perf_counter()
-    # A private local cluster with exactly `processes` CPUs (never join another session's cluster).
-    ray.init(
-        address="local", num_cpus=args.processes, include_dashboard=False, logging_level="WARNING"
-    )
+    # A private local cluster with exactly `processes` CPUs (never join another session's cluster),
+    # listening on loopback only.
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_ray(num_cpus=args.processes)
     ray_start_s = time.perf_counter() - started
     config = DownloadConfig(
         out=args.out,

@@ -182,8 +182,9 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def ensure_ray() -> None:
-    """Start (or join, with RAY_ADDRESS) a Ray session unless one is running."""
+def ensure_ray(*, num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None) -> None:
+    """Start (or join, with RAY_ADDRESS) a Ray session unless one is running. `num_cpus` sizes a
+    private local instance (a cluster that is joined keeps its own); `runtime_env` is Ray's."""
     import ray
 
     if ray.is_initialized():
@@ -204,6 +205,8 @@ def ensure_ray() -> None:
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,
+        runtime_env=runtime_env,
+        num_cpus=None if address else num_cpus,
     )
 
 

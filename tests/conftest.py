@@ -77,19 +77,13 @@ def ray_session(s3_endpoint):
     """One local Ray session shared by every test that needs Ray (ray.init costs seconds)."""
     import ray
 
-    if not ray.is_initialized():
-        # Stage functions defined in test modules are pickled by reference: workers need the
-        # test folders that pytest put on sys.path while collecting, and the S3 endpoint.
-        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        env.update({key: os.environ[key] for key in S3_ENV_KEYS})
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            logging_level="WARNING",
-            _node_ip_address="127.0.0.1",
-            address=os.environ.get("RAY_ADDRESS") or "local",
-            runtime_env={"env_vars": env},
-        )
+    from curation.runner import ensure_ray
+
+    # Stage functions defined in test modules are pickled by reference: workers need the test
+    # folders that pytest put on sys.path while collecting, and the S3 endpoint.
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.update({key: os.environ[key] for key in S3_ENV_KEYS})
+    ensure_ray(num_cpus=2, runtime_env={"env_vars": env})
     yield ray
 
 
