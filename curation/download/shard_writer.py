@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.download.reasons import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS
-from training.data.tars import add_member, iter_tar_samples
+from training.data.tars import TAR_FORMAT, add_member, iter_tar_samples
 
 SIDECAR_SCHEMA = pa.schema(
     [
@@ -139,7 +139,7 @@ def write_pool_shard(
     rows = [{**row, "caption": row["text"]} for row in sorted(rows, key=lambda row: row["key"])]
     with (
         open_output(f"{shard_id}.tar") as handle,
-        tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+        tarfile.open(fileobj=handle, mode="w", format=TAR_FORMAT) as tar,
     ):
         for row in rows:
             if row["status"] != SUCCESS:
