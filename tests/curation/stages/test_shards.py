@@ -442,3 +442,14 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     trained = {row["uid"] for row in index}
     assert not trained & set(contaminants.uid)
     assert trained == expected_kept_uids(pool)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--max-fan-in", "1"], ["--samples-per-shard", "0"], ["--buffer-mb", "0"], ["--require", "x"]],
+)
+def test_bad_settings_exit_2_before_any_shard_runs(flags, tmp_path, capsys):
+    out = tmp_path / "train"
+    assert main(["shards", "--pool", str(tmp_path), "--out", str(out), *flags]) == 2
+    assert "shards:" in capsys.readouterr().err
+    assert not out.exists()
