@@ -453,3 +453,26 @@ def test_bad_settings_exit_2_before_any_shard_runs(flags, tmp_path, capsys):
     assert main(["shards", "--pool", str(tmp_path), "--out", str(out), *flags]) == 2
     assert "shards:" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_shuffle_writer_keeps_its_buffer_within_the_budget(tmp_path):
+    from curation.runner import ShardContext, ShardTask
+    from curation.shuffle import ShuffleWriter
+
+    schema = pa.schema([("dest", pa.int64()), ("payload", pa.binary())])
+    ctx = ShardContext("test", ShardTask("x"), str(tmp_path), seed=0)
+    names = {b: f"bucket{b}.parquet" for b in range(3)}
+    rows = [{"dest": i % 2, "payload": bytes([i % 256]) * 1000} for i in range(300)]
+    peak = 0
+    with ShuffleWriter(
+        ctx, names, schema, lambda t: t["dest"].to_numpy(), budget_bytes=20_000
+    ) as writer:
+        for start in range(0, len(rows), 10):
+            writer.add(pa.Table.from_pylist(rows[start : start + 10], schema=schema))
+            peak = max(peak, sum(writer.buffered.values()))
+    assert peak <= 20_000
+    files = {b: pq.ParquetFile(tmp_path / name) for b, name in names.items()}
+    assert files[0].metadata.num_row_groups > 1 and files[2].metadata.num_rows == 0
+    for bucket in (0, 1):
+        got = files[bucket].read().to_pylist()
+        assert got == [row for row in rows if row["dest"] == bucket]
