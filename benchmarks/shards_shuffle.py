@@ -29,7 +29,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation import fsio
-from curation.download.shard_writer import SIDECAR_SCHEMA, write_pool_shard
+from curation.download.shard_writer import write_pool_shard
 
 TINY_JPEGS = 64
 
@@ -55,7 +55,7 @@ def write_synthetic_pool(root: Path, rows: int, rows_per_shard: int, seed: int =
         first, last = shard * rows_per_shard, min(rows, (shard + 1) * rows_per_shard)
         records = []
         for row in range(first, last):
-            jpg = jpegs[row % TINY_JPEGS]
+            jpg = jpegs[(row - first) % TINY_JPEGS]
             records.append(
                 {
                     "uid": hashlib.md5(f"{seed}:{row}".encode()).hexdigest(),
@@ -68,15 +68,13 @@ def write_synthetic_pool(root: Path, rows: int, rows_per_shard: int, seed: int =
                     "original_width": 8,
                     "original_height": 8,
                     "sha256": hashlib.sha256(jpg).hexdigest(),
-                    "jpg_index": row % TINY_JPEGS,
                 }
             )
-        assert set(SIDECAR_SCHEMA.names) >= {"uid", "key", "status"}
         write_pool_shard(
             lambda name: fsio.open_atomic(str(root / name)),
             shard_id,
             records,
-            lambda record: jpegs[record["jpg_index"]],
+            lambda record: jpegs[int(record["key"][5:]) % TINY_JPEGS],
         )
     return shards
 
