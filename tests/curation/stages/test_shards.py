@@ -153,6 +153,36 @@ def _group_by_shard(index: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def test_open_clip_webdataset_loader_trains_on_the_shards_without_a_sample_count(curated):
+    """open_clip_train's own training pipeline, with no --train-num-samples: it takes the size
+    from sizes.json and decodes every sample of an epoch."""
+    import argparse
+
+    import torch
+    from open_clip_train.data import get_wds_dataset
+
+    _planted, train, record = curated
+    last = f"{record['out_shards'] - 1:05d}"
+    args = argparse.Namespace(
+        train_data=f"{train}/{{00000..{last}}}.tar",
+        train_num_samples=None,
+        train_data_upsampling_factors=None,
+        dataset_resampled=False,
+        seed=0,
+        batch_size=4,
+        workers=0,
+        world_size=1,
+    )
+
+    def preprocess(image):
+        return torch.tensor(list(image.size))
+
+    data = get_wds_dataset(args, preprocess, is_train=True, tokenizer=lambda t: [len(t)])
+    assert data.dataloader.num_samples == -(-record["kept"] // 4) * 4
+    seen = sum(len(images) for images, _texts in data.dataloader)
+    assert seen == data.dataloader.num_samples
+
+
 def test_lost_outputs_are_rebuilt_identically_and_other_settings_are_refused(curated, tmp_path):
     planted, train, _record = curated
     copy = tmp_path / "train"
