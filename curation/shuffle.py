@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +203,7 @@ class ShuffleWriter:
         self.buffers[bucket], self.buffered[bucket] = [], 0
 
 
-def iter_batches(urls: Sequence[str], columns: list[str] | None = None):
+def iter_batches(urls: Sequence[str], columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The rows of `urls`, file after file, in small record batches (one file open at a time)."""
     for url in urls:
         fs, path = fsio.filesystem(url)
@@ -223,8 +223,7 @@ class ShuffleLevel:
     """One task of level `level` > 1: merge a group of level-(level-1) files of one range, split
     them by the next digit. Task ids are `RANGE-GROUP` (see `level_tasks`)."""
 
-    root: str  # relative to the task's out_dir
-    out_dir: str
+    root: str  # the shuffle folder, relative to the stage's out_dir
     plan: ShufflePlan
     level: int
     schema: pa.Schema
@@ -233,9 +232,7 @@ class ShuffleLevel:
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         range_id, group = (int(part) for part in task.shard_id.split("-"))
         sources = self.plan.groups(self.level)[group]
-        urls = self.plan.files(
-            fsio.join(self.out_dir, self.root), self.level - 1, range_id, sources
-        )
+        urls = self.plan.files(fsio.join(ctx.out_dir, self.root), self.level - 1, range_id, sources)
         check_inputs(urls)
         names = {
             child: fsio.join(self.root, self.plan.file_name(self.level, child, group))

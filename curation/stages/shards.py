@@ -418,6 +418,7 @@ def run(config: ShardsConfig, options: RunOptions = RunOptions()) -> list[StageR
     plan = ShufflePlan(**{k: record["shuffle"][k] for k in ("sources", "dests", "fan")})
     out_ids = [shard_name(plan, d) for d in range(record["out_shards"])]
     stage_args = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
+    root_url = fsio.join(config.out, SHUFFLE_DIR)
     if set(out_ids) - completed_shards(config.out, "shards"):
         reset_cleared_shuffle(config.out, plan.levels)
         pool = list_pool_shards(config.pool)
@@ -432,20 +433,16 @@ def run(config: ShardsConfig, options: RunOptions = RunOptions()) -> list[StageR
         )
         tasks = [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in pool]
         reports.append(run_stage("shards_spill", spill, tasks, config.out, **stage_args))
-        root_url = fsio.join(config.out, SHUFFLE_DIR)
         for level in range(2, plan.levels + 1):
             if not reports[-1].ok:
                 return reports
-            step = ShuffleLevel(
-                SHUFFLE_DIR, config.out, plan, level, SHUFFLE_SCHEMA, config.buffer_bytes
-            )
+            step = ShuffleLevel(SHUFFLE_DIR, plan, level, SHUFFLE_SCHEMA, config.buffer_bytes)
             tasks = level_tasks(plan, root_url, level)
             reports.append(
                 run_stage(f"shards_shuffle{level}", step, tasks, config.out, **stage_args)
             )
         if not reports[-1].ok:
             return reports
-    root_url = fsio.join(config.out, SHUFFLE_DIR)
     tasks = [
         ShardTask(name, (plan.pattern(root_url, plan.levels, d, plan.final_sources()),))
         for d, name in enumerate(out_ids)
