@@ -4,321 +4,366 @@ keep = success ∧ AND of the required stages' keep columns (balance: keep_balan
 keep_score; neardup: keep_dedup ∧ ¬contaminated). A required stage that was never run is not
 applied, and TRAIN/_plan/plan.json says so.
 
-1. Plan (driver): the kept uids, in pool order, get a seeded permutation and are cut into output
-   shards of --samples-per-shard. The plan is a pure function of the inputs and the seed; it is
-   saved in TRAIN/_plan/plan.parquet, and a re-run into the same TRAIN must reproduce it exactly.
+The order: every kept row gets a 64-bit hash of (seed, uid); the training order is the kept rows
+sorted by it (ties: uid), a uniform random permutation that no process ever holds. With N =
+ceil(kept / --samples-per-shard) output shards, shard j holds the rows whose hash lies in slice j
+of N equal slices of the hash range, in hash order. So a shard's size is Binomial(kept, 1/N):
+its mean is at most --samples-per-shard and it varies by about its square root (±1% at 10k);
+TRAIN/sizes.json ({"00000.tar": count, ...}, open_clip's WebDataset loader reads it) has each.
+
+1. Count ("shards_count", per pool shard, no images): kept rows and a digest of their uids; the
+   driver adds them up into N and the plan record, which a re-run into the same TRAIN must match.
 2. Spill ("shards_spill", per pool shard): read the pool tar once, encode each kept sample's
-   training members (resized JPEG, caption, JSON) and write them sorted by output shard.
-3. Write ("shards", per output shard): read its rows from every spill file (row groups are
-   pruned by output shard), order them by plan index, and write TRAIN/{shard}.tar + .parquet.
+   training members (resized JPEG, caption, metadata) and split them into <= --max-fan-in files
+   by destination (curation/shuffle.py).
+3. Shuffle ("shards_shuffle2", ...; only when the pool has more than --max-fan-in shards or N
+   more than --max-fan-in): each task merges <= --max-fan-in files and splits them further.
+4. Write ("shards", per output shard): read its <= --max-fan-in files, spool the JPEGs to a local
+   scratch file, sort by hash and write TRAIN/{shard}.tar + .parquet; then sizes.json.
 Each pass commits atomically with done markers, so kill + re-run gives byte-identical shards.
+Memory per task is bounded by --buffer-mb (spill, shuffle) and by the shard's metadata rows
+(write), never by the number of pool or output shards.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from PIL import Image
 
 from curation import fsio
-from curation.runner import ShardContext, ShardTask, completed_shards, marker_url, run_stage
-from curation.score.images import ImageDecodeError, decode_rgb
+from curation.runner import (
+    ShardContext,
+    ShardTask,
+    StageReport,
+    completed_shards,
+    marker_url,
+    run_stage,
+)
+from curation.score.images import ImageDecodeError
 from curation.score.pool import iter_samples, list_pool_shards, read_sidecar
-from curation.tars import add_member
+from curation.shuffle import (
+    DEST,
+    ShuffleLevel,
+    ShufflePlan,
+    ShuffleWriter,
+    destinations,
+    level_tasks,
+    route_hashes,
+)
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
+from curation.stats import stats_dir
+from curation.training_samples import (
+    KEEP_COLUMNS,
+    ORDER,
+    SHUFFLE_SCHEMA,
+    WriteTrainingShard,
+    encode_sample,
+    kept_rows,
+    shard_keep_mask,
+)
 
-KEEP_COLUMNS = {
-    "balance": ("keep_balance",),
-    "score": ("keep_score",),
-    "neardup": ("keep_dedup", "!contaminated"),
-}
-PLAN = "_plan/plan.parquet"
 PLAN_RECORD = "_plan/plan.json"
-SPILL_DIR = "_spill"
-SPILL_ROW_GROUP = 128
-INDEX_COLUMNS = ("uid", "url", "text", "original_width", "original_height")
+COUNT_DIR = "_plan/count"
+SHUFFLE_DIR = "_shuffle"
+SHUFFLE_CLEARED = "_plan/shuffle_cleared.json"
+SIZES = "sizes.json"
+ROUTE_PURPOSE = "shards"
+SPILL_BATCH_ROWS = 256
 
 
-def _read_parquet(url: str, **kwargs: Any) -> pa.Table:
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, **kwargs)
+@dataclass(frozen=True)
+class ShardsConfig:
+    pool: str
+    out: str
+    samples_per_shard: int = 10_000
+    require: tuple[str, ...] = ("balance", "score", "neardup")
+    image_size: int | None = 256  # shorter side in pixels (downscale only); None: pool JPEGs
+    max_fan_in: int = 64  # the most shuffle files one task reads or writes
+    buffer_mb: float = 128.0  # rows a spill or shuffle task buffers before writing
 
-
-def shard_keep_mask(
-    pool: str, shard_id: str, uids: pa.Array, required: list[str], applied: list[str]
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Keep mask over the shard's successful rows, and how many each stage removed."""
-    keep = np.ones(len(uids), dtype=bool)
-    removed: dict[str, int] = {}
-    for stage in applied:
-        url = fsio.join(pool, "curation", stage, f"{shard_id}.parquet")
-        if not fsio.exists(url):
-            raise SystemExit(f"shards: {url} is missing (stage {stage} ran on other shards only)")
-        table = _read_parquet(url)
-        by_uid = dict(zip(table["uid"].to_pylist(), range(table.num_rows)))
-        index = np.array([by_uid.get(uid, -1) for uid in uids.to_pylist()], dtype=np.int64)
-        stage_keep = index >= 0
-        for column in KEEP_COLUMNS[stage]:
-            negate = column.startswith("!")
-            values = table[column.lstrip("!")].to_numpy(zero_copy_only=False).astype(bool)
-            values = ~values if negate else values
-            stage_keep &= np.where(index >= 0, values[np.maximum(index, 0)], False)
-        removed[stage] = int(np.count_nonzero(keep & ~stage_keep))
-        keep &= stage_keep
-    return keep, removed
-
-
-def plan_shards(
-    pool: str, required: list[str], samples_per_shard: int, seed: int
-) -> tuple[pa.Table, dict[str, Any]]:
-    applied = [s for s in required if fsio.exists(fsio.join(pool, "curation", s))]
-    unknown = [s for s in required if s not in KEEP_COLUMNS]
-    if unknown:
-        raise SystemExit(
-            f"shards: unknown --require stage(s) {unknown}; known: {sorted(KEEP_COLUMNS)}"
-        )
-    parts, removed_total, successes = [], dict.fromkeys(applied, 0), 0
-    for shard in list_pool_shards(pool):
-        rows = read_sidecar(shard.sidecar, ["uid", "key"])
-        successes += rows.num_rows
-        keep, removed = shard_keep_mask(pool, shard.shard_id, rows["uid"], required, applied)
-        for stage, count in removed.items():
-            removed_total[stage] += count
-        kept = rows.filter(pa.array(keep))
-        parts.append(
-            kept.append_column(
-                "source_shard", pa.array([shard.shard_id] * kept.num_rows, pa.string())
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.require if s not in KEEP_COLUMNS]
+        if unknown:
+            raise ConfigError(
+                f"unknown --require stage(s) {unknown}; known: {sorted(KEEP_COLUMNS)}"
             )
-        )
-    kept = (
-        pa.concat_tables(parts) if parts else pa.table({"uid": [], "key": [], "source_shard": []})
-    )
-    order = np.random.default_rng(seed).permutation(kept.num_rows)
-    position = np.empty(kept.num_rows, dtype=np.int64)
-    position[order] = np.arange(kept.num_rows)
-    plan = pa.table(
-        {
-            "uid": kept["uid"],
-            "source_shard": kept["source_shard"],
-            "source_key": kept["key"],
-            "out_shard": pa.array([f"{p // samples_per_shard:05d}" for p in position], pa.string()),
-            "out_index": pa.array(position % samples_per_shard, pa.int32()),
-        }
-    )
-    record = {
-        "required": required,
-        "applied": applied,
-        "not_applied": [s for s in required if s not in applied],
-        "pool_successes": successes,
-        "removed_by_stage": removed_total,
-        "kept": kept.num_rows,
-        "samples_per_shard": samples_per_shard,
-        "seed": seed,
-        "out_shards": -(-kept.num_rows // samples_per_shard),
-    }
-    return plan, record
+        if self.samples_per_shard < 1:
+            raise ConfigError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"--image-size must be >= 1, got {self.image_size}")
+        if self.max_fan_in < 2:
+            raise ConfigError(f"--max-fan-in must be >= 2, got {self.max_fan_in}")
+        if self.buffer_mb <= 0:
+            raise ConfigError(f"--buffer-mb must be > 0, got {self.buffer_mb}")
+
+    @property
+    def buffer_bytes(self) -> int:
+        return int(self.buffer_mb * 2**20)
 
 
-def key_width(samples_per_shard: int) -> int:
-    return max(4, len(str(samples_per_shard - 1)))
+@dataclass(frozen=True)
+class CountKept:
+    """Per pool shard: successes, kept rows, removals per stage, and an order-free uid digest."""
 
+    pool: str
+    applied: tuple[str, ...]
+    seed: int
 
-def resize_for_training(data: bytes, short_side: int, quality: int = 90) -> tuple[bytes, int, int]:
-    """Downscale so the shorter side is `short_side` (never upscale; small images keep their
-    bytes); re-encode as JPEG. Decoding always happens, so a corrupt image is caught here."""
-    image = decode_rgb(data, min_side=short_side)  # may come back DCT-downscaled (draft)
-    original_width, original_height = Image.open(io.BytesIO(data)).size
-    if min(original_width, original_height) <= short_side:
-        return data, original_width, original_height
-    scale = short_side / min(image.size)
-    image = image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-        Image.BICUBIC,
-        reducing_gap=3.0,
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue(), image.size[0], image.size[1]
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        _tar, sidecar = task.inputs
+        uids = read_sidecar(sidecar, ["uid"])["uid"]
+        keep, removed = shard_keep_mask(self.pool, task.shard_id, uids, list(self.applied))
+        kept = [uid for uid, k in zip(uids.to_pylist(), keep) if k]
+        digest = int(route_hashes(kept, self.seed, "digest").sum(dtype=np.uint64))
+        ctx.stats.rows_in, ctx.stats.rows_out = len(uids), len(kept)
+        for stage, count in removed.items():
+            ctx.stats.drop(f"removed_by_{stage}", count)
+        ctx.stats.extra.update(removed=removed, uid_digest=digest)
 
 
 @dataclass(frozen=True)
 class SpillKeptSamples:
-    plan_url: str
-    image_size: int | None  # None: keep the source bytes (NaFlex)
+    """Level 1 of the shuffle: a pool shard's kept samples, encoded, split by destination."""
+
+    pool: str
+    applied: tuple[str, ...]
+    plan: ShufflePlan
+    # The pool's shard ids (5 digits) as sorted integers: a shard's position is its source
+    # number. 8 bytes per pool shard, which Ray hands to every task without a copy.
+    pool_ids: np.ndarray = field(hash=False, compare=False)
+    image_size: int | None
+    seed: int
+    buffer_bytes: int
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         tar_url, sidecar_url = task.inputs
-        plan = _read_parquet(self.plan_url, filters=[("source_shard", "=", task.shard_id)])
-        wanted = {key: i for i, key in enumerate(plan["source_key"].to_pylist())}
-        sidecar = read_sidecar(sidecar_url, list(INDEX_COLUMNS) + ["key"])
-        meta = {row["key"]: row for row in sidecar.to_pylist()}
-        ctx.stats.rows_in = len(wanted)
-        columns: dict[str, list[Any]] = {k: [] for k in ("row", "jpg", "width", "height")}
-        for key, members in iter_samples(tar_url):
-            row = wanted.pop(key, None)
-            if row is None:
-                continue
-            try:
-                if "jpg" not in members:
-                    raise ImageDecodeError("no .jpg member")
-                if self.image_size is None:
-                    image = decode_rgb(members["jpg"])
-                    jpg, width, height = members["jpg"], image.size[0], image.size[1]
-                else:
-                    jpg, width, height = resize_for_training(members["jpg"], self.image_size)
-            except ImageDecodeError as exc:
-                ctx.stats.error("undecodable_image", f"{tar_url}:{key}", str(exc))
-                continue
-            for name, value in zip(columns, (row, jpg, width, height)):
-                columns[name].append(value)
-        for key in wanted:
-            ctx.stats.error(
-                "missing_in_tar", f"{tar_url}:{key}", "planned sample is not in the tar"
-            )
-        rows = np.array(columns["row"], dtype=np.int64)
-        spill = plan.take(pa.array(rows, pa.int64())).append_column(
-            "jpg", pa.array(columns["jpg"], pa.binary())
-        )
-        spill = spill.append_column("width", pa.array(columns["width"], pa.int32()))
-        spill = spill.append_column("height", pa.array(columns["height"], pa.int32()))
-        for column in INDEX_COLUMNS[1:]:
-            spill = spill.append_column(
-                column, pa.array([meta[k][column] for k in spill["source_key"].to_pylist()])
-            )
-        spill = spill.sort_by([("out_shard", "ascending"), ("out_index", "ascending")])
-        ctx.stats.rows_out = spill.num_rows
-        with ctx.open_output(f"{SPILL_DIR}/{task.shard_id}.parquet") as handle:
-            pq.write_table(spill, handle, row_group_size=SPILL_ROW_GROUP)
-
-
-@dataclass(frozen=True)
-class WriteTrainingShard:
-    samples_per_shard: int
-
-    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        missing = [url for url in task.inputs if not fsio.exists(url)]
-        if missing:
-            raise FileNotFoundError(
-                f"spill files missing (re-run from a fresh --out): {missing[:3]}"
-            )
-        parts = [
-            _read_parquet(url, filters=[("out_shard", "=", task.shard_id)]) for url in task.inputs
-        ]
-        table = pa.concat_tables(parts).sort_by("out_index") if parts else None
-        rows = table.to_pylist() if table is not None else []
-        ctx.stats.rows_in = ctx.stats.rows_out = len(rows)
-        width = key_width(self.samples_per_shard)
-        index: dict[str, list[Any]] = {
-            k: []
-            for k in (
-                "uid",
-                "key",
-                "url",
-                "text",
-                "width",
-                "height",
-                "original_width",
-                "original_height",
-                "sha256",
-                "source_shard",
-                "source_key",
-            )
+        rows = kept_rows(self.pool, task.shard_id, sidecar_url, list(self.applied))
+        order = route_hashes(rows["uid"].to_pylist(), self.seed, ROUTE_PURPOSE)
+        dest = destinations(order, self.plan.dests)
+        wanted = {
+            row["key"]: {**row, ORDER: int(h), DEST: int(d)}
+            for row, h, d in zip(rows.to_pylist(), order, dest)
         }
-        with (
-            ctx.open_output(f"{task.shard_id}.tar") as handle,
-            tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
-        ):
-            for row in rows:
-                key = f"{task.shard_id}{row['out_index']:0{width}d}"
-                record = {
-                    "uid": row["uid"],
-                    "key": key,
-                    "url": row["url"],
-                    "text": row["text"],
-                    "width": row["width"],
-                    "height": row["height"],
-                    "original_width": row["original_width"],
-                    "original_height": row["original_height"],
-                    "source_shard": row["source_shard"],
-                    "source_key": row["source_key"],
-                }
-                add_member(archive, f"{key}.jpg", row["jpg"])
-                add_member(archive, f"{key}.txt", (row["text"] or "").encode())
-                add_member(archive, f"{key}.json", json.dumps(record, sort_keys=True).encode())
-                record["sha256"] = hashlib.sha256(row["jpg"]).hexdigest()
-                for column, values in index.items():
-                    values.append(record[column])
-                ctx.stats.bytes_in += len(row["jpg"])
-        ctx.write_parquet(f"{task.shard_id}.parquet", pa.table(index))
+        ctx.stats.rows_in = len(wanted)
+        source = int(np.searchsorted(self.pool_ids, int(task.shard_id)))
+        names = {
+            r: fsio.join(SHUFFLE_DIR, self.plan.file_name(1, r, source))
+            for r in range(self.plan.ranges_at(1))
+        }
+
+        def bucket_of(table: pa.Table) -> np.ndarray:
+            return self.plan.range_of(table[DEST].to_numpy(), 1)
+
+        batch: list[dict[str, Any]] = []
+        with ShuffleWriter(ctx, names, SHUFFLE_SCHEMA, bucket_of, self.buffer_bytes) as writer:
+            for key, members in iter_samples(tar_url):
+                row = wanted.pop(key, None)
+                if row is None:
+                    continue
+                try:
+                    jpg, width, height = encode_sample(members, self.image_size)
+                except ImageDecodeError as exc:
+                    ctx.stats.error("undecodable_image", f"{tar_url}:{key}", str(exc))
+                    continue
+                batch.append(
+                    {
+                        **row,
+                        "source_shard": task.shard_id,
+                        "source_key": key,
+                        "jpg": jpg,
+                        "width": width,
+                        "height": height,
+                        "sha256": hashlib.sha256(jpg).hexdigest(),
+                    }
+                )
+                if len(batch) >= SPILL_BATCH_ROWS:
+                    writer.add(pa.Table.from_pylist(batch, schema=SHUFFLE_SCHEMA))
+                    batch = []
+            writer.add(pa.Table.from_pylist(batch, schema=SHUFFLE_SCHEMA))
+        for key in wanted:
+            ctx.stats.error("missing_in_tar", f"{tar_url}:{key}", "kept sample is not in the tar")
+        ctx.stats.rows_out = writer.rows_out
+        ctx.stats.extra.update(files_read=1, files_written=len(names))
 
 
-def check_or_save_plan(out: str, plan: pa.Table, record: dict[str, Any]) -> None:
-    """Save the plan, or insist an earlier (partial) run of this TRAIN folder made the same one."""
-    url = fsio.join(out, PLAN)
-    if fsio.exists(url):
-        previous = _read_parquet(url)
-        if not previous.equals(plan):
-            raise SystemExit(
-                f"shards: {out} was planned from other inputs or settings; "
-                "use a new --out (or delete it) to start over"
-            )
+def shard_name(plan: ShufflePlan, dest: int) -> str:
+    return f"{dest:0{plan.width}d}"
+
+
+def count_kept(config: ShardsConfig, applied: list[str], options: RunOptions) -> StageReport:
+    """The count pass; it runs every time (its folder is scratch), so the plan sees the pool of
+    now, and its per-shard records come back in the report."""
+    count_dir = fsio.join(config.out, COUNT_DIR)
+    fsio.remove(count_dir)
+    tasks = [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in list_pool_shards(config.pool)]
+    report = run_stage(
+        "shards_count",
+        CountKept(config.pool, tuple(applied), options.seed),
+        tasks,
+        count_dir,
+        seed=options.seed,
+        use_ray=options.use_ray,
+        progress=options.progress,
+    )
+    fsio.remove(count_dir)
+    return report
+
+
+def plan_record(
+    config: ShardsConfig, applied: list[str], counts: StageReport, seed: int
+) -> dict[str, Any]:
+    removed = dict.fromkeys(applied, 0)
+    for record in counts.completed:
+        for stage, count in record["extra"]["removed"].items():
+            removed[stage] += count
+    kept = sum(record["rows_out"] for record in counts.completed)
+    digest = sum(record["extra"]["uid_digest"] for record in counts.completed) % 2**64
+    out_shards = -(-kept // config.samples_per_shard)
+    plan = ShufflePlan(
+        len(counts.completed) + len(counts.skipped), max(1, out_shards), config.max_fan_in
+    )
+    return {
+        "required": list(config.require),
+        "applied": applied,
+        "not_applied": [s for s in config.require if s not in applied],
+        "pool_shards": plan.sources,
+        "pool_successes": sum(record["rows_in"] for record in counts.completed),
+        "removed_by_stage": removed,
+        "kept": kept,
+        "kept_uid_digest": f"{digest:016x}",
+        "samples_per_shard": config.samples_per_shard,
+        "image_size": config.image_size,
+        "seed": seed,
+        "out_shards": out_shards,
+        "shuffle": plan.to_record(),
+    }
+
+
+def reset_cleared_shuffle(out: str, levels: int) -> None:
+    """The shuffle files are deleted once every output shard exists; if one is lost later, the
+    shuffle runs again: forget its done markers (markers first, then the flag)."""
+    flag = fsio.join(out, SHUFFLE_CLEARED)
+    if not fsio.exists(flag):
         return
-    with fsio.open_atomic(url) as handle:
-        pq.write_table(plan, handle)
-    fsio.write_json(fsio.join(out, PLAN_RECORD), record)
+    for stage in shuffle_stages(levels):
+        fsio.remove(stats_dir(out, stage))
+    fsio.remove(fsio.join(out, SHUFFLE_DIR))
+    fsio.remove(flag)
 
 
-def build_training_shards(
-    pool: str,
-    out: str,
-    required: list[str],
-    samples_per_shard: int,
-    image_size: int | None,
-    seed: int = 0,
-) -> tuple[bool, dict[str, Any]]:
-    plan, record = plan_shards(pool, required, samples_per_shard, seed)
-    record["image_size"] = image_size
-    check_or_save_plan(out, plan, record)
-    plan_url = fsio.join(out, PLAN)
-    pool_tasks = [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in list_pool_shards(pool)]
-    spill_urls = tuple(fsio.join(out, SPILL_DIR, f"{t.shard_id}.parquet") for t in pool_tasks)
-    out_tasks = [ShardTask(i, spill_urls) for i in sorted(set(plan["out_shard"].to_pylist()))]
-    if {t.shard_id for t in out_tasks} - completed_shards(out, "shards"):
-        # The spill is deleted once every output shard exists; if one is lost later, spill again.
-        for task, url in zip(pool_tasks, spill_urls):
-            marker = marker_url(out, "shards_spill", task.shard_id)
-            if fsio.exists(marker) and not fsio.exists(url):
-                fs, path = fsio.filesystem(marker)
-                fs.rm(path)
-        spill = run_stage(
-            "shards_spill", SpillKeptSamples(plan_url, image_size), pool_tasks, out, seed=seed
+def shuffle_stages(levels: int) -> list[str]:
+    return ["shards_spill"] + [f"shards_shuffle{level}" for level in range(2, levels + 1)]
+
+
+def run(config: ShardsConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    applied = [s for s in config.require if fsio.exists(fsio.join(config.pool, "curation", s))]
+    counts = count_kept(config, applied, options)
+    reports = [counts]
+    if not counts.ok:
+        return reports
+    record = plan_record(config, applied, counts, options.seed)
+    fsio.check_plan(fsio.join(config.out, PLAN_RECORD), record, f"shards {config.out}")
+    plan = ShufflePlan(**{k: record["shuffle"][k] for k in ("sources", "dests", "fan")})
+    out_ids = [shard_name(plan, d) for d in range(record["out_shards"])]
+    stage_args = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
+    root_url = fsio.join(config.out, SHUFFLE_DIR)
+    if set(out_ids) - completed_shards(config.out, "shards"):
+        reset_cleared_shuffle(config.out, plan.levels)
+        pool = list_pool_shards(config.pool)
+        spill = SpillKeptSamples(
+            config.pool,
+            tuple(applied),
+            plan,
+            np.array([int(s.shard_id) for s in pool], dtype=np.int64),
+            config.image_size,
+            options.seed,
+            config.buffer_bytes,
         )
-        print(spill.describe())
-        if not spill.ok:
-            return False, record
-    write = run_stage("shards", WriteTrainingShard(samples_per_shard), out_tasks, out, seed=seed)
-    print(write.describe())
+        tasks = [ShardTask(s.shard_id, (s.tar, s.sidecar)) for s in pool]
+        reports.append(run_stage("shards_spill", spill, tasks, config.out, **stage_args))
+        for level in range(2, plan.levels + 1):
+            if not reports[-1].ok:
+                return reports
+            step = ShuffleLevel(SHUFFLE_DIR, plan, level, SHUFFLE_SCHEMA, config.buffer_bytes)
+            tasks = level_tasks(plan, root_url, level)
+            reports.append(
+                run_stage(f"shards_shuffle{level}", step, tasks, config.out, **stage_args)
+            )
+        if not reports[-1].ok:
+            return reports
+    tasks = [
+        ShardTask(name, (plan.pattern(root_url, plan.levels, d, plan.final_sources()),))
+        for d, name in enumerate(out_ids)
+    ]
+    write = run_stage(
+        "shards",
+        WriteTrainingShard(SHUFFLE_DIR, plan, config.samples_per_shard),
+        tasks,
+        config.out,
+        **stage_args,
+    )
+    reports.append(write)
     if write.ok:
-        fs, path = fsio.filesystem(fsio.join(out, SPILL_DIR))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)  # every output shard is written; the spill is only a buffer
-    return write.ok, record
+        write_sizes(config.out, out_ids, write)
+        fsio.write_json(fsio.join(config.out, SHUFFLE_CLEARED), {"cleared": True})
+        fsio.remove(root_url)  # every output shard is written; the shuffle files were a buffer
+    write.summary.update(record)
+    write.notes.append(describe(record))
+    return reports
+
+
+def write_sizes(out: str, out_ids: list[str], write: StageReport) -> None:
+    """TRAIN/sizes.json, {"00000.tar": samples, ...}: what open_clip's loader reads."""
+    rows = {record["shard"]: record["rows_out"] for record in write.completed}
+    for shard in out_ids:
+        if shard not in rows:
+            rows[shard] = fsio.read_json(marker_url(out, "shards", shard), expect=dict)["rows_out"]
+    sizes = {f"{shard}.tar": rows[shard] for shard in out_ids}
+    fsio.write_bytes(fsio.join(out, SIZES), json.dumps(sizes, indent=0, sort_keys=True).encode())
+
+
+def describe(record: dict[str, Any]) -> str:
+    not_applied = (
+        f" (NOT applied, never run: {', '.join(record['not_applied'])})"
+        if record["not_applied"]
+        else ""
+    )
+    return (
+        f"shards: {record['kept']:,} of {record['pool_successes']:,} samples kept into "
+        f"{record['out_shards']} shards; applied {', '.join(record['applied']) or 'nothing'}"
+        f"{not_applied}; removed per stage {record['removed_by_stage']}; shuffle "
+        f"{record['shuffle']['levels']} level(s), fan-in <= {record['shuffle']['fan']}"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ShardsConfig:
+    return ShardsConfig(
+        pool=args.pool,
+        out=args.out,
+        samples_per_shard=args.samples_per_shard,
+        require=tuple(s.strip() for s in args.require.split(",") if s.strip()),
+        image_size=None if args.keep_source_size else args.image_size,
+        max_fan_in=args.max_fan_in,
+        buffer_mb=args.buffer_mb,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("shards", help="write kept pool samples as training shards")
     parser.add_argument("--pool", required=True)
     parser.add_argument("--out", required=True, help="training shard folder")
-    parser.add_argument("--samples-per-shard", type=int, default=10_000)
+    parser.add_argument(
+        "--samples-per-shard",
+        type=int,
+        default=10_000,
+        help="mean samples per output shard is at most this (sizes vary; see sizes.json)",
+    )
     parser.add_argument(
         "--require",
         default="balance,score,neardup",
@@ -331,28 +376,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--keep-source-size", action="store_true", help="copy the pool JPEGs (NaFlex)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    required = [s.strip() for s in args.require.split(",") if s.strip()]
-    ok, record = build_training_shards(
-        args.pool,
-        args.out,
-        required,
-        args.samples_per_shard,
-        None if args.keep_source_size else args.image_size,
-        args.seed,
+    parser.add_argument(
+        "--max-fan-in",
+        type=int,
+        default=64,
+        help="the most shuffle files one task reads or writes (more levels when exceeded)",
     )
-    not_applied = (
-        f" (NOT applied, never run: {', '.join(record['not_applied'])})"
-        if record["not_applied"]
-        else ""
+    parser.add_argument(
+        "--buffer-mb",
+        type=float,
+        default=128.0,
+        help="rows a spill or shuffle task buffers before writing a row group",
     )
-    print(
-        f"shards: {record['kept']:,} of {record['pool_successes']:,} samples kept into "
-        f"{record['out_shards']} shards; applied {', '.join(record['applied']) or 'nothing'}"
-        f"{not_applied}; removed per stage {record['removed_by_stage']}"
-    )
-    return 0 if ok else 1
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))

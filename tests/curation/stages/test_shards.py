@@ -1,3 +1,4 @@
+import hashlib
 import io
 import json
 import subprocess
@@ -5,6 +6,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,11 +15,25 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
-from curation.cli import main
-from curation.stages.neardup import NeardupConfig, run_neardup
-from curation.stages.shards import build_training_shards
+sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
+from shards_shuffle import write_synthetic_pool
 
-REQUIRE = ["balance", "score", "neardup"]
+from curation import fsio
+from curation.cli import main
+from curation.shuffle import ShufflePlan
+from curation.stages.common import RunOptions
+from curation.stages.neardup import NeardupConfig, run_neardup
+from curation.stages.shards import ShardsConfig, run
+
+REQUIRE = ("balance", "score", "neardup")
+
+
+def build_training_shards(pool: Path, out: Path, seed: int = 5, **settings) -> tuple[bool, dict]:
+    config = ShardsConfig(
+        str(pool), str(out), **{"samples_per_shard": 16, "image_size": 96, **settings}
+    )
+    reports = run(config, RunOptions(seed=seed, progress=False))
+    return all(report.ok for report in reports), reports[-1].summary
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +50,7 @@ def curated(tmp_path_factory, ray_session):
     )
     assert report.ok
     train = root / "train"
-    ok, record = build_training_shards(str(planted.pool), str(train), REQUIRE, 16, 96, seed=5)
+    ok, record = build_training_shards(planted.pool, train, require=REQUIRE)
     assert ok
     return planted, train, record
 
@@ -70,8 +86,11 @@ def read_training_shards(train: Path) -> tuple[list[dict], list[dict]]:
 
 
 def shard_bytes(train: Path) -> dict[str, bytes]:
+    """Every file a training run reads: the shards, their sidecars and sizes.json."""
     return {
-        p.name: p.read_bytes() for p in sorted(train.iterdir()) if p.suffix in (".tar", ".parquet")
+        p.name: p.read_bytes()
+        for p in sorted(train.iterdir())
+        if p.suffix in (".tar", ".parquet") or p.name == "sizes.json"
     }
 
 
@@ -95,16 +114,35 @@ def test_no_eval_image_and_no_second_copy_reaches_training(curated):
 
 
 def test_samples_are_complete_resized_and_shuffled(curated):
-    _planted, train, _record = curated
+    _planted, train, record = curated
     index, samples = read_training_shards(train)
     for sample in samples:
         assert {"jpg", "txt", "json"} <= set(sample)
         image = Image.open(io.BytesIO(sample["jpg"]))
         assert min(image.size) <= 96
-        assert sample["txt"].decode() == json.loads(sample["json"])["text"]
-    assert all(len(s) <= 16 for s in _group_by_shard(index).values())
+        metadata = json.loads(sample["json"])
+        assert sample["txt"].decode() == metadata["text"]
+        assert metadata["sha256"] == hashlib.sha256(sample["jpg"]).hexdigest()
+    assert {row["status"] for row in index} == {"success"}
+    # Hash routing: ceil(kept / 16) shards whose sizes vary around kept / shards.
+    assert len(_group_by_shard(index)) == record["out_shards"] == -(-record["kept"] // 16)
     source_order = [row["source_key"] for row in index]
     assert source_order != sorted(source_order)
+
+
+def test_sizes_json_is_what_open_clip_counts(curated):
+    from open_clip_train.data import get_dataset_size
+
+    _planted, train, record = curated
+    _index, samples = read_training_shards(train)
+    per_tar = {
+        p.name: len({m.name.partition(".")[0] for m in tarfile.open(p)})
+        for p in sorted(train.glob("*.tar"))
+    }
+    assert json.loads((train / "sizes.json").read_text()) == per_tar
+    last = f"{len(per_tar) - 1:05d}"
+    total, shards = get_dataset_size(f"{train}/{{00000..{last}}}.tar")
+    assert (total, shards) == (record["kept"], len(per_tar)) == (len(samples), record["out_shards"])
 
 
 def _group_by_shard(index: list[dict]) -> dict[str, list[dict]]:
@@ -114,20 +152,51 @@ def _group_by_shard(index: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def test_open_clip_webdataset_loader_trains_on_the_shards_without_a_sample_count(curated):
+    """open_clip_train's own training pipeline, with no --train-num-samples: it takes the size
+    from sizes.json and decodes every sample of an epoch."""
+    import argparse
+
+    import torch
+    from open_clip_train.data import get_wds_dataset
+
+    _planted, train, record = curated
+    last = f"{record['out_shards'] - 1:05d}"
+    args = argparse.Namespace(
+        train_data=f"{train}/{{00000..{last}}}.tar",
+        train_num_samples=None,
+        train_data_upsampling_factors=None,
+        dataset_resampled=False,
+        seed=0,
+        batch_size=4,
+        workers=0,
+        world_size=1,
+    )
+
+    def preprocess(image):
+        return torch.tensor(list(image.size))
+
+    data = get_wds_dataset(args, preprocess, is_train=True, tokenizer=lambda t: [len(t)])
+    assert data.dataloader.num_samples == -(-record["kept"] // 4) * 4
+    seen = sum(len(images) for images, _texts in data.dataloader)
+    assert seen == data.dataloader.num_samples
+
+
 def test_lost_outputs_are_rebuilt_identically_and_other_settings_are_refused(curated, tmp_path):
     planted, train, _record = curated
     copy = tmp_path / "train"
-    assert build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=5)[0]
+    assert build_training_shards(planted.pool, copy, require=REQUIRE)[0]
     reference = shard_bytes(copy)
     assert reference == shard_bytes(train)
+    assert not (copy / "_shuffle").exists()
     # As if killed: one output shard and its marker gone, plus a half-written temporary.
     (copy / "00001.tar").unlink()
     (copy / "_stats" / "shards" / "00001.json").unlink()
     (copy / "00002.tar.tmp-deadbeef").write_bytes(b"half")
-    assert build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=5)[0]
+    assert build_training_shards(planted.pool, copy, require=REQUIRE)[0]
     assert shard_bytes(copy) == reference
-    with pytest.raises(SystemExit, match="planned from other inputs"):
-        build_training_shards(str(planted.pool), str(copy), REQUIRE, 16, 96, seed=6)
+    with pytest.raises(fsio.PlanMismatchError, match="planned from other inputs"):
+        build_training_shards(planted.pool, copy, seed=6, require=REQUIRE)
 
 
 def test_keep_source_size_copies_the_pool_jpegs(curated, tmp_path):
@@ -158,14 +227,16 @@ def test_keep_source_size_copies_the_pool_jpegs(curated, tmp_path):
     assert all(row["sha256"] == pool_sha[row["uid"]] for row in index)
 
 
-# Runs the shards CLI in a child process that SIGKILLs itself once the write stage has finished
-# its first two output shards: a deterministic point mid-stage, whatever the machine's speed.
-KILL_MID_WRITE = """
+# Runs the shards CLI in a child process that SIGKILLs itself once the pass named by its first
+# argument has finished its first two tasks: a deterministic point mid-pass, whatever the
+# machine's speed.
+KILL_MID_PASS = """
 import os, signal, sys
 import curation.stages.shards as shards
+kill_stage = sys.argv.pop(1)
 real_run_stage = shards.run_stage
 def run_stage(stage, fn, tasks, out, **kwargs):
-    if stage != "shards":
+    if stage != kill_stage:
         return real_run_stage(stage, fn, tasks, out, **kwargs)
     real_run_stage(stage, fn, tasks[:2], out, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -175,37 +246,147 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow
-def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
-    planted, train, _record = curated
-    out = tmp_path / "killed"
-    args = [
-        "shards",
-        "--pool",
-        str(planted.pool),
-        "--out",
-        str(out),
-        "--samples-per-shard",
-        "16",
-        "--image-size",
-        "96",
-        "--seed",
-        "5",
-    ]
+def kill_and_resume(stage: str, args: list[str]) -> str:
+    """Run the CLI killed after two tasks of `stage`, then again; returns the re-run's stdout."""
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_MID_WRITE, *args], check=False, capture_output=True, timeout=400
+        [sys.executable, "-c", KILL_MID_PASS, stage, *args],
+        check=False,
+        capture_output=True,
+        timeout=400,
     )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    assert len(list((out / "_stats" / "shards").iterdir())) == 2
-    assert (out / "_spill").is_dir()  # killed before the spill buffer was cleaned up
+    out = Path(args[args.index("--out") + 1])
+    assert len(list((out / "_stats" / stage).iterdir())) == 2
+    assert (out / "_shuffle").is_dir()  # killed before the shuffle files were cleaned up
     resumed = subprocess.run(
         [sys.executable, "-m", "curation", *args], check=False, capture_output=True, timeout=400
     )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert not (out / "_shuffle").exists()
+    return resumed.stdout.decode()
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
+    planted, train, _record = curated
+    out = tmp_path / "killed"
+    args = ["shards", "--pool", str(planted.pool), "--out", str(out), "--samples-per-shard", "16"]
+    stdout = kill_and_resume("shards", [*args, "--image-size", "96", "--seed", "5"])
     total = len(list(train.glob("*.tar")))
-    assert f"shards: {total - 2} shards done, 2 already done, 0 failed" in resumed.stdout.decode()
+    assert f"shards: {total - 2} shards done, 2 already done, 0 failed" in stdout
     assert shard_bytes(out) == shard_bytes(train)
-    assert not (out / "_spill").exists()
+
+
+# A pool of 4,000 rows in 8 shards of 500 (8x8 JPEGs), cut into 8 output shards of about 500.
+SYNTHETIC_ROWS, SYNTHETIC_PER_SHARD = 4000, 500
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("shuffle")
+    write_synthetic_pool(root / "pool", SYNTHETIC_ROWS, SYNTHETIC_PER_SHARD)
+    runs = {}
+    for fan_in in (2, 64):
+        out = root / f"train-fan{fan_in}"
+        ok, record = build_training_shards(
+            root / "pool", out, samples_per_shard=500, image_size=8, max_fan_in=fan_in
+        )
+        assert ok
+        runs[fan_in] = (out, record)
+    return root / "pool", runs
+
+
+def test_shuffle_is_a_permutation_of_the_pool(synthetic):
+    pool, runs = synthetic
+    out, record = runs[2]
+    index, samples = read_training_shards(out)
+    pool_uids = pa.concat_tables([pq.read_table(p) for p in sorted(pool.glob("*.parquet"))])
+    assert sorted(row["uid"] for row in index) == sorted(pool_uids["uid"].to_pylist())
+    assert len(samples) == len(index) == record["kept"] == SYNTHETIC_ROWS
+    assert record["out_shards"] == 8 and record["shuffle"]["levels"] == 3
+
+
+def test_shuffle_output_does_not_depend_on_the_fan_in(synthetic):
+    _pool, runs = synthetic
+    assert shard_bytes(runs[2][0]) == shard_bytes(runs[64][0])
+    assert runs[64][1]["shuffle"]["levels"] == 1
+
+
+def test_output_shard_is_independent_of_the_input_position(synthetic):
+    """Chi-square test of independence on the 8 input x 8 output shard table of 4,000 rows,
+    and the rank correlation of input position and output position."""
+    _pool, runs = synthetic
+    index, _ = read_training_shards(runs[2][0])
+    source = np.array([int(row["source_shard"]) for row in index])
+    target = np.array([int(row["key"][:5]) for row in index])
+    table = np.zeros((8, 8))
+    np.add.at(table, (source, target), 1)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    chi_square = ((table - expected) ** 2 / expected).sum()
+    assert chi_square < 85.35  # chi2(49 dof) at p = 0.001 (scipy.stats.chi2.ppf(0.999, 49))
+    input_position = np.array([int(row["source_key"]) for row in index])  # shard + row digits
+    output_position = np.arange(len(index))  # the training order: shard after shard, in key order
+    rho = np.corrcoef(np.argsort(np.argsort(input_position)), output_position)[0, 1]
+    assert abs(rho) < 3 / np.sqrt(len(index))
+    # Within one output shard the order is a shuffle too, not the pool's order.
+    first = [int(row["source_key"]) for row in index if row["key"].startswith("00000")]
+    assert first != sorted(first)
+
+
+def test_no_task_reads_or_writes_more_files_than_the_fan_in(synthetic):
+    _pool, runs = synthetic
+    out, record = runs[2]
+    plan = ShufflePlan(8, 8, 2)
+    assert record["shuffle"] == plan.to_record()
+    stages = ["shards_spill", "shards_shuffle2", "shards_shuffle3", "shards"]
+    for stage in stages:
+        markers = sorted((out / "_stats" / stage).glob("*.json"))
+        assert markers
+        for marker in markers:
+            task = json.loads(marker.read_text())
+            shuffle_inputs = [url for url in task["inputs"] if "_shuffle" in url]
+            listed = fsio.expand(shuffle_inputs[0]) if shuffle_inputs else [""]
+            shuffle_outputs = [name for name in task["outputs"] if "_shuffle" in name]
+            assert len(listed) == task["extra"]["files_read"] <= 2, marker
+            assert len(shuffle_outputs) <= 2 and task["extra"]["files_written"] <= 2, marker
+
+
+@pytest.mark.parametrize(
+    ("sources", "dests", "fan"),
+    [(p, n, f) for p in (1, 2, 3, 7, 17) for n in (1, 2, 5, 9, 30) for f in (2, 3, 4)],
+)
+def test_every_shuffle_file_a_task_reads_was_written_and_fan_in_is_bounded(sources, dests, fan):
+    plan = ShufflePlan(sources, dests, fan)
+    written = {plan.file_name(1, r, s) for s in range(sources) for r in range(plan.ranges_at(1))}
+    assert plan.ranges_at(1) <= fan
+    for level in range(2, plan.levels + 1):
+        made = set()
+        for range_id in range(plan.ranges_at(level - 1)):
+            for group, members in enumerate(plan.groups(level)):
+                reads = {plan.file_name(level - 1, range_id, s) for s in members}
+                assert len(reads) <= fan and reads <= written
+                children = plan.children(range_id, level)
+                assert len(children) <= fan
+                made |= {plan.file_name(level, child, group) for child in children}
+        written = made
+    finals = plan.final_sources()
+    assert len(finals) <= fan
+    for dest in range(dests):
+        assert {plan.file_name(plan.levels, dest, s) for s in finals} <= written
+        assert plan.range_of(np.array([dest]), plan.levels)[0] == dest
+
+
+@pytest.mark.slow
+def test_killed_mid_shuffle_resumes_to_identical_shards(synthetic, tmp_path):
+    pool, runs = synthetic
+    out = tmp_path / "killed"
+    args = ["shards", "--pool", str(pool), "--out", str(out), "--samples-per-shard", "500"]
+    stdout = kill_and_resume(
+        "shards_shuffle2", [*args, "--image-size", "8", "--max-fan-in", "2", "--seed", "5"]
+    )
+    # Level 2 merges 8 spill files per range, 2 at a time: 2 ranges x 4 groups = 8 tasks.
+    assert "shards_shuffle2: 6 shards done, 2 already done, 0 failed" in stdout
+    assert shard_bytes(out) == shard_bytes(runs[2][0])
 
 
 @pytest.mark.slow
@@ -289,3 +470,37 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     trained = {row["uid"] for row in index}
     assert not trained & set(contaminants.uid)
     assert trained == expected_kept_uids(pool)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--max-fan-in", "1"], ["--samples-per-shard", "0"], ["--buffer-mb", "0"], ["--require", "x"]],
+)
+def test_bad_settings_exit_2_before_any_shard_runs(flags, tmp_path, capsys):
+    out = tmp_path / "train"
+    assert main(["shards", "--pool", str(tmp_path), "--out", str(out), *flags]) == 2
+    assert "shards:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_shuffle_writer_keeps_its_buffer_within_the_budget(tmp_path):
+    from curation.runner import ShardContext, ShardTask
+    from curation.shuffle import ShuffleWriter
+
+    schema = pa.schema([("dest", pa.int64()), ("payload", pa.binary())])
+    ctx = ShardContext("test", ShardTask("x"), str(tmp_path), seed=0)
+    names = {b: f"bucket{b}.parquet" for b in range(3)}
+    rows = [{"dest": i % 2, "payload": bytes([i % 256]) * 1000} for i in range(300)]
+    peak = 0
+    with ShuffleWriter(
+        ctx, names, schema, lambda t: t["dest"].to_numpy(), budget_bytes=20_000
+    ) as writer:
+        for start in range(0, len(rows), 10):
+            writer.add(pa.Table.from_pylist(rows[start : start + 10], schema=schema))
+            peak = max(peak, sum(writer.buffered.values()))
+    assert peak <= 20_000
+    files = {b: pq.ParquetFile(tmp_path / name) for b, name in names.items()}
+    assert files[0].metadata.num_row_groups > 1 and files[2].metadata.num_rows == 0
+    for bucket in (0, 1):
+        got = files[bucket].read().to_pylist()
+        assert got == [row for row in rows if row["dest"] == bucket]
