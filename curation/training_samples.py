@@ -20,10 +20,10 @@ from PIL import Image
 from curation import fsio
 from curation.download.shard_writer import JpegSpool
 from curation.runner import ShardContext, ShardTask
-from curation.score.images import ImageDecodeError, decode_rgb
+from curation.score.images import ImageDecodeError, decode_rgb, resize_and_encode
 from curation.score.pool import read_sidecar
 from curation.shuffle import DEST, ShufflePlan, check_inputs, iter_batches
-from curation.tars import add_member
+from training.data.tars import TAR_FORMAT, add_member
 
 KEEP_COLUMNS = {
     "balance": ("keep_balance",),
@@ -106,14 +106,11 @@ def resize_for_training(data: bytes, short_side: int, quality: int = 90) -> tupl
     if min(original_width, original_height) <= short_side:
         return data, original_width, original_height
     scale = short_side / min(image.size)
-    image = image.resize(
-        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-        Image.BICUBIC,
-        reducing_gap=3.0,
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    jpeg, resized = resize_and_encode(
+        image, size, quality, Image.Resampling.BICUBIC, reducing_gap=3.0
     )
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue(), image.size[0], image.size[1]
+    return jpeg, resized.size[0], resized.size[1]
 
 
 def encode_sample(members: dict[str, bytes], image_size: int | None) -> tuple[bytes, int, int]:
@@ -160,7 +157,7 @@ class WriteTrainingShard:
         index: list[dict[str, Any]] = []
         with (
             ctx.open_output(f"{ctx.shard_id}.tar") as handle,
-            tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
+            tarfile.open(fileobj=handle, mode="w", format=TAR_FORMAT) as archive,
         ):
             for position, row in enumerate(rows):
                 key = f"{ctx.shard_id}{position:0{width}d}"

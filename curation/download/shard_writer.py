@@ -107,7 +107,7 @@ def shard_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """img2dataset's per-shard counts: every row is exactly one of success / failed_to_*, and
     status_dict counts error messages (successes under "success")."""
     statuses = Counter(row["status"] for row in rows)
-    status_dict = Counter(row["error_message"] or SUCCESS for row in rows)
+    status_dict = Counter(row.get("error_message") or SUCCESS for row in rows)
     return {
         "count": len(rows),
         "successes": statuses[SUCCESS],
