@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
 from curation.cli import main
-from curation.stages.neardup import NeardupConfig, run_neardup
+from curation.stages.neardup import NeardupConfig
+from curation.stages.neardup import run as run_neardup
 from curation.stages.shards import build_training_shards
 
 REQUIRE = ["balance", "score", "neardup"]
@@ -25,14 +26,15 @@ def curated(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("shards")
     planted = build_planted_pool(root, per_shard=30)
     score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
-    report, _ = run_neardup(
-        str(planted.pool),
-        str(planted.pool / "curation" / "neardup"),
-        score_dir,
-        NeardupConfig(),
-        [str(planted.eval_dir)],
+    reports = run_neardup(
+        NeardupConfig(
+            str(planted.pool),
+            str(planted.pool / "curation" / "neardup"),
+            score_dir,
+            (str(planted.eval_dir),),
+        )
     )
-    assert report.ok
+    assert all(r.ok for r in reports)
     train = root / "train"
     ok, record = build_training_shards(str(planted.pool), str(train), REQUIRE, 16, 96, seed=5)
     assert ok
