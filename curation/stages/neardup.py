@@ -69,6 +69,8 @@ from curation.stages.score import SCORER_RECORD, pool_tasks
 SUMMARY = "summary.json"
 WORK_DIR = "_work"
 CENTROIDS = "centroids.npz"
+# A sub-cluster that keeps this share of its parent's rows is not split again.
+UNSPLITTABLE = 0.9
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,11 @@ def _split_oversized(
             break
         jobs, plans = [], []
         for cluster in big:
-            k = max(2, math.ceil(cluster.rows / (config.max_cluster_rows // 2)))
+            # Each row joins `border` sub-clusters: aim at max_cluster_rows / 2 rows in each.
+            k = max(
+                2 * config.border,
+                math.ceil(cluster.rows * config.border / (config.max_cluster_rows // 2)),
+            )
             k = min(k, config.sample_rows // 8, config.max_buckets)
             task = ShardTask(f"{cluster.signal}-{cluster.cluster}", cluster.files)
             dim = _dim(signals, cluster.signal)
@@ -418,7 +424,9 @@ def _split_oversized(
             for (signal, cluster), rows in sorted(counts.items()):
                 folder = split_folder(signal, split.parent, cluster - split.base)
                 leaf = Leaf(signal, cluster, rows, tuple(list_parquet(fsio.join(work, folder))))
-                if rows >= split.rows:  # k-means could not split it (e.g. identical rows)
+                # k-means could not split it: a dense blob, e.g. one duplicate group of more
+                # than max_cluster_rows near-identical rows. It stays one (oversized) leaf.
+                if rows >= UNSPLITTABLE * split.rows:
                     leaves.append(leaf)
                     stats["oversized_leaves"] += 1
                 else:
