@@ -1,7 +1,7 @@
 """The reduce side of near-dup: pairs and groups inside clusters, and exact sha256 copies.
 
 `FindPairs` (one task per leaf group: clusters packed up to max_cluster_rows rows, except a single
-larger cluster that could not be split further) reads its clusters' rows from the bucket files,
+larger cluster that could not be split further) reads its clusters' rows from their bucket folders,
 finds inside each cluster the pairs at or above the threshold among each row's k nearest (faiss,
 as the exact method does; pixel pairs also need agreeing aspect ratios), groups them with a
 union-find and writes star edges to the group's kept row. `FindCopies` (one task per sha256 hash
@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from curation import fsio
 from curation.neardup.evalset import MatchRule
 from curation.neardup.groups import star_edges, write_edges
-from curation.neardup.partition import PIXEL, SHA_DIR, read_cluster_rows
+from curation.neardup.partition import PIXEL, SHA_DIR, folder_files, read_cluster_rows
 from curation.neardup.rows import aspect_agrees, column_vectors, list_parquet, unit_rows
 from curation.runner import ShardContext, ShardTask
 from curation.score.neighbours import similar_pairs, union_find_roots
@@ -27,7 +27,7 @@ from curation.score.neighbours import similar_pairs, union_find_roots
 
 @dataclass(frozen=True)
 class FindPairs:
-    """task.inputs: the bucket files holding `clusters`."""
+    """task.inputs: the bucket folders holding `clusters`."""
 
     signal: str
     clusters: tuple[int, ...]
@@ -36,7 +36,7 @@ class FindPairs:
     partitions: int
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        rows = read_cluster_rows(list(task.inputs), list(self.clusters))
+        rows = read_cluster_rows(folder_files(task.inputs), list(self.clusters))
         rows = rows.sort_by([("cluster", "ascending"), ("key", "ascending")])
         ctx.stats.rows_in = rows.num_rows
         threshold = self.rule.pixel_threshold if self.signal == PIXEL else self.rule.threshold

@@ -27,6 +27,7 @@ from curation.neardup.rows import (
     column_vectors,
     hash_bucket,
     keep_keys,
+    list_parquet,
     unit_rows,
     vector_column,
 )
@@ -218,6 +219,11 @@ class AssignShard:
             ctx.write_parquet(f"{SHA_DIR}/{bucket_name(int(b))}/{shard_id}.parquet", part)
 
 
+def folder_files(folders: tuple[str, ...]) -> list[str]:
+    """The bucket files in `folders` (a task lists them itself: the driver holds no file lists)."""
+    return [url for folder in folders for url in list_parquet(folder)]
+
+
 def read_cluster_rows(files: list[str], clusters: list[int]) -> pa.Table:
     """The rows of `clusters` from bucket files that may hold other clusters too."""
     wanted = pa.array(sorted(clusters), pa.int64())
@@ -235,7 +241,7 @@ def read_cluster_rows(files: list[str], clusters: list[int]) -> pa.Table:
 @dataclass(frozen=True)
 class SplitCluster:
     """Re-partition one oversized cluster into `k` sub-clusters with ids base .. base + k - 1.
-    task.inputs: the bucket files that hold the cluster's rows."""
+    task.inputs: the bucket folders that hold the cluster's rows."""
 
     signal: str
     parent: int
@@ -248,7 +254,7 @@ class SplitCluster:
     batch_rows: int
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        files = list(task.inputs)
+        files = folder_files(task.inputs)
         sample = []
         for url in files:  # pass 1: a bounded sample, drawn per file in proportion to its rows
             table = read_cluster_rows([url], [self.parent])

@@ -93,7 +93,7 @@ class NeardupConfig:
     sample_shards: int = 64  # shards the driver reads that sample from
     max_buckets: int = 64  # bucket files per signal a map task writes (clusters share them)
     batch_rows: int = 100_000  # rows a split task buffers before writing a chunk
-    group_rows: int = 1_000_000  # rows per hash partition (sha256 groups, label propagation)
+    group_rows: int = 200_000  # rows per hash partition (sha256 groups, label propagation)
     max_depth: int = 3  # levels of re-splitting
     max_passes: int = 64  # label-propagation passes before giving up
 
@@ -147,7 +147,7 @@ class Leaf:
     signal: str
     cluster: int
     rows: int
-    files: tuple[str, ...]
+    folder: str  # the bucket folder holding its rows (with other clusters' rows, maybe)
 
 
 def run(config: NeardupConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
@@ -329,7 +329,7 @@ def _centroids(
                     else np.flatnonzero(np.any(source != 0, axis=1))
                 )
                 take = eligible[bounded_sample(rng, len(eligible), per_shard)]
-                samples[name].append(source[take])
+                samples[name].append(source[take].astype(np.float16))
         rows_estimate = math.ceil(seen_rows / len(picked) * len(tasks))
         arrays = {"rows_estimate": np.array(rows_estimate)}
         for name in names:
@@ -376,7 +376,7 @@ def _split_oversized(
             signal,
             cluster,
             rows,
-            tuple(list_parquet(fsio.join(work, level0_folder(signal, cluster % buckets[signal])))),
+            fsio.join(work, level0_folder(signal, cluster % buckets[signal])),
         )
         for (signal, cluster), rows in sorted(_read_counts(work, "L0/*.parquet").items())
     ]
@@ -399,7 +399,7 @@ def _split_oversized(
                 math.ceil(cluster.rows * config.border / (config.max_cluster_rows // 2)),
             )
             k = min(k, config.sample_rows // 8, config.max_buckets)
-            task = ShardTask(f"{cluster.signal}-{cluster.cluster}", cluster.files)
+            task = ShardTask(f"{cluster.signal}-{cluster.cluster}", (cluster.folder,))
             dim = _dim(signals, cluster.signal)
             split = SplitCluster(
                 cluster.signal,
@@ -423,7 +423,7 @@ def _split_oversized(
             counts = _read_counts(work, f"S/{split.signal}-{split.parent}.parquet")
             for (signal, cluster), rows in sorted(counts.items()):
                 folder = split_folder(signal, split.parent, cluster - split.base)
-                leaf = Leaf(signal, cluster, rows, tuple(list_parquet(fsio.join(work, folder))))
+                leaf = Leaf(signal, cluster, rows, fsio.join(work, folder))
                 # k-means could not split it: a dense blob, e.g. one duplicate group of more
                 # than max_cluster_rows near-identical rows. It stays one (oversized) leaf.
                 if rows >= UNSPLITTABLE * split.rows:
@@ -439,18 +439,18 @@ def _dim(signals: tuple[SignalPlan, ...], name: str) -> int:
 
 
 def _pack_leaves(config: NeardupConfig, leaves: list[Leaf], signals: tuple[SignalPlan, ...]):
-    """Consecutive leaves (same bucket files first) packed into tasks of <= max_cluster_rows."""
+    """Consecutive leaves (same bucket folder first) packed into tasks of <= max_cluster_rows."""
     packs: list[tuple[ShardTask, str, tuple[int, ...], int]] = []
     for plan in signals:
         mine = sorted(
-            (c for c in leaves if c.signal == plan.name), key=lambda c: (c.files, c.cluster)
+            (c for c in leaves if c.signal == plan.name), key=lambda c: (c.folder, c.cluster)
         )
         group: list[Leaf] = []
 
         def close() -> None:
             if group:
-                files = tuple(sorted({f for c in group for f in c.files}))
-                task = ShardTask(f"{plan.name}-{len(packs):05d}", files)
+                folders = tuple(sorted({c.folder for c in group}))
+                task = ShardTask(f"{plan.name}-{len(packs):05d}", folders)
                 packs.append(
                     (task, plan.name, tuple(c.cluster for c in group), plan.centroids.shape[1])
                 )
