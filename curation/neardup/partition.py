@@ -45,8 +45,9 @@ def level0_folder(signal: str, bucket: int) -> str:
     return f"{CLUSTERS_DIR}/{signal}/L0/{bucket_name(bucket)}"
 
 
-def split_folder(signal: str, parent: int, sub: int) -> str:
-    return f"{CLUSTERS_DIR}/{signal}/S{parent}/{bucket_name(sub)}"
+def cluster_folder(signal: str, cluster: int) -> str:
+    """The folder of one cluster's own rows (after a regroup or a split)."""
+    return f"{CLUSTERS_DIR}/{signal}/C{cluster}"
 
 
 @dataclass(frozen=True)
@@ -238,10 +239,73 @@ def read_cluster_rows(files: list[str], clusters: list[int]) -> pa.Table:
     return pa.concat_tables(parts)
 
 
+class ChunkWriter:
+    """Buffers spread rows and writes them, every `batch_rows` rows, as one chunk file per
+    cluster in folder_of(cluster); counts rows per cluster as it goes."""
+
+    def __init__(self, ctx: ShardContext, folder_of: Callable[[int], str], batch_rows: int):
+        self.ctx, self.folder_of, self.batch_rows = ctx, folder_of, batch_rows
+        self.buffered: list[pa.Table] = []
+        self.counts: dict[int, int] = {}
+        self.chunk = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.buffered.append(table)
+        if sum(t.num_rows for t in self.buffered) >= self.batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffered:
+            return
+        table = pa.concat_tables(self.buffered).sort_by(
+            [("cluster", "ascending"), ("key", "ascending")]
+        )
+        write_by_bucket(
+            self.ctx, table, lambda clusters: clusters, self.folder_of, bucket_name(self.chunk)
+        )
+        values, counts = np.unique(table["cluster"].to_numpy(), return_counts=True)
+        for cluster, rows in zip(values.tolist(), counts.tolist()):
+            self.counts[cluster] = self.counts.get(cluster, 0) + rows
+        self.chunk += 1
+        self.buffered = []
+
+    def write_counts(self, name: str, signal: str) -> None:
+        clusters = sorted(self.counts)
+        self.ctx.write_parquet(
+            f"{COUNTS_DIR}/{name}.parquet",
+            pa.table(
+                {
+                    "signal": pa.array([signal] * len(clusters), pa.string()),
+                    "cluster": pa.array(clusters, pa.int64()),
+                    "rows": pa.array([self.counts[c] for c in clusters], pa.int64()),
+                }
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Regroup:
+    """One level-0 bucket that holds more rows than a pair-finding task may: its rows rewritten
+    into one folder per cluster (the second level of a two-level shuffle), read once, so the
+    pair tasks read only their own clusters. task.inputs: the bucket folder."""
+
+    signal: str
+    batch_rows: int
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        writer = ChunkWriter(ctx, lambda c: cluster_folder(self.signal, c), self.batch_rows)
+        for url in folder_files(task.inputs):
+            table = fsio.read_parquet(url)
+            ctx.stats.rows_in += table.num_rows
+            writer.add(table)
+        writer.flush()
+        ctx.stats.rows_out = ctx.stats.rows_in
+
+
 @dataclass(frozen=True)
 class SplitCluster:
     """Re-partition one oversized cluster into `k` sub-clusters with ids base .. base + k - 1.
-    task.inputs: the bucket folders that hold the cluster's rows."""
+    task.inputs: the folders that hold the cluster's rows."""
 
     signal: str
     parent: int
@@ -263,38 +327,13 @@ class SplitCluster:
             sample.append(column_vectors(table["vector"].take(pa.array(picked)), self.dim))
         centroids = train_centroids(np.concatenate(sample), self.k, ctx.seed)
         ids = self.base + np.arange(len(centroids))
-        buffered: list[pa.Table] = []
-        written: list[pa.Table] = []
-        chunk = 0
-        rows_in = 0
-
-        def flush() -> None:
-            nonlocal chunk, buffered
-            if not buffered:
-                return
-            table = pa.concat_tables(buffered).sort_by(
-                [("cluster", "ascending"), ("key", "ascending")]
-            )
-            write_by_bucket(
-                ctx,
-                table,
-                lambda clusters: clusters - self.base,
-                lambda sub: split_folder(self.signal, self.parent, sub),
-                bucket_name(chunk),
-            )
-            written.append(table.select(["cluster"]))
-            chunk += 1
-            buffered = []
-
+        writer = ChunkWriter(ctx, lambda c: cluster_folder(self.signal, c), self.batch_rows)
         for url in files:  # pass 2: assign, a chunk file per sub-cluster every batch_rows rows
             table = read_cluster_rows([url], [self.parent])
-            rows_in += table.num_rows
+            ctx.stats.rows_in += table.num_rows
             nearest = assign(column_vectors(table["vector"], self.dim), centroids, self.border)
-            buffered.append(spread(table, nearest, ids))
-            if sum(t.num_rows for t in buffered) >= self.batch_rows:
-                flush()
-        flush()
-        ctx.stats.rows_in = rows_in
-        ctx.stats.rows_out = sum(t.num_rows for t in written)
+            writer.add(spread(table, nearest, ids))
+        writer.flush()
+        ctx.stats.rows_out = sum(writer.counts.values())
         ctx.stats.extra["sub_clusters"] = len(centroids)
-        write_counts(ctx, f"S/{self.signal}-{self.parent}", [self.signal] * len(written), written)
+        writer.write_counts(f"S/{self.signal}-{self.parent}", self.signal)

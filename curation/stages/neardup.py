@@ -54,10 +54,11 @@ from curation.neardup.partition import (
     PIXEL,
     ROWS_DIR,
     AssignShard,
+    Regroup,
     SignalPlan,
     SplitCluster,
+    cluster_folder,
     level0_folder,
-    split_folder,
 )
 from curation.neardup.rows import cluster_id, key_uid, list_parquet, unit_rows
 from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
@@ -368,20 +369,38 @@ def _split_oversized(
     config: NeardupConfig, passes: _Passes, work: str, signals: tuple[SignalPlan, ...]
 ) -> tuple[list[Leaf], dict[str, int]]:
     """Leaf clusters (<= max_cluster_rows rows unless they cannot be split), after splitting the
-    others level by level; the driver holds one count and a file list per cluster."""
+    others level by level; the driver holds one count and a folder name per cluster."""
     buckets = {plan.name: plan.buckets for plan in signals}
     next_id = {plan.name: len(plan.centroids) for plan in signals}
+    counts = sorted(_read_counts(work, "L0/*.parquet").items())
+    bucket_rows: dict[tuple[str, int], int] = defaultdict(int)
+    for (signal, cluster), rows in counts:
+        bucket_rows[(signal, cluster % buckets[signal])] += rows
+    # Buckets larger than one pair task: regrouped once into a folder per cluster.
+    regroup = sorted(b for b, rows in bucket_rows.items() if rows > config.max_cluster_rows)
+    jobs = [
+        (
+            ShardTask(f"{signal}-{bucket:05d}", (fsio.join(work, level0_folder(signal, bucket)),)),
+            Regroup(signal, config.batch_rows),
+        )
+        for signal, bucket in regroup
+    ]
+    if not passes.run("neardup_regroup", None, [], per_task=jobs).ok:
+        return [], {"splits": 0, "oversized_leaves": 0, "regrouped_buckets": len(jobs)}
+    regrouped = set(regroup)
     pending = [
         Leaf(
             signal,
             cluster,
             rows,
-            fsio.join(work, level0_folder(signal, cluster % buckets[signal])),
+            fsio.join(work, cluster_folder(signal, cluster))
+            if (signal, cluster % buckets[signal]) in regrouped
+            else fsio.join(work, level0_folder(signal, cluster % buckets[signal])),
         )
-        for (signal, cluster), rows in sorted(_read_counts(work, "L0/*.parquet").items())
+        for (signal, cluster), rows in counts
     ]
     leaves: list[Leaf] = []
-    stats = {"splits": 0, "oversized_leaves": 0}
+    stats = {"splits": 0, "oversized_leaves": 0, "regrouped_buckets": len(jobs)}
     for depth in range(config.max_depth + 1):
         big = [c for c in pending if c.rows > config.max_cluster_rows]
         leaves += [c for c in pending if c.rows <= config.max_cluster_rows]
@@ -422,8 +441,7 @@ def _split_oversized(
         for split in plans:
             counts = _read_counts(work, f"S/{split.signal}-{split.parent}.parquet")
             for (signal, cluster), rows in sorted(counts.items()):
-                folder = split_folder(signal, split.parent, cluster - split.base)
-                leaf = Leaf(signal, cluster, rows, fsio.join(work, folder))
+                leaf = Leaf(signal, cluster, rows, fsio.join(work, cluster_folder(signal, cluster)))
                 # k-means could not split it: a dense blob, e.g. one duplicate group of more
                 # than max_cluster_rows near-identical rows. It stays one (oversized) leaf.
                 if rows >= UNSPLITTABLE * split.rows:
