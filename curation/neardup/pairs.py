@@ -1,7 +1,7 @@
 """The reduce side of near-dup: pairs and groups inside clusters, and exact sha256 copies.
 
-`FindPairs` (one task per leaf group: clusters packed up to max_cluster_rows rows, except a single
-larger cluster that could not be split further) reads its clusters' rows from their bucket folders,
+`FindPairs` (one task per pack of leaf folders, up to max_cluster_rows rows, except a single
+larger cluster that could not be split further) reads its clusters' rows from those folders,
 finds inside each cluster the pairs at or above the threshold among each row's k nearest (faiss,
 as the exact method does; pixel pairs also need agreeing aspect ratios), groups them with a
 union-find and writes star edges to the group's kept row. `FindCopies` (one task per sha256 hash
@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from curation import fsio
 from curation.neardup.evalset import MatchRule
 from curation.neardup.groups import star_edges, write_edges
-from curation.neardup.partition import PIXEL, SHA_DIR, folder_files, read_cluster_rows
+from curation.neardup.partition import PIXEL, SHA_DIR, folder_files
 from curation.neardup.rows import aspect_agrees, column_vectors, list_parquet, unit_rows
 from curation.runner import ShardContext, ShardTask
 from curation.score.neighbours import similar_pairs, union_find_roots
@@ -27,19 +27,21 @@ from curation.score.neighbours import similar_pairs, union_find_roots
 
 @dataclass(frozen=True)
 class FindPairs:
-    """task.inputs: the bucket folders holding `clusters`."""
+    """One pack of leaf folders (task id SIGNAL-NNNNN, task.inputs the folders); every row in
+    them belongs to a leaf cluster of that signal."""
 
-    signal: str
-    clusters: tuple[int, ...]
-    dim: int
+    dims: tuple[tuple[str, int], ...]  # (signal, vector dim)
     rule: MatchRule
     partitions: int
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        rows = read_cluster_rows(folder_files(task.inputs), list(self.clusters))
+        signal = task.shard_id.rsplit("-", 1)[0]
+        dim = dict(self.dims)[signal]
+        files = folder_files(task.inputs)
+        rows = pa.concat_tables([fsio.read_parquet(url) for url in files])
         rows = rows.sort_by([("cluster", "ascending"), ("key", "ascending")])
         ctx.stats.rows_in = rows.num_rows
-        threshold = self.rule.pixel_threshold if self.signal == PIXEL else self.rule.threshold
+        threshold = self.rule.pixel_threshold if signal == PIXEL else self.rule.threshold
         cluster = rows["cluster"].to_numpy()
         starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]]) if len(cluster) else []
         ends = np.r_[starts[1:], len(cluster)] if len(cluster) else []
@@ -49,10 +51,10 @@ class FindPairs:
         pairs_found = largest = 0
         for start, end in zip(starts, ends):
             largest = max(largest, int(end - start))
-            vectors = unit_rows(column_vectors(rows["vector"].slice(start, end - start), self.dim))
+            vectors = unit_rows(column_vectors(rows["vector"].slice(start, end - start), dim))
             with ctx.stats.timer("pairs"):
                 pairs = similar_pairs(vectors, threshold, self.rule.index, self.rule.neighbours)
-            if self.signal == PIXEL and len(pairs):
+            if signal == PIXEL and len(pairs):
                 local = aspect[start:end]
                 pairs = pairs[
                     aspect_agrees(

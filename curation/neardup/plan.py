@@ -241,26 +241,23 @@ def _dim(signals: tuple[SignalPlan, ...], name: str) -> int:
 
 
 def pack_leaves(config: Any, leaves: list[Leaf], signals: tuple[SignalPlan, ...]):
-    """Consecutive leaves (same bucket folder first) packed into tasks of <= max_cluster_rows."""
-    packs: list[tuple[ShardTask, str, tuple[int, ...], int]] = []
+    """Whole leaf folders packed into pair tasks of <= max_cluster_rows rows. A folder is either
+    a level-0 bucket that was small enough not to be regrouped, or one cluster's own folder, so
+    a task reads exactly its rows, and its folder names are all it needs to know."""
+    packs: list[ShardTask] = []
     for plan in signals:
-        mine = sorted(
-            (c for c in leaves if c.signal == plan.name), key=lambda c: (c.folder, c.cluster)
-        )
-        group: list[Leaf] = []
-
-        def close() -> None:
-            if group:
-                folders = tuple(sorted({c.folder for c in group}))
-                task = ShardTask(f"{plan.name}-{len(packs):05d}", folders)
-                packs.append(
-                    (task, plan.name, tuple(c.cluster for c in group), plan.centroids.shape[1])
-                )
-
-        for leaf in mine:
-            if group and sum(c.rows for c in group) + leaf.rows > config.max_cluster_rows:
-                close()
-                group = []
-            group.append(leaf)
-        close()
+        rows: dict[str, int] = defaultdict(int)
+        for leaf in leaves:
+            if leaf.signal == plan.name:
+                rows[leaf.folder] += leaf.rows
+        group: list[str] = []
+        total = 0
+        for folder in sorted(rows):
+            if group and total + rows[folder] > config.max_cluster_rows:
+                packs.append(ShardTask(f"{plan.name}-{len(packs):05d}", tuple(group)))
+                group, total = [], 0
+            group.append(folder)
+            total += rows[folder]
+        if group:
+            packs.append(ShardTask(f"{plan.name}-{len(packs):05d}", tuple(group)))
     return packs

@@ -176,14 +176,11 @@ def run(config: NeardupConfig, options: RunOptions = RunOptions()) -> list[Stage
         tasks,
     )
     leaves, splits = plan_leaves(config, passes, work, signals)
+    dims = tuple((plan.name, int(plan.centroids.shape[1])) for plan in signals)
     passes.run(
         "neardup_pairs",
-        None,
-        [],
-        per_task=[
-            (task, FindPairs(signal, clusters, dim, config.rule(), partitions))
-            for task, signal, clusters, dim in pack_leaves(config, leaves, signals)
-        ],
+        FindPairs(dims, config.rule(), partitions),
+        pack_leaves(config, leaves, signals),
     )
     sha_tasks = [ShardTask(part_name(b)) for b in range(sha_buckets)]
     passes.run("neardup_sha", FindCopies(work, partitions), sha_tasks)
