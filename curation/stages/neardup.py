@@ -187,7 +187,9 @@ def run(config: NeardupConfig, options: RunOptions = RunOptions()) -> list[Stage
     groups = [ShardTask(part_name(p)) for p in range(partitions)]
     passes.run("neardup_groups0", InitPartition(work, partitions), groups)
     final = 0
-    while fsio.expand(fsio.join(work, MSGS_DIR, pass_name(final + 1), "*", "*.parquet")):
+    while passes.ok and fsio.expand(
+        fsio.join(work, MSGS_DIR, pass_name(final + 1), "*", "*.parquet")
+    ):
         final += 1
         if final > config.max_passes:
             raise RuntimeError(
