@@ -315,6 +315,7 @@ def _summary(passes, out, tasks, sha_tasks, groups, leaves, splits, final, refer
             "leaves": len(leaves),
             "largest_leaf": max((c.rows for c in leaves), default=0),
             **splits,
+            "group_partitions": len(groups),
             "group_passes": final + 1,
         },
     }

@@ -121,10 +121,13 @@ def test_planted_groups_across_shards_are_found_and_keep_the_rules_row(
 
 
 def test_a_cluster_above_max_cluster_rows_is_split_again(synthetic, tmp_path, ray_session):
+    """Also with the sha256 and group passes hash-partitioned (messages cross partitions)."""
     made, _ = synthetic
-    ours, summary = run_and_check(made, tmp_path / "out", max_cluster_rows=400, sample_rows=160)
+    ours, summary = run_and_check(
+        made, tmp_path / "out", max_cluster_rows=400, sample_rows=160, group_rows=700
+    )
     partition = summary["partition"]
-    assert partition["splits"] > 0
+    assert partition["splits"] > 0 and partition["group_partitions"] > 1
     assert partition["largest_leaf"] <= 400 and partition["oversized_leaves"] == 0
     exact = exact_decisions(made.pool)
     assert same_groups(ours["dup_cluster"].to_numpy(), exact["dup_cluster"].to_numpy())
@@ -177,11 +180,12 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 def test_a_killed_run_resumes_to_byte_identical_decisions(synthetic, tmp_path, ray_session):
     made, _ = synthetic
-    settings = {"max_cluster_rows": 400, "sample_rows": 160}
+    settings = {"max_cluster_rows": 400, "sample_rows": 160, "group_rows": 700}
     run_and_check(made, tmp_path / "whole", **settings)
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "curation", "neardup", "--pool", str(made.pool)]
     command += ["--out", str(killed), "--max-cluster-rows", "400", "--sample-rows", "160"]
+    command += ["--group-rows", "700"]
     command += ["--no-ray", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
