@@ -1,347 +1,344 @@
-"""`python -m curation neardup`: collapse duplicate images and remove eval-set contaminants.
+"""`python -m curation neardup`: collapse duplicate images and remove eval-set contaminants,
+SemDeDup-style, with memory per task bounded by settings and never by the pool.
 
-Global step (driver): every scored pool sample is linked to its duplicates by three signals:
-identical sha256 of the stored JPEG, cosine >= --threshold between saved CLIP image embeddings
-(faiss), and cosine >= --pixel-threshold between pixel signatures (12x12 RGB thumbnails: robust to
-re-encoding and resizing even when the scorer is untrained; see score/images.py) of images whose
-aspect ratios agree (a thumbnail squashes any picture to a square, so a tall strip and a landscape
-photo over the same background would otherwise match). Linked samples form clusters (union-find); each keeps its highest
-scoring member (ties: smallest uid). A sample is contaminated when it matches an eval image by any
-of the same signals (cosine >= --eval-threshold), and so is every member of its cluster.
-The decisions go to OUT/_global/decisions.parquet; then a run_stage pass writes the contract
-file OUT/{shard}.parquet per pool shard (uid, dup_cluster, keep_dedup, contaminated, nearest_eval).
+Signals, as before: identical sha256 of the stored JPEG; cosine >= --threshold between CLIP image
+embeddings (off for an untrained scorer); cosine >= --pixel-threshold between pixel signatures of
+images whose aspect ratios agree. Each group keeps its highest-scoring row (ties: smallest uid);
+a row that matches an eval image (cosine >= --eval-threshold, pixel signature or sha256) is
+contaminated, and so is every member of its group.
+
+Passes (each a `run_stage` pass with its own done markers, in OUT/_work/PLAN, so a killed run
+resumes and ends with the same files; PLAN is the digest of the inputs and settings):
+1. driver: k-means centroids per signal on a bounded sample (--sample-rows from at most
+   --sample-shards shards), sized so a cluster holds ~max_cluster_rows / 2 rows;
+2. `neardup_assign`, a task per pool shard: eval query against the broadcast eval index, sha256
+   hash partitions, each row to its --border nearest centroids' bucket files (partition.py);
+3. `neardup_split{d}`: a cluster above --max-cluster-rows is split again by k-means;
+4. `neardup_pairs`, a task per pack of clusters (<= max_cluster_rows rows), and `neardup_sha`,
+   a task per sha256 partition: pairs and groups, written as edges (pairs.py);
+5. `neardup_groups{t}`: groups that span passes (a row linked by sha256 in one partition and by
+   embedding in another) merged by label propagation over uid-hash partitions (groups.py);
+6. `neardup`, a task per pool shard: the contract file OUT/{shard}.parquet (uid, dup_cluster,
+   keep_dedup, contaminated, nearest_eval). dup_cluster is derived from the kept row's uid.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation import fsio
-from curation.runner import ShardContext, ShardTask, StageReport, run_stage
-from curation.score.eval_images import load_eval_images
-from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
-from curation.score.model import ScorerSpec
-from curation.score.neighbours import (
-    equal_value_pairs,
-    nearest,
-    nearest_k,
-    similar_pairs,
-    union_find_roots,
+from curation.neardup.evalset import EvalReference, MatchRule, embed_eval_sets
+from curation.neardup.groups import (
+    MSGS_DIR,
+    RESULTS_DIR,
+    InitPartition,
+    Propagate,
+    Scatter,
+    part_name,
+    pass_name,
 )
-from curation.score.pool import read_sidecar
-from curation.score.reapply import DIGEST_KEY, invalidate_other_decisions
-from curation.score.shard_scoring import embeddings_name, signatures_name
+from curation.neardup.pairs import FindCopies, FindPairs
+from curation.neardup.partition import (
+    EMBEDDING,
+    PIXEL,
+    ROWS_DIR,
+    AssignShard,
+)
+from curation.neardup.plan import Passes, level0_centroids, pack_leaves, plan_leaves
+from curation.neardup.rows import cluster_id, key_uid, list_parquet
+from curation.runner import ShardContext, ShardTask, StageReport, marker_url, run_stage
+from curation.score.model import ScorerSpec
+from curation.score.reapply import DIGEST_KEY, decision_digest, invalidate_other_decisions
+from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stages.score import SCORER_RECORD, pool_tasks
 
-DECISIONS = "_global/decisions.parquet"
 SUMMARY = "summary.json"
+WORK_DIR = "_work"
 
 
 @dataclass(frozen=True)
 class NeardupConfig:
+    pool: str
+    out: str | None = None  # default: POOL/curation/neardup
+    scores: str | None = None  # score stage folder (default: POOL/curation/score)
+    eval_sets: tuple[str, ...] = ()
     threshold: float = 0.95
     eval_threshold: float = 0.95
-    pixel_threshold: float = 0.97  # pixel-signature cosine; above 1 disables the signal
+    pixel_threshold: float = 0.97
+    pixel_aspect_tolerance: float = 0.15
     index: str = "auto"
     neighbours: int = 16
-    use_embeddings: bool | None = (
-        None  # None: on unless the scorer is untrained; off for an untrained scorer: its embeddings all look alike
-    )
-    # Pixel matches need |log(aspect_a / aspect_b)| <= this: copies, re-encodes and resizes keep the
-    # aspect ratio and 5% crops change it by ~0.05; on the mini Common Crawl, without the gate, 53 of
-    # 73 eval "contaminants" were distinct pictures over the same gradient background.
-    pixel_aspect_tolerance: float = 0.15
+    use_embeddings: bool | None = None  # None: on unless the scorer is untrained
+    # Memory per task is bounded by these, never by the pool:
+    max_cluster_rows: int = 10_000  # rows a pair-finding task holds; bigger clusters are split
+    border: int = 2  # nearest centroids a row joins (recall across cluster borders)
+    sample_rows: int = 100_000  # k-means training sample (driver and split tasks)
+    sample_shards: int = 64  # shards the driver reads that sample from
+    max_buckets: int = 64  # bucket files per signal a map task writes (clusters share them)
+    batch_rows: int = 100_000  # rows a split task buffers before writing a chunk
+    group_rows: int = 200_000  # rows per hash partition (sha256 groups, label propagation)
+    max_depth: int = 3  # levels of re-splitting
+    max_passes: int = 64  # label-propagation passes before giving up
 
+    def __post_init__(self) -> None:
+        if not self.pool:
+            raise ConfigError("--pool is required")
+        for name in ("threshold", "eval_threshold"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a cosine in [-1, 1]")
+        if self.index not in ("auto", "flat", "ivf", "hnsw"):
+            raise ConfigError(f"--index {self.index!r}: use auto, flat, ivf or hnsw")
+        for name in (
+            "neighbours",
+            "border",
+            "sample_rows",
+            "sample_shards",
+            "max_buckets",
+            "batch_rows",
+            "group_rows",
+            "max_passes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_cluster_rows < 2:
+            raise ConfigError("--max-cluster-rows must be at least 2")
+        if self.max_depth < 0:
+            raise ConfigError("--max-depth must be at least 0")
 
-def log_aspect(width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    width = np.asarray(width, dtype=np.float64)
-    height = np.asarray(height, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(
-            (width > 0) & (height > 0), width / np.where(height > 0, height, 1), np.nan
+    @property
+    def out_dir(self) -> str:
+        return self.out or fsio.join(self.pool, "curation", "neardup")
+
+    @property
+    def score_dir(self) -> str:
+        return self.scores or fsio.join(self.pool, "curation", "score")
+
+    def rule(self) -> MatchRule:
+        return MatchRule(
+            self.threshold,
+            self.eval_threshold,
+            self.pixel_threshold,
+            self.index,
+            self.neighbours,
+            self.use_embeddings,
+            self.pixel_aspect_tolerance,
         )
-        return np.log(ratio)
 
 
-def aspect_agrees(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
-    """Elementwise: the two log aspect ratios are within `tolerance` (unknown ratios never block)."""
-    close = np.abs(a - b) <= tolerance
-    return close | np.isnan(a) | np.isnan(b)
-
-
-@dataclass
-class PoolEmbeddings:
-    shard: list[str] = field(default_factory=list)
-    uid: list[str] = field(default_factory=list)
-    sha256: list[str | None] = field(default_factory=list)
-    score: list[np.ndarray] = field(default_factory=list)
-    pixels: list[np.ndarray] = field(default_factory=list)  # pixel signatures; 0 if undecodable
-    aspect: list[np.ndarray] = field(default_factory=list)  # log(width / height); NaN if unknown
-    vectors: list[np.ndarray] = field(default_factory=list)
-
-
-def load_pool_embeddings(
-    pool: str, score_dir: str, tag: str
-) -> tuple[PoolEmbeddings, list[ShardTask]]:
-    tasks = pool_tasks(pool)
-    loaded = PoolEmbeddings()
-    for task in tasks:
-        sidecar = read_sidecar(task.inputs[1], ["uid", "sha256", "width", "height"])
-        scores_url = fsio.join(score_dir, f"{task.shard_id}.parquet")
-        if not fsio.exists(scores_url):
-            raise SystemExit(
-                f"neardup: {scores_url} is missing; run `python -m curation score` first"
-            )
-        fs, path = fsio.filesystem(scores_url)
-        with fs.open(path, "rb") as handle:
-            scores = pq.read_table(handle)
-        if scores["uid"].to_pylist() != sidecar["uid"].to_pylist():
-            raise SystemExit(
-                f"neardup: {scores_url} rows do not match {task.inputs[1]}; re-run score"
-            )
-        vectors = _load_rows(score_dir, embeddings_name(task.shard_id), scores.num_rows)
-        loaded.shard += [task.shard_id] * scores.num_rows
-        loaded.uid += scores["uid"].to_pylist()
-        loaded.sha256 += sidecar["sha256"].to_pylist()
-        loaded.score.append(scores[f"clip_score_{tag}"].to_numpy(zero_copy_only=False))
-        loaded.pixels.append(_load_rows(score_dir, signatures_name(task.shard_id), scores.num_rows))
-        loaded.aspect.append(
-            log_aspect(
-                sidecar["width"].to_numpy(zero_copy_only=False),
-                sidecar["height"].to_numpy(zero_copy_only=False),
-            )
-        )
-        loaded.vectors.append(vectors)
-    return loaded, tasks
-
-
-def _load_rows(score_dir: str, name: str, rows: int) -> np.ndarray:
-    """A per-shard .npy array, checked to be row-aligned with the shard's score file."""
-    url = fsio.join(score_dir, name)
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as handle:
-        array = np.load(handle)
-    if len(array) != rows:
-        raise SystemExit(
-            f"neardup: {url} has {len(array)} rows, its score file {rows}; re-run score"
-        )
-    return array.astype(np.float32)
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1), dtype=np.float32)
-
-
-@dataclass
-class EvalReference:
-    names: list[str]
-    sha256: list[str]
-    vectors: np.ndarray
-    pixels: np.ndarray
-    aspect: np.ndarray  # log(width / height)
-
-
-def embed_eval_sets(folders: list[str], spec: ScorerSpec, batch_size: int = 64) -> EvalReference:
-    """Sign and embed every eval image with the pool's scorer (in this process: eval sets are small)."""
-    from curation.score.embedder import ClipEmbedder, build_transform
-
-    images = load_eval_images(folders)
-    embedder = ClipEmbedder(spec)
-    transform = build_transform(embedder.preprocess_cfg())
-    names, shas, pixels, signatures, aspects = [], [], [], [], []
-    for image in images:
-        try:
-            decoded = decode_rgb(image.data)
-        except ImageDecodeError as exc:
-            print(f"neardup: skipping eval image {image.name}: {exc}")
-            continue
-        names.append(image.name)
-        shas.append(image.sha256)
-        signatures.append(pixel_signature(decoded))
-        aspects.append((decoded.width, decoded.height))
-        pixels.append(transform(decoded).numpy())
-    vectors = [
-        embedder.embed_images(np.stack(pixels[i : i + batch_size]))
-        for i in range(0, len(pixels), batch_size)
-    ]
-    dim = int(embedder.scorer.config["model_cfg"]["embed_dim"])
-    return EvalReference(
-        names,
-        shas,
-        _unit_rows(np.concatenate(vectors) if vectors else np.zeros((0, dim))),
-        _unit_rows(np.array(signatures, np.float32).reshape(len(signatures), SIGNATURE_DIM)),
-        log_aspect(*np.array(aspects, np.float64).reshape(-1, 2).T),
-    )
-
-
-def decide_duplicates(
-    loaded: PoolEmbeddings, config: NeardupConfig, reference: EvalReference | None
-) -> tuple[pa.Table, dict[str, Any]]:
-    """One row per pool sample: shard, uid, dup_cluster, keep_dedup, contaminated, nearest_eval."""
-    n = len(loaded.uid)
-    if n == 0:
-        raise SystemExit("neardup: the pool has no scored samples")
-    scores = np.concatenate(loaded.score)
-    vectors = _unit_rows(np.concatenate(loaded.vectors))
-    scored = np.flatnonzero(np.isfinite(scores))
-    signatures = _unit_rows(np.concatenate(loaded.pixels))
-    signed = np.flatnonzero(np.any(signatures != 0, axis=1))
-
-    exact = equal_value_pairs(loaded.sha256)
-    embedding = np.empty((0, 2), dtype=np.int64)
-    if config.use_embeddings:
-        embedding = scored[
-            similar_pairs(vectors[scored], config.threshold, config.index, config.neighbours)
-        ]
-    aspect = np.concatenate(loaded.aspect) if loaded.aspect else np.full(n, np.nan)
-    pixel = signed[
-        similar_pairs(signatures[signed], config.pixel_threshold, config.index, config.neighbours)
-    ]
-    pixel = pixel[
-        aspect_agrees(aspect[pixel[:, 0]], aspect[pixel[:, 1]], config.pixel_aspect_tolerance)
-    ]
-    roots = union_find_roots(
-        n, np.concatenate([exact, embedding.reshape(-1, 2), pixel.reshape(-1, 2)])
-    )
-
-    # Representative: highest score (unscored rank lowest), ties by smallest uid.
-    rank_score = np.where(np.isfinite(scores), scores, -np.inf)
-    order = sorted(range(n), key=lambda i: (roots[i], -rank_score[i], loaded.uid[i]))
-    representative = {}
-    for i in order:
-        representative.setdefault(int(roots[i]), i)
-    sizes = np.bincount(roots, minlength=n)
-    in_cluster = sizes[roots] > 1
-    # A cluster is named by its representative's pool-wide row number (shards in id order).
-    dup_cluster = np.where(in_cluster, [representative[int(r)] for r in roots], -1).astype(np.int64)
-    keep = np.array([not in_cluster[i] or representative[int(roots[i])] == i for i in range(n)])
-
-    nearest_eval: list[str | None] = [None] * n
-    contaminated = np.zeros(n, dtype=bool)
-    if reference is not None and len(reference.names):
-        by_sha = {sha: name for sha, name in zip(reference.sha256, reference.names)}
-        sims, ids = nearest(vectors[scored], reference.vectors)
-        if not config.use_embeddings:
-            sims = np.full(len(scored), -np.inf, dtype=np.float32)
-        pixel_sims, pixel_ids = nearest_k(signatures[signed], reference.pixels, config.neighbours)
-        for row, sim, ref in zip(scored, sims, ids):
-            if sim >= config.eval_threshold:
-                contaminated[row], nearest_eval[row] = True, reference.names[ref]
-        # [signed, k] neighbours that match: close pixels and agreeing aspect ratios (-1 pads).
-        hits = (
-            (pixel_sims >= config.pixel_threshold)
-            & (pixel_ids >= 0)
-            & aspect_agrees(
-                aspect[signed][:, None],
-                reference.aspect[np.maximum(pixel_ids, 0)],
-                config.pixel_aspect_tolerance,
-            )
-        )
-        first_hit = pixel_ids[np.arange(len(signed)), hits.argmax(axis=1)]  # best first
-        matched = hits.any(axis=1)
-        for row, ref in zip(signed[matched], first_hit[matched]):
-            if not contaminated[row]:
-                contaminated[row], nearest_eval[row] = True, reference.names[ref]
-        for row, sha in enumerate(loaded.sha256):
-            if sha in by_sha and not contaminated[row]:
-                contaminated[row], nearest_eval[row] = True, by_sha[sha]
-    direct = int(contaminated.sum())
-    tainted_roots = np.unique(roots[contaminated])
-    contaminated |= np.isin(roots, tainted_roots) & in_cluster
-    summary = {
-        "samples": n,
-        "clusters": int(np.count_nonzero(sizes > 1)),
-        "duplicates_removed": int(np.count_nonzero(~keep)),
-        "pairs": {"sha256": len(exact), "embedding": len(embedding), "pixel": len(pixel)},
-        "contaminated_direct": direct,
-        "contaminated_via_cluster": int(contaminated.sum()) - direct,
-        "eval_images": len(reference.names) if reference else 0,
-    }
-    table = pa.table(
+def run(config: NeardupConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    out, score_dir = config.out_dir, config.score_dir
+    scorer_url = fsio.join(score_dir, SCORER_RECORD)
+    if not fsio.exists(scorer_url):
+        raise ConfigError(f"{scorer_url} is missing; run `python -m curation score` first")
+    scorer = fsio.read_json(scorer_url, expect=dict)
+    if config.use_embeddings is None:
+        config = replace(config, use_embeddings=not scorer.get("random_init"))
+    tasks = pool_tasks(config.pool)
+    reference = None
+    if config.eval_sets:
+        spec = ScorerSpec(scorer["model_name"], scorer["weights"], scorer.get("model_config"))
+        reference = embed_eval_sets(list(config.eval_sets), spec)
+    digest = decision_digest(
         {
-            "shard": loaded.shard,
-            "uid": loaded.uid,
-            "dup_cluster": dup_cluster,
-            "keep_dedup": keep,
-            "contaminated": contaminated,
-            "nearest_eval": pa.array(nearest_eval, pa.string()),
+            "config": asdict(config),
+            "shards": [t.shard_id for t in tasks],
+            "scorer": scorer,
+            "seed": options.seed,
+            "eval": reference and [reference.names, reference.sha256],
         }
     )
-    return table, summary
+    work = fsio.join(out, WORK_DIR, digest)
+    _remove_other_plans(out, digest)
+    passes = Passes(options, work)
+    signals, rows_estimate = level0_centroids(
+        config, options, tasks, score_dir, scorer["tag"], work
+    )
+    sha_buckets = partitions = max(1, math.ceil(rows_estimate / config.group_rows))
+
+    passes.run(
+        "neardup_assign",
+        AssignShard(
+            score_dir,
+            scorer["tag"],
+            config.rule(),
+            reference,
+            signals,
+            config.border,
+            sha_buckets,
+        ),
+        tasks,
+    )
+    leaves, splits = plan_leaves(config, passes, work, signals)
+    dims = tuple((plan.name, int(plan.centroids.shape[1])) for plan in signals)
+    passes.run(
+        "neardup_pairs",
+        FindPairs(dims, config.rule(), partitions),
+        pack_leaves(config, leaves, signals),
+    )
+    sha_tasks = [ShardTask(part_name(b)) for b in range(sha_buckets)]
+    passes.run("neardup_sha", FindCopies(work, partitions), sha_tasks)
+    groups = [ShardTask(part_name(p)) for p in range(partitions)]
+    passes.run("neardup_groups0", InitPartition(work, partitions), groups)
+    final = 0
+    while passes.ok and fsio.expand(
+        fsio.join(work, MSGS_DIR, pass_name(final + 1), "*", "*.parquet")
+    ):
+        final += 1
+        if final > config.max_passes:
+            raise RuntimeError(
+                f"neardup: groups did not converge in {config.max_passes} passes (--max-passes)"
+            )
+        passes.run(f"neardup_groups{final}", Propagate(work, partitions, final), groups)
+    passes.run("neardup_scatter", Scatter(work, final), groups)
+    if not passes.ok:
+        return passes.reports
+
+    fsio.write_json(fsio.join(out, SUMMARY), {"digest": digest, "complete": False})
+    invalidate_other_decisions(out, "neardup", digest)
+    report = run_stage(
+        "neardup",
+        WriteNeardupShard(work, digest),
+        tasks,
+        out,
+        seed=options.seed,
+        use_ray=options.use_ray,
+        progress=options.progress,
+    )
+    passes.reports.append(report)
+    if report.ok:
+        summary = _summary(passes, out, tasks, sha_tasks, groups, leaves, splits, final, reference)
+        summary.update(
+            {
+                "config": asdict(config),
+                "eval_sets": list(config.eval_sets),
+                "scorer_random_init": scorer.get("random_init"),
+                "rows_estimate": rows_estimate,
+                "digest": digest,
+            }
+        )
+        fsio.write_json(fsio.join(out, SUMMARY), summary)
+        report.summary = summary
+        report.notes = _notes(summary)
+    return passes.reports
 
 
-def table_digest(table: pa.Table) -> str:
-    digest = hashlib.blake2b(digest_size=8)
-    for batch in table.to_batches():
-        for column in batch.columns:
-            for buffer in column.buffers():
-                if buffer is not None:
-                    digest.update(memoryview(buffer))
-    return digest.hexdigest()
+def _remove_other_plans(out: str, digest: str) -> None:
+    """Work folders of other inputs or settings are stale: their decisions are being replaced."""
+    root = fsio.join(out, WORK_DIR)
+    fs, path = fsio.filesystem(root)
+    if fs.exists(path):
+        for entry in fs.ls(path, detail=False):
+            if entry.rstrip("/").rsplit("/", 1)[-1] != digest:
+                fs.rm(entry, recursive=True)
 
 
 @dataclass(frozen=True)
 class WriteNeardupShard:
-    decisions_url: str
+    """The contract file of one pool shard from its rows and its rows' group labels."""
+
+    work: str
     digest: str
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
-        fs, path = fsio.filesystem(self.decisions_url)
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, filters=[("shard", "=", task.shard_id)])
-        table = table.drop_columns(["shard"])
+        rows = fsio.read_parquet(fsio.join(self.work, ROWS_DIR, f"{task.shard_id}.parquet"))
+        files = list_parquet(fsio.join(self.work, RESULTS_DIR, task.shard_id))
+        uids = rows["uid"].to_pylist()
+        direct = rows["contaminated"].to_numpy(zero_copy_only=False)
+        dup_cluster = np.full(len(uids), -1, np.int64)
+        keep = np.ones(len(uids), dtype=bool)
+        tainted = np.zeros(len(uids), dtype=bool)
+        if files:
+            labels = pa.concat_tables([fsio.read_parquet(url) for url in files])
+            position = pc.index_in(rows["uid"], value_set=labels["node"])
+            where = np.flatnonzero(pc.is_valid(position).to_numpy(zero_copy_only=False))
+            at = position.to_numpy(zero_copy_only=False)[where].astype(np.int64)
+            label = labels["label"].to_pylist()
+            taint = labels["taint"].to_numpy(zero_copy_only=False)
+            for row, j in zip(where, at):
+                kept_uid = key_uid(label[j])
+                dup_cluster[row] = cluster_id(kept_uid)
+                keep[row] = kept_uid == uids[row]
+                tainted[row] = taint[j]
+        contaminated = direct | tainted
+        table = pa.table(
+            {
+                "uid": rows["uid"],
+                "dup_cluster": pa.array(dup_cluster, pa.int64()),
+                "keep_dedup": pa.array(keep, pa.bool_()),
+                "contaminated": pa.array(contaminated, pa.bool_()),
+                "nearest_eval": rows["nearest_eval"],
+            }
+        )
         ctx.stats.rows_in = table.num_rows
-        duplicates = int(pc.sum(pc.invert(table["keep_dedup"])).as_py() or 0)
-        contaminated = int(pc.sum(table["contaminated"]).as_py() or 0)
-        ctx.stats.drop("near_duplicate", duplicates)
-        ctx.stats.drop("eval_contaminant", contaminated)
-        kept = pc.and_(table["keep_dedup"], pc.invert(table["contaminated"]))
-        ctx.stats.rows_out = int(pc.sum(kept).as_py() or 0)
-        ctx.stats.extra[DIGEST_KEY] = self.digest
+        ctx.stats.drop("near_duplicate", int(np.count_nonzero(~keep)))
+        ctx.stats.drop("eval_contaminant", int(contaminated.sum()))
+        ctx.stats.rows_out = int(np.count_nonzero(keep & ~contaminated))
+        ctx.stats.extra.update(
+            {
+                DIGEST_KEY: self.digest,
+                "in_clusters": int(np.count_nonzero(dup_cluster >= 0)),
+                "contaminated_direct": int(direct.sum()),
+                "contaminated_via_cluster": int(np.count_nonzero(contaminated & ~direct)),
+            }
+        )
         ctx.write_parquet(f"{task.shard_id}.parquet", table)
 
 
-def run_neardup(
-    pool: str,
-    out: str,
-    score_dir: str,
-    config: NeardupConfig,
-    eval_folders: list[str],
-    seed: int = 0,
-) -> tuple[StageReport, dict[str, Any]]:
-    scorer = fsio.read_json(fsio.join(score_dir, SCORER_RECORD))
-    if config.use_embeddings is None:
-        config = replace(config, use_embeddings=not scorer.get("random_init"))
-    loaded, tasks = load_pool_embeddings(pool, score_dir, scorer["tag"])
-    reference = None
-    if eval_folders:
-        spec = ScorerSpec(scorer["model_name"], scorer["weights"], scorer.get("model_config"))
-        reference = embed_eval_sets(eval_folders, spec)
-    table, summary = decide_duplicates(loaded, config, reference)
-    summary.update(
-        {
-            "config": asdict(config),
-            "eval_sets": eval_folders,
-            "scorer_random_init": scorer.get("random_init"),
-        }
-    )
-    decisions_url = fsio.join(out, DECISIONS)
-    with fsio.open_atomic(decisions_url) as handle:
-        pq.write_table(table, handle, compression="zstd")
-    digest = table_digest(table)
-    fsio.write_json(fsio.join(out, SUMMARY), {**summary, "digest": digest})
-    invalidate_other_decisions(out, "neardup", digest)
-    report = run_stage("neardup", WriteNeardupShard(decisions_url, digest), tasks, out, seed=seed)
-    return report, summary
+def _summary(passes, out, tasks, sha_tasks, groups, leaves, splits, final, reference) -> dict:
+    """The stage's numbers, from the passes' markers (so a resumed run reports the same)."""
+    shards = [fsio.read_json(marker_url(out, "neardup", t.shard_id)) for t in tasks]
+    pairs = {"sha256": sum(e["pairs"] for e in passes.extras("neardup_sha", sha_tasks))}
+    for signal in (EMBEDDING, PIXEL):
+        pairs[signal] = sum(
+            fsio.read_json(url)["extra"]["pairs"]
+            for url in fsio.expand(
+                fsio.join(passes.work, "_stats", "neardup_pairs", f"{signal}-*.json")
+            )
+        )
+    scatter = passes.extras("neardup_scatter", groups)
+    return {
+        "samples": sum(s["rows_in"] for s in shards),
+        "clusters": sum(e["groups"] for e in scatter),
+        "duplicates_removed": sum(s["drops"].get("near_duplicate", 0) for s in shards),
+        "pairs": pairs,  # pairs found inside clusters; a pair two clusters share counts twice
+        "contaminated_direct": sum(s["extra"]["contaminated_direct"] for s in shards),
+        "contaminated_via_cluster": sum(s["extra"]["contaminated_via_cluster"] for s in shards),
+        "eval_images": len(reference.names) if reference else 0,
+        "partition": {
+            "leaves": len(leaves),
+            "largest_leaf": max((c.rows for c in leaves), default=0),
+            **splits,
+            "group_partitions": len(groups),
+            "group_passes": final + 1,
+        },
+    }
+
+
+def _notes(summary: dict[str, Any]) -> list[str]:
+    notes = [
+        f"neardup: {summary['samples']:,} samples, {summary['clusters']:,} clusters, "
+        f"{summary['duplicates_removed']:,} duplicates removed, "
+        f"{summary['contaminated_direct'] + summary['contaminated_via_cluster']:,} contaminated "
+        f"(of {summary['eval_images']:,} eval images)"
+    ]
+    if not summary["config"]["use_embeddings"]:
+        notes.append(
+            "neardup: CLIP embeddings NOT used (the scorer has random weights or --embeddings off); "
+            "sha256 and pixel signatures decide alone"
+        )
+    if summary["partition"]["oversized_leaves"]:
+        notes.append(
+            f"neardup: {summary['partition']['oversized_leaves']} clusters stayed above "
+            f"--max-cluster-rows (largest {summary['partition']['largest_leaf']:,} rows)"
+        )
+    return notes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -353,7 +350,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scores", default=None, help="score stage folder (default: POOL/curation/score)"
     )
-    defaults = NeardupConfig()
+    defaults = NeardupConfig("-")
     parser.add_argument(
         "--threshold",
         type=float,
@@ -389,36 +386,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--eval-sets", nargs="*", default=[], help="folders of eval images / tars")
     parser.add_argument("--world", default=None, help="mini Common Crawl folder: use WORLD/eval")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    out = args.out or fsio.join(args.pool, "curation", "neardup")
-    score_dir = args.scores or fsio.join(args.pool, "curation", "score")
-    eval_folders = list(args.eval_sets)
-    if args.world:
-        eval_folders.append(fsio.join(args.world, "eval"))
-    config = NeardupConfig(
-        args.threshold,
-        args.eval_threshold,
-        args.pixel_threshold,
-        args.index,
-        args.neighbours,
-        {"auto": None, "on": True, "off": False}[args.embeddings],
-        args.pixel_aspect_tolerance,
-    )
-    report, summary = run_neardup(args.pool, out, score_dir, config, eval_folders, args.seed)
-    print(report.describe())
-    print(
-        f"neardup: {summary['samples']:,} samples, {summary['clusters']:,} clusters, "
-        f"{summary['duplicates_removed']:,} duplicates removed, "
-        f"{summary['contaminated_direct'] + summary['contaminated_via_cluster']:,} contaminated "
-        f"(of {summary['eval_images']:,} eval images)"
-    )
-    if not summary["config"]["use_embeddings"]:
-        print(
-            "neardup: CLIP embeddings NOT used (the scorer has random weights or --embeddings off); "
-            "sha256 and pixel signatures decide alone"
+    for name, text in (
+        ("max_cluster_rows", "rows a pair-finding task holds; larger clusters are split again"),
+        ("border", "nearest centroids each row joins (recall across cluster borders)"),
+        ("sample_rows", "k-means training sample rows"),
+        ("sample_shards", "shards the k-means sample is read from"),
+        ("max_buckets", "bucket files per signal each map task writes"),
+        ("batch_rows", "rows a split task buffers before writing"),
+        ("group_rows", "rows per hash partition of the sha256 and group passes"),
+        ("max_depth", "levels of re-splitting an oversized cluster"),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=text
         )
-    return 0 if report.ok else 1
+    add_run_options(parser)
+    parser.set_defaults(func=cli_main(run, config_from_args))
+
+
+def config_from_args(args: argparse.Namespace) -> NeardupConfig:
+    eval_sets = list(args.eval_sets)
+    if args.world:
+        eval_sets.append(fsio.join(args.world, "eval"))
+    return NeardupConfig(
+        pool=args.pool,
+        out=args.out,
+        scores=args.scores,
+        eval_sets=tuple(eval_sets),
+        threshold=args.threshold,
+        eval_threshold=args.eval_threshold,
+        pixel_threshold=args.pixel_threshold,
+        pixel_aspect_tolerance=args.pixel_aspect_tolerance,
+        index=args.index,
+        neighbours=args.neighbours,
+        use_embeddings={"auto": None, "on": True, "off": False}[args.embeddings],
+        max_cluster_rows=args.max_cluster_rows,
+        border=args.border,
+        sample_rows=args.sample_rows,
+        sample_shards=args.sample_shards,
+        max_buckets=args.max_buckets,
+        batch_rows=args.batch_rows,
+        group_rows=args.group_rows,
+        max_depth=args.max_depth,
+    )
+
+
+__all__ = ["EvalReference", "MatchRule", "NeardupConfig", "config_from_args", "register", "run"]

@@ -10,15 +10,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
 
 from curation.cli import main
+from curation.neardup.evalset import EvalReference, MatchRule
+from curation.neardup.exact import PoolEmbeddings, decide_duplicates
+from curation.neardup.rows import log_aspect
 from curation.score.images import SIGNATURE_DIM
-from curation.stages.neardup import (
-    EvalReference,
-    NeardupConfig,
-    PoolEmbeddings,
-    decide_duplicates,
-    log_aspect,
-    run_neardup,
-)
+from curation.stages.neardup import NeardupConfig, run
 
 SHARDS = ("00000", "00001", "00002")
 
@@ -29,10 +25,9 @@ def deduped(tmp_path_factory, ray_session):
     planted = build_planted_pool(root, exact_dups=4, near_dups=5, contaminants=3)
     score_dir = score_planted_pool(planted, random_tiny_weights(root))
     out = planted.pool / "curation" / "neardup"
-    report, summary = run_neardup(
-        str(planted.pool), str(out), score_dir, NeardupConfig(), [str(planted.eval_dir)]
-    )
-    assert report.ok
+    reports = run(NeardupConfig(str(planted.pool), str(out), score_dir, (str(planted.eval_dir),)))
+    assert all(r.ok for r in reports)
+    summary = reports[-1].summary
     decisions = pa.concat_tables([pq.read_table(out / f"{s}.parquet") for s in SHARDS]).to_pandas()
     merged = decisions.merge(planted.truth.to_pandas(), on="uid")
     return planted, out, summary, merged
@@ -78,12 +73,12 @@ def test_eval_images_planted_in_the_pool_are_flagged_with_their_source(deduped):
 def test_same_decision_skips_and_a_changed_one_rewrites(deduped):
     planted, out, _summary, _merged = deduped
     score_dir = str(planted.pool / "curation" / "score")
-    again, _ = run_neardup(
-        str(planted.pool), str(out), score_dir, NeardupConfig(), [str(planted.eval_dir)]
-    )
-    assert sorted(again.skipped) == list(SHARDS) and not again.completed
-    without_eval, summary = run_neardup(str(planted.pool), str(out), score_dir, NeardupConfig(), [])
-    assert sorted(r["shard"] for r in without_eval.completed) == list(SHARDS)
+    again = run(NeardupConfig(str(planted.pool), str(out), score_dir, (str(planted.eval_dir),)))
+    assert all(not r.completed for r in again)
+    assert sorted(again[-1].skipped) == list(SHARDS)
+    without_eval = run(NeardupConfig(str(planted.pool), str(out), score_dir))
+    assert sorted(r["shard"] for r in without_eval[-1].completed) == list(SHARDS)
+    summary = without_eval[-1].summary
     assert summary["contaminated_direct"] == 0
     code = main(["neardup", "--pool", str(planted.pool), "--world", str(planted.eval_dir.parent)])
     assert code == 0
@@ -110,12 +105,12 @@ def test_embedding_clusters_keep_the_highest_scoring_member():
     base = rng.normal(size=(3, 16))
     vectors = np.stack([base[0], base[0] + 0.01, base[1], base[2], base[2] + 0.01, base[2] - 0.01])
     pool = synthetic_pool(vectors, [0.1, 0.3, 0.2, 0.25, 0.25, 0.05])
-    table, summary = decide_duplicates(pool, NeardupConfig(use_embeddings=True), None)
+    table, summary = decide_duplicates(pool, MatchRule(use_embeddings=True), None)
     assert table["keep_dedup"].to_pylist() == [False, True, True, True, False, False]
     # dup_cluster names the representative; the tie at 0.25 goes to the smaller uid.
     assert table["dup_cluster"].to_pylist() == [1, 1, -1, 3, 3, 3]
     assert summary["clusters"] == 2 and summary["duplicates_removed"] == 3
-    table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), None)
+    table, _ = decide_duplicates(pool, MatchRule(use_embeddings=False), None)
     assert all(table["keep_dedup"].to_pylist())
 
 
@@ -134,14 +129,14 @@ def test_pixel_matches_need_agreeing_aspect_ratios():
         vectors=[rng.normal(size=(n, 8)).astype(np.float32)],
         aspect=[log_aspect(np.array([256, 250, 256]), np.array([256, 256, 64]))],
     )
-    table, summary = decide_duplicates(pool, NeardupConfig(use_embeddings=False), None)
+    table, summary = decide_duplicates(pool, MatchRule(use_embeddings=False), None)
     assert table["dup_cluster"].to_pylist() == [0, 0, -1]  # the strip (u2) stays apart
     assert summary["pairs"]["pixel"] == 1
     unit = signature / np.linalg.norm(signature)
     strip_eval = EvalReference(
         ["eval:strip"], ["x"], np.zeros((1, 8), np.float32), unit[None, :], np.log(np.array([4.0]))
     )
-    table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), strip_eval)
+    table, _ = decide_duplicates(pool, MatchRule(use_embeddings=False), strip_eval)
     assert table["contaminated"].to_pylist() == [False, False, True]
     both = EvalReference(
         ["eval:strip", "eval:square"],
@@ -150,8 +145,8 @@ def test_pixel_matches_need_agreeing_aspect_ratios():
         np.stack([unit, unit]),
         np.log(np.array([4.0, 1.0])),
     )
-    table, _ = decide_duplicates(pool, NeardupConfig(use_embeddings=False), both)
+    table, _ = decide_duplicates(pool, MatchRule(use_embeddings=False), both)
     assert table["contaminated"].to_pylist() == [True, True, True]
     assert table["nearest_eval"].to_pylist() == ["eval:square", "eval:square", "eval:strip"]
-    loose = NeardupConfig(use_embeddings=False, pixel_aspect_tolerance=10.0)
+    loose = MatchRule(use_embeddings=False, pixel_aspect_tolerance=10.0)
     assert decide_duplicates(pool, loose, None)[0]["dup_cluster"].to_pylist() == [0, 0, 0]

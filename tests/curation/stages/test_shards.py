@@ -22,7 +22,8 @@ from curation import fsio
 from curation.cli import main
 from curation.shuffle import ShufflePlan
 from curation.stages.common import RunOptions
-from curation.stages.neardup import NeardupConfig, run_neardup
+from curation.stages.neardup import NeardupConfig
+from curation.stages.neardup import run as run_neardup
 from curation.stages.shards import ShardsConfig, run
 
 REQUIRE = ("balance", "score", "neardup")
@@ -41,14 +42,15 @@ def curated(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("shards")
     planted = build_planted_pool(root, per_shard=30)
     score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
-    report, _ = run_neardup(
-        str(planted.pool),
-        str(planted.pool / "curation" / "neardup"),
-        score_dir,
-        NeardupConfig(),
-        [str(planted.eval_dir)],
+    reports = run_neardup(
+        NeardupConfig(
+            str(planted.pool),
+            str(planted.pool / "curation" / "neardup"),
+            score_dir,
+            (str(planted.eval_dir),),
+        )
     )
-    assert report.ok
+    assert all(r.ok for r in reports)
     train = root / "train"
     ok, record = build_training_shards(planted.pool, train, require=REQUIRE)
     assert ok
