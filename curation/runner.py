@@ -44,6 +44,23 @@ class ShardTask:
     inputs: tuple[str, ...] = ()
 
 
+def stable_bucket(value: str, buckets: int) -> int:
+    """A bucket in [0, buckets) for `value`, the same on every machine and Python process: how
+    stages hash-partition rows (URLs, hosts, uids, sha256s) so each task owns one key range."""
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % buckets
+
+
+def seeded_hashes(values: Sequence[object], seed: int, purpose: str) -> np.ndarray:
+    """A uniform 64-bit hash per value, a pure function of (seed, purpose, value): per-row random
+    draws (balancing's keep draws, the shuffle's order) without any global table."""
+    key = f"{purpose}:{seed}".encode()[:64]
+    digests = b"".join(
+        hashlib.blake2b(str(value).encode(), digest_size=8, key=key).digest() for value in values
+    )
+    return np.frombuffer(digests, dtype="<u8").copy()
+
+
 def shard_seed(seed: int, shard_id: str) -> int:
     """A 64-bit seed derived from the run seed and the shard id (stable across machines)."""
     digest = hashlib.blake2b(f"{seed}:{shard_id}".encode(), digest_size=8).digest()

@@ -20,7 +20,6 @@ most `budget_bytes` of rows buffered before it writes the largest bucket out as 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +33,6 @@ from curation.runner import ShardContext, ShardTask
 
 DEST = "dest"
 READ_BATCH_ROWS = 256
-
-
-def route_hashes(uids: Sequence[str], seed: int, purpose: str = "shuffle") -> np.ndarray:
-    """A 64-bit hash per uid, a pure function of (seed, purpose, uid): a uniform random key."""
-    key = f"{purpose}:{seed}".encode()[:64]
-    digests = b"".join(
-        hashlib.blake2b(uid.encode(), digest_size=8, key=key).digest() for uid in uids
-    )
-    return np.frombuffer(digests, dtype="<u8").copy()
 
 
 def destinations(hashes: np.ndarray, dests: int) -> np.ndarray:

@@ -24,7 +24,6 @@ settings fails fast instead of mixing two pools.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import posixpath
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.download.shard_download import host_of
-from curation.runner import ShardContext, ShardTask, marker_url
+from curation.runner import ShardContext, ShardTask, marker_url, stable_bucket
 from curation.stats import stats_dir
 
 PLAN_FILE = "_download_plan.json"
@@ -61,12 +60,6 @@ PLAN_SCHEMA = pa.schema(
 def host_key(url: str) -> str:
     """The host a URL's requests go to ("" when the URL has none: it fails without a request)."""
     return host_of(url) or ""
-
-
-def bucket_of(host: str, buckets: int) -> int:
-    """A stable bucket for `host` (the same on every machine and Python process)."""
-    digest = hashlib.blake2b(host.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % buckets
 
 
 def input_files(patterns: list[str] | tuple[str, ...]) -> list[str]:
@@ -162,7 +155,7 @@ class PartitionByHost:
         ctx.stats.rows_in = ctx.stats.rows_out = table.num_rows
         by_bucket: dict[int, list[int]] = {}
         for row, host in enumerate(hosts):
-            by_bucket.setdefault(bucket_of(host, self.buckets), []).append(row)
+            by_bucket.setdefault(stable_bucket(host, self.buckets), []).append(row)
         for bucket, rows in sorted(by_bucket.items()):
             ctx.write_parquet(
                 posixpath.join(PLAN_DIR, "partitions", f"{bucket:05d}", f"{task.shard_id}.parquet"),

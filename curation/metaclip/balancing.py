@@ -13,12 +13,13 @@ used, and "" otherwise.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from curation.runner import seeded_hashes
 
 COUNTS_SCHEMA = pa.schema([("lang", pa.string()), ("entry", pa.int32()), ("count", pa.int64())])
 NO_GROUP = ""
@@ -26,11 +27,7 @@ NO_GROUP = ""
 
 def uid_uniforms(uids: Sequence[object], seed: int, purpose: str) -> np.ndarray:
     """One uniform number in [0, 1) per uid, a pure function of (seed, purpose, uid)."""
-    key = f"{purpose}:{seed}".encode()[:64]
-    digests = b"".join(
-        hashlib.blake2b(str(uid).encode(), digest_size=8, key=key).digest() for uid in uids
-    )
-    return (np.frombuffer(digests, dtype="<u8") >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (seeded_hashes(uids, seed, purpose) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def choose_texts(texts: pa.Array, uids: Sequence[object], seed: int) -> list[str | None]:

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import fsio
-from curation.neardup.rows import hash_bucket, list_parquet
-from curation.runner import ShardContext, ShardTask
+from curation.neardup.rows import list_parquet
+from curation.runner import ShardContext, ShardTask, stable_bucket
 
 EDGES_DIR, ADJACENCY_DIR, STATE_DIR, MSGS_DIR, RESULTS_DIR = (
     "edges",
@@ -46,7 +46,7 @@ def pass_name(t: int) -> str:
 
 
 def partition_of(uids: list[str], partitions: int) -> np.ndarray:
-    return np.array([hash_bucket(u, partitions) for u in uids], np.int64).reshape(-1)
+    return np.array([stable_bucket(u, partitions) for u in uids], np.int64).reshape(-1)
 
 
 def write_edges(

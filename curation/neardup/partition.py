@@ -25,13 +25,12 @@ from curation.neardup.exact import read_shard_rows
 from curation.neardup.kmeans import assign, bounded_sample, train_centroids
 from curation.neardup.rows import (
     column_vectors,
-    hash_bucket,
     keep_keys,
     list_parquet,
     unit_rows,
     vector_column,
 )
-from curation.runner import ShardContext, ShardTask
+from curation.runner import ShardContext, ShardTask, stable_bucket
 
 EMBEDDING, PIXEL = "embedding", "pixel"
 ROWS_DIR, SHA_DIR, CLUSTERS_DIR, COUNTS_DIR = "rows", "sha", "clusters", "counts"
@@ -214,7 +213,7 @@ class AssignShard:
                 "taint": pa.array(contaminated[have], pa.bool_()),
             }
         )
-        bucket = np.array([hash_bucket(sha256[i], self.sha_buckets) for i in have], np.int64)
+        bucket = np.array([stable_bucket(sha256[i], self.sha_buckets) for i in have], np.int64)
         for b in np.unique(bucket):
             part = table.filter(pa.array(bucket == b)).sort_by("key")
             ctx.write_parquet(f"{SHA_DIR}/{bucket_name(int(b))}/{shard_id}.parquet", part)

@@ -71,7 +71,10 @@ class Passes:
         return report
 
     def extras(self, stage: str, tasks: list[ShardTask]) -> list[dict[str, Any]]:
-        return [fsio.read_json(marker_url(self.work, stage, t.shard_id))["extra"] for t in tasks]
+        return [
+            fsio.read_json(marker_url(self.work, stage, t.shard_id), expect=dict)["extra"]
+            for t in tasks
+        ]
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,6 @@ def cluster_id(representative_uid: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def hash_bucket(value: str, buckets: int) -> int:
-    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % buckets
-
-
 def log_aspect(width: np.ndarray, height: np.ndarray) -> np.ndarray:
     width = np.asarray(width, dtype=np.float64)
     height = np.asarray(height, dtype=np.float64)

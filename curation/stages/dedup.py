@@ -14,7 +14,6 @@ runner, so a killed dedup resumes where it stopped and ends with the same files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 
 from curation import fsio
 from curation.cc.candidates import CANDIDATE_SCHEMA, pair_uid
-from curation.runner import ShardContext, ShardTask, StageReport, run_stage
+from curation.runner import ShardContext, ShardTask, StageReport, run_stage, stable_bucket
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stats import read_stage_records, stats_dir
 
@@ -55,12 +54,6 @@ DEDUP_SCHEMA = pa.schema(
 )
 
 
-def bucket_of(url: str, buckets: int) -> int:
-    """A stable bucket for `url` (the same on every machine and Python process)."""
-    digest = hashlib.blake2b(url.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % buckets
-
-
 def bucket_id(bucket: int) -> str:
     return f"{bucket:05d}"
 
@@ -77,7 +70,7 @@ class PartitionStage:
         ctx.stats.rows_in = ctx.stats.rows_out = table.num_rows
         table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), pa.int64()))
         assignment = pa.array(
-            [bucket_of(u, self.buckets) for u in table.column("url").to_pylist()], pa.int32()
+            [stable_bucket(u, self.buckets) for u in table.column("url").to_pylist()], pa.int32()
         )
         for bucket in sorted(set(assignment.to_pylist())):
             part = table.filter(pc.equal(assignment, bucket))

@@ -293,11 +293,11 @@ class WriteNeardupShard:
 
 def _summary(passes, out, tasks, sha_tasks, groups, leaves, splits, final, reference) -> dict:
     """The stage's numbers, from the passes' markers (so a resumed run reports the same)."""
-    shards = [fsio.read_json(marker_url(out, "neardup", t.shard_id)) for t in tasks]
+    shards = [fsio.read_json(marker_url(out, "neardup", t.shard_id), expect=dict) for t in tasks]
     pairs = {"sha256": sum(e["pairs"] for e in passes.extras("neardup_sha", sha_tasks))}
     for signal in (EMBEDDING, PIXEL):
         pairs[signal] = sum(
-            fsio.read_json(url)["extra"]["pairs"]
+            fsio.read_json(url, expect=dict)["extra"]["pairs"]
             for url in fsio.expand(
                 fsio.join(passes.work, "_stats", "neardup_pairs", f"{signal}-*.json")
             )

@@ -44,6 +44,7 @@ from curation.runner import (
     completed_shards,
     marker_url,
     run_stage,
+    seeded_hashes,
 )
 from curation.score.images import ImageDecodeError
 from curation.score.pool import iter_samples, list_pool_shards, read_sidecar
@@ -54,7 +55,6 @@ from curation.shuffle import (
     ShuffleWriter,
     destinations,
     level_tasks,
-    route_hashes,
 )
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stats import stats_dir
@@ -120,7 +120,7 @@ class CountKept:
         uids = read_sidecar(sidecar, ["uid"])["uid"]
         keep, removed = shard_keep_mask(self.pool, task.shard_id, uids, list(self.applied))
         kept = [uid for uid, k in zip(uids.to_pylist(), keep) if k]
-        digest = int(route_hashes(kept, self.seed, "digest").sum(dtype=np.uint64))
+        digest = int(seeded_hashes(kept, self.seed, "digest").sum(dtype=np.uint64))
         ctx.stats.rows_in, ctx.stats.rows_out = len(uids), len(kept)
         for stage, count in removed.items():
             ctx.stats.drop(f"removed_by_{stage}", count)
@@ -144,7 +144,7 @@ class SpillKeptSamples:
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         tar_url, sidecar_url = task.inputs
         rows = kept_rows(self.pool, task.shard_id, sidecar_url, list(self.applied))
-        order = route_hashes(rows["uid"].to_pylist(), self.seed, ROUTE_PURPOSE)
+        order = seeded_hashes(rows["uid"].to_pylist(), self.seed, ROUTE_PURPOSE)
         dest = destinations(order, self.plan.dests)
         wanted = {
             row["key"]: {**row, ORDER: int(h), DEST: int(d)}
