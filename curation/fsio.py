@@ -15,28 +15,21 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+# The URL basics are shared with the trainer's run folders (training never imports curation, so
+# their one home is there): the filesystem of a URL, exists, read_bytes, and remove (a file or a
+# whole folder; nothing there is not an error).
+from training.run_storage import exists, filesystem, read_bytes, remove  # noqa: F401 (re-exported)
+
 TMP_MARK = ".tmp-"
-
-
-def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem serving `url` and the path on it."""
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
 
 
 def join(base: str, *parts: str) -> str:
     """Join URL parts with '/', keeping the scheme of `base`."""
     return posixpath.join(base.rstrip("/") if base not in ("/", "") else base, *parts)
-
-
-def exists(url: str) -> bool:
-    fs, path = filesystem(url)
-    return fs.exists(path)
 
 
 def makedirs(url: str) -> None:
@@ -111,11 +104,6 @@ def write_bytes(url: str, data: bytes) -> None:
         handle.write(data)
 
 
-def read_bytes(url: str) -> bytes:
-    fs, path = filesystem(url)
-    return fs.cat_file(path)
-
-
 def write_json(url: str, record: Any) -> None:
     write_bytes(url, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
 
@@ -133,13 +121,6 @@ def read_parquet(url: str, columns: list[str] | None = None, filters: Any = None
     """Read a Parquet file (or a selection of its columns / rows by `filters`) from any URL."""
     fs, path = filesystem(url)
     return pq.read_table(path, filesystem=fs, columns=columns, filters=filters)
-
-
-def remove(url: str) -> None:
-    """Delete a file or a whole folder; nothing there is not an error."""
-    fs, path = filesystem(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
 
 
 class PlanMismatchError(ValueError):
