@@ -1,6 +1,9 @@
 import hashlib
 import io
 import json
+import math
+import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -182,6 +185,101 @@ def test_open_clip_webdataset_loader_trains_on_the_shards_without_a_sample_count
     assert data.dataloader.num_samples == -(-record["kept"] // 4) * 4
     seen = sum(len(images) for images, _texts in data.dataloader)
     assert seen == data.dataloader.num_samples
+
+
+# A SigLIP-style open_clip model small enough to train an epoch on a CPU in seconds: ViT and
+# text towers of width 32, open_clip's own BPE tokenizer (its vocabulary size is fixed).
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "init_logit_bias": -10,
+    "custom_text": True,
+    "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {
+        "context_length": 16,
+        "vocab_size": 49408,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+    },
+}
+
+
+def test_open_clip_train_main_trains_on_the_shards_without_a_sample_count(curated, tmp_path):
+    """open_clip's own trainer, run the way its README runs it (`python -m open_clip_train.main`)
+    with no --train-num-samples: it reads the epoch size from sizes.json and trains one epoch."""
+    _planted, train, record = curated
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP}))
+    batch = 8
+    last = f"{record['out_shards'] - 1:05d}"
+    # Offline: no pretrained weights, no reporting, nothing that could reach a hub.
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    logs = tmp_path / "logs"
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "open_clip_train.main",
+            "--train-data",
+            f"{train}/{{00000..{last}}}.tar",
+            "--dataset-type",
+            "webdataset",
+            "--model",
+            f"local-dir:{model_dir}",
+            "--siglip",
+            "--batch-size",
+            str(batch),
+            "--epochs",
+            "1",
+            "--warmup",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--log-every-n-steps",
+            "1",
+            "--logs",
+            str(logs),
+            "--name",
+            "run",
+            "--report-to",
+            "",
+            "--seed",
+            "0",
+        ],
+        env=env,
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+    log = (logs / "run" / "out.log").read_text() if (logs / "run" / "out.log").exists() else ""
+    assert trained.returncode == 0, (trained.stderr.decode() + log)[-3000:]
+    assert "train_num_samples: None" in (logs / "run" / "params.txt").read_text()
+    # The epoch size is sizes.json's total (the kept samples) rounded up to whole batches.
+    steps = -(-record["kept"] // batch)
+    progress = re.findall(
+        r"Train Epoch: 0 \[\s*(\d+)/(\d+) \((\d+)%\)\] .* Contrastive_loss: (\S+)", log
+    )
+    assert {int(total) for _done, total, _pct, _loss in progress} == {steps * batch}, log
+    assert int(progress[-1][0]) == steps * batch and progress[-1][2] == "100"
+    assert all(math.isfinite(float(loss)) for *_, loss in progress)
+    # Every batch was an optimizer step: AdamW's step count is in the epoch's checkpoint.
+    import torch
+
+    checkpoint = torch.load(logs / "run" / "checkpoints" / "epoch_1.pt", weights_only=False)
+    assert checkpoint["epoch"] == 1
+    assert {int(s["step"]) for s in checkpoint["optimizer"]["state"].values()} == {steps}
 
 
 def test_lost_outputs_are_rebuilt_identically_and_other_settings_are_refused(curated, tmp_path):
