@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-import torch._inductor.config
+from torch._inductor import config as inductor_config
 
 from training.config import TrainArgs, from_dict
 from training.distributed import DistEnv, set_block_options
@@ -54,11 +54,7 @@ def loss_and_grads(model, batch):
     ],
     ids=["checkpointing", "compile_and_checkpointing"],
 )
-def test_block_options_give_eager_losses_and_gradients(
-    model_and_batch, compile, checkpointing, monkeypatch
-):
-    # Compile in this process: a pool of compile workers only competes for the two cores.
-    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
+def test_block_options_give_eager_losses_and_gradients(model_and_batch, compile, checkpointing):
     eager_model, batch = model_and_batch
     eager_loss, eager_grads = loss_and_grads(eager_model, batch)
     model = copy.deepcopy(eager_model)
@@ -66,7 +62,11 @@ def test_block_options_give_eager_losses_and_gradients(
     assert [n for n, _ in model.named_parameters()] == [
         n for n, _ in eager_model.named_parameters()
     ]
-    loss, grads = loss_and_grads(model, batch)
+    # Compile in this process: a pool of compile workers only competes for the two cores.
+    # (inductor's own config.patch, not monkeypatch: after monkeypatch's undo of the first
+    # parameter, the config module had no `compile_threads` in a full run.)
+    with inductor_config.patch(compile_threads=1):
+        loss, grads = loss_and_grads(model, batch)
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == eager_grads.keys()
     for name, grad in grads.items():
