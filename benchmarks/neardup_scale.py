@@ -211,8 +211,8 @@ def quality(pool: Path, config: NeardupConfig) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rows", type=int, default=250_000)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/neardup-scale"))
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--subset-rows", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
