@@ -157,6 +157,8 @@ def run_child(
             str(args.image_size),
             "--samples-per-shard",
             str(args.samples_per_shard),
+            "--per-host-connections",
+            str(args.per_host_connections),
             "--allow",
             json.loads((world / "world.json").read_text())["allowed_cidr"],
             "--agent",
@@ -225,6 +227,7 @@ def child_ours(args: argparse.Namespace) -> dict:
             user_agent_token=args.agent,
             allow_networks=(args.allow,),
             timeouts=Timeouts(connect_s=5.0, read_s=args.timeout, total_s=3 * args.timeout),
+            per_host_connections=args.per_host_connections,
         ),
         image=ImageOptions(args.image_size, "keep_ratio_largest", jpeg_quality=95),
         threads=args.threads,
@@ -308,6 +311,13 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--samples-per-shard", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--per-host-connections",
+        type=int,
+        default=16,
+        help="ours: simultaneous requests per host for the whole run (img2dataset has no such "
+        "limit); the mini web puts ~400 URLs on each of 8 hosts, so this bounds our concurrency",
+    )
     parser.add_argument("--child", choices=("ours", "img2dataset"), help=argparse.SUPPRESS)
     parser.add_argument("--candidates", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
