@@ -21,6 +21,7 @@ from curation.download.shard_download import (
     ShardDownloader,
     UrlOutcome,
     apply_outcome,
+    host_of,
     retry_summary,
     shard_summary,
 )
@@ -84,9 +85,18 @@ def download_rows(
     ctx: ShardContext,
     gate: HostGate,
 ) -> tuple[list[dict[str, Any]], dict[str, UrlOutcome], ShardDownloader]:
-    """Download the rows' URLs (each once); returns the sidecar rows and the outcome per URL."""
+    """Download the rows' URLs (each once); returns the sidecar rows and the outcome per URL.
+
+    No more threads than the shard's hosts have connection slots: a thread past them would only
+    wait at the gate (the task's share of the CPU is sized for its requests in flight)."""
+    hosts = {host_of(row["url"]) or "" for row in rows}
+    slots = sum(gate.connections_for(host) for host in hosts)
     downloader = ShardDownloader(
-        shared_fetcher(settings.fetch), settings.image, settings.threads, spool, gate
+        shared_fetcher(settings.fetch),
+        settings.image,
+        min(settings.threads, max(1, slots)),
+        spool,
+        gate,
     )
     with ctx.stats.timer("download"):
         outcomes = downloader.download_all(row["url"] for row in rows)

@@ -508,6 +508,20 @@ def test_crawl_delay_spaces_the_requests_to_a_host(tmp_path):
     assert min(gaps) >= 0.3, gaps  # 0.4 s apart when sent; arrival times jitter on a busy host
 
 
+def test_a_shard_runs_no_more_threads_than_its_hosts_have_connection_slots(tmp_path):
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/t{i}.jpg", Route(jpeg(40, 40, 10 * i))) for i in range(12)]
+        candidates = write_candidates(tmp_path / "in.parquet", urls)
+        config = replace(
+            fast_config(tmp_path / "pool", [candidates], per_host_connections=3), threads=8
+        )
+        download.run(config, QUIET_LOCAL)
+    (marker,) = (tmp_path / "pool" / "_stats" / "download").glob("*.json")
+    extra = fsio.read_json(str(marker))["extra"]
+    assert extra["successes"] == 12
+    assert extra["threads"] == 3  # one host with 3 slots: 5 more threads would only wait
+
+
 def test_total_timeout_ends_a_download_from_a_trickling_server_in_seconds(tmp_path):
     with PlantedWeb("127.0.0.1") as web:
         body = jpeg(80, 80, 50)
