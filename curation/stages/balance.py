@@ -91,12 +91,7 @@ def reduce_counts(
 
 
 def _pass_options(config: BalanceConfig, options: RunOptions) -> dict:
-    return {
-        "seed": options.seed,
-        "num_cpus": config.num_cpus,
-        "use_ray": options.use_ray,
-        "progress": options.progress,
-    }
+    return {**options.stage_args(), "num_cpus": config.num_cpus}
 
 
 def run(config: BalanceConfig, options: RunOptions = RunOptions()) -> list[StageReport]:

@@ -63,9 +63,7 @@ def run(config: BlurFacesConfig, options: RunOptions = RunOptions()) -> list[Sta
         stage,
         tasks,
         config.pool,
-        seed=options.seed,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     return [report]
 

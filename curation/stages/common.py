@@ -41,6 +41,10 @@ class RunOptions:
     use_ray: bool = True
     progress: bool = True
 
+    def stage_args(self) -> dict[str, Any]:
+        """The keyword arguments `run_stage` takes from these options."""
+        return {"seed": self.seed, "use_ray": self.use_ray, "progress": self.progress}
+
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

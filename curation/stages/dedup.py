@@ -212,7 +212,7 @@ def run(config: DedupConfig, options: RunOptions = RunOptions()) -> list[StageRe
         {"inputs": files, "buckets": config.buckets},
         f"dedup folder {config.out}",
     )
-    passes = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
+    passes = options.stage_args()
     partition_tasks = [ShardTask(stem, (f,)) for stem, f in zip(stems, files)]
     first = run_stage(
         PARTITION_STAGE, PartitionStage(config.buckets), partition_tasks, config.out, **passes

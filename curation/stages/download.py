@@ -139,7 +139,7 @@ def run(config: DownloadConfig, options: RunOptions = RunOptions()) -> list[Stag
     pool = config.out
     fsio.makedirs(pool)
     save_or_check_plan(pool, settings)
-    passes = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
+    passes = options.stage_args()
     reports = [
         run_stage(
             PARTITION_STAGE,

@@ -100,10 +100,8 @@ def run(config: ExtractConfig, options: RunOptions = RunOptions()) -> list[Stage
         stage,
         tasks,
         config.out,
-        seed=options.seed,
         num_cpus=1,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     report.summary = summarize(report)
     report.notes.extend(damage_notes(report))

@@ -121,9 +121,7 @@ def run(config: GroundingConfig, options: RunOptions = RunOptions()) -> list[Sta
         writer,
         tasks,
         config.out,
-        seed=options.seed,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     report.summary.update(record)
     report.notes.append(

@@ -82,9 +82,7 @@ def run(config: IngestUrlsConfig, options: RunOptions = RunOptions()) -> list[St
         IngestUrlList(config.format, config.source),
         url_list_tasks(config),
         config.out,
-        seed=options.seed,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     return [report]
 

@@ -207,9 +207,7 @@ def run(config: NeardupConfig, options: RunOptions = RunOptions()) -> list[Stage
         WriteNeardupShard(work, digest),
         tasks,
         out,
-        seed=options.seed,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     passes.reports.append(report)
     if report.ok:

@@ -221,10 +221,8 @@ def filter_pass(
         ApplyScoreDecision(decision, config.out),
         pool_tasks(config.pool),
         config.out,
-        seed=options.seed,
         num_cpus=1,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
 
 

@@ -207,9 +207,7 @@ def count_kept(config: ShardsConfig, applied: list[str], options: RunOptions) ->
         CountKept(config.pool, tuple(applied), options.seed),
         tasks,
         count_dir,
-        seed=options.seed,
-        use_ray=options.use_ray,
-        progress=options.progress,
+        **options.stage_args(),
     )
     fsio.remove(count_dir)
     return report
