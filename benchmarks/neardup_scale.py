@@ -114,6 +114,11 @@ def ensure_pool(args: argparse.Namespace) -> Path:
     record = args.out / "synthetic.json"
     if record.exists() and json.loads(record.read_text()) == pool_params(args):
         print(f"reusing the synthetic pool in {args.out}", flush=True)
+    elif not args.generate_only:
+        # In a child process: the generator's memory must not count as the near-dup driver's.
+        command = [sys.executable, __file__, "--generate-only", "--rows", str(args.rows)]
+        command += ["--out", str(args.out), "--shard-rows", str(args.shard_rows)]
+        subprocess.run([*command, "--seed", str(args.seed)], check=True, cwd=ROOT)
     else:
         started = time.time()
         made = write_synthetic_pool(
@@ -220,9 +225,12 @@ def main() -> int:
     parser.add_argument("--border", type=int, default=NeardupConfig("-").border)
     parser.add_argument("--pixel-threshold", type=float, default=NeardupConfig("-").pixel_threshold)
     parser.add_argument("--skip-shards", action="store_true", help="time neardup only")
+    parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     pool = ensure_pool(args)
+    if args.generate_only:
+        return 0
     config = neardup_config(pool, args)
     # A fresh run each time: results from an earlier run of this folder would only be skipped.
     for folder in (Path(config.out_dir), args.out / "train", args.out / "subset"):
