@@ -21,6 +21,8 @@ TRAIN/sizes.json ({"00000.tar": count, ...}, open_clip's WebDataset loader reads
 4. Write ("shards", per output shard): read its <= --max-fan-in files, spool the JPEGs to a local
    scratch file, sort by hash and write TRAIN/{shard}.tar + .parquet; then sizes.json.
 Each pass commits atomically with done markers, so kill + re-run gives byte-identical shards.
+A level's files are deleted once the next level is complete, so the shuffle holds at most two
+levels (about twice the kept samples' encoded size) on disk at a time.
 Memory per task is bounded by --buffer-mb (spill, shuffle) and by the shard's metadata rows
 (write), never by the number of pool or output shards.
 """
@@ -269,7 +271,7 @@ def run(config: ShardsConfig, options: RunOptions = RunOptions()) -> list[StageR
     fsio.check_plan(fsio.join(config.out, PLAN_RECORD), record, f"shards {config.out}")
     plan = ShufflePlan(**{k: record["shuffle"][k] for k in ("sources", "dests", "fan")})
     out_ids = [shard_name(plan, d) for d in range(record["out_shards"])]
-    stage_args = {"seed": options.seed, "use_ray": options.use_ray, "progress": options.progress}
+    stage_args = options.stage_args()
     root_url = fsio.join(config.out, SHUFFLE_DIR)
     if set(out_ids) - completed_shards(config.out, "shards"):
         reset_cleared_shuffle(config.out, plan.levels)
@@ -293,6 +295,8 @@ def run(config: ShardsConfig, options: RunOptions = RunOptions()) -> list[StageR
             reports.append(
                 run_stage(f"shards_shuffle{level}", step, tasks, config.out, **stage_args)
             )
+            if reports[-1].ok:  # every level-`level` file exists: the level below is spent
+                fsio.remove(fsio.join(root_url, str(level - 1)))
         if not reports[-1].ok:
             return reports
     tasks = [

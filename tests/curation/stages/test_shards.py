@@ -346,8 +346,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def kill_and_resume(stage: str, args: list[str]) -> str:
-    """Run the CLI killed after two tasks of `stage`, then again; returns the re-run's stdout."""
+def kill_and_resume(stage: str, args: list[str], check_killed=None) -> str:
+    """Run the CLI killed after two tasks of `stage`, then again; returns the re-run's stdout.
+    `check_killed(out)` looks at the folder in between."""
     killed = subprocess.run(
         [sys.executable, "-c", KILL_MID_PASS, stage, *args],
         check=False,
@@ -358,6 +359,8 @@ def kill_and_resume(stage: str, args: list[str]) -> str:
     out = Path(args[args.index("--out") + 1])
     assert len(list((out / "_stats" / stage).iterdir())) == 2
     assert (out / "_shuffle").is_dir()  # killed before the shuffle files were cleaned up
+    if check_killed is not None:
+        check_killed(out)
     resumed = subprocess.run(
         [sys.executable, "-m", "curation", *args], check=False, capture_output=True, timeout=400
     )
@@ -486,6 +489,25 @@ def test_killed_mid_shuffle_resumes_to_identical_shards(synthetic, tmp_path):
     )
     # Level 2 merges 8 spill files per range, 2 at a time: 2 ranges x 4 groups = 8 tasks.
     assert "shards_shuffle2: 6 shards done, 2 already done, 0 failed" in stdout
+    assert shard_bytes(out) == shard_bytes(runs[2][0])
+
+
+@pytest.mark.slow
+def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(synthetic, tmp_path):
+    pool, runs = synthetic
+    out = tmp_path / "killed"
+    args = ["shards", "--pool", str(pool), "--out", str(out), "--samples-per-shard", "500"]
+
+    def two_levels_on_disk(out: Path) -> None:
+        # Killed inside level 3: level 2 is complete, so level 1 (the spill) is gone.
+        assert sorted(p.name for p in (out / "_shuffle").iterdir()) == ["2", "3"]
+
+    stdout = kill_and_resume(
+        "shards_shuffle3",
+        [*args, "--image-size", "8", "--max-fan-in", "2", "--seed", "5"],
+        two_levels_on_disk,
+    )
+    assert "shards_spill: 0 shards done, 8 already done, 0 failed" in stdout
     assert shard_bytes(out) == shard_bytes(runs[2][0])
 
 
