@@ -82,7 +82,7 @@ class LangmixConfig:
         return fsio.join(self.pool, "curation", STAGE)
 
 
-def parse_mix(value: str) -> dict[str, float]:
+def parse_mix(value: str, option: str = "--language-mix") -> dict[str, float]:
     """`en=0.9,other=0.1` -> {"en": 0.9, "other": 0.1}."""
     mix: dict[str, float] = {}
     for item in value.split(","):
@@ -91,9 +91,9 @@ def parse_mix(value: str) -> dict[str, float]:
         try:
             mix[name] = float(share)
         except ValueError:
-            raise ConfigError(f"langmix: {item!r} in --language-mix is not LANG=SHARE") from None
+            raise ConfigError(f"{option}: {item!r} is not NAME=SHARE") from None
         if not sep or not name:
-            raise ConfigError(f"langmix: {item!r} in --language-mix is not LANG=SHARE")
+            raise ConfigError(f"{option}: {item!r} is not NAME=SHARE")
     return mix
 
 
