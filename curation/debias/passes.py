@@ -139,22 +139,17 @@ class SampleAttributes:
         concepts, or its value's "rest" fraction when it names none."""
         index = {value: i for i, value in enumerate(self.values)}
         value_of = np.array([index.get(label, -1) for label in labels], dtype=np.int64)
-        rest = self.keep.shape[1] - 1
-        probability = np.where(value_of >= 0, self.keep[np.maximum(value_of, 0), rest], 1.0)
+        attributed = value_of >= 0
+        probability = np.ones(len(labels))
+        probability[attributed] = self.keep[value_of[attributed], self.keep.shape[1] - 1]
         lengths = pc.fill_null(pc.list_value_length(entries), 0).to_numpy()
         row_of_match = np.repeat(np.arange(len(labels)), lengths)
         concept = pc.list_flatten(entries).to_numpy(zero_copy_only=False).astype(np.int64)
         column = np.searchsorted(self.concepts, concept)
-        constrained = (column < len(self.concepts)) & (
-            self.concepts[np.minimum(column, max(len(self.concepts) - 1, 0))] == concept
-            if len(self.concepts)
-            else np.zeros(len(concept), dtype=bool)
-        )
-        constrained &= value_of[row_of_match] >= 0
-        rows = row_of_match[constrained]
-        fractions = self.keep[value_of[rows], column[constrained]]
-        first = np.ones(len(labels), dtype=bool)
-        concept_min = np.full(len(labels), np.inf)
-        np.minimum.at(concept_min, rows, fractions)
-        first[rows] = False
-        return np.where(first, probability, concept_min)
+        found = column < len(self.concepts)
+        found[found] = self.concepts[column[found]] == concept[found]
+        found &= attributed[row_of_match]
+        rows, columns = row_of_match[found], column[found]
+        smallest = np.full(len(labels), np.inf)
+        np.minimum.at(smallest, rows, self.keep[value_of[rows], columns])
+        return np.where(np.isfinite(smallest), smallest, probability)

@@ -146,47 +146,54 @@ def _solve(cells: Cells, targets: Targets, relaxation: float) -> np.ndarray | No
     center, concept_width = _relaxed(cells, targets, relaxation)
     values, columns = cells.n.shape
     size = values * columns
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    data: list[np.ndarray] = []
-    bounds: list[float] = []
-    constraint = 0
-
-    def share_rows(var_columns: np.ndarray, width: float) -> None:
-        """k[a, J] - (c_a + w) * sum_b k[b, J] <= 0 and (c_a - w) * sum_b k[b, J] - k[a, J] <= 0."""
-        nonlocal constraint
-        every = (np.arange(values)[:, None] * columns + var_columns[None, :]).ravel()
-        for a in range(values):
-            own = a * columns + var_columns
-            for sign, share in ((1.0, center[a] + width), (-1.0, center[a] - width)):
-                coefficients = np.full(len(every), -sign * share)
-                coefficients[np.isin(every, own)] += sign
-                rows.append(np.full(len(every), constraint))
-                cols.append(every)
-                data.append(coefficients)
-                bounds.append(0.0)
-                constraint += 1
-
-    for column in range(columns - 1):
-        share_rows(np.array([column]), concept_width)
-    share_rows(np.arange(columns), targets.tolerance)
-    rows.append(np.full(size, constraint))
-    cols.append(np.arange(size))
-    data.append(-np.ones(size))
+    concept_rows = _share_constraints(
+        center, concept_width, np.arange(columns - 1)[:, None], columns
+    )
+    global_rows = _share_constraints(
+        center, targets.tolerance, np.arange(columns)[None, :], columns
+    )
+    used = len(concept_rows[3]) + len(global_rows[3])
     allowed = targets.max_drop * cells.eligible
-    bounds.append(-(cells.attributed - max(0.0, allowed - 3 * np.sqrt(allowed))))
-    matrix = scipy.sparse.csr_matrix(
-        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(constraint + 1, size),
+    drop_row = (
+        np.full(size, used),
+        np.arange(size),
+        -np.ones(size),
+        np.array([-(cells.attributed - max(0.0, allowed - 3 * np.sqrt(allowed)))]),
+    )
+    shifted = (global_rows[0] + len(concept_rows[3]), *global_rows[1:])
+    row, col, data, bound = (
+        np.concatenate(parts) for parts in zip(concept_rows, shifted, drop_row)
     )
     result = scipy.optimize.linprog(
         -np.ones(size),
-        A_ub=matrix,
-        b_ub=np.array(bounds),
+        A_ub=scipy.sparse.csr_matrix((data, (row, col)), shape=(used + 1, size)),
+        b_ub=bound,
         bounds=np.column_stack([np.zeros(size), cells.n.ravel().astype(np.float64)]),
         method="highs",
     )
     return result.x if result.status == 0 else None
+
+
+def _share_constraints(
+    center: np.ndarray, width: float, groups: np.ndarray, columns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (row, variable, coefficient, bound) keeping each value's share of each group of
+    columns (`groups`: one row of column indices per group) within center +- width:
+    k[a, J] - (c_a + w) sum_b k[b, J] <= 0 and (c_a - w) sum_b k[b, J] - k[a, J] <= 0."""
+    count, length = groups.shape
+    values = len(center)
+    signs = np.array([1.0, -1.0])
+    shares = center[:, None] + signs[None, :] * width  # (a, sign)
+    coefficient = signs[None, :, None] * (np.eye(values)[:, None, :] - shares[:, :, None])
+    variable = np.arange(values)[None, :, None] * columns + groups[:, None, :]  # (group, b, l)
+    shape = (count, values, 2, values, length)
+    row = np.arange(count * values * 2).reshape(count, values, 2)
+    return (
+        np.broadcast_to(row[:, :, :, None, None], shape).ravel(),
+        np.broadcast_to(variable[:, None, None, :, :], shape).ravel(),
+        np.broadcast_to(coefficient[None, :, :, :, None], shape).ravel(),
+        np.zeros(count * values * 2),
+    )
 
 
 def representation(totals_by_value: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from curation.debias import planner
 from curation.debias.passes import COUNT_STAGE, STAGE, CountAttributes, SampleAttributes
 from curation.debias.pool_rows import applied_stages
 from curation.debias.terms import DEFAULT_TERMS, load_terms
+from curation.metaclip.layout import clear_markers
 from curation.metaclip.metadata import load_metadata
 from curation.metaclip.passes import metadata_fingerprint
 from curation.runner import ShardTask, StageReport, run_stage
@@ -137,6 +138,9 @@ def run(config: DebiasConfig, options: RunOptions = RunOptions()) -> list[StageR
     reports = [count]
     if not count.ok:
         return reports
+    if count.completed:  # new counts: the reduce levels and the sampling are stale
+        fsio.remove(fsio.join(out, "_reduce"))
+        clear_markers(out, STAGE)
     before, reduce_reports = reduce_counts(
         [fsio.join(out, "_counts", f"{t.shard_id}.parquet") for t in tasks],
         fsio.join(out, "_reduce"),
@@ -159,6 +163,8 @@ def run(config: DebiasConfig, options: RunOptions = RunOptions()) -> list[StageR
     reports.append(sample)
     if not sample.ok:
         return reports
+    if sample.completed:
+        fsio.remove(fsio.join(out, "_reduce_kept"))
     kept, kept_reports = reduce_counts(
         [fsio.join(out, "_kept", f"{t.shard_id}.parquet") for t in tasks],
         fsio.join(out, "_reduce_kept"),

@@ -42,6 +42,7 @@ from curation import fsio
 from curation.cc.text_filters import TextFilters
 from curation.debias.pool_rows import applied_stages, pool_columns, shard_rows
 from curation.metaclip.balancing import COUNTS_SCHEMA, sum_counts, uid_uniforms
+from curation.metaclip.layout import clear_markers
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.score.pool import list_pool_shards
 from curation.stages.balance import DEFAULT_FAN_IN, reduce_counts
@@ -261,6 +262,9 @@ def run(config: LangmixConfig, options: RunOptions = RunOptions()) -> list[Stage
     reports = [count]
     if not count.ok:
         return reports
+    if count.completed:  # new counts: the reduce levels and the sampling are stale
+        fsio.remove(fsio.join(out, "_reduce"))
+        clear_markers(out, STAGE)
     histograms, reduce_reports = reduce_counts(
         [fsio.join(out, "_counts", f"{t.shard_id}.parquet") for t in tasks],
         fsio.join(out, "_reduce"),

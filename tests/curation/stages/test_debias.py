@@ -144,6 +144,14 @@ def test_same_seed_gives_identical_bytes_and_an_interrupted_run_finishes_the_sam
     (out / "debias_concepts.parquet").unlink()
     assert all(r.ok for r in run(config, LOCAL))
     assert {name: (out / name).read_bytes() for name in names} == first
+    # a run killed during the counting pass: one count shard and every later output missing
+    (out / "_counts" / "00001.parquet").unlink()
+    (out / "_stats" / "debias_count" / "00001.json").unlink()
+    for name in names:
+        (out / name).unlink()
+    fsio.remove(str(out / "_stats" / "debias"))
+    assert all(r.ok for r in run(config, LOCAL))
+    assert {name: (out / name).read_bytes() for name in names} == first
     fsio.remove(str(out))  # from scratch, through Ray this time
     assert all(r.ok for r in run(config, RunOptions(seed=7, progress=False)))
     assert {name: (out / name).read_bytes() for name in names} == first
