@@ -287,6 +287,8 @@ def describe(summary: dict[str, Any]) -> str:
         f"(target {summary['target']:.3f}); weighted mean {summary['association_mean_before']:.3f}"
         f" -> {summary['association_mean_after']:.3f}",
     ]
+    if not summary["attributed_rows_before"]:
+        lines.append(f"  no caption names one value of {summary['attribute']}: nothing resampled")
     if summary["relaxation"]:
         lines.append(
             f"  the targets do not fit the drop bound (relaxation {summary['relaxation']:.3f}): "
