@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from text_pool import write_text_pool
+from text_pool import kill_mid_pass_then_resume, write_text_pool
 
 from curation import fsio
 from curation.cli import main
@@ -155,6 +155,22 @@ def test_same_seed_gives_identical_bytes_and_an_interrupted_run_finishes_the_sam
     fsio.remove(str(out))  # from scratch, through Ray this time
     assert all(r.ok for r in run(config, RunOptions(seed=7, progress=False)))
     assert {name: (out / name).read_bytes() for name in names} == first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["debias_count", "debias"])
+def test_a_killed_process_resumes_to_identical_outputs(debiased, tmp_path, stage):
+    _root, reference, *_ = debiased
+    pool, metadata, _truth = planted_pool(tmp_path)
+    args = ["debias", "--pool", str(pool), "--metadata", str(metadata), "--seed", "7"]
+    args += ["--max-drop", "0.3", "--min-concept-rows", "50", "--no-ray", "--no-progress"]
+    out = pool / "curation" / "debias"
+    kill_mid_pass_then_resume("curation.stages.debias", stage, args, out)
+    expected = reference / "curation" / "debias"
+    names = [p.name for p in sorted(expected.glob("0*.parquet"))] + ["debias_concepts.parquet"]
+    assert {n: (out / n).read_bytes() for n in names} == {
+        n: (expected / n).read_bytes() for n in names
+    }
 
 
 def test_shards_require_debias_drops_exactly_the_rows_it_says(debiased):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from text_pool import write_text_pool
+from text_pool import kill_mid_pass_then_resume, write_text_pool
 
 from curation import fsio
 from curation.cli import main
@@ -137,3 +137,18 @@ def test_rerun_is_byte_identical_and_other_settings_are_refused(tmp_path, capsys
     changed = ["langmix", "--pool", str(pool), "--language-mix", "en=0.5,other=0.5", "--no-ray"]
     assert main(changed) == 2
     assert "planned from other inputs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["langmix_count", "langmix"])
+def test_a_killed_process_resumes_to_identical_outputs(tmp_path, stage):
+    pool, _ = mixed_pool(tmp_path, rows=1200)
+    args = ["langmix", "--pool", str(pool), "--language-mix", "en=0.9,other=0.1", "--seed", "3"]
+    args += ["--no-ray", "--no-progress"]
+    out = pool / "curation" / "langmix"
+    kill_mid_pass_then_resume("curation.stages.langmix", stage, args, out)
+    resumed = {p.name: p.read_bytes() for p in sorted(out.glob("0*.parquet"))}
+    fsio.remove(str(out))
+    assert main(args) == 0
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("0*.parquet"))} == resumed
+    assert len(resumed) == 4

@@ -1,9 +1,12 @@
-"""A small download pool built from given captions (8x8 JPEGs), for the resampling stages' tests."""
+"""Support for the resampling stages' tests (debias, langmix): a small download pool built from
+given captions (8x8 JPEGs), and a CLI run killed in the middle of a pass."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +69,37 @@ def write_text_pool(
             column = [langs[row] for row in rows] + [langs[first]]
             pq.write_table(table.append_column("lang", pa.array(column, pa.string())), sidecar)
     return uids
+
+
+# Runs the CLI in a child process that SIGKILLs itself once the pass named by its second argument
+# has finished its first two shards (the first argument: the stage module whose run_stage is
+# wrapped): a deterministic point mid-pass, whatever the machine's speed.
+KILL_MID_PASS = """
+import importlib, os, signal, sys
+module = importlib.import_module(sys.argv.pop(1))
+kill_stage = sys.argv.pop(1)
+real_run_stage = module.run_stage
+def run_stage(stage, fn, tasks, out, **kwargs):
+    if stage != kill_stage:
+        return real_run_stage(stage, fn, tasks, out, **kwargs)
+    real_run_stage(stage, fn, tasks[:2], out, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+module.run_stage = run_stage
+from curation.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def kill_mid_pass_then_resume(module: str, stage: str, args: list[str], out: Path) -> None:
+    """Run `python -m curation ARGS` killed after two shards of `stage`, then run it again."""
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_MID_PASS, module, stage, *args],
+        capture_output=True,
+        timeout=400,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert len(list((out / "_stats" / stage).iterdir())) == 2
+    resumed = subprocess.run(
+        [sys.executable, "-m", "curation", *args], capture_output=True, timeout=400
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
