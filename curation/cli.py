@@ -20,6 +20,8 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.download",
     "curation.stages.score",
     "curation.stages.neardup",
+    "curation.stages.debias",
+    "curation.stages.langmix",
     "curation.stages.shards",
     "curation.stages.ingest_urls",
     "curation.stages.grounding",

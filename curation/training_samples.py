@@ -29,6 +29,8 @@ KEEP_COLUMNS = {
     "balance": ("keep_balance",),
     "score": ("keep_score",),
     "neardup": ("keep_dedup", "!contaminated"),
+    "debias": ("keep_debias",),
+    "langmix": ("keep_langmix",),
 }
 ORDER = "order"
 # A kept sample on its way through the shuffle: destination, order hash, metadata, encoded JPEG.

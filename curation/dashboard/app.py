@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from curation import fsio
-from curation.dashboard import crawl, decisions, metaclip, neardup, score
+from curation.dashboard import crawl, decisions, metaclip, neardup, resampling, score
 from curation.dashboard.images import TarImages
 from curation.dashboard.layout import RunLayout, missing
 from curation.dashboard.pool import PoolTable
@@ -51,6 +51,9 @@ class Dashboard:
 
     def neardup(self) -> dict[str, Any]:
         return neardup.neardup_page(self.pool, self.stats)
+
+    def resampling(self) -> dict[str, Any]:
+        return resampling.resampling_page(self.pool, self.stats)
 
     def training_page(self, run: str | None = None) -> dict[str, Any]:
         names = self.layout.training_runs()

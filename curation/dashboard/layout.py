@@ -37,6 +37,14 @@ PRODUCERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "near-duplicate columns (pool/curation/neardup/)",
         ("python -m curation neardup --pool RUN/pool", "make curate"),
     ),
+    "debias": (
+        "de-biasing columns and statistics (pool/curation/debias/)",
+        ("python -m curation debias --pool RUN/pool --metadata wordfreq:en --max-drop 0.1",),
+    ),
+    "langmix": (
+        "language-mixture columns and statistics (pool/curation/langmix/)",
+        ("python -m curation langmix --pool RUN/pool --language-mix en=0.9,other=0.1",),
+    ),
     "train": (
         "training metrics (train/metrics.jsonl)",
         ("python -m training train --data 'RUN/train_shards/*.tar' --out RUN/train", "make train"),

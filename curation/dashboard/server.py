@@ -97,6 +97,7 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         "/api/metaclip/search": lambda q: dashboard.page("metaclip_search", q.get("q", "")),
         "/api/score": lambda q: dashboard.page("score"),
         "/api/neardup": lambda q: dashboard.page("neardup"),
+        "/api/resampling": lambda q: dashboard.page("resampling"),
         "/api/training": lambda q: dashboard.page("training_page", q.get("run") or None),
         "/api/samples": lambda q: dashboard.page(
             "samples", q.get("decision", "all"), int(q.get("page", 0)), int(q.get("size", 24))

@@ -4,7 +4,8 @@
 
 const PAGES = {
   overview: ["Overview", renderOverview], crawl: ["Crawl", renderCrawl], metaclip: ["MetaCLIP", renderMetaclip],
-  score: ["CLIP score", renderScore], neardup: ["Near-dups", renderNeardup], training: ["Training", renderTraining],
+  score: ["CLIP score", renderScore], neardup: ["Near-dups", renderNeardup],
+  resampling: ["Debias & languages", renderResampling], training: ["Training", renderTraining],
   samples: ["Sample browser", renderSamples],
 };
 
@@ -177,6 +178,40 @@ function renderNeardup(d) {
     h("h3", {}, `cluster ${c.cluster} · ${fmt(c.size)} members`),
     sampleGrid(c.members, s => (s.kept ? "kept" : "dropped") + " · " + s.key)))));
   out.push(section("Near an evaluation image", sampleGrid(d.contaminated_samples, s => `near ${s.nearest_eval} · ${s.key}`)));
+  return out;
+}
+
+function renderResampling(d) {
+  const out = missingNotes(d.missing);
+  const shares = m => Object.entries(m || {}).map(([k, v]) => `${k} ${pct(v)}`).join(" · ");
+  const b = d.debias;
+  if (b) {
+    out.push(section(`De-biasing (${b.attribute})`, cards([
+      ["association before", b.association_before.toFixed(3), "association_before"],
+      ["association after", b.association_after.toFixed(3), "association_after"],
+      ["target", fmt(b.target), "association_target"], ["rows kept", pct(b.kept_share), "debias_kept_share"]]),
+      h("p", {class: "note", id: "debias-representation"}, `representation ${shares(b.representation_before)} → ` +
+        `${shares(b.representation_after)} (target ${shares(b.target_representation)})` +
+        (b.relaxation ? ` · targets relaxed to fit the drop bound (${b.relaxation.toFixed(3)})` : "")),
+      h("p", {class: "note"}, "association of a concept = max over values of |P(value | concept) − P(value)|; grey: before, blue: after"),
+      barChart(b.top_concepts.map(c => ({label: c.text, value: c.association_after, ghost: c.association_before,
+                                         text: `${c.association_before.toFixed(3)} → ${c.association_after.toFixed(3)}`}))),
+      table(["concept", "rows before", "rows after", "shares before", "shares after"],
+            b.top_concepts.map(c => [c.text, fmt(c.rows_before), fmt(c.rows_after), shares(c.shares_before), shares(c.shares_after)]),
+            {id: "debias-concepts"})));
+  }
+  const m = d.langmix;
+  if (m) {
+    out.push(section("Language mixture", cards([["rows kept", pct(m.kept_share), "langmix_kept_share"],
+      ["bound by", m.binding.join(", ") || "–", "langmix_binding"]]),
+      barChart(Object.keys(m.target).map(k => ({label: k, value: m.achieved[k], ghost: m.target[k],
+                                                 text: `${pct(m.achieved[k])} (target ${pct(m.target[k])})`}))),
+      table(["group", "target", "achieved", "rows before", "rows kept"],
+            Object.keys(m.target).map(k => [k, pct(m.target[k]), pct(m.achieved[k]), fmt(m.rows_before[k]), fmt(m.rows_kept[k])]),
+            {id: "langmix-shares"}),
+      h("p", {class: "note"}, `languages from: ${m.lang_source.join(", ")} · applied after: ${m.after.join(", ") || "nothing"}` +
+        (m.no_rows.length ? ` · no rows at all for ${m.no_rows.join(", ")}` : ""))));
+  }
   return out;
 }
 
