@@ -14,7 +14,7 @@ from PIL import Image
 
 from training.data.samples import decode_image
 from training.export.openclip import MODEL_NAME, export_open_clip
-from training.models.config import model_config
+from training.models.config import PRESETS, model_config
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
@@ -231,3 +231,11 @@ def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
     assert int(cfg.vision.width * ratio) == cfg.vision.mlp_dim == 4304
     text = open_clip_config(cfg, "local-dir:/t")["model_cfg"]["text_cfg"]
     assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
+
+
+def test_only_the_so400m_preset_has_a_trunk_that_timm_registers():
+    """b16 differs from timm's B/16 SigLIP entries in the GELU (ours tanh, theirs exact)."""
+    from training.export.openclip import registered_timm_architecture
+
+    names = {preset: registered_timm_architecture(model_config(preset)) for preset in PRESETS}
+    assert names == {"tiny": None, "b16": None, "so400m": "vit_so400m_patch16_siglip_256"}
