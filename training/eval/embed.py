@@ -46,6 +46,25 @@ def embed_image_stream(
 
 
 @torch.no_grad()
+def embed_processed(model: SigLIP2, images: Iterable[bytes], batch_size: int = 64) -> torch.Tensor:
+    """[N, D] unit vectors of encoded images preprocessed as a Hugging Face export's image
+    processor does (training.export.hf.image_processor: aspect ratio kept, at most the square
+    input's patch count), so the numbers are what AutoProcessor and the zero-shot pipeline
+    give. Images are decoded at full resolution, as those tools receive them."""
+    from training.data.samples import open_rgb
+    from training.export.hf import image_processor, naflex_inputs
+
+    device = next(model.parameters()).device
+    processor = image_processor(model.cfg)
+    out = []
+    for chunk in batched(images, batch_size):
+        processed = processor(images=[open_rgb(data) for data in chunk], return_tensors="pt")
+        inputs = {key: value.to(device) for key, value in naflex_inputs(processed).items()}
+        out.append(F.normalize(model.encode_image(**inputs)[0].float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def embed_texts(
     model: SigLIP2, tokenizer: Tokenizer, texts: list[str], batch_size: int = 256
 ) -> torch.Tensor:

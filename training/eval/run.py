@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import TRAINER_FILE, write_json_atomic
+from training.checkpoint import CONFIG_FILE, TRAINER_FILE, write_json_atomic
+from training.config import ScheduleArgs, from_dict
 from training.data.samples import BadSample
 from training.models.siglip import SigLIP2
 from training.run_folder import (
@@ -56,7 +57,9 @@ _HEADLINE = {
 }
 
 
-def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> dict[str, Any]:
+def _run_task(
+    task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str, naflex: bool
+) -> dict[str, Any]:
     from training.eval.aspect import aspect_zeroshot
     from training.eval.dense import segmentation_probe
     from training.eval.grounding import aref_accuracy
@@ -65,7 +68,7 @@ def _run_task(task: str, model: SigLIP2, tokenizer: Tokenizer, dataset: str) -> 
     from training.eval.zeroshot import zeroshot_accuracy
 
     if task == "zeroshot":
-        return zeroshot_accuracy(model, tokenizer, dataset)
+        return zeroshot_accuracy(model, tokenizer, dataset, naflex=naflex)
     if task == "retrieval":
         return retrieval_recall(model, tokenizer, dataset)
     if task == "grounding":
@@ -83,9 +86,11 @@ def evaluate(
     tasks: Sequence[str],
     sets: dict[str, str] | None = None,
     tokenizer: Tokenizer | None = None,
+    naflex: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """{task: metrics (+ "dataset", "seconds")}. A task whose set is missing or unreadable
-    reports {"error": ...} instead of stopping the others."""
+    reports {"error": ...} instead of stopping the others. `naflex`: the model was trained on
+    NaFlex batches, so zero-shot scores it on its native input (see zeroshot_accuracy)."""
     unknown = [task for task in tasks if task not in DEFAULT_SETS]
     if unknown:
         raise ValueError(f"unknown eval tasks {unknown}; choose from {list(TASKS)}")
@@ -98,7 +103,7 @@ def evaluate(
         dataset = sets.get(task) or f"{data.rstrip('/')}/{DEFAULT_SETS[task]}"
         started = time.perf_counter()
         try:
-            metrics = _run_task(task, model, tokenizer, dataset)
+            metrics = _run_task(task, model, tokenizer, dataset, naflex)
         except (FileNotFoundError, BadSample, ValueError) as error:
             log.warning("eval %s on %s failed: %s", task, dataset, error)
             metrics = {"error": f"{type(error).__name__}: {error}"}
@@ -109,6 +114,15 @@ def evaluate(
         }
     model.train(was_training)
     return results
+
+
+def trained_on_naflex(config: dict[str, Any], step: int) -> bool:
+    """Whether a checkpoint (its config.json, and the steps it had trained) has trained phase-3
+    (NaFlex) steps; checkpoints without the run's schedule (imports, hand-written) have not."""
+    schedule = config.get("train", {}).get("schedule")
+    if not schedule:
+        return False
+    return step > from_dict(ScheduleArgs, schedule, "train.schedule.").first_step_of(3)
 
 
 def evaluate_checkpoint(
@@ -125,11 +139,12 @@ def evaluate_checkpoint(
     step = json.loads(trainer_state.read_text()).get("step", 0) if trainer_state.is_file() else 0
     model = load_encoder(folder)
     tokenizer = tokenizer_for_checkpoint(folder, model.cfg.text.context_length)
+    naflex = trained_on_naflex(json.loads((folder / CONFIG_FILE).read_text()), step)
     report = {
         "checkpoint": str(folder),
         "step": step,
         "data": data,
-        "results": evaluate(model, data, tasks, sets, tokenizer),
+        "results": evaluate(model, data, tasks, sets, tokenizer, naflex),
     }
     out_dir = out_dir or run_of_checkpoint(folder) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
 from training.eval.datasets import classnames_and_templates, iter_split
-from training.eval.embed import embed_image_stream, embed_texts
+from training.eval.embed import embed_image_stream, embed_processed, embed_texts
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
@@ -47,33 +47,57 @@ def load_labelled_images(
 
 
 def embed_labelled_split(
-    model: SigLIP2, dataset: str, split: str = "test"
+    model: SigLIP2, dataset: str, split: str = "test", naflex: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings [N, D] and labels [N] of a split, streamed: images are decoded batch by batch."""
+    """Embeddings [N, D] and labels [N] of a split, streamed: images are decoded batch by batch.
+    Square resize (the fixed-resolution input), or with `naflex` the HF export's preprocessing
+    (aspect ratio kept, see embed_processed)."""
     labels: list[int] = []
 
-    def decoded() -> Iterator[torch.Tensor]:
+    def images() -> Iterator[bytes]:
         for data, label in iter_labelled_image_bytes(dataset, split):
             labels.append(label)
-            yield decode_image(data, model.cfg.vision.image_size)
+            yield data
 
-    embeddings = embed_image_stream(model, decoded())
+    if naflex:
+        embeddings = embed_processed(model, images())
+    else:
+        size = model.cfg.vision.image_size
+        embeddings = embed_image_stream(model, (decode_image(data, size) for data in images()))
     return embeddings, torch.tensor(labels)
 
 
-def zeroshot_accuracy(
-    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
-) -> dict[str, float]:
-    """Top-1 accuracy, and chance (the most frequent class's share, the best a blind guess gets)."""
+def zeroshot_predictions(
+    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test", naflex: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class ids [N] (nearest prompt-ensemble class embedding) and labels [N]."""
     model.eval()
     classnames, templates = classnames_and_templates(dataset)
-    embeddings, labels = embed_labelled_split(model, dataset, split)
+    embeddings, labels = embed_labelled_split(model, dataset, split, naflex)
     scores = embeddings @ class_embeddings(model, tokenizer, classnames, templates).T
-    predictions = scores.argmax(dim=1)
-    majority = torch.bincount(labels, minlength=len(classnames)).max().item() / len(labels)
-    return {
+    return scores.argmax(dim=1), labels
+
+
+def zeroshot_accuracy(
+    model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test", naflex: bool = False
+) -> dict[str, float | str]:
+    """Top-1 accuracy, and chance (the most frequent class's share, the best a blind guess gets).
+
+    A model trained on NaFlex batches (phase 3) is scored on its native input, `naflex`: images
+    at their own aspect ratio, preprocessed exactly as its Hugging Face export's processor does,
+    so `pipeline("zero-shot-image-classification")` and AutoProcessor reproduce `top1`; then
+    `input` says "naflex" and the square-resize accuracy is reported beside it as
+    `square_top1`."""
+    predictions, labels = zeroshot_predictions(model, tokenizer, dataset, split, naflex)
+    classes = len(classnames_and_templates(dataset)[0])
+    majority = torch.bincount(labels, minlength=classes).max().item() / len(labels)
+    metrics: dict[str, float | str] = {
         "top1": (predictions == labels).float().mean().item(),
         "chance": majority,
-        "classes": len(classnames),
+        "classes": classes,
         "samples": len(labels),
     }
+    if naflex:
+        square, _ = zeroshot_predictions(model, tokenizer, dataset, split)
+        metrics.update(input="naflex", square_top1=(square == labels).float().mean().item())
+    return metrics

@@ -24,8 +24,10 @@ last-token text pooling); the weight mapping itself is training/models/hf_siglip
 usage notes hold for exported models exactly as for released SigLIP 2 ones: texts must be
 padded to the full context length (padding="max_length", truncation=True), and the text
 tower attends to the padding, so no attention mask is passed (the tokenizer does not return
-one). HF's image processor keeps the aspect ratio (NaFlex), while our square-resolution
-training squashes images to a square: feed `patchify`-ed square images to reproduce our numbers.
+one). HF's image processor (`image_processor`) keeps the aspect ratio (NaFlex) within the
+square input's patch count: `training eval` scores zero-shot with that same processor for
+checkpoints trained on NaFlex batches (phase 3), so the pipeline reproduces their top-1; for
+square-only checkpoints it squashes to a square, which `pixel_inputs` feeds to the HF model.
 
 Import builds our model from a local Siglip2 folder; the LocCa decoder (absent from SigLIP 2)
 is freshly initialised, so imported checkpoints serve zero-shot/retrieval/dense/k-NN evaluation
@@ -111,15 +113,37 @@ def export_hf(
     hf_model.save_pretrained(str(out))
     save_tokenizer_files(tokenizer, out, cfg.text.context_length)
     _ship_tokenizer_class(out, cfg)
+    image_processor(cfg).save_pretrained(str(out))
+    return out
+
+
+def image_processor(cfg: ModelConfig):
+    """The Siglip2ImageProcessor an export ships (what AutoProcessor and the zero-shot pipeline
+    load): aspect ratio kept, at most the square input's patch count, [-1, 1]. `training eval`
+    preprocesses with it too for models trained on NaFlex batches."""
+    import transformers
+
     grid = cfg.vision.image_size // cfg.vision.patch_size
-    transformers.Siglip2ImageProcessor(
+    return transformers.Siglip2ImageProcessor(
         patch_size=cfg.vision.patch_size,
         max_num_patches=grid * grid,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
         resample=2,  # PIL bilinear
-    ).save_pretrained(str(out))
-    return out
+    )
+
+
+def naflex_inputs(processed: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The Siglip2 vision inputs (pixel_values, pixel_attention_mask, spatial_shapes) → our
+    NaFlex keys (patches, patch_coords, patch_mask): the inverse of `pixel_inputs`. Both lay
+    patches out row by row, each flattened (row, col, channel)."""
+    from training.models.vision import grid_coords
+
+    mask = processed["pixel_attention_mask"].bool()
+    coords = torch.zeros(*mask.shape, 2, dtype=torch.long)
+    for index, (rows, cols) in enumerate(processed["spatial_shapes"].tolist()):
+        coords[index, : rows * cols] = grid_coords(rows, cols)
+    return {"patches": processed["pixel_values"], "patch_coords": coords, "patch_mask": mask}
 
 
 def load_hf_siglip2(folder: Path):

@@ -2,7 +2,8 @@
 
     OUT/open_clip_config.json        {"model_cfg", "preprocess_cfg"}: a CustomTextCLIP
     OUT/open_clip_model.safetensors  the state dict in open_clip's layout
-    OUT/timm_vision/config.json      the vision trunk for timm's `local-dir:` loader
+    OUT/timm_vision/config.json      the vision trunk for timm's `local-dir:` loader, unless
+                                     timm registers an architecture equal to it
     OUT/tokenizer.json, tokenizer_config.json   our tokenizer (see tokenizer_files.py)
 
 `open_clip.create_model_and_transforms("local-dir:OUT")` and `open_clip.get_tokenizer(
@@ -10,13 +11,15 @@
 embeddings. The vision tower is a timm ViT: open_clip's own ViT always has a class token and a
 bias-free patch embedding, and timm's ViT with `global_pool="map"` is the SigLIP layout (linear
 patch embedding with bias, no class token, MAP head with residual MLP). open_clip can only name
-timm architectures, and timm's `local-dir:` source lets a folder carry architecture arguments,
-so the trunk's sizes live in OUT/timm_vision/config.json, which the open_clip config must name by
-path (timm resolves a relative `local-dir:` path against the working directory, and open_clip
-3.3 passes no architecture arguments to timm otherwise). That is the config's one absolute path,
-so open_clip loads the folder from any working directory; after a move open_clip needs it
-updated (re-export, or edit vision_cfg.timm_model_name), while the curation scorer finds the
-trunk beside the config it reads. The tokenizer folder is named relative to the config (".").
+timm architectures, and passes timm no architecture arguments. When our trunk is exactly one that
+timm registers (same modules, sizes, activation, LayerNorm epsilon, pooling and position grid:
+the so400m preset is `vit_so400m_patch16_siglip_256`), the config names it and the folder holds
+no path at all: moved anywhere, it loads as it is. Otherwise (tiny, b16: timm's B/16 SigLIP
+entries use exact GELU, ours tanh) the trunk's sizes live in OUT/timm_vision/config.json for
+timm's `local-dir:` loader, which the open_clip config must name by absolute path (timm resolves
+a relative one against the working directory): after a move open_clip needs it re-exported or
+vision_cfg.timm_model_name edited, while the curation scorer finds the trunk beside the config it
+reads. The tokenizer folder is named relative to the config (".").
 
 The position grid is resized once to the export resolution (image_size / patch_size patches per
 side) with our own resize, so the fixed-size timm model sees exactly what ours sees there.
@@ -98,8 +101,41 @@ def timm_vision_config(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def open_clip_config(cfg: ModelConfig, timm_folder: Path) -> dict[str, Any]:
-    """{"model_cfg", "preprocess_cfg"} for a CustomTextCLIP equal to our towers; the tokenizer
+def registered_timm_architecture(cfg: ModelConfig) -> str | None:
+    """The timm-registered architecture that builds exactly our vision trunk, if one does (its
+    name gives the patch size and resolution; modules, sizes and pooling are compared on the meta
+    device, so nothing is allocated)."""
+    import timm
+
+    vision = cfg.vision
+    candidates = timm.list_models(f"vit_*_patch{vision.patch_size}_siglip_{vision.image_size}")
+    if not candidates:
+        return None
+    with torch.device("meta"):
+        ours = timm.create_model(
+            _TIMM_ARCHITECTURE, num_classes=0, **timm_vision_config(cfg)["model_args"]
+        )
+        for name in candidates:
+            if _same_trunk(ours, timm.create_model(name, num_classes=0)):
+                return name
+    return None
+
+
+def _same_trunk(ours: torch.nn.Module, theirs: torch.nn.Module) -> bool:
+    def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+        return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+    settings = ("global_pool", "num_prefix_tokens", "no_embed_class", "dynamic_img_size")
+    return (
+        repr(ours) == repr(theirs)
+        and shapes(ours) == shapes(theirs)
+        and all(getattr(ours, name, None) == getattr(theirs, name, None) for name in settings)
+    )
+
+
+def open_clip_config(cfg: ModelConfig, trunk: str) -> dict[str, Any]:
+    """{"model_cfg", "preprocess_cfg"} for a CustomTextCLIP equal to our towers, whose vision
+    trunk is the timm model `trunk` (a registered name or `local-dir:FOLDER`); the tokenizer
     files sit beside the config."""
     text = cfg.text
     model_cfg = {
@@ -108,7 +144,7 @@ def open_clip_config(cfg: ModelConfig, timm_folder: Path) -> dict[str, Any]:
         "init_logit_bias": cfg.init_logit_bias,
         "vision_cfg": {
             "image_size": cfg.vision.image_size,
-            "timm_model_name": f"local-dir:{timm_folder.resolve()}",
+            "timm_model_name": trunk,
             "timm_model_pretrained": False,
             "timm_pool": "map",
             "timm_proj": "none",
@@ -228,10 +264,13 @@ def export_open_clip(
     """Write the open_clip folder for a model's state dict and config; see the module doc."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    timm_folder = out / TIMM_FOLDER
-    timm_folder.mkdir(exist_ok=True)
-    (timm_folder / "config.json").write_text(json.dumps(timm_vision_config(cfg), indent=1))
-    config = open_clip_config(cfg, timm_folder)
+    trunk = registered_timm_architecture(cfg)
+    if trunk is None:
+        timm_folder = out / TIMM_FOLDER
+        timm_folder.mkdir(exist_ok=True)
+        (timm_folder / "config.json").write_text(json.dumps(timm_vision_config(cfg), indent=1))
+        trunk = f"local-dir:{timm_folder}"
+    config = open_clip_config(cfg, trunk)
     config_path = out / CONFIG_NAME
     config_path.write_text(json.dumps(config, indent=1))
     weights_path = out / WEIGHTS_NAME

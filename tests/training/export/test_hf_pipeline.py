@@ -1,25 +1,33 @@
-"""transformers' own entry points on an HF export of the tiny preset (1.5k BPE, 32 text
+"""transformers' own entry points on HF exports of the tiny preset (1.5k BPE, 32 text
 positions, 8-pixel patches): AutoTokenizer gives our ids, AutoProcessor honours the patch size,
-patch count and text length, and pipeline("zero-shot-image-classification") on the folder
-classifies the mini web's zero-shot set exactly as our model does on the same pixels."""
+patch count and text length, and on a tiny checkpoint trained into phase 3 (NaFlex),
+AutoProcessor + AutoModel and pipeline("zero-shot-image-classification") give the top-1 that
+`training eval` reports on the mini web's zero-shot set."""
 
 import io
 import json
+import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tests.training.test_trainer import tiny_args
+from training.cli import main
 from training.config import load_args
-from training.export.hf import export_hf
+from training.eval.datasets import classnames_and_templates
+from training.eval.run import evaluate_checkpoint
+from training.eval.zeroshot import zeroshot_predictions
+from training.export.hf import export_hf, naflex_inputs
 from training.models.config import model_config
 from training.models.siglip import SigLIP2
-from training.trainer import make_tokenizer
+from training.run_folder import load_encoder, resolve_checkpoint, tokenizer_for_checkpoint
+from training.trainer import make_tokenizer, train
 
 TEXTS = ["Two  BLUE squares, on grass", "a photo of a circle.", "ＦＵＬＬ width “quotes”"]
-TEMPLATE = "a photo of a {}."
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +44,57 @@ def tiny_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def zeroshot_set(tmp_path_factory) -> tuple[list[str], list[bytes], list[int]]:
+def naflex_export(shard_world, tmp_path_factory) -> tuple[Path, Path]:
+    """(run, HF export) of the tiny preset (its tokenizer and box bins) trained 4 steps, the
+    last 2 on NaFlex batches (phase 3), exported with `python -m training export`."""
+    root = tmp_path_factory.mktemp("naflex")
+    tiny = load_args("tiny").model
+    args = tiny_args(
+        shard_world,
+        root / "run",
+        steps=4,
+        model={"tokenizer": tiny.tokenizer, "box_bins": tiny.box_bins},
+        schedule={"steps": 4, "phase3_start": 0.5},
+        checkpoint={"every": 4},
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(args)
+    finally:
+        torch.set_num_threads(threads)
+    out = root / "hf"
+    assert main(["export", "--ckpt", str(root / "run"), "--format", "hf", "--out", str(out)]) == 0
+    return root / "run", out
+
+
+@pytest.fixture(scope="module")
+def zeroshot_set(tmp_path_factory) -> Path:
+    """The mini web's zero-shot set (24 pictures at their web sizes and aspect ratios)."""
     from curation.minicc.evalsets import plan_eval_sets, write_eval_sets
 
     root = tmp_path_factory.mktemp("minicc")
     write_eval_sets(root, {"zeroshot": plan_eval_sets(0, 24)["zeroshot"]})
-    folder = root / "eval" / "zeroshot"
-    classes = (folder / "classnames.txt").read_text().split("\n")[:-1]
+    return root / "eval" / "zeroshot"
+
+
+def labelled_pictures(dataset: Path) -> tuple[list[Image.Image], list[int]]:
     images, labels = [], []
-    with tarfile.open(folder / "test" / "0.tar") as tar:
+    with tarfile.open(dataset / "test" / "0.tar") as tar:
         for member in sorted(tar.getmembers(), key=lambda m: m.name):
             data = tar.extractfile(member).read()
-            (images if member.name.endswith(".jpg") else labels).append(data)
-    return classes, images, [int(label) for label in labels]
+            if member.name.endswith(".jpg"):
+                images.append(Image.open(io.BytesIO(data)))
+            else:
+                labels.append(int(data))
+    return images, labels
+
+
+def training_eval_top1(run: Path, dataset: Path, out: Path) -> dict:
+    report = evaluate_checkpoint(
+        run, str(dataset.parent), ["zeroshot"], {"zeroshot": str(dataset)}, out
+    )
+    return report["results"]["zeroshot"]
 
 
 def test_config_ids_lie_inside_the_vocabulary(tiny_export):
@@ -86,34 +132,98 @@ def test_auto_processor_honours_patch_size_patch_count_and_text_length(tiny_expo
         hf_model(**inputs)  # the shapes fit the model
 
 
-def test_zero_shot_pipeline_classifies_the_mini_web_set_like_our_model(tiny_export, zeroshot_set):
+def our_naflex_predictions(run: Path, dataset: Path) -> list[int]:
+    folder = resolve_checkpoint(run)
+    model = load_encoder(folder)
+    tokenizer = tokenizer_for_checkpoint(folder, model.cfg.text.context_length)
+    return zeroshot_predictions(model, tokenizer, str(dataset), naflex=True)[0].tolist()
+
+
+def test_auto_processor_and_auto_model_give_training_evals_zero_shot_top1(
+    naflex_export, zeroshot_set, tmp_path
+):
+    """The set as it is (5 prompt templates, ensembled as CLIP does), the same checkpoint."""
     import transformers
 
-    folder, model, tokenizer = tiny_export
-    classes, images, labels = zeroshot_set
+    run, folder = naflex_export
+    ours = training_eval_top1(run, zeroshot_set, tmp_path)
+    assert ours["input"] == "naflex" and ours["samples"] == 24
+    processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    classes, templates = classnames_and_templates(str(zeroshot_set))
+    prompts = [template.replace("{c}", name) for name in classes for template in templates]
+    images, labels = labelled_pictures(zeroshot_set)
+    with torch.no_grad():
+        texts = model.get_text_features(**processor(text=prompts, return_tensors="pt"))
+        texts = F.normalize(texts.pooler_output, dim=-1).view(len(classes), len(templates), -1)
+        texts = F.normalize(texts.mean(dim=1), dim=-1)
+        pictures = model.get_image_features(**processor(images=images, return_tensors="pt"))
+    theirs = (F.normalize(pictures.pooler_output, dim=-1) @ texts.T).argmax(dim=1).tolist()
+    assert theirs == our_naflex_predictions(run, zeroshot_set)
+    assert sum(p == label for p, label in zip(theirs, labels)) / len(labels) == pytest.approx(
+        ours["top1"]
+    )
+
+
+def test_zero_shot_pipeline_gives_training_evals_top1_with_one_template(
+    naflex_export, zeroshot_set, tmp_path
+):
+    """The pipeline takes one hypothesis template: the set with its templates file cut to its
+    first template, for the pipeline and `training eval` alike."""
+    import transformers
+
+    run, folder = naflex_export
+    dataset = tmp_path / "zeroshot"
+    shutil.copytree(zeroshot_set, dataset)
+    classes, templates = classnames_and_templates(str(dataset))
+    (dataset / "zeroshot_classification_templates.txt").write_text(templates[0] + "\n")
+    ours = training_eval_top1(run, dataset, tmp_path / "eval")
     pipe = transformers.pipeline(
         "zero-shot-image-classification", model=str(folder), trust_remote_code=True
     )
-    processor = transformers.AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    with torch.no_grad():
-        texts = F.normalize(
-            model.encode_text(tokenizer.encode([TEMPLATE.format(c) for c in classes], 32)), dim=-1
+    images, labels = labelled_pictures(dataset)
+    theirs = [
+        classes.index(
+            pipe(
+                image,
+                candidate_labels=classes,
+                hypothesis_template=templates[0].replace("{c}", "{}"),
+            )[0]["label"]
         )
-    theirs, ours = [], []
-    for data in images:
-        picture = Image.open(io.BytesIO(data))
-        ranked = pipe(picture, candidate_labels=classes, hypothesis_template=TEMPLATE)
-        theirs.append(classes.index(ranked[0]["label"]))
-        pixels = processor(images=[picture], return_tensors="pt")
-        rows, cols = pixels["spatial_shapes"][0].tolist()
-        coords = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"))
-        count = rows * cols
-        with torch.no_grad():
-            pooled = model.encode_image(
-                patches=pixels["pixel_values"][:, :count],
-                patch_coords=coords.reshape(2, -1).T[None],
-            )[0]
-        ours.append(int((F.normalize(pooled, dim=-1) @ texts.T).argmax()))
-    assert theirs == ours
-    top1 = sum(p == label for p, label in zip(theirs, labels)) / len(labels)
-    assert top1 == sum(p == label for p, label in zip(ours, labels)) / len(labels)
+        for image in images
+    ]
+    assert theirs == our_naflex_predictions(run, dataset)
+    assert sum(p == label for p, label in zip(theirs, labels)) / len(labels) == pytest.approx(
+        ours["top1"]
+    )
+
+
+def test_a_text_tower_with_64_positions_needs_no_remote_code(tiny_export, tmp_path):
+    """transformers pads SigLIP text to 64 tokens in the pipeline: a tower with 64 positions (b16,
+    so400m) loads as it is; the tiny preset's 32 cannot (see the README)."""
+    import transformers
+
+    _, _, tokenizer = tiny_export
+    torch.manual_seed(6)
+    overrides = {"text.vocab_size": tokenizer.vocab_size, "text.context_length": 64}
+    model = SigLIP2(model_config("tiny", distill=None, **overrides)).eval()
+    export_hf(model.state_dict(), model.cfg, tmp_path, tokenizer)
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))
+    classes = ["circle", "square", "triangle"]
+    image = Image.new("RGB", (120, 60), (30, 200, 30))
+    ranked = pipe(image, candidate_labels=classes, hypothesis_template="a photo of a {}.")
+    texts = tokenizer.encode([f"a photo of a {c}." for c in classes], 64)
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path, local_files_only=True)
+    with torch.no_grad():
+        pooled = model.encode_image(
+            **naflex_inputs(processor(images=[image], return_tensors="pt"))
+        )[0]
+        scores = F.normalize(pooled, dim=-1) @ F.normalize(model.encode_text(texts), dim=-1).T
+    logits = scores * model.logit_scale.exp() + model.logit_bias
+    expected = sorted(zip(torch.sigmoid(logits[0]).tolist(), classes), reverse=True)
+    assert [r["label"] for r in ranked] == [label for _, label in expected]
+    assert [r["score"] for r in ranked] == pytest.approx([score for score, _ in expected], abs=1e-5)
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        transformers.pipeline("zero-shot-image-classification", model=str(tiny_export[0]))(
+            image, candidate_labels=classes
+        )

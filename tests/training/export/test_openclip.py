@@ -2,7 +2,8 @@
 folder and gives our embeddings; the curation scorer loads it and scores the pool with it."""
 
 import io
-from pathlib import Path
+import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,7 +14,7 @@ from PIL import Image
 
 from training.data.samples import decode_image
 from training.export.openclip import MODEL_NAME, export_open_clip
-from training.models.config import model_config
+from training.models.config import PRESETS, model_config
 from training.models.siglip import SigLIP2
 from training.tokenizer import Tokenizer
 
@@ -101,8 +102,6 @@ def test_curation_scorer_loads_the_export_and_embeds_like_ours(ours, exported):
 
 
 def test_a_moved_export_still_loads_in_the_curation_scorer(ours, tmp_path):
-    import shutil
-
     from curation.score.embedder import ClipEmbedder
     from curation.score.model import ScorerSpec
 
@@ -121,6 +120,42 @@ def test_a_moved_export_still_loads_in_the_curation_scorer(ours, tmp_path):
             ids = Tokenizer().encode(TEXTS[:2], ours.cfg.text.context_length)
             expected = F.normalize(ours.encode_text(ids), dim=-1)
         np.testing.assert_allclose(text_units, expected.numpy(), atol=1e-5)
+
+
+def test_an_export_whose_trunk_timm_registers_holds_no_path_and_loads_after_a_move(
+    tmp_path, monkeypatch
+):
+    """A trunk with vit_base_patch32_siglip_256's sizes (a tiny text tower): the config names
+    that architecture instead of a trunk folder, so the moved folder loads through open_clip's own
+    API, from another working directory, with our embeddings."""
+    import open_clip
+
+    torch.manual_seed(1)
+    vision = {"image_size": 256, "patch_size": 32, "width": 768, "depth": 12, "heads": 12}
+    cfg = model_config(
+        "tiny", distill=None, embed_dim=768, vision={**vision, "mlp_dim": 3072, "pos_grid_size": 8}
+    )
+    model = SigLIP2(cfg).eval()
+    first = export_open_clip(model.state_dict(), cfg, tmp_path / "first")
+    config = json.loads(first.config.read_text())
+    assert config["model_cfg"]["vision_cfg"]["timm_model_name"] == "vit_base_patch32_siglip_256"
+    assert not (first.folder / "timm_vision").exists()
+    assert str(tmp_path) not in first.config.read_text()
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(first.folder, moved)
+    monkeypatch.chdir(moved.parent)
+    theirs, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{moved}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{moved}")
+    theirs.eval()
+    picture = png_bytes(3, (120, 300))
+    with torch.no_grad():
+        their_image = theirs.encode_image(preprocess(Image.open(io.BytesIO(picture)))[None])
+        our_image = model.encode_image(decode_image(picture, 256)[None])[0]
+        their_text = theirs.encode_text(tokenizer(TEXTS[:2]))
+        our_text = model.encode_text(Tokenizer().encode(TEXTS[:2], cfg.text.context_length))
+    torch.testing.assert_close(their_image, our_image, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(their_text, our_text, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -194,5 +229,13 @@ def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
     cfg = model_config("so400m")
     ratio = timm_vision_config(cfg)["model_args"]["mlp_ratio"]
     assert int(cfg.vision.width * ratio) == cfg.vision.mlp_dim == 4304
-    text = open_clip_config(cfg, Path("/t"))["model_cfg"]["text_cfg"]
+    text = open_clip_config(cfg, "local-dir:/t")["model_cfg"]["text_cfg"]
     assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
+
+
+def test_only_the_so400m_preset_has_a_trunk_that_timm_registers():
+    """b16 differs from timm's B/16 SigLIP entries in the GELU (ours tanh, theirs exact)."""
+    from training.export.openclip import registered_timm_architecture
+
+    names = {preset: registered_timm_architecture(model_config(preset)) for preset in PRESETS}
+    assert names == {"tiny": None, "b16": None, "so400m": "vit_so400m_patch16_siglip_256"}
