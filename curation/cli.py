@@ -20,6 +20,8 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.download",
     "curation.stages.score",
     "curation.stages.neardup",
+    "curation.stages.nsfw",
+    "curation.stages.nsfw_fit",
     "curation.stages.shards",
     "curation.stages.ingest_urls",
     "curation.stages.grounding",

@@ -29,6 +29,7 @@ KEEP_COLUMNS = {
     "balance": ("keep_balance",),
     "score": ("keep_score",),
     "neardup": ("keep_dedup", "!contaminated"),
+    "nsfw": ("keep_nsfw",),
 }
 ORDER = "order"
 # A kept sample on its way through the shuffle: destination, order hash, metadata, encoded JPEG.
