@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "curation.stages.shards",
     "curation.stages.ingest_urls",
     "curation.stages.grounding",
+    "curation.stages.detect_faces",
     "curation.stages.blur_faces",
     "curation.jobs",
     "curation.demo",
