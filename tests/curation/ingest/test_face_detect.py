@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from curation.cli import main
+from curation.download.shard_writer import SIDECAR_SCHEMA
 from curation.ingest.face_blur import original_frame_boxes, stored_frame_boxes
 from curation.ingest.face_detect import FaceDetector
 
@@ -110,7 +111,7 @@ def write_pool(pool, pictures: dict[str, np.ndarray]) -> dict[str, str]:
                     "sha256": hashlib.sha256(jpg).hexdigest(),
                 }
             )
-    pq.write_table(pa.Table.from_pylist(rows), pool / "00000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), pool / "00000.parquet")
     return uids
 
 

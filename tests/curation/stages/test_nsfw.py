@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import random_tiny_weights
 
 from curation.cli import main
+from curation.download.shard_writer import SIDECAR_SCHEMA
 from curation.nsfw.shards import NO_EMBEDDING, UNSAFE
 from curation.stages import nsfw, nsfw_fit, score
 from curation.stages.common import ConfigError, RunOptions
@@ -98,7 +99,9 @@ def write_pool(pool: Path, shards: int = 4, per_shard: int = 60, seed: int = 0) 
                 )
                 truth["uid"].append(uid)
                 truth["unsafe"].append(unsafe)
-        pq.write_table(pa.Table.from_pylist(rows), pool / f"{shard_id}.parquet")
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=SIDECAR_SCHEMA), pool / f"{shard_id}.parquet"
+        )
     return pa.table(truth)
 
 
@@ -233,3 +236,17 @@ def test_the_cli_fits_and_applies(filtered, tmp_path):
         "00003.parquet",
     ]
     assert main(["nsfw", "--pool", str(pool), "--weights", str(tmp_path / "none"), *common]) == 2
+
+
+def test_the_dashboard_counts_the_rows_the_filter_dropped(filtered):
+    from curation.dashboard.decisions import build_index
+    from curation.dashboard.layout import RunLayout
+    from curation.dashboard.pool import PoolTable
+
+    root, pool, _truth, _head, _fit, report = filtered
+    index = build_index(PoolTable(RunLayout(str(root))))
+    assert "nsfw" in index.applied
+    totals = index.totals()
+    # The score stage (no rule given) keeps every embedded row, so the unembedded one is
+    # "score: not kept" and every row the head marked unsafe is "nsfw: unsafe".
+    assert totals["nsfw: unsafe"] == report.summary["dropped"][UNSAFE]
