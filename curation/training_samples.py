@@ -31,6 +31,7 @@ KEEP_COLUMNS = {
     "neardup": ("keep_dedup", "!contaminated"),
     "debias": ("keep_debias",),
     "langmix": ("keep_langmix",),
+    "nsfw": ("keep_nsfw",),
 }
 ORDER = "order"
 # A kept sample on its way through the shuffle: destination, order hash, metadata, encoded JPEG.

@@ -1,7 +1,7 @@
 """Why each pool sample was kept or dropped, and the paginated sample browser built on it.
 
 A sample's decision is the first check it fails in pipeline order: download status, MetaCLIP
-balancing, CLIP score, decontamination, near-duplicate removal. A curation stage whose files are
+balancing, CLIP score, the NSFW head, decontamination, near-duplicate removal. A curation stage whose files are
 missing, or a sample a stage did not see (a null keep flag), counts as "not applied". The decision
 is kept as one small integer per pool row (10M rows ≈ 20 MB), so any page of any filter is found
 with a cumulative count over shards and then read from one shard's row groups.
@@ -23,6 +23,7 @@ KEPT = "kept"
 CHECKS: tuple[tuple[str, str, bool, str], ...] = (
     ("balance", "keep_balance", False, "balance: not sampled"),
     ("score", "keep_score", False, "score: not kept"),
+    ("nsfw", "keep_nsfw", False, "nsfw: unsafe"),
     ("neardup", "contaminated", True, "neardup: near an eval image"),
     ("neardup", "keep_dedup", False, "neardup: duplicate"),
 )
@@ -183,7 +184,7 @@ def _curation_details(
     whichever stages ran. A stage file in pool row order is read at the same rows; any other is
     searched by uid."""
     details: dict[str, dict[str, Any]] = {uid: {} for uid in uids}
-    for stage in ("balance", "score", "neardup"):
+    for stage in ("balance", "score", "nsfw", "neardup"):
         if shard not in pool.stage_shards(stage):
             continue
         wanted = [
@@ -191,7 +192,7 @@ def _curation_details(
             for n in pool.schema(pool.curation_url(stage, shard)).names
             if n == "metaclip_entries"
             or n.startswith("clip_score_")
-            or n in ("dup_cluster", "nearest_eval")
+            or n in ("dup_cluster", "nearest_eval", "nsfw_probability")
         ]
         url = pool.curation_url(stage, shard)
         found = (

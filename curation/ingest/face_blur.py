@@ -105,6 +105,31 @@ def stored_frame_boxes(
     return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]  # a crop cuts faces too
 
 
+def original_frame_boxes(
+    boxes: Sequence[Sequence[float]],
+    original: tuple[int, int],
+    stored: tuple[int, int],
+    resize_mode: str,
+) -> list[list[float]]:
+    """The inverse of `stored_frame_boxes`: boxes found in the stored image, normalised to the
+    original (a box in a border's padding is clipped to the picture)."""
+    if resize_mode in SAME_ASPECT_MODES:
+        return [list(map(float, box)) for box in boxes]
+    (ow, oh), (sw, sh) = original, stored
+    scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
+    dx, dy = (sw - ow * scale) / 2, (sh - oh * scale) / 2
+    mapped = [
+        [
+            (box[0] * sw - dx) / (ow * scale),
+            (box[1] * sh - dy) / (oh * scale),
+            (box[2] * sw - dx) / (ow * scale),
+            (box[3] * sh - dy) / (oh * scale),
+        ]
+        for box in boxes
+    ]
+    return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]
+
+
 def blur_jpeg(
     data: bytes, boxes: Sequence[Sequence[float]], method: str, quality: int = 95
 ) -> bytes:
