@@ -172,8 +172,11 @@ def decoder_rows(batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]
     """locca_inputs, or None when cfg.locca_weight is 0: the decoder is then not run at all
     (its loss would be multiplied by 0). The parallel-prediction draw is made either way, so
     the random stream, and with it every later draw, is the same as with the decoder on."""
-    decoder_batch = locca_inputs(batch, cfg)
-    return decoder_batch if cfg.locca_weight != 0 else None
+    if cfg.locca_weight != 0:
+        return locca_inputs(batch, cfg)
+    rows = sum(batch[f"locca_{task}_tokens"].shape[0] for task in TASKS)
+    sample_parallel(rows, cfg, batch[f"locca_{TASKS[0]}_tokens"].device)
+    return None
 
 
 def phase1_loss(
