@@ -350,6 +350,17 @@ def served_file(world: Path, routes: dict, url: str, hops: int = 8) -> Path | No
     return None
 
 
+def planted_delay_s(routes: dict, urls: list[str]) -> float:
+    """The longest delay the mini web plants before answering one of `urls` (its "slow" fault
+    routes): no downloader finishes the list sooner, however fast its CPU work."""
+    delays = [0.0]
+    for url in urls:
+        parts = urlsplit(url)
+        route = routes["hosts"].get(parts.hostname, {}).get("routes", {}).get(parts.path, {})
+        delays.append(float(route.get("delay_s", 0.0)))
+    return max(delays)
+
+
 def limit_images_per_core_s(
     world: Path, urls: list[str], image_size: int, quality: int, passes: int = 2
 ) -> dict:
@@ -385,6 +396,7 @@ def limit_images_per_core_s(
         "cpu_s": min(seconds),
         "images_per_core_s": len(blobs) / min(seconds),
         "pass_cpu_s": seconds,
+        "planted_delay_s": planted_delay_s(routes, urls),
     }
 
 
@@ -516,6 +528,15 @@ def main() -> int:
         f"ours / limit: {vs_limit['ours']:.2f} (target >= 0.8); img2dataset / limit: "
         f"{vs_limit['img2dataset']:.2f}"
     )
+    if limit["planted_delay_s"]:
+        floor_s = limit["planted_delay_s"]
+        best = ours["successes"] / floor_s
+        server_cores = ours["server_cpu_s"] / ours["wall_s"]
+        print(
+            f"latency floor: the mini web answers some of these URLs only after {floor_s:g} s, so "
+            f"no downloader stores these {ours['successes']} images faster than {best:.0f} "
+            f"images/s here, {best / (per_core * (cores - server_cores)):.2f} of the limit"
+        )
     result = {
         "vs_reference": round(ratio_with_setup, 3),
         "vs_limit": round(vs_limit["ours"], 3),

@@ -40,6 +40,16 @@ def test_every_clean_url_resolves_to_the_file_the_server_sends(minicc_world, min
     assert bench.served_file(minicc_world, routes, f"http://{host}/no/such/path.jpg") is None
 
 
+def test_the_latency_floor_is_the_planted_slow_responses(minicc_world):
+    routes = json.loads((minicc_world / "www" / "routes.json").read_text())
+    rows = pq.read_table(minicc_world / "truth_images.parquet", columns=["url", "fault"])
+    slow = [row["url"] for row in rows.to_pylist() if row["fault"] == "slow"]
+    assert slow, "the tiny world plants slow responses"
+    clean = clean_image_urls(minicc_world)
+    assert bench.planted_delay_s(routes, clean) == 0.0
+    assert bench.planted_delay_s(routes, clean + slow[:1]) > 1.0
+
+
 def test_the_limit_pass_times_each_resolved_image(minicc_world):
     urls = clean_image_urls(minicc_world)[:20]
     limit = bench.limit_images_per_core_s(minicc_world, urls, 64, quality=95, passes=2)
