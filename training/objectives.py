@@ -152,18 +152,31 @@ def _phase1_terms(
         backend=cfg.sigmoid_backend,
         chunk_size=cfg.sigmoid_chunk_size,
     )
-    token_losses = out["locca_token_losses"]
-    caption_loss = token_losses.sum() / max(token_losses.numel(), 1)
-    total = cfg.sigmoid_weight * contrastive_loss + cfg.locca_weight * caption_loss
     terms = {
         "sigmoid": contrastive_loss,
-        "locca": caption_loss,
         "t": out["logit_scale"].exp(),
         "b": out["logit_bias"],
         "contrastive_samples": contrastive.sum(),
-        **locca_task_losses(token_losses, decoder_batch),
     }
+    if "locca_token_losses" not in out:  # locca_weight 0: the decoder did not run
+        return cfg.sigmoid_weight * contrastive_loss, terms
+    token_losses = out["locca_token_losses"]
+    caption_loss = token_losses.sum() / max(token_losses.numel(), 1)
+    total = cfg.sigmoid_weight * contrastive_loss + cfg.locca_weight * caption_loss
+    terms["locca"] = caption_loss
+    terms.update(locca_task_losses(token_losses, decoder_batch))
     return total, terms
+
+
+def decoder_rows(batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor] | None:
+    """locca_inputs, or None when cfg.locca_weight is 0: the decoder is then not run at all
+    (its loss would be multiplied by 0). The parallel-prediction draw is made either way, so
+    the random stream, and with it every later draw, is the same as with the decoder on."""
+    if cfg.locca_weight != 0:
+        return locca_inputs(batch, cfg)
+    rows = sum(batch[f"locca_{task}_tokens"].shape[0] for task in TASKS)
+    sample_parallel(rows, cfg, batch[f"locca_{TASKS[0]}_tokens"].device)
+    return None
 
 
 def phase1_loss(
@@ -172,8 +185,8 @@ def phase1_loss(
     """Weighted sum of the sigmoid loss (contrastive samples) and the LocCa loss (mean over all
     real target tokens of all samples). `model` is a SigLIP2, possibly wrapped by DDP/FSDP: it is
     called once, through forward. Returns (scalar loss, floats for logging: each term, t, b,
-    contrastive sample count, per-task LocCa CE)."""
-    decoder_batch = locca_inputs(batch, cfg)
+    contrastive sample count, per-task LocCa CE; no LocCa terms when locca_weight is 0)."""
+    decoder_batch = decoder_rows(batch, cfg)
     out = model(
         **image_inputs(batch),
         text=batch["text"],
@@ -207,7 +220,7 @@ def phase2_loss(
     (skipped when None or weighted 0) and KoLeo on the pooled student embeddings of this device's batch.
     Teachers run without gradients; the teacher centers move after the loss is computed (the
     caller moves the EMA teacher after the optimizer step, see models.distill.ema_update)."""
-    decoder_batch = locca_inputs(batch, cfg)
+    decoder_batch = decoder_rows(batch, cfg)
     image_kwargs = image_inputs(batch)
     patch_mask = real_patch_mask(model, image_kwargs)
     tips_mask = sample_token_mask(patch_mask, cfg.tips_mask_ratio)

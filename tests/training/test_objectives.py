@@ -182,3 +182,28 @@ def test_per_task_losses_average_each_task_and_are_nan_when_absent():
     assert means["locca_caption"].item() == pytest.approx(2.0)
     assert math.isnan(means["locca_aref"].item())
     assert means["locca_gcap"].item() == pytest.approx(15.0)
+
+
+def test_locca_weight_zero_skips_the_decoder_with_the_same_random_draws(model, tokenizer):
+    batch = make_batch(tokenizer)
+    calls = []
+    hook = model.decoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        torch.manual_seed(5)
+        with_decoder = phase1_loss(model, batch, LossConfig())[1]
+        after_with = torch.rand(4)
+        torch.manual_seed(5)
+        loss, without = phase1_loss(model, batch, LossConfig(locca_weight=0.0))
+        after_without = torch.rand(4)
+    finally:
+        hook.remove()
+    assert calls == [1]  # only the run with a LocCa weight called the decoder
+    torch.testing.assert_close(after_with, after_without)  # the same draws were consumed
+    assert "locca" not in without and not any(k.startswith("locca_") for k in without)
+    assert without["sigmoid"] == pytest.approx(with_decoder["sigmoid"], rel=1e-6)
+    assert loss.item() == pytest.approx(without["sigmoid"], rel=1e-6)
+    model.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert model.vision.patch_embedding.weight.grad is not None
+    model.zero_grad()

@@ -45,6 +45,17 @@ def split_parameters(model: nn.Module) -> dict[str, list[tuple[str, torch.Tensor
     return groups
 
 
+def fused_on_cpu(groups: list[dict]) -> bool:
+    """Whether AdamW should take its fused kernel: every parameter a plain CPU tensor. torch
+    picks the per-tensor loop on CPU by default, whose ~10 small ops per parameter cost more than
+    the arithmetic for a small model (Muon's AdamW groups use the fused kernel on CPU too); on
+    CUDA torch's own default (foreach) is kept, and FSDP2 shards (DTensors) keep the default."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for g in groups for p in g["params"]]
+    return all(p.device.type == "cpu" and not isinstance(p, DTensor) for p in params)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """One optimizer for the whole model: Muon (with AdamW groups) or plain AdamW. Every group
     carries a "name" key so logs and tests can find it."""
@@ -63,8 +74,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     ]
     if cfg.name == "adamw":
         adamw_groups[0]["params"] += [p for _, p in split["muon"]]
+        groups = [g for g in adamw_groups if g["params"]]
         return torch.optim.AdamW(
-            [g for g in adamw_groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+            groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused_on_cpu(groups) or None
         )
     for group in adamw_groups:
         group["use_muon"] = False

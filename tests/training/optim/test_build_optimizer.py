@@ -94,3 +94,38 @@ def test_optim_config_rejects_bad_values():
         OptimConfig(name="sgd")
     with pytest.raises(ValueError, match="ns_dtype"):
         OptimConfig(ns_dtype="float16")
+
+
+def test_plain_adamw_on_cpu_is_fused_and_steps_like_the_per_tensor_loop():
+    """optim.name=adamw takes torch's fused kernel on CPU (torch's CPU default is a loop of small
+    ops per parameter); the trajectory equals the loop's up to float rounding, and the optimizer
+    state round-trips through a state_dict into a fresh one."""
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5))
+    loop_model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5))
+    loop_model.load_state_dict(ours_model.state_dict())
+    cfg = OptimConfig(name="adamw", lr=0.01, weight_decay=0.1)
+    ours = build_optimizer(ours_model, cfg)
+    assert ours.defaults["fused"] is True
+    loop = torch.optim.AdamW(
+        [
+            {"params": [loop_model[0].weight], "weight_decay": 0.1},
+            {"params": [loop_model[0].bias, *loop_model[1].parameters()], "weight_decay": 0.0},
+        ],
+        lr=0.01,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        foreach=False,
+    )
+    for step in range(5):
+        inputs = torch.randn(4, 6, generator=torch.Generator().manual_seed(step))
+        for model, optimizer in ((ours_model, ours), (loop_model, loop)):
+            optimizer.zero_grad()
+            model(inputs).square().sum().backward()
+            optimizer.step()
+    for mine, theirs in zip(ours_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    again = build_optimizer(ours_model, cfg)
+    again.load_state_dict(ours.state_dict())
+    for mine, theirs in zip(again.state.values(), ours.state.values(), strict=True):
+        torch.testing.assert_close(mine["exp_avg_sq"], theirs["exp_avg_sq"])
