@@ -6,12 +6,19 @@ Prints images/s for both, their ratio, and how far the scores differ (the stage 
 1/2-1/8 scale when that still covers the model's input size, so pixels differ slightly).
 On a machine with GPUs the stage runs one actor per GPU and images/s per GPU is printed too.
 
+The limit pass, in the same run on the same images: the model's forward alone (image and text
+towers, batch --batch-size, this process's torch threads, i.e. every core) on tensors decoded
+and preprocessed beforehand, untimed. Targets: the stage >= 0.9 of that limit and >= 2x the
+plain loop, its time counted from the call that starts its actors to the last score written.
+The last line is `RESULT {"vs_reference": ..., "vs_limit": ..., "target_met": ...}`.
+
     .venv/bin/python benchmarks/score.py [--images 240] [--model ViT-S-32] [--batch-size 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -27,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "curation" / "score"))
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+TARGET_VS_LIMIT = 0.9
+TARGET_VS_PLAIN = 2.0
 
 
 def plain_loop(pool: Path, weights: Path, model_name: str, batch_size: int) -> dict[str, float]:
@@ -65,6 +74,43 @@ def plain_loop(pool: Path, weights: Path, model_name: str, batch_size: int) -> d
     return scores
 
 
+def forward_limit(pool: Path, weights: Path, model_name: str, batch_size: int) -> dict[str, float]:
+    """The limit: only the model's forward, on every image decoded and preprocessed up front (as
+    the stage preprocesses them), batch by batch; decoding and loading are not timed."""
+    import numpy as np
+    import torch
+
+    from curation.score.embedder import ClipEmbedder, build_transform
+    from curation.score.images import ImageDecodeError, decode_rgb
+    from curation.score.model import ScorerSpec
+    from curation.score.pool import iter_samples, read_sidecar
+
+    embedder = ClipEmbedder(ScorerSpec(model_name, str(weights)))
+    preprocess_cfg = embedder.preprocess_cfg()
+    transform = build_transform(preprocess_cfg)
+    pixels, texts = [], []
+    for sidecar in sorted(pool.glob("*.parquet")):
+        rows = read_sidecar(str(sidecar), ["key", "text"])
+        text_of = dict(zip(rows["key"].to_pylist(), rows["text"].to_pylist()))
+        for key, members in iter_samples(str(sidecar.with_suffix(".tar"))):
+            try:
+                image = decode_rgb(members["jpg"], min_side=int(preprocess_cfg["size"]))
+            except ImageDecodeError:
+                continue
+            pixels.append(transform(image).numpy())
+            texts.append(text_of[key] or "")
+    batches = [
+        (np.stack(pixels[i : i + batch_size]), texts[i : i + batch_size])
+        for i in range(0, len(pixels), batch_size)
+    ]
+    embedder.embed(*batches[0])  # warm-up outside the timing (first-call allocations)
+    started = time.perf_counter()
+    for batch_pixels, batch_texts in batches:
+        embedder.embed(batch_pixels, batch_texts)
+    seconds = time.perf_counter() - started
+    return {"images": len(pixels), "seconds": seconds, "threads": torch.get_num_threads()}
+
+
 def stage_scores(pool: Path) -> dict[str, float]:
     from curation.score.pool import read_sidecar
 
@@ -91,7 +137,7 @@ def main() -> int:
 
     from curation.runner import ensure_ray
     from curation.score.model import save_random_weights
-    from curation.stages.score import ScoreConfig, score_pass
+    from curation.stages.score import ScoreConfig, bundled_config, score_pass
 
     with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
         root = Path(folder)
@@ -100,9 +146,11 @@ def main() -> int:
             root, shards=args.shards, per_shard=per_shard, seed=1, min_side=400, max_side=1400
         )
         weights = root / "weights.safetensors"
-        save_random_weights(args.model, str(weights))
+        save_random_weights(args.model, str(weights), bundled_config(args.model))
         ensure_ray()
         gpus = int(ray.cluster_resources().get("GPU", 0))
+
+        limit = forward_limit(planted.pool, weights, args.model, args.batch_size)
 
         started = time.perf_counter()
         reference = plain_loop(planted.pool, weights, args.model, args.batch_size)
@@ -128,6 +176,7 @@ def main() -> int:
     scored = [k for k in reference if not math.isnan(ours.get(k, math.nan))]
     difference = max(abs(reference[k] - ours[k]) for k in scored)
     plain_rate, stage_rate = len(reference) / plain_seconds, len(scored) / stage_seconds
+    limit_rate = limit["images"] / limit["seconds"]
     cpus = int(ray.cluster_resources().get("CPU", 0))
     print(
         f"model {args.model} (random init), {len(reference)} images of 400-1400 px, "
@@ -137,12 +186,21 @@ def main() -> int:
         f"plain single-process open_clip loop: {plain_rate:8.1f} images/s ({plain_seconds:.1f} s)"
     )
     print(
+        f"limit: forward only, pre-decoded, {limit['threads']} torch threads: "
+        f"{limit_rate:8.1f} images/s ({limit['seconds']:.1f} s)"
+    )
+    print(
         f"score stage (Ray actors, incl. start): {stage_rate:8.1f} images/s ({stage_seconds:.1f} s)"
     )
     if gpus:
         print(f"score stage per GPU: {stage_rate / gpus:.1f} images/s")
-    print(f"ratio stage / plain: {stage_rate / plain_rate:.2f}x")
+    vs_plain, vs_limit = stage_rate / plain_rate, stage_rate / limit_rate
+    print(f"ratio stage / plain: {vs_plain:.2f}x (target >= {TARGET_VS_PLAIN:g}x)")
+    print(f"ratio stage / limit: {vs_limit:.2f} (target >= {TARGET_VS_LIMIT:g})")
     print(f"max |score difference| (reduced-scale JPEG decode): {difference:.4f}")
+    met = vs_plain >= TARGET_VS_PLAIN and vs_limit >= TARGET_VS_LIMIT
+    result = {"vs_reference": round(vs_plain, 2), "vs_limit": round(vs_limit, 2), "target_met": met}
+    print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 

@@ -105,6 +105,17 @@ def test_actor_pool_always_leaves_cpus_for_decoding(cpus, gpus, requested, expec
     assert plan.actors * plan.cpus_per_actor < cpus
 
 
+@pytest.mark.parametrize("cpus,requested", [(2, None), (16, None), (16, 8), (7, 2)])
+def test_cpu_actors_run_their_model_on_every_core_between_them(cpus, requested):
+    plan = plan_actor_pool(cpus, 0, requested)
+    assert plan.threads_per_actor >= plan.cpus_per_actor
+    assert plan.actors * plan.threads_per_actor == cpus - cpus % plan.actors
+
+
+def test_gpu_actors_keep_one_thread():
+    assert plan_actor_pool(32, 4).threads_per_actor == 1
+
+
 def test_actor_pool_refuses_a_single_cpu():
     with pytest.raises(ValueError, match="at least 2 CPUs"):
         plan_actor_pool(1, 0)
