@@ -16,40 +16,9 @@ from curation.cli import main
 from curation.download.shard_writer import SIDECAR_SCHEMA
 from curation.ingest.face_blur import original_frame_boxes, stored_frame_boxes
 from curation.ingest.face_detect import FaceDetector
+from curation.ingest.face_samples import measure, rgb
 
 data = pytest.importorskip("skimage.data")
-
-FACE_FREE = (
-    "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "horse", "coins",
-    "hubble_deep_field", "immunohistochemistry", "colorwheel", "page", "text", "moon", "logo",
-    "retina", "microaneurysms", "cell", "clock", "binary_blobs",
-)  # fmt: skip
-
-
-def rgb(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        image = (image / max(float(image.max()), 1e-9) * 255).astype(np.uint8)
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3])
-
-
-def lfw(upscale: int = 112) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """skimage's LFW subset: 100 25x25 face crops, then 100 non-face crops, upscaled."""
-    crops = [
-        np.asarray(Image.fromarray(rgb(c)).resize((upscale, upscale), Image.Resampling.BICUBIC))
-        for c in data.lfw_subset()
-    ]
-    return crops[:100], crops[100:]
-
-
-def measure(detector: FaceDetector) -> dict[str, float]:
-    faces, non_faces = lfw()
-    faces += [rgb(data.astronaut()), rgb(data.camera())]
-    free = [rgb(getattr(data, name)()) for name in FACE_FREE] + non_faces
-    hits = sum(bool(detector.detect(image)) for image in faces)
-    false = sum(bool(detector.detect(image)) for image in free)
-    return {"recall": hits / len(faces), "false_positive_rate": false / len(free)}
 
 
 def test_mtcnn_finds_the_faces_of_the_sample_photos_and_none_elsewhere():
