@@ -129,6 +129,9 @@ class FitSettings:
     weight_decay: float = 1e-4
     holdout: float = 0.2  # share of each class held out to measure the fitted head
     threshold: float = 0.5
+    # When set: the threshold becomes the lowest one that removes at most this share of the
+    # held-out safe rows (it needs a holdout); `threshold` is then unused.
+    max_false_removal: float | None = None
 
 
 def fit_head(
@@ -172,6 +175,12 @@ def fit_head(
         loss.backward()
         optimizer.step()
     head.eval()
+    if settings.max_false_removal is not None and (held & ~y).any():
+        threshold = calibrated_threshold(
+            head.probabilities(x[held & ~y]), settings.max_false_removal
+        )
+        spec = HeadSpec(spec.input_dim, spec.hidden, threshold, spec.scorer)
+        head.spec = spec
     metrics = {
         "train_rows": int(train.sum()),
         "final_loss": round(float(loss.detach()), 6),
@@ -192,6 +201,19 @@ def fit_head(
     )
     head.spec = fitted
     return head
+
+
+def calibrated_threshold(safe_probabilities: np.ndarray, max_false_removal: float) -> float:
+    """The lowest threshold t (drop P >= t) at which at most `max_false_removal` of these safe
+    rows' probabilities reach t, kept inside (0, 1)."""
+    p = np.sort(np.asarray(safe_probabilities, dtype=np.float64))[::-1]
+    allowed = int(np.floor(max_false_removal * len(p) + 1e-9))
+    lowest = float(np.nextafter(np.float32(0), np.float32(1)))
+    if allowed >= len(p):
+        return lowest
+    # Above the (allowed + 1)-th highest safe probability: only the `allowed` ones above it drop.
+    threshold = float(np.nextafter(np.float32(p[allowed]), np.float32(1)))
+    return min(max(threshold, lowest), float(np.nextafter(np.float32(1), np.float32(0))))
 
 
 def evaluate(head: NsfwHead, embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -40,6 +40,11 @@ class NsfwFitConfig:
             raise ConfigError("nsfw-fit: --epochs, --learning-rate and --hidden must be positive")
         if not 0 <= s.holdout < 1 or not 0 < s.threshold < 1:
             raise ConfigError("nsfw-fit: --holdout must be in [0, 1), --threshold in (0, 1)")
+        if s.max_false_removal is not None and (not 0 <= s.max_false_removal < 1 or not s.holdout):
+            raise ConfigError(
+                "nsfw-fit: --max-false-removal must be in [0, 1) and needs a --holdout to "
+                "calibrate the threshold on"
+            )
         object.__setattr__(self, "scores", self.scores or fsio.join(self.pool, "curation", "score"))
 
 
@@ -79,10 +84,21 @@ def run(config: NsfwFitConfig, options: RunOptions = RunOptions()) -> list[Stage
         f"labels not embedded) -> {config.out}"
     )
     if "holdout_rows" in fit:
+        # A class with no held-out row (few labels) has no rate: None, shown as "-".
+        recall, false = (
+            "-" if fit[key] is None else f"{fit[key]:.3f}"
+            for key in ("holdout_unsafe_recall", "holdout_false_removal_rate")
+        )
         report.notes.append(
             f"held out {fit['holdout_rows']:,}: accuracy {fit['holdout_accuracy']:.3f}, unsafe "
-            f"recall {fit['holdout_unsafe_recall']:.3f}, false removals "
-            f"{fit['holdout_false_removal_rate']:.3f} at P >= {head.spec.threshold:g}"
+            f"recall {recall}, false removals {false} at P >= {head.spec.threshold:g}"
+        )
+    if config.settings.max_false_removal is not None:
+        report.summary["threshold"] = head.spec.threshold
+        report.notes.append(
+            f"threshold calibrated to {head.spec.threshold:.6g}: the lowest that removes at most "
+            f"{config.settings.max_false_removal:.1%} of the held-out safe rows (so the held-out "
+            "false-removal rate is not an independent measure)"
         )
     if scorer.get("random_init"):
         report.notes.append("WARNING: fitted on embeddings of a randomly initialised scorer")
@@ -100,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> NsfwFitConfig:
         learning_rate=args.learning_rate,
         holdout=args.holdout,
         threshold=args.threshold,
+        max_false_removal=args.max_false_removal,
     )
     return NsfwFitConfig(args.pool, args.labels, args.out, args.scores or "", settings)
 
@@ -128,6 +145,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=defaults.threshold,
         help="P(unsafe) at or above which `nsfw` drops a row (stored in the head)",
+    )
+    parser.add_argument(
+        "--max-false-removal",
+        type=float,
+        default=None,
+        help="calibrate: store the lowest threshold that removes at most this share of the "
+        "held-out safe rows (instead of --threshold)",
     )
     add_run_options(parser)
     parser.set_defaults(func=cli_main(run, config_from_args))

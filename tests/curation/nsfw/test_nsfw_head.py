@@ -6,6 +6,7 @@ from curation.nsfw.head import (
     FitSettings,
     HeadSpec,
     NsfwHead,
+    calibrated_threshold,
     evaluate,
     fit_head,
     head_from_bytes,
@@ -86,3 +87,25 @@ def test_fitting_needs_both_classes():
     x, _ = separable(50)
     with pytest.raises(ValueError, match="both"):
         fit_head(x, np.zeros(50, bool), FAST)
+
+
+def test_the_calibrated_threshold_removes_at_most_the_allowed_share_of_safe_rows():
+    p = np.array([0.9, 0.7, 0.7, 0.4, 0.2, 0.1, 0.05, 0.01, 0.01, 0.0], dtype=np.float32)
+    for share, removed in ((0.0, 0), (0.1, 1), (0.15, 1), (0.2, 1), (0.3, 3), (0.95, 9)):
+        threshold = calibrated_threshold(p, share)
+        assert int((p >= threshold).sum()) == removed, (share, threshold)
+        assert 0 < threshold < 1
+    assert calibrated_threshold(p, 1.0) < 1e-30  # everything may go
+
+
+def test_fitting_with_a_false_removal_target_stores_the_calibrated_threshold():
+    x, y = separable(1200, seed=4)
+    head = fit_head(
+        x[:800], y[:800], FitSettings(hidden=(32, 16), epochs=150, max_false_removal=0.01)
+    )
+    assert head.spec.threshold != 0.5
+    assert head.spec.fit["holdout_false_removal_rate"] <= 0.01
+    default = fit_head(x[:800], y[:800], FAST)
+    # The same fit (same seed): the calibrated threshold only moves the decision.
+    np.testing.assert_array_equal(head.probabilities(x), default.probabilities(x))
+    assert evaluate(head, x[800:], y[800:])["unsafe_recall"] >= 0.9
