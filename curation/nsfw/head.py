@@ -24,6 +24,7 @@ from safetensors.torch import load, save
 from torch import nn
 
 from curation import fsio
+from curation.nsfw.settings import FitSettings
 
 METADATA_KEY = "nsfw_head"
 
@@ -119,19 +120,6 @@ def head_from_bytes(data: bytes, where: str = "nsfw head") -> NsfwHead:
 
 def load_head(url: str) -> NsfwHead:
     return head_from_bytes(fsio.read_bytes(url), url)
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    hidden: tuple[int, ...] = (128, 32)
-    epochs: int = 300
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    holdout: float = 0.2  # share of each class held out to measure the fitted head
-    threshold: float = 0.5
-    # When set: the threshold becomes the lowest one that removes at most this share of the
-    # held-out safe rows (it needs a holdout); `threshold` is then unused.
-    max_false_removal: float | None = None
 
 
 def fit_head(

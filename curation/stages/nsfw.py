@@ -18,8 +18,6 @@ import hashlib
 from dataclasses import dataclass
 
 from curation import fsio
-from curation.nsfw.head import head_from_bytes
-from curation.nsfw.shards import NO_EMBEDDING, UNSAFE, ApplyNsfwHead
 from curation.runner import StageReport, run_stage
 from curation.score.reapply import decision_digest, invalidate_other_decisions
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
@@ -47,6 +45,11 @@ class NsfwConfig:
 
 
 def run(config: NsfwConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    # torch (the head) is imported here, not with the CLI: every `python -m curation` command,
+    # the drivers of a 10B run included, would otherwise carry it (~470 MB).
+    from curation.nsfw.head import head_from_bytes
+    from curation.nsfw.shards import NO_EMBEDDING, UNSAFE, ApplyNsfwHead
+
     scorer_url = fsio.join(config.scores, SCORER_RECORD)
     if not fsio.exists(scorer_url):
         raise ConfigError(f"nsfw: {scorer_url} is missing; run `python -m curation score` first")

@@ -15,8 +15,7 @@ import argparse
 from dataclasses import dataclass
 
 from curation import fsio
-from curation.nsfw.head import FitSettings, fit_head, save_head
-from curation.nsfw.shards import labelled_embeddings, read_labels
+from curation.nsfw.settings import FitSettings
 from curation.runner import StageReport
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stages.score import SCORER_RECORD
@@ -49,6 +48,9 @@ class NsfwFitConfig:
 
 
 def run(config: NsfwFitConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
+    from curation.nsfw.head import fit_head, save_head  # torch: only when fitting
+    from curation.nsfw.shards import labelled_embeddings, read_labels
+
     scorer_url = fsio.join(config.scores, SCORER_RECORD)
     if not fsio.exists(scorer_url):
         raise ConfigError(f"nsfw-fit: {scorer_url} is missing; run `python -m curation score`")
