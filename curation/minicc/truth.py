@@ -66,6 +66,7 @@ IMAGE_SCHEMA = pa.schema(
         ("is_eval_contaminant", _BOOL),
         ("eval_key", _STRING),
         ("unsafe", _BOOL),
+        ("contrast_of", _STRING),
         ("page_references", _INT),
     ]
 )
@@ -149,6 +150,7 @@ def image_rows(catalog: Catalog, rendered: RenderedInfo, references: Counter) ->
                 "is_eval_contaminant": image.eval_key is not None,
                 "eval_key": image.eval_key,
                 "unsafe": image.scene.unsafe,
+                "contrast_of": image.scene.contrast_of,
                 "page_references": references.get(image.url, 0),
             }
         )

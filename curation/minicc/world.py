@@ -88,6 +88,8 @@ class Scene:
     # The abstract "unsafe" stand-in concept (render.py draws its pattern): a labelled image
     # property that no caption mentions, for testing an image-side safety filter.
     unsafe: bool = False
+    # The scene this one is a hard negative of (contrast_sibling), or None.
+    contrast_of: str | None = None
 
     @property
     def aspect(self) -> float:
@@ -128,12 +130,19 @@ def _tone_distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
     return math.dist(a, b)
 
 
-def _pick_tones(rng: np.random.Generator, colours: list[str]) -> tuple[tuple[int, int, int], ...]:
+def _pick_tones(
+    rng: np.random.Generator, colours: list[str], avoid: tuple = ()
+) -> tuple[tuple[int, int, int], ...]:
+    """Two background tones that stand apart from every shape colour (and, where enough remain,
+    are not the tones in `avoid`)."""
     usable = [
         t
         for t in BACKGROUND_TONES
         if all(_tone_distance(t, COLOURS[c]) >= _MIN_TONE_DISTANCE for c in colours)
     ]
+    fresh = [t for t in usable if t not in avoid]
+    if len(fresh) >= 2:
+        usable = fresh
     if len(usable) < 2:
         usable = sorted(
             BACKGROUND_TONES, key=lambda t: -min(_tone_distance(t, COLOURS[c]) for c in colours)
@@ -207,8 +216,10 @@ def sample_scene(
 
 
 def contrast_sibling(rng: np.random.Generator, scene: Scene, scene_id: str) -> Scene:
-    """A hard negative of `scene`: the same picture (size, background, tones, colours, positions)
-    with one shape's kind changed, so only reading the kind tells the two captions apart."""
+    """A hard negative of `scene`: the same size, background kind, colours, sizes and positions,
+    one shape's kind changed, so only reading the kind tells the two captions apart. Its
+    background tones are drawn anew: with the first scene's pixels around a changed shape the
+    two pictures were near-duplicates to a pixel signature, and near-dup removal dropped one."""
     index = int(rng.integers(len(scene.shapes)))
     taken = {s.phrase for s in scene.shapes}
     old = scene.shapes[index]
@@ -220,7 +231,9 @@ def contrast_sibling(rng: np.random.Generator, scene: Scene, scene_id: str) -> S
         scene,
         scene_id=scene_id,
         shapes=tuple(shapes),
+        tones=_pick_tones(rng, [s.colour for s in shapes], avoid=scene.tones),
         texture_seed=int(rng.integers(2**31)),
+        contrast_of=scene.scene_id,
     )
 
 
