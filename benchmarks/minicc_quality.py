@@ -1,9 +1,19 @@
-"""Does phase-1 training learn? `tiny` on the mini Common Crawl, Muon vs AdamW at equal steps.
+"""Does phase-1 training learn? `tiny` on the mini Common Crawl beside an open_clip control.
 
-Claim (issue 7): `tiny`, trained for a fixed budget, reaches zero-shot shape classification far
-above chance and ARef Acc@0.5 above trivial boxes (whole image; a centred box of the mean true
-size), on the world's held-out eval sets. Both optimizers get the same data, steps and lr (Muon
-scales its update to AdamW's RMS, so one lr serves both).
+Claims (issues 7 and 22): `tiny`, trained for a fixed budget, reaches zero-shot shape
+classification far above chance and ARef Acc@0.5 above trivial boxes (whole image; a centred box
+of the mean true size), on the world's held-out eval sets; and it reaches at least the open_clip
+control on zero-shot and retrieval at equal steps. The control (`--arms open_clip`) is
+open_clip_train's own `train_one_epoch` with SigLipLoss, AdamW and its cosine schedule, on an
+open_clip CustomTextCLIP of `tiny`'s widths, depths, heads, patch size and context, fed the same
+image-text pairs (decoded and tokenized as ours) for the same steps at our contrastive batch
+(batch less grounding rows); it is scored by the same eval code through `OpenClipForEval`. A
+control far above chance is the test that the world is learnable at all. `--seeds N` runs every
+arm with seeds 0..N-1 and prints mean ± sd. Muon and AdamW (`--arms muon,adamw`) get the same
+data, steps and lr (Muon scales its update to AdamW's RMS, so one lr serves both).
+
+Measured on generator 3's small world (2026-12-06, 2 heavily shared CPU cores, one seed): see
+the README's benchmark table. Everything below up to `--fresh` was measured on generator 2.
 
 Image-text shards come from `--text-shards` (curation's output). By default they are derived
 from the world's grounding shards: each image captioned with the world's good caption of that
@@ -17,7 +27,7 @@ text aside: leave-one-out k-NN on the zero-shot set, and a linear probe (logisti
 fitted on 4,000 labelled single-shape pictures from a stream of their own and scored on the
 zero-shot set.
 
-Measured on 2 shared CPU cores (see README): ARef is far above the trivial boxes and retrieval
+Generator 2, on 2 shared CPU cores: ARef was far above the trivial boxes and retrieval
 far above chance; zero-shot shape classification stays near chance, and so does k-NN, while
 the probe reads the kind only weakly (16% after Muon, 10% after AdamW; chance 8.4%): the image
 tower encodes colour, size and position, hardly the shape kind. More data and steps do not
@@ -36,7 +46,8 @@ Zipf skew) into OUT/fresh-N, with their good captions and grounding refs; 200,00
 and 2.3 GB.
 `--scale medium` builds a world with 10x the pictures (~17 min, once).
 
-    .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc [--steps 1000 --fresh 200000]
+    .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc --seeds 3 \
+        [--arms muon,open_clip] [--probe-pictures 0] [--steps 1000 --fresh 200000]
 """
 
 from __future__ import annotations
