@@ -40,7 +40,7 @@ format:  ## rewrite the tree in ruff's format and apply its safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-demo:  ## the whole chain on the built-in mini Common Crawl
+demo:  ## the whole chain on the built-in mini Common Crawl; three arms at equal steps, DEMO_DIR/report.json
 	$(PY) -m curation demo --out $(DEMO_DIR) --scale $(SCALE)
 
 bench:  ## every benchmark; each prints a ratio against its reference

@@ -1,9 +1,19 @@
-"""Does phase-1 training learn? `tiny` on the mini Common Crawl, Muon vs AdamW at equal steps.
+"""Does phase-1 training learn? `tiny` on the mini Common Crawl beside an open_clip control.
 
-Claim (issue 7): `tiny`, trained for a fixed budget, reaches zero-shot shape classification far
-above chance and ARef Acc@0.5 above trivial boxes (whole image; a centred box of the mean true
-size), on the world's held-out eval sets. Both optimizers get the same data, steps and lr (Muon
-scales its update to AdamW's RMS, so one lr serves both).
+Claims (issues 7 and 22): `tiny`, trained for a fixed budget, reaches zero-shot shape
+classification far above chance and ARef Acc@0.5 above trivial boxes (whole image; a centred box
+of the mean true size), on the world's held-out eval sets; and it reaches at least the open_clip
+control on zero-shot and retrieval at equal steps. The control (`--arms open_clip`) is
+open_clip_train's own `train_one_epoch` with SigLipLoss, AdamW and its cosine schedule, on an
+open_clip CustomTextCLIP of `tiny`'s widths, depths, heads, patch size and context, fed the same
+image-text pairs (decoded and tokenized as ours) for the same steps at our contrastive batch
+(batch less grounding rows); it is scored by the same eval code through `OpenClipForEval`. A
+control far above chance is the test that the world is learnable at all. `--seeds N` runs every
+arm with seeds 0..N-1 and prints mean ± sd. Muon and AdamW (`--arms muon,adamw`) get the same
+data, steps and lr (Muon scales its update to AdamW's RMS, so one lr serves both).
+
+Measured on generator 3's small world (2026-12-06, 2 heavily shared CPU cores, one seed): see
+the README's benchmark table. Everything below up to `--fresh` was measured on generator 2.
 
 Image-text shards come from `--text-shards` (curation's output). By default they are derived
 from the world's grounding shards: each image captioned with the world's good caption of that
@@ -17,7 +27,7 @@ text aside: leave-one-out k-NN on the zero-shot set, and a linear probe (logisti
 fitted on 4,000 labelled single-shape pictures from a stream of their own and scored on the
 zero-shot set.
 
-Measured on 2 shared CPU cores (see README): ARef is far above the trivial boxes and retrieval
+Generator 2, on 2 shared CPU cores: ARef was far above the trivial boxes and retrieval
 far above chance; zero-shot shape classification stays near chance, and so does k-NN, while
 the probe reads the kind only weakly (16% after Muon, 10% after AdamW; chance 8.4%): the image
 tower encodes colour, size and position, hardly the shape kind. More data and steps do not
@@ -36,7 +46,8 @@ Zipf skew) into OUT/fresh-N, with their good captions and grounding refs; 200,00
 and 2.3 GB.
 `--scale medium` builds a world with 10x the pictures (~17 min, once).
 
-    .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc [--steps 1000 --fresh 200000]
+    .venv/bin/python benchmarks/minicc_quality.py --world /tmp/minicc --seeds 3 \
+        [--arms muon,open_clip] [--probe-pictures 0] [--steps 1000 --fresh 200000]
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import subprocess
 import sys
 import tarfile
@@ -250,7 +262,7 @@ def train_and_evaluate(
     out: Path,
     steps: int,
     overrides: list[str],
-    probe_set: dict[str, torch.Tensor],
+    probe_set: dict[str, torch.Tensor] | None,
 ) -> dict:
     # Phase 1 only: the claim is about phase 1 (the preset's phase-2 and phase-3 tails are left
     # out; phase 3 starts at its own fraction, so both are switched off).
@@ -274,60 +286,239 @@ def train_and_evaluate(
         load_trained_model(folder),
         make_tokenizer(args.model.tokenizer, args.model.box_bins),
     )
-    evals = world / "eval"
-    with torch.no_grad():
-        result = {
-            "run": name,
-            "train_minutes": minutes,
-            "final_loss": read_metrics(out / "metrics.jsonl")[-1],
-            "zeroshot": zeroshot_accuracy(model, tokenizer, str(evals / "zeroshot")),
-            "retrieval": retrieval_recall(model, tokenizer, str(evals / "retrieval")),
-            "aref": aref_accuracy(model, tokenizer, str(evals / "refexp")),
-            # Do the image embeddings separate the shape kinds at all, text aside?
-            "knn": knn_accuracy(model, str(evals / "zeroshot")),
-            # ... and can a linear probe read the kind off them?
-            "probe": kind_probe(model, probe_set),
-        }
+    result = {
+        "run": name,
+        "train_minutes": minutes,
+        "final_loss": read_metrics(out / "metrics.jsonl")[-1],
+        **evaluate_arm(model, tokenizer, world, probe_set, with_aref=True),
+    }
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def print_table(results: list[dict], steps: int, batch: str) -> None:
-    print(f"\ntiny, {steps} steps, {batch}; evaluated on the world's held-out sets")
-    header = (
-        f"{'run':8} {'min':>5} {'sigmoid':>8} {'locca':>6} {'0-shot':>7} {'chance':>7} "
-        f"{'kNN@10':>7} {'probe':>6} {'T→I R@1':>8} {'I→T R@1':>8} {'ARef@.5':>8} {'whole':>6} {'centre':>7}"
+class OpenClipForEval(torch.nn.Module):
+    """An open_clip model behind the interface our eval code reads (`cfg`, `encode_image`
+    returning (embedding, tokens), `encode_text`), so both arms are scored by the same code."""
+
+    def __init__(self, clip: torch.nn.Module, cfg) -> None:
+        super().__init__()
+        self.clip, self.cfg = clip, cfg
+
+    def encode_image(self, images: torch.Tensor):
+        return self.clip.encode_image(images), None
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+def open_clip_control_model(cfg) -> torch.nn.Module:
+    """open_clip's CustomTextCLIP at our `tiny` towers' widths, depths, heads, patch size and
+    text context (our vocabulary size, so the same tokens feed both), with its --siglip
+    initialisation (t' = log 10, b = -10)."""
+    import open_clip
+
+    vision, text = cfg.vision, cfg.text
+    return open_clip.CustomTextCLIP(
+        embed_dim=cfg.embed_dim,
+        vision_cfg={
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "width": vision.width,
+            "layers": vision.depth,
+            "head_width": vision.width // vision.heads,
+            "mlp_ratio": vision.mlp_dim / vision.width,
+        },
+        text_cfg={
+            "context_length": text.context_length,
+            "vocab_size": text.vocab_size,
+            "width": text.width,
+            "heads": text.heads,
+            "layers": text.depth,
+            "mlp_ratio": text.mlp_dim / text.width,
+            "no_causal_mask": True,
+            "pool_type": "last",
+        },
+        init_logit_scale=math.log(10),
+        init_logit_bias=-10.0,
+        output_dict=True,
     )
+
+
+class _ControlBatches:
+    """`data['train']` for open_clip_train's `train_one_epoch`: `steps` batches of (images,
+    tokens) drawn from the image-text shards, reshuffled (seeded) at each pass over them."""
+
+    def __init__(
+        self, images: torch.Tensor, tokens: torch.Tensor, batch: int, steps: int, seed: int
+    ):
+        self.images, self.tokens, self.batch, self.seed = images, tokens, batch, seed
+        self.num_batches, self.num_samples = steps, steps * batch
+        self.dataloader = self
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.empty(0, dtype=torch.long)
+        for _ in range(self.num_batches):
+            if len(order) < self.batch:
+                order = torch.cat([order, torch.randperm(len(self.images), generator=generator)])
+            take, order = order[: self.batch], order[self.batch :]
+            yield self.images[take], self.tokens[take]
+
+
+def control_data(text_shards: str, image_size: int, tokenizer, length: int):
+    """Every image-text pair of the shards, decoded as our trainer and eval decode them (square
+    resize, [-1, 1]) and tokenized by the same tokenizer."""
+    images, texts = [], []
+    for url in expand_shard_urls(text_shards):
+        for sample in iter_tar_samples(url):
+            images.append(decode_image(sample.files["jpg"], image_size))
+            texts.append(sample.files["txt"].decode())
+    return torch.stack(images), tokenizer.encode(texts, length)
+
+
+def train_open_clip_control(
+    args, text_shards: str, steps: int, seed: int, lr: float
+) -> tuple[torch.nn.Module, object, float]:
+    """The control arm: open_clip_train's `train_one_epoch` with SigLipLoss, AdamW and its
+    cosine schedule (warmup as ours), for `steps` batches of the contrastive batch our trainer
+    uses (its batch size less the grounding rows). Returns the model (eval interface), the
+    tokenizer and the training minutes."""
+    from open_clip.loss import SigLipLoss
+    from open_clip_train.scheduler import cosine_lr
+    from open_clip_train.train import train_one_epoch
+
+    torch.manual_seed(seed)
+    cfg = model_config(args.model.preset, **args.model.overrides)
+    tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
+    images, tokens = control_data(
+        text_shards, cfg.vision.image_size, tokenizer, cfg.text.context_length
+    )
+    batch = round(args.data.batch_size * (1 - args.data.grounding_fraction))
+    model = open_clip_control_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.optim.weight_decay)
+    scheduler = cosine_lr(optimizer, lr, args.optim.warmup_steps, steps)
+    trainer_args = argparse.Namespace(
+        device="cpu",
+        precision="fp32",
+        distill=False,
+        accum_freq=1,
+        skip_scheduler=False,
+        horovod=False,
+        grad_clip_norm=args.grad_clip_norm,
+        batch_size=batch,
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        log_every_n_steps=max(1, steps // 5),
+        wandb=False,
+        save_logs=False,
+        torchscript=False,
+    )
+    started = time.perf_counter()
+    model.train()
+    train_one_epoch(
+        model,
+        {"train": _ControlBatches(images, tokens, batch, steps, seed)},
+        SigLipLoss(),
+        0,
+        optimizer,
+        None,
+        scheduler,
+        None,
+        trainer_args,
+    )
+    minutes = (time.perf_counter() - started) / 60
+    return OpenClipForEval(model.eval(), cfg), tokenizer, minutes
+
+
+def evaluate_arm(model, tokenizer, world: Path, probe_set: dict | None, with_aref: bool) -> dict:
+    """The same eval code for every arm (ARef only where the model has a LocCa decoder)."""
+    evals = world / "eval"
+    with torch.no_grad():
+        result = {
+            "zeroshot": zeroshot_accuracy(model, tokenizer, str(evals / "zeroshot")),
+            "retrieval": retrieval_recall(model, tokenizer, str(evals / "retrieval")),
+            # Do the image embeddings separate the shape kinds at all, text aside?
+            "knn": knn_accuracy(model, str(evals / "zeroshot")),
+        }
+        if with_aref:
+            result["aref"] = aref_accuracy(model, tokenizer, str(evals / "refexp"))
+        if probe_set is not None:
+            # ... and can a linear probe read the kind off them?
+            result["probe"] = kind_probe(model, probe_set)
+    return result
+
+
+# (column, how to read it off a run's result); None where the arm has no such eval.
+COLUMNS: tuple[tuple[str, object], ...] = (
+    ("0-shot", lambda r: r["zeroshot"]["top1"]),
+    ("T→I R@1", lambda r: r["retrieval"]["text_to_image_R@1"]),
+    ("I→T R@1", lambda r: r["retrieval"]["image_to_text_R@1"]),
+    ("kNN@10", lambda r: r["knn"]["top1@k10"]),
+    ("ARef@.5", lambda r: r["aref"]["acc@0.5"] if "aref" in r else None),
+    ("probe", lambda r: r["probe"]["top1"] if "probe" in r else None),
+)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>9.1%}" if value is not None else f"{'-':>9}"
+
+
+def print_table(results: list[dict], steps: int, batch: str) -> None:
+    """Every run, then each arm's mean ± sd over its seeds."""
+    print(f"\ntiny, {steps} steps, {batch}; evaluated on the world's held-out sets")
+    header = f"{'run':18} {'min':>5} " + " ".join(f"{name:>9}" for name, _ in COLUMNS)
     print(header)
     print("-" * len(header))
     for r in results:
-        z, ret, a, loss = r["zeroshot"], r["retrieval"], r["aref"], r["final_loss"]
-        print(
-            f"{r['run']:8} {r['train_minutes']:5.1f} {loss['sigmoid']:8.3f} {loss['locca']:6.3f} "
-            f"{z['top1']:7.1%} {z['chance']:7.1%} {r['knn']['top1@k10']:7.1%} "
-            f"{r['probe']['top1']:6.1%} "
-            f"{ret['text_to_image_R@1']:8.1%} "
-            f"{ret['image_to_text_R@1']:8.1%} {a['acc@0.5']:8.1%} "
-            f"{a['baseline_whole_image']:6.1%} {a['baseline_centre_box']:7.1%}"
+        cells = " ".join(_cell(read(r)) for _, read in COLUMNS)
+        print(f"{r['run']:18} {r['train_minutes']:5.1f} {cells}")
+    chance = results[0]["zeroshot"]["chance"]
+    print(f"zero-shot chance (majority class): {chance:.1%}")
+    arms = list(dict.fromkeys(r["arm"] for r in results))
+    print("\nmean ± sd over seeds (n = seeds)")
+    print(f"{'arm':12} {'n':>2} " + " ".join(f"{name:>15}" for name, _ in COLUMNS))
+    for arm in arms:
+        runs = [r for r in results if r["arm"] == arm]
+        cells = []
+        for _, read in COLUMNS:
+            values = [read(r) for r in runs]
+            if any(v is None for v in values):
+                cells.append(f"{'-':>15}")
+                continue
+            sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            cells.append(f"{np.mean(values):>8.1%} ± {sd:4.1%}")
+        print(f"{arm:12} {len(runs):>2} " + " ".join(cells))
+
+
+def run_arm(arm: str, seed: int, options, text_shards: str, grounding: str, probe_set) -> dict:
+    out = options.out / f"{arm}-s{seed}"
+    if arm == "open_clip":
+        args = load_args("tiny", options.overrides)
+        model, tokenizer, minutes = train_open_clip_control(
+            args, text_shards, options.steps, seed, options.control_lr
         )
-    muon, adamw = results[0], results[-1]
-    print(
-        "\nzero-shot / chance: "
-        + ", ".join(
-            f"{r['run']} {r['zeroshot']['top1'] / r['zeroshot']['chance']:.1f}x" for r in results
+        result = {
+            "train_minutes": minutes,
+            **evaluate_arm(model, tokenizer, options.world, probe_set, with_aref=False),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=1))
+    else:
+        result = train_and_evaluate(
+            arm,
+            text_shards,
+            grounding,
+            options.world,
+            out,
+            options.steps,
+            [f"optim.name={arm}", f"seed={seed}", *options.overrides],
+            probe_set,
         )
-    )
-    best_baseline = max(muon["aref"]["baseline_whole_image"], muon["aref"]["baseline_centre_box"])
-    print(
-        "ARef Acc@0.5 over the best trivial box: "
-        + ", ".join(f"{r['run']} {r['aref']['acc@0.5'] - best_baseline:+.1%}" for r in results)
-    )
-    if len(results) > 1:
-        print(
-            f"Muon - AdamW at equal steps: zero-shot "
-            f"{muon['zeroshot']['top1'] - adamw['zeroshot']['top1']:+.1%}, ARef "
-            f"{muon['aref']['acc@0.5'] - adamw['aref']['acc@0.5']:+.1%}"
-        )
+    return {**result, "run": f"{arm} seed {seed}", "arm": arm, "seed": seed}
 
 
 def main() -> None:
@@ -364,12 +555,21 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/minicc_quality"))
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--optimizers", default="muon,adamw")
+    parser.add_argument(
+        "--arms",
+        default="muon,open_clip",
+        help="comma list: muon, adamw (ours, with that optimizer), open_clip (the control: "
+        "open_clip_train's train_one_epoch, SigLipLoss, AdamW, the same widths, data, steps)",
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per arm (0..N-1)")
+    parser.add_argument(
+        "--control-lr", type=float, default=1e-3, help="the open_clip control's AdamW lr"
+    )
     parser.add_argument(
         "--probe-pictures",
         type=int,
         default=4000,
-        help="labelled pictures the kind probe is fitted on",
+        help="labelled pictures the kind probe is fitted on (0: no probe)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides for both runs (key=value)")
     options = parser.parse_args()
@@ -403,32 +603,24 @@ def main() -> None:
         )
     args = load_args("tiny", options.overrides)
     image_size = model_config(args.model.preset, **args.model.overrides).vision.image_size
-    # Rendered and decoded once, for every optimizer's run.
-    images, labels = labelled_pictures(options.probe_pictures, image_size)
-    test_images, test_labels = load_labelled_images(
-        str(options.world / "eval" / "zeroshot"), image_size
-    )
-    probe_set = {
-        "images": images,
-        "labels": labels,
-        "test_images": test_images,
-        "test_labels": test_labels,
-    }
-    results = []
-    for optimizer in options.optimizers.split(","):
-        print(f"\n== training tiny with {optimizer} ==", flush=True)
-        results.append(
-            train_and_evaluate(
-                optimizer,
-                text_shards,
-                grounding,
-                options.world,
-                options.out / optimizer,
-                options.steps,
-                [f"optim.name={optimizer}", *options.overrides],
-                probe_set,
-            )
+    probe_set = None
+    if options.probe_pictures:
+        # Rendered and decoded once, for every arm's runs.
+        images, labels = labelled_pictures(options.probe_pictures, image_size)
+        test_images, test_labels = load_labelled_images(
+            str(options.world / "eval" / "zeroshot"), image_size
         )
+        probe_set = {
+            "images": images,
+            "labels": labels,
+            "test_images": test_images,
+            "test_labels": test_labels,
+        }
+    results = []
+    for seed in range(options.seeds):
+        for arm in options.arms.split(","):
+            print(f"\n== {arm}, seed {seed} ==", flush=True)
+            results.append(run_arm(arm, seed, options, text_shards, grounding, probe_set))
     print_table(
         results,
         options.steps,

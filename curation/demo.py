@@ -1,10 +1,15 @@
 """`python -m curation demo`: the whole chain on the built-in mini Common Crawl, in one command.
 
 Build the mini web and serve it on loopback; crawl it (extract → dedup → download); curate
-(MetaCLIP balance → near-dup + decontamination → training shards); round 0 trains `tiny` on the
-balanced pool without a CLIP filter; round 1 exports the round-0 encoder, scores the pool with it,
-keeps the top fraction and retrains at equal steps. Then it evaluates both rounds and prints their
-metrics beside the share of correctly captioned pairs (from the world's truth) they trained on.
+(MetaCLIP balance → near-dup + decontamination → training shards). Three arms then train `tiny`
+at equal steps:
+- round0: the balanced pool, no caption filter;
+- round1: the round-0 encoder exported, the pool scored with it, its top fraction kept;
+- reference: round 0's shards filtered by the world's truth table (only correctly captioned
+  pairs), the ceiling a perfect caption filter reaches.
+Each arm is evaluated on the world's held-out sets. DEMO_DIR/report.json holds, per arm, its
+training-sample count, the share of its pairs the truth calls correctly captioned, and every
+eval metric with its standard error (curation/demo_report.py); the demo prints it as a table.
 
 Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
 every step is resumable: re-running the demo skips finished work.
@@ -21,8 +26,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.dataset as ds
-
+from curation.demo_report import (
+    arm_metrics,
+    arms_table,
+    correct_pairs,
+    correctly_captioned_share,
+    write_reference_shards,
+)
 from curation.minicc.build import WORLD_FILE, load_world, stale_world_reason
 from curation.minicc.server import serve_world
 from curation.stats import format_summary, read_stage_records, summarize
@@ -31,16 +41,6 @@ CURATION = [sys.executable, "-m", "curation"]
 TRAINING = [sys.executable, "-m", "training"]
 RANDOM_SCORER = "tiny-clip"
 EXPORTED_SCORER = "openvision-siglip2"
-HEADLINE_METRICS = (
-    ("zeroshot", "top1"),
-    ("retrieval", "text_to_image_R@1"),
-    ("retrieval", "image_to_text_R@1"),
-    ("grounding", "acc@0.5"),
-    ("dense", "mIoU"),
-    ("knn", "top1@k10"),
-    ("aspect", "square_top1"),
-    ("aspect", "naflex_top1"),
-)
 
 
 @dataclass
@@ -65,49 +65,6 @@ class Steps:
         lines += [f"{name:<34}{seconds:>9.1f}" for name, seconds in self.rows]
         lines.append(f"{'total':<34}{sum(s for _, s in self.rows):>9.1f}")
         return "\n".join(lines)
-
-
-def parquet_rows(folder: Path, columns: list[str]) -> list[dict]:
-    files = sorted(str(p) for p in folder.glob("[0-9]*.parquet"))
-    if not files:
-        return []
-    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pylist()
-
-
-def correctly_captioned_share(train_shards: Path, pool: Path, world_dir: Path) -> tuple[int, float]:
-    """(samples, share whose caption the world's truth calls good) in a set of training shards."""
-    kept = {row["uid"] for row in parquet_rows(train_shards, ["uid"])}
-    pool_rows = [r for r in parquet_rows(pool, ["uid", "url", "text"]) if r["uid"] in kept]
-    truth = (
-        ds.dataset(str(world_dir / "truth.parquet"))
-        .to_table(columns=["image_url", "text", "caption_kind"])
-        .to_pylist()
-    )
-    kind = {(r["image_url"], r["text"]): r["caption_kind"] for r in truth}
-    good = sum(kind.get((r["url"], r["text"])) == "good" for r in pool_rows)
-    return len(pool_rows), good / max(len(pool_rows), 1)
-
-
-def latest_eval(run: Path) -> dict[str, float]:
-    reports = sorted((run / "eval").glob("step_*.json"))
-    if not reports:
-        return {}
-    results = json.loads(reports[-1].read_text())["results"]
-    return {
-        f"{task} {metric}": results[task][metric]
-        for task, metric in HEADLINE_METRICS
-        if metric in results.get(task, {})
-    }
-
-
-def rounds_table(rounds: dict[str, dict[str, float]]) -> str:
-    names = list(rounds)
-    metrics = list(dict.fromkeys(k for values in rounds.values() for k in values))
-    lines = [f"{'':<32}" + "".join(f"{n:>12}" for n in names)]
-    for metric in metrics:
-        cells = "".join(f"{rounds[n].get(metric, float('nan')):>12.3f}" for n in names)
-        lines.append(f"{metric:<32}{cells}")
-    return "\n".join(lines)
 
 
 def crawl(steps: Steps, out: Path, world_dir: Path, world: dict, seed: int) -> None:
@@ -320,34 +277,45 @@ def run_demo(
     )
     train_and_evaluate(steps, "round 1", round1_shards, world_dir, round1, train_steps)
 
-    rounds: dict[str, dict[str, float]] = {}
+    reference_shards, reference = out / "train_shards_reference", out / "train_reference"
+    correct = correct_pairs(world_dir)
+    write_reference_shards(round0_shards, reference_shards, correct)
+    train_and_evaluate(steps, "reference", reference_shards, world_dir, reference, train_steps)
+
+    eval_sizes = world.get("counts", {}).get("eval", {})
+    arms: dict[str, dict] = {}
     for name, shards, run in (
-        ("round 0", round0_shards, round0),
-        ("round 1", round1_shards, round1),
+        ("round0", round0_shards, round0),
+        ("round1", round1_shards, round1),
+        ("reference", reference_shards, reference),
     ):
-        samples, share = correctly_captioned_share(shards, pool, world_dir)
-        rounds[name] = {
-            "training samples": samples,
-            "correctly captioned share": share,
-            **latest_eval(run),
+        samples, share = correctly_captioned_share(shards, correct)
+        arms[name] = {
+            "samples": samples,
+            "correct_caption_share": share,
+            "metrics": arm_metrics(run, eval_sizes),
         }
     print(f"\n=== stage statistics (python -m curation stats {out})")
     print(format_summary(summarize(read_stage_records(str(out)))))
     print(
-        "\n=== model in the loop: round 0 (balanced, no CLIP filter) vs round 1 "
-        f"(top {top_fraction:.0%} by the round-0 encoder), {train_steps} steps each"
+        "\n=== does curation make a better model? round0: the balanced pool; round1: its top "
+        f"{top_fraction:.0%} by the round-0 encoder; reference: round 0's pairs the truth calls "
+        f"correct. {train_steps} steps each; value ± one standard error"
     )
-    print(rounds_table(rounds))
+    print(arms_table(arms))
     print("\n=== timings")
     print(steps.table())
-    summary = {
-        "out": str(out),
+    report = {
+        "arms": arms,
+        "train_steps": train_steps,
+        "top_fraction": top_fraction,
         "scale": scale,
+        "seed": seed,
         "world_counts": world.get("counts", {}),
-        "rounds": rounds,
         "timings": dict(steps.rows),
     }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"\nreport: {out / 'report.json'}")
     print(f"\nbrowse it: make dashboard RUN={out}")
 
 

@@ -39,7 +39,7 @@ WORLD_FILE = "world.json"
 # Bump whenever a build's content changes (scenes, captions, phrases, eval sets, layout). Tools
 # that reuse a built world (the demo, the quality benchmarks) check it: a world from an older
 # generator silently gave them outdated grounding phrases. Worlds without the field are 1.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _BUILD_OUTPUTS = (
     "crawl-data",
     "www",
@@ -95,6 +95,7 @@ def _counts(
         "fault_references": dict(sorted(fault_refs.items())),
         "page_faults": dict(Counter(p.page_fault for p in pages if p.page_fault)),
         "caption_kinds": dict(Counter(r["caption_kind"] for r in occurrences)),
+        "unsafe_urls": sum(1 for r in images if r["unsafe"]),
         "caption_langs": dict(Counter(r["lang"] or "none" for r in occurrences)),
         "page_charsets": dict(Counter(f"{p.charset}/{p.charset_declared}" for p in pages)),
         "url_forms": dict(Counter(r["url_form"] for r in occurrences)),

@@ -1,4 +1,9 @@
-"""Caption text for scenes: good descriptions (in five languages) and noisy alt texts."""
+"""Caption text for scenes: good descriptions (in five languages) and the web's useless alt texts.
+
+A good caption names every shape's size, colour and kind; a position only when the scene holds
+more than one shape (where it tells them apart), so a batch's captions differ mostly in what a
+picture shows, not in where.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ import numpy as np
 
 from curation.minicc.vocab import (
     BACKGROUNDS,
-    NOISY_ALT_PATTERNS,
+    BOILERPLATE_ALTS,
+    COLOURS,
+    FILENAME_ALT_PATTERNS,
+    KINDS,
+    LONG_EMPTY_SENTENCES,
     POSITION_PHRASES,
+    SEO_WORDS,
     TRANSLATIONS,
 )
 from curation.minicc.world import Scene, Shape
@@ -15,9 +25,10 @@ from curation.minicc.world import Scene, Shape
 _ENGLISH_OPENERS: tuple[str, ...] = ("", "a photo of ", "an illustration of ", "drawing: ")
 
 
-def _english_shape(shape: Shape) -> str:
+def _english_shape(shape: Shape, placed: bool) -> str:
     article = "an" if shape.size[0] in "aeiou" else "a"
-    return f"{article} {shape.size} {shape.colour} {shape.kind} {POSITION_PHRASES[shape.position]}"
+    where = f" {POSITION_PHRASES[shape.position]}" if placed else ""
+    return f"{article} {shape.size} {shape.colour} {shape.kind}{where}"
 
 
 def good_caption(scene: Scene, lang: str = "en", style: int = 0) -> str:
@@ -25,8 +36,11 @@ def good_caption(scene: Scene, lang: str = "en", style: int = 0) -> str:
 
     `style` picks among equivalent English phrasings, so identical scenes do not all read alike.
     """
+    if not scene.shapes:
+        raise ValueError(f"scene {scene.scene_id} shows no shape: it has no good caption")
+    placed = len(scene.shapes) > 1
     if lang == "en":
-        parts = [_english_shape(s) for s in scene.shapes]
+        parts = [_english_shape(s, placed) for s in scene.shapes]
         body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         opener = _ENGLISH_OPENERS[style % len(_ENGLISH_OPENERS)]
         return f"{opener}{body} on a {BACKGROUNDS[scene.background]} background"
@@ -45,31 +59,65 @@ def good_caption(scene: Scene, lang: str = "en", style: int = 0) -> str:
     if lang == "ru":
         # Label style avoids gender agreement, which a word table cannot do.
         items = "; ".join(
-            f"{w['kind']} ({w['colour']}, {w['size']}, {w['position']})" for w in shapes
+            f"{w['kind']} ({w['colour']}, {w['size']}" + (f", {w['position']})" if placed else ")")
+            for w in shapes
         )
         return f"Фигуры: {items}. Фон: {background}"
     if lang == "ja":
-        items = "、".join(f"{w['position']}に{w['size']}{w['colour']}の{w['kind']}" for w in shapes)
+        items = "、".join(
+            (f"{w['position']}に" if placed else "") + f"{w['size']}{w['colour']}の{w['kind']}"
+            for w in shapes
+        )
         return f"{items}（背景：{background}）"
     if lang == "zh":
         items = "，".join(
-            f"{w['position']}有一个{w['size']}的{w['colour']}{w['kind']}" for w in shapes
+            (f"{w['position']}有" if placed else "有")
+            + f"一个{w['size']}的{w['colour']}{w['kind']}"
+            for w in shapes
         )
         return f"{items}，{background}背景"
     if lang == "ko":
         items = ", ".join(
-            f"{w['position']}에 {w['size']} {w['colour']} {w['kind']}" for w in shapes
+            (f"{w['position']}에 " if placed else "") + f"{w['size']} {w['colour']} {w['kind']}"
+            for w in shapes
         )
         return f"{items} (배경: {background})"
     raise ValueError(f"no caption grammar for language {lang!r}")
 
 
-def noisy_alt(rng: np.random.Generator) -> str:
-    """An alt text that says nothing about the picture: a file name, "click here", ..."""
-    pattern = NOISY_ALT_PATTERNS[int(rng.integers(len(NOISY_ALT_PATTERNS)))]
+def _fill(pattern: str, rng: np.random.Generator) -> str:
     return pattern.format(
         n2=int(rng.integers(10, 100)),
         n3=int(rng.integers(100, 1000)),
         n4=int(rng.integers(1000, 10000)),
         n5=f"{int(rng.integers(0, 100000)):05d}",
     )
+
+
+def filename_alt(rng: np.random.Generator, path: str) -> str:
+    """A file name for alt text: the image URL's own last segment, or a camera/CMS name."""
+    if rng.random() < 0.5:
+        return path.rsplit("/", 1)[-1]
+    return _fill(FILENAME_ALT_PATTERNS[int(rng.integers(len(FILENAME_ALT_PATTERNS)))], rng)
+
+
+def boilerplate_alt(rng: np.random.Generator) -> str:
+    """An alt text that says nothing about the picture: "logo", "click here", ..."""
+    return _fill(BOILERPLATE_ALTS[int(rng.integers(len(BOILERPLATE_ALTS)))], rng)
+
+
+def seo_alt(rng: np.random.Generator) -> str:
+    """A keyword list stuffed for search engines: shape words the picture may not show, mixed
+    with shopping words, so a bag-of-words match finds concepts in it."""
+    words = [KINDS[int(i)] for i in rng.choice(len(KINDS), size=3, replace=False)]
+    words += [list(COLOURS)[int(i)] for i in rng.choice(len(COLOURS), size=2, replace=False)]
+    words += [SEO_WORDS[int(i)] for i in rng.choice(len(SEO_WORDS), size=4, replace=False)]
+    order = rng.permutation(len(words))
+    return ", ".join(words[int(i)] for i in order)
+
+
+def empty_but_long_alt(rng: np.random.Generator) -> str:
+    """Long alt text with no description in it (legal lines, site names, "image of image")."""
+    count = int(rng.integers(2, 4))
+    picks = rng.choice(len(LONG_EMPTY_SENTENCES), size=count, replace=False)
+    return " ".join(LONG_EMPTY_SENTENCES[int(i)] for i in picks)

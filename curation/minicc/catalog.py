@@ -8,18 +8,33 @@ route (served behaviour) of every path. Nothing is rendered here; `RenderJob`s s
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from curation.minicc import faults
 from curation.minicc.faults import FAULT_KINDS, PICTURE_BEARING_FAULTS, Route
 from curation.minicc.scales import FORBIDDEN_ADDRESSES, HOSTS, Scale
-from curation.minicc.world import ConceptSampler, Scene, sample_scene
+from curation.minicc.world import (
+    ConceptSampler,
+    Scene,
+    contrast_sibling,
+    sample_scene,
+    shapeless_scene,
+)
 
 Box = tuple[float, float, float, float]
 
 NEAR_DUP_SHARE = 0.12
+# Share of web scenes drawn as a hard negative of the scene before them (contrast_sibling: one
+# shape's kind changed, all else equal), so captions must be read for their kinds.
+CONTRAST_SHARE = 0.3
+# Share of web scenes that carry the abstract "unsafe" pattern (truth column `unsafe`).
+UNSAFE_SHARE = 0.025
+# Bad pictures, per web scene: flat blank images, ad-banner strips, and icons too small to learn
+# from (long side TINY_LONG_SIDE px). None has a good caption but a tiny one.
+BAD_PICTURE_SHARES: dict[str, float] = {"blank": 0.02, "banner": 0.02, "tiny": 0.02}
+TINY_LONG_SIDE = (16, 40)
 SRCSET_SHARE = 0.10
 PNG_SHARE = 0.12
 NEAR_DUP_VARIANTS: tuple[str, ...] = ("copy", "reencode", "resize", "crop")
@@ -53,7 +68,9 @@ class WebImage:
     path: str
     scene: Scene  # what the picture shows, and what a good caption describes
     image_id: str | None  # the picture a successful fetch yields; None when none can be had
-    variant: str  # original | copy | reencode | resize | crop | srcset_small | contaminant | fault
+    # original | copy | reencode | resize | crop | srcset_small | contaminant | fault
+    # | blank | banner | tiny
+    variant: str
     fault: str | None = None
     final_url: str | None = None  # where a redirect chain ends
     eval_key: str | None = None  # set on planted evaluation images
@@ -116,11 +133,11 @@ class _CatalogPlanner:
         self.serial += 1
         n = self.serial
         digest = hashlib.sha1(f"{self.seed}:{n}".encode()).hexdigest()[:12]
-        first = scene.shapes[0]
+        first = scene.shapes[0] if scene.shapes else None
         slug_choice = self.rng.random()
         slug = (
             f"{first.colour}-{first.kind}-{n}"
-            if slug_choice < 0.4
+            if first is not None and slug_choice < 0.4
             else f"DSC{n:05d}"
             if slug_choice < 0.6
             else f"pic-{n}"
@@ -137,12 +154,16 @@ class _CatalogPlanner:
             raise AssertionError(f"path collision on {host}: {path}")
         return path
 
-    def new_scene(self) -> Scene:
+    def new_scene(self, previous: Scene | None = None) -> Scene:
+        """A web scene; after `previous`, a CONTRAST_SHARE chance of being its hard negative."""
         index = self.scene_count
         self.scene_count += 1
-        return sample_scene(
-            np.random.default_rng([self.seed, 21, index]), f"s{index:06d}", self.concepts
-        )
+        rng = np.random.default_rng([self.seed, 21, index])
+        if previous is not None and previous.shapes and rng.random() < CONTRAST_SHARE:
+            scene = contrast_sibling(rng, previous, f"s{index:06d}")
+        else:
+            scene = sample_scene(rng, f"s{index:06d}", self.concepts)
+        return replace(scene, unsafe=bool(rng.random() < UNSAFE_SHARE))
 
     def random_host(self, with_robots: bool = False) -> str:
         hosts = HOSTS[1:] if with_robots else HOSTS  # HOSTS[0] has no robots.txt
@@ -219,7 +240,13 @@ class _CatalogPlanner:
 
     # -- the plan -----------------------------------------------------------------------------
     def plan(self, contaminant_scenes: list[tuple[str, Scene]]) -> Catalog:
-        originals = [self.plan_scene_family() for _ in range(self.scale.scenes)]
+        originals: list[WebImage] = []
+        for _ in range(self.scale.scenes):
+            previous = originals[-1].scene if originals else None
+            originals.append(self.plan_scene_family(previous))
+        for kind, share in BAD_PICTURE_SHARES.items():
+            for _ in range(round(share * self.scale.scenes)):
+                self.plan_bad_picture(kind)
         for kind in FAULT_KINDS:
             for _ in range(self.scale.urls_per_fault):
                 self.plan_fault(kind, originals)
@@ -248,9 +275,24 @@ class _CatalogPlanner:
         self.catalog.popularity = [healthy[i] for i in self.rng.permutation(len(healthy))]
         return self.catalog
 
-    def plan_scene_family(self) -> WebImage:
+    def plan_bad_picture(self, kind: str) -> WebImage:
+        index = self.scene_count
+        rng = np.random.default_rng([self.seed, 23, index])
+        if kind == "tiny":
+            scene = self.new_scene()
+            long_side = int(rng.integers(TINY_LONG_SIDE[0], TINY_LONG_SIDE[1] + 1))
+            resize = long_side / max(scene.width, scene.height)
+        else:
+            self.scene_count += 1
+            scene = shapeless_scene(rng, f"s{index:06d}", kind)
+            resize = 1.0
+        job = RenderJob(scene=scene, outputs=[])
+        self.catalog.jobs.append(job)
+        return self.add_served_picture(scene, f"b{index:06d}", kind, job, resize=resize)
+
+    def plan_scene_family(self, previous: Scene | None = None) -> WebImage:
         """A scene's original URL, plus near-duplicate and srcset variants for some scenes."""
-        scene = self.new_scene()
+        scene = self.new_scene(previous)
         base_id = f"i{self.scene_count - 1:06d}"
         job = RenderJob(scene=scene, outputs=[])
         self.catalog.jobs.append(job)

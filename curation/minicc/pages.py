@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curation.minicc import urlforms
-from curation.minicc.captions import good_caption, noisy_alt
+from curation.minicc.captions import (
+    boilerplate_alt,
+    empty_but_long_alt,
+    filename_alt,
+    good_caption,
+    seo_alt,
+)
 from curation.minicc.catalog import BLANK_GIF_PATH, Catalog, WebImage
 from curation.minicc.scales import HOSTS, Scale
 from curation.minicc.vocab import FILLER_SENTENCES
+from curation.minicc.world import contrast_sibling
 
 # language -> (share of pages, [(codec, declared where, share within the language)])
 PAGE_LANGUAGES: dict[str, tuple[float, list[tuple[str, str, float]]]] = {
@@ -57,12 +64,26 @@ PAGE_LANGUAGES: dict[str, tuple[float, list[tuple[str, str, float]]]] = {
         ],
     ),
 }
+# What an <img> tag's text is (truth.caption_kind); rates and their sources: README, "Alt-text
+# noise". `good` and `title_only` describe the picture (truth.caption_correct); the rest do not.
 CAPTION_KIND_WEIGHTS: dict[str, float] = {
-    "good": 0.52,
-    "noisy": 0.18,
-    "mismatched": 0.10,
-    "empty": 0.12,
+    "good": 0.46,
     "title_only": 0.08,
+    "empty": 0.14,  # alt="" or no alt at all
+    "filename": 0.07,
+    "boilerplate": 0.06,
+    "neighbour": 0.08,  # the caption of another picture on the same page
+    "hard_negative": 0.03,  # the same picture with one shape's kind changed
+    "seo": 0.04,
+    "empty_long": 0.04,
+}
+CORRECT_CAPTION_KINDS = frozenset({"good", "title_only"})
+# A picture with no shape (blank, banner) is never described; its tags draw from these.
+SHAPELESS_CAPTION_KINDS: dict[str, float] = {
+    "empty": 0.4,
+    "boilerplate": 0.3,
+    "filename": 0.2,
+    "empty_long": 0.1,
 }
 JUNK_SHARE = 0.05
 LAZY_SHARE = 0.08
@@ -158,7 +179,7 @@ class _PagePlanner:
         self.global_pool = _PopularityPool(catalog.popularity)
         local = {h: [im for im in catalog.popularity if im.host == h] for h in HOSTS}
         self.local_pools = {h: _PopularityPool(images) for h, images in local.items() if images}
-        self.all_scenes = [im.scene for im in catalog.images]
+        self.all_scenes = [im.scene for im in catalog.images if im.scene.shapes]
 
     def plan(self, faulty_pages: dict[int, str]) -> list[Page]:
         pages = [self.plan_page(i) for i in range(self.scale.pages)]
@@ -166,7 +187,7 @@ class _PagePlanner:
             pages[index].page_fault = fault
         slots = self.assign_targets(pages)
         for page, targets in zip(pages, slots):
-            page.tags = [self.plan_tag(page, target) for target in targets]
+            page.tags = [self.plan_tag(page, target, targets) for target in targets]
             page.links = [
                 p.url for p in (pages[int(j)] for j in self.rng.integers(0, len(pages), size=3))
             ]
@@ -236,12 +257,15 @@ class _PagePlanner:
                 slots[p][s] = pool.draw(rng)
         return slots
 
-    def plan_tag(self, page: Page, target: WebImage | None) -> ImgTag:
+    def plan_tag(
+        self, page: Page, target: WebImage | None, neighbours: list[WebImage | None]
+    ) -> ImgTag:
         rng = self.rng
         if target is None:
             return self.junk_tag()
-        caption_kind = _choice(rng, list(CAPTION_KIND_WEIGHTS), list(CAPTION_KIND_WEIGHTS.values()))
-        alt, title, lang = self.caption(page, target, caption_kind)
+        weights = CAPTION_KIND_WEIGHTS if target.scene.shapes else SHAPELESS_CAPTION_KINDS
+        caption_kind = _choice(rng, list(weights), list(weights.values()))
+        alt, title, lang = self.caption(page, target, caption_kind, neighbours)
         base = page.effective_base
         same_host = urlforms.host_of(base) == urlforms.host_of(target.url)
         forms, weights = (
@@ -300,26 +324,40 @@ class _PagePlanner:
         )
 
     def caption(
-        self, page: Page, target: WebImage, kind: str
+        self, page: Page, target: WebImage, kind: str, neighbours: list[WebImage | None]
     ) -> tuple[str | None, str | None, str | None]:
         """(alt, title, caption language) for a tag of caption `kind` showing `target`."""
         rng = self.rng
         lang = page.lang if page.lang != "en" and rng.random() < 0.75 else "en"
         style = int(rng.integers(4))
+        scene = target.scene
         if kind == "good":
             title = TITLE_NOISE[int(rng.integers(len(TITLE_NOISE)))] if rng.random() < 0.1 else None
-            return good_caption(target.scene, lang, style), title, lang
-        if kind == "mismatched":
-            while True:
-                other = self.all_scenes[int(rng.integers(len(self.all_scenes)))]
-                if other.scene_id != target.scene.scene_id:
-                    return good_caption(other, lang, style), None, lang
-        if kind == "noisy":
-            return noisy_alt(rng), None, None
+            return good_caption(scene, lang, style), title, lang
+        if kind == "title_only":
+            return None, good_caption(scene, lang, style), lang
+        if kind == "neighbour":
+            others = [
+                n.scene
+                for n in neighbours
+                if n is not None and n.scene.shapes and n.scene.scene_id != scene.scene_id
+            ]
+            if not others:  # a page of one picture: the caption of another page's
+                others = [s for s in self.all_scenes if s.scene_id != scene.scene_id]
+            return good_caption(others[int(rng.integers(len(others)))], lang, style), None, lang
+        if kind == "hard_negative":
+            sibling = contrast_sibling(rng, scene, scene.scene_id)
+            return good_caption(sibling, lang, style), None, lang
+        if kind == "filename":
+            return filename_alt(rng, target.path), None, None
+        if kind == "boilerplate":
+            return boilerplate_alt(rng), None, None
+        if kind == "seo":
+            return seo_alt(rng), None, None
+        if kind == "empty_long":
+            return empty_but_long_alt(rng), None, "en"
         if kind == "empty":
             return ("" if rng.random() < 0.6 else None), None, None
-        if kind == "title_only":
-            return None, good_caption(target.scene, lang, style), lang
         raise ValueError(f"unknown caption kind {kind!r}")
 
     def junk_tag(self) -> ImgTag:
@@ -330,7 +368,7 @@ class _PagePlanner:
             target=None,
             image_url=None,
             url_form="junk",
-            caption_kind="empty" if alt == "" else "noisy",
+            caption_kind="empty" if alt == "" else "boilerplate",
             alt=alt,
             title=None,
             lang=None,

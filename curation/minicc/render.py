@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from curation.minicc.shapes import shape_outline
-from curation.minicc.vocab import COLOURS, POSITIONS, SIZES
+from curation.minicc.vocab import COLOURS, POSITIONS, SHARED_SCENE_SCALE, SIZES
 from curation.minicc.world import Scene
 
 Box = tuple[float, float, float, float]
@@ -70,17 +70,52 @@ def _background(scene: Scene) -> Image.Image:
     raise ValueError(f"scene {scene.scene_id}: unknown background {scene.background!r}")
 
 
+# The "unsafe" stand-in: concentric rings in two tones no shape or background uses, covering a
+# disc of UNSAFE_RADIUS x the short side. Abstract on purpose: it depicts nothing real.
+UNSAFE_TONES = ((255, 0, 200), (20, 255, 60))
+UNSAFE_RADIUS = 0.3
+# A lone shape's centre is pulled toward the middle by this factor (1 = its position's centre),
+# so a large shape is not cut off by the border; "top left" still means the top-left quadrant.
+LONE_SHAPE_SPREAD = 0.7
+
+
+def _draw_unsafe_pattern(image: Image.Image, scene: Scene) -> None:
+    w, h = image.size
+    rng = np.random.default_rng([scene.texture_seed, 0x0BAD])
+    radius = UNSAFE_RADIUS * min(w, h)
+    cx, cy = (
+        rng.uniform(radius, max(radius, w - radius)),
+        rng.uniform(radius, max(radius, h - radius)),
+    )
+    ring_width = radius / 4
+    box = (max(0, int(cx - radius)), max(0, int(cy - radius)))
+    size = (min(w, int(cx + radius) + 1) - box[0], min(h, int(cy + radius) + 1) - box[1])
+    ys, xs = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
+    distance = np.hypot(xs + box[0] - cx, ys + box[1] - cy)
+    inside = distance <= radius
+    tones = np.array(UNSAFE_TONES, dtype=np.uint8)
+    patch = tones[(distance // ring_width).astype(np.int64) % 2]
+    base = np.asarray(image.crop((box[0], box[1], box[0] + size[0], box[1] + size[1]))).copy()
+    base[inside] = patch[inside]
+    image.paste(Image.fromarray(base, "RGB"), box)
+
+
 def render_scene(scene: Scene) -> RenderedScene:
     """Draw a scene deterministically (the same scene always gives the same pixels)."""
     w, h = scene.width, scene.height
     image = _background(scene)
+    if scene.unsafe:
+        _draw_unsafe_pattern(image, scene)
     shape_index = Image.new("L", (w, h), 0)
     boxes: list[Box] = []
+    lone = len(scene.shapes) == 1
+    spread = LONE_SHAPE_SPREAD if lone else 1.0
+    scale = 1.0 if lone else SHARED_SCENE_SCALE
     for index, shape in enumerate(scene.shapes, start=1):
         fx, fy = POSITIONS[shape.position]
-        cx = (fx + shape.offset[0]) * w
-        cy = (fy + shape.offset[1]) * h
-        radius = SIZES[shape.size] * min(w, h) / 2
+        cx = (0.5 + (fx - 0.5) * spread + shape.offset[0]) * w
+        cy = (0.5 + (fy - 0.5) * spread + shape.offset[1]) * h
+        radius = SIZES[shape.size] * scale * min(w, h) / 2
         outline = shape_outline(shape.kind, cx, cy, radius, shape.rotation)
         # Draw the mask only over the shape's own extent, then paste it there.
         xs = [x for polygon, _ in outline for x, _ in polygon]

@@ -21,7 +21,9 @@ class Scale:
     images_per_page: tuple[int, int]  # inclusive range of <img> tags per page
     urls_per_fault: int  # image URLs planted per fault kind
     pages_per_warc: int
-    eval_per_set: int  # images in each held-out evaluation set
+    # images in each held-out evaluation set; small and up: one standard error of an accuracy
+    # near 50% is sqrt(0.25 / n) <= 1.5 points from n = 1,112
+    eval_per_set: int
     contaminants: int  # evaluation images planted into the web
     grounding_shard_size: int
 
@@ -45,7 +47,7 @@ SCALES: dict[str, Scale] = {
         images_per_page=(3, 12),
         urls_per_fault=12,
         pages_per_warc=350,
-        eval_per_set=250,
+        eval_per_set=1200,
         contaminants=20,
         grounding_shard_size=1000,
     ),
@@ -56,7 +58,7 @@ SCALES: dict[str, Scale] = {
         images_per_page=(3, 12),
         urls_per_fault=100,
         pages_per_warc=1000,
-        eval_per_set=1000,
+        eval_per_set=2000,
         contaminants=100,
         grounding_shard_size=5000,
     ),

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.minicc.captions import good_caption, noisy_alt
+from curation.minicc.captions import (
+    boilerplate_alt,
+    empty_but_long_alt,
+    filename_alt,
+    good_caption,
+    seo_alt,
+)
 from curation.minicc.evalsets import ZEROSHOT_TEMPLATES
 from curation.minicc.pages import TITLE_NOISE
 from curation.minicc.vocab import KINDS, LANGUAGES
@@ -40,7 +46,10 @@ def corpus(seed: int = 0, scenes: int = DEFAULT_SCENES) -> Iterator[str]:
         for shape in scene.shapes:
             yield shape.phrase
             yield shape.referring_expression
-        yield noisy_alt(rng)
+        yield filename_alt(rng, f"/img/{shape.colour}-{shape.kind}-{index}.jpg")
+        yield boilerplate_alt(rng)
+        yield seo_alt(rng)
+        yield empty_but_long_alt(rng)
     yield from TITLE_NOISE
     yield from (template.format(c=kind) for template in ZEROSHOT_TEMPLATES for kind in KINDS)
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from curation.minicc.captions import good_caption
 from curation.minicc.catalog import Catalog, WebImage
-from curation.minicc.pages import Page
+from curation.minicc.pages import CORRECT_CAPTION_KINDS, Page
 from curation.minicc.www import RenderedInfo
 
 _STRING, _BOOL, _INT = pa.string(), pa.bool_(), pa.int64()
@@ -27,6 +27,7 @@ OCCURRENCE_SCHEMA = pa.schema(
         ("title", _STRING),
         ("text", _STRING),
         ("caption_kind", _STRING),
+        ("caption_correct", _BOOL),
         ("lang", _STRING),
         ("page_lang", _STRING),
         ("charset", _STRING),
@@ -38,6 +39,7 @@ OCCURRENCE_SCHEMA = pa.schema(
         ("page_fault", _STRING),
         ("is_eval_contaminant", _BOOL),
         ("eval_key", _STRING),
+        ("unsafe", _BOOL),
     ]
 )
 IMAGE_SCHEMA = pa.schema(
@@ -63,6 +65,8 @@ IMAGE_SCHEMA = pa.schema(
         ("final_url", _STRING),
         ("is_eval_contaminant", _BOOL),
         ("eval_key", _STRING),
+        ("unsafe", _BOOL),
+        ("contrast_of", _STRING),
         ("page_references", _INT),
     ]
 )
@@ -99,6 +103,7 @@ def occurrence_rows(pages: list[Page]) -> list[dict]:
                     "title": tag.title,
                     "text": tag.text,
                     "caption_kind": tag.caption_kind,
+                    "caption_correct": tag.caption_kind in CORRECT_CAPTION_KINDS,
                     "lang": tag.lang,
                     "page_lang": page.lang,
                     "charset": page.charset,
@@ -110,6 +115,7 @@ def occurrence_rows(pages: list[Page]) -> list[dict]:
                     "page_fault": page.page_fault,
                     "is_eval_contaminant": bool(target and target.eval_key),
                     "eval_key": target.eval_key if target else None,
+                    "unsafe": bool(target and target.scene.unsafe),
                 }
             )
     return rows
@@ -136,13 +142,15 @@ def image_rows(catalog: Catalog, rendered: RenderedInfo, references: Counter) ->
                 "phrases": [s.referring_expression for s in shapes],
                 "background": image.scene.background,
                 "boxes": _boxes(image, rendered, by_url),
-                "good_caption": good_caption(image.scene),
+                "good_caption": good_caption(image.scene) if image.scene.shapes else None,
                 "width": image.width,
                 "height": image.height,
                 "fault": image.fault,
                 "final_url": image.final_url,
                 "is_eval_contaminant": image.eval_key is not None,
                 "eval_key": image.eval_key,
+                "unsafe": image.scene.unsafe,
+                "contrast_of": image.scene.contrast_of,
                 "page_references": references.get(image.url, 0),
             }
         )

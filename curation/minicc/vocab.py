@@ -39,8 +39,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (30, 200, 215),
 }
 
-# Fraction of the image's short side that a shape's bounding square spans.
-SIZES: dict[str, float] = {"small": 0.17, "medium": 0.28, "large": 0.40}
+# Fraction of the image's short side that a lone shape's bounding square spans (generator 3: a
+# shape covers a meaningful share of `tiny`'s 64-px input; at version 2's 0.17-0.40 a shape was
+# 5-10 px there and its kind could not be learnt). Shapes that share a scene are drawn at
+# SHARED_SCENE_SCALE of this, so two or three still fit side by side.
+SIZES: dict[str, float] = {"small": 0.36, "medium": 0.5, "large": 0.64}
+SHARED_SCENE_SCALE = 0.62
 
 # Position name -> centre of the shape as a fraction of (width, height).
 POSITIONS: dict[str, tuple[float, float]] = {
@@ -313,10 +317,19 @@ FILLER_SENTENCES: dict[str, tuple[str, ...]] = {
 }
 
 # Alt texts that say nothing about the picture (the noise a CLIP filter should drop).
-NOISY_ALT_PATTERNS: tuple[str, ...] = (
+# Alt texts of the kinds the web is full of (see README: "Alt-text noise"): camera and CMS
+# file names, boilerplate, keyword lists, and long text that describes nothing.
+FILENAME_ALT_PATTERNS: tuple[str, ...] = (
     "IMG_{n4}.jpg",
     "DSC{n5}",
     "DSC_{n4}.JPG",
+    "{n3}.png",
+    "Screenshot {n4}",
+    "pic{n2}",
+    "image-{n3}-{n2}x{n2}",
+    "photo_{n5}.jpeg",
+)
+BOILERPLATE_ALTS: tuple[str, ...] = (
     "image",
     "click here",
     "thumbnail",
@@ -324,13 +337,35 @@ NOISY_ALT_PATTERNS: tuple[str, ...] = (
     "banner",
     "logo",
     "untitled",
-    "{n3}.png",
-    "Screenshot {n4}",
     "picture",
     "img",
-    "pic{n2}",
     "placeholder",
     "spacer",
     "loading...",
     "read more",
+    "alt_img",
+    "1920x1080",
+)
+SEO_WORDS: tuple[str, ...] = (
+    "free download",
+    "hd wallpaper",
+    "best price",
+    "buy online",
+    "clipart",
+    "vector",
+    "png transparent",
+    "cheap",
+    "2024",
+    "top 10",
+    "icon set",
+    "stock image",
+)
+LONG_EMPTY_SENTENCES: tuple[str, ...] = (
+    "All rights reserved.",
+    "This image is the property of its owner and may not be reproduced without permission.",
+    "Image courtesy of our partners.",
+    "Please see our terms of use and privacy policy for more information.",
+    "Photo for illustration purposes only; the actual product may differ.",
+    "Shared from our gallery, follow us for more updates every week.",
+    "Image of image, picture of picture, uploaded by the site administrator.",
 )

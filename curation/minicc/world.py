@@ -9,13 +9,15 @@ and the kind+colour pairs have a long tail, which is what MetaCLIP balancing is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from curation.minicc.vocab import BACKGROUNDS, COLOURS, KINDS, POSITION_PHRASES, POSITIONS, SIZES
 
 ZIPF_EXPONENT = 1.3
+# How many shapes a web scene holds (1, 2, 3): mostly one, so a shape fills much of the picture.
+SHAPE_COUNT_WEIGHTS = (0.6, 0.3, 0.1)
 
 # (width : height, weight). A share of extreme ratios so aspect-ratio handling matters.
 ASPECT_RATIOS: tuple[tuple[float, float, float], ...] = (
@@ -83,6 +85,11 @@ class Scene:
     tones: tuple[tuple[int, int, int], tuple[int, int, int]]
     texture_seed: int
     shapes: tuple[Shape, ...]
+    # The abstract "unsafe" stand-in concept (render.py draws its pattern): a labelled image
+    # property that no caption mentions, for testing an image-side safety filter.
+    unsafe: bool = False
+    # The scene this one is a hard negative of (contrast_sibling), or None.
+    contrast_of: str | None = None
 
     @property
     def aspect(self) -> float:
@@ -123,12 +130,19 @@ def _tone_distance(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
     return math.dist(a, b)
 
 
-def _pick_tones(rng: np.random.Generator, colours: list[str]) -> tuple[tuple[int, int, int], ...]:
+def _pick_tones(
+    rng: np.random.Generator, colours: list[str], avoid: tuple = ()
+) -> tuple[tuple[int, int, int], ...]:
+    """Two background tones that stand apart from every shape colour (and, where enough remain,
+    are not the tones in `avoid`)."""
     usable = [
         t
         for t in BACKGROUND_TONES
         if all(_tone_distance(t, COLOURS[c]) >= _MIN_TONE_DISTANCE for c in colours)
     ]
+    fresh = [t for t in usable if t not in avoid]
+    if len(fresh) >= 2:
+        usable = fresh
     if len(usable) < 2:
         usable = sorted(
             BACKGROUND_TONES, key=lambda t: -min(_tone_distance(t, COLOURS[c]) for c in colours)
@@ -167,7 +181,7 @@ def sample_scene(
         ratio = ASPECT_RATIOS[index][:2]
     width, height = sample_size(rng, ratio, long_side_range)
     if shape_count is None:
-        shape_count = int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
+        shape_count = int(rng.choice([1, 2, 3], p=SHAPE_COUNT_WEIGHTS))
     positions = [list(POSITIONS)[i] for i in rng.permutation(len(POSITIONS))[:shape_count]]
     shapes: list[Shape] = []
     seen_phrases: set[str] = set()
@@ -198,6 +212,51 @@ def sample_scene(
         tones=_pick_tones(rng, [s.colour for s in shapes]),
         texture_seed=int(rng.integers(2**31)),
         shapes=tuple(shapes),
+    )
+
+
+def contrast_sibling(rng: np.random.Generator, scene: Scene, scene_id: str) -> Scene:
+    """A hard negative of `scene`: the same size, background kind, colours, sizes and positions,
+    one shape's kind changed, so only reading the kind tells the two captions apart. Its
+    background tones are drawn anew: with the first scene's pixels around a changed shape the
+    two pictures were near-duplicates to a pixel signature, and near-dup removal dropped one."""
+    index = int(rng.integers(len(scene.shapes)))
+    taken = {s.phrase for s in scene.shapes}
+    old = scene.shapes[index]
+    kinds = [k for k in KINDS if k != old.kind and f"{old.colour} {k}" not in taken]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    shapes = list(scene.shapes)
+    shapes[index] = Shape(kind, old.colour, old.size, old.position, old.rotation, old.offset)
+    return replace(
+        scene,
+        scene_id=scene_id,
+        shapes=tuple(shapes),
+        tones=_pick_tones(rng, [s.colour for s in shapes], avoid=scene.tones),
+        texture_seed=int(rng.integers(2**31)),
+        contrast_of=scene.scene_id,
+    )
+
+
+def shapeless_scene(rng: np.random.Generator, scene_id: str, kind: str) -> Scene:
+    """A bad picture with nothing to learn: `blank` (one flat tone, web-sized) or `banner` (a
+    728x90 / 468x60 / 970x250 strip of stripes, as ad banners are)."""
+    if kind == "blank":
+        width, height = sample_size(rng, (4, 3))
+        background = "solid"
+    elif kind == "banner":
+        width, height = ((728, 90), (468, 60), (970, 250))[int(rng.integers(3))]
+        background = "stripes"
+    else:
+        raise ValueError(f"unknown shapeless picture kind {kind!r}")
+    first, second = rng.choice(len(BACKGROUND_TONES), size=2, replace=False)
+    return Scene(
+        scene_id=scene_id,
+        width=width,
+        height=height,
+        background=background,
+        tones=(BACKGROUND_TONES[first], BACKGROUND_TONES[second]),
+        texture_seed=int(rng.integers(2**31)),
+        shapes=(),
     )
 
 

@@ -1,4 +1,4 @@
-"""`make demo`'s chain at the smallest size: every step runs and the summary holds both rounds."""
+"""`make demo`'s chain at the smallest size: every step runs and report.json holds the three arms."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_chain_and_compares_both_rounds(tmp_path):
+def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(tmp_path):
     out = tmp_path / "demo"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     done = subprocess.run(
@@ -38,16 +38,20 @@ def test_demo_runs_the_whole_chain_and_compares_both_rounds(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((out / "demo_summary.json").read_text())
-    assert set(summary["rounds"]) == {"round 0", "round 1"}
-    for values in summary["rounds"].values():
-        assert values["training samples"] > 0
-        assert 0.0 <= values["correctly captioned share"] <= 1.0
-        assert "zeroshot top1" in values
-    # Round 1 keeps only the top fraction of the pool by the round-0 encoder's score.
-    assert (
-        summary["rounds"]["round 1"]["training samples"]
-        < summary["rounds"]["round 0"]["training samples"]
-    )
-    assert "train tiny (round 1)" in summary["timings"]
+    report = json.loads((out / "report.json").read_text())
+    arms = report["arms"]
+    assert set(arms) == {"round0", "round1", "reference"}
+    for arm in arms.values():
+        assert arm["samples"] > 0
+        assert 0.0 <= arm["correct_caption_share"] <= 1.0
+        zeroshot = arm["metrics"]["zeroshot/top1"]
+        assert 0.0 <= zeroshot["value"] <= 1.0 and zeroshot["se"] > 0
+        assert arm["metrics"]["retrieval/text_to_image_R@1"]["se"] is not None
+    # Round 1 keeps only the top fraction of the pool by the round-0 encoder's score; the
+    # reference keeps round 0's correctly captioned pairs, all of them.
+    assert arms["round1"]["samples"] < arms["round0"]["samples"]
+    assert arms["reference"]["correct_caption_share"] == 1.0
+    assert arms["reference"]["samples"] < arms["round0"]["samples"]
+    assert "train tiny (reference)" in report["timings"]
+    assert "round0" in done.stdout and "±" in done.stdout
     assert (out / "train" / "metrics.jsonl").exists() and "browse it: make dashboard" in done.stdout

@@ -131,22 +131,48 @@ def test_truth_rows_are_consistent_with_the_image_table(truth):
             assert row["alt"] is None and row["title"]
         if row["caption_kind"] == "empty":
             assert not row["alt"] and not row["title"]
+        assert row["caption_correct"] == (row["caption_kind"] in ("good", "title_only"))
+        assert row["unsafe"] == image["unsafe"]
     for image in images:
         if image["variant"] != "srcset_small":
             assert image["page_references"] >= 1, image["url"]
-        if image["image_id"] is not None:
+        if image["variant"] in ("blank", "banner"):
+            assert not image["kinds"] and image["good_caption"] is None
+        elif image["image_id"] is not None:
             assert image["boxes"] and len(image["boxes"]) == len(image["kinds"])
             for box in image["boxes"]:
                 assert 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
 
 
-def test_mismatched_captions_describe_another_scene(truth):
+def test_wrong_captions_describe_another_scene_and_hard_negatives_only_another_kind(truth):
     occurrences, images = truth
-    captions = {r["scene_id"]: r["good_caption"] for r in images}
-    mismatched = [r for r in occurrences if r["caption_kind"] == "mismatched" and r["lang"] == "en"]
-    assert mismatched
-    for row in mismatched:
-        assert row["text"] != captions[row["scene_id"]]
+    by_scene = {r["scene_id"]: r for r in images}
+    wrong = [
+        r
+        for r in occurrences
+        if r["caption_kind"] in ("neighbour", "hard_negative") and r["lang"] == "en"
+    ]
+    assert {r["caption_kind"] for r in wrong} == {"neighbour", "hard_negative"}
+    for row in wrong:
+        image = by_scene[row["scene_id"]]
+        assert row["text"] != image["good_caption"] and not row["caption_correct"]
+        if row["caption_kind"] == "hard_negative":
+            # Every colour the picture shows is named; exactly one shape's kind is not its own.
+            assert all(colour in row["text"] for colour in image["colours"])
+            assert sum(kind not in row["text"] for kind in image["kinds"]) <= 1
+
+
+def test_bad_pictures_are_tiny_blank_or_banners_and_never_well_captioned(truth):
+    occurrences, images = truth
+    bad = {r["url"]: r for r in images if r["variant"] in ("tiny", "blank", "banner")}
+    assert {r["variant"] for r in bad.values()} == {"tiny", "blank", "banner"}
+    for image in bad.values():
+        if image["variant"] == "tiny":
+            assert max(image["width"], image["height"]) <= 40
+        if image["variant"] == "banner":
+            assert image["width"] / image["height"] >= 3.5
+    shapeless = [r for r in occurrences if bad.get(r["image_url"], {}).get("variant") != "tiny"]
+    assert not any(r["caption_correct"] for r in shapeless if r["image_url"] in bad)
 
 
 def test_duplicates_and_near_duplicates_share_a_dup_group(tiny_world, truth):

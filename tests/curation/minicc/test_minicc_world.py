@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ from PIL import Image
 from curation.minicc import urlforms
 from curation.minicc.captions import good_caption
 from curation.minicc.faults import decompression_bomb_png
-from curation.minicc.render import render_scene
+from curation.minicc.render import UNSAFE_TONES, render_scene
 from curation.minicc.vocab import FILLER_SENTENCES, KINDS, TRANSLATIONS
-from curation.minicc.world import ConceptSampler, Scene, Shape, sample_scene
+from curation.minicc.world import ConceptSampler, Scene, Shape, contrast_sibling, sample_scene
 
 LEGACY_CHARSETS = {
     "ru": ("cp1251", "koi8_r"),
@@ -112,6 +113,49 @@ def test_good_english_caption_names_every_shape():
         "a large red star at the top left and a small blue circle "
         "at the bottom right on a striped background"
     )
+
+
+def test_a_lone_shape_caption_names_no_position():
+    scene = _single_shape_scene("star", "top left")
+    assert good_caption(scene) == "a large red star on a plain background"
+    assert "слева" not in good_caption(scene, "ru")
+
+
+def test_a_contrast_sibling_differs_from_its_scene_in_one_kind_only():
+    concepts = ConceptSampler(seed=3)
+    for i in range(40):
+        rng = np.random.default_rng([3, i])
+        scene = sample_scene(rng, "a", concepts)
+        sibling = contrast_sibling(rng, scene, "b")
+        changed = [(a, b) for a, b in zip(scene.shapes, sibling.shapes) if a != b]
+        assert len(changed) == 1
+        old, new = changed[0]
+        assert old.kind != new.kind
+        assert (old.colour, old.size, old.position) == (new.colour, new.size, new.position)
+        assert (scene.background, scene.width) == (sibling.background, sibling.width)
+        assert scene.tones != sibling.tones  # or a pixel signature calls them near-copies
+        assert good_caption(scene) != good_caption(sibling)
+
+
+def test_the_unsafe_pattern_is_drawn_only_on_unsafe_scenes():
+    scene = _single_shape_scene("circle", "top left", "small")
+    pink, lime = (np.asarray(t) for t in UNSAFE_TONES)
+
+    def pattern_share(image):
+        pixels = np.asarray(image).reshape(-1, 3)
+        return float(((pixels == pink).all(1) | (pixels == lime).all(1)).mean())
+
+    assert pattern_share(render_scene(scene).image) == 0
+    assert pattern_share(render_scene(replace(scene, unsafe=True)).image) > 0.1
+
+
+def test_shapes_cover_a_meaningful_share_of_a_picture():
+    concepts = ConceptSampler(seed=4)
+    shares = []
+    for i in range(60):
+        scene = sample_scene(np.random.default_rng([4, i]), "s", concepts, ratio=(1, 1))
+        shares.append((np.asarray(render_scene(scene).shape_index) > 0).mean())
+    assert np.median(shares) > 0.08
 
 
 BASES = [

@@ -282,6 +282,9 @@ def test_metadata_builder_command_writes_a_loadable_metadata_json(tmp_path, caps
 
 @pytest.mark.slow
 def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc_world, tmp_path):
+    # The threshold sits below the tiny world's head: at 20, generator 3's head entry (331
+    # matches) kept 80% of its texts, most of them through a rarer "colour kind" phrase.
+    threshold = 10
     from curation.cli import main as cli_main
 
     snapshot = json.loads((minicc_world / "world.json").read_text())["snapshot"]
@@ -302,12 +305,13 @@ def test_mini_common_crawl_candidates_lose_head_matches_and_keep_the_tail(minicc
         == 0
     )
     reports = run(
-        BalanceConfig(str(candidates), str(minicc_world), 20, str(tmp_path / "b")), IN_PROCESS
+        BalanceConfig(str(candidates), str(minicc_world), threshold, str(tmp_path / "b")),
+        IN_PROCESS,
     )
     assert all_ok(reports)
     counts = pq.read_table(tmp_path / "b" / "entry_counts.parquet").to_pylist()
-    head = [row for row in counts if row["count"] > 20]
-    tail = [row for row in counts if row["count"] <= 20]
+    head = [row for row in counts if row["count"] > threshold]
+    tail = [row for row in counts if row["count"] <= threshold]
     assert head and tail
     assert all(row["kept"] == row["count"] for row in tail)
     top = max(counts, key=lambda row: row["count"])

@@ -1,0 +1,133 @@
+"""The demo's arms compared: truth-graded training pairs, the reference arm's shards, and metrics
+with their standard errors (DEMO_DIR/report.json and its printed table)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from training.data.tars import iter_tar_samples, write_tar
+
+# (task, metric) of a run's evaluation that the report carries.
+HEADLINE_METRICS = (
+    ("zeroshot", "top1"),
+    ("retrieval", "text_to_image_R@1"),
+    ("retrieval", "image_to_text_R@1"),
+    ("grounding", "acc@0.5"),
+    ("dense", "mIoU"),
+    ("knn", "top1@k10"),
+    ("aspect", "square_top1"),
+    ("aspect", "naflex_top1"),
+)
+REFERENCE_DONE = "_reference.json"
+
+
+def parquet_rows(folder: Path, columns: list[str]) -> list[dict]:
+    files = sorted(str(p) for p in folder.glob("[0-9]*.parquet"))
+    if not files:
+        return []
+    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pylist()
+
+
+def correct_pairs(world_dir: Path) -> set[tuple[str, str]]:
+    """(image URL, text) of every pair the world's truth calls correctly captioned."""
+    truth = (
+        ds.dataset(str(world_dir / "truth.parquet"))
+        .to_table(columns=["image_url", "text", "caption_correct"])
+        .to_pylist()
+    )
+    return {(r["image_url"], r["text"]) for r in truth if r["caption_correct"]}
+
+
+def correctly_captioned_share(
+    train_shards: Path, correct: set[tuple[str, str]]
+) -> tuple[int, float]:
+    """(samples, share the truth calls correctly captioned) of a folder of training shards."""
+    rows = parquet_rows(train_shards, ["url", "text"])
+    good = sum((r["url"], r["text"]) in correct for r in rows)
+    return len(rows), good / max(len(rows), 1)
+
+
+def write_reference_shards(source: Path, out: Path, correct: set[tuple[str, str]]) -> int:
+    """Write `source`'s training shards with only their correctly captioned samples into `out`
+    (same names and order; a tar and its Parquet sidecar each): the reference arm, what a
+    perfect caption filter keeps of the same pool. Returns the sample count; a finished `out`
+    (its marker written last) is kept as it is."""
+    done = out / REFERENCE_DONE
+    if done.exists():
+        return json.loads(done.read_text())["samples"]
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for tar in sorted(source.glob("[0-9]*.tar")):
+        sidecar = pq.read_table(tar.with_suffix(".parquet"))
+        pairs = zip(sidecar["url"].to_pylist(), sidecar["text"].to_pylist())
+        kept = sidecar.filter(pa.array([pair in correct for pair in pairs]))
+        keys = set(kept["key"].to_pylist())
+        samples = [(raw.key, raw.files) for raw in iter_tar_samples(str(tar)) if raw.key in keys]
+        write_tar(out / tar.name, samples)
+        pq.write_table(kept, out / tar.with_suffix(".parquet").name)
+        total += len(samples)
+    done.write_text(json.dumps({"source": str(source), "samples": total}))
+    return total
+
+
+def standard_error(value: float, trials: int | None) -> float | None:
+    """Binomial standard error of a share of `trials` independent trials (None without)."""
+    if not trials:
+        return None
+    return math.sqrt(max(value * (1.0 - value), 0.0) / trials)
+
+
+def arm_metrics(run: Path, eval_sizes: dict[str, int]) -> dict[str, dict[str, float | None]]:
+    """{"task/metric": {"value", "se"}} of the run's latest evaluation. Accuracies and recalls
+    get their binomial standard error over the set's trials (zero-shot and k-NN: its images;
+    grounding: its queries; retrieval: its captions, one per image); dense mIoU is no share of
+    independent trials and gets se null."""
+    reports = sorted((run / "eval").glob("step_*.json"))
+    if not reports:
+        return {}
+    results = json.loads(reports[-1].read_text())["results"]
+    metrics: dict[str, dict[str, float | None]] = {}
+    for task, metric in HEADLINE_METRICS:
+        values = results.get(task, {})
+        if metric not in values:
+            continue
+        value = float(values[metric])
+        trials = {
+            "retrieval": eval_sizes.get("retrieval"),
+            "knn": eval_sizes.get("zeroshot"),
+            "dense": None,
+        }.get(task, values.get("queries") or values.get("samples"))
+        metrics[f"{task}/{metric}"] = {"value": value, "se": standard_error(value, trials)}
+    return metrics
+
+
+def arms_table(arms: dict[str, dict]) -> str:
+    """The report as text: one column per arm, value ± standard error per metric."""
+    names = list(arms)
+    width = 18
+    lines = [f"{'':<30}" + "".join(f"{n:>{width}}" for n in names)]
+    lines.append(
+        f"{'training samples':<30}" + "".join(f"{arms[n]['samples']:>{width}}" for n in names)
+    )
+    lines.append(
+        f"{'correctly captioned share':<30}"
+        + "".join(f"{arms[n]['correct_caption_share']:>{width}.3f}" for n in names)
+    )
+    for metric in dict.fromkeys(m for arm in arms.values() for m in arm["metrics"]):
+        cells = []
+        for name in names:
+            entry = arms[name]["metrics"].get(metric)
+            if entry is None:
+                cells.append(f"{'-':>{width}}")
+            elif entry["se"] is None:
+                cells.append(f"{entry['value']:>{width}.3f}")
+            else:
+                cells.append(f"{entry['value']:.3f} ± {entry['se']:.3f}".rjust(width))
+        lines.append(f"{metric:<30}" + "".join(cells))
+    return "\n".join(lines)

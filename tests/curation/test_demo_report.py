@@ -1,0 +1,63 @@
+"""The demo's report: truth-graded shares, the reference arm's shards, standard errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.demo_report import (
+    arm_metrics,
+    arms_table,
+    correctly_captioned_share,
+    standard_error,
+    write_reference_shards,
+)
+from training.data.tars import iter_tar_samples, write_tar
+
+
+def _shard(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tar(
+        folder / "00000.tar",
+        [(k, {"jpg": b"x" + k.encode(), "txt": t.encode()}) for k, _, t in rows],
+    )
+    table = pa.table(
+        {
+            "key": [k for k, _, _ in rows],
+            "url": [u for _, u, _ in rows],
+            "text": [t for _, _, t in rows],
+        }
+    )
+    pq.write_table(table, folder / "00000.parquet")
+
+
+def test_reference_shards_keep_exactly_the_correct_pairs_and_share_reads_them(tmp_path):
+    rows = [("a", "u1", "a red star"), ("b", "u2", "logo"), ("c", "u3", "a blue ring")]
+    correct = {("u1", "a red star"), ("u3", "a blue ring"), ("u2", "a green cross")}
+    _shard(tmp_path / "round0", rows)
+    assert correctly_captioned_share(tmp_path / "round0", correct) == (3, 2 / 3)
+    assert write_reference_shards(tmp_path / "round0", tmp_path / "ref", correct) == 2
+    assert [s.key for s in iter_tar_samples(str(tmp_path / "ref" / "00000.tar"))] == ["a", "c"]
+    assert correctly_captioned_share(tmp_path / "ref", correct) == (2, 1.0)
+
+
+def test_standard_errors_are_binomial_and_mIoU_has_none(tmp_path):
+    assert standard_error(0.5, 1100) == math.sqrt(0.25 / 1100) < 0.0151
+    assert standard_error(0.3, 0) is None
+    (tmp_path / "eval").mkdir()
+    results = {
+        "zeroshot": {"top1": 0.4, "samples": 100},
+        "retrieval": {"text_to_image_R@1": 0.2},
+        "dense": {"mIoU": 0.3},
+    }
+    (tmp_path / "eval" / "step_00000010.json").write_text(json.dumps({"results": results}))
+    metrics = arm_metrics(tmp_path, {"retrieval": 400, "zeroshot": 100})
+    assert metrics["zeroshot/top1"] == {"value": 0.4, "se": math.sqrt(0.24 / 100)}
+    assert metrics["retrieval/text_to_image_R@1"]["se"] == math.sqrt(0.16 / 400)
+    assert metrics["dense/mIoU"]["se"] is None
+    arm = {"samples": 10, "correct_caption_share": 0.9, "metrics": metrics}
+    table = arms_table({"round0": arm, "round1": arm})
+    assert "0.400 ± 0.049" in table and "round1" in table
