@@ -1,0 +1,130 @@
+"""The demo's filters on a tiny mini web: crawl it (extract -> dedup -> download), balance and
+score the pool with a randomly initialised scorer, then `run_filters`. The tiny world plants too
+few unsafe scenes at the generator's 2.5% to measure a removal rate, so this one is built with a
+fifth of its scenes unsafe (the same pattern, the same truth column)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "score"))
+from planted_pool import random_tiny_weights
+
+from curation.demo_filters import pool_truth, run_filters
+from curation.metaclip.passes import TextColumns
+from curation.minicc import catalog
+from curation.minicc.build import build_world
+from curation.minicc.server import find_free_port, serve_world
+from curation.stages.common import RunOptions
+
+LOCAL = RunOptions(use_ray=False, progress=False)
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory):
+    from curation.download.fetcher import FetchConfig
+    from curation.download.http_exchange import Timeouts
+    from curation.download.imaging import ImageOptions
+    from curation.stages import balance, dedup, download, extract, score
+
+    root = tmp_path_factory.mktemp("filters")
+    world_dir = root / "world"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalog, "UNSAFE_SHARE", 0.2)
+        build_world(world_dir, seed=SEED, scale_name="tiny", port=find_free_port(), processes=2)
+    world = json.loads((world_dir / "world.json").read_text())
+    warcs = sorted(str(p) for p in world_dir.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
+    assert all(
+        r.ok for r in extract.run(extract.ExtractConfig(tuple(warcs), str(root / "cand")), LOCAL)
+    )
+    assert all(
+        r.ok
+        for r in dedup.run(dedup.DedupConfig(str(root / "cand"), str(root / "dedup"), 2), LOCAL)
+    )
+    pool = root / "pool"
+    with serve_world(world_dir):
+        config = download.DownloadConfig(
+            out=str(pool),
+            inputs=(str(root / "dedup"),),
+            fetch=FetchConfig(
+                user_agent_token=world["robots"]["agent_token"],
+                allow_networks=(world["allowed_cidr"],),
+                timeouts=Timeouts(connect_s=10.0, read_s=10.0, total_s=30.0),
+                retries=2,
+            ),
+            image=ImageOptions(256, "keep_ratio_largest"),
+            threads=16,
+            samples_per_shard=200,
+        )
+        assert all(r.ok for r in download.run(config, LOCAL))
+    assert all(
+        r.ok
+        for r in balance.run(
+            balance.BalanceConfig(
+                str(pool), str(world_dir), 300.0, columns=TextColumns(texts="texts")
+            ),
+            LOCAL,
+        )
+    )
+    weights = random_tiny_weights(root)
+    assert all(
+        r.ok for r in score.run(score.ScoreConfig(str(pool), "tiny-clip", str(weights)), LOCAL)
+    )
+    filters = run_filters(str(pool), str(world_dir), str(root / "filters"), SEED, LOCAL)
+    print(json.dumps(filters, indent=1))
+    return pool, world_dir, filters
+
+
+def test_the_filters_object_has_the_issues_shape(filtered):
+    _pool, _world, filters = filtered
+    assert set(filters) == {"nsfw", "faces", "debias", "language"}
+    assert {"planted", "removed_planted", "false_removal_rate"} <= set(filters["nsfw"])
+    faces = filters["faces"]
+    assert {"planted", "detected", "recall", "source"} <= set(faces)
+    assert faces["recall"] == pytest.approx(faces["detected"] / faces["planted"], abs=1e-4)
+    assert faces["recall"] >= 0.95
+    # The mini web draws no faces: a detection there is a false one, and rare.
+    assert faces["pool_images"] > 100
+    assert faces["pool_images_with_faces"] <= 0.02 * faces["pool_images"]
+    debias = filters["debias"]
+    assert "off" in debias or {
+        "association_before",
+        "association_after",
+        "target",
+        "kept_share",
+    } <= set(debias)
+    language = filters["language"]
+    assert language["target"] == {"en": 0.9, "other": 0.1}
+    assert set(language["achieved"]) == {"en", "other"}
+    if "off" not in language:
+        assert abs(language["achieved"]["en"] - 0.9) < 0.05
+
+
+def test_the_nsfw_filter_is_measured_on_rows_it_was_not_fitted_on(filtered):
+    pool, world_dir, filters = filtered
+    nsfw = filters["nsfw"]
+    unsafe = sum(pool_truth(str(pool), str(world_dir))["unsafe"].to_pylist())
+    assert nsfw["planted"] > 0 and nsfw["safe"] > 0
+    assert nsfw["planted"] + nsfw["fitted_on"]["unsafe"] <= unsafe
+    assert nsfw["planted"] + nsfw["safe"] + nsfw["fitted_on"]["rows"] <= faces_pool(filters)
+    assert 0 <= nsfw["removed_planted"] <= nsfw["planted"]
+    assert nsfw["false_removal_rate"] == round(nsfw["false_removed"] / nsfw["safe"], 4)
+
+
+def faces_pool(filters: dict) -> int:
+    return filters["faces"]["pool_images"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a randomly initialised tiny-clip's 64-d embeddings of ~105 pool images do not "
+    "separate the mini web's pattern (measured: 4 of 9 and 3 of 5 held-out planted removed, at "
+    "11.5% and 15.2% false removals); the issue's bar wants the demo's trained round-0 encoder",
+)
+def test_the_nsfw_filter_meets_the_issues_bar(filtered):
+    nsfw = filtered[2]["nsfw"]
+    assert nsfw["removed_planted"] >= 0.95 * nsfw["planted"], nsfw
+    assert nsfw["false_removal_rate"] <= 0.02, nsfw
