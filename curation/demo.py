@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from curation.demo_filters import run_filters
 from curation.demo_report import (
     arm_metrics,
     arms_table,
@@ -35,6 +36,7 @@ from curation.demo_report import (
 )
 from curation.minicc.build import WORLD_FILE, load_world, stale_world_reason
 from curation.minicc.server import serve_world
+from curation.stages.common import RunOptions
 from curation.stats import format_summary, read_stage_records, summarize
 
 CURATION = [sys.executable, "-m", "curation"]
@@ -257,6 +259,15 @@ def run_demo(
             str(top_fraction),
         ],
     )
+    started = time.perf_counter()
+    print("\n=== responsible-data filters (nsfw-fit + nsfw, detect-faces, debias, langmix)")
+    filters = run_filters(
+        str(pool), str(world_dir), str(out / "filters"), seed, RunOptions(seed=seed, use_ray=False)
+    )
+    steps.rows.append(("filters (nsfw, faces, debias, langmix)", time.perf_counter() - started))
+    print(json.dumps(filters, indent=1), flush=True)
+    # Round 1 also drops what the NSFW head flags (when it ran); the other filters are reported.
+    require = "balance,score,neardup" + ("" if "off" in filters["nsfw"] else ",nsfw")
     round1_shards, round1 = out / "train_shards", out / "train"
     steps.run(
         "training shards (round 1)",
@@ -268,7 +279,7 @@ def run_demo(
             "--out",
             str(round1_shards),
             "--require",
-            "balance,score,neardup",
+            require,
             "--samples-per-shard",
             "1000",
             "--seed",
@@ -307,6 +318,7 @@ def run_demo(
     print(steps.table())
     report = {
         "arms": arms,
+        "filters": filters,
         "train_steps": train_steps,
         "top_fraction": top_fraction,
         "scale": scale,
