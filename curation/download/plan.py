@@ -196,6 +196,20 @@ def pack_hosts(hosts: list[str], samples_per_shard: int) -> tuple[list[int], lis
     return shard_of, parts_of
 
 
+def shard_host_parts(
+    hosts: list[str], shard_of: list[int], parts_of: list[int], shards: int
+) -> list[list[list[int]]]:
+    """Per shard, [k, hosts] pairs: how many of its hosts were split into k sub-partitions (the
+    download driver sizes its tasks by the connection slots these give, without reading rows)."""
+    seen: set[tuple[int, str]] = set()
+    counts: list[dict[int, int]] = [{} for _ in range(shards)]
+    for host, shard, parts in zip(hosts, shard_of, parts_of):
+        if (shard, host) not in seen:
+            seen.add((shard, host))
+            counts[shard][parts] = counts[shard].get(parts, 0) + 1
+    return [[[k, n] for k, n in sorted(count.items())] for count in counts]
+
+
 @dataclass(frozen=True)
 class PlanShards:
     """Pass 2: one bucket's rows -> shards whose hosts no other shard holds (giant hosts split)."""
@@ -227,26 +241,39 @@ class PlanShards:
                 "shards": shards,
                 "hosts": len(set(hosts)),
                 "split_hosts": len({h for h, k in zip(hosts, parts_of) if k > 1}),
+                "shard_host_parts": shard_host_parts(hosts, shard_of, parts_of, shards),
             }
         )
 
 
 @dataclass(frozen=True)
 class ShardSource:
-    """Where a download shard's rows are: one row group of one bucket's plan file."""
+    """Where a download shard's rows are: one row group of one bucket's plan file; and how many
+    of its hosts were split k ways, as (k, hosts) pairs (empty: not recorded, an older plan)."""
 
     plan_file: str
     row_group: int
+    host_parts: tuple[tuple[int, int], ...] = ()
+
+    def connection_slots(self, connections: int) -> int | None:
+        """Requests the shard may have in flight at once (None when the plan did not record it):
+        each host's `politeness.HostGate.connections_for`, summed."""
+        if not self.host_parts:
+            return None
+        return sum(hosts * max(1, connections // k) for k, hosts in self.host_parts)
 
 
 def numbered_shards(pool: str, buckets: list[str]) -> dict[str, ShardSource]:
     """Global shard ids, bucket by bucket, from each bucket's pass-2 record."""
     sources: dict[str, ShardSource] = {}
     for bucket in buckets:
-        record = fsio.read_json(marker_url(pool, PLAN_STAGE, bucket), expect=dict)
+        extra = fsio.read_json(marker_url(pool, PLAN_STAGE, bucket), expect=dict)["extra"]
         plan_file = fsio.join(pool, PLAN_DIR, "shards", f"{bucket}.parquet")
-        for row_group in range(int(record["extra"]["shards"])):
-            sources[f"{len(sources):05d}"] = ShardSource(plan_file, row_group)
+        parts = extra.get("shard_host_parts") or [[] for _ in range(int(extra["shards"]))]
+        for row_group, shard_parts in enumerate(parts):
+            sources[f"{len(sources):05d}"] = ShardSource(
+                plan_file, row_group, tuple((int(k), int(n)) for k, n in shard_parts)
+            )
     return sources
 
 
