@@ -1,4 +1,4 @@
-"""The download plan: every URL of a host in one task, so politeness holds for the whole cluster.
+"""The download plan: every URL of a host in one shard, so politeness holds for the whole cluster.
 
 Two passes through the runner, each resumable; no process ever holds every URL:
 
@@ -15,10 +15,12 @@ Two passes through the runner, each resumable; no process ever holds every URL:
    rows, never two of one host in a shard. Written to POOL/_plan/shards/BUCKET.parquet, one row
    group per shard, each row with its host and the host's k.
 
-The driver numbers the shards bucket by bucket (00000, 00001, ...); each is one download task,
-which gives each host it holds 1/k of the per-host limits (`curation.download.politeness`).
-Memory: pass 1 holds one input file, pass 2 one bucket (about rows / B), the driver one count per
-bucket. The plan's settings are saved in POOL/_download_plan.json; a re-run with other inputs or
+The driver numbers the shards bucket by bucket (00000, 00001, ...); each is downloaded under its
+own gate, which gives each host it holds 1/k of the per-host limits
+(`curation.download.politeness`), by a task of its own or shared with a few other shards whose
+hosts have few connection slots (`curation.stages.download.group_shards`; pass 2 records each
+shard's split hosts for that). Memory: pass 1 holds one input file, pass 2 one bucket (about
+rows / B), the driver one count per bucket and one small record per shard. The plan's settings are saved in POOL/_download_plan.json; a re-run with other inputs or
 settings fails fast instead of mixing two pools.
 """
 

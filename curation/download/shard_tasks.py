@@ -190,6 +190,9 @@ class DownloadGroup:
                 shard.download(shard_task, shard_ctx, queue)
 
             def run_one(shard_id: str) -> dict[str, Any]:
+                marker = marker_url(ctx.out_dir, self.stage, shard_id)
+                if fsio.exists(marker):  # done before Ray retried a task whose worker died
+                    return {"failed": False, **fsio.read_json(marker, expect=dict)}
                 shard_task = ShardTask(shard_id, (self.sources[shard_id].plan_file,))
                 return run_shard(self.stage, download, shard_task, ctx.out_dir, self.seed)
 
