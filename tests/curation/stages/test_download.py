@@ -660,7 +660,7 @@ def test_one_task_downloads_several_one_host_shards_at_once_within_each_hosts_li
         urls = [
             web.plant(
                 f"/p{i}.jpg",
-                Route(jpeg(40, 40, 9 * i), delay_headers_s=1.0 if web is a and i == 0 else 0.1),
+                Route(jpeg(40, 40, 9 * i), delay_headers_s=0.8 if web is a and i == 0 else 0.1),
             )
             for web in webs
             for i in range(6)
@@ -673,6 +673,7 @@ def test_one_task_downloads_several_one_host_shards_at_once_within_each_hosts_li
                 samples_per_shard=6,
                 per_host_connections=2,
                 allow_networks=tuple(f"{host}/32" for host in hosts),
+                timeouts=Timeouts(connect_s=5.0, read_s=5.0, total_s=10.0),  # a busy test box
             ),
             threads=6,
         )
