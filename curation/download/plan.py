@@ -1,4 +1,4 @@
-"""The download plan: every URL of a host in one task, so politeness holds for the whole cluster.
+"""The download plan: every URL of a host in one shard, so politeness holds for the whole cluster.
 
 Two passes through the runner, each resumable; no process ever holds every URL:
 
@@ -15,10 +15,12 @@ Two passes through the runner, each resumable; no process ever holds every URL:
    rows, never two of one host in a shard. Written to POOL/_plan/shards/BUCKET.parquet, one row
    group per shard, each row with its host and the host's k.
 
-The driver numbers the shards bucket by bucket (00000, 00001, ...); each is one download task,
-which gives each host it holds 1/k of the per-host limits (`curation.download.politeness`).
-Memory: pass 1 holds one input file, pass 2 one bucket (about rows / B), the driver one count per
-bucket. The plan's settings are saved in POOL/_download_plan.json; a re-run with other inputs or
+The driver numbers the shards bucket by bucket (00000, 00001, ...); each is downloaded under its
+own gate, which gives each host it holds 1/k of the per-host limits
+(`curation.download.politeness`), by a task of its own or shared with a few other shards whose
+hosts have few connection slots (`curation.stages.download.group_shards`; pass 2 records each
+shard's split hosts for that). Memory: pass 1 holds one input file, pass 2 one bucket (about
+rows / B), the driver one count per bucket and one small record per shard. The plan's settings are saved in POOL/_download_plan.json; a re-run with other inputs or
 settings fails fast instead of mixing two pools.
 """
 
@@ -196,6 +198,20 @@ def pack_hosts(hosts: list[str], samples_per_shard: int) -> tuple[list[int], lis
     return shard_of, parts_of
 
 
+def shard_host_parts(
+    hosts: list[str], shard_of: list[int], parts_of: list[int], shards: int
+) -> list[list[list[int]]]:
+    """Per shard, [k, hosts] pairs: how many of its hosts were split into k sub-partitions (the
+    download driver sizes its tasks by the connection slots these give, without reading rows)."""
+    seen: set[tuple[int, str]] = set()
+    counts: list[dict[int, int]] = [{} for _ in range(shards)]
+    for host, shard, parts in zip(hosts, shard_of, parts_of):
+        if (shard, host) not in seen:
+            seen.add((shard, host))
+            counts[shard][parts] = counts[shard].get(parts, 0) + 1
+    return [[[k, n] for k, n in sorted(count.items())] for count in counts]
+
+
 @dataclass(frozen=True)
 class PlanShards:
     """Pass 2: one bucket's rows -> shards whose hosts no other shard holds (giant hosts split)."""
@@ -227,26 +243,39 @@ class PlanShards:
                 "shards": shards,
                 "hosts": len(set(hosts)),
                 "split_hosts": len({h for h, k in zip(hosts, parts_of) if k > 1}),
+                "shard_host_parts": shard_host_parts(hosts, shard_of, parts_of, shards),
             }
         )
 
 
 @dataclass(frozen=True)
 class ShardSource:
-    """Where a download shard's rows are: one row group of one bucket's plan file."""
+    """Where a download shard's rows are: one row group of one bucket's plan file; and how many
+    of its hosts were split k ways, as (k, hosts) pairs (empty: not recorded, an older plan)."""
 
     plan_file: str
     row_group: int
+    host_parts: tuple[tuple[int, int], ...] = ()
+
+    def connection_slots(self, connections: int) -> int | None:
+        """Requests the shard may have in flight at once (None when the plan did not record it):
+        each host's `politeness.HostGate.connections_for`, summed."""
+        if not self.host_parts:
+            return None
+        return sum(hosts * max(1, connections // k) for k, hosts in self.host_parts)
 
 
 def numbered_shards(pool: str, buckets: list[str]) -> dict[str, ShardSource]:
     """Global shard ids, bucket by bucket, from each bucket's pass-2 record."""
     sources: dict[str, ShardSource] = {}
     for bucket in buckets:
-        record = fsio.read_json(marker_url(pool, PLAN_STAGE, bucket), expect=dict)
+        extra = fsio.read_json(marker_url(pool, PLAN_STAGE, bucket), expect=dict)["extra"]
         plan_file = fsio.join(pool, PLAN_DIR, "shards", f"{bucket}.parquet")
-        for row_group in range(int(record["extra"]["shards"])):
-            sources[f"{len(sources):05d}"] = ShardSource(plan_file, row_group)
+        parts = extra.get("shard_host_parts") or [[] for _ in range(int(extra["shards"]))]
+        for row_group, shard_parts in enumerate(parts):
+            sources[f"{len(sources):05d}"] = ShardSource(
+                plan_file, row_group, tuple((int(k), int(n)) for k, n in shard_parts)
+            )
     return sources
 
 

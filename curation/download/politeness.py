@@ -1,9 +1,10 @@
-"""Per-host politeness inside one download task: a connection limit and a minimum request interval.
+"""Per-host politeness inside one download shard: a connection limit and a minimum request interval.
 
-These limits hold for the whole cluster because the download plan gives every host to one task
-(see `curation.download.plan`): no other task, process or machine sends that host a request. A
-giant host is split into k sub-partitions, each in its own task, and each of them gets 1/k of the
-host's limits here, so the host still sees at most `connections` requests at a time (when
+These limits hold for the whole cluster because the download plan gives every host to one shard
+(see `curation.download.plan`), downloaded under its own gate by one task: no other shard,
+process or machine sends that host a request. A giant host is split into k sub-partitions, each
+in its own shard, and each of them gets 1/k of the host's limits here (also when one task holds
+several of them), so the host still sees at most `connections` requests at a time (when
 k <= connections) and at most `requests_per_s` requests a second.
 
 The interval between two request starts to one host is the larger of 1 / `requests_per_s` and

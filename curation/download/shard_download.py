@@ -1,4 +1,5 @@
-"""Download the URLs of one pool shard on a pool of worker threads.
+"""Download the URLs of one pool shard on a pool of worker threads (`host_queue.HostQueue`, which
+may serve several shards of one task at once).
 
 Threads, not asyncio: the work per image is a fetch (sockets release the GIL) followed by a
 decode, resize and encode (Pillow releases the GIL in its C loops), so threads overlap both kinds
@@ -13,11 +14,11 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from curation.download.fetcher import Fetcher
+from curation.download.host_queue import HostQueue
 from curation.download.imaging import ImageOptions, process_image
 from curation.download.politeness import HostGate
 from curation.download.reasons import (
@@ -77,14 +78,12 @@ class ShardDownloader:
         self,
         fetcher: Fetcher,
         image_options: ImageOptions,
-        threads: int,
         spool: JpegSpool,
         gate: HostGate | None = None,
     ):
         self.fetcher = fetcher
         self.gate = gate or fetcher.gate
         self.image_options = image_options
-        self.threads = threads
         self.spool = spool
         self.times = WorkTimes()
 
@@ -147,12 +146,10 @@ class ShardDownloader:
             exif_json(fetched.body),
         )
 
-    def download_all(self, urls: Iterable[str]) -> dict[str, UrlOutcome]:
+    def download_all(self, urls: Iterable[str], queue: HostQueue) -> dict[str, UrlOutcome]:
+        """Each distinct URL once, on `queue`'s threads under this shard's gate."""
         unique = list(dict.fromkeys(urls))
-        with ThreadPoolExecutor(
-            max_workers=max(1, min(self.threads, len(unique))), thread_name_prefix="download"
-        ) as pool:
-            return dict(zip(unique, pool.map(self.download_url, unique)))
+        return dict(zip(unique, queue.map(self.download_url, unique, self.gate)))
 
 
 def apply_outcome(row: dict[str, Any], outcome: UrlOutcome) -> dict[str, Any]:

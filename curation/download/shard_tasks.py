@@ -1,17 +1,28 @@
-"""The two shard tasks of the download stage: download a planned shard, and retry a shard's
-transient failures. Each commits `{shard}.tar` + `{shard}.parquet` atomically through the runner's
-context, under the per-host limits of the hosts the shard owns (see `plan` and `politeness`).
+"""The shard tasks of the download stage: download a planned shard, download a group of planned
+shards on one thread pool, and retry a shard's transient failures. Each shard commits
+`{shard}.tar` + `{shard}.parquet` atomically through the runner's context, under the per-host
+limits of the hosts the shard owns (see `plan` and `politeness`).
+
+Why groups: a shard of the host plan often holds one host or a few, so its requests are capped
+by their connection slots, and it cannot commit before its slowest URL answers. When one task
+holds several such shards, their URLs share one `HostQueue`: every host of the group runs at once
+within its slots, and while one host's stragglers run out their time the threads serve the other
+hosts instead of idling. Each shard of a group is still run as the runner runs a task
+(`runner.run_shard`): it commits its files and then its own done marker (or error record) as
+soon as its own URLs are done, so resume, --retry-failed and the statistics see pool shards only.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from curation import fsio
 from curation.download.fetcher import FetchConfig, Fetcher
+from curation.download.host_queue import HostQueue
 from curation.download.imaging import ImageOptions
 from curation.download.plan import ShardSource, read_shard_rows
 from curation.download.politeness import HostGate
@@ -31,7 +42,7 @@ from curation.download.shard_writer import (
     spool_existing_images,
     write_pool_shard,
 )
-from curation.runner import ShardContext, ShardTask, marker_url
+from curation.runner import ShardContext, ShardTask, marker_url, run_shard
 
 STAGE = "download"
 RETRY_STAGE = "download-retry"
@@ -84,22 +95,14 @@ def download_rows(
     spool: JpegSpool,
     ctx: ShardContext,
     gate: HostGate,
+    queue: HostQueue,
 ) -> tuple[list[dict[str, Any]], dict[str, UrlOutcome], ShardDownloader]:
-    """Download the rows' URLs (each once); returns the sidecar rows and the outcome per URL.
-
-    No more threads than the shard's hosts have connection slots: a thread past them would only
-    wait at the gate (the task's share of the CPU is sized for its requests in flight)."""
-    hosts = {host_of(row["url"]) or "" for row in rows}
-    slots = sum(gate.connections_for(host) for host in hosts)
-    downloader = ShardDownloader(
-        shared_fetcher(settings.fetch),
-        settings.image,
-        min(settings.threads, max(1, slots)),
-        spool,
-        gate,
-    )
+    """Download the rows' URLs (each once) on `queue`'s threads; returns the sidecar rows and the
+    outcome per URL. The queue starts no more threads than its hosts have connection slots: a
+    thread past them would only wait at a gate."""
+    downloader = ShardDownloader(shared_fetcher(settings.fetch), settings.image, spool, gate)
     with ctx.stats.timer("download"):
-        outcomes = downloader.download_all(row["url"] for row in rows)
+        outcomes = downloader.download_all((row["url"] for row in rows), queue)
     for url, outcome in outcomes.items():
         if outcome.reason == UNEXPECTED_ERROR:
             ctx.stats.error(UNEXPECTED_ERROR, url, outcome.detail)
@@ -111,6 +114,7 @@ def record_stats(
     rows: list[dict[str, Any]],
     outcomes: dict[str, UrlOutcome],
     downloader: ShardDownloader,
+    threads: int,
     elapsed_s: float,
 ) -> None:
     summary = shard_summary(rows)
@@ -124,7 +128,7 @@ def record_stats(
     ctx.stats.extra.update(retry_summary(outcomes.values()))
     ctx.stats.extra.update(
         {
-            "threads": downloader.threads,
+            "threads": threads,  # of the task's queue (shared by the shards of a group)
             "duration": elapsed_s,
             "fetch_thread_seconds": downloader.times.fetch_s,
             "image_thread_seconds": downloader.times.image_s,
@@ -136,18 +140,24 @@ def record_stats(
 
 @dataclass(frozen=True)
 class DownloadShard:
-    """The stage function: download one pool shard from its slice of the candidate rows."""
+    """A stage function: download one pool shard from its slice of the candidate rows."""
 
     settings: DownloadSettings
     sources: dict[str, ShardSource]
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        with HostQueue(self.settings.threads, host_of) as queue:
+            self.download(task, ctx, queue)
+
+    def download(self, task: ShardTask, ctx: ShardContext, queue: HostQueue) -> None:
         started, start_time = time.monotonic(), time.time()
         source = self.sources[task.shard_id]
         rows = input_rows(task.shard_id, source)
         gate = HostGate(self.settings.fetch.host_limits, host_parts(source))
         with JpegSpool() as spool:
-            final, outcomes, downloader = download_rows(self.settings, rows, spool, ctx, gate)
+            final, outcomes, downloader = download_rows(
+                self.settings, rows, spool, ctx, gate, queue
+            )
             write_pool_shard(
                 ctx.open_output,
                 task.shard_id,
@@ -155,7 +165,42 @@ class DownloadShard:
                 lambda row: spool.read(outcomes[row["url"]].spool_location),
                 start_time,
             )
-        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
+        record_stats(ctx, final, outcomes, downloader, queue.threads, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class DownloadGroup:
+    """The stage function of a download task that holds several pool shards (`members`, by task
+    id): their URLs share one HostQueue of `settings.threads` threads, and each shard is run,
+    committed and marked done as `runner.run_shard` does for a task of its own, under `stage`
+    and the run's `seed`. Returns every shard's result in the task's `extra["shards"]`."""
+
+    settings: DownloadSettings
+    sources: dict[str, ShardSource]
+    members: dict[str, tuple[str, ...]]
+    stage: str
+    seed: int
+
+    def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
+        shard = DownloadShard(self.settings, self.sources)
+        shard_ids = self.members[task.shard_id]
+        with HostQueue(self.settings.threads, host_of) as queue:
+
+            def download(shard_task: ShardTask, shard_ctx: ShardContext) -> None:
+                shard.download(shard_task, shard_ctx, queue)
+
+            def run_one(shard_id: str) -> dict[str, Any]:
+                marker = marker_url(ctx.out_dir, self.stage, shard_id)
+                if fsio.exists(marker):  # done before Ray retried a task whose worker died
+                    return {"failed": False, **fsio.read_json(marker, expect=dict)}
+                shard_task = ShardTask(shard_id, (self.sources[shard_id].plan_file,))
+                return run_shard(self.stage, download, shard_task, ctx.out_dir, self.seed)
+
+            with ThreadPoolExecutor(len(shard_ids), thread_name_prefix="shard") as shards:
+                results = list(shards.map(run_one, shard_ids))
+        ctx.stats.rows_in = sum(r.get("rows_in", 0) for r in results)
+        ctx.stats.rows_out = sum(r.get("rows_out", 0) for r in results)
+        ctx.stats.extra["shards"] = results
 
 
 def needs_retry(row: dict[str, Any]) -> bool:
@@ -188,7 +233,10 @@ class RetryFailedShard:
                     f"{pool}/{task.shard_id}.tar lacks {len(missing)} sample(s) its sidecar "
                     f"lists, e.g. {min(missing)}; delete the shard and re-run"
                 )
-            retried, outcomes, downloader = download_rows(self.settings, retry, spool, ctx, gate)
+            with HostQueue(self.settings.threads, host_of) as queue:
+                retried, outcomes, downloader = download_rows(
+                    self.settings, retry, spool, ctx, gate, queue
+                )
             by_key = {row["key"]: row for row in retried}
             final = [by_key.get(row["key"], row) for row in rows]
 
@@ -198,7 +246,7 @@ class RetryFailedShard:
                 return spool.read(outcomes[row["url"]].spool_location)
 
             write_pool_shard(ctx.open_output, task.shard_id, final, jpeg_of, start_time)
-        record_stats(ctx, final, outcomes, downloader, time.monotonic() - started)
+        record_stats(ctx, final, outcomes, downloader, queue.threads, time.monotonic() - started)
         ctx.stats.extra["retried_rows"] = len(retry)
         ctx.stats.extra["recovered_rows"] = sum(row["status"] == SUCCESS for row in retried)
         marker = marker_url(pool, STAGE, task.shard_id)

@@ -29,6 +29,7 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,7 +45,7 @@ from curation.metaclip.passes import (
     metadata_fingerprint,
 )
 from curation.metaclip.summary import entry_table, format_summary, summarize_balance
-from curation.runner import ShardTask, StageReport, run_stage
+from curation.runner import ShardTask, StageFn, StageReport, run_stage
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 
 MATCH_STAGE, REDUCE_STAGE, SAMPLE_STAGE = "balance_match", "balance_reduce", "balance"
@@ -88,6 +89,35 @@ def reduce_counts(
         urls = [fsio.join(level_dir, f"{task.shard_id}.parquet") for task in tasks]
         level += 1
     return balancing.sum_counts([fsio.read_parquet(url) for url in urls]), reports
+
+
+def count_and_reduce(
+    count_stage: str,
+    count_fn: StageFn,
+    tasks: list[ShardTask],
+    out: str,
+    config: Any,
+    options: RunOptions,
+    stale_stage: str,
+) -> tuple[list[StageReport], pa.Table | None]:
+    """A per-shard count pass into OUT/_counts, then `reduce_counts` into OUT/_reduce.
+
+    New counts make the reduce levels and the pass that samples from them (`stale_stage`'s done
+    markers) stale, so both are cleared. Returns the reports and the summed counts (None when a
+    pass failed). `config` needs `fan_in` and `num_cpus` (balance, debias and langmix have both)."""
+    count = run_stage(count_stage, count_fn, tasks, out, **_pass_options(config, options))
+    reports = [count]
+    if not count.ok:
+        return reports, None
+    if count.completed:
+        fsio.remove(fsio.join(out, "_reduce"))
+        layout.clear_markers(out, stale_stage)
+    urls = [fsio.join(out, "_counts", f"{task.shard_id}.parquet") for task in tasks]
+    summed, reduce_reports = reduce_counts(
+        urls, fsio.join(out, "_reduce"), config, options, "counts"
+    )
+    reports += reduce_reports
+    return reports, summed if all(r.ok for r in reduce_reports) else None
 
 
 def _pass_options(config: BalanceConfig, options: RunOptions) -> dict:

@@ -40,12 +40,11 @@ from curation.debias import planner
 from curation.debias.passes import COUNT_STAGE, STAGE, CountAttributes, SampleAttributes
 from curation.debias.pool_rows import applied_stages
 from curation.debias.terms import DEFAULT_TERMS, load_terms
-from curation.metaclip.layout import clear_markers
 from curation.metaclip.metadata import load_metadata
 from curation.metaclip.passes import metadata_fingerprint
 from curation.runner import ShardTask, StageReport, run_stage
 from curation.score.pool import list_pool_shards
-from curation.stages.balance import DEFAULT_FAN_IN, reduce_counts
+from curation.stages.balance import DEFAULT_FAN_IN, count_and_reduce, reduce_counts
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stages.langmix import parse_mix
 
@@ -128,28 +127,16 @@ def run(config: DebiasConfig, options: RunOptions = RunOptions()) -> list[StageR
     )
     tasks = [ShardTask(shard.shard_id, (shard.tar, shard.sidecar)) for shard in shards]
     passes = {**options.stage_args(), "num_cpus": config.num_cpus}
-    count = run_stage(
+    reports, before = count_and_reduce(
         COUNT_STAGE,
         CountAttributes(config.pool, after, config.attribute_terms, config.metadata, fingerprint),
         tasks,
         out,
-        **passes,
-    )
-    reports = [count]
-    if not count.ok:
-        return reports
-    if count.completed:  # new counts: the reduce levels and the sampling are stale
-        fsio.remove(fsio.join(out, "_reduce"))
-        clear_markers(out, STAGE)
-    before, reduce_reports = reduce_counts(
-        [fsio.join(out, "_counts", f"{t.shard_id}.parquet") for t in tasks],
-        fsio.join(out, "_reduce"),
         config,
         options,
-        "counts",
+        STAGE,
     )
-    reports += reduce_reports
-    if not all(r.ok for r in reduce_reports):
+    if before is None:
         return reports
     cells = planner.cells_from_counts(before, terms.names, excluded, config.min_concept_rows)
     plan = planner.plan_keep(cells, targets)

@@ -7,9 +7,11 @@ Planning (curation.download.plan) puts every URL of a host into one pool shard, 
 giant host (more URLs than --samples-per-shard) into k = ceil(urls / samples_per_shard)
 sub-partitions in k shards, each with 1/k of the host's limits; so --per-host-connections,
 --per-host-rate and the host's robots.txt Crawl-delay hold for the whole cluster, not per
-process. Each pool shard is a task that downloads its URLs on a thread pool and commits
-`{shard}.tar` + `{shard}.parquet` atomically, then its stats marker, so a killed run re-run redoes
-only unfinished shards. An unreadable input file is reported in `_errors/download_partition/` and
+process. A download task takes one pool shard, or several consecutive ones when their hosts have
+few connection slots (up to --shards-per-task): their URLs share the task's --threads, every host
+at once within its slots. Each pool shard commits `{shard}.tar` + `{shard}.parquet` atomically,
+then its stats marker, as soon as its own URLs are done, so a killed run re-run redoes only
+unfinished shards. An unreadable input file is reported in `_errors/download_partition/` and
 the rest is downloaded. `--retry-failed` then re-fetches the rows whose failure may be transient
 (timeouts, 429, 5xx, dropped connections) and rewrites those shards atomically.
 """
@@ -34,6 +36,7 @@ from curation.download.plan import (
     PartitionByHost,
     PlanSettings,
     PlanShards,
+    ShardSource,
     bucket_tasks,
     input_files,
     load_plan,
@@ -44,16 +47,25 @@ from curation.download.plan import (
 from curation.download.shard_tasks import (
     RETRY_STAGE,
     STAGE,
+    DownloadGroup,
     DownloadSettings,
-    DownloadShard,
     RetryFailedShard,
     shards_with_retryable_rows,
 )
-from curation.runner import ShardTask, StageReport, completed_shards, marker_url, run_stage
+from curation.runner import (
+    ShardTask,
+    StageReport,
+    completed_shards,
+    error_url,
+    marker_url,
+    run_stage,
+)
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stats import stats_dir
 
 PLANNED_INPUTS = "readable_inputs.json"  # under PLAN_DIR
+TASK_STAGE = "download_task"  # the runner's records of this call's tasks (groups of shards)
+DEFAULT_SHARDS_PER_TASK = 4
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class DownloadConfig:
     plan_buckets: int = DEFAULT_PLAN_BUCKETS
     retry_failed: bool = False
     max_in_flight: int | None = None  # shard tasks at once (None: as many as Ray has CPUs)
+    shards_per_task: int = DEFAULT_SHARDS_PER_TASK  # most pool shards one download task holds
 
     def __post_init__(self) -> None:
         if not 1 <= self.samples_per_shard <= MAX_SAMPLES_PER_SHARD:
@@ -76,8 +89,8 @@ class DownloadConfig:
                 f"--samples-per-shard must be in 1..{MAX_SAMPLES_PER_SHARD}, "
                 f"got {self.samples_per_shard}"
             )
-        if self.plan_buckets < 1 or self.threads < 1:
-            raise ConfigError("--plan-buckets and --threads must be at least 1")
+        if self.plan_buckets < 1 or self.threads < 1 or self.shards_per_task < 1:
+            raise ConfigError("--plan-buckets, --threads and --shards-per-task must be at least 1")
         try:
             self.fetch.host_limits  # noqa: B018 - validates the per-host limits
             parse_networks(self.fetch.allow_networks)  # a bad CIDR fails here, not in workers
@@ -85,12 +98,82 @@ class DownloadConfig:
             raise ConfigError(str(exc)) from None
 
 
-# A download task mostly waits on the network, and the plan gives it few hosts (often one): its
-# requests are capped by those hosts' connection slots, and it cannot commit its shard before its
-# slowest URL answers. Two tasks per CPU let one shard's stragglers overlap the next shard's
-# downloads. Politeness is unchanged: concurrent tasks never share a host (a giant host's k
-# sub-partitions each hold 1/k of its limits).
+# A download task mostly waits on the network, and cannot commit a shard before the shard's slowest
+# URL answers. Two tasks per CPU let one task's stragglers overlap another's downloads. Politeness
+# is unchanged: concurrent tasks never share a host (a giant host's k sub-partitions each hold 1/k
+# of its limits).
 DOWNLOAD_TASK_CPUS = 0.5
+
+
+def group_shards(
+    shard_ids: list[str],
+    sources: dict[str, ShardSource],
+    connections: int,
+    threads: int,
+    shards_per_task: int,
+) -> list[tuple[str, ...]]:
+    """Consecutive shards into download tasks. The host plan often gives a shard one host or a
+    few, whose connection slots cap its requests, and whose slow stragglers would leave the
+    task's threads idle until they answer. So a task takes shards until their hosts have twice
+    `threads` connection slots (its threads then always find a host with a free slot while some
+    hosts wait on stragglers), or `shards_per_task` shards, which bounds its memory. A shard
+    whose slots the plan did not record counts as enough alone."""
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    slots = 0
+    for shard_id in shard_ids:
+        current.append(shard_id)
+        known = sources[shard_id].connection_slots(connections)
+        slots += 2 * threads if known is None else known
+        if slots >= 2 * threads or len(current) >= shards_per_task:
+            groups.append(tuple(current))
+            current, slots = [], 0
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+def download_shards(
+    config: DownloadConfig, sources: dict[str, ShardSource], options: RunOptions
+) -> StageReport:
+    """Download every pool shard without a done marker, in tasks of `group_shards`; the report
+    lists pool shards (each has its own marker or error record), not tasks."""
+    pool = config.out
+    done = completed_shards(pool, STAGE)
+    todo = [shard_id for shard_id in sources if shard_id not in done]
+    groups = group_shards(
+        todo, sources, config.fetch.per_host_connections, config.threads, config.shards_per_task
+    )
+    members = {f"{index:05d}": group for index, group in enumerate(groups)}
+    passes = options.stage_args()
+    # Tasks are formed afresh from the unfinished shards by each call, so their records are too.
+    fsio.remove(stats_dir(pool, TASK_STAGE))
+    task_report = run_stage(
+        TASK_STAGE,
+        DownloadGroup(task_settings(config), sources, members, STAGE, passes["seed"]),
+        [ShardTask(task_id, group) for task_id, group in members.items()],
+        pool,
+        num_cpus=DOWNLOAD_TASK_CPUS,
+        max_in_flight=config.max_in_flight,
+        **passes,
+    )
+    report = StageReport(STAGE, pool, skipped=[s for s in sources if s in done])
+    for task in task_report.completed:
+        for result in task["extra"]["shards"]:
+            result = dict(result)
+            (report.failed if result.pop("failed") else report.completed).append(result)
+    for failure in task_report.failed:  # the worker died (past Ray's retries)
+        for shard_id in members[failure["shard"]]:
+            marker = marker_url(pool, STAGE, shard_id)
+            if fsio.exists(marker):
+                report.completed.append(fsio.read_json(marker, expect=dict))
+                continue
+            inputs = [sources[shard_id].plan_file]
+            record = {**failure, "stage": STAGE, "shard": shard_id, "inputs": inputs}
+            fsio.write_json(error_url(pool, STAGE, shard_id), record)
+            report.failed.append(record)
+    fsio.remove(stats_dir(pool, TASK_STAGE))
+    return report
 
 
 def task_settings(config: DownloadConfig) -> DownloadSettings:
@@ -158,17 +241,7 @@ def run(config: DownloadConfig, options: RunOptions = RunOptions()) -> list[Stag
         return reports  # shards are numbered across buckets: every bucket must be planned first
     sources = numbered_shards(pool, [task.shard_id for task in buckets])
     tasks = [ShardTask(shard_id, (source.plan_file,)) for shard_id, source in sources.items()]
-    reports.append(
-        run_stage(
-            STAGE,
-            DownloadShard(task_settings(config), sources),
-            tasks,
-            pool,
-            num_cpus=DOWNLOAD_TASK_CPUS,
-            max_in_flight=config.max_in_flight,
-            **passes,
-        )
-    )
+    reports.append(download_shards(config, sources, options))
     if config.retry_failed:
         # Each --retry-failed invocation looks at the sidecars afresh, so its markers are per call.
         fsio.remove(stats_dir(pool, RETRY_STAGE))
@@ -231,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> DownloadConfig:
         samples_per_shard=args.samples_per_shard,
         plan_buckets=args.plan_buckets,
         retry_failed=args.retry_failed,
+        shards_per_task=args.shards_per_task,
     )
 
 
@@ -278,7 +352,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="re-fetch rows that failed transiently in finished shards",
     )
-    parser.add_argument("--threads", type=int, default=64, help="download threads per shard task")
+    parser.add_argument("--threads", type=int, default=64, help="download threads per task")
+    parser.add_argument(
+        "--shards-per-task",
+        type=int,
+        default=DEFAULT_SHARDS_PER_TASK,
+        help="most pool shards one task downloads at once, on its --threads (it takes more than "
+        "one only while their hosts have fewer than 2 x --threads connection slots)",
+    )
     parser.add_argument(
         "--per-host-connections",
         type=int,

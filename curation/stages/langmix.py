@@ -42,10 +42,9 @@ from curation import fsio
 from curation.cc.text_filters import TextFilters
 from curation.debias.pool_rows import applied_stages, pool_columns, shard_rows
 from curation.metaclip.balancing import COUNTS_SCHEMA, sum_counts, uid_uniforms
-from curation.metaclip.layout import clear_markers
 from curation.runner import ShardContext, ShardTask, StageReport, run_stage
 from curation.score.pool import list_pool_shards
-from curation.stages.balance import DEFAULT_FAN_IN, reduce_counts
+from curation.stages.balance import DEFAULT_FAN_IN, count_and_reduce
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stats import read_stage_records
 
@@ -252,28 +251,16 @@ def run(config: LangmixConfig, options: RunOptions = RunOptions()) -> list[Stage
     )
     tasks = [ShardTask(shard.shard_id, (shard.tar, shard.sidecar)) for shard in shards]
     passes = {**options.stage_args(), "num_cpus": config.num_cpus}
-    count = run_stage(
+    reports, histograms = count_and_reduce(
         COUNT_STAGE,
         CountLanguages(config.pool, dict(config.mix), after, config.lang_column, options.seed),
         tasks,
         out,
-        **passes,
-    )
-    reports = [count]
-    if not count.ok:
-        return reports
-    if count.completed:  # new counts: the reduce levels and the sampling are stale
-        fsio.remove(fsio.join(out, "_reduce"))
-        clear_markers(out, STAGE)
-    histograms, reduce_reports = reduce_counts(
-        [fsio.join(out, "_counts", f"{t.shard_id}.parquet") for t in tasks],
-        fsio.join(out, "_reduce"),
         config,
         options,
-        "counts",
+        STAGE,
     )
-    reports += reduce_reports
-    if not all(r.ok for r in reduce_reports):
+    if histograms is None:
         return reports
     plan = mix_plan(histograms, config.mix)
     sample = run_stage(

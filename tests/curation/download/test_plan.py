@@ -15,6 +15,7 @@ from curation.download.plan import (
     PartitionByHost,
     PlanSettings,
     PlanShards,
+    ShardSource,
     bucket_tasks,
     input_files,
     numbered_shards,
@@ -23,6 +24,7 @@ from curation.download.plan import (
     read_shard_rows,
     save_or_check_plan,
 )
+from curation.download.politeness import HostGate, HostLimits
 from curation.runner import run_stage
 
 
@@ -144,3 +146,22 @@ def test_an_unreadable_input_is_reported_with_its_path_and_the_rest_is_planned(t
     assert set(errors) == {str(broken), str(tmp_path / "c.parquet")}
     assert "cannot read as Parquet" in errors[str(broken)]
     assert "missing column(s) uid, url, text" in errors[str(tmp_path / "c.parquet")]
+
+
+def test_each_shard_records_the_connection_slots_its_hosts_get(tmp_path):
+    """The driver sizes download tasks from the plan's records alone: per shard, how many hosts
+    were split k ways; their slots are what the task's HostGate will give each host."""
+    hosts = {f"h{i}.example": 2 for i in range(5)}
+    hosts["cdn.example"] = 12  # k = ceil(12 / 4) = 3 sub-partitions
+    urls = [f"http://{host}/{n}.jpg" for host, count in hosts.items() for n in range(count)]
+    pool = str(tmp_path / "pool")
+    plan(pool, [write_candidates(tmp_path / "a.parquet", urls)], samples_per_shard=4, buckets=2)
+    sources = numbered_shards(pool, [task.shard_id for task in bucket_tasks(pool)])
+    for source in sources.values():
+        rows = read_shard_rows(source).to_pylist()
+        parts = {row["host"]: row["host_parts"] for row in rows}
+        assert sorted(source.host_parts) == sorted(Counter(parts.values()).items())
+        gate = HostGate(HostLimits(connections=6), {h: k for h, k in parts.items() if k > 1})
+        assert source.connection_slots(6) == sum(gate.connections_for(h) for h in parts)
+    assert sum(source.connection_slots(6) for source in sources.values()) == 5 * 6 + 3 * 2
+    assert ShardSource("old.parquet", 0).connection_slots(6) is None  # a plan from before

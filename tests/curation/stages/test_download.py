@@ -25,6 +25,7 @@ from curation import fsio
 from curation.download.fetcher import FetchConfig
 from curation.download.http_exchange import Timeouts
 from curation.download.imaging import ImageOptions
+from curation.download.plan import ShardSource
 from curation.stages import download
 from curation.stages.common import RunOptions
 from curation.stages.download import DownloadConfig
@@ -581,6 +582,7 @@ def test_per_host_limits_hold_across_two_download_processes(tmp_path_factory, ra
             timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=5.0),
         ),
         max_in_flight=2,
+        shards_per_task=1,  # one task per sub-partition, so two processes share the host
     )
     # Each answer takes 1 s, and each sub-partition may start a request every 1 / (rate / k) =
     # 0.5 s with connections / k = 2 at a time: each process alone reaches both of its shares.
@@ -637,3 +639,81 @@ def test_a_pool_refuses_to_quietly_leave_out_an_input_that_reads_after_planning(
             fsio.PlanMismatchError, match="could not be read when this pool was planned"
         ):
             download.run(config, QUIET_LOCAL)
+
+
+def test_one_task_downloads_several_one_host_shards_at_once_within_each_hosts_limits(tmp_path):
+    """Four hosts, one shard each (the plan never puts two hosts of 6 URLs in a shard of 6); their
+    2 slots each, 8 in all, are fewer than 2 x 6 threads, so one task holds all four shards and its threads
+    serve every host at once, also while one host waits on a straggler. Each host still sees at
+    most its 2 connections, and each pool shard still gets its own files and done marker."""
+    hosts = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
+    with (
+        PlantedWeb(hosts[0]) as a,
+        PlantedWeb(hosts[1]) as b,
+        PlantedWeb(hosts[2]) as c,
+        PlantedWeb(hosts[3]) as d,
+    ):
+        webs = [a, b, c, d]
+        urls = [
+            web.plant(
+                f"/p{i}.jpg",
+                Route(jpeg(40, 40, 9 * i), delay_headers_s=0.8 if web is a and i == 0 else 0.1),
+            )
+            for web in webs
+            for i in range(6)
+        ]
+        candidates = write_candidates(tmp_path / "in.parquet", urls)
+        config = replace(
+            fast_config(
+                tmp_path / "pool",
+                [candidates],
+                samples_per_shard=6,
+                per_host_connections=2,
+                allow_networks=tuple(f"{host}/32" for host in hosts),
+                timeouts=Timeouts(connect_s=5.0, read_s=5.0, total_s=10.0),  # a busy test box
+            ),
+            threads=6,
+        )
+        reports = download.run(config, QUIET_LOCAL)
+        spans = [(min(web.arrivals), max(web.arrivals)) for web in webs]
+        peaks = [web.peak_total_concurrency for web in webs]
+    assert reports[-1].ok and len(reports[-1].completed) == 4
+    assert max(peaks) == 2 and all(peak <= 2 for peak in peaks), peaks  # each host's limit
+    # Every host was being downloaded while every other one was: one task, all hosts at once.
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+    markers = sorted((tmp_path / "pool" / "_stats" / "download").glob("*.json"))
+    assert [p.stem for p in markers] == ["00000", "00001", "00002", "00003"]
+    shard_hosts = [list(fsio.read_json(str(p))["extra"]["hosts"]) for p in markers]
+    assert sorted(host for hs in shard_hosts for host in hs) == hosts  # one host per shard
+    assert all(len(hs) == 1 for hs in shard_hosts)
+    assert not (tmp_path / "pool" / "_stats" / download.TASK_STAGE).exists()
+    rows, images = read_pool(tmp_path / "pool")
+    assert [row["status"] for row in rows] == ["success"] * 24
+    assert len([name for name in images if name.endswith(".jpg")]) == 24
+
+
+def test_download_tasks_take_shards_until_their_hosts_have_twice_the_threads_in_slots():
+    def source(*host_parts):
+        return ShardSource("plan.parquet", 0, tuple(host_parts))
+
+    sources = {
+        "00000": source((1, 1)),  # one host: 16 slots
+        "00001": source((1, 1)),
+        "00002": source((1, 5)),  # five hosts: 80 slots, a task alone
+        "00003": source((2, 1)),  # half a split host: 8 slots
+        "00004": source((1, 1)),
+        "00005": source(),  # a plan that did not record it: a task alone
+        "00006": source((1, 1)),
+    }
+    groups = download.group_shards(list(sources), sources, 16, 32, shards_per_task=3)
+    assert groups == [
+        ("00000", "00001", "00002"),  # 16 + 16 + 80 >= 64
+        ("00003", "00004", "00005"),  # 8 + 16 + unknown
+        ("00006",),
+    ]
+    assert download.group_shards(list(sources), sources, 16, 32, shards_per_task=1) == [
+        (shard,) for shard in sources
+    ]
+    assert download.group_shards(["00000", "00001", "00004", "00006"], sources, 16, 32, 4) == [
+        ("00000", "00001", "00004", "00006")  # 4 x 16 = 64 slots
+    ]
