@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import subprocess
 import sys
 import tarfile
@@ -67,6 +66,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+from train_step import open_clip_model
 
 from curation.minicc.build import stale_world_reason
 from curation.minicc.captions import good_caption
@@ -311,39 +311,6 @@ class OpenClipForEval(torch.nn.Module):
         return self.clip.encode_text(tokens)
 
 
-def open_clip_control_model(cfg) -> torch.nn.Module:
-    """open_clip's CustomTextCLIP at our `tiny` towers' widths, depths, heads, patch size and
-    text context (our vocabulary size, so the same tokens feed both), with its --siglip
-    initialisation (t' = log 10, b = -10)."""
-    import open_clip
-
-    vision, text = cfg.vision, cfg.text
-    return open_clip.CustomTextCLIP(
-        embed_dim=cfg.embed_dim,
-        vision_cfg={
-            "image_size": vision.image_size,
-            "patch_size": vision.patch_size,
-            "width": vision.width,
-            "layers": vision.depth,
-            "head_width": vision.width // vision.heads,
-            "mlp_ratio": vision.mlp_dim / vision.width,
-        },
-        text_cfg={
-            "context_length": text.context_length,
-            "vocab_size": text.vocab_size,
-            "width": text.width,
-            "heads": text.heads,
-            "layers": text.depth,
-            "mlp_ratio": text.mlp_dim / text.width,
-            "no_causal_mask": True,
-            "pool_type": "last",
-        },
-        init_logit_scale=math.log(10),
-        init_logit_bias=-10.0,
-        output_dict=True,
-    )
-
-
 class _ControlBatches:
     """`data['train']` for open_clip_train's `train_one_epoch`: `steps` batches of (images,
     tokens) drawn from the image-text shards, reshuffled (seeded) at each pass over them."""
@@ -397,7 +364,8 @@ def train_open_clip_control(
         text_shards, cfg.vision.image_size, tokenizer, cfg.text.context_length
     )
     batch = round(args.data.batch_size * (1 - args.data.grounding_fraction))
-    model = open_clip_control_model(cfg)
+    # open_clip's CustomTextCLIP at tiny's sizes, its default (class-token) image pooling.
+    model = open_clip_model(cfg, vision_pool=None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.optim.weight_decay)
     scheduler = cosine_lr(optimizer, lr, args.optim.warmup_steps, steps)
     trainer_args = argparse.Namespace(

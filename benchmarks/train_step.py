@@ -66,14 +66,14 @@ def our_trainer(
     return trainer, make_loader(args, trainer.model_cfg, env, trainer.tokenizer)
 
 
-def open_clip_model(trainer: Trainer):
+def open_clip_model(cfg, vision_pool: str | None = "avg"):
     """An open_clip CustomTextCLIP with our tower sizes (vocabulary and context length included),
-    SigLIP's t and b initialisation."""
+    SigLIP's t and b initialisation. `vision_pool`: open_clip's image pooling (None: its default,
+    the class token). minicc_quality's open_clip control arm builds its model here too."""
     import open_clip
 
-    cfg = trainer.model_cfg
-    vision = cfg.vision
-    text = cfg.text
+    vision, text = cfg.vision, cfg.text
+    pool = {} if vision_pool is None else {"pool_type": vision_pool}
     return open_clip.CustomTextCLIP(
         embed_dim=cfg.embed_dim,
         vision_cfg={
@@ -83,7 +83,7 @@ def open_clip_model(trainer: Trainer):
             "layers": vision.depth,
             "head_width": vision.width // vision.heads,
             "mlp_ratio": vision.mlp_dim / vision.width,
-            "pool_type": "avg",
+            **pool,
         },
         text_cfg={
             "context_length": text.context_length,
@@ -252,7 +252,7 @@ def shards_comparison(options: argparse.Namespace, data: str, grounding: str) ->
     trainer, loader = our_trainer(
         "tiny", data, grounding, batch, cpu, [f"data.num_workers={options.workers}"]
     )
-    theirs = open_clip_model(trainer)
+    theirs = open_clip_model(trainer.model_cfg)
     their_batches = _ShardBatches(
         open_clip_shard_loader(
             data, trainer, batch, options.workers, samples=(options.rounds + 1) * steps * batch * 2
@@ -309,7 +309,7 @@ def cpu_comparison(options: argparse.Namespace, data: str, grounding: str) -> di
     )
     pairs = [next(pairs_loader) for _ in range(options.steps)]
     assert all(bool(b["contrastive"].all()) for b in pairs)
-    theirs = open_clip_model(trainers["ours"])
+    theirs = open_clip_model(trainers["ours"].model_cfg)
     their_pairs = [(b["image"], b["text"]) for b in pairs]
     runs = {name: (lambda t=t: time_ours(t, batches)) for name, t in trainers.items()}
     runs["ours_sigmoid_adamw"] = lambda: time_ours(same_objective, pairs)
