@@ -79,30 +79,52 @@ def blur_regions(
     return out
 
 
+def _resize_affine(
+    original: tuple[int, int], stored: tuple[int, int], resize_mode: str
+) -> tuple[float, float, float]:
+    """The resize as a uniform scale plus an offset (dx, dy) in stored pixels: center_crop scales
+    the shorter side to the target and crops, border scales the longer side and pads (see
+    curation.download.imaging)."""
+    (ow, oh), (sw, sh) = original, stored
+    scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
+    return scale, (sw - ow * scale) / 2, (sh - oh * scale) / 2
+
+
+def _map_boxes(
+    boxes: Sequence[Sequence[float]],
+    original: tuple[int, int],
+    stored: tuple[int, int],
+    resize_mode: str,
+    to_stored: bool,
+) -> list[list[float]]:
+    if resize_mode in SAME_ASPECT_MODES:
+        return [list(map(float, box)) for box in boxes]
+    (ow, oh), (sw, sh) = original, stored
+    scale, dx, dy = _resize_affine(original, stored, resize_mode)
+    if to_stored:  # x_stored = (x * ow * scale + dx) / sw
+        ax, bx, ay, by = ow * scale / sw, dx / sw, oh * scale / sh, dy / sh
+    else:  # the inverse: x = (x_stored * sw - dx) / (ow * scale)
+        ax, bx, ay, by = (
+            sw / (ow * scale),
+            -dx / (ow * scale),
+            sh / (oh * scale),
+            -dy / (oh * scale),
+        )
+    mapped = [
+        [box[0] * ax + bx, box[1] * ay + by, box[2] * ax + bx, box[3] * ay + by] for box in boxes
+    ]
+    return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]
+
+
 def stored_frame_boxes(
     boxes: Sequence[Sequence[float]],
     original: tuple[int, int],
     stored: tuple[int, int],
     resize_mode: str,
 ) -> list[list[float]]:
-    """Boxes normalised to the original image, re-normalised to the stored (resized) image."""
-    if resize_mode in SAME_ASPECT_MODES:
-        return [list(map(float, box)) for box in boxes]
-    (ow, oh), (sw, sh) = original, stored
-    # center_crop scales the shorter side to the target and crops; border scales the longer side
-    # and pads: either way a uniform scale plus an offset (see curation.download.imaging).
-    scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
-    dx, dy = (sw - ow * scale) / 2, (sh - oh * scale) / 2
-    mapped = [
-        [
-            (box[0] * ow * scale + dx) / sw,
-            (box[1] * oh * scale + dy) / sh,
-            (box[2] * ow * scale + dx) / sw,
-            (box[3] * oh * scale + dy) / sh,
-        ]
-        for box in boxes
-    ]
-    return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]  # a crop cuts faces too
+    """Boxes normalised to the original image, re-normalised to the stored (resized) image (a
+    crop cuts faces too: coordinates are clipped to the stored picture)."""
+    return _map_boxes(boxes, original, stored, resize_mode, to_stored=True)
 
 
 def original_frame_boxes(
@@ -113,21 +135,7 @@ def original_frame_boxes(
 ) -> list[list[float]]:
     """The inverse of `stored_frame_boxes`: boxes found in the stored image, normalised to the
     original (a box in a border's padding is clipped to the picture)."""
-    if resize_mode in SAME_ASPECT_MODES:
-        return [list(map(float, box)) for box in boxes]
-    (ow, oh), (sw, sh) = original, stored
-    scale = max(sw / ow, sh / oh) if resize_mode == "center_crop" else min(sw / ow, sh / oh)
-    dx, dy = (sw - ow * scale) / 2, (sh - oh * scale) / 2
-    mapped = [
-        [
-            (box[0] * sw - dx) / (ow * scale),
-            (box[1] * sh - dy) / (oh * scale),
-            (box[2] * sw - dx) / (ow * scale),
-            (box[3] * sh - dy) / (oh * scale),
-        ]
-        for box in boxes
-    ]
-    return [[min(max(value, 0.0), 1.0) for value in box] for box in mapped]
+    return _map_boxes(boxes, original, stored, resize_mode, to_stored=False)
 
 
 def blur_jpeg(
