@@ -16,6 +16,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser
 
 from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace, parse_dimension
+from curation.cc.html_scan import scan_page
 from curation.cc.urls import BaseUrl, UrlRejected, largest_srcset_candidate, resolve
 
 SRCSET_ATTRIBUTES = ("srcset", "data-srcset", "data-lazy-srcset")
@@ -34,21 +35,37 @@ _IMG_TAG_BYTES = re.compile(rb"<im(?:g|age)[\s/>]", re.IGNORECASE)
 _IMG_TAG_TEXT = re.compile(r"<im(?:g|age)[\s/>]", re.IGNORECASE)
 
 
-def page_base_url(tree: LexborHTMLParser, page_url: str) -> str:
+# How a page's tags are found: "lexbor" (selectolax's full HTML parser, the default) or "scan"
+# (curation/cc/html_scan.py: a tokenizer-level scan that builds no DOM; same output, see its
+# differential test, but slower than lexbor's C parser on the benchmark's pages, so not default).
+HTML_PARSERS = ("lexbor", "scan")
+DEFAULT_HTML_PARSER = "lexbor"
+
+
+def first_base_href(tree: LexborHTMLParser) -> str | None:
     for base in tree.tags("base"):
         href = base.attributes.get("href")
         if href:
-            try:
-                return resolve(href, page_url)
-            except UrlRejected:
-                return page_url  # a broken <base> is ignored, as browsers do
+            return href
+    return None
+
+
+def base_url(href: str | None, page_url: str) -> str:
+    if href:
+        try:
+            return resolve(href, page_url)
+        except UrlRejected:
+            return page_url  # a broken <base> is ignored, as browsers do
     return page_url
 
 
-def declared_language(tree: LexborHTMLParser) -> str | None:
-    """The primary subtag of `<html lang>` ("en-US" → "en"), if the page declares one."""
+def root_lang(tree: LexborHTMLParser) -> str | None:
     root = tree.root
-    value = root.attributes.get("lang") if root is not None else None
+    return root.attributes.get("lang") if root is not None else None
+
+
+def primary_language(value: str | None) -> str | None:
+    """The primary subtag of a `lang` value ("en-US" → "en"), if it is a plausible one."""
     if not value:
         return None
     primary = value.strip().split("-")[0].split("_")[0].lower()
@@ -95,15 +112,30 @@ def may_have_images(markup: str | bytes) -> bool:
     return pattern.search(markup) is not None
 
 
-def extract_page_images(markup: str | bytes, page_url: str, drops: Counter) -> PageImages:
+def page_tags(
+    markup: str | bytes, parser: str = DEFAULT_HTML_PARSER
+) -> tuple[list[dict[str, str | None]], str | None, str | None]:
+    """(the attributes of every <img>, the first non-empty <base href>, the root's lang)."""
+    if parser == "scan":
+        scanned = scan_page(markup)
+        return scanned.images, scanned.base_href, scanned.lang
+    if parser != "lexbor":
+        raise ValueError(f"unknown HTML parser {parser!r}; expected one of {HTML_PARSERS}")
+    tree = LexborHTMLParser(markup)
+    images = [node.attributes for node in tree.tags("img")]
+    return images, first_base_href(tree), root_lang(tree)
+
+
+def extract_page_images(
+    markup: str | bytes, page_url: str, drops: Counter, parser: str = DEFAULT_HTML_PARSER
+) -> PageImages:
     """All <img> of one page with a usable URL; the others are counted in `drops` by reason."""
     if not may_have_images(markup):
         return PageImages(page_url=page_url, lang=None, refs=[])
-    tree = LexborHTMLParser(markup)
-    base = BaseUrl(page_base_url(tree, page_url))
+    images, base_href, lang = page_tags(markup, parser)
+    base = BaseUrl(base_url(base_href, page_url))
     refs: list[ImageRef] = []
-    for node in tree.tags("img"):
-        attributes = node.attributes
+    for attributes in images:
         url, reason = resolve_first(image_url_candidates(attributes), base)
         if url is None:
             drops[reason] += 1
@@ -117,4 +149,4 @@ def extract_page_images(markup: str | bytes, page_url: str, drops: Counter) -> P
                 height=parse_dimension(attributes.get("height")),
             )
         )
-    return PageImages(page_url=page_url, lang=declared_language(tree), refs=refs)
+    return PageImages(page_url=page_url, lang=primary_language(lang), refs=refs)
