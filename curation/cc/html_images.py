@@ -16,7 +16,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser
 
 from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace, parse_dimension
-from curation.cc.html_scan import scan_page
+from curation.cc.html_scan import TAG_REST, TAG_REST_TEXT, scan_page
 from curation.cc.urls import BaseUrl, UrlRejected, largest_srcset_candidate, resolve
 
 SRCSET_ATTRIBUTES = ("srcset", "data-srcset", "data-lazy-srcset")
@@ -106,6 +106,42 @@ def resolve_first(candidates: list[str], base: BaseUrl) -> tuple[str | None, str
     return None, first_reason
 
 
+# The tags lexbor's answer depends on: what follows the last of them cannot change it.
+_LAST_NEEDED_BYTES = re.compile(rb"<(?:im(?:g|age)|base|html)(?=[\t\n\f\r />])", re.IGNORECASE)
+_LAST_NEEDED_TEXT = re.compile(r"<(?:im(?:g|age)|base|html)(?=[\t\n\f\r />])", re.IGNORECASE)
+_LONGEST_NEEDED = len("<image ")
+_FIRST_CHUNK = 8192
+
+
+def needed_prefix(markup: str | bytes) -> int:
+    """The length of the shortest prefix of `markup` that ends after its last <img>, <image>,
+    <base> and <html> tag: parsing only that prefix gives the same images, base and lang.
+
+    HTML parsing is streaming: what the tree builder does at a tag depends only on what came
+    before it, and no later token removes an <img> already inserted (foster parenting and the
+    adoption agency move elements, never drop them; a <frameset> is ignored once an <img> was
+    seen). So everything after the last tag that can matter is skipped, which on real pages is
+    the footer, its icons and the trailing scripts and JSON state. The last occurrence is found
+    textually: if it is not a real tag (inside a script, comment or attribute), the cut falls
+    inside that construct, after every real tag, which is as good."""
+    if isinstance(markup, bytes):
+        pattern, tag_rest = _LAST_NEEDED_BYTES, TAG_REST
+    else:
+        pattern, tag_rest = _LAST_NEEDED_TEXT, TAG_REST_TEXT
+    # Search backwards in growing chunks: the part after the last image is all that is read
+    # (bytes.rfind per spelling reads the whole page once per spelling, and misses <iMg).
+    last, end, size = None, len(markup), _FIRST_CHUNK
+    while last is None and end > 0:
+        start = max(end - size, 0)
+        for last in pattern.finditer(markup, start, end + _LONGEST_NEEDED):
+            pass
+        end, size = start, size * 2
+    if last is None:
+        return len(markup)
+    rest = tag_rest.match(markup, last.end())
+    return rest.end() if rest.group(1) is not None else len(markup)
+
+
 def may_have_images(markup: str | bytes) -> bool:
     """False only if the page certainly has no <img> (then it need not be parsed at all)."""
     pattern = _IMG_TAG_TEXT if isinstance(markup, str) else _IMG_TAG_BYTES
@@ -121,7 +157,8 @@ def page_tags(
         return scanned.images, scanned.base_href, scanned.lang
     if parser != "lexbor":
         raise ValueError(f"unknown HTML parser {parser!r}; expected one of {HTML_PARSERS}")
-    tree = LexborHTMLParser(markup)
+    end = needed_prefix(markup)
+    tree = LexborHTMLParser(markup[:end] if end < len(markup) else markup)
     images = [node.attributes for node in tree.tags("img")]
     return images, first_base_href(tree), root_lang(tree)
 

@@ -58,7 +58,9 @@ _ATTRIBUTES = (
     rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+"
     rb"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:\"[^\"]*+\"?|'[^']*+'?|[^\t\n\f\r >]*+))?)*+"
 )
-_TAG_REST = re.compile(_ATTRIBUTES + rb"(>)?")
+# The rest of a tag after its name; group 1 is its closing `>` (None: cut by the end of the page).
+TAG_REST = re.compile(_ATTRIBUTES + rb"(>)?")
+TAG_REST_TEXT = re.compile(TAG_REST.pattern.decode())
 _ATTRIBUTE = re.compile(
     rb"([^\t\n\f\r />][^\t\n\f\r /=>]*)"
     rb"(?:[\t\n\f\r ]*=[\t\n\f\r ]*(?:\"([^\"]*)\"|'([^']*)'|([^\t\n\f\r >]*)))?"
@@ -246,7 +248,7 @@ def scan_page(markup: str | bytes) -> ScannedPage:
         if match is None:
             break
         name = match.group(2).lower().decode("utf-8", "replace")
-        rest = _TAG_REST.match(data, match.end())
+        rest = TAG_REST.match(data, match.end())
         pos = rest.end()
         if rest.group(1) is None:
             break  # a tag cut by the end of the page is no tag

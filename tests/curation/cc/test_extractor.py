@@ -83,10 +83,10 @@ def test_unparseable_page_is_counted_and_the_next_page_still_yields(tmp_path, mo
 
     real = extractor.extract_page_images
 
-    def explode_on_first_page(markup, page_url, drops):
+    def explode_on_first_page(markup, page_url, drops, *parser):
         if page_url.endswith("/first"):
             raise RuntimeError("parser gave up")
-        return real(markup, page_url, drops)
+        return real(markup, page_url, drops, *parser)
 
     monkeypatch.setattr(extractor, "extract_page_images", explode_on_first_page)
     path = tmp_path / "two.warc.gz"

@@ -1,17 +1,25 @@
-"""Differential test: the DOM-free scanner (curation/cc/html_scan.py) against lexbor's tree.
+"""Differential test: the DOM-free scanner (curation/cc/html_scan.py) and lexbor on the page's
+needed prefix (html_images.needed_prefix) against lexbor's tree of the whole page.
 
 Same <img> attribute dicts, same first <base href>, same root lang, and the same extracted
 PageImages, on a hostile corpus, on the extract benchmark's generated pages and on the tiny mini
-Common Crawl's pages. The one known difference (<frameset>) is asserted as such."""
+Common Crawl's pages. The one known difference of the scanner (<frameset>) is asserted as such."""
 
 import importlib.util
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from selectolax.lexbor import LexborHTMLParser
 
 from curation.cc.charset import markup_for_parser, sniff_encoding
-from curation.cc.html_images import extract_page_images, page_tags
+from curation.cc.html_images import (
+    extract_page_images,
+    first_base_href,
+    needed_prefix,
+    page_tags,
+    root_lang,
+)
 from curation.cc.html_limits import bounded_page
 from curation.cc.html_scan import attribute_value, scan_page
 from curation.cc.warc_reader import RESPONSE_RECORDS, is_html, iter_records
@@ -98,8 +106,15 @@ def normalised(tags):
     return [{k: v or "" for k, v in image.items()} for image in images], base or "", lang or ""
 
 
+def whole_tree_tags(markup):
+    tree = LexborHTMLParser(markup)
+    return [node.attributes for node in tree.tags("img")], first_base_href(tree), root_lang(tree)
+
+
 def assert_same(markup, page_url=PAGE):
-    assert normalised(page_tags(markup, "scan")) == normalised(page_tags(markup, "lexbor"))
+    whole = whole_tree_tags(markup)
+    assert page_tags(markup, "lexbor") == whole
+    assert normalised(page_tags(markup, "scan")) == normalised(whole)
     outputs = []
     for parser in ("scan", "lexbor"):
         drops: Counter = Counter()
@@ -143,6 +158,19 @@ def test_truncated_pages_at_every_offset():
         assert_same(markup[:cut])
 
 
+def test_needed_prefix_ends_after_the_last_tag_that_matters():
+    tail = "<footer>" + "<a href=x><svg><path d=M0/></svg></a>" * 50 + "</footer>"
+    for last in ("<IMG SRC=a.jpg>", "<iMaGe src=a.jpg>", "<base href=/b/>", "<html lang=de>"):
+        markup = "<p>x<img src=first.jpg>" + "y" * 20_000 + last
+        assert needed_prefix(markup + tail) == len(markup)
+        assert needed_prefix((markup + tail).encode()) == len(markup.encode())
+    # a last "<img" inside a script: the cut is inside the script, after every real tag
+    markup = "<img src=a.jpg><script>s='<img src=\"b>c\">';</script>" + tail
+    assert needed_prefix(markup) == markup.index('c">') + 3
+    assert needed_prefix("<p>no images") == len("<p>no images")
+    assert needed_prefix("<img src=a.jpg alt='cut") == len("<img src=a.jpg alt='cut")
+
+
 def load_benchmark():
     spec = importlib.util.spec_from_file_location("bench_extract", ROOT / "benchmarks/extract.py")
     module = importlib.util.module_from_spec(spec)
@@ -157,6 +185,7 @@ def test_scanner_matches_lexbor_on_the_benchmark_pages():
         markup = writer.page(f"https://h{index}.example/p.html", f"h{index}.example", russian)
         assert_same(markup if russian else markup.encode())  # as markup_for_parser hands it
         assert len(scan_page(markup).images) > 0
+        assert needed_prefix(markup) < 0.9 * len(markup)  # the footer and state are skipped
 
 
 def test_scanner_matches_lexbor_on_the_mini_common_crawl(minicc_world):
