@@ -1,3 +1,4 @@
+from itertools import product
 from urllib.parse import urljoin
 
 import pytest
@@ -143,3 +144,23 @@ def test_fast_path_agrees_with_the_full_normalisation(url):
 )
 def test_page_base_shortcuts_match_rfc3986_resolution(base, reference):
     assert BaseUrl(base).resolve(reference) == normalize(urljoin(base, reference))
+
+
+def test_fast_paths_give_what_the_full_rebuild_and_urljoin_give():
+    def outcome(function, *args):
+        try:
+            return function(*args)
+        except UrlRejected as rejected:
+            return rejected.reason
+
+    ports = ("", ":80", ":443", ":8080", ":0", ":080", ":65535", ":65536", ":")
+    for scheme, port, path in product(("http", "https"), ports, ("/", "/a/./b", "/a?x=1")):
+        url = f"{scheme}://127.0.0.1{port}{path}"
+        assert outcome(normalize, url) == outcome(rebuild_normalized, url)
+    bases = ("http://a.example/b/c/d.html", "http://a.example", "http://a.example/b//c/d.html")
+    references = ("./a.jpg", "../../../a.jpg", "..//a.jpg", ".", "../", "./a.jpg?u=../x#f")
+    for base, reference in product(bases, references):
+        joined = BaseUrl(base)
+        assert outcome(joined.resolve, reference) == outcome(normalize, joined._join(reference))
+    assert normalize("http://127.0.0.1:8080/a.jpg") == "http://127.0.0.1:8080/a.jpg"
+    assert normalize("https://a.example:443/a.jpg") == "https://a.example/a.jpg"
