@@ -149,6 +149,8 @@ def _scheme_of(reference: str) -> str | None:
     if colon <= 0:
         return None
     candidate = reference[:colon]
+    if candidate in ("http", "https"):  # most absolute references
+        return candidate
     if not candidate[0].isascii() or not candidate[0].isalpha():
         return None
     if all(ch.isascii() and (ch.isalnum() or ch in "+-.") for ch in candidate):
