@@ -201,7 +201,7 @@ def largest_srcset_candidate(srcset: str) -> str | None:
     or descriptor, as in the HTML spec's parsing algorithm.
     """
     best_url, best_score = None, -1.0
-    for url, descriptor in _srcset_candidates(srcset):
+    for url, descriptor in _simple_srcset_candidates(srcset) or _srcset_candidates(srcset):
         score = _descriptor_size(descriptor)
         if score > best_score:
             best_url, best_score = url, score
@@ -209,6 +209,26 @@ def largest_srcset_candidate(srcset: str) -> str | None:
 
 
 _SRCSET_URL = re.compile(r"[\s,]*(\S+)")
+
+
+def _simple_srcset_candidates(srcset: str) -> list[tuple[str, str]] | None:
+    """`_srcset_candidates` for the common spelling, by `str.split`; None where it may differ.
+
+    Where every comma-separated part is "URL DESCRIPTOR" (or blank), no URL can contain a comma
+    or end at one, so splitting gives what the spec's parser gives; a lone URL is only taken
+    as the last part (elsewhere "a,b.jpg 2x" is one URL to the spec)."""
+    candidates: list[tuple[str, str]] = []
+    parts = srcset.split(",")
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
+        tokens = part.split()
+        if len(tokens) == 2:
+            candidates.append((tokens[0], tokens[1]))
+        elif len(tokens) == 1 and index == last:
+            candidates.append((tokens[0], ""))
+        elif tokens:
+            return None
+    return candidates
 
 
 def _srcset_candidates(srcset: str) -> list[tuple[str, str]]:

@@ -164,3 +164,18 @@ def test_fast_paths_give_what_the_full_rebuild_and_urljoin_give():
         assert outcome(joined.resolve, reference) == outcome(normalize, joined._join(reference))
     assert normalize("http://127.0.0.1:8080/a.jpg") == "http://127.0.0.1:8080/a.jpg"
     assert normalize("https://a.example:443/a.jpg") == "https://a.example/a.jpg"
+
+
+def test_the_split_srcset_parser_agrees_with_the_spec_parser_where_it_answers():
+    from curation.cc.urls import _simple_srcset_candidates, _srcset_candidates
+
+    pieces = ("a.jpg", ",", " ", "1w", "2x", "\t", ", ", "b,c.jpg", "x")
+    answered = 0
+    for srcset in ("".join(p) for p in product(pieces, repeat=4)):
+        simple = _simple_srcset_candidates(srcset)
+        if simple is not None:
+            answered += 1
+            assert simple == _srcset_candidates(srcset), srcset
+    assert answered > 1000
+    assert _simple_srcset_candidates("a,b.jpg 2x, c.jpg 1x") is None  # one URL with a comma
+    assert largest_srcset_candidate("s.jpg 300w, xl.jpg 2000w, m.jpg 800w") == "xl.jpg"
