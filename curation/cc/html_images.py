@@ -173,17 +173,30 @@ def extract_page_images(
     base = BaseUrl(base_url(base_href, page_url))
     refs: list[ImageRef] = []
     for attributes in images:
-        url, reason = resolve_first(image_url_candidates(attributes), base)
-        if url is None:
-            drops[reason] += 1
-            continue
+        get = attributes.get
+        src = get("src")
+        if src and _ALTERNATIVE_URL_ATTRIBUTES.isdisjoint(attributes):  # most images
+            try:
+                url = base.resolve(src)
+            except UrlRejected as rejected:
+                drops[rejected.reason] += 1
+                continue
+        else:
+            url, reason = resolve_first(image_url_candidates(attributes), base)
+            if url is None:
+                drops[reason] += 1
+                continue
+        alt = get("alt")
+        title = get("title")
+        width = get("width")
+        height = get("height")
         refs.append(
             ImageRef(
-                url=url,
-                alt=collapse_whitespace(attributes.get("alt") or ""),
-                title=collapse_whitespace(attributes.get("title") or ""),
-                width=parse_dimension(attributes.get("width")),
-                height=parse_dimension(attributes.get("height")),
+                url,
+                collapse_whitespace(alt) if alt else "",
+                collapse_whitespace(title) if title else "",
+                parse_dimension(width) if width else None,
+                parse_dimension(height) if height else None,
             )
         )
     return PageImages(page_url=page_url, lang=primary_language(lang), refs=refs)
