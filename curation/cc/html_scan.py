@@ -33,8 +33,9 @@ Where this differs from lexbor's tree (`tags("img")` on the whole DOM), on marku
 do not carry; the differential test (tests/curation/cc/test_html_scan.py) pins the rest:
 
 - `<frameset>`: lexbor ignores every `<img>` after a `<frameset>` that the tree builder accepts
-  (in frameset mode); the scanner keeps them (the spec's frameset-ok flag needs the whole
-  insertion-mode machine; a frameset page with `<img>` in it is broken markup either way).
+  (in frameset mode), as the spec says; the scanner keeps them (the spec's frameset-ok flag needs
+  the whole insertion-mode machine; a frameset page with `<img>` in it is broken markup either
+  way). This is the scanner's one difference on the differential test, asserted there.
 - Foreign content is tracked by a stack of `<svg>`/`<math>` roots and integration points, not the
   full stack of open elements: an end tag such as `</svg>` written directly inside an integration
   point's HTML content closes the integration point and the `<svg>` here; the tree builder may
