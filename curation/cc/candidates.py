@@ -87,16 +87,24 @@ class CandidateTable:
     def add_page(self, page: PageImages, warc_offset: int, drops: Counter) -> int:
         """Add the pairs of one page that pass the filters; count the others in `drops`."""
         kept = 0
+        filters = self.filters
+        # Language detection (~7 µs a text) is the dearest step: without a language filter the
+        # rejection does not depend on it, so texts the filters drop are never detected.
+        detect_first = filters.languages is not None
         for ref in page.refs:
             text, text_source = (ref.alt, "alt") if ref.alt else (ref.title, "title")
             if not text:
                 drops["no_text"] += 1
                 continue
-            lang = page.lang or self.filters.detect_language(text)
-            reason = self.filters.rejection(text, lang)
+            lang = page.lang
+            if not lang and detect_first:
+                lang = filters.detect_language(text)
+            reason = filters.rejection(text, lang)
             if reason is not None:
                 drops[reason] += 1
                 continue
+            if not lang and not detect_first:
+                lang = filters.detect_language(text)
             columns = self.columns
             columns["uid"].append(pair_uid(ref.url, text))
             columns["url"].append(ref.url)

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from curation.cc.candidates import CandidateTable, PageImages
 from curation.cc.charset import markup_for_parser, sniff_encoding
-from curation.cc.html_images import extract_page_images
+from curation.cc.html_images import DEFAULT_HTML_PARSER, extract_page_images
 from curation.cc.html_limits import bounded_page
 from curation.cc.snapshot import FORMATS
 from curation.cc.text_filters import TextFilters
@@ -39,8 +39,16 @@ def infer_format(url: str) -> str:
     return "wat" if ".wat." in url.rsplit("/", 1)[-1] or "/wat/" in url else "warc"
 
 
-def extract_file(url: str, file_format: str, filters: TextFilters, stats: ShardStats) -> pa.Table:
-    """The candidates table of one file; everything it skipped is counted in `stats`."""
+def extract_file(
+    url: str,
+    file_format: str,
+    filters: TextFilters,
+    stats: ShardStats,
+    html_parser: str = DEFAULT_HTML_PARSER,
+) -> pa.Table:
+    """The candidates table of one file; everything it skipped is counted in `stats`.
+
+    `html_parser`: how WARC pages are read, "lexbor" or "scan" (see html_images.HTML_PARSERS)."""
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}; expected one of {FORMATS}")
     table = CandidateTable(filters, warc_path=url)
@@ -50,8 +58,11 @@ def extract_file(url: str, file_format: str, filters: TextFilters, stats: ShardS
     )  # per image, by reason: the URL ones while parsing, then the text ones
     started = time.perf_counter()
     with stats.timer("extract"):
-        read_pages = _warc_pages if file_format == "warc" else _wat_pages
-        for offset, page in read_pages(url, stats, counts, drops):
+        if file_format == "warc":
+            pages = _warc_pages(url, stats, counts, drops, html_parser)
+        else:
+            pages = _wat_pages(url, stats, counts, drops)
+        for offset, page in pages:
             counts["html_pages"] += 1
             counts["images_with_url"] += len(page.refs)
             counts["pairs"] += table.add_page(page, offset, drops)
@@ -87,7 +98,7 @@ def _with_prefix(counts: Counter, prefix: str) -> dict[str, int]:
 
 
 def _warc_pages(
-    url: str, stats: ShardStats, counts: Counter, drops: Counter
+    url: str, stats: ShardStats, counts: Counter, drops: Counter, html_parser: str
 ) -> Iterator[tuple[int, PageImages]]:
     """(record offset, page images) for every HTML 200 response of a WARC file."""
     for record in iter_records(url, RESPONSE_RECORDS, stats, parse_http=True):
@@ -104,7 +115,8 @@ def _warc_pages(
         encoding, source = sniff_encoding(body, record.http_charset)
         counts[f"charset_{source}"] += 1
         try:
-            page = extract_page_images(markup_for_parser(body, encoding), record.target_uri, drops)
+            markup = markup_for_parser(body, encoding)
+            page = extract_page_images(markup, record.target_uri, drops, html_parser)
         except Exception as exc:  # noqa: BLE001 - one unparseable page must not stop the file
             stats.error(
                 "unparseable_html", f"{url}@{record.offset}", f"{type(exc).__name__}: {exc}"

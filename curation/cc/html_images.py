@@ -16,6 +16,7 @@ from collections import Counter
 from selectolax.lexbor import LexborHTMLParser
 
 from curation.cc.candidates import ImageRef, PageImages, collapse_whitespace, parse_dimension
+from curation.cc.html_scan import TAG_REST, TAG_REST_TEXT, scan_page
 from curation.cc.urls import BaseUrl, UrlRejected, largest_srcset_candidate, resolve
 
 SRCSET_ATTRIBUTES = ("srcset", "data-srcset", "data-lazy-srcset")
@@ -34,21 +35,37 @@ _IMG_TAG_BYTES = re.compile(rb"<im(?:g|age)[\s/>]", re.IGNORECASE)
 _IMG_TAG_TEXT = re.compile(r"<im(?:g|age)[\s/>]", re.IGNORECASE)
 
 
-def page_base_url(tree: LexborHTMLParser, page_url: str) -> str:
+# How a page's tags are found: "lexbor" (selectolax's full HTML parser, the default) or "scan"
+# (curation/cc/html_scan.py: a tokenizer-level scan that builds no DOM; same output, see its
+# differential test, but slower than lexbor's C parser on the benchmark's pages, so not default).
+HTML_PARSERS = ("lexbor", "scan")
+DEFAULT_HTML_PARSER = "lexbor"
+
+
+def first_base_href(tree: LexborHTMLParser) -> str | None:
     for base in tree.tags("base"):
         href = base.attributes.get("href")
         if href:
-            try:
-                return resolve(href, page_url)
-            except UrlRejected:
-                return page_url  # a broken <base> is ignored, as browsers do
+            return href
+    return None
+
+
+def base_url(href: str | None, page_url: str) -> str:
+    if href:
+        try:
+            return resolve(href, page_url)
+        except UrlRejected:
+            return page_url  # a broken <base> is ignored, as browsers do
     return page_url
 
 
-def declared_language(tree: LexborHTMLParser) -> str | None:
-    """The primary subtag of `<html lang>` ("en-US" → "en"), if the page declares one."""
+def root_lang(tree: LexborHTMLParser) -> str | None:
     root = tree.root
-    value = root.attributes.get("lang") if root is not None else None
+    return root.attributes.get("lang") if root is not None else None
+
+
+def primary_language(value: str | None) -> str | None:
+    """The primary subtag of a `lang` value ("en-US" → "en"), if it is a plausible one."""
     if not value:
         return None
     primary = value.strip().split("-")[0].split("_")[0].lower()
@@ -89,32 +106,97 @@ def resolve_first(candidates: list[str], base: BaseUrl) -> tuple[str | None, str
     return None, first_reason
 
 
+# The tags lexbor's answer depends on: what follows the last of them cannot change it.
+_LAST_NEEDED_BYTES = re.compile(rb"<(?:im(?:g|age)|base|html)(?=[\t\n\f\r />])", re.IGNORECASE)
+_LAST_NEEDED_TEXT = re.compile(r"<(?:im(?:g|age)|base|html)(?=[\t\n\f\r />])", re.IGNORECASE)
+_LONGEST_NEEDED = len("<image ")
+_FIRST_CHUNK = 8192
+
+
+def needed_prefix(markup: str | bytes) -> int:
+    """The length of the shortest prefix of `markup` that ends after its last <img>, <image>,
+    <base> and <html> tag: parsing only that prefix gives the same images, base and lang.
+
+    HTML parsing is streaming: what the tree builder does at a tag depends only on what came
+    before it, and no later token removes an <img> already inserted (foster parenting and the
+    adoption agency move elements, never drop them; a <frameset> is ignored once an <img> was
+    seen). So everything after the last tag that can matter is skipped, which on real pages is
+    the footer, its icons and the trailing scripts and JSON state. The last occurrence is found
+    textually: if it is not a real tag (inside a script, comment or attribute), the cut falls
+    inside that construct, after every real tag, which is as good."""
+    if isinstance(markup, bytes):
+        pattern, tag_rest = _LAST_NEEDED_BYTES, TAG_REST
+    else:
+        pattern, tag_rest = _LAST_NEEDED_TEXT, TAG_REST_TEXT
+    # Search backwards in growing chunks: the part after the last image is all that is read
+    # (bytes.rfind per spelling reads the whole page once per spelling, and misses <iMg).
+    last, end, size = None, len(markup), _FIRST_CHUNK
+    while last is None and end > 0:
+        start = max(end - size, 0)
+        for last in pattern.finditer(markup, start, end + _LONGEST_NEEDED):
+            pass
+        end, size = start, size * 2
+    if last is None:
+        return len(markup)
+    rest = tag_rest.match(markup, last.end())
+    return rest.end() if rest.group(1) is not None else len(markup)
+
+
 def may_have_images(markup: str | bytes) -> bool:
     """False only if the page certainly has no <img> (then it need not be parsed at all)."""
     pattern = _IMG_TAG_TEXT if isinstance(markup, str) else _IMG_TAG_BYTES
     return pattern.search(markup) is not None
 
 
-def extract_page_images(markup: str | bytes, page_url: str, drops: Counter) -> PageImages:
+def page_tags(
+    markup: str | bytes, parser: str = DEFAULT_HTML_PARSER
+) -> tuple[list[dict[str, str | None]], str | None, str | None]:
+    """(the attributes of every <img>, the first non-empty <base href>, the root's lang)."""
+    if parser == "scan":
+        scanned = scan_page(markup)
+        return scanned.images, scanned.base_href, scanned.lang
+    if parser != "lexbor":
+        raise ValueError(f"unknown HTML parser {parser!r}; expected one of {HTML_PARSERS}")
+    end = needed_prefix(markup)
+    tree = LexborHTMLParser(markup[:end] if end < len(markup) else markup)
+    images = [node.attributes for node in tree.tags("img")]
+    return images, first_base_href(tree), root_lang(tree)
+
+
+def extract_page_images(
+    markup: str | bytes, page_url: str, drops: Counter, parser: str = DEFAULT_HTML_PARSER
+) -> PageImages:
     """All <img> of one page with a usable URL; the others are counted in `drops` by reason."""
     if not may_have_images(markup):
         return PageImages(page_url=page_url, lang=None, refs=[])
-    tree = LexborHTMLParser(markup)
-    base = BaseUrl(page_base_url(tree, page_url))
+    images, base_href, lang = page_tags(markup, parser)
+    base = BaseUrl(base_url(base_href, page_url))
     refs: list[ImageRef] = []
-    for node in tree.tags("img"):
-        attributes = node.attributes
-        url, reason = resolve_first(image_url_candidates(attributes), base)
-        if url is None:
-            drops[reason] += 1
-            continue
+    for attributes in images:
+        get = attributes.get
+        src = get("src")
+        if src and _ALTERNATIVE_URL_ATTRIBUTES.isdisjoint(attributes):  # most images
+            try:
+                url = base.resolve(src)
+            except UrlRejected as rejected:
+                drops[rejected.reason] += 1
+                continue
+        else:
+            url, reason = resolve_first(image_url_candidates(attributes), base)
+            if url is None:
+                drops[reason] += 1
+                continue
+        alt = get("alt")
+        title = get("title")
+        width = get("width")
+        height = get("height")
         refs.append(
             ImageRef(
-                url=url,
-                alt=collapse_whitespace(attributes.get("alt") or ""),
-                title=collapse_whitespace(attributes.get("title") or ""),
-                width=parse_dimension(attributes.get("width")),
-                height=parse_dimension(attributes.get("height")),
+                url,
+                collapse_whitespace(alt) if alt else "",
+                collapse_whitespace(title) if title else "",
+                parse_dimension(width) if width else None,
+                parse_dimension(height) if height else None,
             )
         )
-    return PageImages(page_url=page_url, lang=declared_language(tree), refs=refs)
+    return PageImages(page_url=page_url, lang=primary_language(lang), refs=refs)

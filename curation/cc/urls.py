@@ -22,11 +22,13 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 # HTML strips ASCII tab/newline anywhere in a URL attribute, and ASCII whitespace at both ends.
 _TAB_NEWLINE = re.compile(r"[\t\n\r]")
 _NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
-# Already canonical: lower-case ASCII host without port or trailing dot, a path, no fragment, and
-# only characters that normalisation leaves alone.
+# Already canonical: lower-case ASCII host without trailing dot, no port or a non-default one
+# without leading zeros, a path, no fragment, and only characters that normalisation leaves alone.
 _ALREADY_NORMAL = re.compile(
-    r"https?://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?/[A-Za-z0-9/:@!$&'()*+,;=._~%?-]*\Z"
+    r"(https?)://[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::([1-9][0-9]{0,4}))?"
+    r"/[A-Za-z0-9/:@!$&'()*+,;=._~%?-]*\Z"
 )
+MAX_PORT = 65535
 
 
 class UrlRejected(ValueError):
@@ -56,11 +58,12 @@ class BaseUrl:
 
     The common reference forms (absolute, protocol-relative, root-relative, plain relative path)
     are joined by string concatenation, which gives what RFC 3986 resolution (`urljoin`) gives for
-    them once `normalize` has removed dot segments; the rest (query- or fragment-only references,
-    leading dot segments) go through `urljoin` itself.
+    them once `normalize` has removed dot segments; so are leading dot segments ("./", "../")
+    where neither side has an empty segment ("//", which urljoin drops); the rest (query- or
+    fragment-only references, and those) go through `urljoin` itself.
     """
 
-    __slots__ = ("directory", "origin", "scheme", "url")
+    __slots__ = ("directory", "dot_joinable", "origin", "scheme", "url")
 
     def __init__(self, url: str):
         self.url = url
@@ -72,6 +75,9 @@ class BaseUrl:
         self.origin = f"{parts.scheme}://{parts.netloc}" if parts and parts.netloc else ""
         path = (parts.path or "/") if parts else "/"
         self.directory = self.origin + path[: path.rfind("/") + 1]
+        # urljoin drops empty path segments ("a//b"), RFC 3986 and concatenation keep them: a
+        # "./" or "../" reference is concatenated only where there are none to drop.
+        self.dot_joinable = bool(self.origin) and "//" not in path
 
     def resolve(self, reference: str) -> str:
         reference = clean_attribute(reference)
@@ -83,6 +89,8 @@ class BaseUrl:
                 absolute = f"{self.scheme}:{reference}"
             else:
                 absolute = self.origin + reference
+        elif first == "." and self.dot_joinable and "//" not in reference:
+            absolute = self.directory + reference  # `normalize` removes the dot segments
         elif first in "?#.":
             absolute = self._join(reference)
         else:
@@ -104,8 +112,11 @@ class BaseUrl:
 
 def normalize(url: str) -> str:
     """The canonical spelling of an absolute http(s) URL (see the module docstring)."""
-    if _ALREADY_NORMAL.match(url) and "/." not in url:
-        return url  # most URLs on the web: skip the parse and rebuild
+    normal = _ALREADY_NORMAL.match(url)
+    if normal is not None and "/." not in url:
+        port = normal.group(2)  # kept as written unless it is the default one (or out of range)
+        if port is None or DEFAULT_PORTS[normal.group(1)] != int(port) <= MAX_PORT:
+            return url  # most URLs on the web: skip the parse and rebuild
     return rebuild_normalized(url)
 
 
@@ -138,6 +149,8 @@ def _scheme_of(reference: str) -> str | None:
     if colon <= 0:
         return None
     candidate = reference[:colon]
+    if candidate in ("http", "https"):  # most absolute references
+        return candidate
     if not candidate[0].isascii() or not candidate[0].isalpha():
         return None
     if all(ch.isascii() and (ch.isalnum() or ch in "+-.") for ch in candidate):
@@ -188,7 +201,7 @@ def largest_srcset_candidate(srcset: str) -> str | None:
     or descriptor, as in the HTML spec's parsing algorithm.
     """
     best_url, best_score = None, -1.0
-    for url, descriptor in _srcset_candidates(srcset):
+    for url, descriptor in _simple_srcset_candidates(srcset) or _srcset_candidates(srcset):
         score = _descriptor_size(descriptor)
         if score > best_score:
             best_url, best_score = url, score
@@ -196,6 +209,26 @@ def largest_srcset_candidate(srcset: str) -> str | None:
 
 
 _SRCSET_URL = re.compile(r"[\s,]*(\S+)")
+
+
+def _simple_srcset_candidates(srcset: str) -> list[tuple[str, str]] | None:
+    """`_srcset_candidates` for the common spelling, by `str.split`; None where it may differ.
+
+    Where every comma-separated part is "URL DESCRIPTOR" (or blank), no URL can contain a comma
+    or end at one, so splitting gives what the spec's parser gives; a lone URL is only taken
+    as the last part (elsewhere "a,b.jpg 2x" is one URL to the spec)."""
+    candidates: list[tuple[str, str]] = []
+    parts = srcset.split(",")
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
+        tokens = part.split()
+        if len(tokens) == 2:
+            candidates.append((tokens[0], tokens[1]))
+        elif len(tokens) == 1 and index == last:
+            candidates.append((tokens[0], ""))
+        elif tokens:
+            return None
+    return candidates
 
 
 def _srcset_candidates(srcset: str) -> list[tuple[str, str]]:

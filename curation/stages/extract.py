@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from curation import fsio
 from curation.cc.extractor import extract_file, infer_format
+from curation.cc.html_images import DEFAULT_HTML_PARSER, HTML_PARSERS
 from curation.cc.snapshot import FORMATS, list_snapshot_files
 from curation.cc.text_filters import TextFilters
 from curation.cc.warc_reader import PUBLIC_CC_BUCKET
@@ -46,6 +47,7 @@ class ExtractConfig:
     out: str
     file_format: str | None = None  # None: per file, from its name (…wat.gz → wat)
     filters: TextFilters = field(default_factory=TextFilters)
+    html_parser: str = DEFAULT_HTML_PARSER  # "lexbor" or "scan" (same output; for comparison)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -54,6 +56,10 @@ class ExtractConfig:
             raise ConfigError("extract: the input list names a file more than once")
         if self.file_format is not None and self.file_format not in FORMATS:
             raise ConfigError(f"extract: unknown format {self.file_format!r}; expected {FORMATS}")
+        if self.html_parser not in HTML_PARSERS:
+            raise ConfigError(
+                f"extract: unknown HTML parser {self.html_parser!r}; expected {HTML_PARSERS}"
+            )
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,12 @@ class ExtractStage:
 
     file_format: str | None = None  # None: per file, from its name (…wat.gz → wat)
     filters: TextFilters = field(default_factory=TextFilters)
+    html_parser: str = DEFAULT_HTML_PARSER
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         (url,) = task.inputs
-        table = extract_file(url, self.file_format or infer_format(url), self.filters, ctx.stats)
+        file_format = self.file_format or infer_format(url)
+        table = extract_file(url, file_format, self.filters, ctx.stats, self.html_parser)
         ctx.write_parquet(f"{task.shard_id}.parquet", table)
 
 
@@ -94,7 +102,9 @@ def plan_tasks(inputs: list[str], out_dir: str) -> list[ShardTask]:
 def run(config: ExtractConfig, options: RunOptions = RunOptions()) -> list[StageReport]:
     """Extract every input file into `config.out` (resumable: finished shards are skipped)."""
     tasks = plan_tasks(list(config.inputs), config.out)
-    stage = ExtractStage(file_format=config.file_format, filters=config.filters)
+    stage = ExtractStage(
+        file_format=config.file_format, filters=config.filters, html_parser=config.html_parser
+    )
     report = run_stage(
         STAGE,
         stage,
@@ -156,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractConfig:
         out=args.out,
         file_format=args.format if args.input else (args.format or "warc"),
         filters=filters_from_args(args),
+        html_parser=args.html_parser,
     )
 
 
@@ -192,6 +203,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-chars", type=int, default=TextFilters.min_chars)
     parser.add_argument(
         "--languages", default=None, help="comma-separated language codes to keep (default: all)"
+    )
+    parser.add_argument(
+        "--html-parser",
+        choices=HTML_PARSERS,
+        default=DEFAULT_HTML_PARSER,
+        help="how WARC pages are read: lexbor's HTML parser (default) or the DOM-free tag "
+        "scanner (same output, slower; for comparison)",
     )
     add_run_options(parser)
     parser.set_defaults(func=cli_main(run, config_from_args))

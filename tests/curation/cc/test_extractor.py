@@ -83,10 +83,10 @@ def test_unparseable_page_is_counted_and_the_next_page_still_yields(tmp_path, mo
 
     real = extractor.extract_page_images
 
-    def explode_on_first_page(markup, page_url, drops):
+    def explode_on_first_page(markup, page_url, drops, *parser):
         if page_url.endswith("/first"):
             raise RuntimeError("parser gave up")
-        return real(markup, page_url, drops)
+        return real(markup, page_url, drops, *parser)
 
     monkeypatch.setattr(extractor, "extract_page_images", explode_on_first_page)
     path = tmp_path / "two.warc.gz"
@@ -219,3 +219,36 @@ def test_file_without_one_readable_record_is_an_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(UnreadableArchiveError, match="no readable WARC record"):
         extract_file(str(path), "warc", TextFilters(), ShardStats())
+
+
+def test_html_parser_option_reaches_the_pages_from_the_stage_cli(tmp_path, monkeypatch):
+    import argparse
+
+    import pyarrow.parquet as pq
+
+    from curation.cc import extractor
+    from curation.stages import extract
+    from curation.stages.common import ConfigError
+
+    seen = []
+    real = extractor.extract_page_images
+
+    def recording(markup, page_url, drops, parser):
+        seen.append(parser)
+        return real(markup, page_url, drops, parser)
+
+    monkeypatch.setattr(extractor, "extract_page_images", recording)
+    path = tmp_path / "one.warc.gz"
+    page = b'<img src="x.jpg" alt="a red bicycle">'
+    write_archive(str(path), [response_member("http://a.example/", page)])
+    cli = argparse.ArgumentParser()
+    extract.register(cli.add_subparsers(dest="command"))
+    for parser in ("scan", "lexbor"):
+        out = tmp_path / parser
+        argv = ["extract", "--input", str(path), "--out", str(out), "--no-ray"]
+        args = cli.parse_args([*argv, "--html-parser", parser])
+        assert args.func(args) == 0
+        assert pq.read_table(out / "00000.parquet").column("text").to_pylist() == ["a red bicycle"]
+    assert seen == ["scan", "lexbor"]
+    with pytest.raises(ConfigError):
+        extract.ExtractConfig(inputs=(str(path),), out=str(tmp_path / "x"), html_parser="regex")

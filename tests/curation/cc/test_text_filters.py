@@ -52,3 +52,37 @@ def test_language_detection_on_longer_texts_and_unknown_on_short_ones():
         == "de"
     )
     assert FILTERS.detect_language("IMG") is None
+
+
+def test_language_is_detected_only_for_texts_the_filters_keep_unless_it_filters():
+    from collections import Counter
+    from dataclasses import dataclass
+
+    from curation.cc.candidates import CandidateTable, ImageRef, PageImages
+
+    @dataclass(frozen=True)
+    class CountingFilters(TextFilters):
+        calls: list = None
+
+        def detect_language(self, text):
+            self.calls.append(text)
+            return TextFilters.detect_language(text)
+
+    refs = [
+        ImageRef("http://a.example/1.jpg", "click to enlarge", ""),
+        ImageRef("http://a.example/2.jpg", "a photograph of a small dog in the park", ""),
+    ]
+    for languages, detected in (
+        (None, ["a photograph of a small dog in the park"]),
+        (("en",), None),
+    ):
+        filters = CountingFilters(languages=languages, calls=[])
+        table, drops = CandidateTable(filters, "x.warc.gz"), Counter()
+        assert table.add_page(PageImages("http://a.example/", None, refs), 0, drops) == 1
+        assert drops == Counter({"text_boilerplate": 1})
+        assert filters.calls == (detected or [ref.alt for ref in refs])
+        assert table.to_arrow().column("lang").to_pylist() == ["en"]
+        # a declared language is never second-guessed
+        filters.calls.clear()
+        table.add_page(PageImages("http://a.example/", "de", refs), 0, drops)
+        assert filters.calls == []

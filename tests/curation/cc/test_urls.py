@@ -1,3 +1,4 @@
+from itertools import product
 from urllib.parse import urljoin
 
 import pytest
@@ -143,3 +144,38 @@ def test_fast_path_agrees_with_the_full_normalisation(url):
 )
 def test_page_base_shortcuts_match_rfc3986_resolution(base, reference):
     assert BaseUrl(base).resolve(reference) == normalize(urljoin(base, reference))
+
+
+def test_fast_paths_give_what_the_full_rebuild_and_urljoin_give():
+    def outcome(function, *args):
+        try:
+            return function(*args)
+        except UrlRejected as rejected:
+            return rejected.reason
+
+    ports = ("", ":80", ":443", ":8080", ":0", ":080", ":65535", ":65536", ":")
+    for scheme, port, path in product(("http", "https"), ports, ("/", "/a/./b", "/a?x=1")):
+        url = f"{scheme}://127.0.0.1{port}{path}"
+        assert outcome(normalize, url) == outcome(rebuild_normalized, url)
+    bases = ("http://a.example/b/c/d.html", "http://a.example", "http://a.example/b//c/d.html")
+    references = ("./a.jpg", "../../../a.jpg", "..//a.jpg", ".", "../", "./a.jpg?u=../x#f")
+    for base, reference in product(bases, references):
+        joined = BaseUrl(base)
+        assert outcome(joined.resolve, reference) == outcome(normalize, joined._join(reference))
+    assert normalize("http://127.0.0.1:8080/a.jpg") == "http://127.0.0.1:8080/a.jpg"
+    assert normalize("https://a.example:443/a.jpg") == "https://a.example/a.jpg"
+
+
+def test_the_split_srcset_parser_agrees_with_the_spec_parser_where_it_answers():
+    from curation.cc.urls import _simple_srcset_candidates, _srcset_candidates
+
+    pieces = ("a.jpg", ",", " ", "1w", "2x", "\t", ", ", "b,c.jpg", "x")
+    answered = 0
+    for srcset in ("".join(p) for p in product(pieces, repeat=4)):
+        simple = _simple_srcset_candidates(srcset)
+        if simple is not None:
+            answered += 1
+            assert simple == _srcset_candidates(srcset), srcset
+    assert answered > 1000
+    assert _simple_srcset_candidates("a,b.jpg 2x, c.jpg 1x") is None  # one URL with a comma
+    assert largest_srcset_candidate("s.jpg 300w, xl.jpg 2000w, m.jpg 800w") == "xl.jpg"

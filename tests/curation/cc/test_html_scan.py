@@ -1,0 +1,203 @@
+"""Differential test: the DOM-free scanner (curation/cc/html_scan.py) and lexbor on the page's
+needed prefix (html_images.needed_prefix) against lexbor's tree of the whole page.
+
+Same <img> attribute dicts, same first <base href>, same root lang, and the same extracted
+PageImages, on a hostile corpus, on the extract benchmark's generated pages and on the tiny mini
+Common Crawl's pages. The one known difference of the scanner (<frameset>) is asserted as such."""
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from selectolax.lexbor import LexborHTMLParser
+
+from curation.cc.charset import markup_for_parser, sniff_encoding
+from curation.cc.html_images import (
+    extract_page_images,
+    first_base_href,
+    needed_prefix,
+    page_tags,
+    root_lang,
+)
+from curation.cc.html_limits import bounded_page
+from curation.cc.html_scan import attribute_value, scan_page
+from curation.cc.warc_reader import RESPONSE_RECORDS, is_html, iter_records
+from curation.stats import ShardStats
+
+ROOT = Path(__file__).resolve().parents[3]
+PAGE = "https://www.example.com/a/b.html"
+
+HOSTILE = [
+    "<!-- <img src=hidden.jpg> --><img src=shown.jpg alt=x>",
+    "<!--><img src=a><!---><img src=b><!-- x --!><img src=c><!-- <img src=d>",
+    "<!----><img src=a><!-- a --->x<img src=b>",
+    "<script>var s = '<img src=\"no.jpg\">';</script><img src=yes.jpg>",
+    "<script>if (a</script><img src=after.jpg>",
+    "<script><!--<script></script><img src=a>--></script><img src=b>",
+    "<script><!-- x --><img src=a></script><img src=b>",
+    "<script><!--</script><img src=a>",
+    "<SCRIPT type=x>a<img src=in></ScRiPt foo='>'><img src=out>",
+    "<script>x</scriptx><img src=in></script><img src=out>",
+    "<style>.a{background:url('<img src=x>')}</style><img src=y>",
+    "<textarea><img src=in></textarea><title><img src=in2></title><img src=out>",
+    "<xmp><img src=a></xmp><iframe><img src=b></iframe><noembed><img src=c></noembed>"
+    "<noframes><img src=d></noframes><noscript><img src=e></noscript>",
+    "<plaintext><img src=a></plaintext><img src=b>",
+    "<template><img src=t><template><img src=tt></template><base href=/t/></template>"
+    "<img src=out><base href=/real/>",
+    "<a title='<img src=in-attr.jpg>' href=x>link</a><img src=real.jpg>",
+    '<a title="x > y <img src=q>">t</a><img src=r>',
+    "<a b=<img src=x>text<img src=y>",
+    "<div class=it's<img src=a>><img src=b>",
+    "<img src='unclosed alt=x><img src=next.jpg>",
+    '<img src="a.jpg" alt="unclosed',
+    "<img src=a.jpg><img src=b.jpg alt='cut",
+    "<img src=a.jpg><img src=b",
+    "<img/src=a.jpg/alt=slash><img/src='b.jpg'/alt='c'/>",
+    "<img src=a/><img src=b/ alt=c>",
+    "<img src=a src=b ALT=first alt=second SRC=c>",
+    "<IMG SRC=up.JPG Alt=Up><ImAgE src=image.jpg alt=renamed>",
+    "<img =src=a src=b><img a=\"1\"b='2'src=c>",
+    '<img a = "x>y" src=z><img a= b=c src=d>',
+    "<img src='a&amp;b&copy=1&copy;&notit;&notin;&#0;&#x110000;&#128;&#x81;&#65' alt='&lt'>",
+    "<img src=x alt='&AMP &ampx &amp=x &lt;x &notinx; &Aacute &Aacutex &#xD800; &#9999999999;'>",
+    "<img src=x alt='&#1;&#x7f;&#xd;&#xFDD0;&#x;&#; & &# &x'>",
+    "<img src='a\r\nb\rc' alt='x\ry'>",
+    '<img src="a\x00b" al\x00t=x><i\x00mg src=no><img\x00 src=no2>',
+    "\x00<img src=a>\x00<<<>><</><img src=b></ x><img src=c><? <img src=d> ?><img src=e>",
+    "<!DOCTYPE html PUBLIC '<img src=q>'><img src=e>",
+    "<![CDATA[<img src=a>]]><img src=b>",
+    "<svg><![CDATA[<img src=a>]]></svg><img src=b>",
+    "<svg><image href=a></image><title><img src=b></title><style><img src=c></style></svg>",
+    "<svg><script>x<img src=a></script><foreignObject><style><img src=b></style>"
+    "</foreignObject></svg><img src=c>",
+    "<math><mi><script><img src=a></script></mi><mtext><textarea><img src=b></textarea></mtext>"
+    "</math><img src=c>",
+    "<svg><desc><svg><title></title></svg><script><img src=a></script></desc></svg><img src=b>",
+    "<svg/><script><img src=a></script><img src=b>",
+    "<svg a=b/><script><img src=a></script></svg><img src=b>",
+    "<p><svg><p><style><img src=z></style>",
+    "<svg><font color=red><style><img src=a></style></font></svg>",
+    "<svg><g><b><textarea><img src=a></textarea><img src=b>",
+    "<svg><base href=/svg-base/></svg><img src=a>",
+    "<select><option><img src=a></select><table><tr><img src=b><td><img src=c></table>",
+    "<html><body><html lang=fr><img src=a>",
+    "<html lang=de-AT><html lang=fr><img src=a>",
+    "<template><html lang=fr></template><img src=a>",
+    "<html LANG=en_GB xml:lang=fr><img src=a>",
+    "<html lang><html lang=fr><img src=a>",
+    "<base href=''><base><base href='http://[bad'><img src=a.jpg>",
+    "<base href='//cdn.example.org/x/'><img src=a.jpg><base href=/ignored/>",
+    "<div>" * 3000 + "<img src=deep.jpg alt=deep>" + "</div>" * 3000,
+    "<img src=a.jpg alt='" + "x" * 100_000 + "'>",
+    "<img src=data:image/gif;base64,AAAA data-src=/real.jpg srcset='a.jpg 1x, b.jpg 2x'>",
+]
+HOSTILE_BYTES = [
+    b"<img src='\xff\xfeab' alt='\xe9t\xc3\xa9'><img src='caf\xc3\xa9.jpg' alt=\xe2\x82>",
+    b"<img src=a.jpg alt='\xf0\x9f\x98\x80 \xf0\x9f\x98'><im\xc3\xa9 src=b>",
+    b"<html lang=\xe9n><img src=\xffx.jpg>",
+]
+
+
+def normalised(tags):
+    images, base, lang = tags
+    # selectolax reports a value-less attribute as None or "", as it parsed it: compare as "".
+    return [{k: v or "" for k, v in image.items()} for image in images], base or "", lang or ""
+
+
+def whole_tree_tags(markup):
+    tree = LexborHTMLParser(markup)
+    return [node.attributes for node in tree.tags("img")], first_base_href(tree), root_lang(tree)
+
+
+def assert_same(markup, page_url=PAGE):
+    whole = whole_tree_tags(markup)
+    assert page_tags(markup, "lexbor") == whole
+    assert normalised(page_tags(markup, "scan")) == normalised(whole)
+    outputs = []
+    for parser in ("scan", "lexbor"):
+        drops: Counter = Counter()
+        outputs.append((extract_page_images(markup, page_url, drops, parser=parser), drops))
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("markup", HOSTILE + HOSTILE_BYTES)
+def test_scanner_matches_lexbor_on_hostile_markup(markup):
+    assert_same(markup)
+    if isinstance(markup, str):
+        assert_same(markup.encode("utf-8"))
+
+
+def test_hostile_corpus_is_not_trivial():
+    # The corpus must exercise hidden and found images alike, or the comparison proves little.
+    found = sum(len(scan_page(markup).images) for markup in HOSTILE)
+    assert found > 60
+    assert scan_page(HOSTILE[0]).images == [{"src": "shown.jpg", "alt": "x"}]
+    assert scan_page(HOSTILE[15]).images == [{"src": "real.jpg"}]
+
+
+def test_frameset_is_the_documented_difference():
+    markup = "<frameset><img src=a></frameset>"
+    assert page_tags(markup, "lexbor")[0] == []
+    assert page_tags(markup, "scan")[0] == [{"src": "a"}]
+
+
+def test_attribute_values_follow_the_attribute_rule_not_html_unescape():
+    assert attribute_value(b"a&copy=1&notit;&amp;") == "a&copy=1&notit;&"
+    assert attribute_value(b"&#x80;&#1;\x00") == "\u20ac\x01\ufffd"
+
+
+def test_truncated_pages_at_every_offset():
+    markup = (
+        "<html lang=en><base href=/b/><!-- c --><script>'<img src=s>'</script>"
+        "<a title='<img src=t>'>x</a><svg><![CDATA[<img src=u>]]></svg>"
+        "<img src=one.jpg alt=\"first one\"><img src='two.jpg' alt=two>"
+    ).encode()
+    for cut in range(len(markup) + 1):
+        assert_same(markup[:cut])
+
+
+def test_needed_prefix_ends_after_the_last_tag_that_matters():
+    tail = "<footer>" + "<a href=x><svg><path d=M0/></svg></a>" * 50 + "</footer>"
+    for last in ("<IMG SRC=a.jpg>", "<iMaGe src=a.jpg>", "<base href=/b/>", "<html lang=de>"):
+        markup = "<p>x<img src=first.jpg>" + "y" * 20_000 + last
+        assert needed_prefix(markup + tail) == len(markup)
+        assert needed_prefix((markup + tail).encode()) == len(markup.encode())
+    # a last "<img" inside a script: the cut is inside the script, after every real tag
+    markup = "<img src=a.jpg><script>s='<img src=\"b>c\">';</script>" + tail
+    assert needed_prefix(markup) == markup.index('c">') + 3
+    assert needed_prefix("<p>no images") == len("<p>no images")
+    assert needed_prefix("<img src=a.jpg alt='cut") == len("<img src=a.jpg alt='cut")
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_extract", ROOT / "benchmarks/extract.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scanner_matches_lexbor_on_the_benchmark_pages():
+    writer = load_benchmark().PageWriter(seed=5)
+    for index in range(6):
+        russian = index % 3 == 2
+        markup = writer.page(f"https://h{index}.example/p.html", f"h{index}.example", russian)
+        assert_same(markup if russian else markup.encode())  # as markup_for_parser hands it
+        assert len(scan_page(markup).images) > 0
+        assert needed_prefix(markup) < 0.9 * len(markup)  # the footer and state are skipped
+
+
+def test_scanner_matches_lexbor_on_the_mini_common_crawl(minicc_world):
+    pages = 0
+    for path in sorted(minicc_world.rglob("*.warc.gz")):
+        if "/warc/" not in str(path):
+            continue
+        for record in iter_records(str(path), RESPONSE_RECORDS, ShardStats(), parse_http=True):
+            if record.http_status != 200 or not is_html(record):
+                continue
+            body, _ = bounded_page(record.body)
+            encoding, _ = sniff_encoding(body, record.http_charset)
+            assert_same(markup_for_parser(body, encoding), record.target_uri)
+            pages += 1
+    assert pages > 50
