@@ -102,7 +102,7 @@ def test_a_whole_run_ends_with_a_parseable_result_line():
     lines = result.stdout.strip().splitlines()
     assert lines[-1].startswith("RESULT ")
     report = json.loads(lines[-1].removeprefix("RESULT "))
-    assert 0 < report["vs_limit"] and 0 < report["vs_reference"]
+    assert 0 < report["vs_limit"] and 0 < report["vs_reference"] and 0 < report["cpu_vs_limit"]
     assert report["target_met"] == (report["vs_limit"] >= 0.8 and report["vs_reference"] >= 2)
     assert "quantization tables identical" in result.stdout
     assert "ours / limit" in result.stdout
