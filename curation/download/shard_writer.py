@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tarfile
 import tempfile
 import threading
@@ -94,6 +95,9 @@ def exif_json(data: bytes) -> str | None:
     as a JSON object of strings; None when the bytes cannot be parsed."""
     import exifread
 
+    # exifread logs a warning for every image that is not JPEG, TIFF, WebP or HEIC ("File
+    # format not recognized."): one line per PNG or GIF in every worker's log. Those get {}.
+    logging.getLogger("exifread").setLevel(logging.ERROR)
     try:
         tags = exifread.process_file(io.BytesIO(data), details=False)
         return json.dumps(
