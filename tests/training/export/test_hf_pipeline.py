@@ -28,6 +28,8 @@ from training.run_folder import load_encoder, resolve_checkpoint, tokenizer_for_
 from training.trainer import make_tokenizer, train
 
 TEXTS = ["Two  BLUE squares, on grass", "a photo of a circle.", "ＦＵＬＬ width “quotes”"]
+CLASSES = ["circle", "square", "triangle"]
+GREEN = Image.new("RGB", (120, 60), (30, 200, 30))
 
 
 @pytest.fixture(scope="module")
@@ -218,10 +220,6 @@ def our_ranking(model: SigLIP2, folder: Path, image: Image.Image, classes: list[
         scores = F.normalize(pooled, dim=-1) @ F.normalize(model.encode_text(texts), dim=-1).T
     logits = scores * model.logit_scale.exp() + model.logit_bias
     return sorted(zip(torch.sigmoid(logits[0]).tolist(), classes), reverse=True)
-
-
-CLASSES = ["circle", "square", "triangle"]
-GREEN = Image.new("RGB", (120, 60), (30, 200, 30))
 
 
 def assert_same_ranking(theirs: list, ours: list) -> None:
