@@ -120,6 +120,31 @@ def test_auto_tokenizer_gives_our_ids_with_and_without_the_shipped_class(tiny_ex
         assert torch.equal(torch.tensor(ids), ours)
 
 
+def test_the_shipped_class_file_and_its_auto_map_entry_are_both_needed(tiny_export, tmp_path):
+    """Why the export keeps tokenization_openvision.py although every preset has 64 positions:
+    without the auto_map entry transformers builds its Gemma-style Siglip2Tokenizer, which fails
+    on our vocabulary at the first text; with the entry but without the file,
+    trust_remote_code=True fails."""
+    import transformers
+
+    folder = tiny_export[0]
+    no_entry, no_file = tmp_path / "no_entry", tmp_path / "no_file"
+    for copy in (no_entry, no_file):
+        shutil.copytree(folder, copy)
+        (copy / "tokenization_openvision.py").unlink()
+    config = json.loads((no_entry / "tokenizer_config.json").read_text())
+    del config["auto_map"]
+    (no_entry / "tokenizer_config.json").write_text(json.dumps(config))
+    gemma_style = transformers.AutoTokenizer.from_pretrained(no_entry, local_files_only=True)
+    assert type(gemma_style).__name__ == "Siglip2Tokenizer"
+    with pytest.raises(Exception, match="<unk>"):
+        gemma_style(TEXTS)
+    with pytest.raises(OSError, match="tokenization_openvision.py"):
+        transformers.AutoTokenizer.from_pretrained(
+            no_file, local_files_only=True, trust_remote_code=True
+        )
+
+
 def test_auto_processor_honours_patch_size_patch_count_and_text_length(tiny_export):
     import transformers
 
