@@ -7,6 +7,7 @@ import torch
 
 from tests.training.test_tokenizer import load_offline
 from training.config import load_args
+from training.models.config import model_config
 from training.tokenizer import BUNDLED_DIR, Tokenizer, clean_text, resolve_tokenizer_file
 
 CAPTIONS = [
@@ -18,13 +19,14 @@ CAPTIONS = [
     "下に中くらいの紫の六角形（背景：ノイズ）",
     "IMG_2041.jpg",
 ]
+TINY_TEXT = model_config("tiny").text.context_length
 
 
 @pytest.fixture(scope="module")
 def minicc_tokenizer():
     return load_offline(
         "the shipped tokenizer",
-        lambda: Tokenizer.from_file(load_args("tiny").model.tokenizer, context_length=32),
+        lambda: Tokenizer.from_file(load_args("tiny").model.tokenizer, context_length=TINY_TEXT),
     )
 
 
@@ -52,12 +54,12 @@ def test_text_round_trips_cleaned(minicc_tokenizer, text):
 
 
 def test_captions_of_the_mini_web_fit_the_tiny_context(minicc_tokenizer):
-    # The longest caption the world writes (three shapes and an opener) just reaches 32 tokens.
+    # The longest caption the world writes (three shapes and an opener) takes 32-33 tokens.
     assert len(minicc_tokenizer.text_ids(CAPTIONS[0])) <= 33
     for caption in CAPTIONS[1:]:
         assert len(minicc_tokenizer.text_ids(caption)) < 20
     tokens = minicc_tokenizer.encode(CAPTIONS)
-    assert tokens.shape == (len(CAPTIONS), 32)
+    assert tokens.shape == (len(CAPTIONS), TINY_TEXT)
     assert torch.all(tokens[:, -1] == minicc_tokenizer.eos_id)
 
 
@@ -68,7 +70,9 @@ def test_exported_tokenizer_files_give_the_same_ids(minicc_tokenizer, tmp_path):
 
     save_tokenizer_files(minicc_tokenizer, tmp_path)
     loaded = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
-    theirs = loaded(CAPTIONS, padding="max_length", max_length=32, truncation=True)["input_ids"]
+    theirs = loaded(CAPTIONS, padding="max_length", max_length=TINY_TEXT, truncation=True)[
+        "input_ids"
+    ]
     assert torch.equal(torch.tensor(theirs), minicc_tokenizer.encode(CAPTIONS))
 
 
@@ -83,10 +87,10 @@ def test_a_checkpoint_of_the_tiny_preset_gets_its_tokenizer_back(tmp_path):
     assert args.model.box_bins == 64
     trained = make_tokenizer(args.model.tokenizer, args.model.box_bins)
     (tmp_path / "config.json").write_text(json.dumps({"model": {}, "train": to_dict(args)}))
-    restored = tokenizer_for_checkpoint(tmp_path, context_length=32)
+    restored = tokenizer_for_checkpoint(tmp_path, context_length=TINY_TEXT)
     assert restored.vocab_size == trained.vocab_size == trained.box_token_offset + 64 + 3
     assert restored.box_tokens((0.1, 0.2, 0.5, 0.9)) == trained.box_tokens((0.1, 0.2, 0.5, 0.9))
-    assert torch.equal(restored.encode(CAPTIONS), trained.encode(CAPTIONS, 32))
+    assert torch.equal(restored.encode(CAPTIONS), trained.encode(CAPTIONS, TINY_TEXT))
 
 
 def test_open_clip_export_of_a_model_on_the_shipped_tokenizer_tokenizes_like_ours(tmp_path):

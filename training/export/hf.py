@@ -15,8 +15,9 @@ names a tokenizer class through `auto_map`: then it loads tokenizer.json as it i
 trust_remote_code=True the shipped class (see tokenization_openvision.py). Siglip2Processor
 overrides the image processor's patch size and count and the text length with its own defaults
 (16, 256, 64) unless the tokenizer's init arguments carry them, so tokenizer_config.json does.
-The zero-shot pipeline pads text to 64 tokens for every SigLIP model: a text tower with fewer
-positions (the tiny preset's 32) needs trust_remote_code=True, whose class caps the padding.
+The zero-shot pipeline pads text to 64 tokens for every SigLIP model, which every preset's text
+tower has; one built with fewer positions (text.context_length overridden) needs
+trust_remote_code=True, whose class caps the padding.
 
 Siglip2 is the transformers architecture that matches ours (linear patch embedding on flattened
 patches, a learned position grid resized bilinearly with antialias per image, MAP head,

@@ -8,18 +8,25 @@
 
 `open_clip.create_model_and_transforms("local-dir:OUT")` and `open_clip.get_tokenizer(
 "local-dir:OUT")` rebuild the model, its eval transform and its tokenizer, and give our
-embeddings. The vision tower is a timm ViT: open_clip's own ViT always has a class token and a
-bias-free patch embedding, and timm's ViT with `global_pool="map"` is the SigLIP layout (linear
-patch embedding with bias, no class token, MAP head with residual MLP). open_clip can only name
-timm architectures, and passes timm no architecture arguments. When our trunk is exactly one that
-timm registers (same modules, sizes, activation, LayerNorm epsilon, pooling and position grid:
-the so400m preset is `vit_so400m_patch16_siglip_256`), the config names it and the folder holds
-no path at all: moved anywhere, it loads as it is. Otherwise (tiny, b16: timm's B/16 SigLIP
-entries use exact GELU, ours tanh) the trunk's sizes live in OUT/timm_vision/config.json for
-timm's `local-dir:` loader, which the open_clip config must name by absolute path (timm resolves
-a relative one against the working directory): after a move open_clip needs it re-exported or
-vision_cfg.timm_model_name edited, while the curation scorer finds the trunk beside the config it
-reads. The tokenizer folder is named relative to the config (".").
+embeddings. The vision tower is a timm ViT, since timm's ViT with `global_pool="map"` is the
+SigLIP layout (linear patch embedding with bias, no class token, MAP head with residual MLP).
+open_clip's own ViT cannot replace it: it always prepends a class token, which every patch
+attends to in every block (a patch-embedding bias could be folded into the position embedding,
+a class token cannot be made inert), and its attentional pooler has no MLP after the attention.
+
+open_clip names the timm trunk by `vision_cfg.timm_model_name` alone: it passes timm no
+architecture arguments (only pooling, head and drop rates), and its vision config has no field
+for them. When our trunk is exactly one that timm registers (same modules, sizes, activation,
+LayerNorm epsilon, pooling and position grid: the so400m preset is
+`vit_so400m_patch16_siglip_256`), the config names it and the folder holds no path at all: moved
+anywhere, it loads as it is. Otherwise (tiny: no registered ViT has its sizes; b16: timm's B/16
+SigLIP entries use exact GELU, ours tanh) the trunk's sizes live in OUT/timm_vision/config.json
+for timm's `local-dir:` loader. open_clip resolves only the weights and the tokenizer against
+the export folder and hands the trunk's name to timm verbatim, and timm resolves a `local-dir:`
+path against the working directory, so the config names that folder by absolute path: after a
+move open_clip needs it re-exported or vision_cfg.timm_model_name edited, while the curation
+scorer finds the trunk beside the config it reads. The tokenizer folder is named relative to
+the config (".").
 
 The position grid is resized once to the export resolution (image_size / patch_size patches per
 side) with our own resize, so the fixed-size timm model sees exactly what ours sees there.

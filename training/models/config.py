@@ -134,10 +134,11 @@ PRESETS: dict[str, ModelConfig] = {
         vision=VisionConfig(
             image_size=64, patch_size=8, width=64, depth=2, heads=4, mlp_dim=256, pos_grid_size=8
         ),
-        # 32 tokens: the mini web's captions take at most ~33 tokens of its BPE (the tiny
-        # training config's tokenizer), 9 on average; at 64 the last-token pooling read mostly
-        # EOS padding and every caption started out near the same embedding.
-        text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256, context_length=32),
+        # 64 positions, as b16 and so400m: transformers' zero-shot-image-classification pipeline
+        # pads SigLIP text to 64 tokens whatever the tower has, so an export of this preset runs
+        # in it as it is. The mini web's captions take at most ~33 tokens of its BPE (9 on
+        # average), so the last-token pooling reads EOS padding for most of the 64.
+        text=TextConfig(width=64, depth=2, heads=4, mlp_dim=256),
         # One vocabulary block: even the CLIP vocabulary's logits fit in memory at this size.
         decoder=DecoderConfig(
             width=64, depth=1, heads=4, mlp_dim=256, max_len=32, ce_chunk_size=65536

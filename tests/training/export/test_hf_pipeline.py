@@ -1,4 +1,4 @@
-"""transformers' own entry points on HF exports of the tiny preset (1.5k BPE, 32 text
+"""transformers' own entry points on HF exports of the tiny preset (1.5k BPE, 64 text
 positions, 8-pixel patches): AutoTokenizer gives our ids, AutoProcessor honours the patch size,
 patch count and text length, and on a tiny checkpoint trained into phase 3 (NaFlex),
 AutoProcessor + AutoModel and pipeline("zero-shot-image-classification") give the top-1 that
@@ -28,6 +28,8 @@ from training.run_folder import load_encoder, resolve_checkpoint, tokenizer_for_
 from training.trainer import make_tokenizer, train
 
 TEXTS = ["Two  BLUE squares, on grass", "a photo of a circle.", "ＦＵＬＬ width “quotes”"]
+CLASSES = ["circle", "square", "triangle"]
+GREEN = Image.new("RGB", (120, 60), (30, 200, 30))
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +116,33 @@ def test_auto_tokenizer_gives_our_ids_with_and_without_the_shipped_class(tiny_ex
         loaded = transformers.AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=trust
         )
-        ids = loaded(TEXTS, padding="max_length", max_length=32, truncation=True)["input_ids"]
+        ids = loaded(TEXTS, padding="max_length", max_length=64, truncation=True)["input_ids"]
         assert torch.equal(torch.tensor(ids), ours)
+
+
+def test_the_shipped_class_file_and_its_auto_map_entry_are_both_needed(tiny_export, tmp_path):
+    """Why the export keeps tokenization_openvision.py although every preset has 64 positions:
+    without the auto_map entry transformers builds its Gemma-style Siglip2Tokenizer, which fails
+    on our vocabulary at the first text; with the entry but without the file,
+    trust_remote_code=True fails."""
+    import transformers
+
+    folder = tiny_export[0]
+    no_entry, no_file = tmp_path / "no_entry", tmp_path / "no_file"
+    for copy in (no_entry, no_file):
+        shutil.copytree(folder, copy)
+        (copy / "tokenization_openvision.py").unlink()
+    config = json.loads((no_entry / "tokenizer_config.json").read_text())
+    del config["auto_map"]
+    (no_entry / "tokenizer_config.json").write_text(json.dumps(config))
+    gemma_style = transformers.AutoTokenizer.from_pretrained(no_entry, local_files_only=True)
+    assert type(gemma_style).__name__ == "Siglip2Tokenizer"
+    with pytest.raises(Exception, match="<unk>"):
+        gemma_style(TEXTS)
+    with pytest.raises(OSError, match="tokenization_openvision.py"):
+        transformers.AutoTokenizer.from_pretrained(
+            no_file, local_files_only=True, trust_remote_code=True
+        )
 
 
 def test_auto_processor_honours_patch_size_patch_count_and_text_length(tiny_export):
@@ -126,7 +153,7 @@ def test_auto_processor_honours_patch_size_patch_count_and_text_length(tiny_expo
     image = Image.new("RGB", (150, 90), (200, 30, 30))
     inputs = processor(text=TEXTS, images=[image], return_tensors="pt")
     assert inputs["pixel_values"].shape == (1, 64, 8 * 8 * 3)
-    assert torch.equal(inputs["input_ids"], tokenizer.encode(TEXTS, 32))
+    assert torch.equal(inputs["input_ids"], tokenizer.encode(TEXTS, 64))
     hf_model = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval()
     with torch.no_grad():
         hf_model(**inputs)  # the shapes fit the model
@@ -168,8 +195,9 @@ def test_auto_processor_and_auto_model_give_training_evals_zero_shot_top1(
 def test_zero_shot_pipeline_gives_training_evals_top1_with_one_template(
     naflex_export, zeroshot_set, tmp_path
 ):
-    """The pipeline takes one hypothesis template: the set with its templates file cut to its
-    first template, for the pipeline and `training eval` alike."""
+    """The export as it is (no trust_remote_code). The pipeline takes one hypothesis template:
+    the set with its templates file cut to its first template, for the pipeline and `training
+    eval` alike."""
     import transformers
 
     run, folder = naflex_export
@@ -178,9 +206,8 @@ def test_zero_shot_pipeline_gives_training_evals_top1_with_one_template(
     classes, templates = classnames_and_templates(str(dataset))
     (dataset / "zeroshot_classification_templates.txt").write_text(templates[0] + "\n")
     ours = training_eval_top1(run, dataset, tmp_path / "eval")
-    pipe = transformers.pipeline(
-        "zero-shot-image-classification", model=str(folder), trust_remote_code=True
-    )
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(folder))
+    assert type(pipe.tokenizer).__name__ == "TokenizersBackend"  # not the shipped class
     images, labels = labelled_pictures(dataset)
     theirs = [
         classes.index(
@@ -198,32 +225,51 @@ def test_zero_shot_pipeline_gives_training_evals_top1_with_one_template(
     )
 
 
-def test_a_text_tower_with_64_positions_needs_no_remote_code(tiny_export, tmp_path):
-    """transformers pads SigLIP text to 64 tokens in the pipeline: a tower with 64 positions (b16,
-    so400m) loads as it is; the tiny preset's 32 cannot (see the README)."""
+def pipeline_ranking(folder: Path, image: Image.Image, classes: list[str], **kwargs) -> list:
     import transformers
 
-    _, _, tokenizer = tiny_export
-    torch.manual_seed(6)
-    overrides = {"text.vocab_size": tokenizer.vocab_size, "text.context_length": 64}
-    model = SigLIP2(model_config("tiny", distill=None, **overrides)).eval()
-    export_hf(model.state_dict(), model.cfg, tmp_path, tokenizer)
-    pipe = transformers.pipeline("zero-shot-image-classification", model=str(tmp_path))
-    classes = ["circle", "square", "triangle"]
-    image = Image.new("RGB", (120, 60), (30, 200, 30))
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(folder), **kwargs)
     ranked = pipe(image, candidate_labels=classes, hypothesis_template="a photo of a {}.")
-    texts = tokenizer.encode([f"a photo of a {c}." for c in classes], 64)
-    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path, local_files_only=True)
+    return [(r["score"], r["label"]) for r in ranked]
+
+
+def our_ranking(model: SigLIP2, folder: Path, image: Image.Image, classes: list[str], tokenizer):
+    import transformers
+
+    texts = tokenizer.encode([f"a photo of a {c}." for c in classes], model.cfg.text.context_length)
+    processor = transformers.AutoImageProcessor.from_pretrained(folder, local_files_only=True)
     with torch.no_grad():
         pooled = model.encode_image(
             **naflex_inputs(processor(images=[image], return_tensors="pt"))
         )[0]
         scores = F.normalize(pooled, dim=-1) @ F.normalize(model.encode_text(texts), dim=-1).T
     logits = scores * model.logit_scale.exp() + model.logit_bias
-    expected = sorted(zip(torch.sigmoid(logits[0]).tolist(), classes), reverse=True)
-    assert [r["label"] for r in ranked] == [label for _, label in expected]
-    assert [r["score"] for r in ranked] == pytest.approx([score for score, _ in expected], abs=1e-5)
+    return sorted(zip(torch.sigmoid(logits[0]).tolist(), classes), reverse=True)
+
+
+def assert_same_ranking(theirs: list, ours: list) -> None:
+    assert [label for _, label in theirs] == [label for _, label in ours]
+    assert [score for score, _ in theirs] == pytest.approx([score for score, _ in ours], abs=1e-5)
+
+
+def test_the_tiny_presets_export_runs_in_the_pipeline_as_it_is(tiny_export):
+    """The pipeline pads SigLIP text to 64 tokens: the tiny preset's text tower has 64 positions,
+    so the export loads without trust_remote_code and scores as our model does."""
+    folder, model, tokenizer = tiny_export
+    assert model.cfg.text.context_length == 64
+    ours = our_ranking(model, folder, GREEN, CLASSES, tokenizer)
+    assert_same_ranking(pipeline_ranking(folder, GREEN, CLASSES), ours)
+
+
+def test_a_text_tower_with_fewer_positions_needs_the_shipped_tokenizer_class(tiny_export, tmp_path):
+    """A tower built with 32 positions gets 64 tokens from the pipeline and fails; with
+    trust_remote_code=True the shipped class caps the padding at 32 and the scores are ours."""
+    _, _, tokenizer = tiny_export
+    torch.manual_seed(6)
+    overrides = {"text.vocab_size": tokenizer.vocab_size, "text.context_length": 32}
+    model = SigLIP2(model_config("tiny", distill=None, **overrides)).eval()
+    export_hf(model.state_dict(), model.cfg, tmp_path, tokenizer)
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        transformers.pipeline("zero-shot-image-classification", model=str(tiny_export[0]))(
-            image, candidate_labels=classes
-        )
+        pipeline_ranking(tmp_path, GREEN, CLASSES)
+    ours = our_ranking(model, tmp_path, GREEN, CLASSES, tokenizer)
+    assert_same_ranking(pipeline_ranking(tmp_path, GREEN, CLASSES, trust_remote_code=True), ours)

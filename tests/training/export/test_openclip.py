@@ -122,6 +122,36 @@ def test_a_moved_export_still_loads_in_the_curation_scorer(ours, tmp_path):
         np.testing.assert_allclose(text_units, expected.numpy(), atol=1e-5)
 
 
+def test_a_moved_tiny_export_loads_in_open_clip_only_once_its_trunk_path_is_rewritten(
+    ours, tmp_path, monkeypatch
+):
+    """tiny's trunk is no timm-registered architecture, and open_clip 3.3 hands timm the trunk's
+    name verbatim (timm resolves a `local-dir:` path against the working directory): the
+    config keeps the trunk folder's absolute path, so a moved folder fails in open_clip from any
+    working directory until vision_cfg.timm_model_name names the new place (see the README)."""
+    import open_clip
+
+    first = export_open_clip(ours.state_dict(), ours.cfg, tmp_path / "first")
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(first.folder, moved)
+    monkeypatch.chdir(moved)  # even from inside the folder: the config names the old path
+    with pytest.raises(FileNotFoundError, match=str(first.folder / "timm_vision")):
+        open_clip.create_model_and_transforms(f"local-dir:{moved}")
+
+    config_path = moved / "open_clip_config.json"
+    config = json.loads(config_path.read_text())
+    config["model_cfg"]["vision_cfg"]["timm_model_name"] = f"local-dir:{moved / 'timm_vision'}"
+    config_path.write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    theirs, _, _ = open_clip.create_model_and_transforms(f"local-dir:{moved}")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            theirs.eval().encode_image(images), ours.encode_image(images)[0], atol=1e-5, rtol=1e-4
+        )
+
+
 def test_an_export_whose_trunk_timm_registers_holds_no_path_and_loads_after_a_move(
     tmp_path, monkeypatch
 ):

@@ -48,7 +48,8 @@ def test_an_imported_export_evaluates_and_exports_again_with_the_same_ids(tmp_pa
     assert imported.box_bins == 64
     assert imported.box_tokens((0.1, 0.2, 0.3, 0.4)) == tokenizer.box_tokens((0.1, 0.2, 0.3, 0.4))
     assert imported.task_token("aref") == tokenizer.task_token("aref")
-    assert torch.equal(imported.encode(TEXTS, 32), tokenizer.encode(TEXTS, 32))
+    length = model.cfg.text.context_length
+    assert torch.equal(imported.encode(TEXTS, length), tokenizer.encode(TEXTS, length))
 
     data = tmp_path / "eval"
     write_classification_set(data / "zeroshot")
