@@ -7,6 +7,8 @@ export WANDB_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
 comma := ,
+empty :=
+space := $(empty) $(empty)
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
@@ -66,8 +68,14 @@ curate: METADATA ?= wordfreq:en
 curate: T ?= 20000
 curate: TOP_FRACTION ?= 0.3
 curate: SCORE_MODEL ?= tiny-clip
-curate:  ## IN=POOL OUT=TRAIN [SCORER=RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [WORLD=DIR]: balance → score → neardup → shards
-	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make curate IN=POOL OUT=TRAIN [SCORER=TRAINING_RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [METADATA=…] [T=…] [TOP_FRACTION=…] [WORLD=minicc dir]"; exit 2; }
+curate: DEBIAS ?= 1
+curate: LANGUAGE_MIX ?= en=0.9,other=0.1
+# The stages this run applies, in order; shards --require gets exactly these.
+curate: CURATE_STAGES = balance $(if $(SCORER)$(WEIGHTS),score) neardup \
+  $(if $(and $(NSFW_WEIGHTS),$(SCORER)$(WEIGHTS)),nsfw) $(if $(filter 1,$(DEBIAS)),debias) \
+  $(if $(LANGUAGE_MIX),langmix)
+curate:  ## IN=POOL OUT=TRAIN [SCORER=RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [NSFW_WEIGHTS=HEAD] [DEBIAS=0] [LANGUAGE_MIX=…|""] [WORLD=DIR]: balance → score → neardup → nsfw → debias → langmix → shards
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make curate IN=POOL OUT=TRAIN [SCORER=TRAINING_RUN | WEIGHTS=FILE SCORE_MODEL=NAME] [NSFW_WEIGHTS=HEAD.safetensors] [DEBIAS=0] [LANGUAGE_MIX=en=0.9,other=0.1 | LANGUAGE_MIX=] [METADATA=…] [T=…] [TOP_FRACTION=…] [WORLD=minicc dir]"; exit 2; }
 	$(CURATION) balance --input $(IN) --metadata $(METADATA) --t $(T) --texts-column texts
 ifneq (,$(SCORER))
 	$(PY) -m training export --ckpt $(SCORER) --format open_clip --out $(SCORER)/open_clip
@@ -83,7 +91,10 @@ else
 endif
 	$(CURATION) neardup --pool $(IN) $(if $(WORLD),--world $(WORLD)) \
 	  $(if $(SCORER)$(WEIGHTS),,--scores $(IN)/curation/score_signatures)
-	$(CURATION) shards --pool $(IN) --out $(OUT) --require balance,$(if $(SCORER)$(WEIGHTS),score$(comma))neardup
+	$(if $(filter nsfw,$(CURATE_STAGES)),$(CURATION) nsfw --pool $(IN) --weights $(NSFW_WEIGHTS),@echo "nsfw: not run ($(if $(NSFW_WEIGHTS),the head reads a trained scorer's embeddings: give SCORER or WEIGHTS,no NSFW_WEIGHTS: the project ships no NSFW head; see README))")
+	$(if $(filter debias,$(CURATE_STAGES)),$(CURATION) debias --pool $(IN) --metadata $(METADATA),@echo "debias: not run (DEBIAS=$(DEBIAS))")
+	$(if $(filter langmix,$(CURATE_STAGES)),$(CURATION) langmix --pool $(IN) --language-mix $(LANGUAGE_MIX),@echo "langmix: not run (LANGUAGE_MIX is empty)")
+	$(CURATION) shards --pool $(IN) --out $(OUT) --require $(subst $(space),$(comma),$(strip $(CURATE_STAGES)))
 
 train: PRESET ?= tiny
 train: NPROC ?= 1

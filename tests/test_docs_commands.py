@@ -58,6 +58,8 @@ def test_documented_command_parses(doc, package, argv):
         "crawl SNAPSHOT=CC-MAIN-2024-10 OUT=s3://bucket/run",
         "curate IN=s3://bucket/run/pool OUT=s3://bucket/run/train_shards",
         "curate IN=pool OUT=train SCORER=runs/round0",
+        "curate IN=pool OUT=train SCORER=runs/round0 NSFW_WEIGHTS=head.safetensors",
+        "curate IN=pool OUT=train DEBIAS=0 LANGUAGE_MIX=",
         "train DATA=shards/*.tar RUN=runs/x PRESET=b16 NPROC=8",
     ],
 )
@@ -70,6 +72,35 @@ def test_documented_make_targets_expand_to_commands_that_parse(target):
     for line in lines:
         package, rest = re.search(r"-m (curation|training) (.*)", line).groups()
         PARSERS[package]().parse_args(shlex.split(rest))
+
+
+@pytest.mark.parametrize(
+    "variables,stages",
+    [
+        ("", ["balance", "neardup", "debias", "langmix"]),
+        ("NSFW_WEIGHTS=h.safetensors", ["balance", "neardup", "debias", "langmix"]),
+        (
+            "SCORER=r NSFW_WEIGHTS=h.safetensors",
+            ["balance", "score", "neardup", "nsfw"] + ["debias", "langmix"],
+        ),
+        ("WEIGHTS=w DEBIAS=0 LANGUAGE_MIX=", ["balance", "score", "neardup"]),
+    ],
+)
+def test_make_curate_runs_the_filters_and_its_shards_require_exactly_the_stages_it_ran(
+    variables, stages
+):
+    plan = subprocess.run(
+        ["make", "-n", "curate", "IN=p", "OUT=t", *variables.split()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")
+    filters = re.findall(r"-m curation (nsfw|debias|langmix) ", plan)
+    require = re.search(r"-m curation shards .*--require (\S+)", plan).group(1)
+    assert require.split(",") == stages
+    # The filters run (in this order) exactly when shards applies them.
+    assert filters == [s for s in stages if s in ("nsfw", "debias", "langmix")]
 
 
 def dashboard_commands() -> list[tuple[str, str]]:

@@ -46,6 +46,9 @@ PLAN_STAGE = "download_plan"
 MAX_SAMPLES_PER_SHARD = 10_000  # keys are shard id + a 4-digit index
 DEFAULT_PLAN_BUCKETS = 16
 REQUIRED_COLUMNS = ("uid", "url", "text")
+# Carried into the pool sidecars when an input has them (extract's `lang`: the page's declared
+# `<html lang>`, else detected); null where it has not. langmix reads it.
+OPTIONAL_COLUMNS = ("texts", "lang")
 
 PLAN_SCHEMA = pa.schema(
     [
@@ -53,6 +56,7 @@ PLAN_SCHEMA = pa.schema(
         ("url", pa.string()),
         ("text", pa.string()),
         ("texts", pa.list_(pa.string())),
+        ("lang", pa.string()),
         ("host", pa.string()),
         ("host_parts", pa.int32()),  # k: the sub-partitions the host was split into
     ]
@@ -122,7 +126,9 @@ def read_candidates(url: str) -> pa.Table:
                 raise ValueError(
                     f"{url}: not a candidate table, missing column(s) {', '.join(missing)}"
                 )
-            table = parquet.read(columns=[c for c in (*REQUIRED_COLUMNS, "texts") if c in names])
+            table = parquet.read(
+                columns=[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
+            )
     except (OSError, pa.ArrowException) as exc:
         raise ValueError(f"{url}: cannot read as Parquet: {exc}") from None
     texts = (
@@ -139,6 +145,9 @@ def read_candidates(url: str) -> pa.Table:
             "texts": pa.array(
                 [list(t) if t else [f] for t, f in zip(texts, fallback)], pa.list_(pa.string())
             ),
+            "lang": table.column("lang").cast(pa.string())
+            if "lang" in table.column_names
+            else pa.nulls(table.num_rows, pa.string()),
         }
     )
 

@@ -69,6 +69,7 @@ def input_rows(shard_id: str, source: ShardSource) -> list[dict[str, Any]]:
             "url": record["url"],
             "text": record["text"],
             "texts": list(record["texts"]),
+            "lang": record.get("lang"),  # a plan made before lang was carried has none
         }
         for index, record in enumerate(read_shard_rows(source).to_pylist())
     ]

@@ -43,6 +43,7 @@ SIDECAR_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("caption", pa.string()),
         ("texts", pa.list_(pa.string())),
+        ("lang", pa.string()),  # extract's language of the page (null when the input had none)
         ("status", pa.string()),
         ("error_message", pa.string()),
         ("width", pa.int32()),

@@ -121,3 +121,21 @@ def empty_but_long_alt(rng: np.random.Generator) -> str:
     count = int(rng.integers(2, 4))
     picks = rng.choice(len(LONG_EMPTY_SENTENCES), size=count, replace=False)
     return " ".join(LONG_EMPTY_SENTENCES[int(i)] for i in picks)
+
+
+UNSAFE_ALT_SHARE = 0.8  # of an unsafe picture's alt texts, the share that name it
+UNSAFE_ALT_TAGS: tuple[str, ...] = ("unsafe", "unsafe content", "marked unsafe")
+
+
+def unsafe_alt(alt: str | None, scene: Scene, salt: tuple[int, ...] = ()) -> str | None:
+    """The alt text of a tag showing an unsafe scene, naming it most of the time (prefixed), as
+    the alt texts of unsafe pictures on the web often do, whatever else they say; so an encoder
+    trained on the pairs can learn the concept, as CLIP learns real ones. Other scenes' alts,
+    and empty ones, come back unchanged. The draw comes from the scene's own seed and `salt`
+    (the tag's place), never from the page planner's stream, so nothing else moves."""
+    if not scene.unsafe or not alt:
+        return alt
+    rng = np.random.default_rng([scene.texture_seed, 0xA17, *salt])
+    if rng.random() >= UNSAFE_ALT_SHARE:
+        return alt
+    return f"{UNSAFE_ALT_TAGS[int(rng.integers(len(UNSAFE_ALT_TAGS)))]}: {alt}"

@@ -30,7 +30,7 @@ NEAR_DUP_SHARE = 0.12
 # shape's kind changed, all else equal), so captions must be read for their kinds.
 CONTRAST_SHARE = 0.3
 # Share of web scenes that carry the abstract "unsafe" pattern (truth column `unsafe`).
-UNSAFE_SHARE = 0.025
+UNSAFE_SHARE = 0.05
 # Bad pictures, per web scene: flat blank images, ad-banner strips, and icons too small to learn
 # from (long side TINY_LONG_SIDE px). None has a good caption but a tiny one.
 BAD_PICTURE_SHARES: dict[str, float] = {"blank": 0.02, "banner": 0.02, "tiny": 0.02}

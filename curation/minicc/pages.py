@@ -18,6 +18,7 @@ from curation.minicc.captions import (
     filename_alt,
     good_caption,
     seo_alt,
+    unsafe_alt,
 )
 from curation.minicc.catalog import BLANK_GIF_PATH, Catalog, WebImage
 from curation.minicc.scales import HOSTS, Scale
@@ -266,6 +267,7 @@ class _PagePlanner:
         weights = CAPTION_KIND_WEIGHTS if target.scene.shapes else SHAPELESS_CAPTION_KINDS
         caption_kind = _choice(rng, list(weights), list(weights.values()))
         alt, title, lang = self.caption(page, target, caption_kind, neighbours)
+        alt = unsafe_alt(alt, target.scene, (page.index, neighbours.index(target)))
         base = page.effective_base
         same_host = urlforms.host_of(base) == urlforms.host_of(target.url)
         forms, weights = (

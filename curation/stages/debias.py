@@ -48,7 +48,7 @@ from curation.stages.balance import DEFAULT_FAN_IN, count_and_reduce, reduce_cou
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
 from curation.stages.langmix import parse_mix
 
-DEFAULT_AFTER = ("balance", "score", "neardup")
+DEFAULT_AFTER = ("balance", "score", "neardup", "nsfw")
 SUMMARY = "debias_summary.json"
 CONCEPTS = "debias_concepts.parquet"
 PLAN = "_plan.json"

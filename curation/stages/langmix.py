@@ -5,8 +5,8 @@
 
 Each quota names a language (`en`, `de`, ...) or `other` (every language not named, including
 `und`, a caption whose language is unknown); a language the mix does not cover is dropped. The
-mix applies among the rows the `--after` stages keep (default: balance, score, neardup and
-debias, those that ran), so `shards --require AFTER,langmix` writes shards with the quotas. The
+mix applies among the rows the `--after` stages keep (default: balance, score, neardup, nsfw
+and debias, those that ran), so `shards --require AFTER,langmix` writes shards with the quotas. The
 per-language MetaCLIP t is balance's `--t-per-lang`, applied before this stage as usual.
 
 The language of a row is the pool's `--lang-column` (extract's `lang`: the page's declared
@@ -52,7 +52,7 @@ STAGE, COUNT_STAGE = "langmix", "langmix_count"
 OTHER = "other"
 UNDETERMINED = "und"
 BINS = 4096
-DEFAULT_AFTER = ("balance", "score", "neardup", "debias")
+DEFAULT_AFTER = ("balance", "score", "neardup", "nsfw", "debias")
 SUMMARY = "langmix_summary.json"
 PLAN = "_plan.json"
 
@@ -127,12 +127,12 @@ class CountLanguages:
         rows, eligible = shard_rows(self.pool, task.shard_id, sidecar, columns, self.after)
         texts = rows["text"].to_pylist()
         declared = rows[self.lang_column].to_pylist() if has_lang else [None] * len(texts)
+        declared = [normalise_lang(lang) for lang in declared]
         langs = [
-            normalise_lang(lang)
-            or normalise_lang(TextFilters.detect_language(text or ""))
-            or UNDETERMINED
+            lang or normalise_lang(TextFilters.detect_language(text or "")) or UNDETERMINED
             for lang, text in zip(declared, texts)
         ]
+        from_column = sum(1 for lang, e in zip(declared, eligible) if e and lang)
         groups = [group_of(lang, self.mix) for lang in langs]
         in_mix = eligible & np.array([g is not None for g in groups], dtype=bool)
         draws = uid_uniforms(rows["uid"].to_pylist(), self.seed, STAGE)
@@ -166,7 +166,7 @@ class CountLanguages:
                 ctx.stats.drop(reason, count)
         ctx.stats.extra.update(
             languages=dict(Counter(lang for lang, e in zip(langs, eligible) if e)),
-            lang_source=f"column {self.lang_column}" if has_lang else "detected from text",
+            lang_source=lang_source(self.lang_column, from_column, int(eligible.sum())),
         )
 
 
@@ -192,6 +192,14 @@ class SampleLanguages:
         if mixed_out:
             ctx.stats.drop("mixed_out", mixed_out)
         ctx.stats.extra["kept"] = dict(Counter(g for g, k in zip(groups, keep) if k))
+
+
+def lang_source(column: str, from_column: int, rows: int) -> str:
+    """Where a shard's languages came from: the pool's column (null where an input had none),
+    detection from the caption, or both."""
+    if from_column == rows:
+        return f"column {column}"
+    return "detected from text" if not from_column else f"column {column}, else detected"
 
 
 def mix_plan(histograms: pa.Table, mix: Mapping[str, float]) -> dict[str, Any]:

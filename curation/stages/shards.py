@@ -1,8 +1,11 @@
 """`python -m curation shards`: write the kept pool samples as shuffled WebDataset training shards.
 
 keep = success ∧ AND of the required stages' keep columns (balance: keep_balance; score:
-keep_score; neardup: keep_dedup ∧ ¬contaminated). A required stage that was never run is not
-applied, and TRAIN/_plan/plan.json says so.
+keep_score; neardup: keep_dedup ∧ ¬contaminated; debias: keep_debias; langmix: keep_langmix;
+nsfw: keep_nsfw). The default --require names every one of them, so the shards apply whichever
+curation columns the pool has; a required stage that was never run (no POOL/curation/STAGE) is
+not applied, and TRAIN/_plan/plan.json (`applied`, `not_applied`) and the stage's note say so.
+Name the stages to apply only some (`--require balance,neardup`).
 
 The order: every kept row gets a 64-bit hash of (seed, uid); the training order is the kept rows
 sorted by it (ties: uid), a uniform random permutation that no process ever holds. With N =
@@ -77,6 +80,8 @@ SHUFFLE_CLEARED = "_plan/shuffle_cleared.json"
 SIZES = "sizes.json"
 ROUTE_PURPOSE = "shards"
 SPILL_BATCH_ROWS = 256
+# Every stage with a keep column, in pipeline order: the default applies each one that ran.
+DEFAULT_REQUIRE = ("balance", "score", "neardup", "nsfw", "debias", "langmix")
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class ShardsConfig:
     pool: str
     out: str
     samples_per_shard: int = 10_000
-    require: tuple[str, ...] = ("balance", "score", "neardup")
+    require: tuple[str, ...] = DEFAULT_REQUIRE
     image_size: int | None = 256  # shorter side in pixels (downscale only); None: pool JPEGs
     max_fan_in: int = 64  # the most shuffle files one task reads or writes
     buffer_mb: float = 128.0  # rows a spill or shuffle task buffers before writing
@@ -368,8 +373,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--require",
-        default="balance,score,neardup",
-        help="stages whose keep columns must all be true (missing stage = not applied)",
+        default=",".join(DEFAULT_REQUIRE),
+        help="stages whose keep columns must all be true; a stage that never ran is not applied "
+        "(plan.json lists applied and not_applied). Default: every stage with a keep column",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(

@@ -1,6 +1,6 @@
 """The demo's filters on a tiny mini web: crawl it (extract -> dedup -> download), balance and
 score the pool with a randomly initialised scorer, then `run_filters`. The tiny world plants too
-few unsafe scenes at the generator's 2.5% to measure a removal rate, so this one is built with a
+few unsafe scenes at the generator's 5% to measure a removal rate, so this one is built with a
 fifth of its scenes unsafe (the same pattern, the same truth column)."""
 
 import json
@@ -120,9 +120,10 @@ def faces_pool(filters: dict) -> int:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a randomly initialised tiny-clip's 64-d embeddings of ~105 pool images do not "
-    "separate the mini web's pattern (measured: 4 of 9 and 3 of 5 held-out planted removed, at "
-    "11.5% and 15.2% false removals); the issue's bar wants the demo's trained round-0 encoder",
+    reason="a randomly initialised tiny-clip never read the alt texts that name the stand-in: its "
+    "64-d embeddings of ~105 pool images do not separate it (measured: 1 of 9 held-out planted "
+    "removed at 2.4% false removals). The bar is met by the demo's trained round-0 encoder "
+    "(make demo, seed 0: 73 of 75 at 1.08%), which this fast test cannot train",
 )
 def test_the_nsfw_filter_meets_the_issues_bar(filtered):
     nsfw = filtered[2]["nsfw"]

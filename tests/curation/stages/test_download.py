@@ -459,6 +459,26 @@ def test_an_unreadable_input_file_is_reported_and_the_rest_is_downloaded(tmp_pat
     assert all(report.ok for report in reports[1:])
 
 
+def test_extracts_lang_column_reaches_the_pool_sidecars_and_json(tmp_path):
+    """langmix reads the pool's `lang`: download carries it from the candidates (null where an
+    input file has no such column, as an older candidate table)."""
+    with PlantedWeb("127.0.0.1") as web:
+        urls = [web.plant(f"/l{i}.jpg", Route(jpeg(70, 60, 20 * i))) for i in range(4)]
+        with_lang = write_candidates(tmp_path / "in" / "00000.parquet", urls[:3])
+        table = pq.read_table(with_lang)
+        langs = ["de", None, "ja"]
+        pq.write_table(table.append_column("lang", pa.array(langs, pa.string())), with_lang)
+        without = write_candidates(tmp_path / "in" / "00001.parquet", urls[3:])
+        pool = tmp_path / "pool"
+        download.run(fast_config(pool, [with_lang, without], samples_per_shard=2), QUIET_LOCAL)
+    rows, members = read_pool(pool)
+    expected = dict(zip(urls, [*langs, None]))
+    assert {row["url"]: row["lang"] for row in rows} == expected
+    assert all(row["status"] == "success" for row in rows)
+    for row in rows:
+        assert json.loads(members[f"{row['key']}.json"])["lang"] == expected[row["url"]]
+
+
 def test_robots_txt_opt_outs_are_obeyed_and_everything_allowed_is_fetched(tmp_path, ray_session):
     image = jpeg(50, 50, 100)
     with PlantedWeb("127.0.0.1") as images_only, PlantedWeb("127.0.0.1") as no_jpeg:

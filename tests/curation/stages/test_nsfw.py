@@ -204,6 +204,36 @@ def test_shards_require_nsfw_drops_exactly_what_the_filter_marked(filtered):
     assert reports[-1].summary["applied"] == ["nsfw"]
 
 
+def test_shards_default_applies_every_curation_column_the_pool_has(filtered):
+    """No --require: shards applies each stage with a keep column that ran (here score and
+    nsfw) and names the others as not applied."""
+    from curation.stages.shards import DEFAULT_REQUIRE
+    from curation.training_samples import KEEP_COLUMNS
+
+    assert set(DEFAULT_REQUIRE) == set(KEEP_COLUMNS)
+    root, pool, _truth, _head, _fit, _report = filtered
+    train = root / "train-default"
+    reports = run_shards(ShardsConfig(str(pool), str(train), 64, image_size=64), LOCAL)
+    assert all(r.ok for r in reports)
+    summary = reports[-1].summary
+    assert summary["applied"] == ["score", "nsfw"]
+    assert summary["not_applied"] == ["balance", "neardup", "debias", "langmix"]
+    kept = {
+        u
+        for u, k in zip(
+            decisions(pool)["uid"].to_pylist(), decisions(pool)["keep_nsfw"].to_pylist()
+        )
+        if k
+    }
+    scored = pa.concat_tables(
+        pq.read_table(p) for p in sorted((pool / "curation" / "score").glob("[0-9]*.parquet"))
+    )
+    kept &= {u for u, k in zip(scored["uid"].to_pylist(), scored["keep_score"].to_pylist()) if k}
+    written = pa.concat_tables(pq.read_table(p) for p in sorted(train.glob("*.parquet")))
+    assert set(written["uid"].to_pylist()) == kept
+    assert summary["removed_by_stage"]["nsfw"] > 0
+
+
 def test_a_head_fitted_on_another_scorer_is_refused(filtered, tmp_path):
     _root, pool, _truth, head, _fit, _report = filtered
     from curation.nsfw.head import load_head, save_head

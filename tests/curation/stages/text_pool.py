@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from curation import fsio
@@ -29,7 +27,8 @@ def write_text_pool(
     root: Path, texts: list[str], rows_per_shard: int, langs: list[str | None] | None = None
 ) -> list[str]:
     """POOL/{shard}.tar + .parquet with one success per text (plus one failed download per shard);
-    with `langs`, the sidecars get a `lang` column. Returns the uids, in the order of `texts`."""
+    with `langs`, the sidecars' `lang` column holds them (else null, as for an input without
+    one). Returns the uids, in the order of `texts`."""
     jpeg = tiny_jpeg(0)
     uids = [hashlib.md5(f"{row}:{text}".encode()).hexdigest() for row, text in enumerate(texts)]
     for shard, first in enumerate(range(0, len(texts), rows_per_shard)):
@@ -47,6 +46,7 @@ def write_text_pool(
                 "original_width": 8,
                 "original_height": 8,
                 "sha256": hashlib.sha256(jpeg).hexdigest(),
+                "lang": langs[row] if langs is not None else None,
             }
             for row in rows
         ]
@@ -58,16 +58,12 @@ def write_text_pool(
                 "text": texts[first],
                 "status": "failed_to_download",
                 "error_message": "HTTP 404",
+                "lang": langs[first] if langs is not None else None,
             }
         )
         write_pool_shard(
             lambda name: fsio.open_atomic(str(root / name)), shard_id, records, lambda r: jpeg
         )
-        if langs is not None:
-            sidecar = root / f"{shard_id}.parquet"
-            table = pq.read_table(sidecar)
-            column = [langs[row] for row in rows] + [langs[first]]
-            pq.write_table(table.append_column("lang", pa.array(column, pa.string())), sidecar)
     return uids
 
 
