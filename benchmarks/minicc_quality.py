@@ -19,7 +19,10 @@ k-NN@10 13.9%, ARef 36.9% (4.6 min); open_clip control zero-shot 8.7%, T→I 5.2
 k-NN@10 14.7% (8.1 min); chance 8.3%. The texture lifts k-NN (generator 3: 10.4% / 9.8%) but
 zero-shot stays at chance in both: the caption losses at batch 24 x 1000 steps still do not
 tie the kind word to the picture, although a supervised head on this tower reads the textured
-kind at 60% in 800 steps (kind_supervised.py). Everything below up to `--fresh` was measured on generator 2.
+kind at 60% in 800 steps (kind_supervised.py). Tried and not kept: English good captions that
+always name the kind but the colour only 70% of the time and size and background 50% (drawn per
+scene; the retrieval eval's captions kept in full): Muon zero-shot 8.7%, T→I R@1 1.9%, I→T
+1.8%, k-NN@10 13.8%, ARef 39.6% on that world (9.7 min, same settings). Everything below up to `--fresh` was measured on generator 2.
 
 Image-text shards come from `--text-shards` (curation's output). By default they are derived
 from the world's grounding shards: each image captioned with the world's good caption of that
