@@ -13,7 +13,16 @@ arm with seeds 0..N-1 and prints mean ± sd. Muon and AdamW (`--arms muon,adamw`
 data, steps and lr (Muon scales its update to AdamW's RMS, so one lr serves both).
 
 Measured on generator 3's small world (2026-12-06, 2 heavily shared CPU cores, one seed): see
-the README's benchmark table. Everything below up to `--fresh` was measured on generator 2.
+the README's benchmark table. Generator 4 (kind textures; small world, seed 0, 1000 steps,
+`--probe-pictures 0`, load ~8 on 2 cores): Muon zero-shot 9.1%, T→I R@1 4.7%, I→T 4.9%,
+k-NN@10 13.9%, ARef 36.9% (4.6 min); open_clip control zero-shot 8.7%, T→I 5.2%, I→T 6.0%,
+k-NN@10 14.7% (8.1 min); chance 8.3%. The texture lifts k-NN (generator 3: 10.4% / 9.8%) but
+zero-shot stays at chance in both: the caption losses at batch 24 x 1000 steps still do not
+tie the kind word to the picture, although a supervised head on this tower reads the textured
+kind at 60% in 800 steps (kind_supervised.py). Tried and not kept: English good captions that
+always name the kind but the colour only 70% of the time and size and background 50% (drawn per
+scene; the retrieval eval's captions kept in full): Muon zero-shot 8.7%, T→I R@1 1.9%, I→T
+1.8%, k-NN@10 13.8%, ARef 39.6% on that world (9.7 min, same settings). Everything below up to `--fresh` was measured on generator 2.
 
 Image-text shards come from `--text-shards` (curation's output). By default they are derived
 from the world's grounding shards: each image captioned with the world's good caption of that

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from curation.minicc.shapes import shape_outline
+from curation.minicc.shapes import kind_texture, shape_outline
 from curation.minicc.vocab import COLOURS, POSITIONS, SHARED_SCENE_SCALE, SIZES
 from curation.minicc.world import Scene
 
@@ -100,6 +100,32 @@ def _draw_unsafe_pattern(image: Image.Image, scene: Scene) -> None:
     image.paste(Image.fromarray(base, "RGB"), box)
 
 
+# The texture's second shade: a dark colour is lightened by this share of the way to white, any
+# other darkened to this share of itself. Strong contrast made the kind far easier to learn
+# (see shapes.TEXTURE_PERIOD); the lighter tone is the colour itself, so it still reads as one.
+SHADE_LIGHTEN = 0.35
+SHADE_DARKEN = 0.4
+
+
+def texture_shade(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The second tone of a shape's texture: the same colour, darker (or lighter if dark)."""
+    rgb = np.array(colour, dtype=np.float32)
+    if float(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) < 80:
+        shade = rgb + (255 - rgb) * SHADE_LIGHTEN
+    else:
+        shade = rgb * SHADE_DARKEN
+    return tuple(int(round(float(c))) for c in shade)
+
+
+def _shape_fill(shape, box: tuple[int, int, int, int], cx: float, cy: float, r: float):
+    """The shape's textured fill over `box`: its colour and a shade of it, in its kind's pattern."""
+    weight = kind_texture(shape.kind, box, cx, cy, r, shape.rotation)[..., None]
+    base = np.array(COLOURS[shape.colour], dtype=np.float32)
+    shade = np.array(texture_shade(COLOURS[shape.colour]), dtype=np.float32)
+    pixels = base + (shade - base) * weight
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
 def render_scene(scene: Scene) -> RenderedScene:
     """Draw a scene deterministically (the same scene always gives the same pixels)."""
     w, h = scene.width, scene.height
@@ -133,7 +159,8 @@ def render_scene(scene: Scene) -> RenderedScene:
         boxes.append(
             ((bbox[0] + left) / w, (bbox[1] + top) / h, (bbox[2] + left) / w, (bbox[3] + top) / h)
         )
-        image.paste(COLOURS[shape.colour], (left, top, right, bottom), mask=mask)
+        fill = _shape_fill(shape, (left, top, right, bottom), cx, cy, radius)
+        image.paste(fill, (left, top, right, bottom), mask=mask)
         shape_index.paste(index, (left, top, right, bottom), mask=mask)
     return RenderedScene(image=image, shape_index=shape_index, boxes=boxes)
 

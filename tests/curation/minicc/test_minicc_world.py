@@ -14,7 +14,8 @@ from PIL import Image
 from curation.minicc import urlforms
 from curation.minicc.captions import good_caption
 from curation.minicc.faults import decompression_bomb_png
-from curation.minicc.render import UNSAFE_TONES, render_scene
+from curation.minicc.render import UNSAFE_TONES, render_scene, texture_shade
+from curation.minicc.shapes import KIND_TEXTURES, kind_texture
 from curation.minicc.vocab import FILLER_SENTENCES, KINDS, TRANSLATIONS
 from curation.minicc.world import ConceptSampler, Scene, Shape, contrast_sibling, sample_scene
 
@@ -47,8 +48,38 @@ def test_every_kind_renders_inside_its_box_and_mask(kind):
     x0, y0, x1, y1 = rendered.boxes[0]
     assert (x0 * 300, y0 * 200) == pytest.approx((xs.min(), ys.min()))
     assert (x1 * 300, y1 * 200) == pytest.approx((xs.max() + 1, ys.max() + 1))
-    pixels = np.asarray(rendered.image)
-    assert (pixels[mask == 1] == (220, 30, 35)).all()  # the shape's colour, exactly where masked
+    # Exactly where masked: the shape's colour and its texture's shade of it, in its kind's
+    # pattern (only the plain kind is one tone).
+    inside = np.asarray(rendered.image)[mask == 1].astype(int)
+    is_colour = (inside == (220, 30, 35)).all(axis=1)
+    is_shade = (inside == texture_shade((220, 30, 35))).all(axis=1)
+    assert (is_colour | is_shade).all()
+    if KIND_TEXTURES[kind] == "plain":
+        assert is_colour.all()
+    else:
+        assert 0.15 < is_shade.mean() < 0.85, f"{kind}: shade share {is_shade.mean():.2f}"
+
+
+def test_every_kind_has_its_own_texture():
+    """Drawn over the same square (five periods across), any two kinds' patterns differ on a good share of pixels
+    (the texture tells kinds apart, near-twin outlines included)."""
+    patterns = {k: kind_texture(k, (0, 0, 80, 80), 40.0, 40.0, 20.0, 0.0) for k in KINDS}
+    assert len(set(KIND_TEXTURES.values())) == len(KINDS)
+    for a in KINDS:
+        for b in KINDS:
+            if a < b:
+                differ = (patterns[a] != patterns[b]).mean()
+                assert differ > 0.2, f"{a} and {b} share their texture ({differ:.2f} differ)"
+
+
+def test_textured_white_gray_and_black_stay_apart():
+    """A textured shape's mean tone (half colour, half shade) keeps white, gray and black in
+    order and apart, so colour stays its own question."""
+    means = [
+        (np.mean(colour) + np.mean(texture_shade(colour))) / 2
+        for colour in ((250, 250, 250), (128, 128, 128), (20, 20, 20))
+    ]
+    assert means[0] - means[1] >= 25 and means[1] - means[2] >= 25, means
 
 
 def test_ring_has_a_hole_that_shows_the_background():
