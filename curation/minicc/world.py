@@ -86,7 +86,8 @@ class Scene:
     texture_seed: int
     shapes: tuple[Shape, ...]
     # The abstract "unsafe" stand-in concept (render.py draws its pattern): a labelled image
-    # property that no caption mentions, for testing an image-side safety filter.
+    # property for testing an image-side safety filter; most of its alt texts say so
+    # (captions.unsafe_alt), as unsafe pages' alt texts often do on the web.
     unsafe: bool = False
     # The scene this one is a hard negative of (contrast_sibling), or None.
     contrast_of: str | None = None
