@@ -12,7 +12,7 @@ space := $(empty) $(empty)
 DEMO_DIR ?= demo-run
 SCALE ?= small
 
-.PHONY: setup test test-fast lint format demo bench clean crawl curate train tokenizer
+.PHONY: setup test test-all test-fast lint format demo bench clean crawl curate train tokenizer
 
 # Curation commands run on a local Ray instance, or, when RAY_ADDRESS holds a Ray Jobs API address
 # (http://HEAD:8265), are submitted to that cluster with this folder as the working dir.
@@ -28,11 +28,14 @@ setup:  ## create .venv and install the project with its test tools
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(MAKE) browser
 
-test:  ## the whole test suite, end-to-end runs included
+test:  ## the test suite, end-to-end runs included; whole benchmark-script runs are left to test-all
+	$(PY) -m pytest -q -m "not bench" --durations=20
+
+test-all:  ## every test, the whole benchmark-script runs too (each runs its script at the smallest size)
 	$(PY) -m pytest -q
 
 test-fast:  ## skip the slow end-to-end runs
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not bench"
 
 lint:  ## ruff's lint rules and formatting check (CI runs this)
 	$(VENV)/bin/ruff check .

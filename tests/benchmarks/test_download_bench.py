@@ -89,6 +89,7 @@ def test_first_jpeg_reads_a_stored_sample(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_a_whole_run_ends_with_a_parseable_result_line():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "download.py"), "--scale", "tiny"],

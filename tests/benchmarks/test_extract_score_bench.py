@@ -33,6 +33,7 @@ def check_result(result: dict) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_extract_benchmark_prints_both_limits_and_a_result_line(tmp_path):
     output, result = run_benchmark("extract.py", "--size-mb", "0.6", "--workdir", str(tmp_path))
     check_result(result)
@@ -42,6 +43,7 @@ def test_extract_benchmark_prints_both_limits_and_a_result_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_score_benchmark_prints_the_forward_limit_and_a_result_line():
     output, result = run_benchmark(
         "score.py", "--images", "32", "--shards", "2", "--batch-size", "8", "--model", "tiny-clip"

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_the_dry_run_executes_every_measurement(tmp_path):
     out = tmp_path / "report.json"
     result = subprocess.run(

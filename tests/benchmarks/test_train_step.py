@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_train_step_prints_every_arm_and_a_parseable_result_line():
     result = subprocess.run(
         [
