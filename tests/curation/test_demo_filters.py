@@ -122,8 +122,9 @@ def faces_pool(filters: dict) -> int:
     strict=True,
     reason="a randomly initialised tiny-clip never read the alt texts that name the stand-in: its "
     "64-d embeddings of ~105 pool images do not separate it (measured: 1 of 9 held-out planted "
-    "removed at 2.4% false removals). The bar is met by the demo's trained round-0 encoder "
-    "(make demo, seed 0: 73 of 75 at 1.08%), which this fast test cannot train",
+    "removed at 2.4% false removals). The demo's trained round-0 encoder reaches the bar or "
+    "nearly (make demo, seed 0: 73 of 75 at 1.08%, then 71 of 75 at 0.87%), which this fast "
+    "test cannot train",
 )
 def test_the_nsfw_filter_meets_the_issues_bar(filtered):
     nsfw = filtered[2]["nsfw"]
