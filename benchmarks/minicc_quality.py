@@ -75,7 +75,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
-from train_step import open_clip_model
+from train_step import open_clip_model, open_clip_trainer_args
 
 from curation.minicc.build import stale_world_reason
 from curation.minicc.captions import good_caption
@@ -377,22 +377,8 @@ def train_open_clip_control(
     model = open_clip_model(cfg, vision_pool=None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.optim.weight_decay)
     scheduler = cosine_lr(optimizer, lr, args.optim.warmup_steps, steps)
-    trainer_args = argparse.Namespace(
-        device="cpu",
-        precision="fp32",
-        distill=False,
-        accum_freq=1,
-        skip_scheduler=False,
-        horovod=False,
-        grad_clip_norm=args.grad_clip_norm,
-        batch_size=batch,
-        world_size=1,
-        rank=0,
-        local_rank=0,
-        log_every_n_steps=max(1, steps // 5),
-        wandb=False,
-        save_logs=False,
-        torchscript=False,
+    trainer_args = open_clip_trainer_args(
+        batch, args.grad_clip_norm, skip_scheduler=False, log_every_n_steps=max(1, steps // 5)
     )
     started = time.perf_counter()
     model.train()

@@ -123,28 +123,35 @@ class _Batches:
         pass
 
 
+def open_clip_trainer_args(
+    batch_size: int, grad_clip_norm: float, skip_scheduler: bool, log_every_n_steps: int = 10**9
+) -> Namespace:
+    """The arguments open_clip_train's `train_one_epoch` reads, for one CPU process in fp32."""
+    return Namespace(
+        device="cpu",
+        precision="fp32",
+        distill=False,
+        accum_freq=1,
+        skip_scheduler=skip_scheduler,
+        horovod=False,
+        grad_clip_norm=grad_clip_norm,
+        batch_size=batch_size,
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        log_every_n_steps=log_every_n_steps,
+        wandb=False,
+        save_logs=False,
+        torchscript=False,
+    )
+
+
 def run_open_clip(model, train_data, batch_size: int) -> None:
     """One epoch of open_clip_train's `train_one_epoch` over `train_data` (its `data['train']`)."""
     from open_clip.loss import SigLipLoss
     from open_clip_train.train import train_one_epoch
 
-    args = Namespace(
-        device="cpu",
-        precision="fp32",
-        distill=False,
-        accum_freq=1,
-        skip_scheduler=True,
-        horovod=False,
-        grad_clip_norm=1.0,
-        batch_size=batch_size,
-        world_size=1,
-        rank=0,
-        local_rank=0,
-        log_every_n_steps=10**9,
-        wandb=False,
-        save_logs=False,
-        torchscript=False,
-    )
+    args = open_clip_trainer_args(batch_size, grad_clip_norm=1.0, skip_scheduler=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     train_one_epoch(
         model, {"train": train_data}, SigLipLoss(), 0, optimizer, None, None, None, args
