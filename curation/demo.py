@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,14 +51,22 @@ class Steps:
     rows: list[tuple[str, float]] = field(default_factory=list)
 
     def run(self, name: str, argv: list[str]) -> None:
+        """Run one step's command. `python -m curation …` steps run in this process, through the
+        same argument parser and driver a user's command goes through, so they share one Ray
+        session: a fresh process per stage spent ~5 s starting Ray and importing, more than most
+        stages take on the mini web. Training commands keep their own process (torch's thread
+        settings and memory are per run)."""
         print(f"\n=== {name}: {' '.join(argv[1:])}", flush=True)
         started = time.perf_counter()
-        done = subprocess.run(argv, check=False)
+        if argv[: len(CURATION)] == CURATION:
+            code = _run_curation_here(argv[len(CURATION) :])
+        else:
+            code = subprocess.run(argv, check=False).returncode
         seconds = time.perf_counter() - started
         self.rows.append((name, seconds))
-        if done.returncode != 0:
+        if code != 0:
             raise SystemExit(
-                f"demo step '{name}' failed (exit {done.returncode}); fix it and "
+                f"demo step '{name}' failed (exit {code}); fix it and "
                 f"re-run the demo: finished steps are skipped"
             )
         print(f"=== {name} done in {seconds:.1f} s", flush=True)
@@ -67,6 +76,26 @@ class Steps:
         lines += [f"{name:<34}{seconds:>9.1f}" for name, seconds in self.rows]
         lines.append(f"{'total':<34}{sum(s for _, s in self.rows):>9.1f}")
         return "\n".join(lines)
+
+
+def _run_curation_here(args: list[str]) -> int:
+    """`python -m curation ARGS` in this process: its exit code, 1 for an uncaught error (its
+    traceback printed, as the interpreter would)."""
+    from curation.cli import main
+
+    try:
+        return main(args)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def crawl(steps: Steps, out: Path, world_dir: Path, world: dict, seed: int) -> None:

@@ -18,6 +18,7 @@ or re-exported checkpoint gets the same ids, not a second set.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,10 +39,15 @@ _EOS_CANDIDATES = ("<eos>", "</s>", "<|endoftext|>", "<end_of_text>", "[SEP]")
 def clean_text(text: str) -> str:
     """open_clip's "lower" cleaning (`open_clip.tokenizer.get_clean_fn("lower")`): ftfy's text
     repair, HTML entities unescaped twice, runs of whitespace collapsed to one space, stripped,
-    lowercased. Exports name the same cleaning, so open_clip's tokenizer gives our ids."""
-    from open_clip.tokenizer import get_clean_fn
+    lowercased. Exports name the same cleaning, so open_clip's tokenizer gives our ids.
 
-    return get_clean_fn("lower")(text)
+    The steps are spelled out here rather than imported: importing open_clip's tokenizer imports
+    all of open_clip (~4 s of CPU), which every training, eval and data-loader process paid on
+    its first caption. tests/training/test_tokenizer.py holds it equal to open_clip's function."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return " ".join(text.split()).lower()
 
 
 def box_token_name(index: int) -> str:

@@ -92,14 +92,28 @@ def test_tokenizer_json_file_loads_by_path_with_its_own_eos(tmp_path):
 ISSUE_TEXTS = ["Two  BLUE squares, on grass", "a &amp; b", "cafÃ©  au lait", "  tabs\tand\nlines "]
 
 
-def test_one_cleaning_is_open_clips_lower_cleaning():
+def test_one_cleaning_is_open_clips_lower_cleaning(minicc_world):
+    import pyarrow.parquet as pq
     from open_clip.tokenizer import SimpleTokenizer
 
     assert clean_text("Two  BLUE squares, on grass") == "two blue squares, on grass"
     assert clean_text("a &amp;amp; b") == "a & b"
     assert clean_text("cafÃ©") == "café"
     theirs = SimpleTokenizer(clean="lower")
-    assert [clean_text(t) for t in ISSUE_TEXTS] == [theirs.clean_fn(t) for t in ISSUE_TEXTS]
+    # Texts that ftfy, the unescaping and the whitespace rules each change, then every alt text
+    # and title of the tiny mini web (captions, boilerplate, file names, other languages).
+    texts = ISSUE_TEXTS + [
+        "\u00a0non-breaking\u2003spaces\u200b and Ã¼mlaut",
+        "&lt;b&gt;bold&lt;/b&gt; &#39;quoted&#39; &amp;lt;twice&amp;gt;",
+        "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ, “curly” quotes…",
+        "\r\n\t mixed \x0b\x0c controls ",
+        "ΣΊΣΥΦΟΣ İstanbul ß ﬁ",
+        "",
+    ]
+    truth = pq.read_table(minicc_world / "truth.parquet", columns=["alt", "title"])
+    texts += sorted({t for column in truth.columns for t in column.to_pylist() if t})
+    assert len(texts) > 100
+    assert [clean_text(t) for t in texts] == [theirs.clean_fn(t) for t in texts]
 
 
 def test_a_tokenizer_file_cleans_like_the_default_tokenizer(tmp_path):
