@@ -36,6 +36,7 @@ from curation.demo_report import (
     write_reference_shards,
 )
 from curation.minicc.build import WORLD_FILE, load_world, stale_world_reason
+from curation.minicc.scales import DEFAULT_PORT
 from curation.minicc.server import serve_world
 from curation.stages.common import RunOptions
 from curation.stats import format_summary, read_stage_records, summarize
@@ -175,7 +176,13 @@ def train_and_evaluate(
 
 
 def run_demo(
-    out: Path, scale: str, seed: int, train_steps: int, t: float, top_fraction: float
+    out: Path,
+    scale: str,
+    seed: int,
+    train_steps: int,
+    t: float,
+    top_fraction: float,
+    port: int = DEFAULT_PORT,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     world_dir, pool = out / "world", out / "pool"
@@ -184,7 +191,8 @@ def run_demo(
         steps.run(
             "build mini Common Crawl",
             CURATION
-            + ["minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)],
+            + ["minicc", "build", "--out", str(world_dir), "--scale", scale, "--seed", str(seed)]
+            + ["--port", str(port)],
         )
     elif reason := stale_world_reason(world_dir, seed, scale):
         # Every stage output in the folder was computed from that world: resuming would mix them.
@@ -378,12 +386,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.5,
         help="share of the pool round 1 keeps by the round-0 encoder's score",
     )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="the port the mini web's hosts serve on (a new world only; a resumed one keeps its own)",
+    )
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     run_demo(
-        Path(args.out).resolve(), args.scale, args.seed, args.train_steps, args.t, args.top_fraction
+        Path(args.out).resolve(),
+        args.scale,
+        args.seed,
+        args.train_steps,
+        args.t,
+        args.top_fraction,
+        args.port,
     )
     return 0

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,9 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
             "tiny",
             "--train-steps",
             "3",
+            # Not the default port: a demo someone runs beside the tests must not collide with it.
+            "--port",
+            str(free_port()),
         ],
         cwd=ROOT,
         env=env,

@@ -20,6 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "download"))
 from planted_web import PlantedWeb, Route
+from tests_support import mini_web_download_config
 
 from curation import fsio
 from curation.download.fetcher import FetchConfig
@@ -389,19 +390,7 @@ def test_mini_common_crawl_faults_surface_by_reason_and_no_forbidden_request(tmp
         )
     )
     pool = tmp_path / "pool"
-    config = DownloadConfig(
-        out=str(pool),
-        inputs=(str(tmp_path / "dedup"),),
-        fetch=FetchConfig(
-            user_agent_token=world["robots"]["agent_token"],
-            allow_networks=(world["allowed_cidr"],),
-            timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
-            retries=2,
-        ),
-        image=ImageOptions(128, "keep_ratio_largest"),
-        threads=16,
-        samples_per_shard=200,
-    )
+    config = mini_web_download_config(world, str(tmp_path / "dedup"), str(pool), image_size=128)
     with serve_world(world_dir) as web:
         reports = download.run(config, QUIET)
         assert all(report.ok for report in reports)

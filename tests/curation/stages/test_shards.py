@@ -17,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "score"))
 from planted_pool import build_planted_pool, random_tiny_weights, score_planted_pool
+from tests_support import mini_web_download_config
 
 sys.path.insert(0, str(Path(__file__).parents[3] / "benchmarks"))
 from shards_shuffle import write_synthetic_pool
@@ -516,12 +517,8 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     minicc_world, minicc_server, tmp_path, ray_session
 ):
     """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world."""
-    from curation.download.fetcher import FetchConfig
-    from curation.download.http_exchange import Timeouts
-    from curation.download.imaging import ImageOptions
     from curation.stages import dedup, download, extract
     from curation.stages.common import RunOptions
-    from curation.stages.download import DownloadConfig
 
     world = json.loads((minicc_world / "world.json").read_text())
     warcs = sorted(str(p) for p in minicc_world.glob("crawl-data/*/segments/*/warc/*.warc.gz"))
@@ -538,19 +535,7 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
         )
     )
     pool = tmp_path / "pool"
-    config = DownloadConfig(
-        out=str(pool),
-        inputs=(str(tmp_path / "dedup"),),
-        fetch=FetchConfig(
-            user_agent_token=world["robots"]["agent_token"],
-            allow_networks=(world["allowed_cidr"],),
-            timeouts=Timeouts(connect_s=2.0, read_s=2.0, total_s=8.0),
-            retries=2,
-        ),
-        image=ImageOptions(256, "keep_ratio_largest"),
-        threads=16,
-        samples_per_shard=200,
-    )
+    config = mini_web_download_config(world, str(tmp_path / "dedup"), str(pool), image_size=256)
     assert all(r.ok for r in download.run(config, RunOptions(progress=False)))
     weights = random_tiny_weights(tmp_path)
     args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
