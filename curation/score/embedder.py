@@ -47,12 +47,25 @@ class ClipEmbedder:
         merged["size"] = self.scorer.image_size
         return merged
 
+    def model_input(self, pixels: np.ndarray):
+        """The model's input tensor on its device from a batch of preprocessed pixels: float
+        [n, 3, H, W] as the eval transform gives them, or uint8 [n, H, W, 3] after only its
+        geometric part (`build_image_geometry`), which is normalised here, on the whole batch."""
+        import torch
+
+        images = _as_tensor(pixels).to(self.device)
+        if images.dtype != torch.uint8:
+            return images
+        cfg = self.preprocess_cfg()
+        return normalise_batch(images, cfg["mean"], cfg["std"])
+
     def embed(self, pixels: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(image embeddings, text embeddings), float32, unit norm, [n, d] each."""
+        """(image embeddings, text embeddings), float32, unit norm, [n, d] each; `pixels` as
+        `model_input` takes them."""
         import torch
 
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            images = _as_tensor(pixels).to(self.device)
+            images = self.model_input(pixels)
             tokens = self.scorer.tokenizer(texts).to(self.device)
             image_features = self.scorer.model.encode_image(images, normalize=True)
             text_features = self.scorer.model.encode_text(tokens, normalize=True)
@@ -62,9 +75,7 @@ class ClipEmbedder:
         import torch
 
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
-            features = self.scorer.model.encode_image(
-                _as_tensor(pixels).to(self.device), normalize=True
-            )
+            features = self.scorer.model.encode_image(self.model_input(pixels), normalize=True)
         return features.float().cpu().numpy()
 
 
@@ -80,6 +91,39 @@ def build_transform(preprocess_cfg: dict[str, Any]) -> Any:
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     return image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+
+def build_image_geometry(preprocess_cfg: dict[str, Any]) -> Any:
+    """The eval transform's steps before its conversion to a float tensor (resize, crop, RGB):
+    PIL image -> PIL image, which `np.asarray` makes uint8 [H, W, 3]. `normalise_batch` does the
+    rest on a stacked batch, with the same float32 operations in the same order as the
+    per-image transform, so the values are the same; the batch crosses to the model as uint8
+    (a quarter of float32's bytes) and is normalised in one vectorised pass, not per image."""
+    from torchvision.transforms import Compose
+
+    steps = list(build_transform(preprocess_cfg).transforms)
+    tensor_at = next((i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__), None)
+    if tensor_at is None or any(
+        "ToTensor" in type(step).__name__ for step in steps[tensor_at + 1 :]
+    ):
+        raise ValueError(f"unexpected eval transform layout: {steps}")
+    rest = [type(step).__name__ for step in steps[tensor_at + 1 :]]
+    if rest != ["Normalize"]:
+        raise ValueError(
+            f"eval transform ends in {rest} after its tensor conversion, not Normalize"
+        )
+    return Compose(steps[:tensor_at])
+
+
+def normalise_batch(pixels, mean: Any, std: Any):
+    """uint8 [n, H, W, 3] -> float32 [n, 3, H, W]: /255, then (x - mean) / std per channel (what
+    torchvision's ToTensor and Normalize do to each image)."""
+    import torch
+
+    images = pixels.permute(0, 3, 1, 2).to(torch.float32).div(255)
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return images.sub_(mean).div_(std)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from curation import fsio
 from curation.runner import ShardContext, ShardTask
-from curation.score.embedder import build_transform, cosine_rows
+from curation.score.embedder import build_image_geometry, cosine_rows
 from curation.score.filters import BasicRules, basic_rule_failures
 from curation.score.images import SIGNATURE_DIM, ImageDecodeError, decode_rgb, pixel_signature
 from curation.score.pool import iter_samples, read_sidecar
@@ -74,7 +74,7 @@ class ScoreShard:
         signatures = np.zeros((n, SIGNATURE_DIM), dtype=np.float16)
         embeddings = np.zeros((n, self.embed_dim), dtype=np.float16)
         seen = np.zeros(n, dtype=bool)
-        transform = build_transform(self.preprocess_cfg)
+        geometry = build_image_geometry(self.preprocess_cfg)
         min_side = int(self.preprocess_cfg["size"])
         ctx.stats.rows_in = n
 
@@ -126,7 +126,8 @@ class ScoreShard:
                     ctx.stats.error("undecodable_image", where, str(exc))
                     continue
                 signatures[row] = pixel_signature(image)
-                batch_pixels.append(transform(image).numpy())
+                # uint8 [H, W, 3]; the embedder normalises the batch (embedder.model_input).
+                batch_pixels.append(np.asarray(geometry(image)))
             batch_rows.append(row)
             if len(batch_rows) >= self.batch_size:
                 flush()
