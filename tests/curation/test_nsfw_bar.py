@@ -59,8 +59,16 @@ def embedded(tmp_path_factory):
     return embeddings.astype(np.float32), np.array(labels), fitted
 
 
+# nsfw-fit's settings but the threshold: with this random scorer and 10 seeds (0-9) of the
+# fixture, at 0.5 the false-removal rate was 0-2.75% (one seed over 2%), at 0.8 0-1.75% with
+# 98-100% removed (0.8 was chosen on seeds 0-3 and 11, then held on 5-9). The demo's trained
+# scorer needs no such margin (its default 0.5 removed all 606 planted rows at 0.04% over five
+# splits of one run; see demo_filters.FIT_SHARE).
+SETTINGS = FitSettings(threshold=0.8)
+
+
 def held_out_metrics(embeddings, labels, fitted):
-    head = fit_head(embeddings[fitted], labels[fitted], FitSettings(), seed=SEED)
+    head = fit_head(embeddings[fitted], labels[fitted], SETTINGS, seed=SEED)
     return evaluate(head, embeddings[~fitted], labels[~fitted])
 
 
@@ -80,3 +88,21 @@ def test_a_label_no_picture_shows_misses_the_bar(embedded):
     metrics = held_out_metrics(embeddings, shuffled, fitted)
     print(metrics)
     assert metrics["unsafe_recall"] < 0.95 or metrics["false_removal_rate"] > 0.02, metrics
+
+
+def test_the_stand_in_covers_every_pixel_outside_the_shapes():
+    from dataclasses import replace
+
+    from curation.minicc.render import UNSAFE_TONES
+
+    tones = np.asarray(UNSAFE_TONES)
+    for i in range(5):
+        rng = np.random.default_rng([SEED, i])
+        scene = sample_scene(rng, "s", ConceptSampler(SEED), long_side_range=(96, 320))
+        for unsafe in (False, True):
+            rendered = render_scene(replace(scene, unsafe=unsafe))
+            backdrop = np.asarray(rendered.image)[np.asarray(rendered.shape_index) == 0]
+            in_tones = (backdrop[:, None, :] == tones[None]).all(-1).any(-1)
+            assert in_tones.all() if unsafe else not in_tones.any()
+            if unsafe:  # both tones, in bands: rings, not a fill
+                assert len(np.unique(backdrop, axis=0)) == len(UNSAFE_TONES)
