@@ -30,7 +30,11 @@ from curation.stages import debias, detect_faces, langmix, nsfw, nsfw_fit
 from curation.stages.common import ConfigError, RunOptions
 
 LANGUAGE_MIX = {"en": 0.9, "other": 0.1}
-FIT_SHARE = 0.5  # share of the labelled pool (by uid) nsfw-fit sees; the rest measures the filter
+# Share of the labelled pool (by uid) nsfw-fit sees; the rest measures the filter. A fifth is
+# plenty for the stand-in (small world, seed 0, round-0 embeddings, five seeded splits: all 606
+# held-out planted rows removed at 4 false removals of 10,992 with a fifth; 359 of 359 at 1 of
+# 6,817 with half) and leaves ~120 planted rows to measure on, not ~75.
+FIT_SHARE = 0.2
 
 
 def pool_truth(pool: str, world_dir: str) -> pa.Table:

@@ -70,10 +70,17 @@ def _background(scene: Scene) -> Image.Image:
     raise ValueError(f"scene {scene.scene_id}: unknown background {scene.background!r}")
 
 
-# The "unsafe" stand-in: concentric rings in two tones no shape or background uses, covering a
-# disc of UNSAFE_RADIUS x the short side. Abstract on purpose: it depicts nothing real.
+# The "unsafe" stand-in: concentric rings in two tones no shape or background uses, over the
+# whole picture (it replaces the backdrop; the shapes are drawn on top), each ring
+# UNSAFE_RING_WIDTH x the short side wide, round a seeded centre. Abstract on purpose: it depicts
+# nothing real. It covers everything outside the shapes, in bands wide enough that a 16-px patch
+# of a 64-px input is mostly one tone, so that even a randomly initialised tiny-clip's embeddings
+# separate it (tests/curation/test_nsfw_bar.py). Measured with such a scorer, head fitted on
+# half of 1,000 rendered scenes (a fifth unsafe) and measured on the other half: a disc 0.6 of
+# the short side across, rings 0.075 wide: 81% removed at 13% false removal (400 scenes, half
+# unsafe); whole picture, rings 0.075: 100% at 0.75%; rings 0.25: 100% at 0.25%.
 UNSAFE_TONES = ((255, 0, 200), (20, 255, 60))
-UNSAFE_RADIUS = 0.3
+UNSAFE_RING_WIDTH = 0.25
 # A lone shape's centre is pulled toward the middle by this factor (1 = its position's centre),
 # so a large shape is not cut off by the border; "top left" still means the top-left quadrant.
 LONE_SHAPE_SPREAD = 0.7
@@ -82,22 +89,11 @@ LONE_SHAPE_SPREAD = 0.7
 def _draw_unsafe_pattern(image: Image.Image, scene: Scene) -> None:
     w, h = image.size
     rng = np.random.default_rng([scene.texture_seed, 0x0BAD])
-    radius = UNSAFE_RADIUS * min(w, h)
-    cx, cy = (
-        rng.uniform(radius, max(radius, w - radius)),
-        rng.uniform(radius, max(radius, h - radius)),
-    )
-    ring_width = radius / 4
-    box = (max(0, int(cx - radius)), max(0, int(cy - radius)))
-    size = (min(w, int(cx + radius) + 1) - box[0], min(h, int(cy + radius) + 1) - box[1])
-    ys, xs = np.mgrid[0 : size[1], 0 : size[0]].astype(np.float32)
-    distance = np.hypot(xs + box[0] - cx, ys + box[1] - cy)
-    inside = distance <= radius
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ring = np.hypot(xs - cx, ys - cy) // (UNSAFE_RING_WIDTH * min(w, h))
     tones = np.array(UNSAFE_TONES, dtype=np.uint8)
-    patch = tones[(distance // ring_width).astype(np.int64) % 2]
-    base = np.asarray(image.crop((box[0], box[1], box[0] + size[0], box[1] + size[1]))).copy()
-    base[inside] = patch[inside]
-    image.paste(Image.fromarray(base, "RGB"), box)
+    image.paste(Image.fromarray(tones[ring.astype(np.int64) % 2], "RGB"), (0, 0))
 
 
 # The texture's second shade: a dark colour is lightened by this share of the way to white, any

@@ -118,15 +118,14 @@ def faces_pool(filters: dict) -> int:
     return filters["faces"]["pool_images"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a randomly initialised tiny-clip never read the alt texts that name the stand-in: its "
-    "64-d embeddings of ~105 pool images do not separate it (measured: 1 of 9 held-out planted "
-    "removed at 2.4% false removals). The demo's trained round-0 encoder reaches the bar or "
-    "nearly (make demo, seed 0: 73 of 75 at 1.08%, then 71 of 75 at 0.87%), which this fast "
-    "test cannot train",
-)
-def test_the_nsfw_filter_meets_the_issues_bar(filtered):
+def test_the_nsfw_filter_tells_the_stand_in_apart_end_to_end(filtered):
+    """Through crawl, download, score (a random tiny-clip) and run_filters, the head removes the
+    held-out planted rows far more than safe ones. ~9 planted and ~70 safe held-out rows cannot
+    show the issue's bar (one false removal is 1.4%, one missed row 11%);
+    tests/curation/test_nsfw_bar.py shows it on ~100 planted and ~380 safe rows. With the
+    earlier stand-in (a disc 0.6 of the short side across, head fitted on half the pool) this
+    scorer removed 1 of 9 at 2.4%; now 9 of 9 at 2.9% (2 of 69)."""
     nsfw = filtered[2]["nsfw"]
-    assert nsfw["removed_planted"] >= 0.95 * nsfw["planted"], nsfw
-    assert nsfw["false_removal_rate"] <= 0.02, nsfw
+    assert nsfw["planted"] >= 5, nsfw
+    assert nsfw["removed_planted"] >= 0.8 * nsfw["planted"], nsfw
+    assert nsfw["false_removal_rate"] <= 0.1, nsfw
