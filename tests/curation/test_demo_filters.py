@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "score"))
 from planted_pool import random_tiny_weights
+from tests_support import mini_web_download_config
 
 from curation.demo_filters import pool_truth, run_filters
 from curation.metaclip.passes import TextColumns
@@ -25,9 +26,6 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory):
-    from curation.download.fetcher import FetchConfig
-    from curation.download.http_exchange import Timeouts
-    from curation.download.imaging import ImageOptions
     from curation.stages import balance, dedup, download, extract, score
 
     root = tmp_path_factory.mktemp("filters")
@@ -46,19 +44,7 @@ def filtered(tmp_path_factory):
     )
     pool = root / "pool"
     with serve_world(world_dir):
-        config = download.DownloadConfig(
-            out=str(pool),
-            inputs=(str(root / "dedup"),),
-            fetch=FetchConfig(
-                user_agent_token=world["robots"]["agent_token"],
-                allow_networks=(world["allowed_cidr"],),
-                timeouts=Timeouts(connect_s=10.0, read_s=10.0, total_s=30.0),
-                retries=2,
-            ),
-            image=ImageOptions(256, "keep_ratio_largest"),
-            threads=16,
-            samples_per_shard=200,
-        )
+        config = mini_web_download_config(world, str(root / "dedup"), str(pool), timeout_s=10.0)
         assert all(r.ok for r in download.run(config, LOCAL))
     assert all(
         r.ok
