@@ -9,6 +9,7 @@ demo's caption training does not":
 
     --scenes single   one shape, uniform kind and colour, like the zero-shot set (default)
     --scenes web      the web's scenes: 1-3 shapes, Zipf-skewed kinds and colours
+    --scenes uniform  the web's scenes with uniform kinds and colours (as the retrieval set's)
     --captions kind   the kinds only ("a star", "a star and a red ring" -> "a star and a ring")
     --captions full   the world's good caption (size, colour, kind, position, background)
     --pool N          N distinct pictures, reshuffled each pass (N >= steps x batch: no picture
@@ -63,7 +64,7 @@ import torch.nn.functional as F
 from minicc_quality import LABELLED_SEED, ensure_world
 
 from curation.minicc.captions import good_caption
-from curation.minicc.evalsets import EVAL_QUALITY, single_shape_scene
+from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts, single_shape_scene
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import KINDS
@@ -112,7 +113,8 @@ def pair(
     if scenes == "single":
         scene = single_shape_scene(rng, f"c-{index}", KINDS[int(rng.integers(len(KINDS)))])
     else:
-        scene = sample_scene(rng, f"c-{index}", ConceptSampler(world_seed))
+        concepts = ConceptSampler(world_seed) if scenes == "web" else _UniformConcepts()
+        scene = sample_scene(rng, f"c-{index}", concepts)
     drawn = [scene, contrast_sibling(rng, scene, f"c-{index}-s")] if siblings else [scene]
     style = int(rng.integers(4))
     return [
@@ -140,7 +142,7 @@ def render_pool(options, world_seed: int, image_size: int) -> tuple[torch.Tensor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world", type=Path, default=Path("/tmp/minicc-quality"))
-    parser.add_argument("--scenes", choices=("single", "web"), default="single")
+    parser.add_argument("--scenes", choices=("single", "web", "uniform"), default="single")
     parser.add_argument("--captions", choices=("kind", "full"), default="kind")
     parser.add_argument("--pool", type=int, default=32000, help="distinct pictures")
     parser.add_argument("--siblings", action="store_true", help="half of each batch: siblings")
