@@ -27,14 +27,20 @@ Measured on generator 4 (2026-12-06, one seed each, Muon lr 3e-3 unless said, 10
        the same, text fed 16 positions, not 64       16,000 (2x)       22.6%  (padding: not it)
        the same, Muon lr 1e-2                        16,000 (2x)       17.3%
        the same, AdamW lr 1e-3 (kind_supervised's)   16,000 (2x)       11.1%
+       the same, batch 64 x 500 steps                16,000 (2x)       18.9%
+       the same, batch 128 x 250 steps               16,000 (2x)       11.6%
+       the same, 3000 steps (41.7% at step 1500)     16,000 (6x)       56.8%
     2. single shape, the world's full good captions  16,000 (2x)       16.6%
     4. web scenes, kind-only captions                 8,000 (4x)       11.9%
+       the same, uniform kinds and colours            8,000 (4x)       13.1%  (Zipf: a little)
     4. web scenes, full captions                     16,000 (2x)       10.3%
     3. web scenes, full captions, finite pool         1,850 (17x)      11.1%  (memorising: not it)
        web, full, half of each batch contrast siblings 8,000 x 2 (2x)   8.7%
 
 So contrastive learning of the kind works, slowly, only in the easiest case (a supervised head
-on the same tower reads 60% in 800 steps x 64, kind_supervised.py); the full captions (colour,
+on the same tower reads 60% in 800 steps x 64, kind_supervised.py), and there it is a matter of
+steps (27% at 1000, 57% at 3000), not of the batch (64 x 500 and 128 x 250 at the same pictures
+are worse); the full captions (colour,
 size, background separate a batch without the kind: the loss falls to 1.5 where kind-only
 stays at 3.9) cost ~10 points and the web's scenes (1-3 shapes at 0.62x the size, Zipf-skewed
 kinds: the rarest of 12 is ~2% of shapes) cost the rest; a finite pool is no worse than a fresh
