@@ -31,6 +31,7 @@ Measured on generator 4 (2026-12-06, one seed each, Muon lr 3e-3 unless said, 10
        the same, batch 128 x 250 steps               16,000 (2x)       11.6%
        the same, 3000 steps (41.7% at step 1500)     16,000 (6x)       56.8%
     2. single shape, the world's full good captions  16,000 (2x)       16.6%
+       the same, 3000 steps (17.5% at step 1500)     16,000 (6x)       18.8%  (loss 0.79)
     4. web scenes, kind-only captions                 8,000 (4x)       11.9%
        the same, uniform kinds and colours            8,000 (4x)       13.1%  (Zipf: a little)
     4. web scenes, full captions                     16,000 (2x)       10.3%
@@ -46,8 +47,10 @@ size, background separate a batch without the kind: the loss falls to 1.5 where 
 stays at 3.9) cost ~10 points and the web's scenes (1-3 shapes at 0.62x the size, Zipf-skewed
 kinds: the rarest of 12 is ~2% of shapes) cost the rest; a finite pool is no worse than a fresh
 stream, and siblings in the batch do not help at this budget. Three times the steps lift rung 1
-from 27% to 57% but leave web scenes with full captions at 12.5%, their loss at 0.92: the other
-words (colour, size, background, position) fit the pairs without the kind. (At init the 12 prompts "a KIND"
+from 27% to 57% but leave full captions at 18.8% (single shapes) and 12.5% (web scenes), their
+loss at 0.79 / 0.92: the other words (colour, size, background, position) fit the pairs without
+the kind. The cause is the captions' other attributes, then the multi-shape scenes; not the
+trainer, the text padding, memorisation or the batch size. (At init the 12 prompts "a KIND"
 embed at cosine 0.9996 to each other over 64 positions, 0.991 over 16; feeding 16 did not help.)
 
 The round-1 keep share is no lever for #22 (a) while the scorer cannot read the kind: on the
