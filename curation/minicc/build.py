@@ -39,7 +39,8 @@ WORLD_FILE = "world.json"
 # Bump whenever a build's content changes (scenes, captions, phrases, eval sets, layout). Tools
 # that reuse a built world (the demo, the quality benchmarks) check it: a world from an older
 # generator silently gave them outdated grounding phrases. Worlds without the field are 1.
-GENERATOR_VERSION = 4
+# 5: the unsafe stand-in's rings cover the whole backdrop (render._draw_unsafe_pattern).
+GENERATOR_VERSION = 5
 _BUILD_OUTPUTS = (
     "crawl-data",
     "www",
