@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -255,6 +256,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _LoopbackHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128  # a parallel downloader opens many connections at once
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up mid-answer (a downloader's read timeout on the planted slow
+        routes does exactly that) is the web as usual, not a server error: no traceback for it.
+        Anything else is printed as socketserver does."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class WorldServer:

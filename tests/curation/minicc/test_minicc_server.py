@@ -262,3 +262,25 @@ def test_serving_on_another_port_than_the_build_is_refused(served_world):
     root, world = served_world
     with pytest.raises(ValueError, match="built for port"):
         serve_world(root, port=world["port"] + 1)
+
+
+def test_a_client_that_hangs_up_is_not_reported_as_a_server_error(capsys):
+    from http.server import BaseHTTPRequestHandler
+
+    from curation.minicc.server import _LoopbackHTTPServer
+
+    server = _LoopbackHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise error
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a real bug in a handler")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a real bug in a handler" in capsys.readouterr().err
+    finally:
+        server.server_close()
