@@ -75,7 +75,8 @@ import torch
 import torch.nn.functional as F
 from minicc_quality import LABELLED_SEED, ensure_world
 
-from curation.minicc.captions import good_caption
+from curation.minicc.build import load_world
+from curation.minicc.captions import english_list, good_caption
 from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts, single_shape_scene
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
@@ -107,8 +108,7 @@ class ContextTokenizer:
 
 def kinds_caption(scene: Scene) -> str:
     """The scene's kinds only: "a star", "a star and a ring"."""
-    parts = [f"a {shape.kind}" for shape in scene.shapes]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return english_list([f"a {shape.kind}" for shape in scene.shapes])
 
 
 def scene_caption(scene: Scene, captions: str, style: int) -> str:
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
     ensure_world(options.world)
-    world_seed = int(__import__("json").loads((options.world / "world.json").read_text())["seed"])
+    world_seed = int(load_world(options.world)["seed"])
     args = load_args("tiny")
     tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
     overrides = {"text.vocab_size": tokenizer.vocab_size}

@@ -123,7 +123,7 @@ def forward_limit(pool: Path, weights: Path, model_name: str, batch_size: int) -
 def inprocess_cpu(pool: Path, weights: Path, model_name: str, batch_size: int) -> dict[str, float]:
     """Our stage's scoring pass without Ray, in this process (same shard code: read, decode with
     DCT-domain downscale, preprocess, embed, pixel signatures, write): its CPU seconds, all
-    threads, model load excluded. Against the limit's CPU seconds this is the stage's work per
+    threads, with the pass's own model load (imports and a first load happen untimed). Against the limit's CPU seconds this is the stage's work per
     image, apart from Ray's start and the box's load, which the wall-clock ratio includes."""
     from curation.score.model import ScorerSpec, load_scorer
     from curation.stages.common import RunOptions
@@ -141,20 +141,20 @@ def inprocess_cpu(pool: Path, weights: Path, model_name: str, batch_size: int) -
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if not report.ok:
         raise RuntimeError(report.describe())
-    images = sum(
-        int(np.isfinite(pq.read_table(path, columns=["clip_score"])["clip_score"].to_numpy()).sum())
-        for path in sorted((out / "raw").glob("*.parquet"))
-    )
+    images = sum(not math.isnan(score) for score in stage_scores(pool, out).values())
     return {"images": images, "seconds": seconds, "cpu_seconds": cpu}
 
 
-def stage_scores(pool: Path) -> dict[str, float]:
+def stage_scores(pool: Path, score_dir: Path | None = None) -> dict[str, float]:
+    """Key -> clip_score the score stage wrote under `score_dir` (default POOL/curation/score);
+    NaN for a sample it could not score."""
     from curation.score.pool import read_sidecar
 
+    raw = (score_dir or pool / "curation" / "score") / "raw"
     scores: dict[str, float] = {}
     for sidecar in sorted(pool.glob("*.parquet")):
         keys = read_sidecar(str(sidecar), ["key"])["key"].to_pylist()  # successes, in order
-        table = pq.read_table(pool / "curation" / "score" / "raw" / sidecar.name)
+        table = pq.read_table(raw / sidecar.name)
         scores.update(zip(keys, table["clip_score"].to_pylist()))
     return scores
 

@@ -16,11 +16,11 @@ def mini_web_download_config(
     *,
     image_size: int = 256,
     timeout_s: float = 2.0,
-    samples_per_shard: int = 200,
 ):
     """The download stage's config for a served mini web (`world` is its world.json): the world's
     robots agent token and loopback network, connect and read timeouts of `timeout_s` (the whole
-    exchange 4x that), two retries, 16 threads, keep-ratio resize to `image_size`."""
+    exchange 4x that), two retries, 16 threads, keep-ratio resize to `image_size`, 200 samples
+    a shard."""
     from curation.download.fetcher import FetchConfig
     from curation.download.http_exchange import Timeouts
     from curation.download.imaging import ImageOptions
@@ -37,5 +37,5 @@ def mini_web_download_config(
         ),
         image=ImageOptions(image_size, "keep_ratio_largest"),
         threads=16,
-        samples_per_shard=samples_per_shard,
+        samples_per_shard=200,
     )

@@ -31,6 +31,11 @@ def _english_shape(shape: Shape, placed: bool) -> str:
     return f"{article} {shape.size} {shape.colour} {shape.kind}{where}"
 
 
+def english_list(parts: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def good_caption(scene: Scene, lang: str = "en", style: int = 0) -> str:
     """A caption that describes every shape of the scene and its background.
 
@@ -41,7 +46,7 @@ def good_caption(scene: Scene, lang: str = "en", style: int = 0) -> str:
     placed = len(scene.shapes) > 1
     if lang == "en":
         parts = [_english_shape(s, placed) for s in scene.shapes]
-        body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        body = english_list(parts)
         opener = _ENGLISH_OPENERS[style % len(_ENGLISH_OPENERS)]
         return f"{opener}{body} on a {BACKGROUNDS[scene.background]} background"
     words = TRANSLATIONS[lang]

@@ -25,6 +25,8 @@ class ClipEmbedder:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = load_scorer(spec, device=self.device)
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+        cfg = self.preprocess_cfg()
+        self._mean, self._std = cfg["mean"], cfg["std"]  # for uint8 batches (model_input)
 
     def describe(self) -> dict[str, Any]:
         """What shard tasks need to preprocess for this model, and what it is."""
@@ -56,8 +58,7 @@ class ClipEmbedder:
         images = _as_tensor(pixels).to(self.device)
         if images.dtype != torch.uint8:
             return images
-        cfg = self.preprocess_cfg()
-        return normalise_batch(images, cfg["mean"], cfg["std"])
+        return normalise_batch(images, self._mean, self._std)
 
     def embed(self, pixels: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(image embeddings, text embeddings), float32, unit norm, [n, d] each; `pixels` as
@@ -102,16 +103,10 @@ def build_image_geometry(preprocess_cfg: dict[str, Any]) -> Any:
     from torchvision.transforms import Compose
 
     steps = list(build_transform(preprocess_cfg).transforms)
-    tensor_at = next((i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__), None)
-    if tensor_at is None or any(
-        "ToTensor" in type(step).__name__ for step in steps[tensor_at + 1 :]
-    ):
-        raise ValueError(f"unexpected eval transform layout: {steps}")
-    rest = [type(step).__name__ for step in steps[tensor_at + 1 :]]
-    if rest != ["Normalize"]:
-        raise ValueError(
-            f"eval transform ends in {rest} after its tensor conversion, not Normalize"
-        )
+    names = [type(step).__name__ for step in steps]
+    tensor_at = next((i for i, name in enumerate(names) if "ToTensor" in name), None)
+    if tensor_at is None or names[tensor_at + 1 :] != ["Normalize"]:
+        raise ValueError(f"eval transform {names} does not end in a tensor conversion + Normalize")
     return Compose(steps[:tensor_at])
 
 
