@@ -20,6 +20,7 @@ every step is resumable: re-running the demo skips finished work.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import subprocess
@@ -88,18 +89,28 @@ class Steps:
         def run_all() -> None:
             with log.open("ab") as sink:
                 for argv in argvs:
-                    code = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT).returncode
+                    with beside.lock:
+                        if beside.stopped:
+                            return
+                        beside.process = subprocess.Popen(
+                            argv, stdout=sink, stderr=subprocess.STDOUT
+                        )
+                    code = beside.process.wait()
                     if code != 0:
-                        beside.failed = f"{' '.join(argv[1:3])} exited {code}"
+                        beside.failed = f"{' '.join(argv[1:4])} exited {code}"
                         return
 
         beside.thread = threading.Thread(target=run_all, name=name, daemon=True)
         beside.thread.start()
+        # A demo that stops on an error (or Ctrl-C) must not leave the arm training on: a re-run
+        # would start a second trainer on the same run folder.
+        atexit.register(beside.stop)
         return beside
 
     def finish(self, beside: Beside) -> None:
         assert beside.thread is not None
         beside.thread.join()
+        atexit.unregister(beside.stop)
         seconds = time.perf_counter() - beside.started
         self.rows.append((beside.name, seconds))
         self.overlapped += seconds
@@ -130,6 +141,18 @@ class Beside:
     started: float = field(default_factory=time.perf_counter)
     thread: threading.Thread | None = None
     failed: str | None = None
+    process: subprocess.Popen | None = None
+    stopped: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stop(self) -> None:
+        """Stop the arm: no further command starts, the running one is terminated."""
+        with self.lock:
+            self.stopped = True
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
 
 
 def _run_curation_here(args: list[str]) -> int:
