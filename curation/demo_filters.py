@@ -14,7 +14,7 @@ stops the demo. Every stage runs through its own `run(config, options)` driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,9 @@ def run_language(pool: str, mix: Mapping[str, float], options: RunOptions) -> di
     return entry
 
 
+FILTERS: tuple[str, ...] = ("nsfw", "faces", "debias", "language")
+
+
 def guarded(name: str, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """A stage that cannot run on this pool says why instead of stopping the demo."""
     try:
@@ -190,8 +193,11 @@ def run_filters(
     metadata: str = "",
     language_mix: Mapping[str, float] = LANGUAGE_MIX,
     nsfw_settings: nsfw_fit.FitSettings = nsfw_fit.FitSettings(),
+    only: Collection[str] = FILTERS,
 ) -> dict[str, Any]:
-    """Run the filters on a scored pool and return report.json's `filters` object.
+    """Run the filters on a scored pool and return report.json's `filters` object (the entries
+    of `only`, a subset of FILTERS: the demo runs `nsfw` before round 1's shards, which
+    require it, and the others beside round 1's training).
 
     `scores`: the score folder whose embeddings the NSFW head reads (default
     POOL/curation/score); `metadata`: debias's concepts (default: the world's MetaCLIP entries,
@@ -201,12 +207,14 @@ def run_filters(
     scores = scores or fsio.join(pool, "curation", "score")
     metadata = metadata or world_dir
     options = replace(options, seed=seed)
-    truth = pool_truth(pool, world_dir)
-    return {
-        "nsfw": guarded(
-            "nsfw", lambda: run_nsfw(pool, truth, scores, work_dir, seed, options, nsfw_settings)
-        ),
-        "faces": guarded("faces", lambda: run_faces(pool, options)),
-        "debias": guarded("debias", lambda: run_debias(pool, metadata, options)),
-        "language": guarded("language", lambda: run_language(pool, language_mix, options)),
+    unknown = set(only) - set(FILTERS)
+    if unknown:
+        raise ValueError(f"unknown filters {sorted(unknown)}; choose from {FILTERS}")
+    truth = pool_truth(pool, world_dir) if "nsfw" in only else None
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "nsfw": lambda: run_nsfw(pool, truth, scores, work_dir, seed, options, nsfw_settings),
+        "faces": lambda: run_faces(pool, options),
+        "debias": lambda: run_debias(pool, metadata, options),
+        "language": lambda: run_language(pool, language_mix, options),
     }
+    return {name: guarded(name, steps[name]) for name in FILTERS if name in only}

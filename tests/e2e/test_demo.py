@@ -56,9 +56,13 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
     assert arms["round1"]["samples"] < arms["round0"]["samples"]
     assert arms["reference"]["correct_caption_share"] == 1.0
     assert arms["reference"]["samples"] < arms["round0"]["samples"]
-    # The reference arm trained beside round 0 (its log kept apart); the wall clock counts it once.
-    assert "train + evaluate tiny (reference)" in report["timings"]
-    assert "reference" in (out / "logs" / "reference.log").read_text()
+    # The reference arm trained beside round 0 and round 1 beside the reported filters (their
+    # logs kept apart); the wall clock counts them once.
+    for arm, run in (("reference", "train_reference"), ("round 1", "train")):
+        assert f"train + evaluate tiny ({arm})" in report["timings"]
+        log = (out / "logs" / f"{arm.replace(' ', '')}.log").read_text()
+        assert str(out / run / "checkpoints") in log  # the eval's output names its checkpoint
+    assert "faces" in report["filters"] and "nsfw" in report["filters"]
     assert report["wall_seconds"] < sum(report["timings"].values())
     assert "round0" in done.stdout and "±" in done.stdout
     assert (out / "train" / "metrics.jsonl").exists() and "browse it: make dashboard" in done.stdout
