@@ -45,7 +45,9 @@ def build_training_shards(pool: Path, out: Path, seed: int = 5, **settings) -> t
 def curated(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("shards")
     planted = build_planted_pool(root, per_shard=30)
-    score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
+    score_dir = score_planted_pool(
+        planted, random_tiny_weights(root), top_fraction=0.8, use_ray=False
+    )
     reports = run_neardup(
         NeardupConfig(
             str(planted.pool),
@@ -529,7 +531,9 @@ def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(
 def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     minicc_world, minicc_server, tmp_path, ray_session
 ):
-    """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world."""
+    """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world.
+    The score runs in this process (--no-ray): its Ray actors are test_score's subject, and
+    starting them cost ~15 s here."""
     from curation.stages import dedup, download, extract
     from curation.stages.common import RunOptions
 
@@ -552,7 +556,7 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     assert all(r.ok for r in download.run(config, RunOptions(progress=False)))
     weights = random_tiny_weights(tmp_path)
     args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
-    assert main(["score", *args, "--top-fraction", "0.9"]) == 0
+    assert main(["score", *args, "--top-fraction", "0.9", "--no-ray"]) == 0
     assert main(["neardup", "--pool", str(pool), "--world", str(minicc_world)]) == 0
     train = tmp_path / "train"
     assert (
