@@ -31,26 +31,22 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torch.distributed.checkpoint import DefaultLoadPlanner
-from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
 from training import run_storage
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+# torch.distributed.checkpoint (DCP) is imported by the functions that read or write the DCP
+# state, not here: it pulls in torch.distributed.tensor (~0.6 s a process on 2 cores), and
+# eval and export, which read only model.safetensors and the JSON files, never need it.
 
 LATEST = "latest"
 MODEL_FILE, CONFIG_FILE, TRAINER_FILE, STATE_DIR = (
@@ -93,6 +89,8 @@ def _single_process_quietly():
 
 
 def _full_state_options() -> StateDictOptions:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
     # cpu_offload keeps a gathered so400m off the accelerator; in a single process there is
     # nothing to gather, and the helpers' rank-0-only offload needs a process group.
     return StateDictOptions(full_state_dict=True, cpu_offload=_distributed())
@@ -148,6 +146,11 @@ def _sharded_state(
 ) -> dict[str, Any]:
     """The DCP state: each rank's own shards (DTensors under FSDP2), keyed by parameter name.
     The optimizer's state is keyed by the names of `modules[MODEL_KEY]`'s parameters."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
     state = {name: get_model_state_dict(module) for name, module in modules.items()}
     if optimizer is not None:
         state[OPTIMIZER_KEY] = get_optimizer_state_dict(modules[MODEL_KEY], optimizer)
@@ -168,6 +171,10 @@ def save_checkpoint(
     """Collective under torch.distributed: every rank must call it at the same step.
     `extra_models` (e.g. phase 2's teachers) are saved in the DCP state under their names.
     Returns the step folder's URL."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
     rank = _rank()
     folder = run_storage.join(root, step_dir_name(step))
     extra_models = extra_models or {}
@@ -243,6 +250,8 @@ def forget_unsaved_optimizer_state(
 
 def saved_keys(folder: str) -> set[str]:
     """The flattened keys of a checkpoint's DCP state ("model.vision.…", "optimizer.state.…")."""
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+
     metadata = FsspecReader(run_storage.join(folder, STATE_DIR)).read_metadata()
     return set(metadata.state_dict_metadata)
 
@@ -259,6 +268,15 @@ def _load_sharded(
 ) -> None:
     """Fill `modules` (by their names in the checkpoint) and the optimizer of
     `modules[MODEL_KEY]` from the DCP state, resharded to this run's ranks."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
     keys = saved_keys(folder)
     state = _sharded_state(modules, optimizer)
     for name in modules:
@@ -321,6 +339,9 @@ def load_extra_models(folder: Path | str, models: dict[str, torch.nn.Module]) ->
 def saved_module_weights(folder: Path | str, name: str = MODEL_KEY) -> dict[str, torch.Tensor]:
     """The full weights of one module of a checkpoint's DCP state (e.g. "teacher"), gathered
     from every rank's shards in this one process, without building the module."""
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
     with _single_process_quietly():
         state = _load_state_dict_from_keys(
             keys={name}, storage_reader=FsspecReader(run_storage.join(folder, STATE_DIR))

@@ -16,7 +16,6 @@ from training.data.grounding_mix import MixConfigError, grounding_mix_shards
 from training.data.shards import expand_shard_urls
 from training.eval.run import add_command as add_eval_command
 from training.export.cli import add_commands as add_export_commands
-from training.trainer import train
 
 MIX_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -86,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, MixConfigError, ValueError) as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
+    # Here, not at the top: eval and export do without the trainer's imports (FSDP2, DCP).
+    from training.trainer import train
+
     folder = train(args)
     print(f"trained to {folder}")
     return 0

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from training.models.blocks import RepeatedBlock
@@ -116,6 +115,8 @@ def parallelize(
         # alters the graph, so the trainer must re-wrap the model at a phase boundary.
         return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
     if parallelism == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
         policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         for block in transformer_blocks(model):
             fully_shard(block, mp_policy=policy)
@@ -134,6 +135,13 @@ def _average_grad_across_ranks(param: torch.Tensor) -> None:
     param.grad.div_(dist.get_world_size())
 
 
+def is_dtensor(tensor: object) -> bool:
+    """Whether `tensor` is a DTensor (an FSDP2 shard), without importing torch.distributed.tensor
+    (~0.5 s a process) where nothing was sharded: no DTensor exists before that module is loaded."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
 def clip_gradients(model: nn.Module, max_norm: float) -> float:
     """Clip the global gradient norm; returns the norm before clipping.
 
@@ -141,13 +149,13 @@ def clip_gradients(model: nn.Module, max_norm: float) -> float:
     each kind is taken on its own (a DTensor norm reduces over ranks) and then combined.
     """
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    sharded = [g for g in grads if isinstance(g, DTensor)]
-    plain = [g for g in grads if not isinstance(g, DTensor)]
+    sharded = [g for g in grads if is_dtensor(g)]
+    plain = [g for g in grads if not is_dtensor(g)]
     squares = []
     for group in (sharded, plain):
         if group:
             norm = torch.nn.utils.get_total_norm(group)
-            squares.append((norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2)
+            squares.append((norm.full_tensor() if is_dtensor(norm) else norm) ** 2)
     if not squares:
         return 0.0
     total = torch.stack(squares).sum().sqrt()
@@ -162,8 +170,10 @@ def reshard(model: nn.Module) -> None:
     """Free the gathered weights of an FSDP2 root that ran forward only (no backward): FSDP2
     keeps the root's parameters unsharded after forward, expecting the backward to reshard
     them. Teachers never run backward; left unsharded they hold full root weights and their
-    parameters no longer line up with the student's shards. No-op without FSDP2."""
-    if isinstance(model, FSDPModule):
+    parameters no longer line up with the student's shards. No-op without FSDP2 (nothing is an
+    FSDPModule before torch.distributed.fsdp is loaded)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    if fsdp is not None and isinstance(model, fsdp.FSDPModule):
         model.reshard()
 
 

@@ -25,7 +25,7 @@ SEED = 3
 
 
 @pytest.fixture(scope="module")
-def filtered(tmp_path_factory):
+def filtered(tmp_path_factory, ray_session):
     from curation.stages import balance, dedup, download, extract, score
 
     root = tmp_path_factory.mktemp("filters")
@@ -45,7 +45,9 @@ def filtered(tmp_path_factory):
     pool = root / "pool"
     with serve_world(world_dir):
         config = mini_web_download_config(world, str(root / "dedup"), str(pool), timeout_s=10.0)
-        assert all(r.ok for r in download.run(config, LOCAL))
+        # On the session's Ray, so the two shards' downloads (each waits out the planted slow
+        # routes) overlap.
+        assert all(r.ok for r in download.run(config, RunOptions(progress=False)))
     assert all(
         r.ok
         for r in balance.run(

@@ -53,17 +53,32 @@ def test_a_run_crossing_into_phase_2_logs_finite_distillation_terms(shard_world,
     assert has_extra_model(folder, "teacher") and has_extra_model(folder, "gram_teacher")
 
 
+def boundary_args(world, out):
+    """5 steps, phase 2 from step index 3: the step-2 checkpoint has no teachers (a resume
+    creates them at the boundary), the step-4 checkpoint restores them."""
+    return phase2_args(world, out, steps=5, phase2_start=0.6, checkpoint={"every": 2})
+
+
+@pytest.fixture(scope="module")
+def boundary_run(shard_world, tmp_path_factory):
+    """The uninterrupted run both resume cases copy and then rewind (one run, not one a case)."""
+    run = tmp_path_factory.mktemp("boundary") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_thread does: the resumes must match it bit for bit
+    try:
+        train(boundary_args(shard_world, run))
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
 @pytest.mark.parametrize("crash_after", [2, 4], ids=["before_boundary", "inside_phase2"])
 def test_resume_around_the_phase_boundary_matches_the_uninterrupted_run(
-    shard_world, tmp_path, one_thread, crash_after
+    shard_world, boundary_run, tmp_path, one_thread, crash_after
 ):  # noqa: F811 (fixture)
-    # 5 steps, phase 2 from step index 3: the step-2 checkpoint has no teachers (the resume
-    # creates them at the boundary), the step-4 checkpoint restores them.
-    args = phase2_args(
-        shard_world, tmp_path / "run", steps=5, phase2_start=0.6, checkpoint={"every": 2}
-    )
-    train(args)
     run, checkpoints = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    shutil.copytree(boundary_run, run)
+    args = boundary_args(shard_world, run)
     uninterrupted = read_metrics(run / "metrics.jsonl")
     assert not has_extra_model(checkpoints / step_dir_name(2), "teacher")
     assert has_extra_model(checkpoints / step_dir_name(4), "teacher")

@@ -9,8 +9,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor
 
+from training.distributed import is_dtensor
 from training.losses.distillation import TeacherCenter
 from training.models.config import DistillConfig
 
@@ -74,7 +74,7 @@ def make_ema_teacher(student: nn.Module) -> nn.Module:
 def local_parameters(module: nn.Module) -> list[Tensor]:
     """The module's parameters as the tensors this rank holds: the local shard of an FSDP2
     (DTensor) parameter, a view that updates it in place, or the parameter itself."""
-    return [p.to_local() if isinstance(p, DTensor) else p for p in module.parameters()]
+    return [p.to_local() if is_dtensor(p) else p for p in module.parameters()]
 
 
 @torch.no_grad()

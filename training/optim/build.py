@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.distributed import is_dtensor
 from training.optim.config import OptimConfig
 from training.optim.muon import Muon
 
@@ -50,10 +51,8 @@ def fused_on_cpu(groups: list[dict]) -> bool:
     picks the per-tensor loop on CPU by default, whose ~10 small ops per parameter cost more than
     the arithmetic for a small model (Muon's AdamW groups use the fused kernel on CPU too); on
     CUDA torch's own default (foreach) is kept, and FSDP2 shards (DTensors) keep the default."""
-    from torch.distributed.tensor import DTensor
-
     params = [p for g in groups for p in g["params"]]
-    return all(p.device.type == "cpu" and not isinstance(p, DTensor) for p in params)
+    return all(p.device.type == "cpu" and not is_dtensor(p) for p in params)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

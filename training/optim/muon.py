@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+from training.distributed import is_dtensor
+
 # Quintic Newton–Schulz coefficients from Keller Jordan's Muon write-up (also torch's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 ADJUST_LR_RULES = ("match_rms_adamw", "original", "none")
@@ -153,8 +155,6 @@ class Muon(torch.optim.Optimizer):
         than the arithmetic for a small model's ~100 vectors); AdamW is elementwise, so FSDP2
         shards (DTensors) step on their local tensors and a sharded run rounds exactly like a
         replicated one. Elsewhere the foreach path, whose step counters may stay on the CPU."""
-        from torch.distributed.tensor import DTensor
-
         for param in params:
             state = self.state[param]
             if "step" not in state:
@@ -165,7 +165,7 @@ class Muon(torch.optim.Optimizer):
         fused = all(p.device.type == "cpu" for p in params)
 
         def local(tensors: list[Tensor]) -> list[Tensor]:
-            return [t.to_local() if fused and isinstance(t, DTensor) else t for t in tensors]
+            return [t.to_local() if fused and is_dtensor(t) else t for t in tensors]
 
         beta1, beta2 = group["betas"]
         adamw(
@@ -192,12 +192,10 @@ def _orthogonalised(
 ) -> list[tuple[Tensor, Tensor]]:
     """(param, orthogonalised update) pairs; plain tensors of one shape go through one batched
     Newton–Schulz, FSDP2 shards (DTensors) one by one on their gathered matrices."""
-    from torch.distributed.tensor import DTensor
-
     pairs = []
     by_shape: dict[tuple[torch.Size, torch.device], list[int]] = {}
     for index, update in enumerate(updates):
-        if isinstance(update, DTensor):
+        if is_dtensor(update):
             pairs.append((params[index], _orthogonalise_maybe_sharded(update, steps, dtype)))
         else:
             by_shape.setdefault((update.shape, update.device), []).append(index)
@@ -210,9 +208,9 @@ def _orthogonalised(
 
 
 def _orthogonalise_maybe_sharded(update: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    if is_dtensor(update):
+        from torch.distributed.tensor import distribute_tensor
 
-    if isinstance(update, DTensor):
         full = orthogonalise(update.full_tensor(), steps, dtype)
         return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
     return orthogonalise(update, steps, dtype)

@@ -249,8 +249,11 @@ def score_planted_pool(
     top_fraction: float | None = None,
     threshold: float | None = None,
     tag: str = "tiny",
+    use_ray: bool = True,
 ) -> str:
-    """Run both score passes over the planted pool (Ray must be up); return the score folder."""
+    """Run both score passes over the planted pool (Ray must be up), or without Ray in this
+    process (tests whose subject is not the scoring: no actor start, which costs seconds; the
+    two give the same scores, tests/curation/stages/test_score.py); return the score folder."""
     from curation.stages import score
     from curation.stages.common import RunOptions
 
@@ -263,7 +266,9 @@ def score_planted_pool(
         threshold=threshold,
         top_fraction=top_fraction,
     )
-    assert all(report.ok for report in score.run(config, RunOptions(progress=False)))
+    assert all(
+        report.ok for report in score.run(config, RunOptions(use_ray=use_ray, progress=False))
+    )
     return config.out
 
 

@@ -23,7 +23,7 @@ SHARDS = ("00000", "00001", "00002")
 def deduped(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("neardup")
     planted = build_planted_pool(root, exact_dups=4, near_dups=5, contaminants=3)
-    score_dir = score_planted_pool(planted, random_tiny_weights(root))
+    score_dir = score_planted_pool(planted, random_tiny_weights(root), use_ray=False)
     out = planted.pool / "curation" / "neardup"
     reports = run(NeardupConfig(str(planted.pool), str(out), score_dir, (str(planted.eval_dir),)))
     assert all(r.ok for r in reports)

@@ -45,7 +45,9 @@ def build_training_shards(pool: Path, out: Path, seed: int = 5, **settings) -> t
 def curated(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("shards")
     planted = build_planted_pool(root, per_shard=30)
-    score_dir = score_planted_pool(planted, random_tiny_weights(root), top_fraction=0.8)
+    score_dir = score_planted_pool(
+        planted, random_tiny_weights(root), top_fraction=0.8, use_ray=False
+    )
     reports = run_neardup(
         NeardupConfig(
             str(planted.pool),
@@ -347,11 +349,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def kill_and_resume(stage: str, args: list[str], check_killed=None) -> str:
+def kill_and_resume(stage: str, args: list[str], env: dict[str, str], check_killed=None) -> str:
     """Run the CLI killed after two tasks of `stage`, then again; returns the re-run's stdout.
-    `check_killed(out)` looks at the folder in between."""
+    Both runs join the Ray instance `env` names; `check_killed(out)` looks at the folder in
+    between."""
     killed = subprocess.run(
         [sys.executable, "-c", KILL_MID_PASS, stage, *args],
+        env=env,
         check=False,
         capture_output=True,
         timeout=400,
@@ -363,7 +367,11 @@ def kill_and_resume(stage: str, args: list[str], check_killed=None) -> str:
     if check_killed is not None:
         check_killed(out)
     resumed = subprocess.run(
-        [sys.executable, "-m", "curation", *args], check=False, capture_output=True, timeout=400
+        [sys.executable, "-m", "curation", *args],
+        env=env,
+        check=False,
+        capture_output=True,
+        timeout=400,
     )
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert not (out / "_shuffle").exists()
@@ -371,11 +379,13 @@ def kill_and_resume(stage: str, args: list[str], check_killed=None) -> str:
 
 
 @pytest.mark.slow
-def test_killed_process_resumes_to_identical_shards(curated, tmp_path):
+def test_killed_process_resumes_to_identical_shards(curated, tmp_path, ray_session_env):
     planted, train, _record = curated
     out = tmp_path / "killed"
     args = ["shards", "--pool", str(planted.pool), "--out", str(out), "--samples-per-shard", "16"]
-    stdout = kill_and_resume("shards", [*args, "--image-size", "96", "--seed", "5"])
+    stdout = kill_and_resume(
+        "shards", [*args, "--image-size", "96", "--seed", "5"], ray_session_env
+    )
     total = len(list(train.glob("*.tar")))
     assert f"shards: {total - 2} shards done, 2 already done, 0 failed" in stdout
     assert shard_bytes(out) == shard_bytes(train)
@@ -481,12 +491,14 @@ def test_every_shuffle_file_a_task_reads_was_written_and_fan_in_is_bounded(sourc
 
 
 @pytest.mark.slow
-def test_killed_mid_shuffle_resumes_to_identical_shards(synthetic, tmp_path):
+def test_killed_mid_shuffle_resumes_to_identical_shards(synthetic, tmp_path, ray_session_env):
     pool, runs = synthetic
     out = tmp_path / "killed"
     args = ["shards", "--pool", str(pool), "--out", str(out), "--samples-per-shard", "500"]
     stdout = kill_and_resume(
-        "shards_shuffle2", [*args, "--image-size", "8", "--max-fan-in", "2", "--seed", "5"]
+        "shards_shuffle2",
+        [*args, "--image-size", "8", "--max-fan-in", "2", "--seed", "5"],
+        ray_session_env,
     )
     # Level 2 merges 8 spill files per range, 2 at a time: 2 ranges x 4 groups = 8 tasks.
     assert "shards_shuffle2: 6 shards done, 2 already done, 0 failed" in stdout
@@ -494,7 +506,9 @@ def test_killed_mid_shuffle_resumes_to_identical_shards(synthetic, tmp_path):
 
 
 @pytest.mark.slow
-def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(synthetic, tmp_path):
+def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(
+    synthetic, tmp_path, ray_session_env
+):
     pool, runs = synthetic
     out = tmp_path / "killed"
     args = ["shards", "--pool", str(pool), "--out", str(out), "--samples-per-shard", "500"]
@@ -506,6 +520,7 @@ def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(synthe
     stdout = kill_and_resume(
         "shards_shuffle3",
         [*args, "--image-size", "8", "--max-fan-in", "2", "--seed", "5"],
+        ray_session_env,
         two_levels_on_disk,
     )
     assert "shards_spill: 0 shards done, 8 already done, 0 failed" in stdout
@@ -516,7 +531,9 @@ def test_spent_shuffle_levels_are_deleted_and_a_resume_does_not_need_them(synthe
 def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     minicc_world, minicc_server, tmp_path, ray_session
 ):
-    """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world."""
+    """extract -> dedup -> download -> score -> neardup -> shards on the session's tiny world.
+    The score runs in this process (--no-ray): its Ray actors are test_score's subject, and
+    starting them cost ~15 s here."""
     from curation.stages import dedup, download, extract
     from curation.stages.common import RunOptions
 
@@ -539,7 +556,7 @@ def test_mini_common_crawl_curation_drops_dups_and_eval_images(
     assert all(r.ok for r in download.run(config, RunOptions(progress=False)))
     weights = random_tiny_weights(tmp_path)
     args = ["--pool", str(pool), "--model", "tiny-clip", "--weights", str(weights)]
-    assert main(["score", *args, "--top-fraction", "0.9"]) == 0
+    assert main(["score", *args, "--top-fraction", "0.9", "--no-ray"]) == 0
     assert main(["neardup", "--pool", str(pool), "--world", str(minicc_world)]) == 0
     train = tmp_path / "train"
     assert (
