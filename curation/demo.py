@@ -9,10 +9,11 @@ at equal steps:
   pairs), the ceiling a perfect caption filter reaches.
 A `tiny` run keeps one of two cores busy, so two things run at once where nothing waits on
 them: the reference arm (it needs only round 0's shards) trains and evaluates beside round 0,
-and round 1 beside the filters it only reports (detect-faces, debias, langmix); their output goes
-to DEMO_DIR/logs/. Each arm is evaluated on the world's held-out sets. DEMO_DIR/report.json holds, per arm, its
-training-sample count, the share of its pairs the truth calls correctly captioned, and every
-eval metric with its standard error (curation/demo_report.py); the demo prints it as a table.
+and round 1 beside the filters it only reports (detect-faces, debias, langmix); their output
+goes to DEMO_DIR/logs/, and every process runs one torch thread. Each arm is evaluated on the
+world's held-out sets. DEMO_DIR/report.json holds, per arm, its training-sample count, the share
+of its pairs the truth calls correctly captioned, and every eval metric with its standard error
+(curation/demo_report.py); the demo prints it as a table.
 
 Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
 every step is resumable: re-running the demo skips finished work.
