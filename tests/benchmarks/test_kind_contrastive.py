@@ -27,7 +27,7 @@ def test_kinds_caption_names_every_kind_and_nothing_else():
 def test_sibling_caption_differs_in_one_kind_word():
     for index in range(6):
         (jpeg, caption), (sibling_jpeg, sibling_caption) = kind_contrastive.pair(
-            0, "web", "full", True, index
+            0, "web", "full", True, None, None, index
         )
         words, sibling_words = caption.split(), sibling_caption.split()
         changed = [(a, b) for a, b in zip(words, sibling_words) if a != b]
@@ -37,5 +37,37 @@ def test_sibling_caption_differs_in_one_kind_word():
 
 
 def test_single_scene_kind_caption_is_the_drawn_kind():
-    captions = {kind_contrastive.pair(0, "single", "kind", False, i)[0][1] for i in range(12)}
+    captions = {
+        kind_contrastive.pair(0, "single", "kind", False, None, None, i)[0][1] for i in range(12)
+    }
     assert captions <= {f"a {kind}" for kind in KINDS} and len(captions) > 3
+
+
+def test_web_options_set_the_shape_count_and_the_colours():
+    # Every scene single-shape, in two colours only; its colour caption is "a COLOUR KIND".
+    for index in range(8):
+        [(_, caption)] = kind_contrastive.pair(0, "web", "colour", False, (1.0, 0.0, 0.0), 2, index)
+        article, colour, kind = caption.split()
+        assert article == "a" and colour in ("red", "blue") and kind in KINDS, caption
+
+
+def test_mix_captions_keep_their_shares_and_always_name_the_kinds():
+    scenes = [
+        sample_scene(np.random.default_rng([9, i]), f"m-{i}", ConceptSampler(0), shape_count=1)
+        for i in range(400)
+    ]
+    levels = {"kind": 0, "colour": 0, "full": 0}
+    for scene in scenes:
+        caption = kind_contrastive.scene_caption(scene, "mix", style=0)
+        assert scene.shapes[0].kind in caption
+        level = (
+            "kind"
+            if caption == kind_contrastive.kinds_caption(scene)
+            else "colour"
+            if caption == kind_contrastive.colour_caption(scene)
+            else "full"
+        )
+        levels[level] += 1
+    shares = [levels[name] / len(scenes) for name in ("kind", "colour", "full")]
+    # MIX_SHARES, within ~4 standard errors of 400 draws.
+    assert all(abs(got - want) < 0.1 for got, want in zip(shares, kind_contrastive.MIX_SHARES))
