@@ -17,11 +17,12 @@ a class token cannot be made inert), and its attentional pooler has no MLP after
 open_clip names the timm trunk by `vision_cfg.timm_model_name` alone: it passes timm no
 architecture arguments (only pooling, head and drop rates), and its vision config has no field
 for them. When our trunk is exactly one that timm registers (same modules, sizes, activation,
-LayerNorm epsilon, pooling and position grid: the so400m preset is
-`vit_so400m_patch16_siglip_256`), the config names it and the folder holds no path at all: moved
-anywhere, it loads as it is. Otherwise (tiny: no registered ViT has its sizes; b16: timm's B/16
-SigLIP entries use exact GELU, ours tanh) the trunk's sizes live in OUT/timm_vision/config.json
-for timm's `local-dir:` loader. open_clip resolves only the weights and the tokenizer against
+LayerNorm epsilon, pooling and position grid: the b16 preset is `vit_base_patch16_siglip_256`,
+whose exact GELU b16 uses for that reason, and so400m is `vit_so400m_patch16_siglip_256`), the
+config names it and the folder holds no path at all: moved anywhere, it loads as it is. Otherwise
+(tiny: no registered ViT has its sizes; any trunk with other sizes or a tanh GELU where timm's
+entry has the exact one) the trunk's sizes live in OUT/timm_vision/config.json for timm's
+`local-dir:` loader. open_clip resolves only the weights and the tokenizer against
 the export folder and hands the trunk's name to timm verbatim, and timm resolves a `local-dir:`
 path against the working directory, so the config names that folder by absolute path: after a
 move open_clip needs it re-exported or vision_cfg.timm_model_name edited, while the curation
@@ -84,6 +85,8 @@ def timm_vision_config(cfg: ModelConfig) -> dict[str, Any]:
             f"timm's ViT uses LayerNorm eps {_TIMM_LAYER_NORM_EPS}, this model "
             f"{vision.layer_norm_eps}: the open_clip export would not match"
         )
+    # timm's ViT default is exact GELU (torch's nn.GELU; its "gelu" name builds timm's own class).
+    activation = {} if vision.activation == "gelu" else {"act_layer": vision.activation}
     return {
         "architecture": _TIMM_ARCHITECTURE,
         "model_args": {
@@ -94,7 +97,7 @@ def timm_vision_config(cfg: ModelConfig) -> dict[str, Any]:
             "depth": vision.depth,
             "num_heads": vision.heads,
             "mlp_ratio": _mlp_ratio(vision.width, vision.mlp_dim),
-            "act_layer": "gelu_tanh",
+            **activation,
             "class_token": False,
             "global_pool": "map",
         },

@@ -45,15 +45,24 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, q_len, width))
 
 
+# An MLP's activation by name -> F.gelu's `approximate`. SigLIP uses the tanh approximation of
+# GELU ("gelu_tanh", the default: released weights load exactly); "gelu" is the exact one.
+ACTIVATIONS = {"gelu_tanh": "tanh", "gelu": "none"}
+
+
 class MLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, activation: str = "gelu_tanh") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}"
+            )
+        self.approximate = ACTIVATIONS[activation]
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        # SigLIP uses the tanh approximation of GELU; keeping it lets released weights load exactly.
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
 
 
 class RepeatedBlock(nn.Module):
@@ -76,12 +85,14 @@ class RepeatedBlock(nn.Module):
 class EncoderBlock(RepeatedBlock):
     """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, width: int, heads: int, mlp_dim: int, eps: float) -> None:
+    def __init__(
+        self, width: int, heads: int, mlp_dim: int, eps: float, activation: str = "gelu_tanh"
+    ) -> None:
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(width, eps=eps)
         self.self_attn = MultiHeadAttention(width, heads)
         self.layer_norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = MLP(width, mlp_dim)
+        self.mlp = MLP(width, mlp_dim, activation)
 
     def block_forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         normed = self.layer_norm1(x)
@@ -117,13 +128,15 @@ class DecoderBlock(RepeatedBlock):
 class MAPHead(nn.Module):
     """Multihead attention pooling: one learned probe attends over the (unmasked) tokens."""
 
-    def __init__(self, width: int, heads: int, mlp_dim: int, eps: float) -> None:
+    def __init__(
+        self, width: int, heads: int, mlp_dim: int, eps: float, activation: str = "gelu_tanh"
+    ) -> None:
         super().__init__()
         self.probe = nn.Parameter(torch.zeros(1, 1, width))
         nn.init.normal_(self.probe, std=width**-0.5)
         self.attention = MultiHeadAttention(width, heads)
         self.layernorm = nn.LayerNorm(width, eps=eps)
-        self.mlp = MLP(width, mlp_dim)
+        self.mlp = MLP(width, mlp_dim, activation)
 
     def forward(self, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
         probe = self.probe.expand(tokens.shape[0], -1, -1)

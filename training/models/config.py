@@ -25,6 +25,10 @@ class VisionConfig:
     pos_grid_size: int = 16
     channels: int = 3
     layer_norm_eps: float = 1e-6
+    # The MLPs' GELU (blocks and MAP head): "gelu_tanh" (SigLIP's tanh approximation) or "gelu"
+    # (exact). b16 uses the exact one, as timm's B/16 SigLIP does, so its trunk is a registered
+    # timm architecture and its open_clip export holds no path (training/export/openclip.py).
+    activation: str = "gelu_tanh"
 
     @property
     def patch_dim(self) -> int:
@@ -161,6 +165,7 @@ PRESETS: dict[str, ModelConfig] = {
             heads=12,
             mlp_dim=3072,
             pos_grid_size=16,
+            activation="gelu",
         ),
         text=TextConfig(width=768, depth=12, heads=12, mlp_dim=3072),
         decoder=DecoderConfig(width=768, depth=6, heads=12, mlp_dim=3072),

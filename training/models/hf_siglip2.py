@@ -93,6 +93,20 @@ def state_dict_from_hf(hf_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+# Our VisionConfig.activation -> transformers' `hidden_act` (ACT2FN names), and back.
+_HF_ACTIVATIONS = {"gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}
+_FROM_HF_ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu": "gelu"}
+
+
+def _activation_from_hf(hidden_act: str, tower: str) -> str:
+    if hidden_act not in _FROM_HF_ACTIVATIONS:
+        raise ValueError(
+            f"{tower}_config.hidden_act {hidden_act!r} is not supported; expected one of "
+            f"{sorted(_FROM_HF_ACTIVATIONS)}"
+        )
+    return _FROM_HF_ACTIVATIONS[hidden_act]
+
+
 def model_config_from_hf(hf_config: Any, decoder_depth: int = 6) -> ModelConfig:
     """ModelConfig for an HF `Siglip2Config`; the LocCa decoder (absent from HF) gets the vision
     width and `decoder_depth` layers."""
@@ -101,6 +115,11 @@ def model_config_from_hf(hf_config: Any, decoder_depth: int = 6) -> ModelConfig:
         raise ValueError(
             f"text projection size {text.projection_size} != vision width {vision.hidden_size}: "
             "SigLIP 2 has no image projection"
+        )
+    if _activation_from_hf(text.hidden_act, "text") != "gelu_tanh":
+        raise ValueError(
+            f"text_config.hidden_act {text.hidden_act!r}: our text tower uses GELU's tanh "
+            "approximation (gelu_pytorch_tanh) only"
         )
     grid = round(vision.num_patches**0.5)
     return ModelConfig(
@@ -114,6 +133,7 @@ def model_config_from_hf(hf_config: Any, decoder_depth: int = 6) -> ModelConfig:
             pos_grid_size=grid,
             channels=vision.num_channels,
             layer_norm_eps=vision.layer_norm_eps,
+            activation=_activation_from_hf(vision.hidden_act, "vision"),
         ),
         text=TextConfig(
             vocab_size=text.vocab_size,
@@ -147,7 +167,7 @@ def hf_config_kwargs(cfg: ModelConfig) -> dict[str, dict[str, Any]]:
             "patch_size": vision.patch_size,
             "num_patches": vision.pos_grid_size**2,
             "layer_norm_eps": vision.layer_norm_eps,
-            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_act": _HF_ACTIVATIONS[vision.activation],
         },
         "text_config": {
             "vocab_size": text.vocab_size,

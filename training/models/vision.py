@@ -67,11 +67,11 @@ class VisionTower(nn.Module):
         # Replaces the embedding of masked patches for TIPS masked-patch prediction (phase 2).
         self.mask_token = nn.Parameter(torch.zeros(cfg.width))
         self.layers = nn.ModuleList(
-            EncoderBlock(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps)
+            EncoderBlock(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps, cfg.activation)
             for _ in range(cfg.depth)
         )
         self.post_layernorm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.head = MAPHead(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps)
+        self.head = MAPHead(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps, cfg.activation)
 
     def position_embeddings(self, patch_coords: Tensor, patch_mask: Tensor) -> Tensor:
         """[B, N, D] position embeddings: each image's grid is resized to its own patch grid

@@ -155,20 +155,18 @@ def test_a_moved_tiny_export_loads_in_open_clip_only_once_its_trunk_path_is_rewr
 def test_an_export_whose_trunk_timm_registers_holds_no_path_and_loads_after_a_move(
     tmp_path, monkeypatch
 ):
-    """A trunk with vit_base_patch32_siglip_256's sizes (a tiny text tower): the config names
-    that architecture instead of a trunk folder, so the moved folder loads through open_clip's own
-    API, from another working directory, with our embeddings."""
+    """The b16 preset's vision tower (exact GELU; a tiny text tower): the config names timm's
+    vit_base_patch16_siglip_256 instead of a trunk folder, so the moved folder loads through
+    open_clip's own API, from another working directory, with our embeddings."""
     import open_clip
 
     torch.manual_seed(1)
-    vision = {"image_size": 256, "patch_size": 32, "width": 768, "depth": 12, "heads": 12}
-    cfg = model_config(
-        "tiny", distill=None, embed_dim=768, vision={**vision, "mlp_dim": 3072, "pos_grid_size": 8}
-    )
+    cfg = model_config("tiny", distill=None, embed_dim=768, vision=PRESETS["b16"].vision.__dict__)
+    assert cfg.vision.activation == "gelu"
     model = SigLIP2(cfg).eval()
     first = export_open_clip(model.state_dict(), cfg, tmp_path / "first")
     config = json.loads(first.config.read_text())
-    assert config["model_cfg"]["vision_cfg"]["timm_model_name"] == "vit_base_patch32_siglip_256"
+    assert config["model_cfg"]["vision_cfg"]["timm_model_name"] == "vit_base_patch16_siglip_256"
     assert not (first.folder / "timm_vision").exists()
     assert str(tmp_path) not in first.config.read_text()
     moved = tmp_path / "elsewhere" / "moved"
@@ -263,9 +261,15 @@ def test_mlp_widths_survive_timm_and_open_clip_ratio_rounding():
     assert int(text["width"] * text["mlp_ratio"]) == cfg.text.mlp_dim
 
 
-def test_only_the_so400m_preset_has_a_trunk_that_timm_registers():
-    """b16 differs from timm's B/16 SigLIP entries in the GELU (ours tanh, theirs exact)."""
+def test_the_b16_and_so400m_presets_have_trunks_that_timm_registers():
+    """tiny's sizes are no timm ViT's; b16 matches timm's B/16 SigLIP only with its exact GELU."""
     from training.export.openclip import registered_timm_architecture
 
     names = {preset: registered_timm_architecture(model_config(preset)) for preset in PRESETS}
-    assert names == {"tiny": None, "b16": None, "so400m": "vit_so400m_patch16_siglip_256"}
+    assert names == {
+        "tiny": None,
+        "b16": "vit_base_patch16_siglip_256",
+        "so400m": "vit_so400m_patch16_siglip_256",
+    }
+    tanh_b16 = model_config("b16", **{"vision.activation": "gelu_tanh"})
+    assert registered_timm_architecture(tanh_b16) is None

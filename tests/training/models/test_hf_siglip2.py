@@ -1,4 +1,6 @@
+import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 
 from training.models.config import model_config
@@ -106,15 +108,26 @@ def test_hf_siglip2_weights_load_and_give_the_same_outputs():
     assert_same_outputs(ours, hf_model)
 
 
-def test_exported_towers_load_strictly_into_hf_siglip2():
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu"])
+def test_exported_towers_load_strictly_into_hf_siglip2(activation):
     torch.manual_seed(2)
-    cfg = model_config(
-        "tiny", **{"text.vocab_size": 120, "text.context_length": 16, "vision.pos_grid_size": 4}
-    )
+    sizes = {"text.vocab_size": 120, "text.context_length": 16, "vision.pos_grid_size": 4}
+    cfg = model_config("tiny", **sizes, **{"vision.activation": activation})
     ours = SigLIP2(cfg).eval()
-    hf_model = transformers.Siglip2Model(transformers.Siglip2Config(**hf_config_kwargs(cfg))).eval()
+    hf_config = transformers.Siglip2Config(**hf_config_kwargs(cfg))
+    assert model_config_from_hf(hf_config).vision.activation == activation
+    hf_model = transformers.Siglip2Model(hf_config).eval()
     hf_model.load_state_dict(state_dict_to_hf(ours.state_dict()), strict=True)
     assert_same_outputs(ours, hf_model)
+    # The two GELUs differ by less than the tolerance above: compare the activations themselves.
+    probe = torch.linspace(-4, 4, 801)
+    ours_mlps = (ours.vision.layers[0].mlp, ours.vision.head.mlp)
+    hf_mlps = (hf_model.vision_model.encoder.layers[0].mlp, hf_model.vision_model.head.mlp)
+    for mine, theirs in zip(ours_mlps, hf_mlps, strict=True):
+        expected = F.gelu(probe, approximate=mine.approximate)
+        torch.testing.assert_close(theirs.activation_fn(probe), expected, rtol=0, atol=1e-6)
+    other = "none" if activation == "gelu_tanh" else "tanh"
+    assert (F.gelu(probe, approximate=other) - expected).abs().max() > 1e-4
     round_trip = state_dict_from_hf(state_dict_to_hf(ours.state_dict()))
     for key, value in round_trip.items():
         assert torch.equal(value, ours.state_dict()[key]), key
