@@ -282,6 +282,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep the rendered pool in this file")
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
+    if options.colours is not None and not 1 <= options.colours <= len(FewColours.FEW_COLOURS):
+        parser.error(f"--colours must be 1..{len(FewColours.FEW_COLOURS)}, got {options.colours}")
     ensure_world(options.world)
     world_seed = int(load_world(options.world)["seed"])
     args = load_args("tiny")
