@@ -48,6 +48,7 @@ do not carry; the differential test (tests/curation/cc/test_html_scan.py) pins t
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from html.entities import html5 as _NAMED_REFERENCES
@@ -227,7 +228,7 @@ class ScannedPage:
     lang: str | None = None
 
 
-def scan_page(markup: str | bytes) -> ScannedPage:
+def scan_page_python(markup: str | bytes) -> ScannedPage:
     """The `<img>` attributes, first non-empty `<base href>` and root `lang` of one page."""
     data = markup if isinstance(markup, bytes) else markup.encode("utf-8", "surrogatepass")
     page = ScannedPage()
@@ -314,6 +315,28 @@ def scan_page(markup: str | bytes) -> ScannedPage:
             if not _self_closing(data, match.end(), pos):
                 frames.append(("foreign", name))
     return page
+
+
+def scan_page_c(markup: str | bytes) -> ScannedPage:
+    """scan_page_python's answer, from the compiled scanner (curation/cc/_html_scan.c)."""
+    images, base_href, lang = _html_scan.scan(markup)
+    return ScannedPage(images, base_href, lang)
+
+
+try:
+    from curation.cc import _html_scan
+except ImportError as missing:  # not built: `make setup` (pip install -e .) compiles it
+    _html_scan = None
+    SCAN_IMPLEMENTATION = "python"
+    scan_page = scan_page_python
+    logging.getLogger(__name__).warning(
+        "the compiled page scanner is not built (%s): html_parser='scan' runs the slower Python "
+        "scanner; `make setup` or `python setup.py build_ext --inplace` builds it",
+        missing,
+    )
+else:
+    SCAN_IMPLEMENTATION = "c"
+    scan_page = scan_page_c
 
 
 def _note_base(page: ScannedPage, data: bytes, start: int, end: int, template_depth: int) -> None:
