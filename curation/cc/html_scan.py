@@ -1,10 +1,15 @@
 """The <img>, <base> and <html> tags of a page, found by a tokenizer-level scan that builds no DOM.
 
 Common Crawl pages are mostly scripts, styles and text; an HTML tree builder spends most of its
-time on elements we never look at. This scanner runs one C-speed `re` pass per stretch of the page
-that carries nothing of interest (text, comments, bogus comments, doctypes, and every tag whose
-name is not one we need, attributes and quoted values included, so a `>` or `<img` inside a
-quoted value is never taken for markup), and returns to Python only at the tags that matter:
+time on elements we never look at. This scanner skips every stretch of the page that carries
+nothing of interest (text, comments, bogus comments, doctypes, and every tag whose name is not one
+we need, attributes and quoted values included, so a `>` or `<img` inside a quoted value is never
+taken for markup) and stops only at the tags that matter. It exists twice, with identical answers
+(tests/curation/cc/test_html_scan.py checks them on every differential input and on fuzzed pages):
+`scan_page_c`, compiled from curation/cc/_html_scan.c (forward-only byte loops, linear time on any
+input), which `scan_page` is; and `scan_page_python` below, one `re` pass per skipped stretch,
+which is the reference the C code follows and the fallback (with a warning) when the extension is
+not built. The tags that matter:
 
 - `<img>` (and `<image>`, which the tree builder renames to img): their attributes;
 - `<base>`: its href (the first non-empty one is the page's base);
