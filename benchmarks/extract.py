@@ -1,9 +1,11 @@
-"""WARC → image/alt pairs: our extractor (FastWARC + lexbor) vs the usual warcio + html.parser one.
+"""WARC → image/alt pairs: our extractor (FastWARC + a C tag scanner) vs warcio + html.parser.
 
 The reference is written the way many pipelines do it: warcio's ArchiveIterator over every
 record, the charset from the Content-Type header (else UTF-8), Python's html.parser collecting
 <base href> and <img src/alt>, urljoin against the page. Ours is `curation.cc.extractor`
-(charset sniffing, srcset/lazy attributes, URL normalisation, text filters, language id).
+(charset sniffing, srcset/lazy attributes, URL normalisation, text filters, language id), run
+with its default HTML parser and again with the other one ("scan": the DOM-free scanner compiled
+from curation/cc/_html_scan.c, or the Python one when that is not built, as printed; "lexbor").
 Both run in this process, one after the other, single-threaded, on the same files; rates are per
 CPU second of this process, i.e. per core, so a busy machine slows both alike.
 

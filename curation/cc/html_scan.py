@@ -324,6 +324,8 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
 
 def scan_page_c(markup: str | bytes) -> ScannedPage:
     """scan_page_python's answer, from the compiled scanner (curation/cc/_html_scan.c)."""
+    if _html_scan is None:
+        raise RuntimeError("curation/cc/_html_scan.c is not built: run `make setup`")
     images, base_href, lang = _html_scan.scan(markup)
     return ScannedPage(images, base_href, lang)
 
