@@ -503,6 +503,8 @@ static int buffer_reserve(Buffer *buffer, Py_ssize_t extra)
 
 static int buffer_add(Buffer *buffer, const void *bytes, Py_ssize_t len)
 {
+    if (len == 0)
+        return 0;
     if (buffer_reserve(buffer, len) < 0)
         return -1;
     memcpy(buffer->data + buffer->size, bytes, (size_t)len);
