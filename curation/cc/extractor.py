@@ -48,7 +48,7 @@ def extract_file(
 ) -> pa.Table:
     """The candidates table of one file; everything it skipped is counted in `stats`.
 
-    `html_parser`: how WARC pages are read, "lexbor" or "scan" (see html_images.HTML_PARSERS)."""
+    `html_parser`: how WARC pages are read, "scan" or "lexbor" (see html_images.HTML_PARSERS)."""
     if file_format not in FORMATS:
         raise ValueError(f"unknown format {file_format!r}; expected one of {FORMATS}")
     table = CandidateTable(filters, warc_path=url)

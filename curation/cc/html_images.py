@@ -1,4 +1,9 @@
-"""HTML page → the images it shows, with their alt/title texts (selectolax's lexbor parser).
+"""HTML page → the images it shows, with their alt/title texts.
+
+The page's tags come from the DOM-free scanner (curation/cc/html_scan.py, compiled from
+curation/cc/_html_scan.c) by default, or from selectolax's lexbor parser (`parser="lexbor"`): the
+same answers (tests/curation/cc/test_html_scan.py), except that lexbor drops the `<img>`s after an
+accepted `<frameset>`.
 
 Which URL is "the image" of an <img>: the largest `srcset` candidate when there is one (the page's
 best rendition), else a lazy-loading attribute (`data-src` and friends: when present, `src` is
@@ -35,11 +40,12 @@ _IMG_TAG_BYTES = re.compile(rb"<im(?:g|age)[\s/>]", re.IGNORECASE)
 _IMG_TAG_TEXT = re.compile(r"<im(?:g|age)[\s/>]", re.IGNORECASE)
 
 
-# How a page's tags are found: "lexbor" (selectolax's full HTML parser, the default) or "scan"
-# (curation/cc/html_scan.py: a tokenizer-level scan that builds no DOM; same output, see its
-# differential test, but slower than lexbor's C parser on the benchmark's pages, so not default).
+# How a page's tags are found: "scan" (the default: curation/cc/html_scan.py, a tokenizer-level
+# scan in C that builds no DOM; the extractor runs ~1.5x faster with it, see the README's
+# extract.py row) or "lexbor" (selectolax's full HTML parser on the page's needed prefix).
+# Same output on the differential test, except after an accepted <frameset> (lexbor drops <img>).
 HTML_PARSERS = ("lexbor", "scan")
-DEFAULT_HTML_PARSER = "lexbor"
+DEFAULT_HTML_PARSER = "scan"
 
 
 def first_base_href(tree: LexborHTMLParser) -> str | None:

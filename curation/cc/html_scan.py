@@ -1,10 +1,15 @@
 """The <img>, <base> and <html> tags of a page, found by a tokenizer-level scan that builds no DOM.
 
 Common Crawl pages are mostly scripts, styles and text; an HTML tree builder spends most of its
-time on elements we never look at. This scanner runs one C-speed `re` pass per stretch of the page
-that carries nothing of interest (text, comments, bogus comments, doctypes, and every tag whose
-name is not one we need, attributes and quoted values included, so a `>` or `<img` inside a
-quoted value is never taken for markup), and returns to Python only at the tags that matter:
+time on elements we never look at. This scanner skips every stretch of the page that carries
+nothing of interest (text, comments, bogus comments, doctypes, and every tag whose name is not one
+we need, attributes and quoted values included, so a `>` or `<img` inside a quoted value is never
+taken for markup) and stops only at the tags that matter. It exists twice, with identical answers
+(tests/curation/cc/test_html_scan.py checks them on every differential input and on fuzzed pages):
+`scan_page_c`, compiled from curation/cc/_html_scan.c (forward-only byte loops, linear time on any
+input), which `scan_page` is; and `scan_page_python` below, one `re` pass per skipped stretch,
+which is the reference the C code follows and the fallback (with a warning) when the extension is
+not built. The tags that matter:
 
 - `<img>` (and `<image>`, which the tree builder renames to img): their attributes;
 - `<base>`: its href (the first non-empty one is the page's base);
@@ -48,6 +53,7 @@ do not carry; the differential test (tests/curation/cc/test_html_scan.py) pins t
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from html.entities import html5 as _NAMED_REFERENCES
@@ -227,7 +233,7 @@ class ScannedPage:
     lang: str | None = None
 
 
-def scan_page(markup: str | bytes) -> ScannedPage:
+def scan_page_python(markup: str | bytes) -> ScannedPage:
     """The `<img>` attributes, first non-empty `<base href>` and root `lang` of one page."""
     data = markup if isinstance(markup, bytes) else markup.encode("utf-8", "surrogatepass")
     page = ScannedPage()
@@ -314,6 +320,30 @@ def scan_page(markup: str | bytes) -> ScannedPage:
             if not _self_closing(data, match.end(), pos):
                 frames.append(("foreign", name))
     return page
+
+
+def scan_page_c(markup: str | bytes) -> ScannedPage:
+    """scan_page_python's answer, from the compiled scanner (curation/cc/_html_scan.c)."""
+    if _html_scan is None:
+        raise RuntimeError("curation/cc/_html_scan.c is not built: run `make setup`")
+    images, base_href, lang = _html_scan.scan(markup)
+    return ScannedPage(images, base_href, lang)
+
+
+try:
+    from curation.cc import _html_scan
+except ImportError as missing:  # not built: `make setup` (pip install -e .) compiles it
+    _html_scan = None
+    SCAN_IMPLEMENTATION = "python"
+    scan_page = scan_page_python
+    logging.getLogger(__name__).warning(
+        "the compiled page scanner is not built (%s): html_parser='scan' runs the slower Python "
+        "scanner; `make setup` or `python setup.py build_ext --inplace` builds it",
+        missing,
+    )
+else:
+    SCAN_IMPLEMENTATION = "c"
+    scan_page = scan_page_c
 
 
 def _note_base(page: ScannedPage, data: bytes, start: int, end: int, template_depth: int) -> None:

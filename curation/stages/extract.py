@@ -47,7 +47,7 @@ class ExtractConfig:
     out: str
     file_format: str | None = None  # None: per file, from its name (…wat.gz → wat)
     filters: TextFilters = field(default_factory=TextFilters)
-    html_parser: str = DEFAULT_HTML_PARSER  # "lexbor" or "scan" (same output; for comparison)
+    html_parser: str = DEFAULT_HTML_PARSER  # "scan" or "lexbor" (same output but <frameset>)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -208,8 +208,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--html-parser",
         choices=HTML_PARSERS,
         default=DEFAULT_HTML_PARSER,
-        help="how WARC pages are read: lexbor's HTML parser (default) or the DOM-free tag "
-        "scanner (same output, slower; for comparison)",
+        help="how WARC pages are read: the DOM-free tag scanner in C (default) or lexbor's HTML "
+        "parser (same output, except that lexbor drops <img> after an accepted <frameset>; slower)",
     )
     add_run_options(parser)
     parser.set_defaults(func=cli_main(run, config_from_args))

@@ -1,11 +1,16 @@
-"""Differential test: the DOM-free scanner (curation/cc/html_scan.py) and lexbor on the page's
-needed prefix (html_images.needed_prefix) against lexbor's tree of the whole page.
+"""Differential test: the DOM-free scanner (curation/cc/html_scan.py, both its compiled form in
+curation/cc/_html_scan.c and its Python form) and lexbor on the page's needed prefix
+(html_images.needed_prefix) against lexbor's tree of the whole page.
 
 Same <img> attribute dicts, same first <base href>, same root lang, and the same extracted
 PageImages, on a hostile corpus, on the extract benchmark's generated pages and on the tiny mini
-Common Crawl's pages. The one known difference of the scanner (<frameset>) is asserted as such."""
+Common Crawl's pages; the two scanners give identical answers there and on a seeded fuzz corpus of
+tricky fragments, and the compiled one scans pathological pages in linear time. The one known
+difference of the scanner (<frameset>) is asserted as such."""
 
 import importlib.util
+import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +26,13 @@ from curation.cc.html_images import (
     root_lang,
 )
 from curation.cc.html_limits import bounded_page
-from curation.cc.html_scan import attribute_value, scan_page
+from curation.cc.html_scan import (
+    SCAN_IMPLEMENTATION,
+    attribute_value,
+    scan_page,
+    scan_page_c,
+    scan_page_python,
+)
 from curation.cc.warc_reader import RESPONSE_RECORDS, is_html, iter_records
 from curation.stats import ShardStats
 
@@ -115,6 +126,7 @@ def assert_same(markup, page_url=PAGE):
     whole = whole_tree_tags(markup)
     assert page_tags(markup, "lexbor") == whole
     assert normalised(page_tags(markup, "scan")) == normalised(whole)
+    assert scan_page_c(markup) == scan_page_python(markup)  # page_tags' "scan" is the C one
     outputs = []
     for parser in ("scan", "lexbor"):
         drops: Counter = Counter()
@@ -135,6 +147,15 @@ def test_hostile_corpus_is_not_trivial():
     assert found > 60
     assert scan_page(HOSTILE[0]).images == [{"src": "shown.jpg", "alt": "x"}]
     assert scan_page(HOSTILE[15]).images == [{"src": "real.jpg"}]
+
+
+def test_the_compiled_scanner_is_built_and_used():
+    # `make setup` (pip install -e .) compiles curation/cc/_html_scan.c; without it "scan" falls
+    # back to the Python scanner (with a warning), and these tests would compare it with itself.
+    assert SCAN_IMPLEMENTATION == "c", "run `make setup` or `python setup.py build_ext --inplace`"
+    assert scan_page is scan_page_c
+    with pytest.raises(TypeError):
+        scan_page_c(bytearray(b"<img src=a>"))
 
 
 def test_frameset_is_the_documented_difference():
@@ -201,3 +222,103 @@ def test_scanner_matches_lexbor_on_the_mini_common_crawl(minicc_world):
             assert_same(markup_for_parser(body, encoding), record.target_uri)
             pages += 1
     assert pages > 50
+
+
+# Fragments the fuzz corpus is built from: every construct the tokenizer treats specially, and the
+# bytes that break naive scanners (quotes, `<`, references, CR, NUL, invalid UTF-8).
+FUZZ_FRAGMENTS = [
+    *(b"<img src=a.jpg alt=x>", b"<IMG SRC='b.jpg'>", b"<image src=c>", b"<img", b"<img/", b" "),
+    *(b" src=", b"=", b"'", b'"', b"<", b">", b"/", b"/>", b"\t", b"\r", b"\r\n", b"\n", b"\x00"),
+    *(b"\xff", b"\xe2\x82", b"\xc3\xa9", b"\xf0\x9f\x98\x80", b"\xed\xa0\x80", b"&", b"&amp;"),
+    *(b"&amp", b"&ampx", b"&notit;", b"&#x9F", b"&#0;", b"&lt", b"&copy=", b";", b"x", b"text "),
+    *(b"<!--", b"-->", b"--!>", b"<!-->", b"<!--->", b"-", b"--", b"<!", b"<?", b"</", b"</>"),
+    *(b"</ x>", b"<![CDATA[", b"]]>", b"]", b"<!DOCTYPE html>", b"<script>", b"</script>"),
+    *(b"<script ", b"</script ", b"<ScRiPt>", b"<!--<script>", b"<script><!--", b"<script><!-->"),
+    *(b"<style>", b"</style>", b"<textarea>", b"</textarea>", b"<title>", b"</title>", b"<xmp>"),
+    *(b"<iframe>", b"</iframe>", b"<noembed>", b"<noframes>", b"<plaintext>", b"<template>"),
+    *(b"</template>", b"<svg>", b"</svg>", b"<svg/>", b"<svg a=b/>", b"<math>", b"</math>"),
+    *(b"<foreignObject>", b"</foreignobject>", b"<desc>", b"</desc>", b"<mi>", b"</mi>"),
+    *(b"<mtext>", b"</mtext>", b"<p>", b"</p>", b"<br>", b"</br>", b"<font color=red>", b"<font>"),
+    b"<div>",
+    *(b"<base href=/b/>", b"<base href=''>", b"<html lang=en>", b"<html lang>", b"<frameset>"),
+    *(b"<a title='<img src=q>'>", b"<a b=<img src=x>", b" alt=", b" lang=de", b" href=", b"=x"),
+]
+FUZZ_VALUE = [
+    *(b"a", b"x.jpg", b" ", b"&", b"&amp;", b"&amp", b"&ampx", b"&amp=", b"&notit;", b"&not"),
+    b"&#",
+    *(b"&#x", b"&#128;", b"&#x9f", b"&#x81;", b"&#0;", b"&#x110000;", b"&#xd800;", b"&#65", b"&lt"),
+    *(b"&#99999999999;", b"&Aacute", b"&Aacutex", b"&copy=", b"&CounterClockwiseContourIntegral;"),
+    *(b"&nGt;", b";", b"=", b"\r", b"\r\n", b"\x00", b"\xff", b"\xe2\x82", b"\xc3\xa9", b">", b"<"),
+    *(b"/", b"'", b'"', b"\xed\xa0\x80", b"&#x0;", b"&#1114111;", b"&Mu;", b"&ZZ;", b"&a"),
+]
+FUZZ_NAMES = [b"src", b"alt", b"SRC", b"Alt", b"href", b"lang", b"a\x00", b"\xff", b"=x", b"color"]
+FUZZ_TAGS = [b"img", b"IMG", b"image", b"base", b"html", b"svg", b"font", b"a", b"math"]
+
+
+def fuzz_attribute(rng):
+    separator = rng.choice([b" ", b"/", b"\n", b""])
+    name = rng.choice(FUZZ_NAMES)
+    if rng.random() < 0.15:
+        return separator + name
+    value = b"".join(rng.choice(FUZZ_VALUE) for _ in range(rng.randrange(6)))
+    quote = rng.choice([b"'", b'"', b""])
+    if quote:
+        value = value.replace(quote, b"")
+    else:
+        value = bytes(c for c in value if c not in b"\t\n\f\r >")
+    return separator + name + rng.choice([b"=", b" = "]) + quote + value + quote
+
+
+def fuzz_page(rng):
+    parts = []
+    for _ in range(rng.randrange(1, 40)):
+        if rng.random() < 0.35:
+            attributes = b"".join(fuzz_attribute(rng) for _ in range(rng.randrange(5)))
+            end = rng.choice([b">", b"/>", b" />", b""])
+            parts.append(b"<" + rng.choice(FUZZ_TAGS) + b" " + attributes + end)
+        else:
+            parts.append(rng.choice(FUZZ_FRAGMENTS))
+    page = b"".join(parts)
+    return page[: rng.randrange(len(page) + 1)] if rng.random() < 0.3 else page
+
+
+def test_compiled_scanner_equals_python_scanner_on_fuzzed_pages():
+    rng = random.Random(24)
+    images = values_decoded = 0
+    for _ in range(3000):
+        page = fuzz_page(rng)
+        scanned = scan_page_c(page)
+        assert scanned == scan_page_python(page), page
+        text = page.decode("utf-8", "surrogateescape")  # str input, lone surrogates included
+        assert scan_page_c(text) == scan_page_python(text), text
+        images += len(scanned.images)
+        values_decoded += sum(
+            1 for image in scanned.images for value in image.values() if value and "\ufffd" in value
+        )
+    # the corpus must reach the tags and the decoding, or equality proves little
+    assert images > 2000 and values_decoded > 300
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<" * (1 << 22),
+        b"<svg>" * (1 << 18) + b"</math>" * (1 << 18),
+        b"<math>" + b"<svg><foreignObject>" * (1 << 17) + b"</math>" * (1 << 17),
+        b"<a " + b"x=" * (1 << 21),
+        b"<!--" + b"-" * (1 << 22),
+        b"<script><!--" + b"<script>" * (1 << 19),
+        b"<svg><![CDATA[" + b"]" * (1 << 22),
+        b"<img " + b"a " * (1 << 21) + b">",
+        b"<img src='" + b"&amp" * (1 << 20) + b"'>",
+        b"<img src=&" + b"a" * (1 << 22) + b">",
+        b"<img src=&#" + b"9" * (1 << 22) + b">",
+        b"<div>" * (1 << 19) + b"<img src=a>",
+    ],
+    ids=lambda page: repr(page[:16]),
+)
+def test_compiled_scanner_is_linear_on_pathological_pages(page):
+    # ~4 MB each: anything quadratic would take hours; linear is milliseconds.
+    start = time.process_time()
+    scan_page_c(page)
+    assert time.process_time() - start < 2.0
