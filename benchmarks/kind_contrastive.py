@@ -98,6 +98,9 @@ alts (11): pairs only a reader of the kind and colour words can reject.
 from __future__ import annotations
 
 import argparse
+import io
+import shutil
+import tarfile
 import time
 import zlib
 from functools import partial
@@ -108,6 +111,7 @@ import torch
 import torch.nn.functional as F
 from minicc_quality import LABELLED_SEED, ensure_world
 
+from curation.minicc import render, world
 from curation.minicc.build import load_world
 from curation.minicc.captions import english_list, good_caption
 from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts, single_shape_scene
@@ -180,6 +184,51 @@ class FewColours:
 
     def colour(self, rng: np.random.Generator) -> str:
         return self.FEW_COLOURS[int(rng.integers(self.count))]
+
+
+def patch_scenes(square: bool, shape_scale: float | None, backgrounds: str | None) -> None:
+    """--square / --shape-scale / --backgrounds: change the world's scene sampler and renderer
+    in this process (the render pool forks after this, so its workers draw the same way)."""
+    if square:
+        world.ASPECT_RATIOS = ((1, 1, 1.0),)
+    if shape_scale:
+        render.SIZES = {name: min(0.95, size * shape_scale) for name, size in render.SIZES.items()}
+    if backgrounds:
+        names = backgrounds.split(",")
+        unknown = set(names) - set(world.BACKGROUNDS)
+        if unknown:
+            raise SystemExit(
+                f"--backgrounds: unknown {sorted(unknown)}; the world's: "
+                f"{sorted(world.BACKGROUNDS)}"
+            )
+        world.BACKGROUNDS = {name: world.BACKGROUNDS[name] for name in names}
+
+
+def matched_eval_set(folder: Path, world_eval: Path, count: int, processes: int) -> str:
+    """A zero-shot set drawn like the world's (one uniform shape a picture, its own stream) but
+    with the patched scenes, in the world's format, so --square etc. are also scored on their
+    own kind of picture. Returns the dataset path for zeroshot_accuracy."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "test").mkdir(parents=True)
+    for name in ("classnames.txt", "zeroshot_classification_templates.txt"):
+        shutil.copy(world_eval / name, folder / name)
+    (folder / "test" / "nshards.txt").write_text("1\n")
+    pictures = ordered_map(matched_picture, list(range(count)), processes, "matched eval set")
+    with tarfile.open(folder / "test" / "0.tar", "w") as tar:
+        for index, (jpeg, label) in enumerate(pictures):
+            for suffix, data in ((".jpg", jpeg), (".cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{index:06d}{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(folder)
+
+
+def matched_picture(index: int) -> tuple[bytes, int]:
+    rng = np.random.default_rng([LABELLED_SEED, 0xE7A1, index])
+    label = int(rng.integers(len(KINDS)))
+    scene = single_shape_scene(rng, f"m-{index}", KINDS[label])
+    return encode(render_scene(scene).image, "jpeg", EVAL_QUALITY), label
 
 
 def pair(
@@ -255,6 +304,21 @@ def main() -> None:
         action="store_true",
         help="pairs whose captions tokenize the same count as positives too",
     )
+    parser.add_argument("--square", action="store_true", help="every picture 1:1 (no squash)")
+    parser.add_argument(
+        "--shape-scale", type=float, help="shapes this many times the world's size (<= 0.95 wide)"
+    )
+    parser.add_argument(
+        "--backgrounds",
+        help="comma list of the world's backgrounds to draw from (solid,gradient,...)",
+    )
+    parser.add_argument(
+        "--matched-eval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N zero-shot pictures drawn with the scene options above",
+    )
     parser.add_argument("--pool", type=int, default=32000, help="distinct pictures")
     parser.add_argument("--siblings", action="store_true", help="half of each batch: siblings")
     parser.add_argument("--steps", type=int, default=1000)
@@ -286,6 +350,7 @@ def main() -> None:
         parser.error(f"--colours must be 1..{len(FewColours.FEW_COLOURS)}, got {options.colours}")
     ensure_world(options.world)
     world_seed = int(load_world(options.world)["seed"])
+    patch_scenes(options.square, options.shape_scale, options.backgrounds)
     args = load_args("tiny")
     tokenizer = make_tokenizer(args.model.tokenizer, args.model.box_bins)
     overrides = {"text.vocab_size": tokenizer.vocab_size}
@@ -328,6 +393,18 @@ def main() -> None:
         tokenizer=ContextTokenizer(tokenizer, options.context),
         dataset=str(options.world / "eval" / "zeroshot"),
     )
+    matched = None
+    if options.matched_eval:
+        matched = partial(
+            zeroshot_accuracy,
+            tokenizer=ContextTokenizer(tokenizer, options.context),
+            dataset=matched_eval_set(
+                Path(f"/tmp/kind-contrastive-matched-{options.seed}-{int(time.time())}"),
+                options.world / "eval" / "zeroshot",
+                options.matched_eval,
+                options.processes,
+            ),
+        )
     for step in range(1, options.steps + 1):
         if len(order) < rows:
             order = torch.cat([order, torch.randperm(len(captions), generator=generator)])
@@ -352,9 +429,11 @@ def main() -> None:
             model.eval()
             with torch.no_grad():
                 top1 = evaluate(model)["top1"]
+                matched_top1 = matched(model)["top1"] if matched else None
             print(
                 f"step {step:5d}  loss {loss.item():.3f}  t {model.logit_scale.exp().item():.1f}  "
-                f"b {model.logit_bias.item():.2f}  zero-shot top-1 {top1:.1%}",
+                f"b {model.logit_bias.item():.2f}  zero-shot top-1 {top1:.1%}"
+                + (f"  matched {matched_top1:.1%}" if matched else ""),
                 flush=True,
             )
     seen = options.steps * rows
@@ -364,7 +443,11 @@ def main() -> None:
         f"{', with siblings' if options.siblings else ''}"
         f"{f', shape weights {options.shape_weights}' if options.shape_weights else ''}"
         f"{f', {options.colours} colours' if options.colours else ''}"
-        f"{', multi-positive' if options.multi_positive else ''}, {options.steps} steps x "
+        f"{', multi-positive' if options.multi_positive else ''}"
+        f"{', square' if options.square else ''}"
+        f"{f', shapes x{options.shape_scale}' if options.shape_scale else ''}"
+        f"{f', backgrounds {options.backgrounds}' if options.backgrounds else ''}"
+        f"{f', matched set {matched_top1:.1%}' if matched else ''}, {options.steps} steps x "
         f"{rows * per_row}, {options.optimizer} lr {options.lr}, "
         f"{time.perf_counter() - started:.0f} s)"
     )
