@@ -85,6 +85,25 @@ fewer colours, a deeper or wider vision tower (their loss falls lower: they fit 
 faster) and counting same-caption pairs as positives do not help. At `tiny`'s budget the world's
 captions would have to name little but the kind for zero-shot to move.
 
+Generator 5 with the scenes made easy to see (2026-12-07 02:07-02:29 UTC, one seed each, two
+runs at once on the otherwise idle box): every picture square (`--square`: no squash turns a
+circle into an ellipse), shapes 1.4x the world's size (`--shape-scale 1.4`), and no striped or
+checkered backgrounds (`--backgrounds solid,gradient,noise`: those share the kind textures'
+patterns). "matched" is a 1,200-picture zero-shot set drawn the same way (`--matched-eval 1200`);
+"world" is the world's own held-out set as above:
+
+    rung                                                   world   matched   loss
+    single shape, full captions                            16.0%    23.9%    0.77  (16.6% before)
+    web scenes, full captions                              12.0%    15.7%    1.39  (10.3% before)
+    web scenes, full captions, half of each batch siblings 11.9%    17.3%    1.87
+    web scenes, mix captions                               12.8%    13.9%    3.29
+    web scenes, kind-only captions                         23.1%    39.8%    2.97  (11.9% before)
+
+Seeing the shapes better doubles what kind-only captions teach (11.9% -> 23.1% on the world's
+set, 39.8% on pictures like its training's) and moves full or mixed captions by 1-6 points: with
+any share of captions naming more than the kind (40% in the mix), the kind stays near chance at
+this budget. The geometry is part of the cause; the captions remain the rest.
+
 The round-1 keep share is no lever for #22 (a) while the scorer cannot read the kind: on the
 default demo's round-0 scores (generator 4), round 1's eligible pairs at the top 50 / 40 / 30 /
 20% by score are 0.906 / 0.900 / 0.897 / 0.888 correctly captioned; the wrong 9% of the top
