@@ -55,6 +55,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from html.entities import html5 as _NAMED_REFERENCES
 
@@ -242,6 +243,9 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
     frames: list[
         tuple[str, str]
     ] = []  # ("foreign", "svg"|"math") or ("point", name), innermost last
+    # How many frames of each name are open: an end tag with none open skips the backward search
+    # (a page of many open <svg> then many </math> would otherwise scan in quadratic time).
+    open_count: Counter[str] = Counter()
     pos, size = 0, len(data)
     while pos < size:
         foreign = bool(frames) and frames[-1][0] == "foreign"
@@ -264,10 +268,11 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
                 template_depth = max(template_depth - 1, 0)
             elif foreign and name in ("p", "br"):
                 while frames and frames[-1][0] == "foreign":
-                    frames.pop()
-            elif name in ("svg", "math") or name in _ALL_INTEGRATION_POINTS:
+                    open_count[frames.pop()[1]] -= 1
+            elif open_count[name] and (name in ("svg", "math") or name in _ALL_INTEGRATION_POINTS):
                 for index in range(len(frames) - 1, -1, -1):
                     if frames[index][1] == name:
+                        open_count.subtract(frame[1] for frame in frames[index:])
                         del frames[index:]
                         break
             continue
@@ -283,7 +288,7 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
                 ):
                     continue
                 while frames and frames[-1][0] == "foreign":
-                    frames.pop()
+                    open_count[frames.pop()[1]] -= 1
                 # and on as HTML
             else:
                 root = next(frame[1] for frame in reversed(frames) if frame[0] == "foreign")
@@ -291,8 +296,10 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
                     continue
                 if name in ("svg", "math"):
                     frames.append(("foreign", name))
+                    open_count[name] += 1
                 elif name in _INTEGRATION_POINTS[root]:
                     frames.append(("point", name))
+                    open_count[name] += 1
                 continue
         if name in ("img", "image"):
             if not template_depth:
@@ -319,6 +326,7 @@ def scan_page_python(markup: str | bytes) -> ScannedPage:
         elif name in ("svg", "math"):
             if not _self_closing(data, match.end(), pos):
                 frames.append(("foreign", name))
+                open_count[name] += 1
     return page
 
 

@@ -322,3 +322,19 @@ def test_compiled_scanner_is_linear_on_pathological_pages(page):
     start = time.process_time()
     scan_page_c(page)
     assert time.process_time() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<svg>" * (1 << 15) + b"</math>" * (1 << 15),
+        b"<math>" + b"<svg><foreignObject>" * (1 << 14) + b"</desc>" * (1 << 15),
+    ],
+    ids=["unmatched-end-tags", "unmatched-point-end-tags"],
+)
+def test_python_scanner_stays_linear_on_deep_foreign_stacks(page):
+    # The fallback's foreign-content stack: an end tag naming nothing open is not searched for
+    # (quadratic, this took ~minutes; linear, well under a second).
+    start = time.process_time()
+    assert scan_page_python(page) == scan_page_c(page)
+    assert time.process_time() - start < 2.0
