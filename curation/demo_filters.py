@@ -65,8 +65,9 @@ def run_nsfw(
     seed: int,
     options: RunOptions,
     settings: nsfw_fit.FitSettings = nsfw_fit.FitSettings(),
+    fit_share: float = FIT_SHARE,
 ) -> dict[str, Any]:
-    fitted = fit_split(truth["uid"].to_pylist(), seed)
+    fitted = fit_split(truth["uid"].to_pylist(), seed, fit_share)
     labels = str(Path(work_dir) / "nsfw_labels.parquet")
     pq.write_table(truth.filter(pa.array(fitted)), labels)
     head = str(Path(work_dir) / "nsfw_head.safetensors")
@@ -194,6 +195,7 @@ def run_filters(
     language_mix: Mapping[str, float] = LANGUAGE_MIX,
     nsfw_settings: nsfw_fit.FitSettings = nsfw_fit.FitSettings(),
     only: Collection[str] = FILTERS,
+    nsfw_fit_share: float = FIT_SHARE,
 ) -> dict[str, Any]:
     """Run the filters on a scored pool and return report.json's `filters` object (the entries
     of `only`, a subset of FILTERS: the demo runs `nsfw` before round 1's shards, which
@@ -202,7 +204,8 @@ def run_filters(
     `scores`: the score folder whose embeddings the NSFW head reads (default
     POOL/curation/score); `metadata`: debias's concepts (default: the world's MetaCLIP entries,
     as balance uses them); `nsfw_settings`: nsfw-fit's, e.g. `FitSettings(max_false_removal=0.01)`
-    to calibrate the threshold on its held-out share."""
+    to calibrate the threshold on its held-out share; `nsfw_fit_share`: the share of the
+    labelled rows (by uid) the head is fitted on, the rest measuring it."""
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     scores = scores or fsio.join(pool, "curation", "score")
     metadata = metadata or world_dir
@@ -212,7 +215,9 @@ def run_filters(
         raise ValueError(f"unknown filters {sorted(unknown)}; choose from {FILTERS}")
     truth = pool_truth(pool, world_dir) if "nsfw" in only else None
     steps: dict[str, Callable[[], dict[str, Any]]] = {
-        "nsfw": lambda: run_nsfw(pool, truth, scores, work_dir, seed, options, nsfw_settings),
+        "nsfw": lambda: run_nsfw(
+            pool, truth, scores, work_dir, seed, options, nsfw_settings, nsfw_fit_share
+        ),
         "faces": lambda: run_faces(pool, options),
         "debias": lambda: run_debias(pool, metadata, options),
         "language": lambda: run_language(pool, language_mix, options),

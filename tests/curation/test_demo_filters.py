@@ -61,7 +61,13 @@ def filtered(tmp_path_factory, ray_session):
     assert all(
         r.ok for r in score.run(score.ScoreConfig(str(pool), "tiny-clip", str(weights)), LOCAL)
     )
-    filters = run_filters(str(pool), str(world_dir), str(root / "filters"), SEED, LOCAL)
+    # 40% of the labelled rows fit the head here, not the demo's fifth: a fifth of this tiny pool
+    # is ~20 rows with 2-4 unsafe ones (the pool varies a little between runs: the downloads
+    # race the planted slow routes), and a head fitted on one or two unsafe rows once removed
+    # 1 of 14 held-out planted rows in a full-suite run.
+    filters = run_filters(
+        str(pool), str(world_dir), str(root / "filters"), SEED, LOCAL, nsfw_fit_share=0.4
+    )
     print(json.dumps(filters, indent=1))
     return pool, world_dir, filters
 
@@ -108,11 +114,13 @@ def faces_pool(filters: dict) -> int:
 
 def test_the_nsfw_filter_tells_the_stand_in_apart_end_to_end(filtered):
     """Through crawl, download, score (a random tiny-clip) and run_filters, the head removes the
-    held-out planted rows far more than safe ones. ~9 planted and ~70 safe held-out rows cannot
-    show the issue's bar (one false removal is 1.4%, one missed row 11%);
+    held-out planted rows far more than safe ones. ~10 planted and ~55 safe held-out rows cannot
+    show the issue's bar (one false removal is 1.8%, one missed row 10%);
     tests/curation/test_nsfw_bar.py shows it on ~100 planted and ~380 safe rows. With the
     earlier stand-in (a disc 0.6 of the short side across, head fitted on half the pool) this
-    scorer removed 1 of 9 at 2.4%; now 9 of 9 at 2.9% (2 of 69)."""
+    scorer removed 1 of 9 at 2.4%; then 9 of 9 at 2.9% (2 of 69) with the head fitted on a
+    fifth, until a full-suite run whose fifth held too few unsafe rows removed 1 of 14. Fitted on
+    40% (4-6 unsafe rows), three runs: 10 of 10, 11 of 11, 9 of 9 at 0-1.8%."""
     nsfw = filtered[2]["nsfw"]
     assert nsfw["planted"] >= 5, nsfw
     assert nsfw["removed_planted"] >= 0.8 * nsfw["planted"], nsfw
