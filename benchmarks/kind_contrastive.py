@@ -99,6 +99,10 @@ patterns). "matched" is a 1,200-picture zero-shot set drawn the same way (`--mat
     web scenes, mix captions                               12.8%    13.9%    3.29
     web scenes, kind-only captions                         23.1%    39.8%    2.97  (11.9% before)
 
+Three seeds (0-2, the same pools; 03:32-03:42 UTC, two at a time), mean ± sd: web scenes,
+kind-only captions 23.6 ± 0.6% on the world's set, 38.1 ± 4.2% matched; full captions 11.4 ±
+1.1%, 15.8 ± 0.3% matched. The gap between them is many sds, not one seed's noise.
+
 Seeing the shapes better doubles what kind-only captions teach (11.9% -> 23.1% on the world's
 set, 39.8% on pictures like its training's) and moves full or mixed captions by 1-6 points: with
 any share of captions naming more than the kind (40% in the mix), the kind stays near chance at
