@@ -121,9 +121,7 @@ alts (11): pairs only a reader of the kind and colour words can reject.
 from __future__ import annotations
 
 import argparse
-import io
-import shutil
-import tarfile
+import tempfile
 import time
 import zlib
 from functools import partial
@@ -137,7 +135,13 @@ from minicc_quality import LABELLED_SEED, ensure_world
 from curation.minicc import render, world
 from curation.minicc.build import load_world
 from curation.minicc.captions import english_list, good_caption
-from curation.minicc.evalsets import EVAL_QUALITY, _UniformConcepts, single_shape_scene
+from curation.minicc.evalsets import (
+    EVAL_QUALITY,
+    EvalItem,
+    _UniformConcepts,
+    single_shape_scene,
+    write_eval_sets,
+)
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import KINDS
@@ -227,31 +231,19 @@ def patch_scenes(square: bool, shape_scale: float | None, backgrounds: str | Non
         world.BACKGROUNDS = {name: world.BACKGROUNDS[name] for name in names}
 
 
-def matched_eval_set(folder: Path, world_eval: Path, count: int, processes: int) -> str:
+def matched_eval_set(count: int, processes: int) -> str:
     """A zero-shot set drawn like the world's (one uniform shape a picture, its own stream) but
-    with the patched scenes, in the world's format, so --square etc. are also scored on their
-    own kind of picture. Returns the dataset path for zeroshot_accuracy."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    (folder / "test").mkdir(parents=True)
-    for name in ("classnames.txt", "zeroshot_classification_templates.txt"):
-        shutil.copy(world_eval / name, folder / name)
-    (folder / "test" / "nshards.txt").write_text("1\n")
-    pictures = ordered_map(matched_picture, list(range(count)), processes, "matched eval set")
-    with tarfile.open(folder / "test" / "0.tar", "w") as tar:
-        for index, (jpeg, label) in enumerate(pictures):
-            for suffix, data in ((".jpg", jpeg), (".cls", str(label).encode())):
-                info = tarfile.TarInfo(f"{index:06d}{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return str(folder)
-
-
-def matched_picture(index: int) -> tuple[bytes, int]:
-    rng = np.random.default_rng([LABELLED_SEED, 0xE7A1, index])
-    label = int(rng.integers(len(KINDS)))
-    scene = single_shape_scene(rng, f"m-{index}", KINDS[label])
-    return encode(render_scene(scene).image, "jpeg", EVAL_QUALITY), label
+    with the patched scenes, written by the world's own eval-set writer, so --square etc. are
+    also scored on their own kind of picture. Returns the dataset path for zeroshot_accuracy."""
+    items = []
+    for index in range(count):
+        rng = np.random.default_rng([LABELLED_SEED, 0xE7A1, index])
+        label = int(rng.integers(len(KINDS)))
+        scene = single_shape_scene(rng, f"m-{index}", KINDS[label])
+        items.append(EvalItem(key=f"{index:06d}", scene=scene, label=label))
+    root = Path(tempfile.mkdtemp(prefix="kind-contrastive-matched-"))
+    write_eval_sets(root, {"zeroshot": items}, processes)
+    return str(root / "eval" / "zeroshot")
 
 
 def pair(
@@ -411,23 +403,11 @@ def main() -> None:
     rows = options.batch_size // per_row  # with siblings: half pictures, half their siblings
     generator = torch.Generator().manual_seed(options.seed)
     order = torch.empty(0, dtype=torch.long)
-    evaluate = partial(
-        zeroshot_accuracy,
-        tokenizer=ContextTokenizer(tokenizer, options.context),
-        dataset=str(options.world / "eval" / "zeroshot"),
-    )
+    scorer = partial(zeroshot_accuracy, tokenizer=ContextTokenizer(tokenizer, options.context))
+    evaluate = partial(scorer, dataset=str(options.world / "eval" / "zeroshot"))
     matched = None
     if options.matched_eval:
-        matched = partial(
-            zeroshot_accuracy,
-            tokenizer=ContextTokenizer(tokenizer, options.context),
-            dataset=matched_eval_set(
-                Path(f"/tmp/kind-contrastive-matched-{options.seed}-{int(time.time())}"),
-                options.world / "eval" / "zeroshot",
-                options.matched_eval,
-                options.processes,
-            ),
-        )
+        matched = partial(scorer, dataset=matched_eval_set(options.matched_eval, options.processes))
     for step in range(1, options.steps + 1):
         if len(order) < rows:
             order = torch.cat([order, torch.randperm(len(captions), generator=generator)])

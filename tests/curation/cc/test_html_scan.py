@@ -333,8 +333,8 @@ def test_compiled_scanner_is_linear_on_pathological_pages(page):
     ids=["unmatched-end-tags", "unmatched-point-end-tags"],
 )
 def test_python_scanner_stays_linear_on_deep_foreign_stacks(page):
-    # The fallback's foreign-content stack: an end tag naming nothing open is not searched for
-    # (quadratic, this took ~minutes; linear, well under a second).
+    # The fallback's foreign-content stack: an end tag naming nothing open is not searched for.
+    # Before, the search was quadratic: 1.6 s at a quarter of this size (so ~25 s here); now 0.15 s.
     start = time.process_time()
     assert scan_page_python(page) == scan_page_c(page)
     assert time.process_time() - start < 2.0
