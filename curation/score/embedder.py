@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.score.model import ScorerSpec, load_scorer
+from curation.score.model import ScorerSpec, config_image_size, load_scorer, scorer_config
 
 
 class ClipEmbedder:
@@ -39,15 +39,7 @@ class ClipEmbedder:
         }
 
     def preprocess_cfg(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-        merged = merge_preprocess_dict(
-            asdict(PreprocessCfg()), self.scorer.config.get("preprocess_cfg", {})
-        )
-        merged["size"] = self.scorer.image_size
-        return merged
+        return preprocess_cfg_of(self.scorer.config)
 
     def model_input(self, pixels: np.ndarray):
         """The model's input tensor on its device from a batch of preprocessed pixels: float
@@ -78,6 +70,25 @@ class ClipEmbedder:
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
             features = self.scorer.model.encode_image(self.model_input(pixels), normalize=True)
         return features.float().cpu().numpy()
+
+
+def preprocess_cfg_of(config: dict[str, Any]) -> dict[str, Any]:
+    """open_clip's eval preprocessing for a scorer config ({"model_cfg", "preprocess_cfg"}):
+    its defaults, the config's own fields, and the model's input side as the size."""
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    merged = merge_preprocess_dict(asdict(PreprocessCfg()), config.get("preprocess_cfg", {}))
+    merged["size"] = config_image_size(config)
+    return merged
+
+
+def shard_inputs(spec: ScorerSpec) -> tuple[dict[str, Any], int]:
+    """(preprocess config, embedding width): what the shard tasks that decode for `spec`'s
+    actors need, from the config alone, so they can start while the actors build the model."""
+    config = scorer_config(spec)
+    return preprocess_cfg_of(config), int(config["model_cfg"]["embed_dim"])
 
 
 def _as_tensor(pixels: np.ndarray):

@@ -126,6 +126,36 @@ def _local_tokenizer_dir(text_cfg: dict[str, Any]) -> Path | None:
     return folder if folder is not None and (folder / "tokenizer.json").is_file() else None
 
 
+def _safetensors_metadata(path: str, head: bytes, read_more: Any) -> dict[str, Any]:
+    """The __metadata__ of a safetensors file from its first bytes: an 8-byte little-endian
+    header length, then the JSON header; `read_more(n)` gives the next n bytes."""
+    if len(head) < 8:
+        raise ScorerConfigError(f"weights file {path}: too short for a safetensors header")
+    length = int.from_bytes(head[:8], "little")
+    try:
+        header = json.loads(read_more(length))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ScorerConfigError(
+            f"weights file {path}: unreadable safetensors header ({exc})"
+        ) from exc
+    if not isinstance(header, dict):
+        raise ScorerConfigError(f"weights file {path}: safetensors header is not a JSON object")
+    return dict(header.get("__metadata__") or {})
+
+
+def read_weights_metadata(path: str) -> dict[str, Any]:
+    """The weights file's metadata (model name, embedded config, random-init flag) without its
+    tensors where the format allows: a safetensors header is read alone; a torch checkpoint is
+    loaded whole."""
+    if not path.endswith(".safetensors"):
+        return _read_weights(path)[1]
+    if not fsio.exists(path):
+        raise ScorerConfigError(f"weights file {path} does not exist")
+    fs, local = fsio.filesystem(path)
+    with fs.open(local, "rb") as handle:
+        return _safetensors_metadata(path, handle.read(8), handle.read)
+
+
 def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) from a safetensors file or a torch checkpoint (any fsspec URL)."""
     import torch
@@ -136,9 +166,8 @@ def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load
 
-        # The header is an 8-byte little-endian length then JSON; metadata sits under __metadata__.
-        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-        return load(data), dict(header.get("__metadata__") or {})
+        metadata = _safetensors_metadata(path, data[:8], lambda n: data[8 : 8 + n])
+        return load(data), metadata
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -221,13 +250,31 @@ def _create_from_config(config: dict[str, Any]) -> tuple[torch.nn.Module, Any, A
     return model, preprocess, tokenizer
 
 
-def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
-    state, metadata = _read_weights(spec.weights)
+def _check_model_name(spec: ScorerSpec, metadata: dict[str, Any]) -> None:
     named = metadata.get(MODEL_NAME_KEY)
     if named and named != spec.model_name:
         raise ScorerConfigError(
             f"weights {spec.weights} were saved for model {named!r}, not {spec.model_name!r}"
         )
+
+
+def scorer_config(spec: ScorerSpec) -> dict[str, Any]:
+    """The config `load_scorer(spec)` builds its model from, without building it or reading
+    the tensors of a safetensors file: what a process that only preprocesses needs."""
+    metadata = read_weights_metadata(spec.weights)
+    _check_model_name(spec, metadata)
+    return resolve_config(spec.model_name, spec.model_config, spec.weights, metadata)
+
+
+def config_image_size(config: dict[str, Any]) -> int:
+    """The model's square input side (the larger side of a non-square one)."""
+    image_size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
+    return image_size if isinstance(image_size, int) else max(image_size)
+
+
+def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
+    state, metadata = _read_weights(spec.weights)
+    _check_model_name(spec, metadata)
     config = resolve_config(spec.model_name, spec.model_config, spec.weights, metadata)
     model, preprocess, tokenizer = _create_from_config(config)
     result = model.load_state_dict(state, strict=False)
@@ -237,10 +284,10 @@ def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
             f"{len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}"
         )
     model.eval().to(device)
-    image_size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
-    image_size = image_size if isinstance(image_size, int) else max(image_size)
     random_init = _flags_random(metadata)
-    return LoadedScorer(model, preprocess, tokenizer, image_size, random_init, config)
+    return LoadedScorer(
+        model, preprocess, tokenizer, config_image_size(config), random_init, config
+    )
 
 
 def save_random_weights(
@@ -267,7 +314,7 @@ def save_random_weights(
 
 def weights_are_random(weights: str) -> bool:
     """Whether the weights file says it is an untrained, randomly initialised model."""
-    return _flags_random(_read_weights(weights)[1])
+    return _flags_random(read_weights_metadata(weights))
 
 
 def _flags_random(metadata: dict[str, Any]) -> bool:

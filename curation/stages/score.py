@@ -23,7 +23,12 @@ import pyarrow.parquet as pq
 
 from curation import fsio
 from curation.runner import ShardTask, StageReport, completed_shards, ensure_ray, run_stage
-from curation.score.embedder import ClipEmbedder, plan_actor_pool, start_embedder_actors
+from curation.score.embedder import (
+    ClipEmbedder,
+    plan_actor_pool,
+    shard_inputs,
+    start_embedder_actors,
+)
 from curation.score.filters import BasicRules, QuantileResult, top_fraction_threshold
 from curation.score.model import ScorerSpec, save_random_weights, weights_are_random
 from curation.score.pool import list_pool_shards
@@ -147,10 +152,11 @@ def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> Stage
     print(f"score: {plan.describe()}", flush=True)
     handles = start_embedder_actors(config.spec, plan)
     try:
-        model = ray.get(handles[0].describe.remote())
-        stage = ScoreShard(
-            tuple(handles), model["preprocess_cfg"], model["embed_dim"], config.batch_size
-        )
+        # The shard tasks' inputs come from the config, not from a started actor: they read and
+        # decode while the actors import torch and build the model (an actor that fails to build
+        # fails the shards that call it, with its error).
+        preprocess_cfg, embed_dim = shard_inputs(config.spec)
+        stage = ScoreShard(tuple(handles), preprocess_cfg, embed_dim, config.batch_size)
         return run_stage(
             SCORE_STAGE,
             stage,

@@ -119,3 +119,29 @@ def test_gpu_actors_keep_one_thread():
 def test_actor_pool_refuses_a_single_cpu():
     with pytest.raises(ValueError, match="at least 2 CPUs"):
         plan_actor_pool(1, 0)
+
+
+def test_shard_inputs_from_the_config_equal_what_the_loaded_model_describes(random_weights):
+    from curation.score.embedder import shard_inputs
+    from curation.score.model import read_weights_metadata
+
+    spec = ScorerSpec(TINY, str(random_weights))
+    described = ClipEmbedder(spec).describe()
+    assert shard_inputs(spec) == (described["preprocess_cfg"], described["embed_dim"])
+    # The driver reads only the safetensors header: the same metadata as the whole file's.
+    from curation.score.model import _read_weights
+
+    assert read_weights_metadata(str(random_weights)) == _read_weights(str(random_weights))[1]
+
+
+def test_a_broken_safetensors_header_is_refused_naming_the_file(tmp_path):
+    from curation.score.model import read_weights_metadata
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((40).to_bytes(8, "little") + b"{not json")
+    with pytest.raises(ScorerConfigError, match="broken.safetensors: unreadable safetensors"):
+        read_weights_metadata(str(broken))
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(b"\x01")
+    with pytest.raises(ScorerConfigError, match="too short"):
+        weights_are_random(str(short))

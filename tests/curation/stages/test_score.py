@@ -186,3 +186,25 @@ def test_cli_creates_random_tiny_weights_from_the_bundled_config(tmp_path, capsy
     assert main(["score", "--init-random-weights", str(path), "--model", "tiny-clip"]) == 0
     assert "randomly initialised tiny-clip" in capsys.readouterr().out
     assert weights_are_random(str(path))
+
+
+def test_weights_that_do_not_fit_fail_the_shards_with_the_actor_error(scored, tmp_path):
+    # Shard tasks start before the actors have built the model; an actor that cannot build it
+    # fails the shards that call it, and the report names the weights and the cause.
+    import torch
+
+    from planted_pool import tiny_model_config
+
+    planted, _weights, _out = scored
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": {"visual.nothing": torch.zeros(1)}}, wrong)
+    config = ScoreConfig(
+        str(planted.pool),
+        "tiny-clip",
+        str(wrong),
+        str(tmp_path / "out"),
+        model_config=str(tiny_model_config()),
+    )
+    report = score_pass(config, RunOptions(progress=False))
+    assert not report.ok and not report.completed
+    assert "do not fit" in report.describe() and str(wrong) in report.describe()
