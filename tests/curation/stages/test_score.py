@@ -192,7 +192,6 @@ def test_weights_that_do_not_fit_fail_the_shards_with_the_actor_error(scored, tm
     # Shard tasks start before the actors have built the model; an actor that cannot build it
     # fails the shards that call it, and the report names the weights and the cause.
     import torch
-
     from planted_pool import tiny_model_config
 
     planted, _weights, _out = scored
