@@ -47,12 +47,39 @@ def _submit(embedder: Any, pixels: np.ndarray, texts: list[str]) -> Any:
     return method.remote(pixels, texts) if hasattr(method, "remote") else method(pixels, texts)
 
 
+class ScorerStartError(RuntimeError):
+    """A scoring actor could not build its model (bad weights or config): no shard can be scored."""
+
+
+def actor_start_error(exc: BaseException) -> ScorerStartError | None:
+    """The concise error for a Ray actor that died in its constructor (its exception's last
+    line, e.g. "ScorerConfigError: weights W do not fit model M ..."), or None for any other."""
+    import ray
+
+    if not isinstance(exc, ray.exceptions.ActorDiedError) or not exc.actor_init_failed:
+        return None
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in reversed(lines) if "Error: " in line), None)
+    if cause is None:
+        cause = lines[-1] if lines else "unknown cause"
+    else:  # "curation.score.model.ScorerConfigError: ..." -> "ScorerConfigError: ..."
+        name, sep, message = cause.partition(": ")
+        cause = name.rsplit(".", 1)[-1] + sep + message
+    return ScorerStartError(f"the scoring actor could not build its model: {cause}")
+
+
 def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(pending, tuple):
         return pending
     import ray
 
-    return ray.get(pending)
+    try:
+        return ray.get(pending)
+    except ray.exceptions.ActorDiedError as exc:
+        error = actor_start_error(exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,20 @@ from curation.score.embedder import (
     start_embedder_actors,
 )
 from curation.score.filters import BasicRules, QuantileResult, top_fraction_threshold
-from curation.score.model import ScorerSpec, save_random_weights, weights_are_random
+from curation.score.model import (
+    ScorerConfigError,
+    ScorerSpec,
+    save_random_weights,
+    weights_are_random,
+)
 from curation.score.pool import list_pool_shards
 from curation.score.reapply import decision_digest, invalidate_other_decisions
 from curation.score.shard_scoring import (
     ApplyScoreDecision,
     ScoreDecision,
+    ScorerStartError,
     ScoreShard,
+    actor_start_error,
     raw_scores_name,
 )
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
@@ -118,7 +125,14 @@ def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
 
 def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> StageReport:
     """Pass 1: embed and score every shard not scored yet (the model on Ray actors, or in this
-    process without Ray)."""
+    process without Ray). Weights or a config that cannot make the scorer raise ConfigError."""
+    try:
+        return _score_pass(config, options)
+    except (ScorerConfigError, ScorerStartError) as exc:
+        raise ConfigError(f"score: {exc}") from None
+
+
+def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     tasks = pool_tasks(config.pool)
     random_init = weights_are_random(config.weights)
     record = {**config.spec.to_record(), "tag": config.tag, "random_init": random_init}
@@ -155,9 +169,10 @@ def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> Stage
         # The shard tasks' inputs come from the config, not from a started actor: they read and
         # decode while the actors import torch and build the model (an actor that fails to build
         # fails the shards that call it, with its error).
+        started = [handle.describe.remote() for handle in handles]
         preprocess_cfg, embed_dim = shard_inputs(config.spec)
         stage = ScoreShard(tuple(handles), preprocess_cfg, embed_dim, config.batch_size)
-        return run_stage(
+        report = run_stage(
             SCORE_STAGE,
             stage,
             tasks,
@@ -167,6 +182,15 @@ def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> Stage
             max_in_flight=plan.decode_cpus,
             progress=options.progress,
         )
+        if not report.ok:  # one clear error, not one per shard, when no actor could start
+            try:
+                ray.get(started)
+            except ray.exceptions.ActorDiedError as exc:
+                error = actor_start_error(exc)
+                if error is None:
+                    raise
+                raise error from None
+        return report
     finally:
         for handle in handles:
             ray.kill(handle)

@@ -16,7 +16,7 @@ from curation.score.embedder import ClipEmbedder, build_transform, cosine_rows
 from curation.score.images import decode_rgb
 from curation.score.model import ScorerSpec
 from curation.score.pool import iter_samples, read_sidecar
-from curation.stages.common import RunOptions
+from curation.stages.common import ConfigError, RunOptions
 from curation.stages.score import ScoreConfig, decide, filter_pass, score_pass
 from curation.stats import read_stage_records
 
@@ -188,9 +188,9 @@ def test_cli_creates_random_tiny_weights_from_the_bundled_config(tmp_path, capsy
     assert weights_are_random(str(path))
 
 
-def test_weights_that_do_not_fit_fail_the_shards_with_the_actor_error(scored, tmp_path):
+def test_weights_that_do_not_fit_stop_the_stage_with_one_clear_error(scored, tmp_path):
     # Shard tasks start before the actors have built the model; an actor that cannot build it
-    # fails the shards that call it, and the report names the weights and the cause.
+    # fails the shards that call it, and the stage stops with its cause, naming the weights.
     import torch
     from planted_pool import tiny_model_config
 
@@ -204,6 +204,13 @@ def test_weights_that_do_not_fit_fail_the_shards_with_the_actor_error(scored, tm
         str(tmp_path / "out"),
         model_config=str(tiny_model_config()),
     )
-    report = score_pass(config, RunOptions(progress=False))
-    assert not report.ok and not report.completed
-    assert "do not fit" in report.describe() and str(wrong) in report.describe()
+    with pytest.raises(ConfigError, match="could not build its model: ScorerConfigError") as exc:
+        score_pass(config, RunOptions(progress=False))
+    assert f"weights {wrong} do not fit model 'tiny-clip'" in str(exc.value)
+    assert "\n" not in str(exc.value)  # one line, not Ray's traceback
+    # Each shard that called the dead actor recorded the same one line, and a re-run retries it.
+    failures = list((tmp_path / "out" / "_errors" / "score").glob("*.json"))
+    assert failures and all("could not build its model" in f.read_text() for f in failures)
+    # A model no config describes fails in the driver (which stops the actors it started).
+    with pytest.raises(ConfigError, match="not an open_clip architecture"):
+        score_pass(ScoreConfig(str(planted.pool), "no-such-model", str(wrong), str(tmp_path / "x")))
