@@ -68,9 +68,9 @@ def actor_start_error(exc: BaseException) -> ScorerStartError | None:
     return ScorerStartError(f"the scoring actor could not build its model: {cause}")
 
 
-def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(pending, tuple):
-        return pending
+def get_from_actors(pending: Any) -> Any:
+    """`ray.get` of scoring-actor calls; an actor that died building its model raises
+    ScorerStartError with the cause in one line, not Ray's traceback."""
     import ray
 
     try:
@@ -80,6 +80,10 @@ def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
         if error is None:
             raise
         raise error from None
+
+
+def _result(pending: Any) -> tuple[np.ndarray, np.ndarray]:
+    return pending if isinstance(pending, tuple) else get_from_actors(pending)
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,9 @@ def cli_main(
             config = config_from_args(args)
             reports = run(config, run_options(args))
         except (ConfigError, fsio.PlanMismatchError) as exc:
-            print(f"{args.command}: {exc}", file=sys.stderr)
+            # Stage errors name their stage ("score: ..."), for callers without a CLI; say it once.
+            message, prefix = str(exc), f"{args.command}: "
+            print(message if message.startswith(prefix) else prefix + message, file=sys.stderr)
             return 2
         return exit_code(reports)
 

@@ -43,7 +43,7 @@ from curation.score.shard_scoring import (
     ScoreDecision,
     ScorerStartError,
     ScoreShard,
-    actor_start_error,
+    get_from_actors,
     raw_scores_name,
 )
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
@@ -183,13 +183,7 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
             progress=options.progress,
         )
         if not report.ok:  # one clear error, not one per shard, when no actor could start
-            try:
-                ray.get(started)
-            except ray.exceptions.ActorDiedError as exc:
-                error = actor_start_error(exc)
-                if error is None:
-                    raise
-                raise error from None
+            get_from_actors(started)
         return report
     finally:
         for handle in handles:
