@@ -32,6 +32,7 @@ RANDOM_INIT_KEY = "openvision_random_init"
 MODEL_NAME_KEY = "open_clip_model"
 MODEL_CONFIG_KEY = "open_clip_config"
 SIDECAR_CONFIG_NAME = "open_clip_config.json"
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own bound on its JSON header
 
 
 class ScorerConfigError(ValueError):
@@ -132,6 +133,11 @@ def _safetensors_metadata(path: str, head: bytes, read_more: Any) -> dict[str, A
     if len(head) < 8:
         raise ScorerConfigError(f"weights file {path}: too short for a safetensors header")
     length = int.from_bytes(head[:8], "little")
+    if length > SAFETENSORS_MAX_HEADER:
+        raise ScorerConfigError(
+            f"weights file {path}: safetensors header of {length:,} bytes (at most "
+            f"{SAFETENSORS_MAX_HEADER:,}): not a safetensors file"
+        )
     try:
         header = json.loads(read_more(length))
     except (ValueError, UnicodeDecodeError) as exc:

@@ -141,6 +141,10 @@ def test_a_broken_safetensors_header_is_refused_naming_the_file(tmp_path):
     broken.write_bytes((40).to_bytes(8, "little") + b"{not json")
     with pytest.raises(ScorerConfigError, match="broken.safetensors: unreadable safetensors"):
         read_weights_metadata(str(broken))
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ScorerConfigError, match="huge.safetensors: safetensors header of"):
+        read_weights_metadata(str(huge))
     short = tmp_path / "short.safetensors"
     short.write_bytes(b"\x01")
     with pytest.raises(ScorerConfigError, match="too short"):
