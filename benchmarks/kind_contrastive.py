@@ -130,7 +130,7 @@ layout features form first and the kind follows, slowly; grouping removes that f
 
 Noun-keeping text masking (CLIPA's syntax masking, the kind words as the nouns; `--keep-nouns
 P`: each step every kind word stays and each other word with probability P), the same easy
-web scenes and full captions, 2026-12-07 05:58-06:10 UTC, one seed each:
+web scenes and full captions, 2026-12-07 05:41-05:48 UTC, one seed each:
 
     keep other words with P = 0.5                          11.9%    14.3%    2.70  (12.0 / 15.7%)
     keep other words with P = 0.1                          10.8%    10.2%    4.30
