@@ -1,5 +1,8 @@
 """The scorer's input: uint8 batches normalised where the model runs equal the eval transform."""
 
+import json
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -7,8 +10,14 @@ import pytest
 import torch
 from open_clip.transform import PreprocessCfg
 from PIL import Image
+from torchvision.transforms import Compose
 
-from curation.score.embedder import build_image_geometry, build_transform, normalise_batch
+from curation.score.embedder import (
+    ShortestSideCrop,
+    build_image_geometry,
+    build_transform,
+    normalise_batch,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,10 +43,6 @@ def test_geometry_then_batch_normalisation_equals_the_per_image_transform(overri
     ("size", "interpolation"), [(224, "bicubic"), (64, "bilinear"), (97, "bicubic")]
 )
 def test_pillow_geometry_equals_open_clips_shortest_side_transform(size, interpolation):
-    from torchvision.transforms import Compose
-
-    from curation.score.embedder import ShortestSideCrop
-
     cfg = {**asdict(PreprocessCfg()), "size": size, "interpolation": interpolation}
     geometry = build_image_geometry(cfg)
     assert isinstance(geometry, ShortestSideCrop)
@@ -56,18 +61,15 @@ def test_pillow_geometry_equals_open_clips_shortest_side_transform(size, interpo
             assert np.array_equal(np.asarray(ours), np.asarray(theirs)), (width, height, mode)
 
 
-def test_a_decoding_process_never_imports_torch(tmp_path):
+def test_a_decoding_process_never_imports_torch():
     # The score stage's shard tasks only decode, resize and crop: with open_clip's default
     # preprocessing they must not load torch, torchvision or open_clip (~6 s, ~700 MB each).
-    import json
-    import subprocess
-    import sys
-
     cfg = {**asdict(PreprocessCfg()), "size": 64}
     script = f"""
 import io, json, sys
 import numpy as np
 from PIL import Image
+from torchvision.transforms import Compose
 from curation.score.embedder import build_image_geometry
 from curation.score.images import decode_rgb, pixel_signature
 buffer = io.BytesIO()

@@ -5,11 +5,13 @@ import pytest
 import torch
 from planted_pool import tiny_model_config
 
-from curation.score.embedder import ClipEmbedder, plan_actor_pool
+from curation.score.embedder import ClipEmbedder, plan_actor_pool, shard_inputs
 from curation.score.model import (
     ScorerConfigError,
     ScorerSpec,
+    _read_weights,
     load_scorer,
+    read_weights_metadata,
     save_random_weights,
     weights_are_random,
 )
@@ -122,21 +124,14 @@ def test_actor_pool_refuses_a_single_cpu():
 
 
 def test_shard_inputs_from_the_config_equal_what_the_loaded_model_describes(random_weights):
-    from curation.score.embedder import shard_inputs
-    from curation.score.model import read_weights_metadata
-
     spec = ScorerSpec(TINY, str(random_weights))
     described = ClipEmbedder(spec).describe()
     assert shard_inputs(spec) == (described["preprocess_cfg"], described["embed_dim"])
     # The driver reads only the safetensors header: the same metadata as the whole file's.
-    from curation.score.model import _read_weights
-
     assert read_weights_metadata(str(random_weights)) == _read_weights(str(random_weights))[1]
 
 
 def test_a_broken_safetensors_header_is_refused_naming_the_file(tmp_path):
-    from curation.score.model import read_weights_metadata
-
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes((40).to_bytes(8, "little") + b"{not json")
     with pytest.raises(ScorerConfigError, match="broken.safetensors: unreadable safetensors"):
