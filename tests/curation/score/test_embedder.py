@@ -69,7 +69,6 @@ def test_a_decoding_process_never_imports_torch():
 import io, json, sys
 import numpy as np
 from PIL import Image
-from torchvision.transforms import Compose
 from curation.score.embedder import build_image_geometry
 from curation.score.images import decode_rgb, pixel_signature
 buffer = io.BytesIO()
