@@ -152,7 +152,9 @@ alts (11): pairs only a reader of the kind and colour words can reject.
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
+import shutil
 import tempfile
 import time
 import zlib
@@ -274,6 +276,7 @@ def matched_eval_set(count: int, processes: int) -> str:
         scene = single_shape_scene(rng, f"m-{index}", KINDS[label])
         items.append(EvalItem(key=f"{index:06d}", scene=scene, label=label))
     root = Path(tempfile.mkdtemp(prefix="kind-contrastive-matched-"))
+    atexit.register(shutil.rmtree, root, True)  # the run's own copy: gone when it ends
     write_eval_sets(root, {"zeroshot": items}, processes)
     return str(root / "eval" / "zeroshot")
 
@@ -505,8 +508,9 @@ def main() -> None:
                 order = torch.cat([order, torch.randperm(len(captions), generator=generator)])
             take, order = order[:rows], order[rows:]
         batch_images = images[take].flatten(0, 1)
-        batch_tokens = tokens[take].flatten(0, 1)
-        if options.keep_nouns is not None:
+        if options.keep_nouns is None:
+            batch_tokens = tokens[take].flatten(0, 1)
+        else:  # masked afresh each step, so tokenized here
             texts = [keep_nouns(c, options.keep_nouns, rng) for i in take for c in captions[i]]
             batch_tokens = tokenizer.encode(texts, options.context)
         model.train()

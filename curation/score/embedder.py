@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from curation.score.model import ScorerSpec, config_image_size, load_scorer, scorer_config
 
@@ -84,10 +85,13 @@ def preprocess_cfg_of(config: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def shard_inputs(spec: ScorerSpec) -> tuple[dict[str, Any], int]:
+def shard_inputs(
+    spec: ScorerSpec, metadata: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], int]:
     """(preprocess config, embedding width): what the shard tasks that decode for `spec`'s
-    actors need, from the config alone, so they can start while the actors build the model."""
-    config = scorer_config(spec)
+    actors need, from the config alone, so they can start while the actors build the model.
+    `metadata`: the weights' metadata when the caller has read it already."""
+    config = scorer_config(spec, metadata)
     return preprocess_cfg_of(config), int(config["model_cfg"]["embed_dim"])
 
 
@@ -106,7 +110,7 @@ def build_transform(preprocess_cfg: dict[str, Any]) -> Any:
 
 
 # open_clip's eval interpolations -> the Pillow filter torchvision resizes a PIL image with.
-PIL_FILTERS = {"bilinear": 2, "bicubic": 3}
+PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)

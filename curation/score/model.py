@@ -19,6 +19,7 @@ import logging
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,9 @@ def _local_tokenizer_dir(text_cfg: dict[str, Any]) -> Path | None:
     return folder if folder is not None and (folder / "tokenizer.json").is_file() else None
 
 
-def _safetensors_metadata(path: str, head: bytes, read_more: Any) -> dict[str, Any]:
+def _safetensors_metadata(
+    path: str, head: bytes, read_more: Callable[[int], bytes]
+) -> dict[str, Any]:
     """The __metadata__ of a safetensors file from its first bytes: an 8-byte little-endian
     header length, then the JSON header; `read_more(n)` gives the next n bytes."""
     if len(head) < 8:
@@ -264,10 +267,12 @@ def _check_model_name(spec: ScorerSpec, metadata: dict[str, Any]) -> None:
         )
 
 
-def scorer_config(spec: ScorerSpec) -> dict[str, Any]:
+def scorer_config(spec: ScorerSpec, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config `load_scorer(spec)` builds its model from, without building it or reading
-    the tensors of a safetensors file: what a process that only preprocesses needs."""
-    metadata = read_weights_metadata(spec.weights)
+    the tensors of a safetensors file: what a process that only preprocesses needs.
+    `metadata`: the weights' metadata when the caller has read it already."""
+    if metadata is None:
+        metadata = read_weights_metadata(spec.weights)
     _check_model_name(spec, metadata)
     return resolve_config(spec.model_name, spec.model_config, spec.weights, metadata)
 
@@ -290,7 +295,7 @@ def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
             f"{len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}"
         )
     model.eval().to(device)
-    random_init = _flags_random(metadata)
+    random_init = flags_random(metadata)
     return LoadedScorer(
         model, preprocess, tokenizer, config_image_size(config), random_init, config
     )
@@ -320,8 +325,9 @@ def save_random_weights(
 
 def weights_are_random(weights: str) -> bool:
     """Whether the weights file says it is an untrained, randomly initialised model."""
-    return _flags_random(read_weights_metadata(weights))
+    return flags_random(read_weights_metadata(weights))
 
 
-def _flags_random(metadata: dict[str, Any]) -> bool:
+def flags_random(metadata: dict[str, Any]) -> bool:
+    """Whether a weights file's metadata flags it randomly initialised."""
     return str(metadata.get(RANDOM_INIT_KEY, "")).lower() in ("true", "1")

@@ -33,8 +33,9 @@ from curation.score.filters import BasicRules, QuantileResult, top_fraction_thre
 from curation.score.model import (
     ScorerConfigError,
     ScorerSpec,
+    flags_random,
+    read_weights_metadata,
     save_random_weights,
-    weights_are_random,
 )
 from curation.score.pool import list_pool_shards
 from curation.score.reapply import decision_digest, invalidate_other_decisions
@@ -134,7 +135,8 @@ def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> Stage
 
 def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     tasks = pool_tasks(config.pool)
-    random_init = weights_are_random(config.weights)
+    metadata = read_weights_metadata(config.weights)  # once: the random flag and the config
+    random_init = flags_random(metadata)
     record = {**config.spec.to_record(), "tag": config.tag, "random_init": random_init}
     _check_scorer_record(config.out, record)
     if random_init:
@@ -170,7 +172,7 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
         # decode while the actors import torch and build the model (an actor that fails to build
         # fails the shards that call it, with its error).
         started = [handle.describe.remote() for handle in handles]
-        preprocess_cfg, embed_dim = shard_inputs(config.spec)
+        preprocess_cfg, embed_dim = shard_inputs(config.spec, metadata)
         stage = ScoreShard(tuple(handles), preprocess_cfg, embed_dim, config.batch_size)
         report = run_stage(
             SCORE_STAGE,
