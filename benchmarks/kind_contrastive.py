@@ -27,6 +27,10 @@ demo's caption training does not":
     --keep-nouns P    each step, every kind word stays and each other word with probability P
     --hard-batches F  every batch from one group of pictures whose captions share F's words
                       (colour; colour+background)
+    --noise P         a share P of pictures (drawn per picture) get a wrong caption instead, of
+                      the kinds that pass the demo's text filters, in the world's proportions
+                      (pages.CAPTION_KIND_WEIGHTS): another scene's caption, the contrast
+                      sibling's (one kind changed), an SEO list, a long empty alt
 
 Measured on generator 4 (2026-12-06, one seed each, Muon lr 3e-3 unless said, 1000 steps x 32,
 1 torch thread, zero-shot top-1 on the small world's 1,200-picture held-out set, chance 8.3%;
@@ -168,7 +172,7 @@ from minicc_quality import LABELLED_SEED, ensure_world
 
 from curation.minicc import render, world
 from curation.minicc.build import load_world
-from curation.minicc.captions import english_list, good_caption
+from curation.minicc.captions import empty_but_long_alt, english_list, good_caption, seo_alt
 from curation.minicc.evalsets import (
     EVAL_QUALITY,
     EvalItem,
@@ -176,6 +180,7 @@ from curation.minicc.evalsets import (
     single_shape_scene,
     write_eval_sets,
 )
+from curation.minicc.pages import CAPTION_KIND_WEIGHTS
 from curation.minicc.parallel import ordered_map
 from curation.minicc.render import encode, render_scene
 from curation.minicc.vocab import COLOURS, KINDS
@@ -281,6 +286,44 @@ def matched_eval_set(count: int, processes: int) -> str:
     return str(root / "eval" / "zeroshot")
 
 
+# --noise: the wrong captions that survive the demo's text filters (MetaCLIP's substring match
+# drops file names, boilerplate and empty alts), in the world's proportions.
+NOISE_KINDS = ("neighbour", "hard_negative", "seo", "empty_long")
+
+
+def noise_kind(index: int, noise: float, kinds: tuple[str, ...]) -> tuple[str | None, object]:
+    """(which wrong caption picture `index` gets, or None; the draw's generator, to go on with).
+    With probability `noise` on the picture's own stream (so the pictures and the clean captions
+    stay those of a run without it), one of `kinds` in the world's proportions."""
+    rng = np.random.default_rng([LABELLED_SEED, 0x401, index])
+    if rng.random() >= noise:
+        return None, rng
+    weights = np.array([CAPTION_KIND_WEIGHTS[kind] for kind in kinds])
+    return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))], rng
+
+
+def noisy_caption(
+    scene: Scene,
+    captions: str,
+    style: int,
+    noise: float,
+    kinds: tuple[str, ...],
+    draw_scene,
+    index: int,
+) -> str | None:
+    """A wrong caption for `scene` when noise_kind draws one for it; else None."""
+    kind, rng = noise_kind(index, noise, kinds)
+    if kind is None:
+        return None
+    if kind == "neighbour":
+        return scene_caption(draw_scene(rng, f"c-{index}-n"), captions, style)
+    if kind == "hard_negative":
+        return scene_caption(contrast_sibling(rng, scene, f"c-{index}-h"), captions, style)
+    if kind == "seo":
+        return seo_alt(rng)
+    return empty_but_long_alt(rng)
+
+
 def pair(
     world_seed: int,
     scenes: str,
@@ -288,6 +331,8 @@ def pair(
     siblings: bool,
     shape_weights: tuple[float, ...] | None,
     colours: int | None,
+    noise: float,
+    noise_kinds: tuple[str, ...],
     index: int,
 ) -> list[tuple[bytes, str]]:
     """Picture `index` of the stream as [(JPEG, caption)], and its contrast sibling's with
@@ -296,20 +341,29 @@ def pair(
     (`shape_weights`: the shares of 1, 2, 3-shape scenes instead of the world's; `colours`: that
     many colours instead of the world's twelve)."""
     rng = np.random.default_rng([LABELLED_SEED, 0xC0, index])
-    if scenes == "single":
-        scene = single_shape_scene(rng, f"c-{index}", KINDS[int(rng.integers(len(KINDS)))])
-    else:
+
+    def draw_scene(rng: np.random.Generator, scene_id: str) -> Scene:
+        if scenes == "single":
+            return single_shape_scene(rng, scene_id, KINDS[int(rng.integers(len(KINDS)))])
         concepts = ConceptSampler(world_seed) if scenes == "web" else _UniformConcepts()
         if colours:
             concepts = FewColours(concepts, colours)
         count = None
         if shape_weights:  # the same draw sample_scene makes with the world's weights
             count = int(rng.choice(np.arange(1, len(shape_weights) + 1), p=shape_weights))
-        scene = sample_scene(rng, f"c-{index}", concepts, shape_count=count)
+        return sample_scene(rng, scene_id, concepts, shape_count=count)
+
+    scene = draw_scene(rng, f"c-{index}")
     drawn = [scene, contrast_sibling(rng, scene, f"c-{index}-s")] if siblings else [scene]
     style = int(rng.integers(4))
+    wrong = None
+    if noise:
+        wrong = noisy_caption(scene, captions, style, noise, noise_kinds, draw_scene, index)
     return [
-        (encode(render_scene(s).image, "jpeg", EVAL_QUALITY), scene_caption(s, captions, style))
+        (
+            encode(render_scene(s).image, "jpeg", EVAL_QUALITY),
+            wrong if wrong is not None and s is scene else scene_caption(s, captions, style),
+        )
         for s in drawn
     ]
 
@@ -366,6 +420,8 @@ def render_pool(options, world_seed: int, image_size: int) -> tuple[torch.Tensor
                 options.siblings,
                 options.shape_weights,
                 options.colours,
+                options.noise,
+                options.noise_kinds,
             ),
             list(range(options.pool)),
             options.processes,
@@ -376,6 +432,89 @@ def render_pool(options, world_seed: int, image_size: int) -> tuple[torch.Tensor
         [torch.stack([decode_image(jpeg, image_size) for jpeg, _ in row]) for row in rows]
     )
     return images, [[caption for _, caption in row] for row in rows]
+
+
+def train(options, args, cfg, images, tokens, captions, rows_of_pool, tokenizer, evaluate, matched):
+    """Train tiny from options.seed's init on the pool rows `rows_of_pool` (a LongTensor of
+    indices into images/tokens/captions) for options.steps; returns (model, top1, matched top1)
+    at the last step (printed at the middle and last steps)."""
+    torch.manual_seed(options.seed)
+    model = SigLIP2(cfg)
+    optim_cfg = OptimConfig(
+        name=options.optimizer,
+        lr=options.lr,
+        weight_decay=args.optim.weight_decay,
+        warmup_steps=args.optim.warmup_steps,
+        total_steps=options.steps,
+    )
+    optimizer = build_optimizer(model, optim_cfg)
+    scheduler = build_scheduler(optimizer, optim_cfg)
+    per_row = images.shape[1]
+    rows = options.batch_size // per_row  # with siblings: half pictures, half their siblings
+    generator = torch.Generator().manual_seed(options.seed)
+    order = torch.empty(0, dtype=torch.long)
+    rng = np.random.default_rng(options.seed)
+    grouped = None
+    if options.hard_batches:
+        keys = [group_key(captions[int(i)][0], options.hard_batches) for i in rows_of_pool]
+        grouped = GroupedBatches(keys, generator)
+        print(f"hard batches: {len(grouped.members)} groups by {options.hard_batches}")
+    for step in range(1, options.steps + 1):
+        if grouped is not None:
+            take = rows_of_pool[grouped.take(rows)]
+        else:
+            if len(order) < rows:
+                order = torch.cat(
+                    [order, rows_of_pool[torch.randperm(len(rows_of_pool), generator=generator)]]
+                )
+            take, order = order[:rows], order[rows:]
+        batch_images = images[take].flatten(0, 1)
+        if options.keep_nouns is None:
+            batch_tokens = tokens[take].flatten(0, 1)
+        else:  # masked afresh each step, so tokenized here
+            texts = [keep_nouns(c, options.keep_nouns, rng) for i in take for c in captions[i]]
+            batch_tokens = tokenizer.encode(texts, options.context)
+        model.train()
+        image_z = F.normalize(model.encode_image(batch_images)[0], dim=-1)
+        text_z = F.normalize(model.encode_text(batch_tokens), dim=-1)
+        if options.multi_positive:
+            same = (batch_tokens[:, None, :] == batch_tokens[None, :, :]).all(-1).float()
+            logits = image_z @ text_z.T * model.logit_scale.exp() + model.logit_bias
+            loss = -F.logsigmoid((2 * same - 1) * logits).sum() / len(image_z)
+        else:
+            loss = sigmoid_loss(image_z, text_z, model.logit_scale, model.logit_bias)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        if step in (options.steps // 2, options.steps):
+            model.eval()
+            with torch.no_grad():
+                top1 = evaluate(model)["top1"]
+                matched_top1 = matched(model)["top1"] if matched else None
+            print(
+                f"step {step:5d}  loss {loss.item():.3f}  t {model.logit_scale.exp().item():.1f}  "
+                f"b {model.logit_bias.item():.2f}  zero-shot top-1 {top1:.1%}"
+                + (f"  matched {matched_top1:.1%}" if matched else ""),
+                flush=True,
+            )
+    return model, top1, matched_top1
+
+
+@torch.no_grad()
+def pair_scores(
+    model, images: torch.Tensor, tokens: torch.Tensor, chunk: int = 512
+) -> torch.Tensor:
+    """Each pool row's own image-caption cosine (first picture of a row), as the score stage
+    ranks pairs."""
+    model.eval()
+    scores = []
+    for begin in range(0, len(images), chunk):
+        image_z = F.normalize(model.encode_image(images[begin : begin + chunk, 0])[0], dim=-1)
+        text_z = F.normalize(model.encode_text(tokens[begin : begin + chunk, 0]), dim=-1)
+        scores.append((image_z * text_z).sum(-1))
+    return torch.cat(scores)
 
 
 def main() -> None:
@@ -422,6 +561,25 @@ def main() -> None:
         choices=("colour", "colour+background"),
         help="each batch from one group of pictures whose captions share these words",
     )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="a share P of pictures get a wrong caption (neighbour, hard negative, SEO, empty)",
+    )
+    parser.add_argument(
+        "--noise-kinds",
+        type=lambda text: tuple(text.split(",")),
+        default=NOISE_KINDS,
+        help=f"the wrong captions --noise draws from (default: {','.join(NOISE_KINDS)})",
+    )
+    parser.add_argument(
+        "--self-curate",
+        type=float,
+        metavar="KEEP",
+        help="then score every pair with the trained model, keep the top KEEP share, retrain",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -447,6 +605,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep the rendered pool in this file")
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
+    if set(options.noise_kinds) - set(NOISE_KINDS):
+        parser.error(f"--noise-kinds: choose from {','.join(NOISE_KINDS)}")
     if options.colours is not None and not 1 <= options.colours <= len(FewColours.FEW_COLOURS):
         parser.error(f"--colours must be 1..{len(FewColours.FEW_COLOURS)}, got {options.colours}")
     ensure_world(options.world)
@@ -475,69 +635,38 @@ def main() -> None:
     print(f"{len(captions)} x {per_row} pairs rendered in {time.perf_counter() - started:.0f} s")
     print("e.g.", captions[0], "|", captions[1], flush=True)
 
-    torch.manual_seed(options.seed)
-    model = SigLIP2(cfg)
-    optim_cfg = OptimConfig(
-        name=options.optimizer,
-        lr=options.lr,
-        weight_decay=args.optim.weight_decay,
-        warmup_steps=args.optim.warmup_steps,
-        total_steps=options.steps,
-    )
-    optimizer = build_optimizer(model, optim_cfg)
-    scheduler = build_scheduler(optimizer, optim_cfg)
-    rows = options.batch_size // per_row  # with siblings: half pictures, half their siblings
-    generator = torch.Generator().manual_seed(options.seed)
-    order = torch.empty(0, dtype=torch.long)
     scorer = partial(zeroshot_accuracy, tokenizer=ContextTokenizer(tokenizer, options.context))
     evaluate = partial(scorer, dataset=str(options.world / "eval" / "zeroshot"))
     matched = None
     if options.matched_eval:
         matched = partial(scorer, dataset=matched_eval_set(options.matched_eval, options.processes))
-    rng = np.random.default_rng(options.seed)
-    grouped = None
-    if options.hard_batches:
-        keys = [group_key(row[0], options.hard_batches) for row in captions]
-        grouped = GroupedBatches(keys, generator)
-        print(f"hard batches: {len(grouped.members)} groups by {options.hard_batches}")
-    for step in range(1, options.steps + 1):
-        if grouped is not None:
-            take = grouped.take(rows)
-        else:
-            if len(order) < rows:
-                order = torch.cat([order, torch.randperm(len(captions), generator=generator)])
-            take, order = order[:rows], order[rows:]
-        batch_images = images[take].flatten(0, 1)
-        if options.keep_nouns is None:
-            batch_tokens = tokens[take].flatten(0, 1)
-        else:  # masked afresh each step, so tokenized here
-            texts = [keep_nouns(c, options.keep_nouns, rng) for i in take for c in captions[i]]
-            batch_tokens = tokenizer.encode(texts, options.context)
-        model.train()
-        image_z = F.normalize(model.encode_image(batch_images)[0], dim=-1)
-        text_z = F.normalize(model.encode_text(batch_tokens), dim=-1)
-        if options.multi_positive:
-            same = (batch_tokens[:, None, :] == batch_tokens[None, :, :]).all(-1).float()
-            logits = image_z @ text_z.T * model.logit_scale.exp() + model.logit_bias
-            loss = -F.logsigmoid((2 * same - 1) * logits).sum() / len(image_z)
-        else:
-            loss = sigmoid_loss(image_z, text_z, model.logit_scale, model.logit_bias)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
-        optimizer.step()
-        scheduler.step()
-        if step in (options.steps // 2, options.steps):
-            model.eval()
-            with torch.no_grad():
-                top1 = evaluate(model)["top1"]
-                matched_top1 = matched(model)["top1"] if matched else None
-            print(
-                f"step {step:5d}  loss {loss.item():.3f}  t {model.logit_scale.exp().item():.1f}  "
-                f"b {model.logit_bias.item():.2f}  zero-shot top-1 {top1:.1%}"
-                + (f"  matched {matched_top1:.1%}" if matched else ""),
-                flush=True,
-            )
+    all_rows = torch.arange(len(captions))
+    model, top1, matched_top1 = train(
+        options, args, cfg, images, tokens, captions, all_rows, tokenizer, evaluate, matched
+    )
+    if options.self_curate:
+        # The demo's round 1 in miniature: score every pair with the model just trained, keep
+        # the top share, train again from the same init on what is kept.
+        wrong = [noise_kind(i, options.noise, options.noise_kinds)[0] for i in range(len(captions))]
+        noisy = torch.tensor([kind is not None for kind in wrong])
+        scores = pair_scores(model, images, tokens)
+        kept = torch.argsort(scores, descending=True)[: int(len(scores) * options.self_curate)]
+        print(
+            f"self-curation: kept {len(kept)} of {len(scores)} by the round-0 model's score; "
+            f"correct share {1 - noisy.float().mean():.3f} -> {1 - noisy[kept].float().mean():.3f}"
+            f"; wrong captions kept / in the pool: "
+            + ", ".join(
+                f"{kind} {sum(wrong[int(i)] == kind for i in kept)} / {wrong.count(kind)}"
+                for kind in options.noise_kinds
+            ),
+            flush=True,
+        )
+        round0 = f"round 0 {top1:.1%}" + (f" ({matched_top1:.1%} matched)" if matched else "")
+        curated = f", self-curated to {options.self_curate} (correct {1 - noisy[kept].float().mean():.3f}) after {round0}"
+        model, top1, matched_top1 = train(
+            options, args, cfg, images, tokens, captions, kept, tokenizer, evaluate, matched
+        )
+    rows = options.batch_size // per_row
     seen = options.steps * rows
     print(
         f"RESULT zero-shot {top1:.1%} ({options.scenes} scenes, {options.captions} captions, "
@@ -545,6 +674,8 @@ def main() -> None:
         f"{', with siblings' if options.siblings else ''}"
         f"{f', hard batches by {options.hard_batches}' if options.hard_batches else ''}"
         f"{f', keep nouns {options.keep_nouns}' if options.keep_nouns is not None else ''}"
+        f"{f', noise {options.noise} of {options.noise_kinds}' if options.noise else ''}"
+        f"{curated if options.self_curate else ''}"
         f"{f', shape weights {options.shape_weights}' if options.shape_weights else ''}"
         f"{f', {options.colours} colours' if options.colours else ''}"
         f"{', multi-positive' if options.multi_positive else ''}"
