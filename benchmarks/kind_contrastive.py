@@ -177,6 +177,7 @@ from curation.minicc.evalsets import (
     EVAL_QUALITY,
     EvalItem,
     _UniformConcepts,
+    plan_eval_sets,
     single_shape_scene,
     write_eval_sets,
 )
@@ -187,6 +188,8 @@ from curation.minicc.vocab import COLOURS, KINDS
 from curation.minicc.world import ConceptSampler, Scene, contrast_sibling, sample_scene
 from training.config import load_args
 from training.data.samples import decode_image
+from training.eval.embed import embed_texts
+from training.eval.retrieval import recall_at_k
 from training.eval.zeroshot import zeroshot_accuracy
 from training.losses.sigmoid import sigmoid_loss
 from training.models.config import model_config
@@ -324,6 +327,22 @@ def noisy_caption(
     return empty_but_long_alt(rng)
 
 
+def retrieval_picture(scene: Scene) -> bytes:
+    return encode(render_scene(scene).image, "jpeg", EVAL_QUALITY)
+
+
+def matched_retrieval_set(
+    world_seed: int, count: int, captions: str, image_size: int, processes: int
+) -> tuple[torch.Tensor, list[str]]:
+    """The world's retrieval scenes (its eval stream: uniform kinds and colours, 1-3 shapes)
+    drawn with the patched scene options, captioned in --captions' style: ([N, 3, S, S], N
+    captions) for T->I recall@1, the demo's second metric."""
+    scenes = [item.scene for item in plan_eval_sets(world_seed, count)["retrieval"]]
+    jpegs = list(ordered_map(retrieval_picture, scenes, processes, "matched retrieval set"))
+    images = torch.stack([decode_image(jpeg, image_size) for jpeg in jpegs])
+    return images, [scene_caption(scene, captions, 0) for scene in scenes]
+
+
 def pair(
     world_seed: int,
     scenes: str,
@@ -434,7 +453,19 @@ def render_pool(options, world_seed: int, image_size: int) -> tuple[torch.Tensor
     return images, [[caption for _, caption in row] for row in rows]
 
 
-def train(options, args, cfg, images, tokens, captions, rows_of_pool, tokenizer, evaluate, matched):
+def train(
+    options,
+    args,
+    cfg,
+    images,
+    tokens,
+    captions,
+    rows_of_pool,
+    tokenizer,
+    evaluate,
+    matched,
+    retrieval,
+):
     """Train tiny from options.seed's init on the pool rows `rows_of_pool` (a LongTensor of
     indices into images/tokens/captions) for options.steps; returns (model, top1, matched top1)
     at the last step (printed at the middle and last steps)."""
@@ -493,13 +524,25 @@ def train(options, args, cfg, images, tokens, captions, rows_of_pool, tokenizer,
             with torch.no_grad():
                 top1 = evaluate(model)["top1"]
                 matched_top1 = matched(model)["top1"] if matched else None
+                recall = text_to_image_r1(model, tokenizer, *retrieval) if retrieval else None
             print(
                 f"step {step:5d}  loss {loss.item():.3f}  t {model.logit_scale.exp().item():.1f}  "
                 f"b {model.logit_bias.item():.2f}  zero-shot top-1 {top1:.1%}"
-                + (f"  matched {matched_top1:.1%}" if matched else ""),
+                + (f"  matched {matched_top1:.1%}" if matched else "")
+                + (f"  matched T->I R@1 {recall:.1%}" if retrieval else ""),
                 flush=True,
             )
-    return model, top1, matched_top1
+    return model, top1, matched_top1, recall
+
+
+def text_to_image_r1(model, tokenizer, images: torch.Tensor, captions: list[str]) -> float:
+    image_z = torch.cat(
+        [F.normalize(model.encode_image(chunk)[0], dim=-1) for chunk in images.split(256)]
+    )
+    text_z = embed_texts(model, tokenizer, captions)
+    return recall_at_k(image_z @ text_z.T, torch.arange(len(captions)), ks=(1,))[
+        "text_to_image_R@1"
+    ]
 
 
 @torch.no_grad()
@@ -547,6 +590,14 @@ def main() -> None:
         default=0,
         metavar="N",
         help="also score N zero-shot pictures drawn with the scene options above",
+    )
+    parser.add_argument(
+        "--matched-retrieval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also report T->I R@1 on the world's first N retrieval scenes drawn with the scene "
+        "options above and captioned in --captions' style",
     )
     parser.add_argument("--pool", type=int, default=32000, help="distinct pictures")
     parser.add_argument("--siblings", action="store_true", help="half of each batch: siblings")
@@ -640,9 +691,28 @@ def main() -> None:
     matched = None
     if options.matched_eval:
         matched = partial(scorer, dataset=matched_eval_set(options.matched_eval, options.processes))
+    retrieval = None
+    if options.matched_retrieval:
+        retrieval = matched_retrieval_set(
+            world_seed,
+            options.matched_retrieval,
+            options.captions,
+            cfg.vision.image_size,
+            options.processes,
+        )
     all_rows = torch.arange(len(captions))
-    model, top1, matched_top1 = train(
-        options, args, cfg, images, tokens, captions, all_rows, tokenizer, evaluate, matched
+    model, top1, matched_top1, recall = train(
+        options,
+        args,
+        cfg,
+        images,
+        tokens,
+        captions,
+        all_rows,
+        tokenizer,
+        evaluate,
+        matched,
+        retrieval,
     )
     if options.self_curate:
         # The demo's round 1 in miniature: score every pair with the model just trained, keep
@@ -661,10 +731,24 @@ def main() -> None:
             ),
             flush=True,
         )
-        round0 = f"round 0 {top1:.1%}" + (f" ({matched_top1:.1%} matched)" if matched else "")
+        round0 = (
+            f"round 0 {top1:.1%}"
+            + (f" ({matched_top1:.1%} matched)" if matched else "")
+            + (f", T->I R@1 {recall:.1%}" if retrieval else "")
+        )
         curated = f", self-curated to {options.self_curate} (correct {1 - noisy[kept].float().mean():.3f}) after {round0}"
-        model, top1, matched_top1 = train(
-            options, args, cfg, images, tokens, captions, kept, tokenizer, evaluate, matched
+        model, top1, matched_top1, recall = train(
+            options,
+            args,
+            cfg,
+            images,
+            tokens,
+            captions,
+            kept,
+            tokenizer,
+            evaluate,
+            matched,
+            retrieval,
         )
     rows = options.batch_size // per_row
     seen = options.steps * rows
@@ -682,7 +766,8 @@ def main() -> None:
         f"{', square' if options.square else ''}"
         f"{f', shapes x{options.shape_scale}' if options.shape_scale else ''}"
         f"{f', backgrounds {options.backgrounds}' if options.backgrounds else ''}"
-        f"{f', matched set {matched_top1:.1%}' if matched else ''}, {options.steps} steps x "
+        f"{f', matched set {matched_top1:.1%}' if matched else ''}"
+        f"{f', matched T->I R@1 {recall:.1%}' if retrieval else ''}, {options.steps} steps x "
         f"{rows * per_row}, {options.optimizer} lr {options.lr}, "
         f"{time.perf_counter() - started:.0f} s)"
     )
