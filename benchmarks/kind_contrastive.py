@@ -11,7 +11,8 @@ demo's caption training does not":
     --scenes web      the web's scenes: 1-3 shapes, Zipf-skewed kinds and colours
     --scenes uniform  the web's scenes with uniform kinds and colours (as the retrieval set's)
     --captions kind   the kinds only ("a star", "a star and a red ring" -> "a star and a ring")
-    --captions full   the world's good caption (size, colour, kind, position, background)
+    --captions full   the world's good caption (generator 5: size, colour, kind, position and
+                      background; generator 6: the kinds, as `kind` with "an" before a vowel)
     --pool N          N distinct pictures, reshuffled each pass (N >= steps x batch: no picture
                       is seen twice, an endless stream like kind_supervised's)
     --siblings        each batch is half pictures and half their contrast siblings (the same
@@ -251,7 +252,7 @@ def colour_caption(scene: Scene) -> str:
 MIX_SHARES = (0.6, 0.25, 0.15)
 
 
-def scene_caption(scene: Scene, captions: str, style: int) -> str:
+def scene_caption(scene: Scene, captions: str) -> str:
     if captions == "mix":
         draw = zlib.crc32(scene.scene_id.encode()) % 1000 / 1000
         captions = (
@@ -261,7 +262,7 @@ def scene_caption(scene: Scene, captions: str, style: int) -> str:
         return kinds_caption(scene)
     if captions == "colour":
         return colour_caption(scene)
-    return good_caption(scene, style=style)
+    return good_caption(scene)
 
 
 class FewColours:
@@ -289,13 +290,13 @@ def patch_scenes(square: bool, shape_scale: float | None, backgrounds: str | Non
         render.SIZES = {name: min(0.95, size * shape_scale) for name, size in render.SIZES.items()}
     if backgrounds:
         names = backgrounds.split(",")
-        unknown = set(names) - set(world.BACKGROUNDS)
+        unknown = set(names) - set(world.SCENE_BACKGROUNDS)
         if unknown:
             raise SystemExit(
                 f"--backgrounds: unknown {sorted(unknown)}; the world's: "
-                f"{sorted(world.BACKGROUNDS)}"
+                f"{sorted(world.SCENE_BACKGROUNDS)}"
             )
-        world.BACKGROUNDS = {name: world.BACKGROUNDS[name] for name in names}
+        world.SCENE_BACKGROUNDS = tuple(names)
 
 
 def matched_eval_set(count: int, processes: int) -> str:
@@ -333,7 +334,6 @@ def noise_kind(index: int, noise: float, kinds: tuple[str, ...]) -> tuple[str | 
 def noisy_caption(
     scene: Scene,
     captions: str,
-    style: int,
     noise: float,
     kinds: tuple[str, ...],
     draw_scene,
@@ -344,9 +344,9 @@ def noisy_caption(
     if kind is None:
         return None
     if kind == "neighbour":
-        return scene_caption(draw_scene(rng, f"c-{index}-n"), captions, style)
+        return scene_caption(draw_scene(rng, f"c-{index}-n"), captions)
     if kind == "hard_negative":
-        return scene_caption(contrast_sibling(rng, scene, f"c-{index}-h"), captions, style)
+        return scene_caption(contrast_sibling(rng, scene, f"c-{index}-h"), captions)
     if kind == "seo":
         return seo_alt(rng)
     return empty_but_long_alt(rng)
@@ -365,7 +365,7 @@ def matched_retrieval_set(
     scenes = [item.scene for item in plan_eval_sets(world_seed, count)["retrieval"]]
     jpegs = list(ordered_map(retrieval_picture, scenes, processes, "matched retrieval set"))
     images = torch.stack([decode_image(jpeg, image_size) for jpeg in jpegs])
-    return images, [scene_caption(scene, captions, 0) for scene in scenes]
+    return images, [scene_caption(scene, captions) for scene in scenes]
 
 
 def pair(
@@ -399,14 +399,13 @@ def pair(
 
     scene = draw_scene(rng, f"c-{index}")
     drawn = [scene, contrast_sibling(rng, scene, f"c-{index}-s")] if siblings else [scene]
-    style = int(rng.integers(4))
     wrong = None
     if noise:
-        wrong = noisy_caption(scene, captions, style, noise, noise_kinds, draw_scene, index)
+        wrong = noisy_caption(scene, captions, noise, noise_kinds, draw_scene, index)
     return [
         (
             encode(render_scene(s).image, "jpeg", EVAL_QUALITY),
-            wrong if wrong is not None and s is scene else scene_caption(s, captions, style),
+            wrong if wrong is not None and s is scene else scene_caption(s, captions),
         )
         for s in drawn
     ]

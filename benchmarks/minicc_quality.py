@@ -214,7 +214,7 @@ def fresh_picture(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
             Image.Resampling.BILINEAR,
         )
-    caption = good_caption(scene, style=int(rng.integers(4)))
+    caption = good_caption(scene)
     return f"{index:08d}", encode(image, "jpeg", 90), caption, scene.grounding_refs(rendered.boxes)
 
 

@@ -331,25 +331,33 @@ class _PagePlanner:
         """(alt, title, caption language) for a tag of caption `kind` showing `target`."""
         rng = self.rng
         lang = page.lang if page.lang != "en" and rng.random() < 0.75 else "en"
-        style = int(rng.integers(4))
         scene = target.scene
         if kind == "good":
             title = TITLE_NOISE[int(rng.integers(len(TITLE_NOISE)))] if rng.random() < 0.1 else None
-            return good_caption(scene, lang, style), title, lang
+            return good_caption(scene, lang), title, lang
         if kind == "title_only":
-            return None, good_caption(scene, lang, style), lang
+            return None, good_caption(scene, lang), lang
         if kind == "neighbour":
+            # Another picture's caption that does not also describe this one: alt texts name
+            # the kinds only, so a neighbour showing the same kinds would caption it correctly.
+            own = sorted(s.kind for s in scene.shapes)
             others = [
                 n.scene
                 for n in neighbours
-                if n is not None and n.scene.shapes and n.scene.scene_id != scene.scene_id
+                if n is not None
+                and n.scene.shapes
+                and sorted(s.kind for s in n.scene.shapes) != own
             ]
-            if not others:  # a page of one picture: the caption of another page's
-                others = [s for s in self.all_scenes if s.scene_id != scene.scene_id]
-            return good_caption(others[int(rng.integers(len(others)))], lang, style), None, lang
+            if not others:  # no such picture on the page: the caption of another page's
+                others = [
+                    s
+                    for s in self.all_scenes
+                    if s.shapes and sorted(k.kind for k in s.shapes) != own
+                ]
+            return good_caption(others[int(rng.integers(len(others)))], lang), None, lang
         if kind == "hard_negative":
             sibling = contrast_sibling(rng, scene, scene.scene_id)
-            return good_caption(sibling, lang, style), None, lang
+            return good_caption(sibling, lang), None, lang
         if kind == "filename":
             return filename_alt(rng, target.path), None, None
         if kind == "boilerplate":

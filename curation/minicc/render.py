@@ -40,16 +40,13 @@ def _background(scene: Scene) -> Image.Image:
         return Image.composite(
             Image.new("RGB", (w, h), second), Image.new("RGB", (w, h), first), mask
         )
-    if scene.background in ("stripes", "checker"):
+    if scene.background == "stripes":
         period = max(4, int(min(w, h) * rng.uniform(0.04, 0.12)))
         cells_x, cells_y = -(-w // period), -(-h // period)
-        if scene.background == "stripes":
-            vertical = rng.random() < 0.5
-            pattern = (np.arange(cells_x if vertical else cells_y) % 2).reshape(
-                (1, -1) if vertical else (-1, 1)
-            )
-        else:
-            pattern = np.add.outer(np.arange(cells_y), np.arange(cells_x)) % 2
+        vertical = rng.random() < 0.5
+        pattern = (np.arange(cells_x if vertical else cells_y) % 2).reshape(
+            (1, -1) if vertical else (-1, 1)
+        )
         tones = np.array([first, second], dtype=np.uint8)
         cells = Image.fromarray(tones[pattern], "RGB")
         upscaled = cells.resize(

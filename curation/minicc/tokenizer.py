@@ -42,7 +42,7 @@ def corpus(seed: int = 0, scenes: int = DEFAULT_SCENES) -> Iterator[str]:
         rng = np.random.default_rng([seed, 0x70C, index])
         scene = sample_scene(rng, f"tok-{index:06d}", concepts)
         for lang in LANGUAGES:
-            yield good_caption(scene, lang, style=index)
+            yield good_caption(scene, lang)
         for shape in scene.shapes:
             yield shape.phrase
             yield shape.referring_expression

@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from curation.minicc.vocab import BACKGROUNDS, COLOURS, KINDS, POSITION_PHRASES, POSITIONS, SIZES
+from curation.minicc.vocab import (
+    COLOURS,
+    KINDS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SCENE_BACKGROUNDS,
+    SIZES,
+)
 
 ZIPF_EXPONENT = 1.3
 # How many shapes a web scene holds (1, 2, 3): mostly one, so a shape fills much of the picture.
@@ -204,7 +211,7 @@ def sample_scene(
                 offset=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
             )
         )
-    background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+    background = SCENE_BACKGROUNDS[int(rng.integers(len(SCENE_BACKGROUNDS)))]
     return Scene(
         scene_id=scene_id,
         width=width,
