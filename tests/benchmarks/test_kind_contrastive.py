@@ -1,5 +1,6 @@
-"""kind_contrastive.py's pairs: kind-only captions name exactly the kinds drawn, and a contrast
-sibling's caption differs from its picture's in one kind word only."""
+"""kind_contrastive.py's pairs: kind-only captions name exactly the kinds drawn, a contrast
+sibling's caption differs from its picture's in one kind word only, and --noise swaps captions,
+never pictures, at its share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curation.minicc.captions import good_caption
 from curation.minicc.vocab import KINDS
 from curation.minicc.world import ConceptSampler, sample_scene
 from training.data.samples import decode_image
@@ -27,7 +29,7 @@ def test_kinds_caption_names_every_kind_and_nothing_else():
 def test_sibling_caption_differs_in_one_kind_word():
     for index in range(6):
         (jpeg, caption), (sibling_jpeg, sibling_caption) = kind_contrastive.pair(
-            0, "web", "full", True, None, None, index
+            0, "web", "kind", True, None, None, 0.0, (), index
         )
         words, sibling_words = caption.split(), sibling_caption.split()
         changed = [(a, b) for a, b in zip(words, sibling_words) if a != b]
@@ -38,7 +40,8 @@ def test_sibling_caption_differs_in_one_kind_word():
 
 def test_single_scene_kind_caption_is_the_drawn_kind():
     captions = {
-        kind_contrastive.pair(0, "single", "kind", False, None, None, i)[0][1] for i in range(12)
+        kind_contrastive.pair(0, "single", "kind", False, None, None, 0.0, (), i)[0][1]
+        for i in range(12)
     }
     assert captions <= {f"a {kind}" for kind in KINDS} and len(captions) > 3
 
@@ -46,7 +49,9 @@ def test_single_scene_kind_caption_is_the_drawn_kind():
 def test_web_options_set_the_shape_count_and_the_colours():
     # Every scene single-shape, in two colours only; its colour caption is "a COLOUR KIND".
     for index in range(8):
-        [(_, caption)] = kind_contrastive.pair(0, "web", "colour", False, (1.0, 0.0, 0.0), 2, index)
+        [(_, caption)] = kind_contrastive.pair(
+            0, "web", "colour", False, (1.0, 0.0, 0.0), 2, 0.0, (), index
+        )
         article, colour, kind = caption.split()
         assert article == "a" and colour in ("red", "blue") and kind in KINDS, caption
 
@@ -56,18 +61,31 @@ def test_mix_captions_keep_their_shares_and_always_name_the_kinds():
         sample_scene(np.random.default_rng([9, i]), f"m-{i}", ConceptSampler(0), shape_count=1)
         for i in range(400)
     ]
-    levels = {"kind": 0, "colour": 0, "full": 0}
+    colour = 0
     for scene in scenes:
-        caption = kind_contrastive.scene_caption(scene, "mix", style=0)
+        caption = kind_contrastive.scene_caption(scene, "mix")
         assert scene.shapes[0].kind in caption
-        level = (
-            "kind"
-            if caption == kind_contrastive.kinds_caption(scene)
-            else "colour"
-            if caption == kind_contrastive.colour_caption(scene)
-            else "full"
+        if caption == kind_contrastive.colour_caption(scene):
+            colour += 1
+        else:  # kind only, or the world's good caption (generator 6: the kinds too)
+            assert caption in (kind_contrastive.kinds_caption(scene), good_caption(scene))
+    # MIX_SHARES' colour share, within ~4 standard errors of 400 draws.
+    assert abs(colour / len(scenes) - kind_contrastive.MIX_SHARES[1]) < 0.09
+
+
+def test_noise_swaps_the_caption_of_its_share_of_pictures_and_never_the_picture():
+    kinds = kind_contrastive.NOISE_KINDS
+    drawn = [kind_contrastive.noise_kind(i, 0.2, kinds)[0] for i in range(3000)]
+    assert abs(sum(k is not None for k in drawn) / len(drawn) - 0.2) < 0.03
+    assert {k for k in drawn if k is not None} == set(kinds)
+    only = [kind_contrastive.noise_kind(i, 0.2, ("seo",))[0] for i in range(200)]
+    assert set(only) == {None, "seo"}
+    noisy = [i for i, k in enumerate(drawn[:40]) if k is not None]
+    for index in noisy[:4]:
+        [(jpeg, caption)] = kind_contrastive.pair(
+            0, "web", "kind", False, None, None, 0.2, kinds, index
         )
-        levels[level] += 1
-    shares = [levels[name] / len(scenes) for name in ("kind", "colour", "full")]
-    # MIX_SHARES, within ~4 standard errors of 400 draws.
-    assert all(abs(got - want) < 0.1 for got, want in zip(shares, kind_contrastive.MIX_SHARES))
+        [(clean_jpeg, clean_caption)] = kind_contrastive.pair(
+            0, "web", "kind", False, None, None, 0.0, (), index
+        )
+        assert jpeg == clean_jpeg and caption != clean_caption, (drawn[index], caption)
