@@ -23,7 +23,7 @@ from curation.minicc.captions import (
 from curation.minicc.catalog import BLANK_GIF_PATH, Catalog, WebImage
 from curation.minicc.scales import HOSTS, Scale
 from curation.minicc.vocab import FILLER_SENTENCES
-from curation.minicc.world import contrast_sibling
+from curation.minicc.world import Scene, contrast_sibling
 
 # language -> (share of pages, [(codec, declared where, share within the language)])
 PAGE_LANGUAGES: dict[str, tuple[float, list[tuple[str, str, float]]]] = {
@@ -340,20 +340,14 @@ class _PagePlanner:
         if kind == "neighbour":
             # Another picture's caption that does not also describe this one: alt texts name
             # the kinds only, so a neighbour showing the same kinds would caption it correctly.
-            own = sorted(s.kind for s in scene.shapes)
+            own = _kinds(scene)
             others = [
                 n.scene
                 for n in neighbours
-                if n is not None
-                and n.scene.shapes
-                and sorted(s.kind for s in n.scene.shapes) != own
+                if n is not None and n.scene.shapes and _kinds(n.scene) != own
             ]
             if not others:  # no such picture on the page: the caption of another page's
-                others = [
-                    s
-                    for s in self.all_scenes
-                    if s.shapes and sorted(k.kind for k in s.shapes) != own
-                ]
+                others = [s for s in self.all_scenes if _kinds(s) != own]
             return good_caption(others[int(rng.integers(len(others)))], lang), None, lang
         if kind == "hard_negative":
             sibling = contrast_sibling(rng, scene, scene.scene_id)
@@ -383,6 +377,11 @@ class _PagePlanner:
             title=None,
             lang=None,
         )
+
+
+def _kinds(scene: Scene) -> list[str]:
+    """The kinds a scene shows, sorted: what its good caption says, in any order."""
+    return sorted(shape.kind for shape in scene.shapes)
 
 
 def plan_pages(
