@@ -77,7 +77,15 @@ class FaceDetector:
             import cv2
 
             grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-            boxes = self._model.detectMultiScale(grey, 1.1, 5, minSize=(self.min_face,) * 2)
+            # One thread: OpenCV's parallel scan hands candidate boxes to the grouping step in
+            # a racy order, so the detections varied between runs on a loaded box (2 or 3
+            # false positives on the sample photos).
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+            try:
+                boxes = self._model.detectMultiScale(grey, 1.1, 5, minSize=(self.min_face,) * 2)
+            finally:
+                cv2.setNumThreads(threads)
             found = [(list(map(int, box)), 1.0) for box in boxes]
         faces = []
         for (x, y, w, h), confidence in found:
