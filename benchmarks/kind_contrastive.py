@@ -215,7 +215,7 @@ from curation.minicc.vocab import COLOURS, KINDS
 from curation.minicc.world import ConceptSampler, Scene, contrast_sibling, sample_scene
 from training.config import load_args
 from training.data.samples import decode_image
-from training.eval.embed import embed_texts
+from training.eval.embed import embed_images, embed_texts
 from training.eval.retrieval import recall_at_k
 from training.eval.zeroshot import zeroshot_accuracy
 from training.losses.sigmoid import sigmoid_loss
@@ -321,7 +321,9 @@ def matched_eval_set(count: int, processes: int) -> str:
 NOISE_KINDS = ("neighbour", "hard_negative", "seo", "empty_long")
 
 
-def noise_kind(index: int, noise: float, kinds: tuple[str, ...]) -> tuple[str | None, object]:
+def noise_kind(
+    index: int, noise: float, kinds: tuple[str, ...]
+) -> tuple[str | None, np.random.Generator]:
     """(which wrong caption picture `index` gets, or None; the draw's generator, to go on with).
     With probability `noise` on the picture's own stream (so the pictures and the clean captions
     stay those of a run without it), one of `kinds` in the world's proportions."""
@@ -353,7 +355,8 @@ def noisy_caption(
     return empty_but_long_alt(rng)
 
 
-def retrieval_picture(scene: Scene) -> bytes:
+def scene_jpeg(scene: Scene) -> bytes:
+    """The scene as the eval sets store it: rendered, JPEG at EVAL_QUALITY."""
     return encode(render_scene(scene).image, "jpeg", EVAL_QUALITY)
 
 
@@ -364,7 +367,7 @@ def matched_retrieval_set(
     drawn with the patched scene options, captioned in --captions' style: ([N, 3, S, S], N
     captions) for T->I recall@1, the demo's second metric."""
     scenes = [item.scene for item in plan_eval_sets(world_seed, count)["retrieval"]]
-    jpegs = list(ordered_map(retrieval_picture, scenes, processes, "matched retrieval set"))
+    jpegs = list(ordered_map(scene_jpeg, scenes, processes, "matched retrieval set"))
     images = torch.stack([decode_image(jpeg, image_size) for jpeg in jpegs])
     return images, [scene_caption(scene, captions) for scene in scenes]
 
@@ -405,7 +408,7 @@ def pair(
         wrong = noisy_caption(scene, captions, noise, noise_kinds, draw_scene, index)
     return [
         (
-            encode(render_scene(s).image, "jpeg", EVAL_QUALITY),
+            scene_jpeg(s),
             wrong if wrong is not None and s is scene else scene_caption(s, captions),
         )
         for s in drawn
@@ -561,10 +564,7 @@ def train(
 
 
 def text_to_image_r1(model, tokenizer, images: torch.Tensor, captions: list[str]) -> float:
-    image_z = torch.cat(
-        [F.normalize(model.encode_image(chunk)[0], dim=-1) for chunk in images.split(256)]
-    )
-    text_z = embed_texts(model, tokenizer, captions)
+    image_z, text_z = embed_images(model, images), embed_texts(model, tokenizer, captions)
     return recall_at_k(image_z @ text_z.T, torch.arange(len(captions)), ks=(1,))[
         "text_to_image_R@1"
     ]
@@ -577,12 +577,11 @@ def pair_scores(
     """Each pool row's own image-caption cosine (first picture of a row), as the score stage
     ranks pairs."""
     model.eval()
-    scores = []
-    for begin in range(0, len(images), chunk):
-        image_z = F.normalize(model.encode_image(images[begin : begin + chunk, 0])[0], dim=-1)
-        text_z = F.normalize(model.encode_text(tokens[begin : begin + chunk, 0]), dim=-1)
-        scores.append((image_z * text_z).sum(-1))
-    return torch.cat(scores)
+    image_z = embed_images(model, images[:, 0], chunk)
+    text_z = torch.cat(
+        [F.normalize(model.encode_text(rows), dim=-1) for rows in tokens[:, 0].split(chunk)]
+    )
+    return (image_z * text_z).sum(-1)
 
 
 def main() -> None:
@@ -736,9 +735,10 @@ def main() -> None:
         noisy = torch.tensor([kind is not None for kind in wrong])
         scores = pair_scores(model, images, tokens)
         kept = torch.argsort(scores, descending=True)[: int(len(scores) * options.self_curate)]
+        kept_correct = 1 - noisy[kept].float().mean().item()
         print(
             f"self-curation: kept {len(kept)} of {len(scores)} by the round-0 model's score; "
-            f"correct share {1 - noisy.float().mean():.3f} -> {1 - noisy[kept].float().mean():.3f}"
+            f"correct share {1 - noisy.float().mean():.3f} -> {kept_correct:.3f}"
             f"; wrong captions kept / in the pool: "
             + ", ".join(
                 f"{kind} {sum(wrong[int(i)] == kind for i in kept)} / {wrong.count(kind)}"
@@ -752,8 +752,7 @@ def main() -> None:
             + (f", T->I R@1 {recall:.1%}" if retrieval else "")
         )
         curated = (
-            f", self-curated to {options.self_curate} (correct "
-            f"{1 - noisy[kept].float().mean():.3f}) after {round0}"
+            f", self-curated to {options.self_curate} (correct {kept_correct:.3f}) after {round0}"
         )
         model, top1, matched_top1, recall = fit(kept)
     rows = options.batch_size // per_row
