@@ -1,9 +1,18 @@
-"""Image ↔ text retrieval recall@K; an image may have several captions (one per line)."""
+"""Image ↔ text retrieval recall@K; an image may have several captions (one per line).
+
+Given the captions' text, a caption is a correct answer for every image that has it, not only
+the image it was read from: a set whose captions repeat (the mini web's name kinds only, so 1,200
+pictures share ~260 captions) would otherwise count a retrieved picture with the very same
+caption as a miss, and cap R@1 at (distinct captions) / (captions). Image→text already counts
+any of an image's captions; this is the same rule in both directions. A set whose captions are
+all distinct gets the usual recall.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
@@ -38,20 +47,32 @@ def embed_pairs(
 
 
 def recall_at_k(
-    similarity: torch.Tensor, image_of_text: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+    similarity: torch.Tensor,
+    image_of_text: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5, 10),
+    captions: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """`similarity` is [images, texts]. Text→image: is the caption's own image in its top K?
-    Image→text: is any of the image's captions in its top K?"""
+    """`similarity` is [images, texts]. Text→image: is an image that has the caption in its top
+    K? Image→text: is any of the image's captions in its top K? Without `captions` an image has
+    only the captions read from it (`image_of_text`); with them, also every identical caption."""
+    images, texts = similarity.shape
+    owner = image_of_text.numpy()
+    if captions is None:
+        caption_id = np.arange(texts)
+    else:
+        if len(captions) != texts:
+            raise ValueError(f"{len(captions)} captions for {texts} texts")
+        caption_id = np.unique(np.asarray(captions, dtype=object), return_inverse=True)[1]
+    # (caption, image) pairs that are correct, as one integer key each
+    correct = np.unique(caption_id.astype(np.int64) * images + owner)
     metrics = {}
-    images = similarity.shape[0]
     for k in ks:
-        top_images = similarity.T.topk(min(k, images), dim=1).indices  # [texts, k]
-        metrics[f"text_to_image_R@{k}"] = (
-            (top_images == image_of_text[:, None]).any(1).float().mean().item()
-        )
-        top_texts = similarity.topk(min(k, similarity.shape[1]), dim=1).indices  # [images, k]
-        hits = image_of_text[top_texts] == torch.arange(images)[:, None]
-        metrics[f"image_to_text_R@{k}"] = hits.any(1).float().mean().item()
+        top_images = similarity.T.topk(min(k, images), dim=1).indices.numpy()  # [texts, k]
+        hits = np.isin(caption_id[:, None].astype(np.int64) * images + top_images, correct)
+        metrics[f"text_to_image_R@{k}"] = float(hits.any(1).mean())
+        top_texts = similarity.topk(min(k, texts), dim=1).indices.numpy()  # [images, k]
+        keys = caption_id[top_texts].astype(np.int64) * images + np.arange(images)[:, None]
+        metrics[f"image_to_text_R@{k}"] = float(np.isin(keys, correct).any(1).mean())
     return metrics
 
 
@@ -61,4 +82,4 @@ def retrieval_recall(
     model.eval()
     images, captions, owner = embed_pairs(model, dataset, split)
     similarity = images @ embed_texts(model, tokenizer, captions).T
-    return recall_at_k(similarity, torch.tensor(owner))
+    return recall_at_k(similarity, torch.tensor(owner), captions=captions)

@@ -32,3 +32,28 @@ def test_recall_with_two_captions_per_image():
     # image→text top-1: image 0 → caption 0 ✓; image 1 → caption 1 (image 0's) ✗
     assert metrics["image_to_text_R@1"] == 0.5
     assert metrics["image_to_text_R@2"] == 0.5  # image 1's top 2 are captions 1 and 0
+
+
+def test_an_identical_caption_is_a_correct_answer_for_every_image_that_has_it():
+    # images 0, 1, 2 captioned "a star", "a star", "a ring"; each caption read from its own image
+    similarity = torch.tensor([[0.1, 0.9, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 0.2]])
+    owner = torch.tensor([0, 1, 2])
+    own_only = recall_at_k(similarity, owner, ks=(1,))
+    shared = recall_at_k(similarity, owner, ks=(1,), captions=["a star", "a star", "a ring"])
+    # text→image: caption 0 retrieves image 1 and caption 1 image 0, both "a star"
+    assert own_only["text_to_image_R@1"] == pytest.approx(1 / 3)
+    assert shared["text_to_image_R@1"] == 1.0
+    # image→text: image 0 retrieves caption 1 ("a star", read from image 1)
+    assert own_only["image_to_text_R@1"] == pytest.approx(1 / 3)
+    assert shared["image_to_text_R@1"] == 1.0
+    # a different caption is still a miss, and distinct captions give the usual recall
+    swapped = recall_at_k(similarity, owner, ks=(1,), captions=["a star", "a moon", "a ring"])
+    assert swapped == own_only
+
+
+def test_recall_with_two_captions_per_image_is_the_same_given_the_captions():
+    similarity = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.3, 0.1]])
+    owner = torch.tensor([0, 0, 1])
+    assert recall_at_k(similarity, owner, ks=(1, 2), captions=["a", "b", "c"]) == recall_at_k(
+        similarity, owner, ks=(1, 2)
+    )

@@ -104,7 +104,7 @@ def in_memory_results(model, tokenizer, data):
     similarity = (
         embed_images(model, torch.stack(images)) @ embed_texts(model, tokenizer, captions).T
     )
-    results["retrieval"] = recall_at_k(similarity, torch.tensor(owner))
+    results["retrieval"] = recall_at_k(similarity, torch.tensor(owner), captions=captions)
 
     predicted, truth = _in_memory_boxes(model, tokenizer, f"{data}/{DEFAULT_SETS['grounding']}")
     results["grounding"] = {
