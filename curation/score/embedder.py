@@ -4,6 +4,12 @@
 L2-normalised image and text embeddings; the cosine score is their row-wise dot product. As a Ray
 actor (`start_embedder_actors`) the model stays loaded across every shard it serves, and the
 shard tasks that decode JPEGs on other CPUs keep it fed.
+
+Cross-fitting: given one spec per fold (the same architecture, weights trained without that
+fold's rows), the embedder holds every fold's model and `embed(..., fold=i)` runs model i. A
+scorer trained for many epochs on the pool it scores has learnt its wrong pairs as well as its
+right ones; scoring each row with a model that never saw it removes that bias (the demo's round
+1, trained ~20 epochs on round 0's pairs: see curation/demo.py).
 """
 
 from __future__ import annotations
@@ -14,26 +20,42 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curation.score.model import ScorerSpec, config_image_size, load_scorer, scorer_config
+from curation.score.model import (
+    ScorerConfigError,
+    ScorerSpec,
+    config_image_size,
+    load_scorer,
+    scorer_config,
+)
 
 
 class ClipEmbedder:
-    def __init__(self, spec: ScorerSpec, threads: int | None = None) -> None:
+    def __init__(
+        self, spec: ScorerSpec | tuple[ScorerSpec, ...], threads: int | None = None
+    ) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.scorer = load_scorer(spec, device=self.device)
+        specs = spec if isinstance(spec, tuple) else (spec,)
+        self.scorers = [load_scorer(one, device=self.device) for one in specs]
+        self.scorer = self.scorers[0]
         self.dtype = torch.float16 if self.device == "cuda" else torch.float32
         cfg = self.preprocess_cfg()
+        for one, scorer in zip(specs[1:], self.scorers[1:]):
+            if preprocess_cfg_of(scorer.config) != cfg:
+                raise ScorerConfigError(
+                    f"cross-fit scorers must preprocess alike: {one.weights} does not match "
+                    f"{specs[0].weights}"
+                )
         self._mean, self._std = cfg["mean"], cfg["std"]  # for uint8 batches (model_input)
 
     def describe(self) -> dict[str, Any]:
         """What shard tasks need to preprocess for this model, and what it is."""
         return {
             "preprocess_cfg": self.preprocess_cfg(),
-            "random_init": self.scorer.random_init,
+            "random_init": any(scorer.random_init for scorer in self.scorers),
             "device": self.device,
             "image_size": self.scorer.image_size,
             "embed_dim": int(self.scorer.config["model_cfg"]["embed_dim"]),
@@ -53,16 +75,19 @@ class ClipEmbedder:
             return images
         return normalise_batch(images, self._mean, self._std)
 
-    def embed(self, pixels: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def embed(
+        self, pixels: np.ndarray, texts: list[str], fold: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(image embeddings, text embeddings), float32, unit norm, [n, d] each; `pixels` as
-        `model_input` takes them."""
+        `model_input` takes them; `fold`: whose model (cross-fitting), else the one."""
         import torch
 
+        scorer = self.scorers[fold]
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
             images = self.model_input(pixels)
-            tokens = self.scorer.tokenizer(texts).to(self.device)
-            image_features = self.scorer.model.encode_image(images, normalize=True)
-            text_features = self.scorer.model.encode_text(tokens, normalize=True)
+            tokens = scorer.tokenizer(texts).to(self.device)
+            image_features = scorer.model.encode_image(images, normalize=True)
+            text_features = scorer.model.encode_text(tokens, normalize=True)
         return (image_features.float().cpu().numpy(), text_features.float().cpu().numpy())
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
@@ -222,7 +247,7 @@ def plan_actor_pool(
     return ActorPlan(actors, cpus_per_actor, 0, cpus - actors * cpus_per_actor, threads)
 
 
-def start_embedder_actors(spec: ScorerSpec, plan: ActorPlan) -> list[Any]:
+def start_embedder_actors(spec: ScorerSpec | tuple[ScorerSpec, ...], plan: ActorPlan) -> list[Any]:
     import ray
 
     actor_class = ray.remote(ClipEmbedder).options(

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation import fsio
+from curation.metaclip.balancing import uid_uniforms
 from curation.runner import ShardContext, ShardTask
 from curation.score.embedder import build_image_geometry, cosine_rows
 from curation.score.filters import BasicRules, basic_rule_failures
@@ -41,10 +42,21 @@ def signatures_name(shard_id: str) -> str:
     return f"{shard_id}.pix.npy"
 
 
-def _submit(embedder: Any, pixels: np.ndarray, texts: list[str]) -> Any:
+def _submit(embedder: Any, pixels: np.ndarray, texts: list[str], fold: int) -> Any:
     """Queue a batch on a Ray actor (returns a reference) or run it in-process (returns results)."""
     method = embedder.embed
-    return method.remote(pixels, texts) if hasattr(method, "remote") else method(pixels, texts)
+    if hasattr(method, "remote"):
+        return method.remote(pixels, texts, fold)
+    return method(pixels, texts, fold)
+
+
+CROSSFIT_SALT = "crossfit_fold"
+
+
+def crossfit_folds(uids: list[str], folds: int, seed: int) -> np.ndarray:
+    """Each uid's fold in 0..folds-1, a pure function of (seed, uid): which rows a cross-fit
+    scorer must not train on, and which scorer embeds a row."""
+    return (uid_uniforms(uids, seed, CROSSFIT_SALT) * folds).astype(np.int64)
 
 
 class ScorerStartError(RuntimeError):
@@ -93,6 +105,8 @@ class ScoreShard:
     embed_dim: int
     batch_size: int = 64
     in_flight: int = 2
+    folds: int = 1  # > 1: cross-fitting, a row of fold i embedded by model i (crossfit_folds)
+    fold_seed: int = 0
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         tar_url, sidecar_url = task.inputs
@@ -101,6 +115,11 @@ class ScoreShard:
         texts = [t or "" for t in rows["text"].to_pylist()]
         position = {key: i for i, key in enumerate(keys)}
         n = len(keys)
+        fold_of = (
+            crossfit_folds(rows["uid"].to_pylist(), self.folds, self.fold_seed)
+            if self.folds > 1
+            else np.zeros(n, dtype=np.int64)
+        )
         scores = np.full(n, np.nan, dtype=np.float32)
         signatures = np.zeros((n, SIGNATURE_DIM), dtype=np.float16)
         embeddings = np.zeros((n, self.embed_dim), dtype=np.float16)
@@ -109,8 +128,9 @@ class ScoreShard:
         min_side = int(self.preprocess_cfg["size"])
         ctx.stats.rows_in = n
 
-        batch_rows: list[int] = []
-        batch_pixels: list[np.ndarray] = []
+        # One batch in the making per fold (one in all without cross-fitting).
+        batch_rows: list[list[int]] = [[] for _ in range(self.folds)]
+        batch_pixels: list[list[np.ndarray]] = [[] for _ in range(self.folds)]
         queue: deque[tuple[list[int], Any]] = deque()
         turn = 0
 
@@ -121,21 +141,20 @@ class ScoreShard:
             scores[rows_of_batch] = cosine_rows(image_features, text_features)
             embeddings[rows_of_batch] = image_features.astype(np.float16)
 
-        def flush() -> None:
-            nonlocal turn, batch_rows, batch_pixels
-            if not batch_rows:
+        def flush(fold: int) -> None:
+            nonlocal turn
+            if not batch_rows[fold]:
                 return
             while len(queue) >= self.in_flight:
                 collect_oldest()
             embedder = self.embedders[turn % len(self.embedders)]
             turn += 1
-            queue.append(
-                (
-                    batch_rows,
-                    _submit(embedder, np.stack(batch_pixels), [texts[i] for i in batch_rows]),
-                )
+            pixels, texts_of_batch = (
+                np.stack(batch_pixels[fold]),
+                [texts[i] for i in batch_rows[fold]],
             )
-            batch_rows, batch_pixels = [], []
+            queue.append((batch_rows[fold], _submit(embedder, pixels, texts_of_batch, fold)))
+            batch_rows[fold], batch_pixels[fold] = [], []
 
         for key, members in iter_samples(tar_url):
             row = position.get(key)
@@ -158,11 +177,13 @@ class ScoreShard:
                     continue
                 signatures[row] = pixel_signature(image)
                 # uint8 [H, W, 3]; the embedder normalises the batch (embedder.model_input).
-                batch_pixels.append(np.asarray(geometry(image)))
-            batch_rows.append(row)
-            if len(batch_rows) >= self.batch_size:
-                flush()
-        flush()
+                fold = int(fold_of[row])
+                batch_pixels[fold].append(np.asarray(geometry(image)))
+            batch_rows[fold].append(row)
+            if len(batch_rows[fold]) >= self.batch_size:
+                flush(fold)
+        for fold in range(self.folds):
+            flush(fold)
         while queue:
             collect_oldest()
         for row in np.flatnonzero(~seen):

@@ -21,7 +21,7 @@ from curation import fsio
 from curation.runner import StageReport, run_stage
 from curation.score.reapply import decision_digest, invalidate_other_decisions
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
-from curation.stages.score import SCORER_RECORD, pool_tasks
+from curation.stages.score import pool_tasks, read_scorer_record
 
 STAGE = "nsfw"
 PLAN = "plan.json"
@@ -50,10 +50,7 @@ def run(config: NsfwConfig, options: RunOptions = RunOptions()) -> list[StageRep
     from curation.nsfw.head import head_from_bytes
     from curation.nsfw.shards import NO_EMBEDDING, UNSAFE, ApplyNsfwHead
 
-    scorer_url = fsio.join(config.scores, SCORER_RECORD)
-    if not fsio.exists(scorer_url):
-        raise ConfigError(f"nsfw: {scorer_url} is missing; run `python -m curation score` first")
-    scorer = fsio.read_json(scorer_url, expect=dict)
+    scorer = read_scorer_record(config.scores, "nsfw")
     if not fsio.exists(config.weights):
         raise ConfigError(f"nsfw: no head weights at {config.weights}")
     weights = fsio.read_bytes(config.weights)

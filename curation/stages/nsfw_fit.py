@@ -18,7 +18,7 @@ from curation import fsio
 from curation.nsfw.settings import FitSettings
 from curation.runner import StageReport
 from curation.stages.common import ConfigError, RunOptions, add_run_options, cli_main
-from curation.stages.score import SCORER_RECORD
+from curation.stages.score import read_scorer_record
 
 STAGE = "nsfw_fit"
 
@@ -51,10 +51,7 @@ def run(config: NsfwFitConfig, options: RunOptions = RunOptions()) -> list[Stage
     from curation.nsfw.head import fit_head, save_head  # torch: only when fitting
     from curation.nsfw.shards import labelled_embeddings, read_labels
 
-    scorer_url = fsio.join(config.scores, SCORER_RECORD)
-    if not fsio.exists(scorer_url):
-        raise ConfigError(f"nsfw-fit: {scorer_url} is missing; run `python -m curation score`")
-    scorer = fsio.read_json(scorer_url, expect=dict)
+    scorer = read_scorer_record(config.scores, "nsfw-fit")
     try:
         labels = read_labels(config.labels)
     except (ValueError, FileNotFoundError) as exc:

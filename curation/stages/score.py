@@ -91,8 +91,14 @@ class ScoreConfig:
     top_fraction: float | None = None  # ... or the top fraction of the whole pool
     quantile: str = "auto"  # top-fraction method: auto, exact or histogram
     basic: BasicRules | None = None  # DataComp's basic rules, or none
+    # Cross-fitting: one weights file per fold instead of `weights`; fold i's rows (by a seeded
+    # uid hash, shard_scoring.crossfit_folds) are scored by the model trained without them.
+    fold_weights: tuple[str, ...] = ()
+    fold_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.fold_weights and (self.weights or len(self.fold_weights) < 2):
+            raise ConfigError("score: give --weights, or --fold-weights with 2 or more files")
         object.__setattr__(self, "out", self.out or fsio.join(self.pool, "curation", "score"))
         object.__setattr__(self, "tag", self.tag or default_tag(self.model))
         if self.threshold is not None and self.top_fraction is not None:
@@ -105,8 +111,34 @@ class ScoreConfig:
             raise ConfigError("score: --batch-size and --actors must be at least 1")
 
     @property
+    def specs(self) -> tuple[ScorerSpec, ...]:
+        """The scorer, or one per fold when cross-fitting."""
+        weights = self.fold_weights or (self.weights,)
+        return tuple(ScorerSpec(self.model, w, self.model_config) for w in weights)
+
+    @property
     def spec(self) -> ScorerSpec:
-        return ScorerSpec(self.model, self.weights, self.model_config)
+        return self.specs[0]
+
+    @property
+    def embedder_spec(self) -> ScorerSpec | tuple[ScorerSpec, ...]:
+        return self.specs if self.fold_weights else self.spec
+
+
+def read_scorer_record(scores: str, stage: str) -> dict[str, Any]:
+    """The scorer record of a score folder, for a stage that reads its embeddings (`nsfw`,
+    `nsfw-fit`): a missing record or a cross-fit folder (its embeddings are several models',
+    no one space) is a ConfigError naming `stage`."""
+    url = fsio.join(scores, SCORER_RECORD)
+    if not fsio.exists(url):
+        raise ConfigError(f"{stage}: {url} is missing; run `python -m curation score` first")
+    record = fsio.read_json(url, expect=dict)
+    if record.get("crossfit"):
+        raise ConfigError(
+            f"{stage}: {scores} holds cross-fit scores ({record['crossfit']['folds']} models' "
+            "embeddings); score the pool with one model (--weights) into another --out for it"
+        )
+    return record
 
 
 def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
@@ -135,9 +167,14 @@ def score_pass(config: ScoreConfig, options: RunOptions = RunOptions()) -> Stage
 
 def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     tasks = pool_tasks(config.pool)
-    metadata = read_weights_metadata(config.weights)  # once: the random flag and the config
-    random_init = flags_random(metadata)
+    # once: the random flag and the config
+    metadata = [read_weights_metadata(spec.weights) for spec in config.specs]
+    random_init = any(flags_random(one) for one in metadata)
     record = {**config.spec.to_record(), "tag": config.tag, "random_init": random_init}
+    if config.fold_weights:
+        # The embeddings are several models': a head fitted on them (nsfw) would mix spaces.
+        record["weights"] = list(config.fold_weights)
+        record["crossfit"] = {"folds": len(config.fold_weights), "seed": config.fold_seed}
     _check_scorer_record(config.out, record)
     if random_init:
         print(RANDOM_WEIGHTS_WARNING.format(weights=config.weights), flush=True)
@@ -145,11 +182,12 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     if all(t.shard_id in done for t in tasks):
         # Nothing to score: do not start (and load the model into) any actor.
         return StageReport(SCORE_STAGE, config.out, skipped=[t.shard_id for t in tasks])
+    folds = {"folds": len(config.specs), "fold_seed": config.fold_seed}
     if not options.use_ray:
-        embedder = ClipEmbedder(config.spec)
+        embedder = ClipEmbedder(config.embedder_spec)
         model = embedder.describe()
         stage = ScoreShard(
-            (embedder,), model["preprocess_cfg"], model["embed_dim"], config.batch_size
+            (embedder,), model["preprocess_cfg"], model["embed_dim"], config.batch_size, **folds
         )
         return run_stage(
             SCORE_STAGE,
@@ -166,14 +204,14 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     resources = ray.cluster_resources()
     plan = plan_actor_pool(resources.get("CPU", 1), resources.get("GPU", 0), config.actors)
     print(f"score: {plan.describe()}", flush=True)
-    handles = start_embedder_actors(config.spec, plan)
+    handles = start_embedder_actors(config.embedder_spec, plan)
     try:
         # The shard tasks' inputs come from the config, not from a started actor: they read and
         # decode while the actors import torch and build the model (an actor that fails to build
         # fails the shards that call it, with its error).
         started = [handle.describe.remote() for handle in handles]
-        preprocess_cfg, embed_dim = shard_inputs(config.spec, metadata)
-        stage = ScoreShard(tuple(handles), preprocess_cfg, embed_dim, config.batch_size)
+        preprocess_cfg, embed_dim = shard_inputs(config.spec, metadata[0])
+        stage = ScoreShard(tuple(handles), preprocess_cfg, embed_dim, config.batch_size, **folds)
         report = run_stage(
             SCORE_STAGE,
             stage,
@@ -278,8 +316,11 @@ def run(config: ScoreConfig, options: RunOptions = RunOptions()) -> list[StageRe
 
 
 def config_from_args(args: argparse.Namespace) -> ScoreConfig:
-    if not args.pool or not args.weights:
-        raise ConfigError("--pool and --weights are required (or --init-random-weights PATH)")
+    if not args.pool or not (args.weights or args.fold_weights):
+        raise ConfigError(
+            "--pool and --weights are required (or --fold-weights to cross-fit, or "
+            "--init-random-weights PATH)"
+        )
     basic = (
         BasicRules(args.min_side, args.max_aspect, args.min_caption_words, args.min_caption_chars)
         if args.basic_filter
@@ -288,7 +329,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
     return ScoreConfig(
         pool=args.pool,
         model=args.model,
-        weights=args.weights,
+        weights=args.weights or "",
         out=args.out or "",
         model_config=args.model_config,
         tag=args.tag or "",
@@ -298,6 +339,8 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
         top_fraction=args.top_fraction,
         quantile=args.quantile,
         basic=basic,
+        fold_weights=tuple(args.fold_weights or ()),
+        fold_seed=args.fold_seed,
     )
 
 
@@ -307,6 +350,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="default: POOL/curation/score")
     parser.add_argument("--model", required=True, help="open_clip architecture name")
     parser.add_argument("--weights", help="local weights file (.safetensors / .pt)")
+    parser.add_argument(
+        "--fold-weights",
+        nargs="+",
+        metavar="WEIGHTS",
+        help="cross-fitting, instead of --weights: one file per fold, model I trained without "
+        "fold I's rows (folds by a seeded uid hash, --fold-seed), which it scores",
+    )
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the uid hash's folds")
     parser.add_argument(
         "--model-config",
         default=None,

@@ -215,3 +215,68 @@ def test_weights_that_do_not_fit_stop_the_stage_with_one_clear_error(scored, tmp
     # A model no config describes fails in the driver (which stops the actors it started).
     with pytest.raises(ConfigError, match="not an open_clip architecture"):
         score_pass(ScoreConfig(str(planted.pool), "no-such-model", str(wrong), str(tmp_path / "x")))
+
+
+def test_cross_fitting_scores_each_row_with_its_folds_model(scored, tmp_path):
+    """--fold-weights W0 W1: a row of fold i gets exactly what model i alone gives it (score and
+    embedding), on the actor pool as in process; stages that read one model's embeddings refuse
+    the folder."""
+    from planted_pool import tiny_model_config
+
+    from curation.score.model import save_random_weights
+    from curation.score.shard_scoring import crossfit_folds
+    from curation.stages.score import read_scorer_record
+
+    planted, weights, out = scored
+    other = tmp_path / "other.safetensors"
+    save_random_weights("tiny-clip", str(other), str(tiny_model_config()), seed=1)
+    alone = tmp_path / "other_alone"
+    local = RunOptions(use_ray=False, progress=False)
+    common = dict(pool=str(planted.pool), model="tiny-clip", tag="tiny", batch_size=16)
+    assert score_pass(ScoreConfig(weights=str(other), out=str(alone), **common), local).ok
+    crossfit = ScoreConfig(
+        weights="",
+        out=str(tmp_path / "crossfit"),
+        fold_weights=(str(weights), str(other)),
+        fold_seed=3,
+        **common,
+    )
+    assert score_pass(crossfit, RunOptions(progress=False)).ok  # on the session's Ray
+    singles = (Path(out), alone)
+    both_folds = set()
+    for shard in ("00000", "00001", "00002"):
+        got = read(tmp_path / "crossfit" / "raw" / f"{shard}.parquet")
+        folds = crossfit_folds(got["uid"].to_pylist(), 2, 3)
+        both_folds |= set(folds.tolist())
+        for fold, single in enumerate(singles):
+            expected = read(single / "raw" / f"{shard}.parquet")
+            assert expected["uid"] == got["uid"]
+            mine = folds == fold
+            assert np.allclose(
+                got["clip_score"].to_numpy(zero_copy_only=False)[mine],
+                expected["clip_score"].to_numpy(zero_copy_only=False)[mine],
+                atol=1e-5,
+                equal_nan=True,
+            )
+            assert np.allclose(
+                np.load(tmp_path / "crossfit" / f"{shard}.emb.npy")[mine],
+                np.load(single / f"{shard}.emb.npy")[mine],
+                atol=1e-3,
+            )
+    assert both_folds == {0, 1}
+    record = fsio.read_json(str(tmp_path / "crossfit" / "scorer.json"))
+    assert record["crossfit"] == {"folds": 2, "seed": 3}
+    assert record["weights"] == [str(weights), str(other)]
+    with pytest.raises(ConfigError, match="cross-fit scores"):
+        read_scorer_record(str(tmp_path / "crossfit"), "nsfw")
+    assert read_scorer_record(out, "nsfw")["weights"] == str(weights)
+
+
+def test_cross_fitting_needs_two_fold_models_and_no_single_one(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--fold-weights with 2 or more"):
+        ScoreConfig(str(tmp_path), "tiny-clip", "w", fold_weights=("a", "b"))
+    with pytest.raises(ConfigError, match="--fold-weights with 2 or more"):
+        ScoreConfig(str(tmp_path), "tiny-clip", "", fold_weights=("a",))
+    base = ["score", "--pool", str(tmp_path), "--model", "tiny-clip"]
+    assert main([*base, "--weights", "w", "--fold-weights", "a", "b"]) == 2
+    assert "--fold-weights with 2 or more" in capsys.readouterr().err
