@@ -4,7 +4,11 @@ Build the mini web and serve it on loopback; crawl it (extract → dedup → dow
 (MetaCLIP balance → near-dup + decontamination → training shards). Three arms then train `tiny`
 at equal steps:
 - round0: the balanced pool, no caption filter;
-- round1: the round-0 encoder exported, the pool scored with it, its top fraction kept;
+- round1: the pool's top fraction by a scorer trained like round 0. By default that is
+  cross-fit: round 0's pairs are split in two by a seeded uid hash, a scorer trains on each half
+  and scores the other, so no pair is scored by a model that learnt it (the round-0 encoder
+  itself, ~20 epochs on those pairs, scores the wrong ones it learnt high: report.json's
+  `scoring` holds what each would keep; --scorer-folds 1 keeps by the round-0 encoder);
 - reference: round 0's shards filtered by the world's truth table (only correctly captioned
   pairs), the ceiling a perfect caption filter reaches.
 A `tiny` run keeps one of two cores busy, so two things run at once where nothing waits on
@@ -33,17 +37,22 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+
 from curation.demo_filters import run_filters
 from curation.demo_report import (
     arm_metrics,
     arms_table,
     correct_pairs,
     correctly_captioned_share,
+    kept_correct_share,
+    write_filtered_shards,
     write_reference_shards,
 )
 from curation.minicc.build import WORLD_FILE, load_world, stale_world_reason
 from curation.minicc.scales import DEFAULT_PORT
 from curation.minicc.server import serve_world
+from curation.score.shard_scoring import crossfit_folds
 from curation.stages.common import RunOptions
 from curation.stats import format_summary, read_stage_records, summarize
 
@@ -234,6 +243,55 @@ def train_commands(shards: Path, world_dir: Path, run: Path, train_steps: int) -
     return [train, TRAINING + ["eval", "--ckpt", str(run), "--data", str(world_dir / "eval")]]
 
 
+def score_args(pool: Path, out: Path, tag: str, top_fraction: float) -> list[str]:
+    """A `curation score` of the pool with an exported `tiny` (weights flags to add)."""
+    return ["score", "--pool", str(pool), "--out", str(out), "--model", EXPORTED_SCORER] + [
+        "--tag",
+        tag,
+        "--top-fraction",
+        str(top_fraction),
+    ]
+
+
+def train_fold_scorers(
+    steps: Steps,
+    out: Path,
+    round0_shards: Path,
+    world_dir: Path,
+    folds: int,
+    seed: int,
+    train_steps: int,
+) -> list[Path]:
+    """Cross-fitting's scorers: scorer i trains like round 0 on round 0's pairs outside fold i
+    (score's --fold-seed hash of the uid), and is exported; the last trains here, the others
+    beside it. Returns the exports, fold by fold."""
+    exports, besides = [], []
+    for fold in range(folds):
+
+        def outside(sidecar: pa.Table, fold: int = fold) -> pa.Array:
+            return pa.array(crossfit_folds(sidecar["uid"].to_pylist(), folds, seed) != fold)
+
+        shards = out / "scorer_folds" / f"shards_{fold}"
+        write_filtered_shards(round0_shards, shards, outside, "_fold.json")
+        run = out / "scorer_folds" / f"run_{fold}"
+        exports.append(run / "open_clip")
+        export = TRAINING + ["export", "--ckpt", str(run), "--format", "open_clip"]
+        commands = [
+            train_commands(shards, world_dir, run, train_steps)[0],
+            export + ["--out", str(exports[-1])],
+        ]
+        name = f"train + export tiny (scorer of fold {fold})"
+        if fold < folds - 1:
+            log = out / "logs" / f"scorer_fold_{fold}.log"
+            besides.append(steps.start(name, commands, log))
+        else:
+            for index, argv in enumerate(commands):
+                steps.run(name.replace("train + export", ("train", "export")[index]), argv)
+    for beside in besides:
+        steps.finish(beside)
+    return exports
+
+
 def train_and_evaluate(
     steps: Steps, name: str, shards: Path, world_dir: Path, run: Path, train_steps: int
 ) -> None:
@@ -250,7 +308,10 @@ def run_demo(
     t: float,
     top_fraction: float,
     port: int = DEFAULT_PORT,
+    scorer_folds: int = 2,
 ) -> None:
+    if scorer_folds < 1:
+        raise SystemExit(f"demo: --scorer-folds must be at least 1, not {scorer_folds}")
     out.mkdir(parents=True, exist_ok=True)
     world_dir, pool = out / "world", out / "pool"
     steps = Steps()
@@ -354,31 +415,36 @@ def run_demo(
         TRAINING
         + ["export", "--ckpt", str(round0), "--format", "open_clip", "--out", str(exported)],
     )
+    # The round-0 encoder scores the pool: the NSFW head reads these embeddings, and the keep
+    # flags say what this scorer would keep. It trained ~20 epochs on round 0's pairs, wrong
+    # ones included, and scores those it learnt high (see scorer_folds): with scorer_folds > 1
+    # round 1 keeps by cross-fit scores instead, and the report holds both.
+    in_sample = pool / "curation" / ("score" if scorer_folds == 1 else "score_round0")
     steps.run(
         "score with the round-0 encoder",
         CURATION
-        + [
-            "score",
-            "--pool",
-            str(pool),
-            "--model",
-            EXPORTED_SCORER,
-            "--weights",
-            str(exported / "open_clip_model.safetensors"),
-            "--model-config",
-            str(exported / "open_clip_config.json"),
-            "--tag",
-            "round0",
-            "--top-fraction",
-            str(top_fraction),
-        ],
+        + score_args(pool, in_sample, "round0", top_fraction)
+        + ["--weights", str(exported / "open_clip_model.safetensors")]
+        + ["--model-config", str(exported / "open_clip_config.json")],
     )
     filter_args = (str(pool), str(world_dir), str(out / "filters"), seed)
     filter_options = RunOptions(seed=seed, use_ray=False)
     started = time.perf_counter()
     print("\n=== responsible-data filter round 1 requires (nsfw-fit + nsfw)")
-    filters = run_filters(*filter_args, filter_options, only=("nsfw",))
+    filters = run_filters(*filter_args, filter_options, scores=str(in_sample), only=("nsfw",))
     steps.rows.append(("filter: nsfw", time.perf_counter() - started))
+    if scorer_folds > 1:
+        fold_exports = train_fold_scorers(
+            steps, out, round0_shards, world_dir, scorer_folds, seed, train_steps
+        )
+        steps.run(
+            f"score, cross-fit ({scorer_folds} fold scorers)",
+            CURATION
+            + score_args(pool, pool / "curation" / "score", "crossfit", top_fraction)
+            + ["--fold-weights", *(str(e / "open_clip_model.safetensors") for e in fold_exports)]
+            + ["--fold-seed", str(seed), "--model-config"]
+            + [str(fold_exports[0] / "open_clip_config.json")],
+        )
     # Round 1 also drops what the NSFW head flags (when it ran); the other filters are reported.
     require = "balance,score,neardup" + ("" if "off" in filters["nsfw"] else ",nsfw")
     round1_shards, round1 = out / "train_shards", out / "train"
@@ -427,19 +493,42 @@ def run_demo(
             "correct_caption_share": share,
             "metrics": arm_metrics(run, eval_sizes),
         }
+    candidates = [stage for stage in require.split(",") if stage != "score"]
+    scoring: dict = {
+        "folds": scorer_folds,
+        "round0_encoder": kept_correct_share(pool, in_sample, candidates, correct),
+    }
+    if scorer_folds > 1:
+        scoring["cross_fit"] = kept_correct_share(
+            pool, pool / "curation" / "score", candidates, correct
+        )
     print(f"\n=== stage statistics (python -m curation stats {out})")
     print(format_summary(summarize(read_stage_records(str(out)))))
     print(
         "\n=== does curation make a better model? round0: the balanced pool; round1: its top "
-        f"{top_fraction:.0%} by the round-0 encoder; reference: round 0's pairs the truth calls "
+        f"{top_fraction:.0%} by "
+        + (f"{scorer_folds} cross-fit scorers" if scorer_folds > 1 else "the round-0 encoder")
+        + "; reference: round 0's pairs the truth calls "
         f"correct. {train_steps} steps each; value ± one standard error"
     )
     print(arms_table(arms))
+    print(
+        f"round 1's scorer: the round-0 encoder's own top {top_fraction:.0%} would keep "
+        f"{scoring['round0_encoder']['kept']} pairs, correctly captioned "
+        f"{scoring['round0_encoder']['correct_caption_share']:.3f}"
+        + (
+            f"; cross-fit ({scorer_folds} fold scorers) keeps {scoring['cross_fit']['kept']}, "
+            f"{scoring['cross_fit']['correct_caption_share']:.3f}"
+            if scorer_folds > 1
+            else ""
+        )
+    )
     print("\n=== timings")
     print(steps.table())
     report = {
         "arms": arms,
         "filters": filters,
+        "scoring": scoring,
         "train_steps": train_steps,
         "top_fraction": top_fraction,
         "scale": scale,
@@ -472,6 +561,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of the pool round 1 keeps by the round-0 encoder's score",
     )
     parser.add_argument(
+        "--scorer-folds",
+        type=int,
+        default=2,
+        help="round 1's scorer: 1 = the round-0 encoder, which trained on the pairs it scores; "
+        "N > 1 = cross-fitting, N scorers each trained like round 0 without one fold of its "
+        "pairs, each scoring that fold",
+    )
+    parser.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
@@ -501,5 +598,6 @@ def _main(args: argparse.Namespace) -> int:
         args.t,
         args.top_fraction,
         args.port,
+        args.scorer_folds,
     )
     return 0

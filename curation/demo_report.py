@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from curation.training_samples import kept_rows
 from training.data.tars import iter_tar_samples, write_tar
 
 # (task, metric) of a run's evaluation that the report carries.
@@ -53,20 +55,20 @@ def correctly_captioned_share(
     return len(rows), good / max(len(rows), 1)
 
 
-def write_reference_shards(source: Path, out: Path, correct: set[tuple[str, str]]) -> int:
-    """Write `source`'s training shards with only their correctly captioned samples into `out`
-    (same names and order; a tar and its Parquet sidecar each): the reference arm, what a
-    perfect caption filter keeps of the same pool. Returns the sample count; a finished `out`
-    (its marker written last) is kept as it is."""
-    done = out / REFERENCE_DONE
+def write_filtered_shards(
+    source: Path, out: Path, keep: Callable[[pa.Table], pa.Array], done_name: str = REFERENCE_DONE
+) -> int:
+    """Write `source`'s training shards with only the rows `keep(sidecar)` marks True into `out`
+    (same names and order; a tar and its Parquet sidecar each). Returns the sample count; a
+    finished `out` (its marker, `done_name`, written last) is kept as it is."""
+    done = out / done_name
     if done.exists():
         return json.loads(done.read_text())["samples"]
     out.mkdir(parents=True, exist_ok=True)
     total = 0
     for tar in sorted(source.glob("[0-9]*.tar")):
         sidecar = pq.read_table(tar.with_suffix(".parquet"))
-        pairs = zip(sidecar["url"].to_pylist(), sidecar["text"].to_pylist())
-        kept = sidecar.filter(pa.array([pair in correct for pair in pairs]))
+        kept = sidecar.filter(keep(sidecar))
         keys = set(kept["key"].to_pylist())
         samples = [(raw.key, raw.files) for raw in iter_tar_samples(str(tar)) if raw.key in keys]
         write_tar(out / tar.name, samples)
@@ -74,6 +76,35 @@ def write_reference_shards(source: Path, out: Path, correct: set[tuple[str, str]
         total += len(samples)
     done.write_text(json.dumps({"source": str(source), "samples": total}))
     return total
+
+
+def write_reference_shards(source: Path, out: Path, correct: set[tuple[str, str]]) -> int:
+    """The reference arm: `source`'s shards with only their correctly captioned samples, what a
+    perfect caption filter keeps of the same pool (see write_filtered_shards)."""
+
+    def is_correct(sidecar: pa.Table) -> pa.Array:
+        pairs = zip(sidecar["url"].to_pylist(), sidecar["text"].to_pylist())
+        return pa.array([pair in correct for pair in pairs])
+
+    return write_filtered_shards(source, out, is_correct)
+
+
+def kept_correct_share(
+    pool: Path, score_dir: Path, require: list[str], correct: set[tuple[str, str]]
+) -> dict[str, float]:
+    """What a score folder's keep_score keeps of the pool rows the stages in `require` keep: how
+    many, and the share the truth calls correctly captioned (the round-0 encoder's own choice
+    and the cross-fit one, side by side in the report)."""
+    kept = good = 0
+    for sidecar in sorted(pool.glob("[0-9]*.parquet")):
+        rows = kept_rows(str(pool), sidecar.stem, str(sidecar), require)
+        flags = pq.read_table(score_dir / sidecar.name, columns=["uid", "keep_score"])
+        chosen = {u for u, k in zip(flags["uid"].to_pylist(), flags["keep_score"].to_pylist()) if k}
+        for uid, url, text in zip(*(rows[c].to_pylist() for c in ("uid", "url", "text"))):
+            if uid in chosen:
+                kept += 1
+                good += (url, text) in correct
+    return {"kept": kept, "correct_caption_share": round(good / max(kept, 1), 4)}
 
 
 def standard_error(value: float, trials: int | None) -> float | None:

@@ -63,6 +63,17 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
         log = (out / "logs" / f"{arm.replace(' ', '')}.log").read_text()
         assert str(out / run / "checkpoints") in log  # the eval's output names its checkpoint
     assert "faces" in report["filters"] and "nsfw" in report["filters"]
+    # Round 1 kept by the cross-fit scorers (one per fold of round 0's pairs, trained without
+    # it); the round-0 encoder's own choice is reported beside, on the same candidates.
+    scoring = report["scoring"]
+    assert scoring["folds"] == 2
+    assert scoring["cross_fit"]["kept"] == arms["round1"]["samples"]
+    assert scoring["cross_fit"]["correct_caption_share"] == pytest.approx(
+        arms["round1"]["correct_caption_share"], abs=1e-4
+    )
+    assert 0 < scoring["round0_encoder"]["kept"] <= arms["round0"]["samples"]
+    for fold in (0, 1):
+        assert (out / "scorer_folds" / f"run_{fold}" / "open_clip").is_dir()
     assert report["wall_seconds"] < sum(report["timings"].values())
     assert "round0" in done.stdout and "±" in done.stdout
     assert (out / "train" / "metrics.jsonl").exists() and "browse it: make dashboard" in done.stdout
