@@ -43,6 +43,13 @@ def run_export(options: argparse.Namespace) -> int:
         return 2
     model = load_encoder(folder)
     state, cfg = model.state_dict(), model.cfg
+    if cfg.vision.pool != "map":
+        print(
+            f"export: {folder} pools its image tokens by {cfg.vision.pool!r}; open_clip and "
+            "Hugging Face SigLIP layouts hold the attention-pooling head (vision.pool=map) only",
+            file=sys.stderr,
+        )
+        return 2
     tokenizer = tokenizer_for_checkpoint(folder, cfg.text.context_length)
     out = Path(options.out)
     if options.format == "open_clip":

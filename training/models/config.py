@@ -29,10 +29,21 @@ class VisionConfig:
     # (exact). b16 uses the exact one, as timm's B/16 SigLIP does, so its trunk is a registered
     # timm architecture and its open_clip export holds no path (training/export/openclip.py).
     activation: str = "gelu_tanh"
+    # The image embedding: "map" (SigLIP's attention-pooling head, a learned probe over the
+    # final tokens) or "avg" (their mean over real patches, no head; timm's global_pool="avg").
+    # The exports write SigLIP's layout, so they take "map" only.
+    pool: str = "map"
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"vision.pool must be one of {POOLS}, not {self.pool!r}")
 
     @property
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size * self.channels
+
+
+POOLS = ("map", "avg")
 
 
 @dataclass

@@ -71,7 +71,11 @@ class VisionTower(nn.Module):
             for _ in range(cfg.depth)
         )
         self.post_layernorm = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
-        self.head = MAPHead(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps, cfg.activation)
+        self.head = (
+            MAPHead(cfg.width, cfg.heads, cfg.mlp_dim, cfg.layer_norm_eps, cfg.activation)
+            if cfg.pool == "map"
+            else None
+        )
 
     def position_embeddings(self, patch_coords: Tensor, patch_mask: Tensor) -> Tensor:
         """[B, N, D] position embeddings: each image's grid is resized to its own patch grid
@@ -141,4 +145,9 @@ class VisionTower(nn.Module):
         for layer in self.layers:
             x = layer(x, attn_mask)
         tokens = self.post_layernorm(x)
-        return self.head(tokens, patch_mask), tokens
+        if self.head is not None:
+            return self.head(tokens, patch_mask), tokens
+        if patch_mask is None:
+            return tokens.mean(dim=1), tokens
+        weights = patch_mask.unsqueeze(-1).to(tokens.dtype)
+        return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1), tokens

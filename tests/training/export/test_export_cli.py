@@ -75,3 +75,20 @@ def test_encoder_loads_despite_a_changed_distillation_head_layout(tiny_run, tmp_
     save_file(weights, copy / "model.safetensors")
     with pytest.raises(RuntimeError, match="vision.unknown"):
         load_encoder(copy)
+
+
+@pytest.mark.parametrize("fmt", ["open_clip", "hf"])
+def test_an_average_pooled_encoder_is_refused_by_both_exports(tmp_path, capsys, fmt):
+    # SigLIP's layouts (open_clip's timm trunk, transformers' Siglip2) hold the attention-pooling
+    # head; a vision.pool=avg encoder has none, so exporting it would load a head it never had.
+    from tests.training.export.run_fixture import write_run
+    from training.models.config import model_config
+    from training.models.siglip import SigLIP2
+
+    write_run(tmp_path / "run", SigLIP2(model_config("tiny", vision={"pool": "avg"})))
+    out = tmp_path / "out"
+    assert (
+        main(["export", "--ckpt", str(tmp_path / "run"), "--format", fmt, "--out", str(out)]) == 2
+    )
+    assert "vision.pool=map" in capsys.readouterr().err
+    assert not out.exists()

@@ -75,7 +75,11 @@ def test_smaller_image_reads_the_position_grid_resized_to_its_patch_grid(tiny_mo
     torch.testing.assert_close(embeddings, expected)
 
 
-def test_padded_naflex_batch_gives_each_image_the_same_outputs_as_alone(tiny_model):
+@pytest.mark.parametrize("pool", ["map", "avg"])
+def test_padded_naflex_batch_gives_each_image_the_same_outputs_as_alone(tiny_model, pool):
+    if pool != "map":
+        torch.manual_seed(0)
+        tiny_model = SigLIP2(model_config("tiny", vision={"pool": pool})).eval()
     torch.manual_seed(2)
     shapes = [(3, 16, 40), (3, 32, 24), (3, 8, 8)]  # 2x5, 4x3 and 1x1 patch grids of 8 px
     images = [torch.randn(1, *shape) for shape in shapes]
@@ -97,6 +101,17 @@ def test_padded_naflex_batch_gives_each_image_the_same_outputs_as_alone(tiny_mod
         count = single_tokens.shape[1]
         torch.testing.assert_close(pooled[row], single_pooled[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(tokens[row, :count], single_tokens[0], rtol=1e-4, atol=1e-5)
+
+
+def test_average_pooling_is_the_mean_of_the_final_tokens_and_has_no_head():
+    torch.manual_seed(0)
+    model = SigLIP2(model_config("tiny", vision={"pool": "avg"})).eval()
+    assert model.vision.head is None
+    assert not any(name.startswith("vision.head.") for name in model.state_dict())
+    pooled, tokens = model.encode_image(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(pooled, tokens.mean(dim=1))
+    with pytest.raises(ValueError, match="vision.pool must be one of"):
+        model_config("tiny", vision={"pool": "cls"})
 
 
 def test_masked_patches_hide_their_pixels_behind_the_mask_token(tiny_model):
