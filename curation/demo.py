@@ -245,7 +245,14 @@ def train_commands(shards: Path, world_dir: Path, run: Path, train_steps: int) -
 
 def score_args(pool: Path, out: Path, tag: str, top_fraction: float) -> list[str]:
     """A `curation score` of the pool with an exported `tiny` (weights flags to add)."""
-    return ["score", "--pool", str(pool), "--out", str(out), "--model", EXPORTED_SCORER] + [
+    return [
+        "score",
+        "--pool",
+        str(pool),
+        "--out",
+        str(out),
+        "--model",
+        EXPORTED_SCORER,
         "--tag",
         tag,
         "--top-fraction",
@@ -280,13 +287,14 @@ def train_fold_scorers(
             train_commands(shards, world_dir, run, train_steps)[0],
             export + ["--out", str(exports[-1])],
         ]
-        name = f"train + export tiny (scorer of fold {fold})"
         if fold < folds - 1:
             log = out / "logs" / f"scorer_fold_{fold}.log"
-            besides.append(steps.start(name, commands, log))
+            besides.append(
+                steps.start(f"train + export tiny (scorer of fold {fold})", commands, log)
+            )
         else:
-            for index, argv in enumerate(commands):
-                steps.run(name.replace("train + export", ("train", "export")[index]), argv)
+            steps.run(f"train tiny (scorer of fold {fold})", commands[0])
+            steps.run(f"export tiny (scorer of fold {fold})", commands[1])
     for beside in besides:
         steps.finish(beside)
     return exports
