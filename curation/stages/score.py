@@ -120,10 +120,6 @@ class ScoreConfig:
     def spec(self) -> ScorerSpec:
         return self.specs[0]
 
-    @property
-    def embedder_spec(self) -> ScorerSpec | tuple[ScorerSpec, ...]:
-        return self.specs if self.fold_weights else self.spec
-
 
 def read_scorer_record(scores: str, stage: str) -> dict[str, Any]:
     """The scorer record of a score folder, for a stage that reads its embeddings (`nsfw`,
@@ -177,14 +173,15 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
         record["crossfit"] = {"folds": len(config.fold_weights), "seed": config.fold_seed}
     _check_scorer_record(config.out, record)
     if random_init:
-        print(RANDOM_WEIGHTS_WARNING.format(weights=config.weights), flush=True)
+        weights = ", ".join(spec.weights for spec in config.specs)
+        print(RANDOM_WEIGHTS_WARNING.format(weights=weights), flush=True)
     done = completed_shards(config.out, SCORE_STAGE)
     if all(t.shard_id in done for t in tasks):
         # Nothing to score: do not start (and load the model into) any actor.
         return StageReport(SCORE_STAGE, config.out, skipped=[t.shard_id for t in tasks])
     folds = {"folds": len(config.specs), "fold_seed": config.fold_seed}
     if not options.use_ray:
-        embedder = ClipEmbedder(config.embedder_spec)
+        embedder = ClipEmbedder(config.specs)
         model = embedder.describe()
         stage = ScoreShard(
             (embedder,), model["preprocess_cfg"], model["embed_dim"], config.batch_size, **folds
@@ -204,7 +201,7 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     resources = ray.cluster_resources()
     plan = plan_actor_pool(resources.get("CPU", 1), resources.get("GPU", 0), config.actors)
     print(f"score: {plan.describe()}", flush=True)
-    handles = start_embedder_actors(config.embedder_spec, plan)
+    handles = start_embedder_actors(config.specs, plan)
     try:
         # The shard tasks' inputs come from the config, not from a started actor: they read and
         # decode while the actors import torch and build the model (an actor that fails to build
