@@ -16,19 +16,22 @@ in-sample scorer's median pool percentile of each caption kind, on the pairs it 
 on those balance dropped before round 0. Writes DEMO/scoring_breakdown.json.
 
     .venv/bin/python benchmarks/crossfit_scoring.py --demo demo-run [--top 0.5,0.4,0.3]
+
+Without a finished demo in --demo it runs `python -m curation demo --out DEMO` first (~12 min).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
 
-from curation.demo_report import parquet_rows
+from curation.demo_report import correct_pairs, parquet_rows
 
 
 def raw_scores(folder: Path) -> dict[str, float]:
@@ -45,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     demo, pool = args.demo, args.demo / "pool"
     if not (demo / "report.json").exists():
-        raise SystemExit(f"{demo}: no report.json; run make demo DEMO_DIR={demo} first")
+        print(f"{demo}: no finished demo there; running `python -m curation demo --out {demo}`")
+        subprocess.run([sys.executable, "-m", "curation", "demo", "--out", str(demo)], check=True)
 
     if not (pool / "curation" / "score_round0").is_dir():
         raise SystemExit(f"{demo}: no in-sample scores (a demo run with --scorer-folds 1?)")
@@ -66,7 +70,8 @@ def main() -> None:
         r["uid"]: (r["url"], r["text"]) for r in parquet_rows(pool, ["uid", "url", "text"])
     }
     kinds = np.array([kind_of.get(pool_pairs.get(u), "?") for u in uids], dtype=object)
-    good = np.isin(kinds, ["good", "title_only"])
+    correct = correct_pairs(demo / "world")
+    good = np.array([pool_pairs.get(u) in correct for u in uids])
     trained_uids = {r["uid"] for r in parquet_rows(demo / "train_shards_round0", ["uid"])}
     trained = np.array([u in trained_uids for u in uids])
     dropped = {
