@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from curation.demo_report import correct_pairs, parquet_rows
+from curation.score.filters import exact_top_fraction
 
 
 def raw_scores(folder: Path) -> dict[str, float]:
@@ -92,7 +93,8 @@ def main() -> None:
     )
     for name, score in scores.items():
         for top in (float(x) for x in args.top.split(",")):
-            keep = candidate & (score >= np.nanquantile(score, 1 - top))
+            # The score stage's own rule: the pool's exact top fraction of finite scores.
+            keep = candidate & (score >= exact_top_fraction([score], top).threshold)
             wrong = dict(zip(*np.unique(kinds[keep & ~good], return_counts=True)))
             row = {
                 "kept": int(keep.sum()),

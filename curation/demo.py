@@ -45,7 +45,7 @@ from curation.demo_report import (
     arms_table,
     correct_pairs,
     correctly_captioned_share,
-    kept_correct_share,
+    kept_correct_shares,
     write_filtered_shards,
     write_reference_shards,
 )
@@ -502,14 +502,13 @@ def run_demo(
             "metrics": arm_metrics(run, eval_sizes),
         }
     candidates = [stage for stage in require.split(",") if stage != "score"]
+    score_dirs = {"round0_encoder": in_sample}
+    if scorer_folds > 1:
+        score_dirs["cross_fit"] = pool / "curation" / "score"
     scoring: dict = {
         "folds": scorer_folds,
-        "round0_encoder": kept_correct_share(pool, in_sample, candidates, correct),
+        **kept_correct_shares(pool, score_dirs, candidates, correct),
     }
-    if scorer_folds > 1:
-        scoring["cross_fit"] = kept_correct_share(
-            pool, pool / "curation" / "score", candidates, correct
-        )
     print(f"\n=== stage statistics (python -m curation stats {out})")
     print(format_summary(summarize(read_stage_records(str(out)))))
     print(

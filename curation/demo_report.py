@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -89,22 +89,33 @@ def write_reference_shards(source: Path, out: Path, correct: set[tuple[str, str]
     return write_filtered_shards(source, out, is_correct)
 
 
-def kept_correct_share(
-    pool: Path, score_dir: Path, require: list[str], correct: set[tuple[str, str]]
-) -> dict[str, float]:
-    """What a score folder's keep_score keeps of the pool rows the stages in `require` keep: how
-    many, and the share the truth calls correctly captioned (the round-0 encoder's own choice
-    and the cross-fit one, side by side in the report)."""
-    kept = good = 0
+def kept_correct_shares(
+    pool: Path, score_dirs: Mapping[str, Path], require: list[str], correct: set[tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Per named score folder: what its keep_score keeps of the pool rows the stages in
+    `require` keep, how many, and the share the truth calls correctly captioned (the round-0
+    encoder's own choice and the cross-fit one, side by side in the report). The pool and the
+    stages' flags are read once for every folder."""
+    kept = dict.fromkeys(score_dirs, 0)
+    good = dict.fromkeys(score_dirs, 0)
     for sidecar in sorted(pool.glob("[0-9]*.parquet")):
         rows = kept_rows(str(pool), sidecar.stem, str(sidecar), require)
-        flags = pq.read_table(score_dir / sidecar.name, columns=["uid", "keep_score"])
-        chosen = {u for u, k in zip(flags["uid"].to_pylist(), flags["keep_score"].to_pylist()) if k}
-        for uid, url, text in zip(*(rows[c].to_pylist() for c in ("uid", "url", "text"))):
-            if uid in chosen:
-                kept += 1
-                good += (url, text) in correct
-    return {"kept": kept, "correct_caption_share": round(good / max(kept, 1), 4)}
+        pairs = dict(
+            zip(rows["uid"].to_pylist(), zip(rows["url"].to_pylist(), rows["text"].to_pylist()))
+        )
+        for name, score_dir in score_dirs.items():
+            flags = pq.read_table(score_dir / sidecar.name, columns=["uid", "keep_score"])
+            for uid, keep in zip(flags["uid"].to_pylist(), flags["keep_score"].to_pylist()):
+                if keep and uid in pairs:
+                    kept[name] += 1
+                    good[name] += pairs[uid] in correct
+    return {
+        name: {
+            "kept": kept[name],
+            "correct_caption_share": round(good[name] / max(kept[name], 1), 4),
+        }
+        for name in score_dirs
+    }
 
 
 def standard_error(value: float, trials: int | None) -> float | None:

@@ -347,7 +347,7 @@ class _PagePlanner:
                 if n is not None and n.scene.shapes and _kinds(n.scene) != own
             ]
             if not others:  # no such picture on the page: the caption of another page's
-                others = [s for s in self.all_scenes if _kinds(s) != own]
+                others = [s for s in self.all_scenes if s.shapes and _kinds(s) != own]
             return good_caption(others[int(rng.integers(len(others)))], lang), None, lang
         if kind == "hard_negative":
             sibling = contrast_sibling(rng, scene, scene.scene_id)

@@ -121,7 +121,7 @@ def test_the_nsfw_filter_tells_the_stand_in_apart_end_to_end(filtered):
     misses a row or two: on generator 5, three runs removed 10 of 10, 11 of 11, 9 of 9 at 0-1.8%;
     on generator 6 (larger shapes hide more of the stand-in) 11 of 12, 10 of 11 and, in a CI run,
     7 of 9, at 0-2.1%: 4 misses in 62 rows over the six runs. At a 7% miss rate a bar of 80% of 9
-    rows fails about one run in eight, a bar of 60% about one run in 300; in a
+    rows fails about one run in eight, a bar of 60% about one run in 400; in a
     harness (the bar test's 1,000 pictures, heads fitted on 5 unsafe and 40 safe rows, 40 draws) the
     default head missed 3.9%."""
     nsfw = filtered[2]["nsfw"]

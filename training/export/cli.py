@@ -34,6 +34,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(options: argparse.Namespace) -> int:
+    from training.export import require_siglip_layout
     from training.run_folder import load_encoder, resolve_checkpoint, tokenizer_for_checkpoint
 
     try:
@@ -43,12 +44,10 @@ def run_export(options: argparse.Namespace) -> int:
         return 2
     model = load_encoder(folder)
     state, cfg = model.state_dict(), model.cfg
-    if cfg.vision.pool != "map":
-        print(
-            f"export: {folder} pools its image tokens by {cfg.vision.pool!r}; open_clip and "
-            "Hugging Face SigLIP layouts hold the attention-pooling head (vision.pool=map) only",
-            file=sys.stderr,
-        )
+    try:
+        require_siglip_layout(cfg)
+    except ValueError as error:
+        print(f"export: {folder}: {error}", file=sys.stderr)
         return 2
     tokenizer = tokenizer_for_checkpoint(folder, cfg.text.context_length)
     out = Path(options.out)

@@ -50,6 +50,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from training.checkpoint import CONFIG_FILE, LATEST, MODEL_FILE, TRAINER_FILE, step_dir_name
+from training.export import require_siglip_layout
 from training.export.tokenizer_files import save_tokenizer_files
 from training.models.config import ModelConfig
 from training.models.hf_siglip2 import (
@@ -106,6 +107,7 @@ def export_hf(
     """Write a transformers Siglip2 folder for our weights; returns the folder."""
     import transformers
 
+    require_siglip_layout(cfg)
     tokenizer = tokenizer or Tokenizer(context_length=cfg.text.context_length)
     hf_model = transformers.Siglip2Model(_hf_config(cfg, tokenizer))
     # Strict: every HF parameter must come from ours, so nothing is silently left at init.

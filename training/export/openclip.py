@@ -45,6 +45,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from training.export import require_siglip_layout
 from training.export.tokenizer_files import save_tokenizer_files
 from training.models.config import ModelConfig
 from training.models.vision import resize_position_grid
@@ -272,6 +273,7 @@ def export_open_clip(
     state: Mapping[str, Tensor], cfg: ModelConfig, out: Path, tokenizer: Tokenizer | None = None
 ) -> OpenClipExport:
     """Write the open_clip folder for a model's state dict and config; see the module doc."""
+    require_siglip_layout(cfg)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     trunk = registered_timm_architecture(cfg)
