@@ -83,7 +83,12 @@ def test_several_shards_share_the_threads_and_each_gets_its_own_results():
             )
         assert queue.threads == 6  # capped by max_threads, though the hosts have 9 slots
     assert results == [[url.upper() for url in urls(f"h{i}.test", 10)] for i in range(3)]
-    assert [record.peak[f"h{i}.test"] for i, record in enumerate(records)] == [3, 3, 3]
+    peaks = [record.peak[f"h{i}.test"] for i, record in enumerate(records)]
+    # No host ever runs past its 3 slots. How the 6 threads split among the hosts at any moment
+    # is the scheduler's (a loaded box measured [3, 2, 2]), so only one host must have filled its
+    # slots: the threads are shared, not fixed at two a shard.
+    assert all(1 <= peak <= 3 for peak in peaks), peaks
+    assert max(peaks) == 3, peaks
 
 
 def test_a_split_hosts_share_of_slots_is_what_the_queue_hands_out():
