@@ -20,7 +20,7 @@ def model():
     return SigLIP2(model_config("tiny", **{"text.vocab_size": 300}))
 
 
-def test_split_puts_block_matrices_on_muon_and_everything_else_on_adamw(model):
+def test_split_puts_hidden_matrices_on_muon_and_everything_else_on_adamw(model):
     split = split_parameters(model)
     muon = {name for name, _ in split["muon"]}
     adamw = {name for name, _ in split["adamw_decay"] + split["adamw_no_decay"]}
@@ -30,12 +30,21 @@ def test_split_puts_block_matrices_on_muon_and_everything_else_on_adamw(model):
     assert "vision.layers.0.self_attn.q_proj.weight" in muon
     assert "text.layers.1.mlp.fc2.weight" in muon
     assert "decoder.layers.0.cross_attn.k_proj.weight" in muon
+    # The pooling heads are hidden layers: the MAP head's attention and MLP, the text projection.
+    assert {
+        "vision.head.attention.q_proj.weight",
+        "vision.head.attention.out_proj.weight",
+        "vision.head.mlp.fc1.weight",
+        "vision.head.mlp.fc2.weight",
+        "text.head.weight",
+    } <= muon
     for name in (
         "vision.patch_embedding.weight",
         "vision.position_embedding",
         "text.token_embedding.weight",
-        "text.head.weight",
-        "vision.head.attention.q_proj.weight",
+        "vision.head.attention.q_proj.bias",
+        "vision.head.probe",
+        "text.head.bias",
         "decoder.output.weight",
         "distill_heads.silc.prototypes",
         "distill_heads.tips.mlp.0.weight",
