@@ -43,9 +43,11 @@ from curation.demo_filters import run_filters
 from curation.demo_report import (
     arm_metrics,
     arms_table,
+    comparisons_table,
     correct_pairs,
     correctly_captioned_share,
     kept_correct_shares,
+    paired_comparisons,
     write_filtered_shards,
     write_reference_shards,
 )
@@ -501,6 +503,11 @@ def run_demo(
             "correct_caption_share": share,
             "metrics": arm_metrics(run, eval_sizes),
         }
+    # The arms are scored on the same eval sets: their differences get paired standard errors.
+    comparisons = paired_comparisons(
+        {"round0": round0, "round1": round1, "reference": reference},
+        [("round1", "round0"), ("round1", "reference")],
+    )
     candidates = [stage for stage in require.split(",") if stage != "score"]
     score_dirs = {"round0_encoder": in_sample}
     if scorer_folds > 1:
@@ -519,6 +526,8 @@ def run_demo(
         f"correct. {train_steps} steps each; value ± one standard error"
     )
     print(arms_table(arms))
+    print("\npaired differences on the same eval trials (difference ± its standard error)")
+    print(comparisons_table(comparisons))
     print(
         f"round 1's scorer: the round-0 encoder's own top {top_fraction:.0%} would keep "
         f"{scoring['round0_encoder']['kept']} pairs, correctly captioned "
@@ -534,6 +543,7 @@ def run_demo(
     print(steps.table())
     report = {
         "arms": arms,
+        "comparisons": comparisons,
         "filters": filters,
         "scoring": scoring,
         "train_steps": train_steps,

@@ -8,12 +8,14 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from curation.training_samples import kept_rows
 from training.data.tars import iter_tar_samples, write_tar
+from training.eval import HITS_SUFFIX, read_hit_string
 
 # (task, metric) of a run's evaluation that the report carries.
 HEADLINE_METRICS = (
@@ -125,15 +127,20 @@ def standard_error(value: float, trials: int | None) -> float | None:
     return math.sqrt(max(value * (1.0 - value), 0.0) / trials)
 
 
+def latest_eval(run: Path) -> dict[str, dict]:
+    """The results of the run's latest evaluation ({} when it has none)."""
+    reports = sorted((run / "eval").glob("step_*.json"))
+    return json.loads(reports[-1].read_text())["results"] if reports else {}
+
+
 def arm_metrics(run: Path, eval_sizes: dict[str, int]) -> dict[str, dict[str, float | None]]:
     """{"task/metric": {"value", "se"}} of the run's latest evaluation. Accuracies and recalls
     get their binomial standard error over the set's trials (zero-shot and k-NN: its images;
     grounding: its queries; retrieval: its captions, one per image); dense mIoU is no share of
     independent trials and gets se null."""
-    reports = sorted((run / "eval").glob("step_*.json"))
-    if not reports:
+    results = latest_eval(run)
+    if not results:
         return {}
-    results = json.loads(reports[-1].read_text())["results"]
     metrics: dict[str, dict[str, float | None]] = {}
     for task, metric in HEADLINE_METRICS:
         values = results.get(task, {})
@@ -147,6 +154,58 @@ def arm_metrics(run: Path, eval_sizes: dict[str, int]) -> dict[str, dict[str, fl
         }.get(task, values.get("queries") or values.get("samples"))
         metrics[f"{task}/{metric}"] = {"value": value, "se": standard_error(value, trials)}
     return metrics
+
+
+def paired_difference(hits_a: np.ndarray, hits_b: np.ndarray) -> dict[str, float | int]:
+    """A's accuracy minus B's on the same trials, with the standard error of that difference
+    from the per-trial differences (a_i - b_i in {-1, 0, 1}): sqrt(var / n). Trials both get
+    right or both miss add nothing, so on the same set this is tighter than the two arms' own
+    standard errors combined, sqrt(se_a^2 + se_b^2), whenever their outcomes correlate."""
+    if hits_a.shape != hits_b.shape or not len(hits_a):
+        raise ValueError(f"paired outcomes need the same trials: {len(hits_a)} and {len(hits_b)}")
+    diff = hits_a.astype(np.float64) - hits_b.astype(np.float64)
+    se = math.sqrt(float(diff.var()) / len(diff))
+    mean = float(diff.mean())
+    return {
+        "difference": mean,
+        "se": se,
+        "z": mean / se if se else 0.0,
+        "trials": len(diff),
+    }
+
+
+def paired_comparisons(
+    runs: Mapping[str, Path], pairs: list[tuple[str, str]]
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """{"A - B": {"task/metric": paired_difference}} for each (A, B) in `pairs`, over every
+    headline metric whose per-trial outcomes both runs' latest evaluations stored."""
+    results = {name: latest_eval(run) for name, run in runs.items()}
+    comparisons: dict[str, dict[str, dict[str, float | int]]] = {}
+    for a, b in pairs:
+        entry = {}
+        for task, metric in HEADLINE_METRICS:
+            key = metric + HITS_SUFFIX
+            hits_a = results[a].get(task, {}).get(key)
+            hits_b = results[b].get(task, {}).get(key)
+            if hits_a is None or hits_b is None:
+                continue
+            entry[f"{task}/{metric}"] = paired_difference(
+                read_hit_string(hits_a), read_hit_string(hits_b)
+            )
+        comparisons[f"{a} - {b}"] = entry
+    return comparisons
+
+
+def comparisons_table(comparisons: dict[str, dict[str, dict[str, float | int]]]) -> str:
+    """One line per (pair, metric): difference ± paired standard error, and their ratio."""
+    lines = []
+    for pair, metrics in comparisons.items():
+        for metric, entry in metrics.items():
+            lines.append(
+                f"{pair:<22}{metric:<30}{entry['difference']:+.3f} ± {entry['se']:.3f}"
+                f"  ({entry['z']:+.1f} se, {entry['trials']} trials)"
+            )
+    return "\n".join(lines)
 
 
 def arms_table(arms: dict[str, dict]) -> str:

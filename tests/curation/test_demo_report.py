@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from curation.demo_report import (
     arm_metrics,
     arms_table,
+    comparisons_table,
     correctly_captioned_share,
+    paired_comparisons,
+    paired_difference,
     standard_error,
     write_reference_shards,
 )
@@ -61,3 +66,45 @@ def test_standard_errors_are_binomial_and_mIoU_has_none(tmp_path):
     arm = {"samples": 10, "correct_caption_share": 0.9, "metrics": metrics}
     table = arms_table({"round0": arm, "round1": arm})
     assert "0.400 ± 0.049" in table and "round1" in table
+
+
+def _eval_report(run, zeroshot_hits, retrieval_hits=None):
+    (run / "eval").mkdir(parents=True)
+    results = {"zeroshot": {"top1": zeroshot_hits.count("1") / len(zeroshot_hits)}}
+    results["zeroshot"]["top1/hits"] = zeroshot_hits
+    if retrieval_hits is not None:
+        results["retrieval"] = {"text_to_image_R@1/hits": retrieval_hits}
+    (run / "eval" / "step_00000010.json").write_text(json.dumps({"results": results}))
+
+
+def test_paired_difference_counts_only_the_trials_where_the_arms_disagree():
+    a = np.array([1, 1, 1, 0, 1, 0, 1, 1], dtype=bool)
+    b = np.array([1, 1, 0, 0, 1, 0, 0, 1], dtype=bool)
+    entry = paired_difference(a, b)
+    diff = a.astype(float) - b.astype(float)  # two +1s, six 0s
+    assert entry["difference"] == pytest.approx(0.25)
+    assert entry["se"] == pytest.approx(math.sqrt(diff.var() / 8))
+    assert entry["z"] == pytest.approx(0.25 / entry["se"]) and entry["trials"] == 8
+    # The same outcomes drawn independently would leave a larger standard error: the trials
+    # both arms get right (or both miss) are what pairing removes.
+    unpaired = math.sqrt(a.mean() * (1 - a.mean()) / 8 + b.mean() * (1 - b.mean()) / 8)
+    assert entry["se"] < unpaired
+    assert paired_difference(a, a) == {"difference": 0.0, "se": 0.0, "z": 0.0, "trials": 8}
+    with pytest.raises(ValueError, match="same trials"):
+        paired_difference(a, b[:4])
+
+
+def test_paired_comparisons_read_each_runs_stored_outcomes(tmp_path):
+    _eval_report(tmp_path / "r1", "1101", "0110")
+    _eval_report(tmp_path / "r0", "1000", "0100")
+    _eval_report(tmp_path / "ref", "1111")  # no retrieval outcomes: that metric is left out
+    runs = {"round1": tmp_path / "r1", "round0": tmp_path / "r0", "reference": tmp_path / "ref"}
+    comparisons = paired_comparisons(runs, [("round1", "round0"), ("round1", "reference")])
+    assert comparisons["round1 - round0"]["zeroshot/top1"]["difference"] == pytest.approx(0.5)
+    assert comparisons["round1 - round0"]["retrieval/text_to_image_R@1"][
+        "difference"
+    ] == pytest.approx(0.25)
+    assert set(comparisons["round1 - reference"]) == {"zeroshot/top1"}
+    assert comparisons["round1 - reference"]["zeroshot/top1"]["difference"] == pytest.approx(-0.25)
+    table = comparisons_table(comparisons)
+    assert "round1 - round0" in table and "+0.500" in table

@@ -72,6 +72,17 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
         arms["round1"]["correct_caption_share"], abs=1e-4
     )
     assert 0 < scoring["round0_encoder"]["kept"] <= arms["round0"]["samples"]
+    # Round 1 against round 0 and against the reference, paired on the same eval trials: the
+    # difference is the arms' own values' difference.
+    for pair, (a, b) in {
+        "round1 - round0": ("round1", "round0"),
+        "round1 - reference": ("round1", "reference"),
+    }.items():
+        for metric in ("zeroshot/top1", "retrieval/text_to_image_R@1"):
+            entry = report["comparisons"][pair][metric]
+            expected = arms[a]["metrics"][metric]["value"] - arms[b]["metrics"][metric]["value"]
+            assert entry["difference"] == pytest.approx(expected, abs=1e-6)
+            assert entry["se"] >= 0 and entry["trials"] > 0
     for fold in (0, 1):
         assert (out / "scorer_folds" / f"run_{fold}" / "open_clip").is_dir()
     assert report["wall_seconds"] < sum(report["timings"].values())

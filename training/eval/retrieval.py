@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
+from training.eval import HITS_SUFFIX, hit_string
 from training.eval.datasets import iter_split
 from training.eval.embed import embed_image_stream, embed_texts
 from training.models.siglip import SigLIP2
@@ -51,10 +52,11 @@ def recall_at_k(
     image_of_text: torch.Tensor,
     ks: tuple[int, ...] = (1, 5, 10),
     captions: Sequence[str] | None = None,
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     """`similarity` is [images, texts]. Text→image: is an image that has the caption in its top
     K? Image→text: is any of the image's captions in its top K? Without `captions` an image has
-    only the captions read from it (`image_of_text`); with them, also every identical caption."""
+    only the captions read from it (`image_of_text`); with them, also every identical caption.
+    "text_to_image_R@1/hits" holds each caption's R@1 outcome, in order (see hit_string)."""
     images, texts = similarity.shape
     owner = image_of_text.numpy()
     if captions is None:
@@ -70,6 +72,8 @@ def recall_at_k(
         top_images = similarity.T.topk(min(k, images), dim=1).indices.numpy()  # [texts, k]
         hits = np.isin(caption_id[:, None].astype(np.int64) * images + top_images, correct)
         metrics[f"text_to_image_R@{k}"] = float(hits.any(1).mean())
+        if k == 1:
+            metrics["text_to_image_R@1" + HITS_SUFFIX] = hit_string(hits.any(1))
         top_texts = similarity.topk(min(k, texts), dim=1).indices.numpy()  # [images, k]
         keys = caption_id[top_texts].astype(np.int64) * images + np.arange(images)[:, None]
         metrics[f"image_to_text_R@{k}"] = float(np.isin(keys, correct).any(1).mean())
@@ -78,7 +82,7 @@ def recall_at_k(
 
 def retrieval_recall(
     model: SigLIP2, tokenizer: Tokenizer, dataset: str, split: str = "test"
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     model.eval()
     images, captions, owner = embed_pairs(model, dataset, split)
     similarity = images @ embed_texts(model, tokenizer, captions).T

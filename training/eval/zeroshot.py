@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data.samples import IMAGE_EXTENSIONS, BadSample, decode_image
+from training.eval import HITS_SUFFIX, hit_string
 from training.eval.datasets import classnames_and_templates, iter_split
 from training.eval.embed import embed_image_stream, embed_processed, embed_texts
 from training.models.siglip import SigLIP2
@@ -87,15 +88,18 @@ def zeroshot_accuracy(
     at their own aspect ratio, preprocessed exactly as its Hugging Face export's processor does,
     so `pipeline("zero-shot-image-classification")` and AutoProcessor reproduce `top1`; then
     `input` says "naflex" and the square-resize accuracy is reported beside it as
-    `square_top1`."""
+    `square_top1`. "top1/hits" holds each image's outcome ("1" right), in the set's order, so
+    that two models can be compared on the same images (see training.eval.hit_string)."""
     predictions, labels = zeroshot_predictions(model, tokenizer, dataset, split, naflex)
     classes = len(classnames_and_templates(dataset)[0])
     majority = torch.bincount(labels, minlength=classes).max().item() / len(labels)
+    hits = predictions == labels
     metrics: dict[str, float | str] = {
-        "top1": (predictions == labels).float().mean().item(),
+        "top1": hits.float().mean().item(),
         "chance": majority,
         "classes": classes,
         "samples": len(labels),
+        "top1" + HITS_SUFFIX: hit_string(hits.numpy()),
     }
     if naflex:
         square, _ = zeroshot_predictions(model, tokenizer, dataset, split)

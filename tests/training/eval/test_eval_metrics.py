@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
+from training.eval import hit_string, read_hit_string
 from training.eval.grounding import accuracy_at, box_iou, centred_box
 from training.eval.retrieval import recall_at_k
 
@@ -57,3 +59,14 @@ def test_recall_with_two_captions_per_image_is_the_same_given_the_captions():
     assert recall_at_k(similarity, owner, ks=(1, 2), captions=["a", "b", "c"]) == recall_at_k(
         similarity, owner, ks=(1, 2)
     )
+
+
+def test_recall_stores_each_captions_top1_outcome_in_order():
+    similarity = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.3, 0.1]])
+    metrics = recall_at_k(similarity, torch.tensor([0, 0, 1]), ks=(1,))
+    # caption 0 -> image 0 (right), caption 1 -> image 1 (wrong), caption 2 -> image 0 (wrong)
+    assert metrics["text_to_image_R@1/hits"] == "100"
+    assert read_hit_string("100").tolist() == [True, False, False]
+    assert hit_string(np.array([[True], [False]])) == "10"
+    with pytest.raises(ValueError, match="only 0s and 1s"):
+        read_hit_string("10x")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from training.data.samples import IMAGE_EXTENSIONS, decode_image, valid_refs
+from training.eval import hit_string
 from training.eval.aspect import embed_naflex
 from training.eval.datasets import classnames_and_templates, iter_split
 from training.eval.embed import batched, embed_image_stream, embed_images, embed_texts
@@ -80,6 +81,7 @@ def in_memory_results(model, tokenizer, data):
         "chance": _chance(labels, len(names)),
         "classes": len(names),
         "samples": len(labels),
+        "top1/hits": hit_string((scores.argmax(1) == labels).numpy()),
     }
     knn = {}
     for k in DEFAULT_KS:

@@ -8,6 +8,7 @@ import torch
 from eval_set_writer import write_classification_set
 
 from tests.training.export.run_fixture import write_run
+from training.eval import hit_string
 from training.eval.run import evaluate_checkpoint, trained_on_naflex
 from training.eval.zeroshot import zeroshot_predictions
 from training.models.config import model_config
@@ -54,9 +55,18 @@ def test_zero_shot_of_a_naflex_checkpoint_uses_the_processor_input_and_reports_s
         results[phase3_start] = report["results"]["zeroshot"]
     naflex, square = results[0.5], results[1.0]
     assert naflex["input"] == "naflex" and naflex["square_top1"] == square["top1"]
-    # A square checkpoint's metrics are what they always were.
-    assert set(square) == {"top1", "chance", "classes", "samples", "dataset", "seconds"}
+    # A square checkpoint's metrics are what they always were (and each image's outcome).
+    assert set(square) == {
+        "top1",
+        "chance",
+        "classes",
+        "samples",
+        "dataset",
+        "seconds",
+        "top1/hits",
+    }
     for metrics, flag in ((naflex, True), (square, False)):
         predictions, read = zeroshot_predictions(model, tokenizer, str(dataset), naflex=flag)
         assert torch.equal(read, labels)
         assert metrics["top1"] == pytest.approx((predictions == labels).float().mean().item())
+        assert metrics["top1/hits"] == hit_string((predictions == labels).numpy())
