@@ -17,7 +17,9 @@ and round 1 beside the filters it only reports (detect-faces, debias, langmix); 
 goes to DEMO_DIR/logs/, and every process runs one torch thread. Each arm is evaluated on the
 world's held-out sets. DEMO_DIR/report.json holds, per arm, its training-sample count, the share
 of its pairs the truth calls correctly captioned, and every eval metric with its standard error
-(curation/demo_report.py); the demo prints it as a table.
+(curation/demo_report.py); under "comparisons", round 1 minus round 0 and minus the reference on
+zero-shot and T->I R@1, each difference with its paired standard error (the arms are scored on
+the same eval trials). The demo prints both as tables.
 
 Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
 every step is resumable: re-running the demo skips finished work.
