@@ -12,7 +12,7 @@ HITS_SUFFIX = "/hits"
 
 
 def hit_string(hits: Iterable[bool]) -> str:
-    """ "0"/"1" per trial, in order."""
+    """Each trial's outcome in order, "1" a hit and "0" a miss."""
     return "".join("1" if hit else "0" for hit in np.asarray(hits, dtype=bool).ravel())
 
 
