@@ -49,6 +49,7 @@ from curation.demo_report import (
     correct_pairs,
     correctly_captioned_share,
     kept_correct_shares,
+    latest_eval,
     paired_comparisons,
     write_filtered_shards,
     write_reference_shards,
@@ -494,22 +495,21 @@ def run_demo(
 
     eval_sizes = world.get("counts", {}).get("eval", {})
     arms: dict[str, dict] = {}
+    evals: dict[str, dict] = {}
     for name, shards, run in (
         ("round0", round0_shards, round0),
         ("round1", round1_shards, round1),
         ("reference", reference_shards, reference),
     ):
         samples, share = correctly_captioned_share(shards, correct)
+        evals[name] = latest_eval(run)
         arms[name] = {
             "samples": samples,
             "correct_caption_share": share,
-            "metrics": arm_metrics(run, eval_sizes),
+            "metrics": arm_metrics(evals[name], eval_sizes),
         }
     # The arms are scored on the same eval sets: their differences get paired standard errors.
-    comparisons = paired_comparisons(
-        {"round0": round0, "round1": round1, "reference": reference},
-        [("round1", "round0"), ("round1", "reference")],
-    )
+    comparisons = paired_comparisons(evals, [("round1", "round0"), ("round1", "reference")])
     candidates = [stage for stage in require.split(",") if stage != "score"]
     score_dirs = {"round0_encoder": in_sample}
     if scorer_folds > 1:

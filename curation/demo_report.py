@@ -133,12 +133,13 @@ def latest_eval(run: Path) -> dict[str, dict]:
     return json.loads(reports[-1].read_text())["results"] if reports else {}
 
 
-def arm_metrics(run: Path, eval_sizes: dict[str, int]) -> dict[str, dict[str, float | None]]:
-    """{"task/metric": {"value", "se"}} of the run's latest evaluation. Accuracies and recalls
-    get their binomial standard error over the set's trials (zero-shot and k-NN: its images;
-    grounding: its queries; retrieval: its captions, one per image); dense mIoU is no share of
-    independent trials and gets se null."""
-    results = latest_eval(run)
+def arm_metrics(
+    results: dict[str, dict], eval_sizes: dict[str, int]
+) -> dict[str, dict[str, float | None]]:
+    """{"task/metric": {"value", "se"}} of a run's evaluation results (latest_eval). Accuracies
+    and recalls get their binomial standard error over the set's trials (zero-shot and k-NN: its
+    images; grounding: its queries; retrieval: its captions, one per image); dense mIoU is no
+    share of independent trials and gets se null."""
     if not results:
         return {}
     metrics: dict[str, dict[str, float | None]] = {}
@@ -175,11 +176,11 @@ def paired_difference(hits_a: np.ndarray, hits_b: np.ndarray) -> dict[str, float
 
 
 def paired_comparisons(
-    runs: Mapping[str, Path], pairs: list[tuple[str, str]]
+    results: Mapping[str, dict[str, dict]], pairs: list[tuple[str, str]]
 ) -> dict[str, dict[str, dict[str, float | int]]]:
-    """{"A - B": {"task/metric": paired_difference}} for each (A, B) in `pairs`, over every
-    headline metric whose per-trial outcomes both runs' latest evaluations stored."""
-    results = {name: latest_eval(run) for name, run in runs.items()}
+    """{"A - B": {"task/metric": paired_difference}} for each (A, B) in `pairs` of the named
+    runs' evaluation results (latest_eval), over every headline metric whose per-trial
+    outcomes both stored."""
     comparisons: dict[str, dict[str, dict[str, float | int]]] = {}
     for a, b in pairs:
         entry = {}

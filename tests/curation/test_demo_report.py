@@ -15,6 +15,7 @@ from curation.demo_report import (
     arms_table,
     comparisons_table,
     correctly_captioned_share,
+    latest_eval,
     paired_comparisons,
     paired_difference,
     standard_error,
@@ -59,7 +60,7 @@ def test_standard_errors_are_binomial_and_mIoU_has_none(tmp_path):
         "dense": {"mIoU": 0.3},
     }
     (tmp_path / "eval" / "step_00000010.json").write_text(json.dumps({"results": results}))
-    metrics = arm_metrics(tmp_path, {"retrieval": 400, "zeroshot": 100})
+    metrics = arm_metrics(latest_eval(tmp_path), {"retrieval": 400, "zeroshot": 100})
     assert metrics["zeroshot/top1"] == {"value": 0.4, "se": math.sqrt(0.24 / 100)}
     assert metrics["retrieval/text_to_image_R@1"]["se"] == math.sqrt(0.16 / 400)
     assert metrics["dense/mIoU"]["se"] is None
@@ -99,7 +100,8 @@ def test_paired_comparisons_read_each_runs_stored_outcomes(tmp_path):
     _eval_report(tmp_path / "r0", "1000", "0100")
     _eval_report(tmp_path / "ref", "1111")  # no retrieval outcomes: that metric is left out
     runs = {"round1": tmp_path / "r1", "round0": tmp_path / "r0", "reference": tmp_path / "ref"}
-    comparisons = paired_comparisons(runs, [("round1", "round0"), ("round1", "reference")])
+    results = {name: latest_eval(run) for name, run in runs.items()}
+    comparisons = paired_comparisons(results, [("round1", "round0"), ("round1", "reference")])
     assert comparisons["round1 - round0"]["zeroshot/top1"]["difference"] == pytest.approx(0.5)
     assert comparisons["round1 - round0"]["retrieval/text_to_image_R@1"][
         "difference"
