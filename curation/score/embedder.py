@@ -6,7 +6,8 @@ actor (`start_embedder_actors`) the model stays loaded across every shard it ser
 shard tasks that decode JPEGs on other CPUs keep it fed.
 
 Cross-fitting: given one spec per fold (the same architecture, weights trained without that
-fold's rows), the embedder holds every fold's model and `embed(..., fold=i)` runs model i. A
+fold's rows), or several per fold (an ensemble: models i, i + folds, ... for fold i), the
+embedder holds every model and `embed(..., model=i)` runs model i. A
 scorer trained for many epochs on the pool it scores has learnt its wrong pairs as well as its
 right ones; scoring each row with a model that never saw it removes that bias (the demo's round
 1, trained ~20 epochs on round 0's pairs: see curation/demo.py).
@@ -76,13 +77,13 @@ class ClipEmbedder:
         return normalise_batch(images, self._mean, self._std)
 
     def embed(
-        self, pixels: np.ndarray, texts: list[str], fold: int = 0
+        self, pixels: np.ndarray, texts: list[str], model: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """(image embeddings, text embeddings), float32, unit norm, [n, d] each; `pixels` as
-        `model_input` takes them; `fold`: whose model (cross-fitting), else the one."""
+        `model_input` takes them; `model`: which one (cross-fitting), else the one."""
         import torch
 
-        scorer = self.scorers[fold]
+        scorer = self.scorers[model]
         with torch.inference_mode(), torch.autocast(self.device, enabled=self.device == "cuda"):
             images = self.model_input(pixels)
             tokens = scorer.tokenizer(texts).to(self.device)

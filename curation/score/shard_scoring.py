@@ -42,12 +42,12 @@ def signatures_name(shard_id: str) -> str:
     return f"{shard_id}.pix.npy"
 
 
-def _submit(embedder: Any, pixels: np.ndarray, texts: list[str], fold: int) -> Any:
+def _submit(embedder: Any, pixels: np.ndarray, texts: list[str], model: int) -> Any:
     """Queue a batch on a Ray actor (returns a reference) or run it in-process (returns results)."""
     method = embedder.embed
     if hasattr(method, "remote"):
-        return method.remote(pixels, texts, fold)
-    return method(pixels, texts, fold)
+        return method.remote(pixels, texts, model)
+    return method(pixels, texts, model)
 
 
 CROSSFIT_SALT = "crossfit_fold"
@@ -107,6 +107,9 @@ class ScoreShard:
     in_flight: int = 2
     folds: int = 1  # > 1: cross-fitting, a row of fold i embedded by model i (crossfit_folds)
     fold_seed: int = 0
+    # An ensemble per fold: models i, i + folds, i + 2 * folds, ... all score fold i's rows and
+    # a row's score is the mean of their cosines (its stored embedding is model i's).
+    models_per_fold: int = 1
 
     def __call__(self, task: ShardTask, ctx: ShardContext) -> None:
         tar_url, sidecar_url = task.inputs
@@ -131,15 +134,19 @@ class ScoreShard:
         # One batch in the making per fold (one in all without cross-fitting).
         batch_rows: list[list[int]] = [[] for _ in range(self.folds)]
         batch_pixels: list[list[np.ndarray]] = [[] for _ in range(self.folds)]
-        queue: deque[tuple[list[int], Any]] = deque()
+        queue: deque[tuple[list[int], list[Any]]] = deque()
         turn = 0
 
         def collect_oldest() -> None:
-            rows_of_batch, pending = queue.popleft()
-            with ctx.stats.timer("wait_for_model"):
-                image_features, text_features = _result(pending)
-            scores[rows_of_batch] = cosine_rows(image_features, text_features)
-            embeddings[rows_of_batch] = image_features.astype(np.float16)
+            rows_of_batch, pendings = queue.popleft()
+            cosines = []
+            for member, pending in enumerate(pendings):
+                with ctx.stats.timer("wait_for_model"):
+                    image_features, text_features = _result(pending)
+                cosines.append(cosine_rows(image_features, text_features))
+                if member == 0:
+                    embeddings[rows_of_batch] = image_features.astype(np.float16)
+            scores[rows_of_batch] = np.mean(cosines, axis=0)
 
         def flush(fold: int) -> None:
             nonlocal turn
@@ -147,13 +154,17 @@ class ScoreShard:
                 return
             while len(queue) >= self.in_flight:
                 collect_oldest()
-            embedder = self.embedders[turn % len(self.embedders)]
-            turn += 1
             pixels, texts_of_batch = (
                 np.stack(batch_pixels[fold]),
                 [texts[i] for i in batch_rows[fold]],
             )
-            queue.append((batch_rows[fold], _submit(embedder, pixels, texts_of_batch, fold)))
+            pendings = []
+            for member in range(self.models_per_fold):
+                embedder = self.embedders[turn % len(self.embedders)]
+                turn += 1
+                model = fold + member * self.folds
+                pendings.append(_submit(embedder, pixels, texts_of_batch, model))
+            queue.append((batch_rows[fold], pendings))
             batch_rows[fold], batch_pixels[fold] = [], []
 
         for key, members in iter_samples(tar_url):

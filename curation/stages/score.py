@@ -91,14 +91,27 @@ class ScoreConfig:
     top_fraction: float | None = None  # ... or the top fraction of the whole pool
     quantile: str = "auto"  # top-fraction method: auto, exact or histogram
     basic: BasicRules | None = None  # DataComp's basic rules, or none
-    # Cross-fitting: one weights file per fold instead of `weights`; fold i's rows (by a seeded
-    # uid hash, shard_scoring.crossfit_folds) are scored by the model trained without them.
+    # Cross-fitting: weights files instead of `weights`; fold i's rows (by a seeded uid hash,
+    # shard_scoring.crossfit_folds) are scored by the models trained without them. File j
+    # belongs to fold j % folds, so with several files per fold (an ensemble, e.g. scorers of
+    # two seeds) a row's score is the mean of its fold's models' cosines.
     fold_weights: tuple[str, ...] = ()
     fold_seed: int = 0
+    folds: int = 0  # 0: one file per fold (len(fold_weights))
 
     def __post_init__(self) -> None:
         if self.fold_weights and (self.weights or len(self.fold_weights) < 2):
             raise ConfigError("score: give --weights, or --fold-weights with 2 or more files")
+        if self.fold_weights:
+            folds = self.folds or len(self.fold_weights)
+            if folds < 2 or len(self.fold_weights) % folds:
+                raise ConfigError(
+                    f"score: --folds {folds} must be at least 2 and divide the "
+                    f"{len(self.fold_weights)} --fold-weights files (file J scores fold J % folds)"
+                )
+            object.__setattr__(self, "folds", folds)
+        elif self.folds:
+            raise ConfigError("score: --folds needs --fold-weights")
         object.__setattr__(self, "out", self.out or fsio.join(self.pool, "curation", "score"))
         object.__setattr__(self, "tag", self.tag or default_tag(self.model))
         if self.threshold is not None and self.top_fraction is not None:
@@ -131,7 +144,7 @@ def read_scorer_record(scores: str, stage: str) -> dict[str, Any]:
     record = fsio.read_json(url, expect=dict)
     if record.get("crossfit"):
         raise ConfigError(
-            f"{stage}: {scores} holds cross-fit scores ({record['crossfit']['folds']} models' "
+            f"{stage}: {scores} holds cross-fit scores ({len(record['weights'])} models' "
             "embeddings); score the pool with one model (--weights) into another --out for it"
         )
     return record
@@ -142,7 +155,7 @@ def _check_scorer_record(out: str, record: dict[str, Any]) -> None:
     url = fsio.join(out, SCORER_RECORD)
     if fsio.exists(url):
         previous = fsio.read_json(url, expect=dict)
-        fields = ("model_name", "weights", "model_config", "tag")
+        fields = ("model_name", "weights", "model_config", "tag", "crossfit")
         if any(previous.get(k) != record.get(k) for k in fields):
             raise fsio.PlanMismatchError(
                 f"{out} holds scores from {[previous.get(k) for k in fields]}, not "
@@ -170,7 +183,11 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     if config.fold_weights:
         # The embeddings are several models': a head fitted on them (nsfw) would mix spaces.
         record["weights"] = list(config.fold_weights)
-        record["crossfit"] = {"folds": len(config.fold_weights), "seed": config.fold_seed}
+        record["crossfit"] = {
+            "folds": config.folds,
+            "models_per_fold": len(config.fold_weights) // config.folds,
+            "seed": config.fold_seed,
+        }
     _check_scorer_record(config.out, record)
     if random_init:
         weights = ", ".join(spec.weights for spec in config.specs)
@@ -179,7 +196,11 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     if all(t.shard_id in done for t in tasks):
         # Nothing to score: do not start (and load the model into) any actor.
         return StageReport(SCORE_STAGE, config.out, skipped=[t.shard_id for t in tasks])
-    folds = {"folds": len(config.specs), "fold_seed": config.fold_seed}
+    folds = {
+        "folds": config.folds or 1,
+        "fold_seed": config.fold_seed,
+        "models_per_fold": len(config.specs) // (config.folds or 1),
+    }
     if not options.use_ray:
         embedder = ClipEmbedder(config.specs)
         model = embedder.describe()
@@ -338,6 +359,7 @@ def config_from_args(args: argparse.Namespace) -> ScoreConfig:
         basic=basic,
         fold_weights=tuple(args.fold_weights or ()),
         fold_seed=args.fold_seed,
+        folds=args.folds,
     )
 
 
@@ -352,9 +374,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="WEIGHTS",
         help="cross-fitting, instead of --weights: one file per fold, model I trained without "
-        "fold I's rows (folds by a seeded uid hash, --fold-seed), which it scores",
+        "fold I's rows (folds by a seeded uid hash, --fold-seed), which it scores; with --folds "
+        "K and more files, file J scores fold J %% K and a row's score is its models' mean",
     )
     parser.add_argument("--fold-seed", type=int, default=0, help="seed of the uid hash's folds")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="folds of --fold-weights (default: one per file); several files per fold make an "
+        "ensemble, e.g. --folds 2 --fold-weights A0 A1 B0 B1 for scorers of two seeds",
+    )
     parser.add_argument(
         "--model-config",
         default=None,

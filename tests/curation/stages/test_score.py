@@ -265,11 +265,69 @@ def test_cross_fitting_scores_each_row_with_its_folds_model(scored, tmp_path):
             )
     assert both_folds == {0, 1}
     record = fsio.read_json(str(tmp_path / "crossfit" / "scorer.json"))
-    assert record["crossfit"] == {"folds": 2, "seed": 3}
+    assert record["crossfit"] == {"folds": 2, "models_per_fold": 1, "seed": 3}
     assert record["weights"] == [str(weights), str(other)]
     with pytest.raises(ConfigError, match="cross-fit scores"):
         read_scorer_record(str(tmp_path / "crossfit"), "nsfw")
     assert read_scorer_record(out, "nsfw")["weights"] == str(weights)
+
+
+def test_several_models_per_fold_score_the_mean_of_their_cosines(scored, tmp_path):
+    """--folds 2 --fold-weights W O O W: fold 0's rows are scored by W and O (files 0 and 2),
+    fold 1's by O and W (files 1 and 3), so every row's score is the mean of the two single
+    models' scores; its stored embedding is its fold's first model's (W for fold 0, O for 1)."""
+    from planted_pool import tiny_model_config
+
+    from curation.score.model import save_random_weights
+    from curation.score.shard_scoring import crossfit_folds
+
+    planted, weights, out = scored
+    other = tmp_path / "other.safetensors"
+    save_random_weights("tiny-clip", str(other), str(tiny_model_config()), seed=1)
+    local = RunOptions(use_ray=False, progress=False)
+    common = dict(pool=str(planted.pool), model="tiny-clip", tag="tiny", batch_size=16)
+    alone = tmp_path / "other_alone"
+    assert score_pass(ScoreConfig(weights=str(other), out=str(alone), **common), local).ok
+    ensemble = ScoreConfig(
+        weights="",
+        out=str(tmp_path / "ensemble"),
+        fold_weights=(str(weights), str(other), str(other), str(weights)),
+        folds=2,
+        fold_seed=3,
+        **common,
+    )
+    assert score_pass(ensemble, local).ok
+    for shard in ("00000", "00001", "00002"):
+        got = read(tmp_path / "ensemble" / "raw" / f"{shard}.parquet")
+        first = read(Path(out) / "raw" / f"{shard}.parquet")
+        second = read(alone / "raw" / f"{shard}.parquet")
+        mean = (
+            first["clip_score"].to_numpy(zero_copy_only=False)
+            + second["clip_score"].to_numpy(zero_copy_only=False)
+        ) / 2
+        assert np.allclose(
+            got["clip_score"].to_numpy(zero_copy_only=False), mean, atol=1e-5, equal_nan=True
+        )
+        folds = crossfit_folds(got["uid"].to_pylist(), 2, 3)
+        embeddings = np.load(tmp_path / "ensemble" / f"{shard}.emb.npy")
+        for fold, single in enumerate((Path(out), alone)):
+            mine = folds == fold
+            expected = np.load(single / f"{shard}.emb.npy")[mine]
+            assert np.allclose(embeddings[mine], expected, atol=1e-3)
+    record = fsio.read_json(str(tmp_path / "ensemble" / "scorer.json"))
+    assert record["crossfit"] == {"folds": 2, "models_per_fold": 2, "seed": 3}
+
+
+def test_folds_must_divide_the_fold_weights(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="must be at least 2 and divide the 3"):
+        ScoreConfig(str(tmp_path), "tiny-clip", "", fold_weights=("a", "b", "c"), folds=2)
+    with pytest.raises(ConfigError, match="must be at least 2"):
+        ScoreConfig(str(tmp_path), "tiny-clip", "", fold_weights=("a", "b"), folds=1)
+    with pytest.raises(ConfigError, match="--folds needs --fold-weights"):
+        ScoreConfig(str(tmp_path), "tiny-clip", "w", folds=2)
+    base = ["score", "--pool", str(tmp_path), "--model", "tiny-clip"]
+    assert main([*base, "--fold-weights", "a", "b", "c", "--folds", "2"]) == 2
+    assert "divide the 3 --fold-weights" in capsys.readouterr().err
 
 
 def test_cross_fitting_needs_two_fold_models_and_no_single_one(tmp_path, capsys):
