@@ -3,13 +3,14 @@
 `make demo`'s round 1 keeps the pool's top fraction by score. The round-0 encoder trained on
 round 0's pairs ~20 times each (1,000 steps of 24 over ~1,600 pairs), so it can score a wrong
 pair high because it learnt that pair, not because the caption fits. The demo therefore keeps
-by cross-fit scores (`--scorer-folds 2`, its default): scorer i trains like round 0 without fold
+by cross-fit scores (`--scorer-folds 3`, its default): scorer i trains like round 0 without fold
 i of round 0's pairs, and scores fold i. This reads a finished demo folder and breaks both down:
 
 - in-sample: POOL/curation/score_round0 (the round-0 encoder's scores);
 - cross-fit: POOL/curation/score (the fold scorers', `score --fold-weights`).
 
-For each, at several top fractions of the pool: the rows round 1 would keep (round 0's pairs
+For each, the AUC on round 1's candidates (the chance that a correctly captioned pair scores
+above a wrong one; 0.5 = no better than a coin), and at several top fractions of the pool: the rows round 1 would keep (round 0's pairs
 that NSFW keeps, with a score in the pool's top fraction), their correctly captioned share by
 the world's truth table, and the wrong ones by caption kind. Then the memorisation itself: the
 in-sample scorer's median pool percentile of each caption kind, on the pairs it trained on and
@@ -40,6 +41,18 @@ def raw_scores(folder: Path) -> dict[str, float]:
         columns=["uid", "clip_score"]
     )
     return dict(zip(table["uid"].to_pylist(), table["clip_score"].to_numpy(zero_copy_only=False)))
+
+
+def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half: the Mann-Whitney U over the
+    product of the counts, from the ranks of both together."""
+    from scipy.stats import rankdata
+
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    ranks = rankdata(np.concatenate([positives, negatives]))
+    u = ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(positives) * len(negatives)))
 
 
 def main() -> None:
@@ -91,7 +104,10 @@ def main() -> None:
         f"round 1's candidates (round 0's pairs that NSFW keeps): {candidate.sum()}, "
         f"correctly captioned {good[candidate].mean():.3f}"
     )
+    report["auc"] = {}
     for name, score in scores.items():
+        report["auc"][name] = round(auc(score[candidate & good], score[candidate & ~good]), 4)
+        print(f"{name:11s} AUC, correct against wrong captions: {report['auc'][name]:.3f}")
         for top in (float(x) for x in args.top.split(",")):
             # The score stage's own rule: the pool's exact top fraction of finite scores.
             keep = candidate & (score >= exact_top_fraction([score], top).threshold)

@@ -4,19 +4,22 @@ Build the mini web and serve it on loopback; crawl it (extract → dedup → dow
 (MetaCLIP balance → near-dup + decontamination → training shards). Three arms then train `tiny`
 at equal steps:
 - round0: the balanced pool, no caption filter;
-- round1: the pool's top fraction by a scorer trained like round 0. By default that is
-  cross-fit: round 0's pairs are split in two by a seeded uid hash, a scorer trains on each half
-  and scores the other, so no pair is scored by a model that learnt it (the round-0 encoder
-  itself, ~20 epochs on those pairs, scores the wrong ones it learnt high: report.json's
-  `scoring` holds what each would keep; --scorer-folds 1 keeps by the round-0 encoder);
+- round1: the pool's top fraction by scorers trained like round 0. By default that is
+  cross-fit: round 0's pairs are split into folds by a seeded uid hash, a scorer trains on all
+  but one fold and scores that one, so no pair is scored by a model that learnt it (the round-0
+  encoder itself, ~20 epochs on those pairs, scores the wrong ones it learnt high: report.json's
+  `scoring` holds what each would keep; --scorer-folds 1 keeps by the round-0 encoder). With
+  --scorer-seeds N, N scorers of other training seeds score each fold and a pair's score is
+  their mean (one scorer's scores are noisy: two seeds' correlate ~0.5);
 - reference: round 0's shards filtered by the world's truth table (only correctly captioned
   pairs), the ceiling a perfect caption filter reaches.
 A `tiny` run keeps one of two cores busy, so two things run at once where nothing waits on
-them: the reference arm (it needs only round 0's shards) trains and evaluates beside round 0,
-and round 1 beside the filters it only reports (detect-faces, debias, langmix); their output
-goes to DEMO_DIR/logs/, and every process runs one torch thread. Each arm is evaluated on the
-world's held-out sets. DEMO_DIR/report.json holds, per arm, its training-sample count, the share
-of its pairs the truth calls correctly captioned, and every eval metric with its standard error
+them: the cross-fit scorers (they need only round 0's shards) train beside round 0, and the
+reference arm beside round 1 (without cross-fitting, beside round 0), with the filters round 1
+only reports (detect-faces, debias, langmix); their output goes to DEMO_DIR/logs/, and every
+process runs one torch thread. Each arm is evaluated on the world's held-out sets.
+DEMO_DIR/report.json holds, per arm, its training-sample count, the share of its pairs the
+truth calls correctly captioned, and every eval metric with its standard error
 (curation/demo_report.py); under "comparisons", round 1 minus round 0 and minus the reference on
 zero-shot and T->I R@1, each difference with its paired standard error (the arms are scored on
 the same eval trials). The demo prints both as tables.
@@ -240,11 +243,13 @@ def crawl(steps: Steps, out: Path, world_dir: Path, world: dict, seed: int) -> N
         )
 
 
-def train_commands(shards: Path, world_dir: Path, run: Path, train_steps: int) -> list[list[str]]:
+def train_commands(
+    shards: Path, world_dir: Path, run: Path, train_steps: int, overrides: tuple[str, ...] = ()
+) -> list[list[str]]:
     """An arm's two commands: train `tiny` on `shards`, then evaluate it on the world's sets."""
     train = TRAINING + ["train", "--preset", "tiny", "--data", str(shards / "*.tar")]
     train += ["--grounding", str(world_dir / "grounding" / "*.tar")]
-    train += ["--out", str(run), "--steps", str(train_steps)]
+    train += ["--out", str(run), "--steps", str(train_steps), *overrides]
     return [train, TRAINING + ["eval", "--ckpt", str(run), "--data", str(world_dir / "eval")]]
 
 
@@ -265,19 +270,21 @@ def score_args(pool: Path, out: Path, tag: str, top_fraction: float) -> list[str
     ]
 
 
-def train_fold_scorers(
-    steps: Steps,
+def fold_scorer_jobs(
     out: Path,
     round0_shards: Path,
     world_dir: Path,
     folds: int,
     seed: int,
-    train_steps: int,
-) -> list[Path]:
-    """Cross-fitting's scorers: scorer i trains like round 0 on round 0's pairs outside fold i
-    (score's --fold-seed hash of the uid), and is exported; the last trains here, the others
-    beside it. Returns the exports, fold by fold."""
-    exports, besides = [], []
+    scorer_steps: int,
+    scorer_seeds: int,
+) -> tuple[list[tuple[str, list[list[str]]]], list[Path]]:
+    """Cross-fitting's scorers: for each training seed 0..scorer_seeds-1 and fold i, a `tiny`
+    trains like round 0 (`scorer_steps` steps) on round 0's pairs outside fold i (score's
+    --fold-seed hash of the uid), and is exported. They need only round 0's shards. Returns
+    the jobs (name, [train, export]) and the exports, seed by seed, fold by fold: the order
+    `score --folds` reads (file J scores fold J % folds)."""
+    shard_sets = []
     for fold in range(folds):
 
         def outside(sidecar: pa.Table, fold: int = fold) -> pa.Array:
@@ -285,24 +292,39 @@ def train_fold_scorers(
 
         shards = out / "scorer_folds" / f"shards_{fold}"
         write_filtered_shards(round0_shards, shards, outside, "_fold.json")
-        run = out / "scorer_folds" / f"run_{fold}"
-        exports.append(run / "open_clip")
-        export = TRAINING + ["export", "--ckpt", str(run), "--format", "open_clip"]
-        commands = [
-            train_commands(shards, world_dir, run, train_steps)[0],
-            export + ["--out", str(exports[-1])],
-        ]
-        if fold < folds - 1:
-            log = out / "logs" / f"scorer_fold_{fold}.log"
-            besides.append(
-                steps.start(f"train + export tiny (scorer of fold {fold})", commands, log)
+        shard_sets.append(shards)
+    jobs, exports = [], []
+    for member in range(scorer_seeds):
+        for fold in range(folds):
+            run = out / "scorer_folds" / f"run_{fold}_seed{member}"
+            exports.append(run / "open_clip")
+            train = train_commands(
+                shard_sets[fold], world_dir, run, scorer_steps, (f"seed={member}",)
+            )[0]
+            export = TRAINING + ["export", "--ckpt", str(run), "--format", "open_clip"]
+            jobs.append(
+                (
+                    f"scorer of fold {fold}, seed {member}",
+                    [train, export + ["--out", str(exports[-1])]],
+                )
             )
+    return jobs, exports
+
+
+def plan_lanes(jobs: list, head_start: float) -> tuple[list, list]:
+    """Split equal-cost jobs (one `tiny` training each) over two lanes: one beside the steps,
+    one here after `head_start` trainings' worth of other work. Each job goes to the lane that
+    frees first."""
+    beside, here = [], []
+    load_beside, load_here = 0.0, head_start
+    for job in jobs:
+        if load_beside <= load_here:
+            beside.append(job)
+            load_beside += 1
         else:
-            steps.run(f"train tiny (scorer of fold {fold})", commands[0])
-            steps.run(f"export tiny (scorer of fold {fold})", commands[1])
-    for beside in besides:
-        steps.finish(beside)
-    return exports
+            here.append(job)
+            load_here += 1
+    return beside, here
 
 
 def train_and_evaluate(
@@ -321,10 +343,16 @@ def run_demo(
     t: float,
     top_fraction: float,
     port: int = DEFAULT_PORT,
-    scorer_folds: int = 2,
+    scorer_folds: int = 3,
+    scorer_seeds: int = 1,
+    scorer_steps: int | None = None,
 ) -> None:
-    if scorer_folds < 1:
-        raise SystemExit(f"demo: --scorer-folds must be at least 1, not {scorer_folds}")
+    if scorer_folds < 1 or scorer_seeds < 1:
+        raise SystemExit(
+            f"demo: --scorer-folds and --scorer-seeds must be at least 1, "
+            f"not {scorer_folds} and {scorer_seeds}"
+        )
+    scorer_steps = scorer_steps or train_steps
     out.mkdir(parents=True, exist_ok=True)
     world_dir, pool = out / "world", out / "pool"
     steps = Steps()
@@ -410,16 +438,33 @@ def run_demo(
             str(seed),
         ],
     )
-    # The reference arm needs only round 0's shards and the truth table: it trains beside
-    # round 0 and the scoring, on the core a `tiny` run leaves idle.
+    # The reference arm (round 0's correctly captioned pairs) and the cross-fit scorers need
+    # only round 0's shards. A `tiny` run keeps one core busy, so the scorers train beside
+    # round 0 (round 0's training, evaluation, export and scoring are ~1.25 trainings' work),
+    # and the reference arm beside round 1; without cross-fitting it trains beside round 0.
     reference_shards, reference = out / "train_shards_reference", out / "train_reference"
     correct = correct_pairs(world_dir)
     write_reference_shards(round0_shards, reference_shards, correct)
-    beside = steps.start(
-        "train + evaluate tiny (reference)",
-        train_commands(reference_shards, world_dir, reference, train_steps),
-        out / "logs" / "reference.log",
-    )
+    reference_commands = train_commands(reference_shards, world_dir, reference, train_steps)
+    reference_arm = None
+    scorer_jobs: list[tuple[str, list[list[str]]]] = []
+    fold_exports: list[Path] = []
+    if scorer_folds > 1:
+        scorer_jobs, fold_exports = fold_scorer_jobs(
+            out, round0_shards, world_dir, scorer_folds, seed, scorer_steps, scorer_seeds
+        )
+    beside_jobs, here_jobs = plan_lanes(scorer_jobs, head_start=1.25)
+    scorers_beside = None
+    if beside_jobs:
+        scorers_beside = steps.start(
+            f"train + export tiny ({'; '.join(name for name, _ in beside_jobs)})",
+            [command for _, commands in beside_jobs for command in commands],
+            out / "logs" / "scorers.log",
+        )
+    else:
+        reference_arm = steps.start(
+            "train + evaluate tiny (reference)", reference_commands, out / "logs" / "reference.log"
+        )
     train_and_evaluate(steps, "round 0", round0_shards, world_dir, round0, train_steps)
 
     exported = round0 / "open_clip"
@@ -446,16 +491,18 @@ def run_demo(
     print("\n=== responsible-data filter round 1 requires (nsfw-fit + nsfw)")
     filters = run_filters(*filter_args, filter_options, scores=str(in_sample), only=("nsfw",))
     steps.rows.append(("filter: nsfw", time.perf_counter() - started))
-    if scorer_folds > 1:
-        fold_exports = train_fold_scorers(
-            steps, out, round0_shards, world_dir, scorer_folds, seed, train_steps
-        )
+    for name, (train, export) in here_jobs:
+        steps.run(f"train tiny ({name})", train)
+        steps.run(f"export tiny ({name})", export)
+    if scorers_beside is not None:
+        steps.finish(scorers_beside)
+    if fold_exports:
         steps.run(
-            f"score, cross-fit ({scorer_folds} fold scorers)",
+            f"score, cross-fit ({len(fold_exports)} scorers, {scorer_folds} folds)",
             CURATION
             + score_args(pool, pool / "curation" / "score", "crossfit", top_fraction)
             + ["--fold-weights", *(str(e / "open_clip_model.safetensors") for e in fold_exports)]
-            + ["--fold-seed", str(seed), "--model-config"]
+            + ["--folds", str(scorer_folds), "--fold-seed", str(seed), "--model-config"]
             + [str(fold_exports[0] / "open_clip_config.json")],
         )
     # Round 1 also drops what the NSFW head flags (when it ran); the other filters are reported.
@@ -479,7 +526,12 @@ def run_demo(
         ],
     )
     # The filters round 1 only reports (detect-faces is ~45 s of MTCNN on the small pool) run
-    # while round 1 trains, as the reference arm did beside round 0.
+    # while round 1 trains (and the reference arm, when the cross-fit scorers took its place
+    # beside round 0).
+    if reference_arm is None:
+        reference_arm = steps.start(
+            "train + evaluate tiny (reference)", reference_commands, out / "logs" / "reference.log"
+        )
     round1_arm = steps.start(
         "train + evaluate tiny (round 1)",
         train_commands(round1_shards, world_dir, round1, train_steps),
@@ -490,7 +542,7 @@ def run_demo(
     filters.update(run_filters(*filter_args, filter_options, only=("faces", "debias", "language")))
     steps.rows.append(("filters: faces, debias, langmix", time.perf_counter() - started))
     print(json.dumps(filters, indent=1), flush=True)
-    steps.finish(beside)
+    steps.finish(reference_arm)
     steps.finish(round1_arm)
 
     eval_sizes = world.get("counts", {}).get("eval", {})
@@ -516,6 +568,8 @@ def run_demo(
         score_dirs["cross_fit"] = pool / "curation" / "score"
     scoring: dict = {
         "folds": scorer_folds,
+        "seeds": scorer_seeds if scorer_folds > 1 else 0,
+        "scorer_steps": scorer_steps if scorer_folds > 1 else 0,
         **kept_correct_shares(pool, score_dirs, candidates, correct),
     }
     print(f"\n=== stage statistics (python -m curation stats {out})")
@@ -523,7 +577,11 @@ def run_demo(
     print(
         "\n=== does curation make a better model? round0: the balanced pool; round1: its top "
         f"{top_fraction:.0%} by "
-        + (f"{scorer_folds} cross-fit scorers" if scorer_folds > 1 else "the round-0 encoder")
+        + (
+            f"cross-fit scorers ({scorer_folds} folds x {scorer_seeds} seeds, mean score)"
+            if scorer_folds > 1
+            else "the round-0 encoder"
+        )
         + "; reference: round 0's pairs the truth calls "
         f"correct. {train_steps} steps each; value ± one standard error"
     )
@@ -535,7 +593,7 @@ def run_demo(
         f"{scoring['round0_encoder']['kept']} pairs, correctly captioned "
         f"{scoring['round0_encoder']['correct_caption_share']:.3f}"
         + (
-            f"; cross-fit ({scorer_folds} fold scorers) keeps {scoring['cross_fit']['kept']}, "
+            f"; cross-fit ({scorer_folds} folds x {scorer_seeds} seeds) keeps {scoring['cross_fit']['kept']}, "
             f"{scoring['cross_fit']['correct_caption_share']:.3f}"
             if scorer_folds > 1
             else ""
@@ -576,8 +634,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top-fraction",
         type=float,
-        default=0.4,
-        # One run each (2026-12-07, cross-fit): top 0.5 kept 705 pairs 0.939 correctly
+        default=0.5,
+        # One run each (2026-12-07, 2-fold cross-fit): top 0.5 kept 705 pairs 0.939 correctly
         # captioned, zero-shot 23.2%; 0.4 kept 531 at 0.953, 23.2%; 0.3 kept 369 at 0.957,
         # 20.3%. DataComp's best CLIP-score filter keeps 30%.
         help="share of the pool round 1 keeps by its scorer's score",
@@ -585,10 +643,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scorer-folds",
         type=int,
-        default=2,
+        default=3,
+        # On the demo's round-0 pairs (2026-12-07, truth-table AUC of correct against wrong
+        # captions): 2 folds 0.683 (two seeds per fold, mean score: 0.730), 3 folds 0.737.
         help="round 1's scorer: 1 = the round-0 encoder, which trained on the pairs it scores; "
         "N > 1 = cross-fitting, N scorers each trained like round 0 without one fold of its "
         "pairs, each scoring that fold",
+    )
+    parser.add_argument(
+        "--scorer-seeds",
+        type=int,
+        default=1,
+        help="cross-fit scorers per fold, each another training seed; a row's score is the "
+        "mean of its fold's scorers (one scorer's scores are noisy: two seeds' correlate ~0.5)",
+    )
+    parser.add_argument(
+        "--scorer-steps",
+        type=int,
+        default=None,
+        help="steps of each cross-fit scorer (default: --train-steps)",
     )
     parser.add_argument(
         "--port",
@@ -621,5 +694,7 @@ def _main(args: argparse.Namespace) -> int:
         args.top_fraction,
         args.port,
         args.scorer_folds,
+        args.scorer_seeds,
+        args.scorer_steps,
     )
     return 0

@@ -65,3 +65,56 @@ def test_stopping_an_arm_terminates_its_command_and_starts_no_other(tmp_path):
     assert time.perf_counter() - started < 10
     assert beside.process.poll() is not None and not marker.exists()
     assert not beside.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("jobs", "beside", "here"),
+    [
+        # Round 0's own work is ~1.25 trainings: two scorers fit beside it, a third comes here.
+        (["s0", "s1"], ["s0", "s1"], []),
+        (["s0", "s1", "s2"], ["s0", "s1"], ["s2"]),
+        (["s0", "s1", "s2", "s3"], ["s0", "s1", "s3"], ["s2"]),
+        ([], [], []),
+    ],
+)
+def test_scorers_go_to_the_lane_that_frees_first(jobs, beside, here):
+    from curation.demo import plan_lanes
+
+    assert plan_lanes(jobs, head_start=1.25) == (beside, here)
+
+
+def test_each_fold_scorer_trains_without_its_fold_and_the_exports_come_seed_by_seed(tmp_path):
+    """fold_scorer_jobs: scorer (fold i, seed m) trains on round 0's rows outside fold i with
+    `seed=m`, and the exports are listed seed-major, fold-minor (score --folds reads file J
+    as fold J % folds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.demo import fold_scorer_jobs
+    from curation.score.shard_scoring import crossfit_folds
+    from training.data.tars import write_tar
+
+    shards = tmp_path / "round0"
+    shards.mkdir()
+    uids = [f"u{i:03d}" for i in range(60)]
+    write_tar(shards / "00000.tar", [(uid, {"jpg": b"x", "txt": b"t"}) for uid in uids])
+    pq.write_table(pa.table({"uid": uids, "key": uids}), shards / "00000.parquet")
+    jobs, exports = fold_scorer_jobs(tmp_path / "demo", shards, tmp_path / "world", 3, 7, 50, 2)
+    assert [name for name, _ in jobs] == [
+        f"scorer of fold {fold}, seed {seed}" for seed in (0, 1) for fold in (0, 1, 2)
+    ]
+    assert exports == [
+        tmp_path / "demo" / "scorer_folds" / f"run_{fold}_seed{seed}" / "open_clip"
+        for seed in (0, 1)
+        for fold in (0, 1, 2)
+    ]
+    folds = dict(zip(uids, crossfit_folds(uids, 3, 7)))
+    for fold in range(3):
+        kept = pq.read_table(
+            tmp_path / "demo" / "scorer_folds" / f"shards_{fold}" / "00000.parquet"
+        )
+        assert sorted(kept["uid"].to_pylist()) == [u for u in uids if folds[u] != fold]
+    train, export = jobs[4][1]  # fold 1, seed 1
+    assert train[train.index("--steps") + 1] == "50" and "seed=1" in train
+    assert str(tmp_path / "demo" / "scorer_folds" / "shards_1" / "*.tar") in train
+    assert export[-1] == str(exports[4])

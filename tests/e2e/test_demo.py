@@ -66,7 +66,7 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
     # Round 1 kept by the cross-fit scorers (one per fold of round 0's pairs, trained without
     # it); the round-0 encoder's own choice is reported beside, on the same candidates.
     scoring = report["scoring"]
-    assert scoring["folds"] == 2
+    assert (scoring["folds"], scoring["seeds"], scoring["scorer_steps"]) == (3, 1, 3)
     assert scoring["cross_fit"]["kept"] == arms["round1"]["samples"]
     assert scoring["cross_fit"]["correct_caption_share"] == pytest.approx(
         arms["round1"]["correct_caption_share"], abs=1e-4
@@ -83,8 +83,12 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
             expected = arms[a]["metrics"][metric]["value"] - arms[b]["metrics"][metric]["value"]
             assert entry["difference"] == pytest.approx(expected, abs=1e-6)
             assert entry["se"] >= 0 and entry["trials"] > 0
-    for fold in (0, 1):
-        assert (out / "scorer_folds" / f"run_{fold}" / "open_clip").is_dir()
+    for fold in (0, 1, 2):
+        assert (out / "scorer_folds" / f"run_{fold}_seed0" / "open_clip").is_dir()
+    assert "train + export tiny (scorer of fold 0, seed 0; scorer of fold 1, seed 0)" in (
+        report["timings"]
+    )
+    assert "train tiny (scorer of fold 2, seed 0)" in report["timings"]
     assert report["wall_seconds"] < sum(report["timings"].values())
     assert "round0" in done.stdout and "±" in done.stdout
     assert (out / "train" / "metrics.jsonl").exists() and "browse it: make dashboard" in done.stdout
