@@ -635,9 +635,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--top-fraction",
         type=float,
         default=0.5,
-        # One run each (2026-12-07, 2-fold cross-fit): top 0.5 kept 705 pairs 0.939 correctly
-        # captioned, zero-shot 23.2%; 0.4 kept 531 at 0.953, 23.2%; 0.3 kept 369 at 0.957,
-        # 20.3%. DataComp's best CLIP-score filter keeps 30%.
+        # Three cross-fit folds (2026-12-07, benchmarks/crossfit_scoring.py): top 0.6 keeps 881
+        # pairs 0.942 correctly captioned, 0.5 711 at 0.959 (zero-shot 25.7%), 0.4 546 at 0.969.
+        # Two folds, one run each: 0.5 kept 705 at 0.939, zero-shot 23.2%; 0.4 531 at 0.953,
+        # 23.2%; 0.3 369 at 0.957, 20.3%. DataComp's best CLIP-score filter keeps 30%.
         help="share of the pool round 1 keeps by its scorer's score",
     )
     parser.add_argument(
