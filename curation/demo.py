@@ -283,20 +283,23 @@ def fold_scorer_jobs(
     trains like round 0 (`scorer_steps` steps) on round 0's pairs outside fold i (score's
     --fold-seed hash of the uid), and is exported. They need only round 0's shards. Returns
     the jobs (name, [train, export]) and the exports, seed by seed, fold by fold: the order
-    `score --folds` reads (file J scores fold J % folds)."""
+    `score --folds` reads (file J scores fold J % folds). Folders are named by the split and
+    the steps, so a demo resumed with other settings trains new scorers instead of reusing
+    ones that saw the rows they would score."""
+    home = out / "scorer_folds" / f"{folds}_folds_{scorer_steps}_steps"
     shard_sets = []
     for fold in range(folds):
 
         def outside(sidecar: pa.Table, fold: int = fold) -> pa.Array:
             return pa.array(crossfit_folds(sidecar["uid"].to_pylist(), folds, seed) != fold)
 
-        shards = out / "scorer_folds" / f"shards_{fold}"
+        shards = home / f"shards_{fold}"
         write_filtered_shards(round0_shards, shards, outside, "_fold.json")
         shard_sets.append(shards)
     jobs, exports = [], []
     for member in range(scorer_seeds):
         for fold in range(folds):
-            run = out / "scorer_folds" / f"run_{fold}_seed{member}"
+            run = home / f"run_{fold}_seed{member}"
             exports.append(run / "open_clip")
             train = train_commands(
                 shard_sets[fold], world_dir, run, scorer_steps, (f"seed={member}",)

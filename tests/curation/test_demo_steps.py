@@ -100,21 +100,18 @@ def test_each_fold_scorer_trains_without_its_fold_and_the_exports_come_seed_by_s
     write_tar(shards / "00000.tar", [(uid, {"jpg": b"x", "txt": b"t"}) for uid in uids])
     pq.write_table(pa.table({"uid": uids, "key": uids}), shards / "00000.parquet")
     jobs, exports = fold_scorer_jobs(tmp_path / "demo", shards, tmp_path / "world", 3, 7, 50, 2)
+    home = tmp_path / "demo" / "scorer_folds" / "3_folds_50_steps"  # another split: other folders
     assert [name for name, _ in jobs] == [
         f"scorer of fold {fold}, seed {seed}" for seed in (0, 1) for fold in (0, 1, 2)
     ]
     assert exports == [
-        tmp_path / "demo" / "scorer_folds" / f"run_{fold}_seed{seed}" / "open_clip"
-        for seed in (0, 1)
-        for fold in (0, 1, 2)
+        home / f"run_{fold}_seed{seed}" / "open_clip" for seed in (0, 1) for fold in (0, 1, 2)
     ]
     folds = dict(zip(uids, crossfit_folds(uids, 3, 7)))
     for fold in range(3):
-        kept = pq.read_table(
-            tmp_path / "demo" / "scorer_folds" / f"shards_{fold}" / "00000.parquet"
-        )
+        kept = pq.read_table(home / f"shards_{fold}" / "00000.parquet")
         assert sorted(kept["uid"].to_pylist()) == [u for u in uids if folds[u] != fold]
     train, export = jobs[4][1]  # fold 1, seed 1
     assert train[train.index("--steps") + 1] == "50" and "seed=1" in train
-    assert str(tmp_path / "demo" / "scorer_folds" / "shards_1" / "*.tar") in train
+    assert str(home / "shards_1" / "*.tar") in train
     assert export[-1] == str(exports[4])

@@ -84,9 +84,12 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
             assert entry["difference"] == pytest.approx(expected, abs=1e-6)
             assert entry["se"] >= 0 and entry["trials"] > 0
     for fold in (0, 1, 2):
-        assert (out / "scorer_folds" / f"run_{fold}_seed0" / "open_clip").is_dir()
-    assert "train + export tiny (scorer of fold 0, seed 0; scorer of fold 1, seed 0)" in (
-        report["timings"]
+        assert (
+            out / "scorer_folds" / "3_folds_3_steps" / f"run_{fold}_seed0" / "open_clip"
+        ).is_dir()
+    assert (
+        "train + export tiny (scorer of fold 0, seed 0; scorer of fold 1, seed 0)"
+        in (report["timings"])
     )
     assert "train tiny (scorer of fold 2, seed 0)" in report["timings"]
     assert report["wall_seconds"] < sum(report["timings"].values())
