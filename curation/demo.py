@@ -22,7 +22,10 @@ DEMO_DIR/report.json holds, per arm, its training-sample count, the share of its
 truth calls correctly captioned, and every eval metric with its standard error
 (curation/demo_report.py); under "comparisons", round 1 minus round 0 and minus the reference on
 zero-shot and T->I R@1, each difference with its paired standard error (the arms are scored on
-the same eval trials). The demo prints both as tables.
+the same eval trials). The demo prints both as tables. Those standard errors are the eval
+sets'; retraining an arm on another seed moves it more. --arm-seeds N trains every arm on
+training seeds 0..N-1 (the same shards) and adds "comparisons_over_seeds": each seed's
+difference, their mean and its standard error over seeds.
 
 Every step is the same `python -m curation …` / `python -m training …` command a user runs, and
 every step is resumable: re-running the demo skips finished work.
@@ -54,6 +57,8 @@ from curation.demo_report import (
     kept_correct_shares,
     latest_eval,
     paired_comparisons,
+    seed_comparisons,
+    seed_comparisons_table,
     write_filtered_shards,
     write_reference_shards,
 )
@@ -330,6 +335,41 @@ def plan_lanes(jobs: list, head_start: float) -> tuple[list, list]:
     return beside, here
 
 
+def train_other_seeds(
+    steps: Steps,
+    out: Path,
+    world_dir: Path,
+    arm_runs: dict[str, tuple[Path, Path]],
+    train_steps: int,
+    arm_seeds: int,
+) -> dict[str, list[Path]]:
+    """Every arm again on training seeds 1..arm_seeds-1 (`seed=K`: another init and batch
+    order, the same shards), each run beside its own folder (RUN_seedK), in two lanes.
+    Returns each arm's extra run folders, seed by seed."""
+    runs: dict[str, list[Path]] = {name: [] for name in arm_runs}
+    jobs = []
+    for seed in range(1, arm_seeds):
+        for name, (shards, run) in arm_runs.items():
+            seed_run = run.with_name(f"{run.name}_seed{seed}")
+            runs[name].append(seed_run)
+            commands = train_commands(shards, world_dir, seed_run, train_steps, (f"seed={seed}",))
+            jobs.append((f"{name}, training seed {seed}", commands))
+    beside_jobs, here_jobs = plan_lanes(jobs, head_start=0)
+    lane = None
+    if beside_jobs:
+        lane = steps.start(
+            f"train + evaluate tiny ({'; '.join(name for name, _ in beside_jobs)})",
+            [command for _, commands in beside_jobs for command in commands],
+            out / "logs" / "arm_seeds.log",
+        )
+    for name, (train, evaluate) in here_jobs:
+        steps.run(f"train tiny ({name})", train)
+        steps.run(f"evaluate ({name})", evaluate)
+    if lane is not None:
+        steps.finish(lane)
+    return runs
+
+
 def train_and_evaluate(
     steps: Steps, name: str, shards: Path, world_dir: Path, run: Path, train_steps: int
 ) -> None:
@@ -349,11 +389,12 @@ def run_demo(
     scorer_folds: int = 3,
     scorer_seeds: int = 1,
     scorer_steps: int | None = None,
+    arm_seeds: int = 1,
 ) -> None:
-    if scorer_folds < 1 or scorer_seeds < 1:
+    if min(scorer_folds, scorer_seeds, arm_seeds) < 1:
         raise SystemExit(
-            f"demo: --scorer-folds and --scorer-seeds must be at least 1, "
-            f"not {scorer_folds} and {scorer_seeds}"
+            f"demo: --scorer-folds, --scorer-seeds and --arm-seeds must be at least 1, "
+            f"not {scorer_folds}, {scorer_seeds} and {arm_seeds}"
         )
     scorer_steps = scorer_steps or train_steps
     out.mkdir(parents=True, exist_ok=True)
@@ -547,15 +588,18 @@ def run_demo(
     print(json.dumps(filters, indent=1), flush=True)
     steps.finish(reference_arm)
     steps.finish(round1_arm)
+    arm_runs = {
+        "round0": (round0_shards, round0),
+        "round1": (round1_shards, round1),
+        "reference": (reference_shards, reference),
+    }
+    seed_runs = train_other_seeds(steps, out, world_dir, arm_runs, train_steps, arm_seeds)
 
     eval_sizes = world.get("counts", {}).get("eval", {})
     arms: dict[str, dict] = {}
     evals: dict[str, dict] = {}
-    for name, shards, run in (
-        ("round0", round0_shards, round0),
-        ("round1", round1_shards, round1),
-        ("reference", reference_shards, reference),
-    ):
+    evals_by_seed: dict[str, list[dict]] = {}
+    for name, (shards, run) in arm_runs.items():
         samples, share = correctly_captioned_share(shards, correct)
         evals[name] = latest_eval(run)
         arms[name] = {
@@ -563,8 +607,12 @@ def run_demo(
             "correct_caption_share": share,
             "metrics": arm_metrics(evals[name], eval_sizes),
         }
+        evals_by_seed[name] = [evals[name]] + [latest_eval(r) for r in seed_runs[name]]
     # The arms are scored on the same eval sets: their differences get paired standard errors.
-    comparisons = paired_comparisons(evals, [("round1", "round0"), ("round1", "reference")])
+    pairs = [("round1", "round0"), ("round1", "reference")]
+    comparisons = paired_comparisons(evals, pairs)
+    # With --arm-seeds N, the same differences seed by seed: what retraining moves.
+    over_seeds = seed_comparisons(evals_by_seed, pairs) if arm_seeds > 1 else {}
     candidates = [stage for stage in require.split(",") if stage != "score"]
     score_dirs = {"round0_encoder": in_sample}
     if scorer_folds > 1:
@@ -591,6 +639,12 @@ def run_demo(
     print(arms_table(arms))
     print("\npaired differences on the same eval trials (difference ± its standard error)")
     print(comparisons_table(comparisons))
+    if over_seeds:
+        print(
+            f"\nthe same differences over training seeds 0..{arm_seeds - 1} (each arm retrained "
+            "on its own shards; mean ± standard error over seeds)"
+        )
+        print(seed_comparisons_table(over_seeds))
     print(
         f"round 1's scorer: the round-0 encoder's own top {top_fraction:.0%} would keep "
         f"{scoring['round0_encoder']['kept']} pairs, correctly captioned "
@@ -607,6 +661,8 @@ def run_demo(
     report = {
         "arms": arms,
         "comparisons": comparisons,
+        "comparisons_over_seeds": over_seeds,
+        "arm_seeds": arm_seeds,
         "filters": filters,
         "scoring": scoring,
         "train_steps": train_steps,
@@ -662,6 +718,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mean of its fold's scorers (one scorer's scores are noisy: two seeds' correlate ~0.5)",
     )
     parser.add_argument(
+        "--arm-seeds",
+        type=int,
+        default=1,
+        help="train every arm on N training seeds (same shards) and report the differences "
+        "over seeds too (report.json comparisons_over_seeds): what retraining moves, which the "
+        "eval sets' standard errors do not count; each seed adds three trainings (~4 min)",
+    )
+    parser.add_argument(
         "--scorer-steps",
         type=int,
         default=None,
@@ -700,5 +764,6 @@ def _main(args: argparse.Namespace) -> int:
         args.scorer_folds,
         args.scorer_seeds,
         args.scorer_steps,
+        args.arm_seeds,
     )
     return 0

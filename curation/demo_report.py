@@ -197,6 +197,48 @@ def paired_comparisons(
     return comparisons
 
 
+def seed_comparisons(
+    results_by_seed: Mapping[str, list[dict[str, dict]]], pairs: list[tuple[str, str]]
+) -> dict[str, dict[str, dict]]:
+    """Differences over training seeds: for each (A, B) in `pairs` and each headline metric
+    both report, {"A - B": {"task/metric": {"differences": per seed (A's seed k minus B's seed
+    k), "mean", "se" (sd of the differences / sqrt(seeds); None for one seed), "seeds"}}}.
+    `results_by_seed` holds each arm's evaluation results (latest_eval), seed 0 first. Unlike
+    the paired eval standard error, this one counts how much retraining moves the arms."""
+    comparisons: dict[str, dict[str, dict]] = {}
+    for a, b in pairs:
+        entry = {}
+        for task, metric in HEADLINE_METRICS:
+            differences = [
+                float(ra[task][metric]) - float(rb[task][metric])
+                for ra, rb in zip(results_by_seed[a], results_by_seed[b])
+                if metric in ra.get(task, {}) and metric in rb.get(task, {})
+            ]
+            if not differences:
+                continue
+            seeds = len(differences)
+            se = float(np.std(differences, ddof=1)) / math.sqrt(seeds) if seeds > 1 else None
+            entry[f"{task}/{metric}"] = {
+                "differences": differences,
+                "mean": float(np.mean(differences)),
+                "se": se,
+                "seeds": seeds,
+            }
+        comparisons[f"{a} - {b}"] = entry
+    return comparisons
+
+
+def seed_comparisons_table(comparisons: dict[str, dict[str, dict]]) -> str:
+    """One line per (pair, metric): each seed's difference, their mean ± standard error."""
+    lines = []
+    for pair, metrics in comparisons.items():
+        for metric, entry in metrics.items():
+            per_seed = " / ".join(f"{d:+.3f}" for d in entry["differences"])
+            se = f" ± {entry['se']:.3f}" if entry["se"] is not None else ""
+            lines.append(f"{pair:<22}{metric:<30}{entry['mean']:+.3f}{se}  (seeds: {per_seed})")
+    return "\n".join(lines)
+
+
 def comparisons_table(comparisons: dict[str, dict[str, dict[str, float | int]]]) -> str:
     """One line per (pair, metric): difference ± paired standard error, and their ratio."""
     lines = []

@@ -18,6 +18,8 @@ from curation.demo_report import (
     latest_eval,
     paired_comparisons,
     paired_difference,
+    seed_comparisons,
+    seed_comparisons_table,
     standard_error,
     write_reference_shards,
 )
@@ -110,3 +112,30 @@ def test_paired_comparisons_read_each_runs_stored_outcomes(tmp_path):
     assert comparisons["round1 - reference"]["zeroshot/top1"]["difference"] == pytest.approx(-0.25)
     table = comparisons_table(comparisons)
     assert "round1 - round0" in table and "+0.500" in table
+
+
+def test_differences_over_seeds_pair_seed_k_with_seed_k_and_their_se_is_over_seeds():
+    def results(zeroshot: float, recall: float | None = None) -> dict:
+        out = {"zeroshot": {"top1": zeroshot}}
+        if recall is not None:
+            out["retrieval"] = {"text_to_image_R@1": recall}
+        return out
+
+    by_seed = {
+        "round1": [results(0.30, 0.5), results(0.28, 0.4), results(0.26)],
+        "round0": [results(0.20, 0.3), results(0.24, 0.3), results(0.22)],
+    }
+    got = seed_comparisons(by_seed, [("round1", "round0")])["round1 - round0"]
+    zeroshot = got["zeroshot/top1"]
+    assert zeroshot["differences"] == pytest.approx([0.10, 0.04, 0.04])
+    assert zeroshot["mean"] == pytest.approx(0.06)
+    # sd of (0.10, 0.04, 0.04) with ddof 1 is sqrt(0.0012) = 0.03464; over sqrt(3) seeds:
+    assert zeroshot["se"] == pytest.approx(0.02, abs=1e-6)
+    assert zeroshot["seeds"] == 3
+    # A metric only two seeds report is compared over those two.
+    assert got["retrieval/text_to_image_R@1"]["differences"] == pytest.approx([0.2, 0.1])
+    line = seed_comparisons_table({"round1 - round0": got}).splitlines()[0]
+    assert "+0.060 ± 0.020" in line and "+0.100 / +0.040 / +0.040" in line
+    # One seed: no spread to measure.
+    one = seed_comparisons({"a": [results(0.3)], "b": [results(0.2)]}, [("a", "b")])
+    assert one["a - b"]["zeroshot/top1"]["se"] is None

@@ -30,6 +30,9 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
             "tiny",
             "--train-steps",
             "3",
+            # Every arm also on training seed 1: the differences over seeds.
+            "--arm-seeds",
+            "2",
             # Not the default port: a demo someone runs beside the tests must not collide with it.
             "--port",
             str(free_port()),
@@ -83,6 +86,15 @@ def test_demo_runs_the_whole_chain_and_reports_three_arms_with_standard_errors(t
             expected = arms[a]["metrics"][metric]["value"] - arms[b]["metrics"][metric]["value"]
             assert entry["difference"] == pytest.approx(expected, abs=1e-6)
             assert entry["se"] >= 0 and entry["trials"] > 0
+    # Over training seeds 0 and 1: seed k of round 1 minus seed k of round 0, per metric.
+    assert report["arm_seeds"] == 2
+    over_seeds = report["comparisons_over_seeds"]["round1 - round0"]["zeroshot/top1"]
+    assert over_seeds["seeds"] == 2 and over_seeds["differences"][0] == pytest.approx(
+        report["comparisons"]["round1 - round0"]["zeroshot/top1"]["difference"], abs=1e-6
+    )
+    for run in ("train_round0_seed1", "train_seed1", "train_reference_seed1"):
+        assert list((out / run / "eval").glob("step_*.json"))
+    assert "the same differences over training seeds 0..1" in done.stdout
     for fold in (0, 1, 2):
         assert (
             out / "scorer_folds" / "3_folds_3_steps" / f"run_{fold}_seed0" / "open_clip"
