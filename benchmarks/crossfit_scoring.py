@@ -10,9 +10,10 @@ i of round 0's pairs, and scores fold i. This reads a finished demo folder and b
 - cross-fit: POOL/curation/score (the fold scorers', `score --fold-weights`).
 
 For each, the AUC on round 1's candidates (the chance that a correctly captioned pair scores
-above a wrong one; 0.5 = no better than a coin), and at several top fractions of the pool: the rows round 1 would keep (round 0's pairs
-that NSFW keeps, with a score in the pool's top fraction), their correctly captioned share by
-the world's truth table, and the wrong ones by caption kind. Then the memorisation itself: the
+above a wrong one; 0.5 = no better than a coin), and at several top fractions of the pool: the
+rows round 1 would keep (round 0's pairs that NSFW keeps, with a score in the pool's top
+fraction), their correctly captioned share by the world's truth table, and the wrong ones by
+caption kind. Then the memorisation itself: the
 in-sample scorer's median pool percentile of each caption kind, on the pairs it trained on and
 on those balance dropped before round 0. Writes DEMO/scoring_breakdown.json.
 
