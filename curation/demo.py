@@ -335,6 +335,19 @@ def plan_lanes(jobs: list, head_start: float) -> tuple[list, list]:
     return beside, here
 
 
+def start_lane(
+    steps: Steps, verb: str, jobs: list[tuple[str, list[list[str]]]], log: Path
+) -> Beside | None:
+    """Start `jobs` (name, commands), one after another, beside the steps (None for none)."""
+    if not jobs:
+        return None
+    return steps.start(
+        f"{verb} tiny ({'; '.join(name for name, _ in jobs)})",
+        [command for _, commands in jobs for command in commands],
+        log,
+    )
+
+
 def train_other_seeds(
     steps: Steps,
     out: Path,
@@ -355,13 +368,7 @@ def train_other_seeds(
             commands = train_commands(shards, world_dir, seed_run, train_steps, (f"seed={seed}",))
             jobs.append((f"{name}, training seed {seed}", commands))
     beside_jobs, here_jobs = plan_lanes(jobs, head_start=0)
-    lane = None
-    if beside_jobs:
-        lane = steps.start(
-            f"train + evaluate tiny ({'; '.join(name for name, _ in beside_jobs)})",
-            [command for _, commands in beside_jobs for command in commands],
-            out / "logs" / "arm_seeds.log",
-        )
+    lane = start_lane(steps, "train + evaluate", beside_jobs, out / "logs" / "arm_seeds.log")
     for name, (train, evaluate) in here_jobs:
         steps.run(f"train tiny ({name})", train)
         steps.run(f"evaluate ({name})", evaluate)
@@ -498,14 +505,8 @@ def run_demo(
             out, round0_shards, world_dir, scorer_folds, seed, scorer_steps, scorer_seeds
         )
     beside_jobs, here_jobs = plan_lanes(scorer_jobs, head_start=1.25)
-    scorers_beside = None
-    if beside_jobs:
-        scorers_beside = steps.start(
-            f"train + export tiny ({'; '.join(name for name, _ in beside_jobs)})",
-            [command for _, commands in beside_jobs for command in commands],
-            out / "logs" / "scorers.log",
-        )
-    else:
+    scorers_beside = start_lane(steps, "train + export", beside_jobs, out / "logs" / "scorers.log")
+    if scorers_beside is None:
         reference_arm = steps.start(
             "train + evaluate tiny (reference)", reference_commands, out / "logs" / "reference.log"
         )
