@@ -496,8 +496,10 @@ def run_demo(
     reference_shards, reference = out / "train_shards_reference", out / "train_reference"
     correct = correct_pairs(world_dir)
     write_reference_shards(round0_shards, reference_shards, correct)
-    reference_commands = train_commands(reference_shards, world_dir, reference, train_steps)
-    reference_arm = None
+    reference_job = [
+        ("reference", train_commands(reference_shards, world_dir, reference, train_steps))
+    ]
+    reference_log = out / "logs" / "reference.log"
     scorer_jobs: list[tuple[str, list[list[str]]]] = []
     fold_exports: list[Path] = []
     if scorer_folds > 1:
@@ -506,10 +508,10 @@ def run_demo(
         )
     beside_jobs, here_jobs = plan_lanes(scorer_jobs, head_start=1.25)
     scorers_beside = start_lane(steps, "train + export", beside_jobs, out / "logs" / "scorers.log")
+    # Without scorers beside round 0, the reference arm takes that lane.
+    reference_arm = None
     if scorers_beside is None:
-        reference_arm = steps.start(
-            "train + evaluate tiny (reference)", reference_commands, out / "logs" / "reference.log"
-        )
+        reference_arm = start_lane(steps, "train + evaluate", reference_job, reference_log)
     train_and_evaluate(steps, "round 0", round0_shards, world_dir, round0, train_steps)
 
     exported = round0 / "open_clip"
@@ -574,9 +576,7 @@ def run_demo(
     # while round 1 trains (and the reference arm, when the cross-fit scorers took its place
     # beside round 0).
     if reference_arm is None:
-        reference_arm = steps.start(
-            "train + evaluate tiny (reference)", reference_commands, out / "logs" / "reference.log"
-        )
+        reference_arm = start_lane(steps, "train + evaluate", reference_job, reference_log)
     round1_arm = steps.start(
         "train + evaluate tiny (round 1)",
         train_commands(round1_shards, world_dir, round1, train_steps),
@@ -587,6 +587,7 @@ def run_demo(
     filters.update(run_filters(*filter_args, filter_options, only=("faces", "debias", "language")))
     steps.rows.append(("filters: faces, debias, langmix", time.perf_counter() - started))
     print(json.dumps(filters, indent=1), flush=True)
+    assert reference_arm is not None  # started beside round 0 or round 1
     steps.finish(reference_arm)
     steps.finish(round1_arm)
     arm_runs = {

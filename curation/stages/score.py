@@ -124,6 +124,11 @@ class ScoreConfig:
             raise ConfigError("score: --batch-size and --actors must be at least 1")
 
     @property
+    def models_per_fold(self) -> int:
+        """Scorers of each fold's rows: 1, or the ensemble's size when cross-fitting."""
+        return len(self.fold_weights) // self.folds if self.fold_weights else 1
+
+    @property
     def specs(self) -> tuple[ScorerSpec, ...]:
         """The scorer, or one per fold when cross-fitting."""
         weights = self.fold_weights or (self.weights,)
@@ -185,7 +190,7 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
         record["weights"] = list(config.fold_weights)
         record["crossfit"] = {
             "folds": config.folds,
-            "models_per_fold": len(config.fold_weights) // config.folds,
+            "models_per_fold": config.models_per_fold,
             "seed": config.fold_seed,
         }
     _check_scorer_record(config.out, record)
@@ -199,7 +204,7 @@ def _score_pass(config: ScoreConfig, options: RunOptions) -> StageReport:
     folds = {
         "folds": config.folds or 1,
         "fold_seed": config.fold_seed,
-        "models_per_fold": len(config.specs) // (config.folds or 1),
+        "models_per_fold": config.models_per_fold,
     }
     if not options.use_ray:
         embedder = ClipEmbedder(config.specs)
