@@ -18,6 +18,7 @@ import json
 import logging
 import posixpath
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -281,6 +282,30 @@ def config_image_size(config: dict[str, Any]) -> int:
     """The model's square input side (the larger side of a non-square one)."""
     image_size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
     return image_size if isinstance(image_size, int) else max(image_size)
+
+
+# open_clip tries to import these at its own import (~1.6 s of a fresh process's ~5.8 s to a
+# built ViT-S-32); only timm vision trunks and Hugging Face text towers or tokenizers use them.
+OPTIONAL_BACKENDS = ("timm", "transformers")
+
+
+def skip_unused_backends(specs: tuple[ScorerSpec, ...]) -> tuple[str, ...]:
+    """In a process that loads no other models than `specs` (a scoring actor's own process):
+    make the optional backends that none of their architectures uses unimportable, before
+    open_clip is first imported, so its import skips them. Returns the names skipped.
+
+    Never call it in a shared process: a later `import timm` there would fail. Any config
+    that mentions timm or a Hugging Face part, or that comes from open_clip's built-in list
+    (resolving it imports open_clip), skips nothing."""
+    if "open_clip" in sys.modules:
+        return ()
+    described = [json.dumps(scorer_config(spec)["model_cfg"]) for spec in specs]
+    if "open_clip" in sys.modules or any("timm" in t or '"hf_' in t for t in described):
+        return ()
+    skipped = tuple(name for name in OPTIONAL_BACKENDS if name not in sys.modules)
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
+    return skipped
 
 
 def load_scorer(spec: ScorerSpec, device: str = "cpu") -> LoadedScorer:
