@@ -11,8 +11,9 @@ towers, batch --batch-size, this process's torch threads, i.e. every core) on te
 and preprocessed beforehand, untimed. Its text tower runs only the positions that reach the
 pooled end-of-text token (`curation.score.embedder.encode_text`, the same embeddings): the
 padding up to 77 positions is avoidable work, so it is not part of the limit. open_clip's own
-forward at full context is timed too and printed beside it. Targets: the stage >= 0.9 of that limit and >= 2x the
-plain loop, its time counted from the call that starts its actors to the last score written.
+forward at full context is timed too and printed beside it. Targets: the stage >= 0.9 of that
+limit and >= 2x the plain loop, its time counted from the call that starts its actors to the
+last score written.
 A third arm runs our scoring pass without Ray in this process and compares its CPU seconds per
 image (all threads) with the limit's: `cpu_vs_limit`, the stage's own work against the forward's,
 which neither Ray's start nor the box's load moves much (the wall-clock ratios above they do).
