@@ -348,6 +348,18 @@ def start_lane(
     )
 
 
+def run_here(steps: Steps, jobs: list[tuple[str, list[list[str]]]], verbs: tuple[str, ...]) -> None:
+    """Run `jobs` (name, commands) here, one after another; command k of a job is the step
+    "{verbs[k]} ({name})"."""
+    for name, commands in jobs:
+        for verb, command in zip(verbs, commands, strict=True):
+            steps.run(f"{verb} ({name})", command)
+
+
+ARM_STEPS = ("train tiny", "evaluate")  # an arm's commands (train_commands)
+SCORER_STEPS = ("train tiny", "export tiny")  # a cross-fit scorer's (fold_scorer_jobs)
+
+
 def train_other_seeds(
     steps: Steps,
     out: Path,
@@ -369,9 +381,7 @@ def train_other_seeds(
             jobs.append((f"{name}, training seed {seed}", commands))
     beside_jobs, here_jobs = plan_lanes(jobs, head_start=0)
     lane = start_lane(steps, "train + evaluate", beside_jobs, out / "logs" / "arm_seeds.log")
-    for name, (train, evaluate) in here_jobs:
-        steps.run(f"train tiny ({name})", train)
-        steps.run(f"evaluate ({name})", evaluate)
+    run_here(steps, here_jobs, ARM_STEPS)
     if lane is not None:
         steps.finish(lane)
     return runs
@@ -380,9 +390,7 @@ def train_other_seeds(
 def train_and_evaluate(
     steps: Steps, name: str, shards: Path, world_dir: Path, run: Path, train_steps: int
 ) -> None:
-    train, evaluate = train_commands(shards, world_dir, run, train_steps)
-    steps.run(f"train tiny ({name})", train)
-    steps.run(f"evaluate ({name})", evaluate)
+    run_here(steps, [(name, train_commands(shards, world_dir, run, train_steps))], ARM_STEPS)
 
 
 def run_demo(
@@ -538,9 +546,7 @@ def run_demo(
     print("\n=== responsible-data filter round 1 requires (nsfw-fit + nsfw)")
     filters = run_filters(*filter_args, filter_options, scores=str(in_sample), only=("nsfw",))
     steps.rows.append(("filter: nsfw", time.perf_counter() - started))
-    for name, (train, export) in here_jobs:
-        steps.run(f"train tiny ({name})", train)
-        steps.run(f"export tiny ({name})", export)
+    run_here(steps, here_jobs, SCORER_STEPS)
     if scorers_beside is not None:
         steps.finish(scorers_beside)
     if fold_exports:
